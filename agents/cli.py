@@ -1,0 +1,51 @@
+"""`warren`: the command line.
+
+Each part of Warren contributes its own subcommands from a module named ``agents.<part>.cli`` that
+defines ``add_commands(subparsers)``; parsers set ``func`` to a callable taking the parsed args and
+returning an exit code. A part whose cli module does not exist yet simply adds no commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+__all__ = ["main", "build_parser"]
+
+# The parts that may contribute subcommands, in the order `warren --help` lists them.
+_PARTS = (
+    "agents.chain.cli",      # deploy info, balances
+    "agents.wireguard.cli",  # warren tunnel ...
+    "agents.overlay.cli",    # warren mesh ...
+    "agents.prover.cli",     # warren voucher ...
+    "agents.demo",           # warren demo
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every available part's subcommands."""
+    parser = argparse.ArgumentParser(prog="warren", description="Warren: a decentralized VPN.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _PARTS:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).add_commands(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `warren` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
