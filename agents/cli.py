@@ -24,12 +24,19 @@ _PARTS = (
 )
 
 
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # the parent package does not exist yet
+        return False
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every available part's subcommands."""
     parser = argparse.ArgumentParser(prog="warren", description="Warren: a decentralized VPN.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _PARTS:
-        if importlib.util.find_spec(name) is not None:
+        if _module_exists(name):
             importlib.import_module(name).add_commands(subparsers)
     return parser
 
