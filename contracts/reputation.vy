@@ -1,0 +1,323 @@
+# pragma version ~=0.4.3
+"""
+@title Warren reputation: challenger reports, node scores, quorum slashing
+@custom:contract-name reputation
+@license GNU Affero General Public License v3.0 or later
+@author Warren contributors
+@notice Challengers staked in node_registry post one report per node per epoch (measured
+        throughput, latency, pass/fail). Each report moves the node's on-chain averages (score =
+        pass rate in basis points, throughput, latency). When `quorum` distinct challengers report
+        a node failed in one epoch, the node loses `slash_bps` of its remaining stake, and those
+        reporters share what was taken.
+@custom:security Bounties are pushed to the reporters in the slashing transaction, not pulled
+                 later: the token is Warren's own ERC-20 (no transfer hooks, no blocklist), so a
+                 reporter cannot block or re-enter the payout, and the list is bounded by
+                 MAX_QUORUM, so the gas is bounded too. A hook-bearing token would need pull payment.
+                 The slashed stake goes entirely to the reporters, so `quorum` colluding
+                 challengers could slash an honest node for profit; the defence is the challenger
+                 stake and a quorum large enough that collusion costs more than `slash_bps` of a
+                 node's stake. Reports on one's own node are refused, but one person can hold both
+                 an operator and a challenger account: Sybil resistance comes only from stake.
+"""
+
+
+from ethereum.ercs import IERC20
+
+from interfaces import reputation as IReputation
+
+implements: IReputation
+
+
+# @dev The slice of node_registry this contract calls (docs/CONTRACTS.md).
+interface NodeRegistry:
+    def token() -> address: view
+    def node_operator(node_id: bytes32) -> address: view
+    def node_stake(node_id: bytes32) -> uint256: view
+    def is_revoked(node_id: bytes32) -> bool: view
+    def is_challenger(account: address) -> bool: view
+    def slash(node_id: bytes32, amount: uint256, recipient: address) -> uint256: nonpayable
+
+
+# ---------------------------------------------------------------------------------------------
+# EVENTS
+# ---------------------------------------------------------------------------------------------
+
+# @dev A challenger's report was accepted; `score` is the node's score after it (basis points).
+event ReportPosted:
+    node_id: indexed(bytes32)
+    epoch: indexed(uint256)
+    challenger: indexed(address)
+    throughput_kbps: uint256
+    latency_ms: uint256
+    passed: bool
+    score: uint256
+
+
+# @dev The failure quorum was reached: `amount` (token wei) was taken from the node's stake.
+event QuorumSlashed:
+    node_id: indexed(bytes32)
+    epoch: indexed(uint256)
+    amount: uint256
+    reporters: DynArray[address, MAX_QUORUM]
+
+
+# @dev One reporter's share of a slash (token wei), pushed to it.
+event BountyPaid:
+    node_id: indexed(bytes32)
+    epoch: indexed(uint256)
+    challenger: indexed(address)
+    amount: uint256
+
+
+# ---------------------------------------------------------------------------------------------
+# STRUCTS
+# ---------------------------------------------------------------------------------------------
+
+# @dev A node's moving averages and how many reports built them.
+struct NodeStats:
+    score: uint256
+    throughput_kbps: uint256
+    latency_ms: uint256
+    reports: uint256
+
+
+# ---------------------------------------------------------------------------------------------
+# CONSTANTS
+# ---------------------------------------------------------------------------------------------
+
+# @dev Basis-point denominator (10,000 = 100 %); scores and the slash fraction use it.
+BPS: constant(uint256) = 10_000
+
+# @dev Largest quorum (bounds the reporter list and the bounty loop).
+MAX_QUORUM: constant(uint256) = 16
+
+# @dev Moving-average weight 1/8 for a new sample: the alpha RFC 6298 (section 2) uses for TCP's
+# smoothed RTT. As there, the first sample seeds the average directly.
+EMA_WEIGHT_DIVISOR: constant(uint256) = 8
+
+
+# ---------------------------------------------------------------------------------------------
+# STORAGE
+# ---------------------------------------------------------------------------------------------
+
+# @dev The node and challenger registry (reads stakes and roles, slashes).
+registry: public(immutable(NodeRegistry))
+
+# @dev The stake token, in which bounties are paid.
+token: public(immutable(IERC20))
+
+# @dev Epoch length in seconds; epoch = block.timestamp // epoch_length.
+epoch_length: public(immutable(uint256))
+
+# @dev Distinct failure reports in one epoch that trigger a slash.
+quorum: public(immutable(uint256))
+
+# @dev Fraction of the remaining stake a quorum slash takes, in basis points.
+slash_bps: public(immutable(uint256))
+
+# @dev Per-node moving averages.
+_stats: HashMap[bytes32, NodeStats]
+
+# @dev node_id -> challenger -> last epoch reported plus one (0 = never); one report per epoch.
+_last_report: HashMap[bytes32, HashMap[address, uint256]]
+
+# @dev node_id -> epoch -> first challengers (up to quorum) who reported a failure.
+_failures: HashMap[bytes32, HashMap[uint256, DynArray[address, MAX_QUORUM]]]
+
+
+# ---------------------------------------------------------------------------------------------
+# CONSTRUCTOR
+# ---------------------------------------------------------------------------------------------
+
+@deploy
+def __init__(registry_: address, epoch_length_: uint256, quorum_: uint256, slash_bps_: uint256):
+    """
+    @notice Deploy the reputation contract; node_registry's owner must then make it a slasher.
+    @param registry_ The node_registry address (its token pays the bounties).
+    @param epoch_length_ Epoch length in seconds (non-zero).
+    @param quorum_ Distinct failure reports per epoch that trigger a slash (1 to 16).
+    @param slash_bps_ Fraction of the remaining stake slashed, in basis points (1 to 10,000).
+    """
+    assert registry_ != empty(address), "reputation: zero address"
+    assert epoch_length_ != 0, "reputation: zero epoch length"
+    assert quorum_ != 0 and quorum_ <= MAX_QUORUM, "reputation: quorum out of range"
+    assert slash_bps_ != 0 and slash_bps_ <= BPS, "reputation: slash fraction out of range"
+    registry = NodeRegistry(registry_)
+    token = IERC20(staticcall NodeRegistry(registry_).token())
+    epoch_length = epoch_length_
+    quorum = quorum_
+    slash_bps = slash_bps_
+
+
+# ---------------------------------------------------------------------------------------------
+# REPORTS
+# ---------------------------------------------------------------------------------------------
+
+@external
+@nonreentrant
+def report(node_id: bytes32, epoch: uint256, throughput_kbps: uint256, latency_ms: uint256, passed: bool):
+    """
+    @notice Post the caller's measurement of a node for the current epoch. The caller must be a
+            staked challenger, not the node's operator, and may report once per node per epoch.
+            The report that completes a failure quorum slashes the node and pays the bounty.
+    @param node_id The node's id (keccak256 of its WireGuard public key).
+    @param epoch The current epoch number (block timestamp // epoch_length); a report mined in
+           another epoch than the one it was written for is refused.
+    @param throughput_kbps Measured throughput in kilobits per second.
+    @param latency_ms Measured round-trip latency in milliseconds.
+    @param passed Whether the node passed the challenge.
+    """
+    assert epoch == block.timestamp // epoch_length, "reputation: wrong epoch"
+    assert staticcall registry.is_challenger(msg.sender), "reputation: not a challenger"
+    operator: address = staticcall registry.node_operator(node_id)
+    assert operator != empty(address), "reputation: unknown node"
+    assert operator != msg.sender, "reputation: own node"
+    assert not staticcall registry.is_revoked(node_id), "reputation: node revoked"
+    assert self._last_report[node_id][msg.sender] <= epoch, "reputation: already reported"
+    self._last_report[node_id][msg.sender] = epoch + 1
+
+    sample: uint256 = 0
+    if passed:
+        sample = BPS
+    stats: NodeStats = self._stats[node_id]
+    if stats.reports == 0:
+        stats.score = sample
+        stats.throughput_kbps = throughput_kbps
+        stats.latency_ms = latency_ms
+    else:
+        stats.score = self._average(stats.score, sample)
+        stats.throughput_kbps = self._average(stats.throughput_kbps, throughput_kbps)
+        stats.latency_ms = self._average(stats.latency_ms, latency_ms)
+    stats.reports += 1
+    self._stats[node_id] = stats
+    log ReportPosted(
+        node_id=node_id,
+        epoch=epoch,
+        challenger=msg.sender,
+        throughput_kbps=throughput_kbps,
+        latency_ms=latency_ms,
+        passed=passed,
+        score=stats.score,
+    )
+
+    if passed:
+        return
+    # Only the first `quorum` failure reporters are recorded (and paid); once the list is full the
+    # epoch's slash has happened and later failure reports only move the score.
+    if len(self._failures[node_id][epoch]) >= quorum:
+        return
+    self._failures[node_id][epoch].append(msg.sender)
+    if len(self._failures[node_id][epoch]) == quorum:
+        self._slash(node_id, epoch)
+
+
+@internal
+@pure
+def _average(old: uint256, sample: uint256) -> uint256:
+    """
+    @dev Exponential moving average with weight 1/EMA_WEIGHT_DIVISOR for the new sample.
+    @param old The current average.
+    @param sample The new sample.
+    @return uint256 The new average (rounded down).
+    """
+    return (old * (EMA_WEIGHT_DIVISOR - 1) + sample) // EMA_WEIGHT_DIVISOR
+
+
+@internal
+def _slash(node_id: bytes32, epoch: uint256):
+    """
+    @dev Take `slash_bps` of the node's remaining stake and split it equally among the epoch's
+         failure reporters; the rounding remainder goes to the last one, who paid the gas.
+    @param node_id The node's id.
+    @param epoch The epoch whose quorum was reached.
+    """
+    reporters: DynArray[address, MAX_QUORUM] = self._failures[node_id][epoch]
+    amount: uint256 = staticcall registry.node_stake(node_id) * slash_bps // BPS
+    taken: uint256 = 0
+    if amount != 0:
+        taken = extcall registry.slash(node_id, amount, self)
+    log QuorumSlashed(node_id=node_id, epoch=epoch, amount=taken, reporters=reporters)
+    if taken == 0:
+        return
+    share: uint256 = taken // quorum
+    paid: uint256 = 0
+    for i: uint256 in range(MAX_QUORUM):
+        if i == quorum:
+            break
+        bounty: uint256 = share
+        if i == quorum - 1:
+            bounty = taken - paid
+        paid += bounty
+        assert extcall token.transfer(reporters[i], bounty, default_return_value=True), "reputation: transfer failed"
+        log BountyPaid(node_id=node_id, epoch=epoch, challenger=reporters[i], amount=bounty)
+
+
+# ---------------------------------------------------------------------------------------------
+# VIEWS
+# ---------------------------------------------------------------------------------------------
+
+@external
+@view
+def score(node_id: bytes32) -> uint256:
+    """
+    @notice The node's pass-rate moving average.
+    @param node_id The node's id.
+    @return uint256 Score in basis points (0 to 10,000); 0 also for a node never reported on
+            (tell the two apart with report_count).
+    """
+    return self._stats[node_id].score
+
+
+@external
+@view
+def throughput_kbps(node_id: bytes32) -> uint256:
+    """
+    @notice The node's throughput moving average.
+    @param node_id The node's id.
+    @return uint256 Kilobits per second.
+    """
+    return self._stats[node_id].throughput_kbps
+
+
+@external
+@view
+def latency_ms(node_id: bytes32) -> uint256:
+    """
+    @notice The node's latency moving average.
+    @param node_id The node's id.
+    @return uint256 Milliseconds.
+    """
+    return self._stats[node_id].latency_ms
+
+
+@external
+@view
+def report_count(node_id: bytes32) -> uint256:
+    """
+    @notice How many reports the node's averages are built from.
+    @param node_id The node's id.
+    @return uint256 Number of reports (0 means unrated).
+    """
+    return self._stats[node_id].reports
+
+
+@external
+@view
+def current_epoch() -> uint256:
+    """
+    @notice The epoch reports are accepted for now.
+    @return uint256 block.timestamp // epoch_length.
+    """
+    return block.timestamp // epoch_length
+
+
+@external
+@view
+def failure_reporters(node_id: bytes32, epoch: uint256) -> DynArray[address, MAX_QUORUM]:
+    """
+    @notice The first distinct challengers (up to the quorum) who reported a node failed in an epoch.
+    @param node_id The node's id.
+    @param epoch The epoch number.
+    @return DynArray The reporters, in report order.
+    """
+    return self._failures[node_id][epoch]
