@@ -64,6 +64,16 @@ def _run(argv: Sequence[str], *, check: bool = True, timeout: float = RUN_TIMEOU
     return proc
 
 
+def _plug(host: "Namespace", ifname: str, cidr: str, bridge_ns: "Namespace", bridge: str,
+          port: str) -> None:
+    """A veth from ``host`` (``ifname``, address ``cidr``) to port ``port`` of ``bridge``."""
+    _run(["ip", "link", "add", "name", ifname, "netns", host.name, "type", "veth",
+          "peer", "name", port, "netns", bridge_ns.name])
+    bridge_ns.ip("link", "set", port, "master", bridge, "up")
+    host.ip("addr", "add", cidr, "dev", ifname)
+    host.ip("link", "set", ifname, "up")
+
+
 class Namespace:
     """One host: a network namespace with loopback up. Made by :meth:`Lab.add_host`.
 
@@ -199,14 +209,8 @@ class Internet:
         cidr = address or self.next_address()
         if "/" not in cidr:
             cidr = f"{cidr}/{self.subnet.prefixlen}"
-        ifname = ifname or host.next_ifname()
-        port = f"p{self._ports}"
+        _plug(host, ifname or host.next_ifname(), cidr, self.namespace, "br0", f"p{self._ports}")
         self._ports += 1
-        _run(["ip", "link", "add", "name", ifname, "netns", host.name, "type", "veth",
-              "peer", "name", port, "netns", self.namespace.name])
-        self.namespace.ip("link", "set", port, "master", "br0", "up")
-        host.ip("addr", "add", cidr, "dev", ifname)
-        host.ip("link", "set", ifname, "up")
         bare = cidr.split("/")[0]
         if host.address is None:
             host.address = bare
@@ -245,14 +249,8 @@ class NatRouter:
         if self.nat_type is NatType.FULL_CONE and self.lan_hosts:
             raise LabError("a full-cone NatRouter serves one LAN host (its DMZ host)")
         cidr = f"{next(self._hosts)}/{self.lan.prefixlen}"
-        ifname = host.next_ifname()
-        port = f"p{self._ports}"
+        _plug(host, host.next_ifname(), cidr, self.namespace, "lan0", f"p{self._ports}")
         self._ports += 1
-        _run(["ip", "link", "add", "name", ifname, "netns", host.name, "type", "veth",
-              "peer", "name", port, "netns", self.namespace.name])
-        self.namespace.ip("link", "set", port, "master", "lan0", "up")
-        host.ip("addr", "add", cidr, "dev", ifname)
-        host.ip("link", "set", ifname, "up")
         host.ip("route", "add", "default", "via", self.lan_gateway)
         host.gateway = self.lan_gateway
         bare = cidr.split("/")[0]
