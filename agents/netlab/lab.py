@@ -296,6 +296,7 @@ class Lab:
         self.namespaces: list[Namespace] = []
         self._procs: list[subprocess.Popen] = []
         self._files: list[str] = []
+        self._deferred: list = []
         self._links = 0
         self._ifnames = 0
         self._closed = False
@@ -382,6 +383,10 @@ class Lab:
         """Remove ``path`` at cleanup if it still exists (e.g. a killed wireguard-go's UAPI socket)."""
         self._files.append(path)
 
+    def defer(self, callback) -> None:
+        """Call ``callback()`` at cleanup, before processes are killed (last deferred runs first)."""
+        self._deferred.append(callback)
+
     def spawn(self, ns: Namespace, argv: Sequence[str], **kwargs) -> subprocess.Popen:
         """Same as ``ns.spawn(argv, **kwargs)``."""
         return ns.spawn(argv, **kwargs)
@@ -410,6 +415,9 @@ class Lab:
         if self._closed:
             return
         self._closed = True
+        for callback in reversed(self._deferred):
+            with contextlib.suppress(Exception):
+                callback()
         for proc in reversed(self._procs):
             with contextlib.suppress(Exception):
                 self.stop(proc)
