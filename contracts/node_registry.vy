@@ -134,6 +134,8 @@ node_count: public(uint256)
 node_index: public(HashMap[bytes32, uint256])
 # @dev index -> packed operator (bits 0-159) | revoked (160) | unbonding (161).
 node_head: public(HashMap[uint256, uint256])
+# @dev index -> node_id of that registration (kept after withdrawal, for channel views).
+node_id_at: public(HashMap[uint256, bytes32])
 # @dev index -> stake in token wei (slashable until withdrawn).
 _stake: HashMap[uint256, uint256]
 # @dev index -> timestamp from which the stake may be withdrawn (0: bonded).
@@ -203,6 +205,7 @@ def register_node(wg_public_key: bytes32, region: String[2], price_per_gib: uint
     self.node_count = index
     self.node_index[node_id] = index
     self.node_head[index] = convert(msg.sender, uint256)
+    self.node_id_at[index] = node_id
     self._stake[index] = stake
     self._wg_key[index] = wg_public_key
     self._region[index] = region

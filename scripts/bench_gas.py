@@ -1,0 +1,164 @@
+"""Gas used by Warren's settlement-layer transactions, measured on a fresh local anvil chain.
+
+Deploys the token, node registry and payment channels (and, when they exist, engineer B's reputation
+and revocation registry), runs each operation the way an agent would, and reads `gas_used` from the
+transaction receipts. Anchors (from the issue): Orchid budgets 100,000 gas per redemption and Raiden's
+settle used 125,052; Raiden's open used 112,922. Targets: settle <= 70,000, open_channel <= 110,000.
+
+Usage:
+    .venv/bin/python scripts/bench_gas.py [--quick]
+
+`--quick` is accepted for `make bench` and changes nothing (the run takes a few seconds). The last
+stdout line is one JSON object: gas per operation, plus the targets and whether they were met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+os.chdir(ROOT)
+os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+
+import ape  # noqa: E402  (ape reads the project from the working directory)
+from eth_account import Account  # noqa: E402
+from eth_utils import keccak  # noqa: E402
+
+from agents.chain import eip712  # noqa: E402
+
+TOKEN = 10**18
+MIN_NODE_STAKE = 100 * TOKEN
+MIN_CHALLENGER_STAKE = 10 * TOKEN
+UNBONDING_DELAY = 7 * 24 * 3600
+CHALLENGE_PERIOD = 24 * 3600
+FEE_BPS = 100
+DEPOSIT = 50 * TOKEN
+# Anchors and targets quoted in issue 2.
+TARGETS = {"settle": 70_000, "open_channel": 110_000}
+ANCHORS = {"orchid_redeem_budget": 100_000, "raiden_settle": 125_052, "raiden_open": 112_922}
+
+
+class CooperativeClose(eip712.Receipt):
+    """The node operator's consent to close at a final receipt (payment_channels `close_digest`)."""
+
+    PRIMARY_TYPE = "CooperativeClose"
+
+
+def _gas(receipt) -> int:
+    return int(receipt.gas_used)
+
+
+def measure() -> dict:
+    """Run every operation once (twice where the first and later calls differ) and return gas used."""
+    project = ape.project
+    acct = ape.accounts.test_accounts
+    owner, operator, client, treasury = acct[0], acct[1], acct[2], acct[3]
+    challengers = [acct[4], acct[5], acct[6]]
+    guardians = [acct[7], acct[8], acct[9]]
+    chain = ape.chain
+    gas: dict[str, int] = {}
+
+    token = owner.deploy(project.warren_token)
+    registry = owner.deploy(project.node_registry, token, MIN_NODE_STAKE, MIN_CHALLENGER_STAKE, UNBONDING_DELAY)
+    channels = owner.deploy(project.payment_channels, token, registry, FEE_BPS, treasury, CHALLENGE_PERIOD)
+    for account in (operator, client, *challengers):
+        token.mint(account, 10**6 * TOKEN, sender=owner)
+    token.mint(treasury, TOKEN, sender=owner)  # the treasury already holds tokens on a live network
+
+    token.approve(registry, 2**256 - 1, sender=operator)
+    token.approve(channels, 2**256 - 1, sender=client)
+    wg_key = keccak(b"bench node")
+    gas["register"] = _gas(registry.register_node(wg_key, "DE", 10**15, MIN_NODE_STAKE, sender=operator))
+    node_id = keccak(wg_key)
+
+    def signer_key(n: int) -> bytes:
+        return keccak(b"bench signer %d" % n)
+
+    def open_(n: int):
+        signer = Account.from_key(signer_key(n)).address
+        receipt = channels.open_channel(node_id, client, signer, DEPOSIT, sender=client)
+        return bytes(receipt.return_value), receipt
+
+    def sign(channel_id: bytes, n: int, nbytes: int, amount: int, key: bytes) -> bytes:
+        return eip712.sign(eip712.Receipt(channel_id, nbytes, amount), key, chain.chain_id, channels.address)
+
+    # open: a warm-up channel first, so the contract's token balance is non-zero, as on any chain
+    # where the contract has been used once.
+    open_(0)
+    channel_a, receipt = open_(1)
+    gas["open_channel"] = _gas(receipt)
+
+    # settle: first settlement of a channel, then a later one; the operator already holds tokens.
+    receipt = channels.settle(channel_a, 10**6, TOKEN, sign(channel_a, 1, 10**6, TOKEN, signer_key(1)), sender=operator)
+    gas["settle"] = _gas(receipt)
+    receipt = channels.settle(
+        channel_a, 2 * 10**6, 2 * TOKEN, sign(channel_a, 1, 2 * 10**6, 2 * TOKEN, signer_key(1)), sender=operator
+    )
+    gas["settle_again"] = _gas(receipt)
+
+    # cooperative close of channel_a with one more receipt.
+    final = (3 * 10**6, 3 * TOKEN)
+    node_sig = eip712.sign(CooperativeClose(channel_a, *final), operator.private_key, chain.chain_id, channels.address)
+    receipt = channels.cooperative_close(
+        channel_a, *final, sign(channel_a, 1, *final, signer_key(1)), node_sig, sender=client
+    )
+    gas["cooperative_close"] = _gas(receipt)
+
+    # unilateral close: start, wait out the challenge period, finalize.
+    channel_b, _ = open_(3)
+    channels.settle(channel_b, 10**6, TOKEN, sign(channel_b, 3, 10**6, TOKEN, signer_key(3)), sender=operator)
+    start = _gas(channels.start_close(channel_b, sender=client))
+    chain.pending_timestamp += CHALLENGE_PERIOD + 1
+    finalize = _gas(channels.finalize_close(channel_b, sender=client))
+    gas["unilateral_close_start"] = start
+    gas["unilateral_close_finalize"] = finalize
+    gas["unilateral_close"] = start + finalize
+
+    # Engineer B's contracts, measured when they are in the tree.
+    if (ROOT / "contracts" / "reputation.vy").exists():
+        # Quorum 2, so the second failure report is the one that slashes and pays the bounty.
+        reputation = owner.deploy(project.reputation, registry, 86_400, 2, 1_000)
+        registry.set_slasher(reputation, True, sender=owner)
+        for account in challengers:
+            token.approve(registry, MIN_CHALLENGER_STAKE, sender=account)
+            registry.register_challenger(MIN_CHALLENGER_STAKE, sender=account)
+        epoch = chain.pending_timestamp // 86_400
+        gas["report"] = _gas(reputation.report(node_id, epoch, 50_000, 20, True, sender=challengers[0]))
+        reputation.report(node_id, epoch, 10, 900, False, sender=challengers[1])
+        receipt = reputation.report(node_id, epoch, 10, 900, False, sender=challengers[2])
+        gas["report_quorum_slash"] = _gas(receipt)
+    if (ROOT / "contracts" / "revocation_registry.vy").exists():
+        revocations = owner.deploy(project.revocation_registry, registry, treasury, guardians, 3)
+        registry.set_revoker(revocations, sender=owner)
+        message = eip712.Revocation(node_id, keccak(b"evidence"), 1)
+        signed = sorted(
+            (int(g.address, 16), eip712.sign(message, g.private_key, chain.chain_id, revocations.address))
+            for g in guardians
+        )
+        receipt = revocations.revoke(node_id, message.evidence_hash, 1, [s for _, s in signed], sender=owner)
+        gas["revoke"] = _gas(receipt)
+    return gas
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="accepted for `make bench`; the run is already quick")
+    parser.parse_args(argv)
+    with ape.networks.parse_network_choice("ethereum:local:foundry"):
+        gas = measure()
+    for name, value in gas.items():
+        print(f"{name:32s} {value:>9,d}")
+    result = dict(gas)
+    result["targets"] = TARGETS
+    result["anchors"] = ANCHORS
+    result["targets_met"] = {name: gas[name] <= limit for name, limit in TARGETS.items()}
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
