@@ -25,17 +25,10 @@ from ethereum.ercs import IERC20
 
 from interfaces import reputation as IReputation
 
+# @dev node_registry holds stakes and roles and does the slashing (docs/CONTRACTS.md).
+from interfaces import node_registry as INodeRegistry
+
 implements: IReputation
-
-
-# @dev The slice of node_registry this contract calls (docs/CONTRACTS.md).
-interface NodeRegistry:
-    def token() -> address: view
-    def node_operator(node_id: bytes32) -> address: view
-    def node_stake(node_id: bytes32) -> uint256: view
-    def is_revoked(node_id: bytes32) -> bool: view
-    def is_challenger(account: address) -> bool: view
-    def slash(node_id: bytes32, amount: uint256, recipient: address) -> uint256: nonpayable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,7 +94,7 @@ EMA_WEIGHT_DIVISOR: constant(uint256) = 8
 # ---------------------------------------------------------------------------------------------
 
 # @dev The node and challenger registry (reads stakes and roles, slashes).
-registry: public(immutable(NodeRegistry))
+registry: public(immutable(INodeRegistry))
 
 # @dev The stake token, in which bounties are paid.
 token: public(immutable(IERC20))
@@ -142,8 +135,8 @@ def __init__(registry_: address, epoch_length_: uint256, quorum_: uint256, slash
     assert epoch_length_ != 0, "reputation: zero epoch length"
     assert quorum_ != 0 and quorum_ <= MAX_QUORUM, "reputation: quorum out of range"
     assert slash_bps_ != 0 and slash_bps_ <= BPS, "reputation: slash fraction out of range"
-    registry = NodeRegistry(registry_)
-    token = IERC20(staticcall NodeRegistry(registry_).token())
+    registry = INodeRegistry(registry_)
+    token = IERC20(staticcall INodeRegistry(registry_).token())
     epoch_length = epoch_length_
     quorum = quorum_
     slash_bps = slash_bps_

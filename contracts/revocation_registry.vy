@@ -23,10 +23,15 @@
 
 
 from snekmate.auth import ownable
+
+# @dev ecdsa recovers guardian signers; it has no state, so it is only imported.
 from snekmate.utils import ecdsa
 from snekmate.utils import eip712_domain_separator
 
 from interfaces import revocation_registry as IRevocationRegistry
+
+# @dev node_registry holds stakes and roles and does the slashing (docs/CONTRACTS.md).
+from interfaces import node_registry as INodeRegistry
 
 implements: IRevocationRegistry
 
@@ -39,12 +44,6 @@ initializes: eip712_domain_separator
 # @dev Owner view and hand-over (to a governance contract later); renouncing is not exported, since
 # a frozen guardian set could never drop a compromised guardian.
 exports: (ownable.owner, ownable.transfer_ownership, eip712_domain_separator.eip712Domain)
-
-
-# @dev The slice of node_registry this contract calls (docs/CONTRACTS.md).
-interface NodeRegistry:
-    def is_revoked(node_id: bytes32) -> bool: view
-    def revoke(node_id: bytes32, recipient: address) -> uint256: nonpayable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,7 +105,7 @@ DOMAIN_VERSION: constant(String[20]) = "1"
 # ---------------------------------------------------------------------------------------------
 
 # @dev The node registry that performs the revocation (this contract must be its revoker).
-registry: public(immutable(NodeRegistry))
+registry: public(immutable(INodeRegistry))
 
 # @dev Membership of the current guardian set.
 is_guardian: public(HashMap[address, bool])
@@ -138,7 +137,7 @@ def __init__(registry_: address, treasury_: address, guardians_: DynArray[addres
     assert registry_ != empty(address), "revocation_registry: zero address"
     ownable.__init__()
     eip712_domain_separator.__init__(DOMAIN_NAME, DOMAIN_VERSION)
-    registry = NodeRegistry(registry_)
+    registry = INodeRegistry(registry_)
     self._set_treasury(treasury_)
     for guardian: address in guardians_:
         self._add_guardian(guardian)
