@@ -22,6 +22,7 @@ turns REKEY_AFTER_TIME's 120 s into 4 s); the core adds its wall offset for TAI6
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
@@ -54,6 +55,8 @@ TIMER_MAX_SLEEP = 0.05
 POLL_S = 0.2
 #: Largest datagram or TUN packet we read.
 MAX_PACKET = 65535
+#: How many of the core's events :attr:`Tunnel.events` keeps.
+EVENT_HISTORY = 1000
 #: WireGuard message types (paper section 5.4): initiation, response, cookie reply, data.
 _WG_TYPES = (1, 2, 3, 4)
 
@@ -91,6 +94,8 @@ class Tunnel(TunnelBackend):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: The core's recent events (HandshakeCompleted, EndpointChanged, ...), oldest first.
+        self.events: collections.deque = collections.deque(maxlen=EVENT_HISTORY)
         self.device = WireGuardDevice(config.private_key, mtu=config.mtu or DEFAULT_MTU)
         self._psk: dict[bytes, bytes | None] = {}
         self._keepalive: dict[bytes, int | None] = {}
@@ -311,7 +316,8 @@ class Tunnel(TunnelBackend):
             self.device.tick(self.now())
             self._flush()
             for event in self.device.drain_events():
-                log.info("%s: %s", self.ifname, event)
+                self.events.append(event)
+                log.info("%s: %s", self.ifname, type(event).__name__)
             deadline = self.device.next_deadline()
             wait = TIMER_MAX_SLEEP / max(1.0, self.time_scale)
             if deadline is not None:
