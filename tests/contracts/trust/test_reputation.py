@@ -167,6 +167,16 @@ def test_report__quorum_in_successive_epochs__slashes_the_remaining_stake_each_t
         assert registry.node_stake(node) == stake
 
 
+def test_report__unbonding_node__still_reported_and_slashed(reputation, registry, operator, panel, node, start_epoch):
+    # Stake stays slashable while it unbonds, so a node cannot dodge a failing epoch by leaving.
+    registry.request_unbonding(node, sender=operator)
+    stake = registry.node_stake(node)
+    epoch = start_epoch(reputation)
+    for member in panel[:REPORT_QUORUM]:
+        reputation.report(node, epoch, 1, 1, False, sender=member)
+    assert registry.node_stake(node) == stake - stake * SLASH_BPS // BPS
+
+
 def test_report__slashing_not_authorised__reverts(project, owner, registry, panel, node, start_epoch):
     # Deployed but never made a slasher: the registry refuses the slash, so the quorum report fails.
     rogue = owner.deploy(project.reputation, registry, 3_600, 1, SLASH_BPS)

@@ -190,6 +190,28 @@ def test_revoke__then_challenger_report__reverts(
         reputation.report(node, epoch, 1, 1, False, sender=panel[0])
 
 
+def test_revoke__open_channel__settle_refused_and_client_exits_at_once(
+    revocations, channels, token, operator, client, quorum_signers, sign_revocation, node, open_channel, sign_receipt
+):
+    deposit, paid = 40 * 10**18, 3 * 10**18
+    channel_id = open_channel(node, deposit=deposit)
+    channels.settle(channel_id, 10**6, paid, sign_receipt(channel_id, 10**6, paid), sender=operator)
+    with ape.reverts("payment_channels: node not revoked"):
+        channels.exit_revoked(channel_id, sender=client)
+
+    revocations.revoke(node, EVIDENCE, 0, sign_revocation(quorum_signers, node, EVIDENCE), sender=client)
+
+    later = sign_receipt(channel_id, 2 * 10**6, 2 * paid)
+    with ape.reverts("payment_channels: node revoked"):
+        channels.settle(channel_id, 2 * 10**6, 2 * paid, later, sender=operator)
+    # No challenge period: the client takes back everything not yet settled in the same block.
+    before = token.balanceOf(client)
+    tx = channels.exit_revoked(channel_id, sender=client)
+    assert token.balanceOf(client) - before == deposit - paid
+    [closed] = tx.events.filter(channels.ChannelClosed)
+    assert (closed.channel_id, closed.kind, closed.settled, closed.refund) == (channel_id, 3, paid, deposit - paid)
+
+
 def test_revoke__not_the_registry_revoker__reverts(
     project, owner, registry, treasury, guardians, quorum_signers, sign_revocation, node, client
 ):
