@@ -126,8 +126,8 @@ class PeerStatus:
         endpoint: its current (host, port), or None.
         allowed_ips: its prefixes as text.
         last_handshake: wall-clock Unix seconds of the latest completed handshake, or None.
-        rx_bytes: bytes of authenticated datagrams received from it.
-        tx_bytes: bytes of datagrams sent to it.
+        rx_bytes: bytes of authenticated datagrams (handshake and transport) received from it.
+        tx_bytes: bytes of datagrams (handshake and transport) sent to it.
         keepalive: persistent keepalive interval in seconds, or None.
     """
 
@@ -682,6 +682,7 @@ class WireGuardDevice:
                 raise RemoteProtocolError("initiation_flood")
             peer.latest_timestamp = consumed.timestamp
             peer.last_initiation_consumed = now
+            peer.rx_bytes += _m.INITIATION_SIZE
             self._roam_locked(peer, source, now)
             timers = peer.timers
             timers.any_authenticated_received()
@@ -720,6 +721,7 @@ class WireGuardDevice:
                 self._free_locked(peer.previous)
                 peer.previous = peer.current
             peer.current = keypair
+            peer.rx_bytes += _m.RESPONSE_SIZE
             self._roam_locked(peer, source, now)
             timers = peer.timers
             timers.any_authenticated_received()

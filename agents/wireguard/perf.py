@@ -5,6 +5,7 @@ outbox for the other's address is fed to the other's `decapsulate`. The tests us
 protocol exchanges, and `handshakes_per_second` uses it to time complete handshakes.
 """
 
+import ipaddress
 import os
 import time
 from typing import Callable
@@ -13,7 +14,8 @@ from .core import HandshakeCompleted, WireGuardDevice
 from .noise import generate_private_key
 from .timers import REKEY_TIMEOUT
 
-__all__ = ["ALICE_ENDPOINT", "BOB_ENDPOINT", "ALICE_IP", "BOB_IP", "LoopbackPair", "handshakes_per_second"]
+__all__ = ["ALICE_ENDPOINT", "BOB_ENDPOINT", "ALICE_IP", "BOB_IP", "ip_packet", "LoopbackPair",
+           "handshakes_per_second"]
 
 #: Documentation addresses (RFC 5737) for the two ends; nothing is ever sent to them.
 ALICE_ENDPOINT = ("192.0.2.1", 51820)
@@ -23,6 +25,19 @@ ALICE_IP = "10.9.0.1"
 BOB_IP = "10.9.0.2"
 #: Fake wall-clock offset (2026-01-01) so TAI64N timestamps look like real ones.
 _WALL_OFFSET = 1_767_225_600.0
+
+
+def ip_packet(source: str, destination: str, payload: bytes = b"") -> bytes:
+    """A minimal IPv4 or IPv6 packet (protocol 253, "for experimentation", RFC 3692) around ``payload``.
+
+    Only the fields the core reads are meaningful: version, length and addresses.
+    """
+    src, dst = ipaddress.ip_address(source), ipaddress.ip_address(destination)
+    if src.version == 4:
+        header = bytes([0x45, 0]) + (20 + len(payload)).to_bytes(2, "big") + bytes(4) + bytes([64, 253, 0, 0])
+        return header + src.packed + dst.packed + payload
+    header = bytes([0x60, 0, 0, 0]) + len(payload).to_bytes(2, "big") + bytes([253, 64])
+    return header + src.packed + dst.packed + payload
 
 
 class LoopbackPair:
@@ -44,7 +59,8 @@ class LoopbackPair:
     def __init__(self, *, preshared_key: bytes | None = None, rng: Callable[[int], bytes] = os.urandom,
                  start: float = 1000.0, bob_knows_alice_endpoint: bool = False) -> None:
         self.now = start
-        self.alice = WireGuardDevice(generate_private_key(rng), rng=rng, wall_offset=_WALL_OFFSET)
+        self._alice_private = generate_private_key(rng)
+        self.alice = WireGuardDevice(self._alice_private, rng=rng, wall_offset=_WALL_OFFSET)
         self.bob = WireGuardDevice(generate_private_key(rng), rng=rng, wall_offset=_WALL_OFFSET)
         self.alice.add_peer(self.bob.public_key, preshared_key=preshared_key, allowed_ips=[BOB_IP + "/32"],
                             endpoint=BOB_ENDPOINT)
