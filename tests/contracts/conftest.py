@@ -4,7 +4,9 @@ Engineer B's tests (tests/contracts/trust/) reuse these names: keep `token`, `re
 `owner`, `operator`, `client`, `challenger`, `guardians`, `register_node` stable.
 """
 
+import itertools
 import os
+from dataclasses import dataclass
 
 import pytest
 from eth_account import Account
@@ -78,6 +80,28 @@ def signer(signer_key):
 
 
 @pytest.fixture(scope="session")
+def make_signer():
+    """Factory: a fresh payment signer (private key, address); a channel id commits to its signer."""
+    counter = itertools.count()
+
+    def _make():
+        key = keccak(b"warren test signer %d" % next(counter))
+        return key, Account.from_key(key).address
+
+    return _make
+
+
+@dataclass(frozen=True)
+class CooperativeClose(eip712.Receipt):
+    """The node operator's consent to close at a final receipt (payment_channels `close_digest`).
+
+    Same fields as Receipt under another type name, so a receipt can never pass for a close.
+    """
+
+    PRIMARY_TYPE = "CooperativeClose"
+
+
+@pytest.fixture(scope="session")
 def token(project, owner, operator, client, challenger, stranger):
     """The Warren token, with INITIAL_BALANCE minted to each funded role."""
     contract = owner.deploy(project.warren_token)
@@ -142,5 +166,16 @@ def sign_receipt(channels, chain, signer_key):
             chain_id if chain_id is not None else chain.chain_id,
             contract if contract is not None else channels.address,
         )
+
+    return _sign
+
+
+@pytest.fixture
+def sign_close(channels, chain, operator):
+    """Factory: the node operator's CooperativeClose signature (or `key`'s) for `channels`."""
+
+    def _sign(channel_id, cumulative_bytes, cumulative_amount, key=None):
+        message = CooperativeClose(bytes(channel_id), cumulative_bytes, cumulative_amount)
+        return eip712.sign(message, key or operator.private_key, chain.chain_id, channels.address)
 
     return _sign
