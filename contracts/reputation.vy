@@ -66,7 +66,7 @@ event BountyPaid:
 # STRUCTS
 # ---------------------------------------------------------------------------------------------
 
-# @dev A node's moving averages and how many reports built them.
+# @dev A node's moving averages and how many reports built them (in memory; stored packed).
 struct NodeStats:
     score: uint256
     throughput_kbps: uint256
@@ -88,6 +88,18 @@ MAX_QUORUM: constant(uint256) = 16
 # smoothed RTT. As there, the first sample seeds the average directly.
 EMA_WEIGHT_DIVISOR: constant(uint256) = 8
 
+# @dev Largest throughput or latency a report may carry; bounds the averages to 64 bits.
+MAX_MEASUREMENT: constant(uint256) = 2**64 - 1
+
+# @dev A node's stats live in one word, from the low bits: score (16 bits), reports (64),
+# throughput_kbps (88), latency_ms (88). One slot per node makes a report write one word, not four.
+_MASK_16: constant(uint256) = 2**16 - 1
+_MASK_64: constant(uint256) = 2**64 - 1
+_MASK_88: constant(uint256) = 2**88 - 1
+_REPORTS_SHIFT: constant(uint256) = 16
+_THROUGHPUT_SHIFT: constant(uint256) = 80
+_LATENCY_SHIFT: constant(uint256) = 168
+
 
 # ---------------------------------------------------------------------------------------------
 # STORAGE
@@ -108,8 +120,8 @@ quorum: public(immutable(uint256))
 # @dev Fraction of the remaining stake a quorum slash takes, in basis points.
 slash_bps: public(immutable(uint256))
 
-# @dev Per-node moving averages.
-_stats: HashMap[bytes32, NodeStats]
+# @dev Per-node moving averages, packed (see _LATENCY_SHIFT and neighbours).
+_stats: HashMap[bytes32, uint256]
 
 # @dev node_id -> challenger -> last epoch reported plus one (0 = never); one report per epoch.
 _last_report: HashMap[bytes32, HashMap[address, uint256]]
@@ -156,11 +168,12 @@ def report(node_id: bytes32, epoch: uint256, throughput_kbps: uint256, latency_m
     @param node_id The node's id (keccak256 of its WireGuard public key).
     @param epoch The current epoch number (block timestamp // epoch_length); a report mined in
            another epoch than the one it was written for is refused.
-    @param throughput_kbps Measured throughput in kilobits per second.
-    @param latency_ms Measured round-trip latency in milliseconds.
+    @param throughput_kbps Measured throughput in kilobits per second (at most 2**64 - 1).
+    @param latency_ms Measured round-trip latency in milliseconds (at most 2**64 - 1).
     @param passed Whether the node passed the challenge.
     """
     assert epoch == block.timestamp // epoch_length, "reputation: wrong epoch"
+    assert throughput_kbps <= MAX_MEASUREMENT and latency_ms <= MAX_MEASUREMENT, "reputation: measurement out of range"
     assert staticcall registry.is_challenger(msg.sender), "reputation: not a challenger"
     operator: address = staticcall registry.node_operator(node_id)
     assert operator != empty(address), "reputation: unknown node"
@@ -172,7 +185,7 @@ def report(node_id: bytes32, epoch: uint256, throughput_kbps: uint256, latency_m
     sample: uint256 = 0
     if passed:
         sample = BPS
-    stats: NodeStats = self._stats[node_id]
+    stats: NodeStats = self._load(node_id)
     if stats.reports == 0:
         stats.score = sample
         stats.throughput_kbps = throughput_kbps
@@ -182,7 +195,7 @@ def report(node_id: bytes32, epoch: uint256, throughput_kbps: uint256, latency_m
         stats.throughput_kbps = self._average(stats.throughput_kbps, throughput_kbps)
         stats.latency_ms = self._average(stats.latency_ms, latency_ms)
     stats.reports += 1
-    self._stats[node_id] = stats
+    self._store(node_id, stats)
     log ReportPosted(
         node_id=node_id,
         epoch=epoch,
@@ -214,6 +227,38 @@ def _average(old: uint256, sample: uint256) -> uint256:
     @return uint256 The new average (rounded down).
     """
     return (old * (EMA_WEIGHT_DIVISOR - 1) + sample) // EMA_WEIGHT_DIVISOR
+
+
+@internal
+@view
+def _load(node_id: bytes32) -> NodeStats:
+    """
+    @dev Unpack a node's stats word.
+    @param node_id The node's id.
+    @return NodeStats The node's averages and report count.
+    """
+    word: uint256 = self._stats[node_id]
+    return NodeStats(
+        score=word & _MASK_16,
+        throughput_kbps=(word >> _THROUGHPUT_SHIFT) & _MASK_88,
+        latency_ms=(word >> _LATENCY_SHIFT) & _MASK_88,
+        reports=(word >> _REPORTS_SHIFT) & _MASK_64,
+    )
+
+
+@internal
+def _store(node_id: bytes32, stats: NodeStats):
+    """
+    @dev Pack and store a node's stats (fields fit: score <= BPS, averages <= MAX_MEASUREMENT).
+    @param node_id The node's id.
+    @param stats The node's averages and report count.
+    """
+    self._stats[node_id] = (
+        stats.score
+        | (stats.reports << _REPORTS_SHIFT)
+        | (stats.throughput_kbps << _THROUGHPUT_SHIFT)
+        | (stats.latency_ms << _LATENCY_SHIFT)
+    )
 
 
 @internal
@@ -258,7 +303,7 @@ def score(node_id: bytes32) -> uint256:
     @return uint256 Score in basis points (0 to 10,000); 0 also for a node never reported on
             (tell the two apart with report_count).
     """
-    return self._stats[node_id].score
+    return self._load(node_id).score
 
 
 @external
@@ -269,7 +314,7 @@ def throughput_kbps(node_id: bytes32) -> uint256:
     @param node_id The node's id.
     @return uint256 Kilobits per second.
     """
-    return self._stats[node_id].throughput_kbps
+    return self._load(node_id).throughput_kbps
 
 
 @external
@@ -280,7 +325,7 @@ def latency_ms(node_id: bytes32) -> uint256:
     @param node_id The node's id.
     @return uint256 Milliseconds.
     """
-    return self._stats[node_id].latency_ms
+    return self._load(node_id).latency_ms
 
 
 @external
@@ -291,7 +336,7 @@ def report_count(node_id: bytes32) -> uint256:
     @param node_id The node's id.
     @return uint256 Number of reports (0 means unrated).
     """
-    return self._stats[node_id].reports
+    return self._load(node_id).reports
 
 
 @external

@@ -59,6 +59,26 @@ def test_report__over_epochs__moves_the_moving_average(reputation, panel, node, 
     assert reputation.report_count(node) == len(reports)
 
 
+def test_report__largest_measurements__stored_without_loss(reputation, panel, node, start_epoch):
+    # The averages share one storage word with the score and report count: the widest values must
+    # come back intact and leave the neighbouring fields alone.
+    top = 2**64 - 1
+    for member, passed in ((panel[0], True), (panel[1], False)):
+        reputation.report(node, start_epoch(reputation), top, top, passed, sender=member)
+    assert reputation.throughput_kbps(node) == top
+    assert reputation.latency_ms(node) == top
+    assert reputation.score(node) == expected_average([BPS, 0])
+    assert reputation.report_count(node) == 2
+
+
+def test_report__measurement_out_of_range__reverts(reputation, panel, node, start_epoch):
+    epoch = start_epoch(reputation)
+    with ape.reverts("reputation: measurement out of range"):
+        reputation.report(node, epoch, 2**64, 1, True, sender=panel[0])
+    with ape.reverts("reputation: measurement out of range"):
+        reputation.report(node, epoch, 1, 2**64, True, sender=panel[0])
+
+
 def test_report__non_challenger__reverts(reputation, client, node, start_epoch):
     epoch = start_epoch(reputation)
     with ape.reverts("reputation: not a challenger"):
