@@ -1,0 +1,129 @@
+"""The Python runtime: `warren tunnel up` as a process, its UAPI socket, `show`, the overlay demux."""
+
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from agents.netlab import Lab, is_root
+from agents.netlab.wireguard import (
+    spawn_python_tunnel,
+    start_python_tunnel,
+    start_wireguard_go_in,
+    tunnel_pair,
+)
+from agents.wireguard.backend import TunnelBackend
+from agents.wireguard.config import PeerConfig, encode_key, generate_private_key, public_key
+from agents.wireguard.runtime import is_wireguard_datagram
+from agents.wireguard.uapi import UapiClient, socket_path
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(not is_root(), reason="TUN devices and namespaces need root (CI is root)"),
+]
+
+A_TUNNEL, B_TUNNEL = "10.77.0.1", "10.77.0.2"
+
+
+def ping(ns, address, count=3):
+    result = ns.run(["ping", "-c", str(count), "-i", "0.2", "-W", "2", address], check=False,
+                    timeout=30)
+    return result.returncode == 0
+
+
+@pytest.fixture
+def pair():
+    with Lab() as lab:
+        a, b = lab.add_host("a"), lab.add_host("b")
+        yield lab, a, b, lab.connect(a, b)
+
+
+def test_tunnel_up__python_to_python_processes__ping_show_and_sigterm(pair, tmp_path):
+    lab, a, b, link = pair
+    a_config, b_config = tunnel_pair(link.a_address, link.b_address, psk=True)
+    a_proc = spawn_python_tunnel(lab, a, a_config, str(tmp_path))
+    b_proc = spawn_python_tunnel(lab, b, b_config, str(tmp_path))
+    assert ping(a, B_TUNNEL) and ping(b, A_TUNNEL)
+
+    info = a_proc.uapi.get()
+    assert info.public_key == a_config.public_key and info.listen_port == a_config.listen_port
+    (peer,) = info.peers
+    assert peer.public_key == b_config.public_key
+    assert peer.last_handshake is not None and peer.rx_bytes > 0 and peer.tx_bytes > 0
+
+    # wireguard-tools reads our UAPI socket like wireguard-go's.
+    wg = subprocess.run(["wg", "show", a_proc.ifname], capture_output=True, text=True, check=True)
+    assert f"peer: {encode_key(b_config.public_key)}" in wg.stdout
+    assert "latest handshake:" in wg.stdout and "transfer:" in wg.stdout
+    show = subprocess.run([sys.executable, "-m", "agents.cli", "tunnel", "show", b_proc.ifname],
+                          capture_output=True, text=True, check=True)
+    assert f"interface: {b_proc.ifname}" in show.stdout
+    assert f"peer: {encode_key(a_config.public_key)}" in show.stdout
+    assert "latest handshake:" in show.stdout and "received," in show.stdout
+
+    a_proc.process.send_signal(signal.SIGTERM)
+    assert a_proc.process.wait(timeout=10) == 0
+    assert not (a.run(["ip", "link", "show", a_proc.ifname], check=False).returncode == 0)
+    with pytest.raises(FileNotFoundError):
+        open(socket_path(a_proc.ifname))
+
+
+def test_uapi_set__adds_and_removes_peers_on_python_tunnel(pair):
+    lab, a, b, link = pair
+    a_config, b_config = tunnel_pair(link.a_address, link.b_address)
+    tunnel = start_python_tunnel(lab, a, a_config)
+    assert isinstance(tunnel, TunnelBackend)
+    extra = PeerConfig(public_key=public_key(generate_private_key()),
+                       allowed_ips=["10.77.0.9/32"], endpoint=("192.0.2.9", 51820),
+                       persistent_keepalive=25)
+    subprocess.run(["wg", "set", tunnel.ifname, "peer", encode_key(extra.public_key),
+                    "allowed-ips", "10.77.0.9/32", "endpoint", "192.0.2.9:51820",
+                    "persistent-keepalive", "25"], check=True, capture_output=True)
+    got = tunnel.peer(extra.public_key)
+    assert got.allowed_ips == ("10.77.0.9/32",) and got.endpoint == ("192.0.2.9", 51820)
+    assert got.persistent_keepalive == 25
+    UapiClient(tunnel.ifname).set([f"public_key={extra.public_key.hex()}", "remove=true"])
+    assert tunnel.peer(extra.public_key) is None
+    assert [p.public_key for p in tunnel.peers()] == [b_config.public_key]
+
+
+def test_demux__non_wireguard_datagrams_reach_callback_and_replies_share_the_socket(pair):
+    lab, a, b, link = pair
+    a_config, b_config = tunnel_pair(link.a_address, link.b_address)
+    tunnel = start_python_tunnel(lab, a, a_config)
+    go = start_wireguard_go_in(lab, b, b_config)
+    seen = []
+
+    def overlay(data, source):
+        seen.append((data, source))
+        tunnel.send_datagram(b"pong:" + data, source)
+
+    tunnel.set_demux(overlay)
+    with b.enter():
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with other:
+        other.settimeout(2)
+        other.bind((link.b_address, 0))
+        message = b"\x10overlay hello"  # type byte 16: outside WireGuard's 1..4
+        other.sendto(message, (link.a_address, a_config.listen_port))
+        reply, source = other.recvfrom(2048)
+        sender = other.getsockname()
+    assert reply == b"pong:" + message and source == (link.a_address, a_config.listen_port)
+    assert seen == [(message, sender)]
+    # WireGuard traffic on the same socket is unaffected.
+    assert ping(a, B_TUNNEL) and go.peers()[0].last_handshake is not None
+    assert len(seen) == 1
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"\x01\x00\x00\x00" + bytes(144), True),
+    (b"\x04\x00\x00\x00" + bytes(28), True),
+    (b"\x05\x00\x00\x00", False),
+    (b"\x01\x00\x00\x01", False),
+    (b"\x01\x00", False),
+    (b"", False),
+])
+def test_is_wireguard_datagram(data, expected):
+    assert is_wireguard_datagram(data) is expected
