@@ -291,6 +291,15 @@ def test_owner_functions__not_owner__revert(revocations, client, guardians):
             call()
 
 
+def test_transfer_ownership__new_owner_manages_guardians(revocations, owner, stranger, client):
+    # The hand-over path to a timelock or governor (docs/GOVERNANCE.md).
+    revocations.transfer_ownership(stranger, sender=owner)
+    assert revocations.owner() == stranger.address
+    revocations.add_guardian(client, sender=stranger)
+    with ape.reverts("ownable: caller is not the owner"):
+        revocations.set_quorum(1, sender=owner)
+
+
 def test_deploy__bad_quorum__reverts(project, owner, registry, treasury, guardians):
     with ape.reverts("revocation_registry: zero quorum"):
         owner.deploy(project.revocation_registry, registry, treasury, list(guardians), 0)
