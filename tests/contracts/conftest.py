@@ -170,6 +170,12 @@ def sign_receipt(channels, chain, signer_key):
     return _sign
 
 
+@pytest.fixture(scope="session")
+def close_message():
+    """The CooperativeClose message type (a dataclass usable with agents.chain.eip712)."""
+    return CooperativeClose
+
+
 @pytest.fixture
 def sign_close(channels, chain, operator):
     """Factory: the node operator's CooperativeClose signature (or `key`'s) for `channels`."""
