@@ -135,6 +135,12 @@ class Namespace:
         with enter_namespace(self.name):
             yield
 
+    def ping(self, address: str, count: int = 3, interval: float = 0.2) -> bool:
+        """Whether ``count`` pings to ``address`` all come back (bounded: 2 s wait per reply)."""
+        result = self.run(["ping", "-c", str(count), "-i", str(interval), "-W", "2", address],
+                          check=False, timeout=30 + count * interval)
+        return result.returncode == 0
+
     def sysctl(self, key: str, value: str | int) -> None:
         """Set a per-namespace sysctl such as ``net.ipv4.ip_forward``."""
         self.run(["sysctl", "-q", "-w", f"{key}={value}"])

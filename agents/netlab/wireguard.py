@@ -21,11 +21,13 @@ from agents.netlab.lab import Lab, Namespace
 from agents.wireguard.config import InterfaceConfig, PeerConfig, dump, generate_private_key
 from agents.wireguard.uapi import UapiBackend, UapiClient, socket_path, start_wireguard_go
 
-__all__ = ["PythonProcess", "start_python_tunnel", "spawn_python_tunnel", "start_wireguard_go_in",
+__all__ = ["A_TUNNEL", "B_TUNNEL", "PythonProcess", "start_python_tunnel", "spawn_python_tunnel", "start_wireguard_go_in",
            "tunnel_pair"]
 
 #: WireGuard's conventional port (wg-quick examples; IANA has none).
 WG_PORT = 51820
+#: Tunnel addresses :func:`tunnel_pair` gives A and B with its default subnet.
+A_TUNNEL, B_TUNNEL = "10.77.0.1", "10.77.0.2"
 #: Seconds to wait for a spawned `warren tunnel up` to open its UAPI socket.
 SPAWN_TIMEOUT_S = 20.0
 

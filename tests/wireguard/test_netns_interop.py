@@ -15,7 +15,13 @@ import time
 import pytest
 
 from agents.netlab import Lab, is_root
-from agents.netlab.wireguard import start_python_tunnel, start_wireguard_go_in, tunnel_pair
+from agents.netlab.wireguard import (
+    A_TUNNEL,
+    B_TUNNEL,
+    start_python_tunnel,
+    start_wireguard_go_in,
+    tunnel_pair,
+)
 from agents.wireguard import HandshakeCompleted
 
 pytestmark = [
@@ -26,8 +32,6 @@ pytestmark = [
 #: The issue's transfer size.
 TRANSFER_BYTES = 20 * 1024 * 1024
 TRANSFER_PORT = 5201
-#: Tunnel addresses made by tunnel_pair(): A is .1, B is .2.
-A_TUNNEL, B_TUNNEL = "10.77.0.1", "10.77.0.2"
 
 _RECEIVER = textwrap.dedent("""
     import hashlib, socket, sys
@@ -64,13 +68,6 @@ def tcp_transfer(sender_ns, receiver_ns, receiver_ip, size=TRANSFER_BYTES, seed=
     return sent, received
 
 
-def ping(ns, address, count=3):
-    """True if ``count`` pings all come back (bounded: -W 2 per reply)."""
-    result = ns.run(["ping", "-c", str(count), "-i", "0.2", "-W", "2", address], check=False,
-                    timeout=30)
-    return result.returncode == 0
-
-
 @pytest.fixture
 def lab():
     with Lab() as lab:
@@ -92,8 +89,8 @@ def test_python_initiator__wireguard_go_responder(lab, pair, psk):
     go = start_wireguard_go_in(lab, b, go_config)
     tunnel = start_python_tunnel(lab, a, python_config)
 
-    assert ping(a, B_TUNNEL), "Python -> wireguard-go ping failed"
-    assert ping(b, A_TUNNEL), "wireguard-go -> Python ping failed"
+    assert a.ping(B_TUNNEL), "Python -> wireguard-go ping failed"
+    assert b.ping(A_TUNNEL), "wireguard-go -> Python ping failed"
     completed = [e for e in tunnel.events if isinstance(e, HandshakeCompleted)]
     assert completed and completed[0].initiator is True
     assert go.peers()[0].last_handshake is not None
@@ -113,8 +110,8 @@ def test_wireguard_go_initiator__python_responder(lab, pair, psk):
     tunnel = start_python_tunnel(lab, a, python_config)
     go = start_wireguard_go_in(lab, b, go_config)
 
-    assert ping(b, A_TUNNEL), "wireguard-go -> Python ping failed"
-    assert ping(a, B_TUNNEL), "Python -> wireguard-go ping failed"
+    assert b.ping(A_TUNNEL), "wireguard-go -> Python ping failed"
+    assert a.ping(B_TUNNEL), "Python -> wireguard-go ping failed"
     completed = [e for e in tunnel.events if isinstance(e, HandshakeCompleted)]
     assert completed and completed[0].initiator is False
     assert tunnel.peers()[0].endpoint == (link.b_address, go_config.listen_port)
@@ -131,7 +128,7 @@ def test_wrong_psk__no_handshake_no_traffic(lab, pair):
     go_config.peers[0].preshared_key = bytes(32)  # disagrees with ours
     start_wireguard_go_in(lab, b, go_config)
     tunnel = start_python_tunnel(lab, a, python_config)
-    assert not ping(a, B_TUNNEL, count=2)
+    assert not a.ping(B_TUNNEL, count=2)
     assert not any(isinstance(e, HandshakeCompleted) for e in tunnel.events)
     assert tunnel.peers()[0].last_handshake is None
 
@@ -143,7 +140,7 @@ def test_rekey_under_traffic__shortened_clock(lab, pair):
     go_config.peers[0].endpoint = None
     go = start_wireguard_go_in(lab, b, go_config)
     tunnel = start_python_tunnel(lab, a, python_config, time_scale=60.0)
-    assert ping(a, B_TUNNEL)
+    assert a.ping(B_TUNNEL)
     first_go_handshake = go.peers()[0].last_handshake
 
     # ~6 s of pings every 20 ms while the sessions roll over (each lives 2 s real).

@@ -6,7 +6,13 @@ import time
 import pytest
 
 from agents.netlab import Lab, NatType, is_root
-from agents.netlab.wireguard import start_python_tunnel, start_wireguard_go_in, tunnel_pair
+from agents.netlab.wireguard import (
+    A_TUNNEL,
+    B_TUNNEL,
+    start_python_tunnel,
+    start_wireguard_go_in,
+    tunnel_pair,
+)
 from agents.wireguard import EndpointChanged, HandshakeCompleted
 
 pytestmark = [
@@ -14,13 +20,6 @@ pytestmark = [
     pytest.mark.skipif(not is_root(), reason="network namespaces need root (CI runs as root)"),
 ]
 
-A_TUNNEL, B_TUNNEL = "10.77.0.1", "10.77.0.2"
-
-
-def ping(ns, address, count=3):
-    result = ns.run(["ping", "-c", str(count), "-i", "0.2", "-W", "2", address], check=False,
-                    timeout=30)
-    return result.returncode == 0
 
 
 def tun_rx_packets(ns, ifname):
@@ -54,21 +53,21 @@ def test_roaming__both_sides_follow_address_changes(internet_lab):
     python_config, go_config = tunnel_pair(a.address, None)
     tunnel = start_python_tunnel(lab, a, python_config)
     go = start_wireguard_go_in(lab, b, go_config)
-    assert ping(b, A_TUNNEL)
+    assert b.ping(A_TUNNEL)
     assert tunnel.peers()[0].endpoint == (nat.public_address, go_config.listen_port)
 
     # b's public address changes: its next packets come from there, and we must answer there.
     new_b = nat.namespace.set_address("wan0", "198.51.100.50/24")
-    assert ping(b, A_TUNNEL)
+    assert b.ping(A_TUNNEL)
     assert tunnel.peers()[0].endpoint == (new_b, go_config.listen_port)
     assert any(isinstance(e, EndpointChanged) and e.endpoint[0] == new_b for e in tunnel.events)
-    assert ping(a, B_TUNNEL)
+    assert a.ping(B_TUNNEL)
 
     # a moves: wireguard-go must follow our authenticated packets from the new address.
     new_a = a.set_address("eth0", "198.51.100.60/24")
-    assert ping(a, B_TUNNEL)
+    assert a.ping(B_TUNNEL)
     assert go.peers()[0].endpoint == (new_a, python_config.listen_port)
-    assert ping(b, A_TUNNEL)
+    assert b.ping(A_TUNNEL)
 
 
 def test_replay__captured_packets_from_attacker__nothing_gets_through(internet_lab):
@@ -81,8 +80,8 @@ def test_replay__captured_packets_from_attacker__nothing_gets_through(internet_l
     start_wireguard_go_in(lab, b, go_config)
 
     with a.capture_udp(port) as capture:
-        assert ping(b, A_TUNNEL)
-        assert ping(a, B_TUNNEL)
+        assert b.ping(A_TUNNEL)
+        assert a.ping(B_TUNNEL)
         time.sleep(0.2)
     inbound = [d for d in capture.snapshot() if not d.outgoing and d.dst[1] == port]
     kinds = {d.payload[0] for d in inbound}
@@ -110,4 +109,4 @@ def test_replay__captured_packets_from_attacker__nothing_gets_through(internet_l
     assert after.last_handshake == before.last_handshake
     assert sum(isinstance(e, HandshakeCompleted) for e in tunnel.events) == handshakes
     assert sum(tunnel.device.drop_counters.values()) - drops == len(inbound)
-    assert ping(b, A_TUNNEL), "the real peer must still get through"
+    assert b.ping(A_TUNNEL), "the real peer must still get through"

@@ -9,6 +9,8 @@ import pytest
 
 from agents.netlab import Lab, is_root
 from agents.netlab.wireguard import (
+    A_TUNNEL,
+    B_TUNNEL,
     spawn_python_tunnel,
     start_python_tunnel,
     start_wireguard_go_in,
@@ -24,13 +26,6 @@ pytestmark = [
     pytest.mark.skipif(not is_root(), reason="TUN devices and namespaces need root (CI is root)"),
 ]
 
-A_TUNNEL, B_TUNNEL = "10.77.0.1", "10.77.0.2"
-
-
-def ping(ns, address, count=3):
-    result = ns.run(["ping", "-c", str(count), "-i", "0.2", "-W", "2", address], check=False,
-                    timeout=30)
-    return result.returncode == 0
 
 
 @pytest.fixture
@@ -45,7 +40,7 @@ def test_tunnel_up__python_to_python_processes__ping_show_and_sigterm(pair, tmp_
     a_config, b_config = tunnel_pair(link.a_address, link.b_address, psk=True)
     a_proc = spawn_python_tunnel(lab, a, a_config, str(tmp_path))
     b_proc = spawn_python_tunnel(lab, b, b_config, str(tmp_path))
-    assert ping(a, B_TUNNEL) and ping(b, A_TUNNEL)
+    assert a.ping(B_TUNNEL) and b.ping(A_TUNNEL)
 
     info = a_proc.uapi.get()
     assert info.public_key == a_config.public_key and info.listen_port == a_config.listen_port
@@ -113,7 +108,7 @@ def test_demux__non_wireguard_datagrams_reach_callback_and_replies_share_the_soc
     assert reply == b"pong:" + message and source == (link.a_address, a_config.listen_port)
     assert seen == [(message, sender)]
     # WireGuard traffic on the same socket is unaffected.
-    assert ping(a, B_TUNNEL) and go.peers()[0].last_handshake is not None
+    assert a.ping(B_TUNNEL) and go.peers()[0].last_handshake is not None
     assert len(seen) == 1
 
 
