@@ -24,7 +24,7 @@ from py_ecc import optimized_bn128 as bn
 
 from zk.curve import G1, G1_GEN, G2, G2_GEN, in_subgroup_g2, on_curve_g1, on_curve_g2
 from zk.field import Q, R, batch_inverse, root_of_unity
-from zk.msm import msm_shifted, shift_table
+from zk.msm import msm, msm_shifted, shift_table
 from zk.ntt import COSET, coset_intt, coset_ntt, intt
 from zk.r1cs import Circuit
 
@@ -201,29 +201,37 @@ def _install(tables: dict) -> None:
 
 def _msm_job(name: str, scalars: list[int]):
     group = G2 if name.endswith("_2") else G1
-    return msm_shifted(group, _TABLES[name], scalars, TABLE_WINDOW)
+    table = _TABLES[name]
+    if _TABLES.get("precomputed"):
+        return msm_shifted(group, table, scalars, TABLE_WINDOW)
+    return msm(group, table, scalars)
 
 
 class Prover:
     """Proves one circuit with one proving key, fast.
 
-    Precomputes, per MSM, the points shifted for every Pippenger window (``zk.msm.shift_table``),
-    with the constant points (alpha, beta, delta) folded in so each proof element is a single MSM.
+    Precomputes (unless ``precompute=False``), per MSM, the points shifted for every Pippenger
+    window (``zk.msm.shift_table``: ~254 doublings per point, paid once), with the constant points (alpha, beta, delta) folded in so each proof element is a single MSM.
     With ``workers=2`` the tables live in two forked worker processes and the G2 MSM and the G1 MSMs
     run in parallel with the main process's NTTs. Use as a context manager (or call ``close``).
     """
 
-    def __init__(self, pk: ProvingKey, circuit: Circuit, workers: int = 0) -> None:
+    def __init__(self, pk: ProvingKey, circuit: Circuit, workers: int = 0, precompute: bool = True) -> None:
         if circuit.n_vars != pk.n_vars or circuit.n_public != pk.n_public or domain_size(circuit) != pk.domain:
             raise ProofError("proving key does not match the circuit")
         self.pk, self.circuit, self.workers = pk, circuit, workers
-        c = TABLE_WINDOW
-        self._tables = {
-            "a_1": shift_table(G1, [pk.alpha_1, pk.delta_1] + pk.a_1, c),
-            "b_1": shift_table(G1, [pk.beta_1, pk.delta_1] + pk.b_1, c),
-            "b_2": shift_table(G2, [pk.beta_2, pk.delta_2] + pk.b_2, c),
-            "c_1": shift_table(G1, [pk.delta_1] + pk.l_1 + pk.h_1, c),
+        points = {
+            "a_1": [pk.alpha_1, pk.delta_1] + pk.a_1,
+            "b_1": [pk.beta_1, pk.delta_1] + pk.b_1,
+            "b_2": [pk.beta_2, pk.delta_2] + pk.b_2,
+            "c_1": [pk.delta_1] + pk.l_1 + pk.h_1,
         }
+        if precompute:
+            self._tables = {k: shift_table(G2 if k.endswith("_2") else G1, v, TABLE_WINDOW)
+                            for k, v in points.items()}
+        else:
+            self._tables = points
+        self._tables["precomputed"] = precompute
         self._pool = None
         if workers:
             _install(self._tables)  # forked workers inherit the tables (copy-on-write)
@@ -275,12 +283,14 @@ class Prover:
 
     def _msm(self, name: str, scalars: list[int]):
         group = G2 if name.endswith("_2") else G1
-        return msm_shifted(group, self._tables[name], scalars, TABLE_WINDOW)
+        if self._tables["precomputed"]:
+            return msm_shifted(group, self._tables[name], scalars, TABLE_WINDOW)
+        return msm(group, self._tables[name], scalars)
 
 
 def prove(pk: ProvingKey, circuit: Circuit, witness: list[int]) -> Proof:
-    """One proof in this process (builds the tables each call: use ``Prover`` for many proofs)."""
-    with Prover(pk, circuit) as prover:
+    """One proof in this process, plain Pippenger (no tables): for tests and one-off proofs."""
+    with Prover(pk, circuit, precompute=False) as prover:
         return prover.prove(witness)
 
 
