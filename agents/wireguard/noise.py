@@ -91,25 +91,34 @@ def hmac_(key: bytes, data: bytes) -> bytes:
     return _blake2s(padded.translate(_OPAD) + _blake2s(padded.translate(_IPAD) + data).digest()).digest()
 
 
+def _expand(t0: bytes, count: int) -> list[bytes]:
+    """HKDF-Expand as the paper writes it: ``t_i = HMAC(t0, t_{i-1} || i)``, with t0's pads made once."""
+    padded = t0.ljust(_BLAKE2S_BLOCK, b"\0")
+    inner, outer = padded.translate(_IPAD), padded.translate(_OPAD)
+    out = []
+    previous = b""
+    for i in range(1, count + 1):
+        previous = _blake2s(outer + _blake2s(inner + previous + bytes((i,))).digest()).digest()
+        out.append(previous)
+    return out
+
+
 def kdf1(key: bytes, data: bytes) -> bytes:
     """``KDF1``: HKDF with one 32-byte output."""
-    t0 = hmac_(key, data)
-    return hmac_(t0, b"\x01")
+    padded = hmac_(key, data).ljust(_BLAKE2S_BLOCK, b"\0")
+    return _blake2s(padded.translate(_OPAD) + _blake2s(padded.translate(_IPAD) + b"\x01").digest()).digest()
 
 
 def kdf2(key: bytes, data: bytes) -> tuple[bytes, bytes]:
     """``KDF2``: HKDF with two 32-byte outputs."""
-    t0 = hmac_(key, data)
-    t1 = hmac_(t0, b"\x01")
-    return t1, hmac_(t0, t1 + b"\x02")
+    t1, t2 = _expand(hmac_(key, data), 2)
+    return t1, t2
 
 
 def kdf3(key: bytes, data: bytes) -> tuple[bytes, bytes, bytes]:
     """``KDF3``: HKDF with three 32-byte outputs."""
-    t0 = hmac_(key, data)
-    t1 = hmac_(t0, b"\x01")
-    t2 = hmac_(t0, t1 + b"\x02")
-    return t1, t2, hmac_(t0, t2 + b"\x03")
+    t1, t2, t3 = _expand(hmac_(key, data), 3)
+    return t1, t2, t3
 
 
 def aead_nonce(counter: int) -> bytes:

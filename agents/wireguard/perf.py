@@ -5,17 +5,23 @@ outbox for the other's address is fed to the other's `decapsulate`. The tests us
 protocol exchanges, and `handshakes_per_second` uses it to time complete handshakes.
 """
 
+import argparse
 import ipaddress
+import json
 import os
+import statistics
 import time
 from typing import Callable
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .core import HandshakeCompleted, WireGuardDevice
 from .noise import generate_private_key
 from .timers import REKEY_TIMEOUT
 
 __all__ = ["ALICE_ENDPOINT", "BOB_ENDPOINT", "ALICE_IP", "BOB_IP", "ip_packet", "LoopbackPair",
-           "handshakes_per_second"]
+           "handshakes_per_second", "responder_handshakes_per_second", "x25519_per_second",
+           "transport_microseconds", "main"]
 
 #: Documentation addresses (RFC 5737) for the two ends; nothing is ever sent to them.
 ALICE_ENDPOINT = ("192.0.2.1", 51820)
@@ -151,3 +157,95 @@ def handshakes_per_second(seconds: float) -> float:
         if sum(isinstance(e, HandshakeCompleted) for e in device.drain_events()) != completed:
             raise AssertionError("a handshake did not complete")
     return completed / elapsed
+
+
+def responder_handshakes_per_second(seconds: float, batch: int = 200) -> float:
+    """Initiations a responder consumes and answers per second on one core (a server's view).
+
+    Initiations are made beforehand (each from a fresh fake time, so their TAI64N timestamps rise and
+    the 50-per-second flood limit is respected); only Bob's `decapsulate` + response is timed.
+    """
+    pair = LoopbackPair()
+    alice, bob, bob_key = pair.alice, pair.bob, pair.bob.public_key
+    answered = 0
+    busy = 0.0
+    while busy < seconds:
+        initiations = []
+        for _ in range(batch):
+            pair.now += REKEY_TIMEOUT
+            alice.initiate_handshake(bob_key, pair.now)
+            ((initiation, _),) = alice.drain_outbox()
+            initiations.append((initiation, pair.now))
+        source = pair.alice_endpoint
+        started = time.perf_counter()
+        for initiation, now in initiations:
+            bob.decapsulate(initiation, source, now)
+        busy += time.perf_counter() - started
+        answered += len(bob.drain_outbox())
+    if bob.drop_counters:
+        raise AssertionError(f"responder dropped initiations: {bob.drop_counters}")
+    return answered / busy
+
+
+def x25519_per_second(seconds: float) -> float:
+    """The anchor: raw X25519 shared-secret computations per second (cryptography/OpenSSL) here, now.
+
+    A full handshake needs eight X25519 scalar multiplications (two key generations, six DH; the
+    static-static DH is precomputed), so ``x25519_per_second / 8`` bounds `handshakes_per_second`.
+    """
+    private, public = X25519PrivateKey.generate(), X25519PrivateKey.generate().public_key()
+    done = 0
+    started = time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        for _ in range(200):
+            private.exchange(public)
+        done += 200
+    return done / elapsed
+
+
+def transport_microseconds(packets: int = 20000, size: int = 1420) -> tuple[float, float]:
+    """Per-packet cost of `encapsulate` and `decapsulate` for ``size``-byte IP packets, in microseconds."""
+    pair = LoopbackPair()
+    pair.handshake()
+    packet = ip_packet(ALICE_IP, BOB_IP, os.urandom(size - 20))
+    alice, bob, now, source = pair.alice, pair.bob, pair.now, pair.alice_endpoint
+    started = time.perf_counter()
+    sealed = [alice.encapsulate(packet, now) for _ in range(packets)]
+    middle = time.perf_counter()
+    for datagram, _ in sealed:
+        bob.decapsulate(datagram, source, now)
+    ended = time.perf_counter()
+    if bob.drop_counters:
+        raise AssertionError(f"transport drops: {bob.drop_counters}")
+    return (middle - started) / packets * 1e6, (ended - middle) / packets * 1e6
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m agents.wireguard.perf [--quick]``: print the core's figures, one JSON object last."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
+    args = parser.parse_args(argv)
+    seconds, rounds = (0.3, 1) if args.quick else (2.0, args.rounds)
+    full, responder, anchor, encap, decap = [], [], [], [], []
+    for _ in range(rounds):  # interleaved so that load from other processes hits all figures alike
+        anchor.append(x25519_per_second(seconds / 2))
+        full.append(handshakes_per_second(seconds))
+        responder.append(responder_handshakes_per_second(seconds))
+        e, d = transport_microseconds(2000 if args.quick else 20000)
+        encap.append(e)
+        decap.append(d)
+    result = {
+        "handshakes_per_s": round(statistics.median(full)),
+        "responder_handshakes_per_s": round(statistics.median(responder)),
+        "x25519_per_s": round(statistics.median(anchor)),
+        "handshake_fraction_of_x25519_bound": round(statistics.median(f / (a / 8) for f, a in zip(full, anchor)), 3),
+        "encapsulate_us_1420B": round(statistics.median(encap), 2),
+        "decapsulate_us_1420B": round(statistics.median(decap), 2),
+        "rounds": rounds,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
