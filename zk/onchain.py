@@ -1,0 +1,72 @@
+"""Deploy the zk contracts that are generated per key (verifier) or as raw bytecode (Poseidon) with ape.
+
+contracts/ holds the verifier for the checked-in verification key; a pool for another circuit depth
+(the benchmark's depth 20, a test's small depth) needs a verifier generated from that depth's key,
+compiled here with the vyper package and deployed through ape like any project contract.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import vyper
+from ape.contracts import ContractContainer, ContractInstance
+from ethpm_types import ContractType
+
+from zk.evm_poseidon import build_poseidon_t3
+from zk.vyper_verifier import VerifyingKey, render_verifier
+
+__all__ = [
+    "calldata_gas",
+    "compile_vyper",
+    "deploy_poseidon_bytecode",
+    "deploy_verifier",
+    "proof_calldata",
+]
+
+#: Gas per zero / non-zero call-data byte (EIP-2028).
+_ZERO_BYTE_GAS, _NONZERO_BYTE_GAS = 4, 16
+
+
+def _container(name: str, abi: list, initcode_hex: str) -> ContractContainer:
+    return ContractContainer(
+        ContractType.model_validate(
+            {"contractName": name, "abi": abi, "deploymentBytecode": {"bytecode": initcode_hex}}
+        )
+    )
+
+
+def compile_vyper(source: str, name: str) -> ContractContainer:
+    """Compile a self-contained Vyper source (no project imports) into an ape contract container."""
+    out = vyper.compile_code(source, output_formats=["abi", "bytecode"])
+    return _container(name, out["abi"], out["bytecode"])
+
+
+def deploy_verifier(vk: VerifyingKey, sender: Any) -> ContractInstance:
+    """Generate, compile and deploy the Groth16 verifier for ``vk``."""
+    source = render_verifier(vk, implements=False)
+    return compile_vyper(source, "groth16_verifier").deploy(sender=sender)
+
+
+def deploy_poseidon_bytecode(sender: Any) -> ContractInstance:
+    """Deploy the generated Poseidon(2) bytecode contract (zk/evm_poseidon.py)."""
+    code = build_poseidon_t3()
+    return _container("poseidon_t3_bytecode", code.abi, "0x" + code.initcode.hex()).deploy(sender=sender)
+
+
+def proof_calldata(proof: dict[str, Sequence[Any]]) -> list[int]:
+    """A snarkjs ``proof.json`` (``pi_a``, ``pi_b``, ``pi_c``) as the verifier's ``uint256[8]``.
+
+    G2 coordinates are reordered imaginary part first (EIP-197), as snarkjs's Solidity call data does.
+    """
+    a, b, c = proof["pi_a"], proof["pi_b"], proof["pi_c"]
+    return [
+        int(a[0]), int(a[1]),
+        int(b[0][1]), int(b[0][0]), int(b[1][1]), int(b[1][0]),
+        int(c[0]), int(c[1]),
+    ]
+
+
+def calldata_gas(data: bytes) -> int:
+    """Intrinsic gas of transaction call data (EIP-2028)."""
+    return sum(_NONZERO_BYTE_GAS if byte else _ZERO_BYTE_GAS for byte in data)
