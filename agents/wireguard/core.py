@@ -490,13 +490,20 @@ class WireGuardDevice:
         return best
 
     def drain_outbox(self) -> list[tuple[bytes, tuple[str, int]]]:
-        """Datagrams the core wants sent, as (bytes, (host, port)), oldest first; empties the outbox."""
+        """Datagrams the core wants sent, as (bytes, (host, port)), oldest first; empties the outbox.
+
+        Cheap when there is nothing to send (no lock taken), so runtimes may call it after every packet.
+        """
+        if not self._outbox:
+            return []
         with self._lock:
             out, self._outbox = self._outbox, []
         return out
 
     def drain_events(self) -> list[Event]:
         """Events since the last call, oldest first."""
+        if not self._events:
+            return []
         with self._lock:
             out, self._events = self._events, []
         return out
