@@ -55,6 +55,13 @@ TIMER_MAX_SLEEP = 0.05
 POLL_S = 0.2
 #: Largest datagram or TUN packet we read.
 MAX_PACKET = 65535
+#: Handshake messages per second above which the device is "under load" and answers handshakes that
+#: lack a valid mac2 with cookie replies (paper 5.3). The Python core completes ~600 handshakes/s on
+#: one core with both ends' work (scripts/bench_tunnel.py), so a responder alone ~1,200/s: start
+#: asking for cookies well before that.
+UNDER_LOAD_HANDSHAKES_PER_S = 400
+#: wireguard-go UnderLoadAfterTime: stay under load this long after the rate drops (seconds).
+UNDER_LOAD_AFTER_S = 1.0
 #: How many of the core's events :attr:`Tunnel.events` keeps.
 EVENT_HISTORY = 1000
 #: WireGuard message types (paper section 5.4): initiation, response, cookie reply, data.
@@ -284,6 +291,7 @@ class Tunnel(TunnelBackend):
         recvfrom, fd, write = self.sock.recvfrom, self.tun.fd, os.write
         device, now, stop, sendto = self.device, self.now, self._stop, self._sendto
         sock = self.sock
+        window_start, handshakes, load_until = 0.0, 0, 0.0
         while not stop.is_set():
             try:
                 data, source = recvfrom(MAX_PACKET)
@@ -302,6 +310,14 @@ class Tunnel(TunnelBackend):
                     except Exception:
                         log.exception("%s: demux callback failed", self.ifname)
                 continue
+            if data[0] != 4:  # handshake traffic: watch its rate for cookie (DoS) mode
+                t = time.monotonic()
+                if t - window_start >= 1.0:
+                    window_start, handshakes = t, 0
+                    device.under_load = t < load_until
+                handshakes += 1
+                if handshakes > UNDER_LOAD_HANDSHAKES_PER_S:
+                    device.under_load, load_until = True, t + UNDER_LOAD_AFTER_S
             inner = device.decapsulate(data, source, now())
             outbox = device.drain_outbox()
             if inner:

@@ -122,3 +122,33 @@ def test_demux__non_wireguard_datagrams_reach_callback_and_replies_share_the_soc
 ])
 def test_is_wireguard_datagram(data, expected):
     assert is_wireguard_datagram(data) is expected
+
+
+def test_handshake_flood__runtime_turns_on_cookie_replies(pair):
+    """Past UNDER_LOAD_HANDSHAKES_PER_S initiations a second, valid-MAC1 initiations get cookies."""
+    from agents.wireguard import WireGuardDevice
+    from agents.wireguard.runtime import UNDER_LOAD_HANDSHAKES_PER_S
+
+    lab, a, b, link = pair
+    a_config, b_config = tunnel_pair(link.a_address, link.b_address)
+    tunnel = start_python_tunnel(lab, a, a_config)
+    flooder = WireGuardDevice(generate_private_key())  # a stranger: MAC1 needs only our public key
+    flooder.add_peer(tunnel.public_key, allowed_ips=["10.77.0.1/32"],
+                     endpoint=(link.a_address, a_config.listen_port))
+    initiations = []
+    for i in range(UNDER_LOAD_HANDSHAKES_PER_S + 100):
+        flooder.initiate_handshake(tunnel.public_key, 1000.0 + 6.0 * i)  # one per REKEY_TIMEOUT
+        initiations += [d for d, _ in flooder.drain_outbox()]
+    with b.enter():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.bind((link.b_address, 0))
+        sock.settimeout(2)
+        for datagram in initiations:
+            sock.sendto(datagram, (link.a_address, a_config.listen_port))
+        reply, _ = sock.recvfrom(2048)
+    assert reply[0] == 3 and len(reply) == 64  # cookie reply (paper 5.4.7), never a response
+    assert tunnel.device.under_load
+    # The flood passes: a real peer's handshake goes through again once the rate drops.
+    start_wireguard_go_in(lab, b, b_config)
+    assert lab.wait_for(lambda: b.ping(A_TUNNEL, count=1), timeout=15)
