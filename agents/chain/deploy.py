@@ -1,0 +1,124 @@
+"""Deploy Warren's settlement layer and wire the contracts to each other.
+
+One function does it, for `ape run deploy`, the demo and the benchmarks alike: deploy the token
+(local networks only, or reuse an existing one), the node registry, payment channels, reputation and
+the revocation registry, then authorise reputation as a slasher and the revocation registry as the
+revoker on node_registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from agents.chain.deployment import Deployment
+
+__all__ = ["DeployParameters", "deploy_all"]
+
+TOKEN = 10**18  # token wei per token (18 decimals, as ERC-20 tokens usually have)
+
+
+@dataclass
+class DeployParameters:
+    """Constructor parameters; defaults suit a local network and short demos.
+
+    Attributes:
+        min_node_stake: smallest node stake, token wei.
+        min_challenger_stake: smallest challenger stake, token wei.
+        unbonding_delay: seconds between an unbonding request and withdrawal.
+        fee_bps: protocol fee on settlements, basis points (0 to 1,000).
+        challenge_period: seconds a node may still settle after a client starts a unilateral close.
+        epoch_length: seconds per reputation epoch.
+        report_quorum: distinct failure reports in one epoch that slash a node.
+        slash_bps: fraction of the remaining stake a failure quorum slashes, basis points.
+        guardians: addresses of the revocation guardians.
+        revocation_quorum: guardian signatures a revocation needs.
+        treasury: receives protocol fees and revoked stake (the deployer if empty).
+        token: an existing Warren token to use instead of deploying one.
+    """
+
+    min_node_stake: int = 100 * TOKEN
+    min_challenger_stake: int = 10 * TOKEN
+    unbonding_delay: int = 7 * 24 * 3600
+    fee_bps: int = 100
+    challenge_period: int = 24 * 3600
+    epoch_length: int = 24 * 3600
+    report_quorum: int = 3
+    slash_bps: int = 1_000
+    guardians: list[str] = field(default_factory=list)
+    revocation_quorum: int = 2
+    treasury: str = ""
+    token: str = ""
+
+
+def deploy_all(
+    project, deployer, chain, params: DeployParameters, log: Callable[[str], None] = print
+) -> Deployment:
+    """Deploy and wire every settlement contract.
+
+    Args:
+        project: the ape project (``ape.project``) holding the compiled contracts.
+        deployer: the ape account that deploys and becomes owner of every contract.
+        chain: the ape chain manager (``ape.chain``) of the connected network.
+        params: constructor parameters.
+        log: receives one progress line per step.
+
+    Returns:
+        The addresses, parameters and first block of the deployment.
+
+    Raises:
+        ValueError: when the parameters cannot produce a working deployment.
+    """
+    if not params.guardians:
+        raise ValueError("deploy: at least one guardian address is needed")
+    if not 1 <= params.revocation_quorum <= len(params.guardians):
+        raise ValueError(
+            f"deploy: revocation quorum {params.revocation_quorum} is not between 1 and "
+            f"the {len(params.guardians)} guardians"
+        )
+    treasury = params.treasury or deployer.address
+    first_block = chain.blocks.height + 1  # event scans start at the first deployment transaction
+    addresses: dict[str, str] = {}
+
+    def step(name: str, contract) -> object:
+        addresses[name] = contract.address
+        log(f"  {name:20s} {contract.address}")
+        return contract
+
+    if params.token:
+        token = step("warren_token", project.warren_token.at(params.token))
+    else:
+        token = step("warren_token", deployer.deploy(project.warren_token))
+    registry = step(
+        "node_registry",
+        deployer.deploy(
+            project.node_registry,
+            token,
+            params.min_node_stake,
+            params.min_challenger_stake,
+            params.unbonding_delay,
+        ),
+    )
+    step(
+        "payment_channels",
+        deployer.deploy(
+            project.payment_channels, token, registry, params.fee_bps, treasury, params.challenge_period
+        ),
+    )
+    reputation = step(
+        "reputation",
+        deployer.deploy(
+            project.reputation, registry, params.epoch_length, params.report_quorum, params.slash_bps
+        ),
+    )
+    revocations = step(
+        "revocation_registry",
+        deployer.deploy(
+            project.revocation_registry, registry, treasury, params.guardians, params.revocation_quorum
+        ),
+    )
+    registry.set_slasher(reputation, True, sender=deployer)
+    registry.set_revoker(revocations, sender=deployer)
+    log("  wired: reputation may slash, revocation_registry may revoke")
+    recorded = asdict(params) | {"treasury": treasury}
+    return Deployment(chain_id=chain.chain_id, addresses=addresses, parameters=recorded, block=first_block)

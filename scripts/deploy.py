@@ -1,0 +1,59 @@
+"""Deploy Warren's settlement contracts and write their addresses for the agents.
+
+    ape run deploy                                    # local anvil (test accounts as guardians)
+    ape run deploy --network ethereum:sepolia:node --account ACCOUNT --guardian 0x.. --guardian 0x..
+
+On a live network give an RPC URL in ape-config.yaml (node: ethereum: sepolia: uri: ...) and an ape
+account (`ape accounts import NAME`). The addresses go to deployments/<ecosystem>-<network>.json
+unless --out says otherwise.
+"""
+
+from pathlib import Path
+
+import click
+from ape import accounts, chain, networks, project
+from ape.cli import ConnectedProviderCommand
+
+from agents.chain.deploy import TOKEN, DeployParameters, deploy_all
+from agents.chain.deployment import default_path
+
+
+@click.command(cls=ConnectedProviderCommand)
+@click.option("--account", "account_alias", default=None, help="ape account alias (default on local networks: test account 0)")
+@click.option("--guardian", "guardians", multiple=True, help="revocation guardian address (repeat)")
+@click.option("--revocation-quorum", type=int, default=None, help="guardian signatures per revocation")
+@click.option("--fee-bps", type=int, default=100, show_default=True, help="protocol fee, basis points")
+@click.option("--treasury", default="", help="fee and revoked-stake recipient (default: deployer)")
+@click.option("--token", default="", help="use this existing Warren token instead of deploying one")
+@click.option("--min-node-stake", type=int, default=100, show_default=True, help="whole tokens")
+@click.option("--challenge-period", type=int, default=24 * 3600, show_default=True, help="seconds")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="deployment file to write")
+def cli(network, account_alias, guardians, revocation_quorum, fee_bps, treasury, token, min_node_stake,
+        challenge_period, out):
+    """Deploy token, node_registry, payment_channels, reputation and revocation_registry."""
+    local = networks.provider.network.is_local
+    if account_alias:
+        account = accounts.load(account_alias)
+    elif local:
+        account = accounts.test_accounts[0]
+    else:
+        raise click.UsageError("give the deploying account with --account on a live network")
+    if not guardians:
+        if not local:
+            raise click.UsageError("give the guardian set with --guardian on a live network")
+        guardians = tuple(a.address for a in accounts.test_accounts[7:10])
+    quorum = revocation_quorum or (len(guardians) // 2 + 1)
+    params = DeployParameters(
+        guardians=list(guardians),
+        revocation_quorum=quorum,
+        fee_bps=fee_bps,
+        treasury=treasury,
+        token=token,
+        min_node_stake=min_node_stake * TOKEN,
+        challenge_period=challenge_period,
+    )
+    click.echo(f"deploying Warren on {networks.provider.network_choice} (chain id {chain.chain_id}) from {account.address}")
+    deployment = deploy_all(project, account, chain, params, log=click.echo)
+    path = out or default_path(networks.provider.network_choice, Path.cwd())
+    deployment.save(path)
+    click.echo(f"addresses written to {path}")

@@ -1,0 +1,71 @@
+"""The deploy function wires the settlement layer, and the deployment file survives a round trip."""
+
+import json
+
+import pytest
+
+from agents.chain.deploy import DeployParameters, deploy_all
+from agents.chain.deployment import CONTRACT_NAMES, Deployment, DeploymentError
+
+
+@pytest.fixture
+def guardians(accounts):
+    return [a.address for a in accounts[7:10]]
+
+
+def test_deploy_all__wires_slasher_and_revoker(project, accounts, chain, guardians):
+    owner = accounts[0]
+    lines = []
+    deployment = deploy_all(project, owner, chain, DeployParameters(guardians=guardians), log=lines.append)
+
+    assert set(deployment.addresses) == set(CONTRACT_NAMES)
+    assert deployment.chain_id == chain.chain_id
+    assert len(lines) == len(CONTRACT_NAMES) + 1
+    registry = project.node_registry.at(deployment.address("node_registry"))
+    assert registry.is_slasher(deployment.address("reputation"))
+    assert registry.revoker() == deployment.address("revocation_registry")
+    channels = project.payment_channels.at(deployment.address("payment_channels"))
+    assert channels.treasury() == owner.address
+    # The recorded first block is the token's: an event scan from it sees every deployment.
+    assert chain.blocks[deployment.block].transactions[0].receiver is None
+
+
+def test_deploy_all__reuses_an_existing_token(project, accounts, chain, guardians):
+    token = accounts[0].deploy(project.warren_token)
+    deployment = deploy_all(
+        project, accounts[0], chain, DeployParameters(guardians=guardians, token=token.address), log=lambda _: None
+    )
+    assert deployment.address("warren_token") == token.address
+
+
+@pytest.mark.parametrize(
+    "guardian_count, quorum, message",
+    [(0, 1, "at least one guardian"), (3, 4, "not between 1 and"), (3, 0, "not between 1 and")],
+)
+def test_deploy_all__bad_guardian_quorum__refused(project, accounts, chain, guardian_count, quorum, message):
+    addresses = [a.address for a in list(accounts)[:guardian_count]]
+    params = DeployParameters(guardians=addresses, revocation_quorum=quorum)
+    with pytest.raises(ValueError, match=message):
+        deploy_all(project, accounts[0], chain, params, log=lambda _: None)
+
+
+def test_deployment_file__round_trip(tmp_path):
+    original = Deployment(chain_id=31337, addresses={n: f"0x{i:040x}" for i, n in enumerate(CONTRACT_NAMES)}, block=7)
+    path = tmp_path / "deployments" / "local.json"
+    original.save(path)
+    assert Deployment.load(path) == original
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")], "temporary file left behind"
+
+
+def test_deployment_file__missing_truncated_incomplete__clear_errors(tmp_path):
+    path = tmp_path / "d.json"
+    with pytest.raises(DeploymentError, match="run `ape run deploy` first"):
+        Deployment.load(path)
+    path.write_text('{"chain_id": 1, "addr')
+    with pytest.raises(DeploymentError, match="not valid JSON"):
+        Deployment.load(path)
+    path.write_text(json.dumps({"chain_id": 1, "addresses": {"warren_token": "0x" + "00" * 20}}))
+    with pytest.raises(DeploymentError, match="lacks node_registry"):
+        Deployment.load(path)
+    with pytest.raises(DeploymentError, match="no contract named"):
+        Deployment(chain_id=1, addresses={}).address("warren_token")
