@@ -21,7 +21,7 @@ from zk.groth16 import Proof, VerifyingKey
 
 __all__ = [
     "vk_to_json", "vk_from_json", "proof_to_json", "proof_from_json", "public_to_json",
-    "public_from_json", "proof_calldata", "write_json", "ExportError",
+    "public_from_json", "proof_calldata", "write_json", "ExportError", "pk_to_json", "pk_from_json",
 ]
 
 
@@ -150,3 +150,54 @@ def proof_calldata(proof: Proof) -> list[int]:
 def write_json(path: str | Path, obj) -> None:
     """Write ``obj`` as indented JSON."""
     Path(path).write_text(json.dumps(obj, indent=1) + "\n")
+
+
+# -- proving keys (our own JSON layout: snarkjs keeps proving keys in its binary .zkey) -------------
+
+
+def pk_to_json(pk) -> dict:
+    """A proving key as JSON (hex coordinates; ``null`` for infinity). Includes its verifying key."""
+    def g1(p):
+        return None if p is None else [hex(int(p[0])), hex(int(p[1]))]
+
+    def g2(p):
+        return None if p is None else [hex(int(c)) for c in (*p[0], *p[1])]
+
+    return {
+        "format": "warren-groth16-pk-1", "n_vars": pk.n_vars, "n_public": pk.n_public,
+        "domain": pk.domain, "alpha_1": g1(pk.alpha_1), "beta_1": g1(pk.beta_1),
+        "beta_2": g2(pk.beta_2), "delta_1": g1(pk.delta_1), "delta_2": g2(pk.delta_2),
+        "a_1": [g1(p) for p in pk.a_1], "b_1": [g1(p) for p in pk.b_1],
+        "b_2": [g2(p) for p in pk.b_2], "l_1": [g1(p) for p in pk.l_1],
+        "h_1": [g1(p) for p in pk.h_1], "vk": vk_to_json(pk.vk),
+    }
+
+
+def pk_from_json(obj: dict):
+    """Parse ``pk_to_json``'s output.
+
+    Raises:
+        ExportError: wrong format tag or malformed content.
+    """
+    from zk.groth16 import ProvingKey
+
+    def g1(v):
+        return None if v is None else (mpz(int(v[0], 16)), mpz(int(v[1], 16)))
+
+    def g2(v):
+        if v is None:
+            return None
+        c = [mpz(int(x, 16)) for x in v]
+        return ((c[0], c[1]), (c[2], c[3]))
+
+    if not isinstance(obj, dict) or obj.get("format") != "warren-groth16-pk-1":
+        raise ExportError("not a warren-groth16-pk-1 proving key")
+    try:
+        return ProvingKey(
+            obj["n_vars"], obj["n_public"], obj["domain"], g1(obj["alpha_1"]), g1(obj["beta_1"]),
+            g2(obj["beta_2"]), g1(obj["delta_1"]), g2(obj["delta_2"]),
+            [g1(p) for p in obj["a_1"]], [g1(p) for p in obj["b_1"]], [g2(p) for p in obj["b_2"]],
+            [g1(p) for p in obj["l_1"]], [g1(p) for p in obj["h_1"]], vk_from_json(obj["vk"]),
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ExportError(f"malformed proving key: {exc}") from exc

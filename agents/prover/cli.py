@@ -1,0 +1,182 @@
+"""`warren voucher ...`: deposit into the voucher pool, list notes, redeem to a node.
+
+    warren voucher setup --depth 20                       # development keys (keys/voucher-depth20)
+    warren voucher deposit --amount 10000000000000000000  # pays the pool of that denomination
+    warren voucher list
+    warren voucher redeem --node 0x<node_id> --signer 0x<fresh key> [--fee N] [--out r.json] [--submit]
+
+Chain commands run inside ape's network context (``--network``, default ethereum:local:foundry) with
+an ape account (``--account`` alias, or a test account index on local networks). The pool comes from
+``--pool`` or the deployment file's ``voucher_pool*`` entries (the one whose denomination matches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agents.prover.errors import ChainDataError, ProverError
+from agents.prover.notes import NoteStore
+
+__all__ = ["add_commands"]
+
+DEFAULT_NOTES = Path.home() / ".warren" / "notes.json"
+
+
+def add_commands(subparsers) -> None:
+    """Register `warren voucher` and its subcommands."""
+    voucher = subparsers.add_parser("voucher", help="anonymous payment: the shielded voucher pool")
+    sub = voucher.add_subparsers(dest="voucher_command", metavar="ACTION", required=True)
+
+    def common(p, chain=True):
+        p.add_argument("--notes", type=Path, default=DEFAULT_NOTES, help="notes file (mode 0600)")
+        if chain:
+            p.add_argument("--network", default="ethereum:local:foundry", help="ape network choice")
+            p.add_argument("--account", default="0", help="ape account alias, or test account index")
+            p.add_argument("--pool", help="voucher pool address (default: from the deployment file)")
+            p.add_argument("--deployment", type=Path, help="deployment file (default deployments/<net>.json)")
+
+    setup = sub.add_parser("setup", help="one-command development keys for the voucher circuit")
+    setup.add_argument("--depth", type=int, default=20, help="maximum tree depth")
+    setup.add_argument("--out", type=Path, help="folder (default keys/voucher-depth<D>)")
+    setup.set_defaults(func=_setup)
+
+    dep = sub.add_parser("deposit", help="deposit one note of --amount (token wei)")
+    common(dep)
+    dep.add_argument("--amount", type=int, required=True, help="denomination, in token wei")
+    dep.set_defaults(func=_deposit)
+
+    lst = sub.add_parser("list", help="list stored notes")
+    common(lst, chain=False)
+    lst.set_defaults(func=_list)
+
+    red = sub.add_parser("redeem", help="prove a note and hand the redemption to a node")
+    common(red)
+    red.add_argument("--node", required=True, help="node id (0x + 64 hex digits)")
+    red.add_argument("--signer", required=True, help="the channel's payment signer (a fresh address)")
+    red.add_argument("--fee", type=int, default=0, help="relayer fee for the submitting node, token wei")
+    red.add_argument("--keys", type=Path, help="key folder (default keys/voucher-depth<pool depth>)")
+    red.add_argument("--out", type=Path, help="write the redemption JSON here (default: stdout)")
+    red.add_argument("--submit", action="store_true", help="submit it ourselves instead of via the node")
+    red.set_defaults(func=_redeem)
+
+
+def _setup(args) -> int:
+    from zk.keys import default_keys_dir, dev_keys
+
+    out = args.out or default_keys_dir(args.depth)
+    dev_keys(args.depth, out)
+    print(f"development keys for depth {args.depth} written to {out}")
+    return 0
+
+
+def _list(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    store = NoteStore(args.notes)
+    table = Table(title=f"notes in {args.notes}")
+    for col in ("#", "pool", "amount (wei)", "leaf", "state", "commitment"):
+        table.add_column(col)
+    for i, n in enumerate(store.notes):
+        state = "spent" if n.spent else ("unspent" if n.leaf_index is not None else "not deposited")
+        table.add_row(str(i), n.pool, str(n.denomination), "-" if n.leaf_index is None else str(n.leaf_index),
+                      state, hex(n.commitment)[:18] + "...")
+    Console().print(table)
+    return 0
+
+
+def _chain(args):
+    """Open the ape network context; returns (context manager, account getter)."""
+    from ape import networks
+
+    return networks.parse_network_choice(args.network)
+
+
+def _account(args):
+    from ape import accounts
+
+    if args.account.isdigit():
+        return accounts.test_accounts[int(args.account)]
+    return accounts.load(args.account)
+
+
+def _pool(args, amount: int | None = None):
+    from ape import project
+
+    if args.pool:
+        return project.voucher_pool.at(args.pool)
+    from agents.chain.deployment import Deployment, default_path
+
+    path = args.deployment or default_path(args.network)
+    dep = Deployment.load(path)
+    candidates = [a for name, a in dep.addresses.items() if name.startswith("voucher_pool")]
+    pools = [project.voucher_pool.at(a) for a in candidates]
+    if amount is not None:
+        pools = [p for p in pools if int(p.denomination()) == amount]
+    if len(pools) != 1:
+        raise ProverError(f"{len(pools)} voucher pools match in {path}: pass --pool")
+    return pools[0]
+
+
+def _deposit(args) -> int:
+    from ape import project
+
+    from agents.prover.chain import deposit_note
+
+    with _chain(args):
+        pool = _pool(args, args.amount)
+        token = project.warren_token.at(pool.token())
+        stored = deposit_note(NoteStore(args.notes), pool, token, _account(args), args.amount)
+    print(f"deposited leaf {stored.leaf_index} into {stored.pool}; note saved in {args.notes}")
+    return 0
+
+
+def _redeem(args) -> int:
+    from agents.prover.chain import pool_tree, submit_redemption, sync_spent
+    from agents.prover.redemption import make_redemption
+    from zk.keys import default_keys_dir, load_keys
+
+    node = args.node[2:] if args.node.startswith("0x") else args.node
+    node_id = bytes.fromhex(node)
+    if len(node_id) != 32:
+        raise ProverError("--node must be 32 bytes")
+    store = NoteStore(args.notes)
+    with _chain(args):
+        pool = _pool(args)
+        sync_spent(store, pool)
+        unspent = store.unspent(str(pool.address))
+        if not unspent:
+            raise ProverError("no unspent note for this pool")
+        depth = int(pool.max_depth())
+        pk, _ = load_keys(args.keys or default_keys_dir(depth))
+        tree = pool_tree(pool)
+        stored = unspent[0]
+        redemption = make_redemption(stored, tree, pk, depth, node_id, args.signer, args.fee)
+        if args.submit:
+            submit_redemption(pool, redemption, _account(args))
+            stored.spent = True
+            stored.redeemed_to = "0x" + node_id.hex()
+            store.save()
+    text = redemption.to_json()
+    if args.out:
+        args.out.write_text(text + "\n")
+        print(f"redemption written to {args.out}: hand it to node 0x{node_id.hex()}")
+    elif not args.submit:
+        print(text)
+    return 0
+
+
+def _guard(func):
+    def run(args) -> int:
+        try:
+            return func(args)
+        except (ProverError, ChainDataError) as exc:
+            print(f"warren voucher: {exc}", file=sys.stderr)
+            return 1
+    return run
+
+
+for _name in ("_setup", "_deposit", "_list", "_redeem"):
+    globals()[_name] = _guard(globals()[_name])
