@@ -311,8 +311,9 @@ def consume_response(state: InitiatorState, local: StaticKey, message: Response,
     """
     c = kdf1(state.chaining_key, message.ephemeral)
     h = hash_(state.hash + message.ephemeral)
-    c = kdf1(c, dh(state.ephemeral, message.ephemeral))
-    c = kdf1(c, dh(local.private, message.ephemeral))
+    remote_ephemeral = X25519PublicKey.from_public_bytes(message.ephemeral)  # loaded once for two DHs
+    c = kdf1(c, dh(state.ephemeral, remote_ephemeral))
+    c = kdf1(c, dh(local.private, remote_ephemeral))
     c, tau, k = kdf3(c, preshared_key or _ZERO_KEY)
     h = hash_(h + tau)
     aead_open(k, 0, message.encrypted_nothing, h)
