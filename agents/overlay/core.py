@@ -1,0 +1,742 @@
+"""The sans-I/O overlay node: datagrams and time in, datagrams and events out.
+
+:class:`OverlayNode` holds one node's ring state and runs the Chord-style protocol (see
+:mod:`agents.overlay.ring` for why fingers): iterative lookups, periodic stabilisation, finger repair,
+record put/get replicated on successors, and ring broadcast (:mod:`agents.overlay.broadcast`). It has
+no sockets, threads or clocks: callers pass ``now`` (seconds, any monotonic origin) into every call,
+feed received datagrams to :meth:`OverlayNode.receive_datagram`, call :meth:`OverlayNode.tick` at
+:meth:`OverlayNode.next_deadline`, and send what :meth:`OverlayNode.drain_outbox` returns. The same
+class runs on real UDP sockets (:mod:`agents.overlay.runtime`) and in the simulator
+(:mod:`agents.overlay.sim`).
+
+Lookups are *iterative*: the originator asks one node at a time, each answering either "I own the key"
+or with closer contacts. State lives only at the originator, so a dead hop costs one timeout and the
+next-best candidate is tried; the ids of dead hops travel in the request so that the next node does
+not point back at them (and a node whose predecessor died can claim ownership at once).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import wire
+from .broadcast import BroadcastState
+from .errors import LocalProtocolError, RecordRejected, RemoteProtocolError
+from .ids import RING, in_half_open, in_open
+from .ring import SUCCESSORS, RoutingTable
+from .wire import Contact, Msg
+
+__all__ = [
+    "OverlayConfig",
+    "OverlayNode",
+    "LookupDone",
+    "Joined",
+    "PutDone",
+    "GetDone",
+    "BroadcastDelivered",
+    "ReflexiveAddress",
+]
+
+
+@dataclass
+class OverlayConfig:
+    """Tunables of one node.
+
+    Attributes:
+        stabilize_interval: seconds between stabilisation rounds (Chord's periodic stabilize).
+        rpc_timeout: seconds before an unanswered request counts its target as failed; several times
+            a WAN round trip (~100-300 ms).
+        successors: successor list length (ring.SUCCESSORS).
+        fingers_per_round: fingers refreshed by lookup per stabilisation round (Chord's fix_fingers
+            refreshes one; fingers are also learned from every node heard from).
+        max_lookup_queries: a lookup gives up after this many queries (bounded work per lookup).
+        replicas: copies of each record: the owner and its next ``replicas - 1`` successors.
+        republish_interval: seconds between re-publications of our own records and pushes of owned
+            records to successors.
+        broadcast_seen: how many broadcast ids to remember for duplicate suppression.
+    """
+
+    stabilize_interval: float = 10.0
+    rpc_timeout: float = 1.0
+    successors: int = SUCCESSORS
+    fingers_per_round: int = 2
+    max_lookup_queries: int = 48
+    replicas: int = 3
+    republish_interval: float = 600.0
+    broadcast_seen: int = 4096
+
+
+# ---------------------------------------------------------------------------------------- events
+
+
+@dataclass
+class LookupDone:
+    """A lookup finished. ``owner`` is None if it failed; ``hops`` counts queries sent."""
+
+    lookup_id: int
+    key: int
+    owner: Contact | None
+    hops: int
+
+
+@dataclass
+class Joined:
+    """The node found its successor and is part of the ring."""
+
+    successor: Contact
+
+
+@dataclass
+class PutDone:
+    """A record put finished: ``ok`` with the number of owners that acknowledged, or a reason."""
+
+    op_id: int
+    key: int
+    ok: bool
+    reason: str = ""
+
+
+@dataclass
+class GetDone:
+    """A get finished with the valid records found (possibly none)."""
+
+    op_id: int
+    key: int
+    records: list
+
+
+@dataclass
+class BroadcastDelivered:
+    """A ring broadcast reached this node (exactly once per id)."""
+
+    bid: bytes
+    payload: bytes
+    depth: int
+
+
+@dataclass
+class ReflexiveAddress:
+    """A peer told us the address it sees us at (our NAT's public mapping)."""
+
+    addr: tuple
+    reporter: int
+
+
+# ---------------------------------------------------------------------------------------- internals
+
+
+@dataclass
+class _Pending:
+    deadline: float
+    target: Contact
+    on_reply: Callable
+    on_timeout: Callable
+    expect: int  # reply message type
+
+
+@dataclass
+class _Lookup:
+    lid: int
+    key: int
+    done: Callable
+    guesses: list = field(default_factory=list)
+    preceding: dict = field(default_factory=dict)
+    queried: dict = field(default_factory=dict)  # node id -> (dead count, bound) when asked
+    dead: list = field(default_factory=list)
+    hops: int = 0
+    finished: bool = False
+    live_before: int | None = None  # closest live node whose successor list spans the key
+    refills: int = 0  # times the candidates ran out and were refilled from our own table
+    trace: list | None = None
+
+
+class OverlayNode:
+    """One overlay node's protocol state machine.
+
+    Args:
+        node_id: this node's ring id (keccak256 of its WireGuard public key).
+        config: tunables.
+        store: a :class:`agents.overlay.store.RecordStore` for records this node holds, or None for a
+            node that only routes.
+        rng: randomness source (seeded in tests and the simulator).
+        now: the current time, to schedule the first stabilisation.
+    """
+
+    def __init__(self, node_id: int, config: OverlayConfig | None = None, *, store=None, rng=None, now: float = 0.0):
+        self.id = node_id
+        self.cfg = config or OverlayConfig()
+        self.table = RoutingTable(node_id, self.cfg.successors)
+        self.store = store
+        self.rng = rng or random.Random()
+        self.outbox: list[tuple[tuple, bytes]] = []
+        self.events: list = []
+        self.bcast = BroadcastState(self.cfg.broadcast_seen)
+        self.handlers: dict[int, Callable] = {}  # extra message types (NAT, relay) -> fn(msg, addr, now)
+        self.reflexive: tuple | None = None
+        self.stats = {"sent": 0, "received": 0, "dropped": 0, "timeouts": 0, "bcast_sent": 0}
+        self._pending: dict[int, _Pending] = {}
+        self._txid = self.rng.getrandbits(32)
+        self._next_op = 1
+        self._next_stab = now + self.rng.uniform(0.5, 1.0) * self.cfg.stabilize_interval
+        self._next_republish = now + self.cfg.republish_interval
+        self._finger_cursor = 0
+        self._bootstrap: tuple | None = None
+        self._joined = False
+        self._published: dict[int, bytes] = {}  # our own records, by (kind, key) hash, to republish
+        self.alive = True
+        self.debug_lookups: list | None = None  # tests/diagnostics: keep lookup traces here
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _send(self, addr: tuple, m: Msg) -> None:
+        self.outbox.append((addr, wire.encode(m)))
+        self.stats["sent"] += 1
+
+    def _new_txid(self) -> int:
+        self._txid = (self._txid + 1) & 0xFFFFFFFF
+        return self._txid
+
+    def _request(self, target: Contact, m: Msg, expect: int, on_reply, on_timeout, now: float) -> None:
+        m.txid = self._new_txid()
+        self._pending[m.txid] = _Pending(now + self.cfg.rpc_timeout, target, on_reply, on_timeout, expect)
+        self._send(target.addr, m)
+
+    def drain_outbox(self) -> list[tuple[tuple, bytes]]:
+        """Datagrams to send, as ``(address, bytes)`` pairs; clears the queue."""
+        out, self.outbox = self.outbox, []
+        return out
+
+    def drain_events(self) -> list:
+        """Events since the last call; clears the queue."""
+        out, self.events = self.events, []
+        return out
+
+    def next_deadline(self) -> float:
+        """The time :meth:`tick` next has work to do."""
+        t = min(self._next_stab, self._next_republish)
+        for p in self._pending.values():
+            if p.deadline < t:
+                t = p.deadline
+        return t
+
+    def new_op_id(self) -> int:
+        """A fresh operation id for lookups, puts, gets."""
+        self._next_op += 1
+        return self._next_op
+
+    # ------------------------------------------------------------------ input
+
+    def receive_datagram(self, data: bytes, addr: tuple, now: float) -> None:
+        """Feed one datagram received from ``addr``; malformed ones are counted and dropped."""
+        try:
+            m = wire.decode(data)
+        except RemoteProtocolError:
+            self.stats["dropped"] += 1
+            return
+        if m.sender == self.id:
+            self.stats["dropped"] += 1
+            return
+        self.stats["received"] += 1
+        sender = Contact(m.sender, tuple(addr))
+        t = m.type
+        if t in (wire.PONG, wire.FOUND, wire.NEIGHBOURS, wire.STORE_ACK, wire.VALUE, wire.BROADCAST_ACK):
+            p = self._pending.get(m.txid)
+            if p is None or p.expect != t or (p.target.node_id not in (0, m.sender)):
+                self.stats["dropped"] += 1
+                return
+            del self._pending[m.txid]
+            self.table.observe(sender)
+            p.on_reply(m, sender, now)
+            return
+        if t == wire.BROADCAST:
+            # learn nothing from a broadcast sender's table position: it is alive, so observe it
+            self.table.observe(sender)
+            self._on_broadcast(m, sender, now)
+            return
+        if t not in (wire.PING, wire.FIND, wire.FETCH):
+            # requests that a node still joining sends are not proof that it is in the ring
+            self.table.observe(sender)
+        if t == wire.PING:
+            self._send(sender.addr, Msg(wire.PONG, self.id, m.txid, addr=sender.addr))
+        elif t == wire.FIND:
+            self._on_find(m, sender)
+        elif t == wire.GET_NEIGHBOURS:
+            tb = self.table
+            old_pred = tb.predecessor or tb.pred2
+            if m.flag:  # a joining node's handshake: notify first, so the reply confirms it
+                tb.observe(sender)
+                if tb.notified(sender, old_pred):
+                    self._tell_successor()
+            pred = tb.predecessor
+            if m.flag and old_pred is not None and pred is not None and pred.node_id == sender.node_id:
+                pred = old_pred  # the joiner's own predecessor: it owns (old_pred, joiner] at once
+            cs = ((pred,) if pred else ()) + tuple(tb.successors[: wire.MAX_CONTACTS - 1])
+            self._send(sender.addr, Msg(wire.NEIGHBOURS, self.id, m.txid, flag=1 if pred else 0, contacts=cs))
+        elif t == wire.NOTIFY:
+            before = self.table.predecessor
+            if self.table.notified(sender, m.contacts[0] if m.contacts else None) and before != sender:
+                self._tell_successor()
+        elif t == wire.STORE:
+            self._on_store(m, sender, now)
+        elif t == wire.FETCH:
+            recs = tuple(self.store.get(m.key, now)) if self.store is not None else ()
+            out, size = [], wire.HEADER_SIZE + 1
+            for r in recs:
+                if size + 2 + len(r) > wire.MAX_DATAGRAM:
+                    break
+                out.append(r)
+                size += 2 + len(r)
+            self._send(sender.addr, Msg(wire.VALUE, self.id, m.txid, records=tuple(out)))
+        elif t in self.handlers:
+            self.handlers[t](m, sender, now)
+        else:
+            self.stats["dropped"] += 1
+
+    def _tell_successor(self) -> None:
+        """Our predecessor changed: tell our successor at once, so its pred2 stays current."""
+        tb = self.table
+        if tb.successors and tb.predecessor is not None:
+            self._send(tb.successors[0].addr, Msg(wire.NOTIFY, self.id, contacts=(tb.predecessor,)))
+
+    def _on_find(self, m: Msg, sender: Contact) -> None:
+        tb, key, excl = self.table, m.key, set(m.ids)
+        if not self._joined:  # still joining: we own nothing yet
+            self._send(sender.addr, Msg(wire.FOUND, self.id, m.txid, flag=0, contacts=()))
+            return
+        if tb.owns(key, excl, m.limit if m.flag & 1 else None):
+            cs = (Contact(self.id, ("0.0.0.0", 0)),) + tuple(
+                c for c in tb.successors[: self.cfg.replicas + 2] if c.node_id not in excl
+            )
+            self._send(sender.addr, Msg(wire.FOUND, self.id, m.txid, flag=1, contacts=cs))
+            return
+        guess = tb.owner_guess(key, excl)
+        if guess:
+            self._send(sender.addr, Msg(wire.FOUND, self.id, m.txid, flag=2, contacts=tuple(guess)))
+            return
+        back = tb.predecessor_guess(key, excl) if m.flag & 2 else []
+        if back:
+            self._send(sender.addr, Msg(wire.FOUND, self.id, m.txid, flag=3, contacts=tuple(back)))
+        else:
+            cs = tb.closest_preceding(key, excl | {sender.node_id})
+            self._send(sender.addr, Msg(wire.FOUND, self.id, m.txid, flag=0, contacts=tuple(cs)))
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self, now: float) -> None:
+        """Fire due timers: request timeouts, stabilisation, re-publication."""
+        if self._pending:
+            due = [tx for tx, p in self._pending.items() if p.deadline <= now]
+            for tx in due:
+                p = self._pending.pop(tx, None)
+                if p is None:
+                    continue
+                self.stats["timeouts"] += 1
+                if p.target.node_id:
+                    self.table.remove(p.target.node_id)
+                p.on_timeout(p.target, now)
+        if now >= self._next_stab:
+            self._next_stab = now + self.rng.uniform(0.8, 1.2) * self.cfg.stabilize_interval
+            self._stabilize(now)
+        if now >= self._next_republish:
+            self._next_republish = now + self.cfg.republish_interval
+            self._republish(now)
+
+    # ------------------------------------------------------------------ join / stabilise
+
+    def start_alone(self) -> None:
+        """Be the first node of a new ring (no bootstrap peer)."""
+        self._joined = True
+
+    def bootstrap(self, addr: tuple, now: float) -> None:
+        """Join the ring through any known peer at ``addr`` (its id is learned from its PONG)."""
+        self._bootstrap = tuple(addr)
+        self.ping(Contact(0, tuple(addr)), now, self._after_bootstrap_pong)
+
+    def ping(self, target: Contact, now: float, then=None) -> None:
+        """PING a contact (id 0 if unknown); its PONG reports our reflexive address."""
+
+        def reply(m, sender, now):
+            if m.addr is not None:
+                if self.reflexive != m.addr:
+                    self.reflexive = m.addr
+                    self.events.append(ReflexiveAddress(m.addr, m.sender))
+            if then:
+                then(sender, now)
+
+        def timeout(target, now):
+            if then and not target.node_id:
+                self._bootstrap_failed(now)
+
+        self._request(target, Msg(wire.PING, self.id), wire.PONG, reply, timeout, now)
+
+    def _bootstrap_failed(self, now: float) -> None:
+        self._next_stab = now + self.cfg.stabilize_interval  # stabilisation retries the bootstrap
+
+    def _after_bootstrap_pong(self, boot: Contact, now: float) -> None:
+        def found(owner, hops, now, extra=()):
+            if owner is None:
+                return
+            if owner.node_id != self.id:
+                self.table.merge_successors(owner, extra)
+            self._join_complete(now)
+
+        self._lookup(self.id, now, found, seeds=[boot])
+
+    def _join_complete(self, now: float) -> None:
+        """Join handshake: GET_NEIGHBOURS with the notify flag, so that when its reply arrives our
+        successor has already adopted us as predecessor; only then are we part of the ring."""
+        tb = self.table
+        if not tb.successors:
+            return
+        succ = tb.successors[0]
+
+        def reply(m, sender, now):
+            cs = list(m.contacts)
+            pred = cs.pop(0) if m.flag else None
+            if pred is not None and pred.node_id != self.id and in_open(pred.node_id, self.id, sender.node_id):
+                # the lookup's answer was stale: a closer successor exists; handshake with it instead
+                tb.merge_successors(pred, [sender] + cs)
+                self._join_complete(now)
+                return
+            tb.merge_successors(sender, cs)
+            if pred is not None and pred.node_id != self.id and tb.predecessor is None:
+                tb.predecessor = pred  # our successor's previous predecessor is ours
+            if self._joined:
+                return
+            self._joined = True
+            self.events.append(Joined(sender))
+            # Chord's init_finger_table: look every finger up once on join
+            for i in tb.finger_indices()[::-1]:
+                self._fix_finger(i, now)
+
+        def timeout(target, now):
+            if tb.successors:
+                self._join_complete(now)
+
+        self._request(succ, Msg(wire.GET_NEIGHBOURS, self.id, flag=1, contacts=()), wire.NEIGHBOURS, reply, timeout, now)
+
+    def _stabilize(self, now: float, fix_fingers: bool = True) -> None:
+        tb = self.table
+        if not tb.successors:
+            if tb.predecessor is not None:
+                tb.successors = [tb.predecessor]
+            elif self._bootstrap is not None:
+                self.bootstrap(self._bootstrap, now)
+                return
+            else:
+                return
+        succ = tb.successors[0]
+
+        def reply(m, sender, now):
+            cs = list(m.contacts)
+            pred = cs.pop(0) if m.flag else None
+            if pred is not None and pred.node_id != self.id and (
+                pred.node_id - self.id
+            ) % RING < (sender.node_id - self.id) % RING:
+                # someone joined between us and our successor: it becomes our successor
+                tb.merge_successors(pred, [sender] + cs)
+                nxt = pred
+            else:
+                tb.merge_successors(sender, cs)
+                nxt = sender
+            p = tb.predecessor
+            self._send(nxt.addr, Msg(wire.NOTIFY, self.id, contacts=(p,) if p else ()))
+
+        def timeout(target, now):
+            if tb.successors:  # the dead successor was removed: try the next one at once
+                self._stabilize(now, fix_fingers=False)
+
+        self._request(succ, Msg(wire.GET_NEIGHBOURS, self.id), wire.NEIGHBOURS, reply, timeout, now)
+        p = tb.predecessor
+        if p is not None:
+            self._request(p, Msg(wire.PING, self.id), wire.PONG, lambda m, s, n: None, lambda t, n: None, now)
+        if fix_fingers:
+            idx = tb.finger_indices()
+            if idx:
+                for _ in range(min(self.cfg.fingers_per_round, len(idx))):
+                    self._finger_cursor = (self._finger_cursor + 1) % len(idx)
+                    self._fix_finger(idx[-1 - self._finger_cursor], now)
+
+    def _fix_finger(self, i: int, now: float) -> None:
+        target = self.table.finger_target(i)
+
+        def done(owner, hops, now, extra=()):
+            if owner is not None:
+                self.table.set_finger(i, owner)
+
+        self._lookup(target, now, done)
+
+    # ------------------------------------------------------------------ lookups
+
+    def lookup(self, key: int, now: float) -> int:
+        """Find the node responsible for ``key``; a :class:`LookupDone` event reports it."""
+        lid = self.new_op_id()
+
+        def done(owner, hops, now, extra=()):
+            self.events.append(LookupDone(lid, key, owner, hops))
+
+        self._lookup(key, now, done, lid=lid)
+        return lid
+
+    def _lookup(self, key: int, now: float, done: Callable, seeds=(), lid: int = 0) -> None:
+        tb = self.table
+        lk = _Lookup(lid, key, done)
+        if self.debug_lookups is not None:
+            lk.trace = []
+            self.debug_lookups.append(lk)
+        if not seeds:
+            if self._joined and tb.owns(key):
+                done(Contact(self.id, self.reflexive or ("0.0.0.0", 0)), 0, now, tuple(tb.successors))
+                return
+            lk.guesses = [(c, None) for c in tb.owner_guess(key)]
+            if lk.guesses:
+                lk.live_before = self.id
+            for c in tb.closest_preceding(key, n=3) or tb.successors[:3]:
+                lk.preceding[c.node_id] = c
+        else:
+            for c in seeds:
+                lk.preceding[c.node_id] = c
+        self._lookup_step(lk, now)
+
+    def _lookup_step(self, lk: _Lookup, now: float) -> None:
+        if lk.finished:
+            return
+        nxt, back, as_guess = None, None, True
+        while lk.guesses:
+            c, b = lk.guesses.pop(0)
+            if c.node_id == self.id:
+                if self._joined and self.table.owns(lk.key, set(lk.dead), lk.live_before):
+                    # others point at us and our own table agrees: we are the owner
+                    lk.finished = True
+                    lk.done(Contact(self.id, self.reflexive or ("0.0.0.0", 0)), lk.hops, now, tuple(self.table.successors))
+                    return
+                continue
+            if lk.queried.get(c.node_id) != (len(lk.dead), lk.live_before) and c.node_id not in lk.dead:
+                # never asked, or asked before we knew what we know now
+                nxt, back = c, b
+                break
+        if nxt is None and not lk.preceding and lk.refills < 3:
+            # out of candidates (all dead): fall back on our own table, minus the dead
+            lk.refills += 1
+            dead = set(lk.dead)
+            state = (len(lk.dead), lk.live_before)
+            for c in self.table.closest_preceding(lk.key, dead, n=3) or self.table.successors[:3]:
+                if c.node_id not in dead and lk.queried.get(c.node_id) != state:
+                    lk.preceding[c.node_id] = c
+        if nxt is None and lk.preceding:
+            key = lk.key
+            best = min(lk.preceding.values(), key=lambda c: (key - c.node_id) % RING)
+            del lk.preceding[best.node_id]
+            nxt, as_guess = best, False
+        if nxt is None or lk.hops >= self.cfg.max_lookup_queries:
+            lk.finished = True
+            lk.done(None, lk.hops, now)
+            return
+        lk.queried[nxt.node_id] = (len(lk.dead), lk.live_before)
+        lk.hops += 1
+
+        def reply(m, sender, now):
+            if lk.finished:
+                return
+            if lk.trace is not None:
+                lk.trace.append((sender.node_id, m.flag, [c.node_id for c in m.contacts]))
+            if m.flag == 1:
+                lk.finished = True
+                lk.done(Contact(sender.node_id, sender.addr), lk.hops, now, m.contacts[1:])
+                return
+            key = lk.key
+            state = (len(lk.dead), lk.live_before)
+            fresh = [c for c in m.contacts if lk.queried.get(c.node_id) != state and c.node_id not in lk.dead]
+            if m.flag == 2 and m.contacts:
+                if lk.live_before is None or in_open(sender.node_id, lk.live_before, key):
+                    # its successor list spans the key: it is the closest live node known before the key
+                    lk.live_before = sender.node_id
+                lk.guesses = [(c, sender) for c in fresh] + lk.guesses
+            elif m.flag == 3:
+                # the key lies before the sender's predecessor: walk back towards it
+                lk.guesses = [(c, sender) for c in fresh] + lk.guesses
+            else:
+                for c in fresh:
+                    if c.node_id != self.id:
+                        lk.preceding.setdefault(c.node_id, c)
+            self._lookup_step(lk, now)
+
+        def timeout(target, now):
+            if lk.trace is not None:
+                lk.trace.append((target.node_id, "timeout"))
+            lk.dead.append(target.node_id)
+            if back is not None:
+                # ``back`` referred us to ``target``, which is dead: ask ``back`` again, now telling it
+                # so (after any other candidates it gave us)
+                lk.guesses.append((back, None))
+            self._lookup_step(lk, now)
+
+        lb = lk.live_before
+        flags = (1 if lb is not None else 0) | (2 if as_guess else 0)
+        m = Msg(wire.FIND, self.id, key=lk.key, ids=tuple(lk.dead[-8:]), flag=flags, limit=lb)
+        self._request(nxt, m, wire.FOUND, reply, timeout, now)
+
+    # ------------------------------------------------------------------ records
+
+    def put(self, record: bytes, now: float, republish: bool = True) -> int:
+        """Store a signed record on its key's owner and replicas; a :class:`PutDone` reports it.
+
+        Raises:
+            LocalProtocolError: no store is configured, or our own record is invalid.
+        """
+        if self.store is None:
+            raise LocalProtocolError("overlay: node has no record store")
+        try:
+            rec = self.store.validator.validate(record, now)
+        except RecordRejected as exc:
+            raise LocalProtocolError(f"overlay: refusing to publish own record: {exc.reason}") from exc
+        op = self.new_op_id()
+        if republish:
+            self._published[hash((rec.kind, rec.key))] = record
+        key = rec.key
+
+        def found(owner, hops, now, extra=()):
+            if owner is None:
+                self.events.append(PutDone(op, key, False, "lookup failed"))
+                return
+            if owner.node_id == self.id:
+                try:
+                    self.store.put(record, self.id, now)
+                except RecordRejected as exc:
+                    self.events.append(PutDone(op, key, False, exc.reason))
+                    return
+                self._replicate(record, now)
+                self.events.append(PutDone(op, key, True))
+                return
+
+            def ack(m, sender, now):
+                self.events.append(PutDone(op, key, bool(m.flag), m.data.decode("ascii", "replace")))
+
+            def timeout(target, now):
+                self.events.append(PutDone(op, key, False, "owner timed out"))
+
+            self._request(owner, Msg(wire.STORE, self.id, flag=0, data=record), wire.STORE_ACK, ack, timeout, now)
+
+        self._lookup(key, now, found)
+        return op
+
+    def _replicate(self, record: bytes, now: float) -> None:
+        for c in self.table.successors[: self.cfg.replicas - 1]:
+            self._send(c.addr, Msg(wire.STORE, self.id, flag=1, data=record))
+
+    def _on_store(self, m: Msg, sender: Contact, now: float) -> None:
+        if self.store is None:
+            self._send(sender.addr, Msg(wire.STORE_ACK, self.id, m.txid, flag=0, data=b"no store"))
+            return
+        try:
+            rec = self.store.put(m.data, sender.addr, now)
+        except RecordRejected as exc:
+            if not m.flag:
+                self._send(sender.addr, Msg(wire.STORE_ACK, self.id, m.txid, flag=0, data=exc.reason.encode()))
+            return
+        if not m.flag:
+            if self.table.owns(rec.key):
+                self._replicate(m.data, now)
+            self._send(sender.addr, Msg(wire.STORE_ACK, self.id, m.txid, flag=1, data=b"stored"))
+
+    def get(self, key: int, now: float) -> int:
+        """Fetch the valid records under ``key`` from its owner (or replicas); :class:`GetDone` reports."""
+        op = self.new_op_id()
+
+        def found(owner, hops, now, extra=()):
+            if owner is None:
+                self.events.append(GetDone(op, key, []))
+                return
+            cands = [owner] + [c for c in extra if c.node_id != owner.node_id]
+            self._fetch(op, key, cands, now)
+
+        self._lookup(key, now, found)
+        return op
+
+    def _fetch(self, op: int, key: int, cands: list, now: float) -> None:
+        if not cands:
+            self.events.append(GetDone(op, key, []))
+            return
+        c, rest = cands[0], cands[1:]
+        if c.node_id == self.id:
+            recs = [self.store.validator.validate(r, now) for r in self.store.get(key, now)] if self.store else []
+            if recs or not rest:
+                self.events.append(GetDone(op, key, recs))
+            else:
+                self._fetch(op, key, rest, now)
+            return
+
+        def value(m, sender, now):
+            good = []
+            for raw in m.records:
+                try:
+                    rec = self.store.validator.validate(raw, now) if self.store else None
+                except RecordRejected:
+                    continue
+                if rec is not None and rec.key == key:
+                    good.append(rec)
+            if good or not rest:
+                self.events.append(GetDone(op, key, good))
+            else:
+                self._fetch(op, key, rest, now)
+
+        self._request(c, Msg(wire.FETCH, self.id, key=key), wire.VALUE, value, lambda t, n: self._fetch(op, key, rest, n), now)
+
+    def _republish(self, now: float) -> None:
+        for record in list(self._published.values()):
+            try:
+                self.put(record, now, republish=False)
+            except LocalProtocolError:
+                pass  # expired: stop republishing it
+        if self.store is not None:
+            self.store.expire(now)
+            for key, raws in self.store.items():
+                if self.table.owns(key):
+                    for raw in raws:
+                        self._replicate(raw, now)
+
+    # ------------------------------------------------------------------ broadcast
+
+    def broadcast(self, payload: bytes, now: float) -> bytes:
+        """Deliver ``payload`` to every live node once; returns the broadcast id."""
+        bid = os.urandom(16) if not isinstance(self.rng, random.Random) else self.rng.getrandbits(128).to_bytes(16, "big")
+        self.bcast.seen_add(bid)
+        self.events.append(BroadcastDelivered(bid, payload, 0))
+        self._bcast_forward(bid, self.id, 0, payload, now)
+        return bid
+
+    def _on_broadcast(self, m: Msg, sender: Contact, now: float) -> None:
+        self._send(sender.addr, Msg(wire.BROADCAST_ACK, self.id, m.txid, bid=m.bid))
+        if self.bcast.seen(m.bid):
+            self.bcast.duplicates += 1
+            return
+        self.bcast.seen_add(m.bid)
+        self.events.append(BroadcastDelivered(m.bid, m.data, m.depth))
+        self._bcast_forward(m.bid, m.limit, m.depth, m.data, now)
+
+    def _bcast_forward(self, bid: bytes, limit: int, depth: int, payload: bytes, now: float) -> None:
+        for target, sub_limit in self.bcast.plan(self.id, limit, self.table.links()):
+            self._bcast_send(bid, target, sub_limit, depth + 1, payload, now)
+
+    def _bcast_send(self, bid, target: Contact, limit: int, depth: int, payload: bytes, now: float) -> None:
+        def timeout(dead, now):
+            # Repair: hand the dead node's range [dead, limit) to the next live node we know in it,
+            # or find that range's first node by lookup.
+            alt = [c for c in self.table.links() if c.node_id != dead.node_id and in_half_open(c.node_id, dead.node_id, (limit - 1) % RING)]
+            if alt:
+                self._bcast_send(bid, alt[0], limit, depth, payload, now)
+                return
+
+            def found(owner, hops, now, extra=()):
+                if owner is not None and owner.node_id != self.id and in_half_open(owner.node_id, dead.node_id, (limit - 1) % RING):
+                    self._bcast_send(bid, owner, limit, depth, payload, now)
+
+            self._lookup((dead.node_id + 1) % RING, now, found)
+
+        self.stats["bcast_sent"] += 1
+        m = Msg(wire.BROADCAST, self.id, bid=bid, limit=limit, depth=min(depth, 255), data=payload)
+        self._request(target, m, wire.BROADCAST_ACK, lambda m, s, n: None, timeout, now)
