@@ -33,6 +33,9 @@ __all__ = [
     "endpoint_bytes",
     "CookieChecker",
     "CookieGenerator",
+    "HANDSHAKES_PER_SECOND_PER_SOURCE",
+    "HANDSHAKE_BURST_PER_SOURCE",
+    "SourceRateLimiter",
 ]
 
 #: Labels hashed with the receiver's public key to key mac1 and the cookie encryption (paper 5.4.4, 5.4.7).
@@ -154,3 +157,38 @@ class CookieGenerator:
         self.cookie = xaead_open(self.cookie_key, reply.nonce, reply.encrypted_cookie, self.last_mac1)
         self.cookie_born = now
         self.last_mac1 = None
+
+
+#: Linux ratelimiter.c / wireguard-go ratelimiter.go: under load, at most 20 handshake messages per
+#: second from one source address (with a valid mac2), in bursts of at most 5.
+HANDSHAKES_PER_SECOND_PER_SOURCE = 20
+HANDSHAKE_BURST_PER_SOURCE = 5
+#: Bound on tracked sources; stale buckets (full again) are swept when it is reached.
+_MAX_SOURCES = 1 << 16
+
+
+class SourceRateLimiter:
+    """Token bucket per source IP for handshake messages accepted while under load.
+
+    A valid mac2 proves the sender can receive at its address, but not that it is polite: this caps
+    what one address can make the responder compute. Ports are ignored, as in the Linux driver.
+    """
+
+    __slots__ = ("_buckets",)
+
+    def __init__(self) -> None:
+        # source host -> (tokens, monotonic time of the last refill)
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, host: str, now: float) -> bool:
+        """Take a token for ``host`` at ``now``; False when its bucket is empty."""
+        tokens, last = self._buckets.get(host, (float(HANDSHAKE_BURST_PER_SOURCE), now))
+        tokens = min(float(HANDSHAKE_BURST_PER_SOURCE), tokens + (now - last) * HANDSHAKES_PER_SECOND_PER_SOURCE)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        if len(self._buckets) >= _MAX_SOURCES and host not in self._buckets:
+            full = HANDSHAKE_BURST_PER_SOURCE / HANDSHAKES_PER_SECOND_PER_SOURCE
+            self._buckets = {h: b for h, b in self._buckets.items() if now - b[1] < full}
+        self._buckets[host] = (tokens, now)
+        return allowed

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from . import messages as _m
 from .allowed_ips import AllowedIPs
-from .cookie import CookieChecker, CookieGenerator
+from .cookie import CookieChecker, CookieGenerator, SourceRateLimiter
 from .errors import LocalProtocolError, RemoteProtocolError
 from .noise import (
     KEY_SIZE,
@@ -206,7 +206,8 @@ class WireGuardDevice:
     Attributes:
         public_key: our 32-byte public key.
         under_load: when True, handshake messages without a valid mac2 get a cookie reply instead of
-            being processed (the runtime sets it when its handshake backlog grows).
+            being processed, and those with one are limited to 20 per second per source address
+            (the runtime sets it when its handshake rate or backlog grows).
         drop_counters: reason -> count of inputs dropped silently.
         mtu: see Args.
     """
@@ -218,6 +219,7 @@ class WireGuardDevice:
         self._rng = rng
         self._wall_offset = time.time() - time.monotonic() if wall_offset is None else wall_offset
         self._checker = CookieChecker(self.public_key, rng)
+        self._limiter = SourceRateLimiter()
         self._peers: dict[bytes, _Peer] = {}
         # Our 32-bit indices -> the peer with a pending initiation we sent, or a session's keypair.
         self._index: dict[int, _Peer | _Keypair] = {}
@@ -664,12 +666,17 @@ class WireGuardDevice:
                 raise RemoteProtocolError("truncated")
             if not self._checker.mac1_valid(datagram):
                 raise RemoteProtocolError("bad_mac1")
-            if self.under_load and not self._checker.mac2_valid(datagram, source, now):
-                sender = int.from_bytes(datagram[4:8], "little")
-                reply = self._checker.create_reply(datagram, sender, source, now)
+            if self.under_load:
+                if not self._checker.mac2_valid(datagram, source, now):
+                    sender = int.from_bytes(datagram[4:8], "little")
+                    reply = self._checker.create_reply(datagram, sender, source, now)
+                    with self._lock:
+                        self._outbox.append((reply, (str(source[0]), int(source[1]))))
+                    return
                 with self._lock:
-                    self._outbox.append((reply, (str(source[0]), int(source[1]))))
-                return
+                    allowed = self._limiter.allow(str(source[0]), now)
+                if not allowed:
+                    raise RemoteProtocolError("rate_limited")
             if kind == _m.MESSAGE_INITIATION:
                 self._handle_initiation(_m.parse_initiation(datagram), source, now)
             else:

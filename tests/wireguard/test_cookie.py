@@ -7,8 +7,11 @@ import pytest
 from agents.wireguard import HandshakeCompleted
 from agents.wireguard.cookie import (
     COOKIE_SECRET_MAX_AGE,
+    HANDSHAKE_BURST_PER_SOURCE,
+    HANDSHAKES_PER_SECOND_PER_SOURCE,
     CookieChecker,
     CookieGenerator,
+    SourceRateLimiter,
     endpoint_bytes,
     xaead_open,
     xaead_seal,
@@ -104,3 +107,32 @@ def test_cookie_reply__forged_or_unsolicited__dropped():
     assert pair.alice.decapsulate(unknown, pair.bob_endpoint, pair.now) is None
     assert pair.alice.drop_counters == {"decrypt_failed": 1, "unknown_receiver": 1}
     assert pair.alice.drain_outbox() == []
+
+
+def test_source_rate_limiter__burst_then_steady_rate_per_address():
+    limiter = SourceRateLimiter()
+    burst = [limiter.allow("192.0.2.1", 10.0) for _ in range(HANDSHAKE_BURST_PER_SOURCE + 1)]
+    assert burst == [True] * HANDSHAKE_BURST_PER_SOURCE + [False]
+    assert limiter.allow("192.0.2.2", 10.0)  # other addresses have their own bucket
+    assert limiter.allow("192.0.2.1", 10.0 + 1 / HANDSHAKES_PER_SECOND_PER_SOURCE)
+    assert not limiter.allow("192.0.2.1", 10.0 + 1 / HANDSHAKES_PER_SECOND_PER_SOURCE)
+
+
+def test_under_load__valid_mac2_floods__rate_limited_per_source():
+    pair = LoopbackPair()
+    pair.bob.under_load = True
+    pair.alice.initiate_handshake(pair.bob.public_key, pair.now)
+    ((initiation, endpoint),) = pair.alice.drain_outbox()
+    pair.carry(pair.alice, initiation, endpoint)
+    pair.deliver()  # the cookie reaches Alice
+    bob_now, answered = pair.now, []
+    for _ in range(8):
+        pair.now += RETRANSMIT  # Alice retransmits, with mac2...
+        pair.alice.tick(pair.now)
+        ((retry, _),) = pair.alice.drain_outbox()
+        bob_now += 0.021  # ...and Bob sees them 21 ms apart: above the per-peer 50/s limit
+        pair.bob.decapsulate(retry, pair.alice_endpoint, bob_now)
+        answered.append(len(pair.bob.drain_outbox()))
+    # A burst of 5 tokens refilled at 20/s (0.42 per 21 ms) runs dry at the 8th message.
+    assert answered == [1] * 7 + [0]
+    assert pair.bob.drop_counters == {"rate_limited": 1}
