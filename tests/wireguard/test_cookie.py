@@ -66,12 +66,18 @@ def test_mac2__valid_only_for_same_source_and_fresh_secret():
     assert not checker.mac2_valid(again, ALICE_ENDPOINT, 100.0 + COOKIE_SECRET_MAX_AGE)  # secret rotated out
 
 
-def test_under_load__initiation_without_mac2__gets_cookie_then_mac2_handshake_succeeds():
+def loaded_pair_after_first_initiation() -> LoopbackPair:
+    """Bob under load has just received Alice's first initiation (without mac2)."""
     pair = LoopbackPair()
     pair.bob.under_load = True
     pair.alice.initiate_handshake(pair.bob.public_key, pair.now)
     ((initiation, endpoint),) = pair.alice.drain_outbox()
     pair.carry(pair.alice, initiation, endpoint)
+    return pair
+
+
+def test_under_load__initiation_without_mac2__gets_cookie_then_mac2_handshake_succeeds():
+    pair = loaded_pair_after_first_initiation()
     ((reply, to),) = pair.bob.drain_outbox()
     assert len(reply) == COOKIE_REPLY_SIZE and to == ALICE_ENDPOINT
     assert pair.bob.drain_events() == []  # nothing was computed for the handshake itself
@@ -119,11 +125,7 @@ def test_source_rate_limiter__burst_then_steady_rate_per_address():
 
 
 def test_under_load__valid_mac2_floods__rate_limited_per_source():
-    pair = LoopbackPair()
-    pair.bob.under_load = True
-    pair.alice.initiate_handshake(pair.bob.public_key, pair.now)
-    ((initiation, endpoint),) = pair.alice.drain_outbox()
-    pair.carry(pair.alice, initiation, endpoint)
+    pair = loaded_pair_after_first_initiation()
     pair.deliver()  # the cookie reaches Alice
     bob_now, answered = pair.now, []
     for _ in range(8):
