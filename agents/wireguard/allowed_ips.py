@@ -77,6 +77,13 @@ class AllowedIPs:
         keys = sorted(key for key, v in self._entries.items() if v is value)
         return [_format(*key) for key in keys]
 
+    def prefixes_by_value(self) -> dict[int, list[str]]:
+        """Every value's prefixes in one pass, keyed by ``id(value)`` (values need not be hashable)."""
+        grouped: dict[int, list[str]] = {}
+        for key in sorted(self._entries):
+            grouped.setdefault(id(self._entries[key]), []).append(_format(*key))
+        return grouped
+
     def lookup(self, address: str | bytes) -> Any:
         """The value of the longest prefix holding ``address`` (text, or 4/16 packed bytes), or None."""
         if isinstance(address, str):

@@ -242,7 +242,8 @@ class WireGuardDevice:
             preshared_key: optional 32-byte pre-shared key (Noise psk2).
             allowed_ips: prefixes routed to the peer and accepted from it; they replace the
                 peer's previous ones, and move away from any other peer holding them.
-            endpoint: (host, port) to send to until the peer roams; None to wait to hear from it.
+            endpoint: (host, port) to send to until the peer roams; None to wait to hear from it
+                (or, for a known peer, to keep its current endpoint).
             persistent_keepalive: seconds between keepalives (1..65535), or None/0 for none.
 
         Raises:
@@ -513,11 +514,12 @@ class WireGuardDevice:
     def peers(self) -> list[PeerStatus]:
         """A snapshot of every peer's status, in the order they were added."""
         with self._lock:
+            prefixes = self._routes.prefixes_by_value()
             return [
                 PeerStatus(
                     public_key=peer.public_key,
                     endpoint=peer.endpoint,
-                    allowed_ips=self._routes.prefixes(peer),
+                    allowed_ips=prefixes.get(id(peer), []),
                     last_handshake=peer.last_handshake,
                     rx_bytes=peer.rx_bytes,
                     tx_bytes=peer.tx_bytes,

@@ -67,3 +67,12 @@ def test_lookup__empty_table__is_none():
 def test_insert__garbage__raises_local_error():
     with pytest.raises(LocalProtocolError):
         AllowedIPs().insert("10.0.0.300/8", "x")
+
+
+def test_prefixes_by_value__groups_every_value_sorted():
+    routes = AllowedIPs()
+    first, second = object(), object()
+    routes.insert_many(["fd00::/8", "10.0.0.0/8", "10.1.0.0/16"], first)
+    routes.insert("192.168.0.0/16", second)
+    assert routes.prefixes_by_value() == {id(first): ["10.0.0.0/8", "10.1.0.0/16", "fd00::/8"],
+                                          id(second): ["192.168.0.0/16"]}
