@@ -7,13 +7,16 @@ constants; beta, gamma and delta are negated here so the contract never negates 
 
 Command line::
 
-    python -m zk.vyper_verifier verification_key.json contracts/groth16_verifier.vy
+    python -m zk.vyper_verifier verification_key.json contracts/groth16_verifier.vy [--circuit WORDS]
+
+The checked-in contracts/groth16_verifier.vy is made from zk/vk/voucher-depth20.json (a development
+key for the depth-20 voucher circuit) with :data:`CHECKED_IN_CIRCUIT` as its title words.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -23,6 +26,8 @@ from eth_utils import keccak
 from py_ecc.optimized_bn128 import field_modulus as P
 
 __all__ = [
+    "CHECKED_IN_CIRCUIT",
+    "CHECKED_IN_VK",
     "G1",
     "G2",
     "VerifyingKey",
@@ -32,6 +37,10 @@ __all__ = [
     "vk_to_snarkjs",
 ]
 
+#: The verification key contracts/groth16_verifier.vy is generated from.
+CHECKED_IN_VK = Path(__file__).parent / "vk" / "voucher-depth20.json"
+#: The circuit words in that contract's title.
+CHECKED_IN_CIRCUIT = "the Warren voucher circuit (depth 20, development key zk/vk/voucher-depth20.json)"
 #: The template rendered by :func:`render_verifier`.
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "groth16_verifier.vy.tmpl"
 
@@ -213,12 +222,13 @@ def render_verifier(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m zk.vyper_verifier VK_JSON OUT.vy``: write the verifier for a snarkjs key."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    Path(args[1]).write_text(render_verifier(vk_from_snarkjs(Path(args[0]))))
+    """``python -m zk.vyper_verifier VK_JSON OUT.vy [--circuit WORDS]``: write the verifier for a key."""
+    parser = argparse.ArgumentParser(prog="python -m zk.vyper_verifier", description=__doc__.splitlines()[0])
+    parser.add_argument("vk", type=Path, help="snarkjs verification_key.json")
+    parser.add_argument("out", type=Path, help="the .vy file to write")
+    parser.add_argument("--circuit", default="the Warren voucher circuit", help="words naming the circuit")
+    args = parser.parse_args(argv)
+    args.out.write_text(render_verifier(vk_from_snarkjs(args.vk), circuit=args.circuit))
     return 0
 
 

@@ -11,7 +11,7 @@ import ape
 import pytest
 from eth_account import Account
 
-from conftest import DENOMINATION, TEST_DEPTH
+from trapdoor_keys import DENOMINATION, TEST_DEPTH
 from zk.field import R
 from zk.merkle import LeanIMT
 from zk.voucher import Note, ext_data_hash

@@ -1,0 +1,42 @@
+"""contracts/groth16_verifier.vy: generated from zk/vk/voucher-depth20.json, compiled by ape, and sane.
+
+Its proving key is not in the repository (4.5 MB), so no valid proof exists here for it: the
+template behind it is exercised with valid proofs by test_groth16_verifier.py (trapdoor key) and
+test_real_proofs.py (the prover's development key).
+"""
+
+from pathlib import Path
+
+import ape
+import pytest
+from trapdoor_keys import P, Trapdoor
+
+from zk.field import R
+from zk.vyper_verifier import CHECKED_IN_CIRCUIT, CHECKED_IN_VK, render_verifier, vk_from_snarkjs
+
+PUBLIC = [1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def checked_in(project, owner):
+    return owner.deploy(project.groth16_verifier)
+
+
+def test_source__equals_generator_output():
+    source = (Path(__file__).resolve().parents[3] / "contracts" / "groth16_verifier.vy").read_text()
+    assert source == render_verifier(vk_from_snarkjs(CHECKED_IN_VK), circuit=CHECKED_IN_CIRCUIT)
+
+
+def test_verify__proof_for_another_key__false(checked_in):
+    proof = Trapdoor.make(seed=20).prove(PUBLIC)
+    assert checked_in.verify_proof(proof, PUBLIC) is False
+
+
+def test_verify__malformed__reverts(checked_in):
+    proof = Trapdoor.make(seed=20).prove(PUBLIC)
+    with ape.reverts("groth16_verifier: public input not in field"):
+        checked_in.verify_proof(proof, [1, 2, R])
+    with ape.reverts("groth16_verifier: coordinate not in field"):
+        checked_in.verify_proof([P, *proof[1:]], PUBLIC)
+    with ape.reverts("groth16_verifier: point not on curve"):
+        checked_in.verify_proof([1, 1, *proof[2:]], PUBLIC)
