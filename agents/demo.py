@@ -1,0 +1,783 @@
+"""`warren demo`: a small Warren network doing its real job, end to end, on one machine.
+
+What runs, all of it real (no mocks):
+
+1. A local anvil chain (ape-foundry, on a random port) and Warren's contracts, deployed and wired by
+   :func:`agents.chain.deploy.deploy_all`.
+2. A node operator makes a WireGuard key and registers the node (node_id = keccak256(key), region,
+   price per GiB, stake); the token's owner mints tokens to the operator and the client.
+3. The client reads the node's key and price from the registry and opens a payment channel to it
+   with a fresh payment-signer key.
+4. Two hosts in network namespaces (:mod:`agents.netlab`) each run Warren's own Python WireGuard
+   tunnel as its own process (``warren tunnel up``); the node admits the client's tunnel key only
+   after checking the channel on chain. The client downloads random data from the node through the
+   tunnel over TCP and checks each piece's SHA-256.
+5. The client reads its tunnel's per-peer transfer counters through the UAPI socket, signs cumulative
+   EIP-712 receipts for them at the on-chain price and sends them to the node inside the tunnel. The
+   node checks each one with :class:`agents.metering.ReceiptLedger` against its own counters (also
+   read through UAPI), stores it with fsync, acknowledges it, refuses forged, replayed and
+   under-paying ones, stops serving a client whose unpaid bytes pass the credit, settles the latest
+   receipt on chain mid-way, and finally signs a cooperative close that pays it the rest, pays the
+   protocol fee to the treasury and refunds the client.
+6. Every step is logged (bytes, token amounts, gas per transaction) and checked; the exit code is 0
+   only if every check passed. The last stdout line is ``summary: {json}``.
+
+The node and client agent roles run as two objects in this process (the node agent and client agent
+of the issues to come will replace them); they share nothing but the chain and the tunnel: sockets
+are created inside their own namespaces, and the node identifies the paying channel by the tunnel
+source address that WireGuard's cryptokey routing authenticates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from decimal import Decimal
+from pathlib import Path
+
+from eth_account import Account
+from eth_utils import keccak
+from rich.console import Console
+from rich.table import Table
+
+from agents.chain import eip712
+from agents.chain.deploy import DeployParameters, deploy_all
+from agents.chain.eip712 import Receipt
+from agents.metering import (
+    ChannelTerms,
+    CooperativeClose,
+    FrameKind,
+    FrameReader,
+    ReceiptLedger,
+    ReceiptSigner,
+    ReceiptStore,
+    RemoteProtocolError,
+    decode_receipt,
+    encode_frame,
+    encode_receipt,
+    price_of,
+)
+from agents.netlab import Lab, is_root
+from agents.netlab.wireguard import spawn_python_tunnel
+from agents.wireguard.backend import TunnelBackend
+from agents.wireguard.config import InterfaceConfig, PeerConfig, encode_key, generate_private_key
+from agents.wireguard.config import public_key as wg_public_key
+from agents.wireguard.uapi import UapiBackend
+
+__all__ = ["DemoFailed", "add_commands", "run_demo"]
+
+#: Token wei per token (the Warren token has 18 decimals).
+TOKEN = 10**18
+#: The node's asking price, token wei per GiB: high enough that a few MiB cost visible amounts.
+PRICE_PER_GIB = 20 * TOKEN
+#: The node's stake: node_registry's minimum as deploy_all sets it (100 tokens).
+NODE_STAKE = 100 * TOKEN
+#: The client's channel deposit, token wei.
+DEPOSIT = 5 * TOKEN
+#: Tokens the owner mints to the operator and the client.
+MINT = 1_000 * TOKEN
+#: Protocol fee, basis points (1 %: deploy_all's default; the fee goes to the treasury at close).
+FEE_BPS = 100
+#: Unpaid bytes the node tolerates before it stops serving (the agreed credit); smaller than a round
+#: so the demo can show a client being cut off.
+CREDIT_BYTES = 256 * 1024
+#: Data rounds (each: download, then pay) and bytes per round; --quick keeps it small.
+ROUNDS, ROUND_BYTES = 6, 4 << 20
+QUICK_ROUNDS, QUICK_ROUND_BYTES = 4, 1 << 20
+#: Region the node advertises (ISO 3166-1 alpha-2).
+REGION = "NL"
+#: Tunnel addresses and listen ports (WireGuard's conventional 51820 for the node).
+NODE_TUNNEL, CLIENT_TUNNEL, TUNNEL_PREFIX = "10.77.0.1", "10.77.0.2", 24
+NODE_PORT, CLIENT_PORT = 51820, 51821
+#: Services the node offers inside the tunnel: bulk data, and the metering (receipt) port.
+DATA_PORT, METER_PORT = 8080, 7700
+#: Socket timeout of every exchange (seconds), so a broken tunnel cannot hang the demo.
+IO_TIMEOUT_S = 30.0
+#: Largest data request the node serves at once (bytes).
+MAX_REQUEST = 1 << 30
+#: Status bytes of the data service's reply.
+_SERVED, _CUT_OFF = b"\x00", b"\x01"
+
+
+class DemoFailed(Exception):
+    """A step of the demo could not be carried out (as opposed to a check that came out false)."""
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``warren demo``."""
+    parser = subparsers.add_parser(
+        "demo", help="run a small Warren network end to end (local chain, two netns hosts; root)",
+        description="Start a local anvil chain, deploy Warren, register a node, open a channel, move "
+                    "data through Warren's WireGuard tunnel between two network namespaces, pay for "
+                    "it with signed receipts, settle and close. Needs root (network namespaces).")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_ROUNDS} rounds of {QUICK_ROUND_BYTES >> 20} MiB instead of "
+                             f"{ROUNDS} of {ROUND_BYTES >> 20} MiB")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the node's receipt store and tunnel configs here (default: a "
+                             "temporary folder, removed at the end)")
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if not is_root():
+        print("warren demo: needs root: it builds network namespaces and TUN devices for its two "
+              "hosts (run `sudo make demo`, or `sudo .venv/bin/warren demo`)", file=sys.stderr)
+        return 2
+    rounds, size = (QUICK_ROUNDS, QUICK_ROUND_BYTES) if args.quick else (ROUNDS, ROUND_BYTES)
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="warren-demo-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        return run_demo(workdir, rounds=rounds, round_bytes=size)
+
+
+# -- small helpers ---------------------------------------------------------------------------------
+
+def tokens(wei: int) -> str:
+    """Token wei as whole tokens, e.g. ``0.078125 WRN``."""
+    text = format(Decimal(wei) / TOKEN, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text} WRN"
+
+
+def mib(nbytes: int) -> str:
+    """Bytes as MiB with two decimals."""
+    return f"{nbytes / (1 << 20):.2f} MiB"
+
+
+def _recv_exact(conn: socket.socket, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = conn.recv(min(left, 1 << 16))
+        if not chunk:
+            raise ConnectionError(f"connection closed with {left} of {size} bytes missing")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _project_root() -> Path:
+    """The repository holding ape-config.yaml and contracts/ (this package is installed editable)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "ape-config.yaml").exists():
+        raise DemoFailed(f"no ape-config.yaml in {root}: run the demo from a checkout of Warren")
+    return root
+
+
+@dataclasses.dataclass
+class Check:
+    """One verified fact of the run."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+class Log:
+    """The demo's readable progress log (rich) and its record of checks and gas."""
+
+    def __init__(self) -> None:
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.checks: list[Check] = []
+        self.gas: dict[str, int] = {}
+        self._step = 0
+
+    def step(self, title: str) -> None:
+        self._step += 1
+        self.console.rule(f"[bold cyan]{self._step}. {title}", align="left")
+
+    def say(self, text: str) -> None:
+        self.console.print(f"  {text}")
+
+    def tx(self, label: str, receipt) -> None:
+        """Record a transaction's gas and print it."""
+        gas = int(receipt.gas_used)
+        key = label if label not in self.gas else f"{label} #{sum(k.startswith(label) for k in self.gas) + 1}"
+        self.gas[key] = gas
+        self.console.print(f"  [dim]tx[/dim] {label:<28} gas [bold]{gas:>9,}[/bold]")
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append(Check(name, bool(ok), detail))
+        mark = "[green]ok[/green]  " if ok else "[red]FAIL[/red]"
+        self.console.print(f"  {mark} {name}" + (f" [dim]({detail})[/dim]" if detail else ""))
+        return bool(ok)
+
+
+# -- the node --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Session:
+    """One paying client of the node."""
+
+    channel_id: bytes
+    client_key: bytes
+    ledger: ReceiptLedger
+
+
+class DemoNode:
+    """The node operator's agent: serves data and metering inside the tunnel, settles on chain.
+
+    Args:
+        lab_host: the node's namespace.
+        backend: its tunnel, driven through UAPI (a TunnelBackend).
+        operator: the operator's ape account (registers, settles, signs cooperative closes).
+        chain: handles to the deployed contracts and chain id.
+        store_dir: folder of the per-channel receipt stores.
+    """
+
+    def __init__(self, lab_host, backend: TunnelBackend, operator, chain: "_Contracts", node_id: bytes,
+                 store_dir: Path) -> None:
+        self.host = lab_host
+        self.backend = backend
+        self.operator = operator
+        self.chain = chain
+        self.node_id = node_id
+        self.store_dir = store_dir
+        self.sessions: dict[str, _Session] = {}
+        self.refusals: list[str] = []
+        self.cut_offs = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._listeners: list[socket.socket] = []
+
+    # chain-facing (main thread)
+
+    def admit(self, channel_id: bytes, client_key: bytes, signer: str) -> _Session:
+        """Check a client's channel on chain, then let its tunnel key in and open its ledger.
+
+        Raises:
+            DemoFailed: the channel does not pay this node, is not open, or has another signer.
+        """
+        node_id, client, deposit, _settled, _bytes, _close_at, state = self.chain.channels.channel(channel_id)
+        if bytes(node_id) != self.node_id or int(state) != 1:
+            raise DemoFailed(f"channel {channel_id.hex()} is not an open channel to this node")
+        if bytes(self.chain.channels.channel_id_of(client, signer)) != channel_id:
+            raise DemoFailed("the announced payment signer is not the channel's")
+        terms = ChannelTerms(channel_id=channel_id, signer=signer, deposit=int(deposit),
+                             price_per_gib=int(self.chain.registry.node_price(self.node_id)),
+                             credit_bytes=CREDIT_BYTES, chain_id=self.chain.chain_id,
+                             verifying_contract=self.chain.channels.address)
+        ledger = ReceiptLedger(terms, ReceiptStore(self.store_dir / f"{channel_id.hex()}.jsonl"))
+        session = _Session(channel_id, client_key, ledger)
+        with self._lock:
+            self.sessions[CLIENT_TUNNEL] = session
+        self.backend.add_peer(PeerConfig(public_key=client_key, allowed_ips=[f"{CLIENT_TUNNEL}/32"]))
+        return session
+
+    def settle(self, session: _Session, log: Log):
+        """Settle the latest accepted receipt if it pays more than the chain has settled."""
+        settled = int(self.chain.channels.channel(session.channel_id)[3])
+        with self._lock:
+            latest = session.ledger.settleable(settled)
+        if latest is None:
+            return None
+        r = latest.receipt
+        tx = self.chain.channels.settle(r.channel_id, r.cumulative_bytes, r.cumulative_amount,
+                                        latest.signature, sender=self.operator)
+        log.tx("payment_channels.settle", tx)
+        return tx
+
+    # tunnel-facing (server threads)
+
+    def observed_bytes(self, session: _Session) -> int:
+        """The node's own counter for this client: rx + tx of its peer, read through UAPI."""
+        stats = self.backend.peer(session.client_key)
+        return 0 if stats is None else stats.rx_bytes + stats.tx_bytes
+
+    def start(self) -> None:
+        """Open the data and metering listeners inside the node's namespace and serve them."""
+        for port, handler in ((DATA_PORT, self._serve_data), (METER_PORT, self._serve_meter)):
+            with self.host.enter():
+                listener = socket.create_server((NODE_TUNNEL, port), reuse_port=False)
+            listener.settimeout(0.2)
+            self._listeners.append(listener)
+            thread = threading.Thread(target=self._accept_loop, args=(listener, handler),
+                                      name=f"node-{port}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for listener in self._listeners:
+            listener.close()
+
+    def _accept_loop(self, listener: socket.socket, handler) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, peer = listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(IO_TIMEOUT_S)
+                with self._lock:
+                    session = self.sessions.get(peer[0])
+                if session is None:  # not a paying client's tunnel address
+                    continue
+                with contextlib.suppress(OSError, ConnectionError):
+                    handler(conn, session)
+
+    def _serve_data(self, conn: socket.socket, session: _Session) -> None:
+        while not self._stop.is_set():
+            try:
+                request = _recv_exact(conn, 8)
+            except ConnectionError:
+                return
+            size = int.from_bytes(request, "big")
+            observed = self.observed_bytes(session)
+            with self._lock:
+                unpaid = session.ledger.unpaid_bytes(observed)
+                serve = session.ledger.within_credit(observed) and size <= MAX_REQUEST
+            if not serve:
+                self.cut_offs += 1
+                conn.sendall(_CUT_OFF + unpaid.to_bytes(8, "big"))
+                continue
+            conn.sendall(_SERVED)
+            digest, left = hashlib.sha256(), size
+            while left:
+                piece = os.urandom(min(left, 1 << 16))
+                digest.update(piece)
+                conn.sendall(piece)
+                left -= len(piece)
+            conn.sendall(digest.digest())
+
+    def _serve_meter(self, conn: socket.socket, session: _Session) -> None:
+        reader = FrameReader()
+        while not self._stop.is_set():
+            data = conn.recv(4096)
+            if not data:
+                return
+            try:
+                frames = reader.feed(data)
+                for frame in frames:
+                    receipt, signature = decode_receipt(frame.body)
+                    observed = self.observed_bytes(session)
+                    with self._lock:
+                        latest = session.ledger.latest()
+                        if (frame.kind is FrameKind.CLOSE_REQUEST and latest is not None
+                                and latest.receipt == receipt and latest.signature == signature):
+                            decision = None  # closing at the latest receipt: nothing new to store
+                        else:
+                            decision = session.ledger.accept(receipt, signature, observed)
+                    if decision is not None and not decision.accepted:
+                        self.refusals.append(decision.reason.value)
+                        conn.sendall(encode_frame(FrameKind.REFUSED, decision.reason.value.encode()))
+                    elif frame.kind is FrameKind.CLOSE_REQUEST:
+                        consent = CooperativeClose(*dataclasses.astuple(receipt))
+                        node_signature = eip712.sign(consent, self.operator.private_key,
+                                                     self.chain.chain_id, self.chain.channels.address)
+                        conn.sendall(encode_frame(FrameKind.CLOSE_SIGNATURE, node_signature))
+                    else:
+                        conn.sendall(encode_frame(FrameKind.ACK))
+            except RemoteProtocolError:
+                return  # malformed stream: drop the connection
+
+
+# -- the client ------------------------------------------------------------------------------------
+
+class DemoClient:
+    """The client's agent: pays a channel with receipts for what its own tunnel counters saw."""
+
+    def __init__(self, lab_host, backend: TunnelBackend, node_key: bytes, signer: ReceiptSigner) -> None:
+        self.host = lab_host
+        self.backend = backend
+        self.node_key = node_key
+        self.signer = signer
+        self._data: socket.socket | None = None
+        self._meter: socket.socket | None = None
+        self._reader = None
+
+    def _connect(self, port: int) -> socket.socket:
+        with self.host.enter():
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(IO_TIMEOUT_S)
+        sock.connect((NODE_TUNNEL, port))
+        return sock
+
+    def observed_bytes(self) -> int:
+        """rx + tx of the node's peer entry in the client's own tunnel, read through UAPI."""
+        stats = self.backend.peer(self.node_key)
+        return 0 if stats is None else stats.rx_bytes + stats.tx_bytes
+
+    def download(self, size: int) -> tuple[bool, int, bool]:
+        """Ask the node for ``size`` random bytes through the tunnel.
+
+        Returns:
+            (served, bytes received or unpaid bytes the node reported, SHA-256 matched).
+        """
+        if self._data is None:
+            self._data = self._connect(DATA_PORT)
+        self._data.sendall(size.to_bytes(8, "big"))
+        status = _recv_exact(self._data, 1)
+        if status == _CUT_OFF:
+            return False, int.from_bytes(_recv_exact(self._data, 8), "big"), False
+        digest, left = hashlib.sha256(), size
+        while left:
+            chunk = self._data.recv(min(left, 1 << 16))
+            if not chunk:
+                raise ConnectionError("data connection closed early")
+            digest.update(chunk)
+            left -= len(chunk)
+        return True, size, _recv_exact(self._data, 32) == digest.digest()
+
+    def exchange(self, kind, body: bytes):
+        """Send one metering frame and return the node's reply frame."""
+        if self._meter is None:
+            self._meter, self._reader = self._connect(METER_PORT), FrameReader()
+        self._meter.sendall(encode_frame(kind, body))
+        while True:
+            data = self._meter.recv(4096)
+            if not data:
+                raise ConnectionError("metering connection closed by the node")
+            frames = self._reader.feed(data)
+            if frames:
+                return frames[0]
+
+    def close(self) -> None:
+        for sock in (self._data, self._meter):
+            if sock is not None:
+                sock.close()
+
+
+# -- chain handles ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Contracts:
+    token: object
+    registry: object
+    channels: object
+    chain_id: int
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+def run_demo(workdir: Path, *, rounds: int = ROUNDS, round_bytes: int = ROUND_BYTES) -> int:
+    """Run the whole demo; returns 0 only if every check passed."""
+    log = Log()
+    started = time.monotonic()
+    summary: dict = {"ok": False}
+    try:
+        _run(log, workdir, rounds, round_bytes, summary)
+    except Exception as exc:  # any failed step ends the demo, after the lab and chain are torn down
+        log.check("demo ran to the end", False, f"{type(exc).__name__}: {exc}")
+        if not isinstance(exc, DemoFailed):
+            log.console.print_exception(max_frames=8)
+    else:
+        log.check("demo ran to the end", True)
+    ok = all(c.ok for c in log.checks)
+    _print_summary(log, summary, ok, time.monotonic() - started)
+    summary.update(ok=ok, seconds=round(time.monotonic() - started, 1), gas=log.gas,
+                   checks={c.name: c.ok for c in log.checks})
+    print("summary: " + json.dumps(summary, sort_keys=True), flush=True)
+    return 0 if ok else 1
+
+
+def _run(log: Log, workdir: Path, rounds: int, round_bytes: int, summary: dict) -> None:
+    root = _project_root()
+    os.chdir(root)  # ape reads the project (contracts, ape-config.yaml) from the working directory
+    bin_dir = str(Path(sys.executable).parent)  # anvil is linked next to the interpreter
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    warnings.filterwarnings("ignore")  # pydantic/ape import-time noise would drown the log
+
+    log.step("Local chain")
+    import ape
+    from ape.logging import logger as ape_logger
+
+    ape_logger.set_level("ERROR")
+    with ape.networks.parse_network_choice("ethereum:local:foundry") as provider:
+        log.say(f"anvil (ape-foundry) at {provider.uri}, chain id {ape.chain.chain_id}")
+        with _lab(log) as lab:
+            _run_on_chain(log, ape, lab, workdir, rounds, round_bytes, summary)
+    log.say("anvil stopped")
+
+
+@contextlib.contextmanager
+def _lab(log: Log):
+    lab = Lab(prefix="wdemo")
+    try:
+        yield lab
+    finally:
+        lab.close()
+        left = [ns.name for ns in lab.namespaces
+                if os.path.exists(os.path.join("/var/run/netns", ns.name))]
+        log.check("lab cleaned up (namespaces, tunnels, processes)", not left, ", ".join(left))
+
+
+def _run_on_chain(log: Log, ape, lab, workdir: Path, rounds: int, round_bytes: int,
+                  summary: dict) -> None:
+    accounts = ape.accounts.test_accounts
+    owner, operator, client, treasury = accounts[0], accounts[1], accounts[2], accounts[3]
+    guardians = [a.address for a in accounts[7:10]]
+    params = DeployParameters(guardians=guardians, fee_bps=FEE_BPS, treasury=treasury.address,
+                              min_node_stake=NODE_STAKE)
+    deployment = deploy_all(ape.project, owner, ape.chain, params, log=log.say)
+    project = ape.project
+    contracts = _Contracts(
+        token=project.warren_token.at(deployment.address("warren_token")),
+        registry=project.node_registry.at(deployment.address("node_registry")),
+        channels=project.payment_channels.at(deployment.address("payment_channels")),
+        chain_id=ape.chain.chain_id)
+    token, registry, channels = contracts.token, contracts.registry, contracts.channels
+    log.say(f"owner {owner.address}, operator {operator.address}, client {client.address}, "
+            f"treasury {treasury.address}")
+
+    # -- 2. the node operator ---------------------------------------------------------------------
+    log.step("Node operator registers a node")
+    node_private = generate_private_key()
+    node_key = wg_public_key(node_private)
+    node_id = keccak(node_key)
+    log.say(f"WireGuard key {encode_key(node_key)}  ->  node_id {node_id.hex()[:16]}...")
+    log.tx("warren_token.mint (operator)", token.mint(operator, MINT, sender=owner))
+    log.tx("warren_token.mint (client)", token.mint(client, MINT, sender=owner))
+    log.tx("warren_token.approve (stake)", token.approve(registry, NODE_STAKE, sender=operator))
+    tx = registry.register_node(node_key, REGION, PRICE_PER_GIB, NODE_STAKE, sender=operator)
+    log.tx("node_registry.register_node", tx)
+    (event,) = tx.decode_logs(registry.NodeRegistered)
+    log.check("NodeRegistered: node_id = keccak256(WireGuard key), operator, stake",
+              bytes(event.node_id) == node_id and event.operator == operator.address
+              and int(event.stake) == NODE_STAKE and registry.is_active(node_id),
+              f"region {REGION}, price {tokens(PRICE_PER_GIB)}/GiB, stake {tokens(NODE_STAKE)}")
+
+    # -- 3. the client opens a channel ------------------------------------------------------------
+    log.step("Client opens a payment channel")
+    chain_key = bytes(registry.node_wg_key(node_id))
+    price = int(registry.node_price(node_id))
+    log.check("client reads the node's WireGuard key and price from the registry",
+              chain_key == node_key and price == PRICE_PER_GIB, f"{tokens(price)}/GiB")
+    payer = Account.create()  # a fresh payment signer for this channel only
+    log.say(f"fresh payment signer {payer.address}")
+    balances_before = {name: int(token.balanceOf(acct)) for name, acct in
+                       (("operator", operator), ("client", client), ("treasury", treasury))}
+    log.tx("warren_token.approve (deposit)", token.approve(channels, DEPOSIT, sender=client))
+    tx = channels.open_channel(node_id, client, payer.address, DEPOSIT, sender=client)
+    log.tx("payment_channels.open_channel", tx)
+    (opened,) = tx.decode_logs(channels.ChannelOpened)
+    channel_id = bytes(opened.channel_id)
+    log.check("ChannelOpened: to this node, with the fresh signer and the deposit",
+              bytes(opened.node_id) == node_id and opened.signer == payer.address
+              and int(opened.deposit) == DEPOSIT,
+              f"channel {channel_id.hex()[:16]}..., deposit {tokens(DEPOSIT)}")
+
+    # -- 4. two hosts and Warren's tunnel ---------------------------------------------------------
+    log.step("Two hosts in network namespaces, Warren's Python WireGuard between them")
+    node_host, client_host = lab.add_host("node"), lab.add_host("client")
+    link = lab.connect(node_host, client_host)
+    log.say(f"namespaces {node_host.name} ({link.a_address}) and {client_host.name} "
+            f"({link.b_address}), joined by a veth pair")
+    node_config = InterfaceConfig(private_key=node_private, listen_port=NODE_PORT,
+                                  addresses=[f"{NODE_TUNNEL}/{TUNNEL_PREFIX}"])
+    client_private = generate_private_key()  # a fresh tunnel key per session (DESIGN.md)
+    client_key = wg_public_key(client_private)
+    client_config = InterfaceConfig(
+        private_key=client_private, listen_port=CLIENT_PORT,
+        addresses=[f"{CLIENT_TUNNEL}/{TUNNEL_PREFIX}"],
+        peers=[PeerConfig(public_key=chain_key, allowed_ips=[f"{NODE_TUNNEL}/32"],
+                          endpoint=(link.a_address, NODE_PORT))])
+    node_proc = spawn_python_tunnel(lab, node_host, node_config, str(workdir))
+    client_proc = spawn_python_tunnel(lab, client_host, client_config, str(workdir))
+    node_backend, client_backend = UapiBackend(node_proc.ifname), UapiBackend(client_proc.ifname)
+    log.say(f"`warren tunnel up` pid {node_proc.process.pid} ({node_proc.ifname}, {NODE_TUNNEL}) "
+            f"and pid {client_proc.process.pid} ({client_proc.ifname}, {CLIENT_TUNNEL})")
+
+    node = DemoNode(node_host, node_backend, operator, contracts, node_id, workdir / "receipts")
+    session = node.admit(channel_id, client_key, payer.address)
+    log.check("node checked the channel on chain and admitted the client's tunnel key",
+              node_backend.peer(client_key) is not None, f"client key {encode_key(client_key)[:12]}...")
+    node.start()
+    try:
+        terms = ChannelTerms(channel_id=channel_id, signer=payer.address, deposit=DEPOSIT,
+                             price_per_gib=price, credit_bytes=CREDIT_BYTES,
+                             chain_id=contracts.chain_id, verifying_contract=channels.address)
+        client_agent = DemoClient(client_host, client_backend, chain_key,
+                                  ReceiptSigner(terms, payer.key))
+        try:
+            close_reply = _traffic_and_payment(log, contracts, node, session, client_agent,
+                                               rounds, round_bytes, summary)
+        finally:
+            client_agent.close()
+    finally:
+        node.stop()
+
+    # -- 6. close ---------------------------------------------------------------------------------
+    log.step("Cooperative close: the node signs, the client submits")
+    latest = session.ledger.latest()  # the final receipt the node signed its consent over
+    final, final_signature = latest.receipt, latest.signature
+    node_signature = close_reply.body
+    settled_before = int(channels.channel(channel_id)[3])
+    tx = channels.cooperative_close(channel_id, final.cumulative_bytes, final.cumulative_amount,
+                                    final_signature, node_signature, sender=client)
+    log.tx("payment_channels.cooperative_close", tx)
+    (closed,) = tx.decode_logs(channels.ChannelClosed)
+    fee = int(channels.fee_of(final.cumulative_amount))
+    refund = DEPOSIT - final.cumulative_amount
+    log.check("ChannelClosed: cooperative, settled = final receipt, refund and fee as computed",
+              int(closed.kind) == 1 and int(closed.settled) == final.cumulative_amount
+              and int(closed.refund) == refund and int(closed.fee) == fee,
+              f"settled {tokens(final.cumulative_amount)}, refund {tokens(refund)}, fee {tokens(fee)}")
+    state = int(channels.channel(channel_id)[6])
+    log.check("channel finalised on chain", state == 3, f"settled earlier {tokens(settled_before)}")
+
+    after = {name: int(token.balanceOf(acct)) for name, acct in
+             (("operator", operator), ("client", client), ("treasury", treasury))}
+    earned = after["operator"] - balances_before["operator"]
+    node_share = final.cumulative_amount - fee
+    log.check("operator earned the final amount less the fee", earned == node_share,
+              f"+{tokens(earned)}")
+    log.check("treasury received the protocol fee",
+              after["treasury"] - balances_before["treasury"] == fee, f"+{tokens(fee)}")
+    log.check("client paid exactly the final receipt (deposit refunded)",
+              balances_before["client"] - after["client"] == final.cumulative_amount,
+              f"-{tokens(final.cumulative_amount)} for {mib(final.cumulative_bytes)}")
+    log.check("token conserved (operator + client + treasury + channels)",
+              sum(after.values()) + int(token.balanceOf(channels)) == sum(balances_before.values()),
+              "")
+    summary.update(
+        final_bytes=final.cumulative_bytes, final_amount_wei=final.cumulative_amount,
+        operator_earned_wei=earned, treasury_fee_wei=fee, client_refund_wei=refund,
+        price_per_gib_wei=price)
+
+
+def _traffic_and_payment(log: Log, contracts: _Contracts, node: DemoNode, session: _Session,
+                         client: DemoClient, rounds: int, round_bytes: int, summary: dict):
+    """Steps 4-5: data rounds paid by receipts, a mid-way settlement, refusals, the close request.
+
+    Returns:
+        The node's reply to the close request (its CooperativeClose signature).
+    """
+    channels = contracts.channels
+    handshake_ok = client.host.ping(NODE_TUNNEL, count=2)
+    stats = client.backend.peer(client.node_key)
+    log.check("handshake completed, ping through the tunnel",
+              handshake_ok and stats is not None and stats.last_handshake is not None)
+
+    log.step(f"Data and receipts: {rounds} rounds of {mib(round_bytes)} through the tunnel")
+    moved, accepted, settled_mid = 0, 0, None
+    for n in range(1, rounds + 1):
+        served, count, digest_ok = client.download(round_bytes)
+        if not served:
+            raise DemoFailed(f"round {n}: node refused to serve ({count} unpaid bytes)")
+        moved += count
+        counted = client.observed_bytes()
+        receipt, signature = client.signer.sign(counted)
+        reply = client.exchange(FrameKind.RECEIPT, encode_receipt(receipt, signature))
+        node_counted = node.observed_bytes(session)
+        ok = reply.kind is FrameKind.ACK
+        accepted += ok
+        log.say(f"round {n}: {mib(count)} sha256 {'ok' if digest_ok else 'MISMATCH'}; "
+                f"client counters {counted:,} B -> receipt {tokens(receipt.cumulative_amount)}; "
+                f"node counters {node_counted:,} B; node {'stored+acked' if ok else reply.body.decode()}")
+        log.checks.append(Check(f"round {n}: checksum and receipt accepted", digest_ok and ok))
+        if not (digest_ok and ok):
+            raise DemoFailed(f"round {n} failed: checksum {digest_ok}, reply {reply}")
+        if n == (rounds + 1) // 2:
+            before = int(contracts.token.balanceOf(node.operator))
+            tx = node.settle(session, log)
+            (settled_event,) = tx.decode_logs(channels.ReceiptSettled)
+            gained = int(contracts.token.balanceOf(node.operator)) - before
+            expected = receipt.cumulative_amount - int(channels.fee_of(receipt.cumulative_amount))
+            settled_mid = receipt.cumulative_amount
+            log.check(f"node settled mid-way: operator balance rose by {tokens(gained)}",
+                      int(settled_event.cumulative_amount) == receipt.cumulative_amount
+                      and int(settled_event.node_amount) == gained == expected,
+                      f"receipt of {mib(receipt.cumulative_bytes)}, {tokens(receipt.cumulative_amount)}"
+                      f" less the {FEE_BPS / 100:g} % fee, kept until close")
+    log.check("checksums matched for every round", True, f"{mib(moved)} moved")
+    stored = session.ledger.store.load()
+    log.check("every acknowledged receipt is in the node's fsynced store",
+              len(stored) == accepted == rounds, f"{len(stored)} records in {session.ledger.store.path}")
+    drift = node.observed_bytes(session) - client.observed_bytes()
+    log.say(f"counters now: client {client.observed_bytes():,} B, node {node.observed_bytes(session):,} B"
+            f" (difference {drift:+,} B; agreed credit {CREDIT_BYTES:,} B)")
+
+    log.step("The node refuses what it should")
+    latest = session.ledger.latest()
+    forger = Account.create()
+    forged = Receipt(session.channel_id, latest.receipt.cumulative_bytes + 1000,
+                     latest.receipt.cumulative_amount + 10**15)
+    forged_sig = eip712.sign(forged, forger.key, contracts.chain_id, channels.address)
+    reply = client.exchange(FrameKind.RECEIPT, encode_receipt(forged, forged_sig))
+    log.check("receipt signed by another key: refused", reply.kind is FrameKind.REFUSED
+              and reply.body == b"wrong_signer", reply.body.decode())
+    reply = client.exchange(FrameKind.RECEIPT, encode_receipt(latest.receipt, latest.signature))
+    log.check("latest receipt replayed: refused", reply.kind is FrameKind.REFUSED
+              and reply.body == b"replayed", reply.body.decode())
+    cheap = Receipt(session.channel_id, latest.receipt.cumulative_bytes + (1 << 20),
+                    latest.receipt.cumulative_amount + 1)
+    cheap_sig = eip712.sign(cheap, client.signer._key, contracts.chain_id, channels.address)
+    reply = client.exchange(FrameKind.RECEIPT, encode_receipt(cheap, cheap_sig))
+    log.check("receipt paying less than the on-chain price: refused", reply.kind is FrameKind.REFUSED
+              and reply.body == b"underpriced", reply.body.decode())
+
+    # Cut off: take a round without paying, then ask for more.
+    served, count, digest_ok = client.download(round_bytes)
+    unpaid_served = count
+    served_again, unpaid, _ = client.download(round_bytes)
+    log.check("unpaid bytes past the credit: node stops serving", served and digest_ok
+              and not served_again and unpaid > CREDIT_BYTES,
+              f"{unpaid:,} B unpaid > credit {CREDIT_BYTES:,} B")
+    receipt, signature = client.signer.sign(client.observed_bytes())
+    reply = client.exchange(FrameKind.RECEIPT, encode_receipt(receipt, signature))
+    served_after, count_after, digest_after = client.download(64 * 1024)
+    log.check("client pays up, node serves again", reply.kind is FrameKind.ACK and served_after
+              and digest_after, f"receipt {tokens(receipt.cumulative_amount)}")
+    moved += unpaid_served + count_after
+
+    # The final receipt for everything so far, with the request to close at it.
+    receipt, signature = client.signer.sign(client.observed_bytes())
+    reply = client.exchange(FrameKind.CLOSE_REQUEST, encode_receipt(receipt, signature))
+    log.check("final receipt accepted; node returned its cooperative-close signature",
+              reply.kind is FrameKind.CLOSE_SIGNATURE and len(reply.body) == 65,
+              f"{mib(receipt.cumulative_bytes)} -> {tokens(receipt.cumulative_amount)}")
+    expected = price_of(receipt.cumulative_bytes, contracts.registry.node_price(node.node_id))
+    log.check("final amount is the on-chain price of the client's counted bytes",
+              receipt.cumulative_amount == expected, f"{tokens(expected)}")
+    summary.update(rounds=rounds, round_bytes=round_bytes, data_bytes=moved,
+                   receipts_accepted=len(session.ledger.store.load()), refusals=list(node.refusals),
+                   cut_offs=node.cut_offs, settled_mid_wei=settled_mid)
+    return reply
+
+
+def _print_summary(log: Log, summary: dict, ok: bool, seconds: float) -> None:
+    log.step("Summary")
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("data through the tunnel", mib(summary["data_bytes"]) if "data_bytes" in summary else "-"),
+        ("bytes paid for (final receipt)", f"{summary['final_bytes']:,}" if "final_bytes" in summary else "-"),
+        ("receipts stored by the node", str(summary.get("receipts_accepted", "-"))),
+        ("receipts refused", ", ".join(summary.get("refusals", [])) or "-"),
+        ("client paid", tokens(summary["final_amount_wei"]) if "final_amount_wei" in summary else "-"),
+        ("operator earned", tokens(summary["operator_earned_wei"]) if "operator_earned_wei" in summary else "-"),
+        ("treasury fee", tokens(summary["treasury_fee_wei"]) if "treasury_fee_wei" in summary else "-"),
+        ("client refund", tokens(summary["client_refund_wei"]) if "client_refund_wei" in summary else "-"),
+    ]
+    rows += [(f"gas: {name}", f"{gas:,}") for name, gas in log.gas.items()]
+    for name, value in rows:
+        table.add_row(name, value)
+    log.console.print(table)
+    failed = [c for c in log.checks if not c.ok]
+    passed = len(log.checks) - len(failed)
+    if ok:
+        log.console.print(f"[bold green]all {passed} checks passed[/bold green] in {seconds:.0f} s")
+    else:
+        log.console.print(f"[bold red]{len(failed)} of {len(log.checks)} checks FAILED[/bold red]: "
+                          + "; ".join(f"{c.name} ({c.detail})" for c in failed))
