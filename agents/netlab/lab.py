@@ -158,16 +158,27 @@ class Namespace:
             self.ip("route", "replace", "default", "via", self.gateway)
         return address
 
-    def shape(self, ifname: str, *, delay_ms: float = 0, jitter_ms: float = 0,
-              loss_percent: float = 0, rate_mbit: float | None = None) -> None:
-        """Shape egress of ``ifname`` with ``tc qdisc netem`` (delay, jitter, loss, rate)."""
-        argv = ["tc", "qdisc", "replace", "dev", ifname, "root", "netem"]
-        if delay_ms or jitter_ms:
-            argv += ["delay", f"{delay_ms}ms", f"{jitter_ms}ms"]
-        if loss_percent:
-            argv += ["loss", f"{loss_percent}%"]
-        if rate_mbit:
-            argv += ["rate", f"{rate_mbit}mbit"]
+    def shape(self, ifname: str, *, rate_mbit: float | None = None, delay_ms: float = 0,
+              jitter_ms: float = 0, loss_percent: float = 0) -> None:
+        """Shape egress of ``ifname``: a rate alone uses ``tc tbf``; delay/jitter/loss need netem.
+
+        Raises:
+            LabError: the kernel lacks the qdisc (this machine's kernel has tbf but no sch_netem).
+        """
+        if delay_ms or jitter_ms or loss_percent:
+            argv = ["tc", "qdisc", "replace", "dev", ifname, "root", "netem"]
+            if delay_ms or jitter_ms:
+                argv += ["delay", f"{delay_ms}ms", f"{jitter_ms}ms"]
+            if loss_percent:
+                argv += ["loss", f"{loss_percent}%"]
+            if rate_mbit:
+                argv += ["rate", f"{rate_mbit}mbit"]
+        elif rate_mbit:
+            # Burst of 32 kbit and 50 ms of queue: enough for a TCP flow to reach the rate.
+            argv = ["tc", "qdisc", "replace", "dev", ifname, "root", "tbf", "rate",
+                    f"{rate_mbit}mbit", "burst", "32kbit", "latency", "50ms"]
+        else:
+            argv = ["tc", "qdisc", "del", "dev", ifname, "root"]
         self.run(argv)
 
     def capture_udp(self, port: int | None = None) -> UdpCapture:

@@ -1,5 +1,6 @@
 """The netns lab itself: NAT flavours behave as documented, and cleanup leaves nothing behind."""
 
+import json
 import socket
 import subprocess
 
@@ -92,3 +93,17 @@ def test_lab__close__removes_namespaces_and_processes():
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(name in listing for name in names)
     assert proc.returncode is not None
+
+
+def test_shape__rate_limit_caps_tcp_throughput():
+    with Lab() as lab:
+        a, b = lab.add_host("a"), lab.add_host("b")
+        link = lab.connect(a, b)
+        a.shape(link.a_ifname, rate_mbit=20)
+        b.spawn(["iperf3", "-s", "-B", link.b_address])  # the lab kills it by PID
+        runs = []
+        assert lab.wait_for(lambda: runs.append(a.run(
+            ["iperf3", "-c", link.b_address, "-t", "1", "-J"], check=False)) or
+            runs[-1].returncode == 0, timeout=10, interval=0.2)
+        mbps = json.loads(runs[-1].stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+        assert 5 < mbps <= 22

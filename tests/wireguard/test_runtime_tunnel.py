@@ -16,6 +16,7 @@ from agents.netlab.wireguard import (
     start_wireguard_go_in,
     tunnel_pair,
 )
+from agents.wireguard import HandshakeCompleted
 from agents.wireguard.backend import TunnelBackend
 from agents.wireguard.config import PeerConfig, encode_key, generate_private_key, public_key
 from agents.wireguard.runtime import is_wireguard_datagram
@@ -152,3 +153,21 @@ def test_handshake_flood__runtime_turns_on_cookie_replies(pair):
     # The flood passes: a real peer's handshake goes through again once the rate drops.
     start_wireguard_go_in(lab, b, b_config)
     assert lab.wait_for(lambda: b.ping(A_TUNNEL, count=1), timeout=15)
+
+
+def test_rekey__python_to_python__both_clocks_fast(pair):
+    """Two in-process Python tunnels at 60x: sessions roll every 2 s real, on both roles."""
+    lab, a, b, link = pair
+    a_config, b_config = tunnel_pair(link.a_address, link.b_address)
+    b_config.peers[0].endpoint = None
+    initiator = start_python_tunnel(lab, a, a_config, time_scale=60.0)
+    responder = start_python_tunnel(lab, b, b_config, time_scale=60.0)
+    assert a.ping(B_TUNNEL)
+    result = a.run(["ping", "-q", "-c", "250", "-i", "0.02", "-W", "1", B_TUNNEL], check=False,
+                   timeout=60)
+    received = int(result.stdout.decode().split(" received")[0].rsplit(",", 1)[1])
+    assert received >= 245, result.stdout.decode()
+    for tunnel, role in ((initiator, True), (responder, False)):
+        done = [e for e in tunnel.events if isinstance(e, HandshakeCompleted)]
+        assert len(done) >= 3 and all(e.initiator is role for e in done)
+    assert b.ping(A_TUNNEL)
