@@ -68,6 +68,7 @@ from agents.metering import (
     price_of,
 )
 from agents.netlab import Lab, is_root
+from agents.netlab.nsenter import NETNS_DIR
 from agents.netlab.wireguard import spawn_python_tunnel
 from agents.wireguard.backend import TunnelBackend
 from agents.wireguard.config import InterfaceConfig, PeerConfig, encode_key, generate_private_key
@@ -145,9 +146,12 @@ def _main(args: argparse.Namespace) -> int:
 
 # -- small helpers ---------------------------------------------------------------------------------
 
-def tokens(wei: int) -> str:
-    """Token wei as whole tokens, e.g. ``0.078125 WRN``."""
-    text = format(Decimal(wei) / TOKEN, "f")
+def tokens(wei: int, places: int = 6) -> str:
+    """Token wei as tokens rounded to ``places`` decimals for reading, e.g. ``0.042932 WRN``.
+
+    The JSON summary keeps exact token wei.
+    """
+    text = format(round(Decimal(wei) / TOKEN, places), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return f"{text} WRN"
@@ -504,25 +508,37 @@ def _run(log: Log, workdir: Path, rounds: int, round_bytes: int, summary: dict) 
     ape_logger.set_level("ERROR")
     with ape.networks.parse_network_choice("ethereum:local:foundry") as provider:
         log.say(f"anvil (ape-foundry) at {provider.uri}, chain id {ape.chain.chain_id}")
-        with _lab(log) as lab:
-            _run_on_chain(log, ape, lab, workdir, rounds, round_bytes, summary)
+        with _lab(log) as (lab, tracked):
+            _run_on_chain(log, ape, lab, tracked, workdir, rounds, round_bytes, summary)
     log.say("anvil stopped")
+
+
+@dataclasses.dataclass
+class _Tracked:
+    """What the run started outside this process, to verify it is gone afterwards."""
+
+    pids: list[int] = dataclasses.field(default_factory=list)
+    sockets: list[str] = dataclasses.field(default_factory=list)
 
 
 @contextlib.contextmanager
 def _lab(log: Log):
-    lab = Lab(prefix="wdemo")
+    """A netns lab that is torn down (and checked to be gone) however the run ends."""
+    lab, tracked = Lab(prefix="wdemo"), _Tracked()
     try:
-        yield lab
+        yield lab, tracked
     finally:
         lab.close()
-        left = [ns.name for ns in lab.namespaces
-                if os.path.exists(os.path.join("/var/run/netns", ns.name))]
-        log.check("lab cleaned up (namespaces, tunnels, processes)", not left, ", ".join(left))
+        left = [ns.name for ns in lab.namespaces if os.path.exists(os.path.join(NETNS_DIR, ns.name))]
+        left += [f"pid {pid}" for pid in tracked.pids if os.path.exists(f"/proc/{pid}")]
+        left += [path for path in tracked.sockets if os.path.exists(path)]
+        log.check("lab cleaned up: namespaces, tunnel processes, UAPI sockets", not left,
+                  ", ".join(left) or f"{len(lab.namespaces)} namespaces, {len(tracked.pids)} processes")
 
 
-def _run_on_chain(log: Log, ape, lab, workdir: Path, rounds: int, round_bytes: int,
-                  summary: dict) -> None:
+def _run_on_chain(log: Log, ape, lab: Lab, tracked: _Tracked, workdir: Path, rounds: int,
+                  round_bytes: int, summary: dict) -> None:
+    """Steps 2-7 on a connected chain and an open lab."""
     accounts = ape.accounts.test_accounts
     owner, operator, client, treasury = accounts[0], accounts[1], accounts[2], accounts[3]
     guardians = [a.address for a in accounts[7:10]]
@@ -594,6 +610,9 @@ def _run_on_chain(log: Log, ape, lab, workdir: Path, rounds: int, round_bytes: i
     node_proc = spawn_python_tunnel(lab, node_host, node_config, str(workdir))
     client_proc = spawn_python_tunnel(lab, client_host, client_config, str(workdir))
     node_backend, client_backend = UapiBackend(node_proc.ifname), UapiBackend(client_proc.ifname)
+    for proc in (node_proc, client_proc):
+        tracked.pids.append(proc.process.pid)
+        tracked.sockets.append(proc.uapi.path)
     log.say(f"`warren tunnel up` pid {node_proc.process.pid} ({node_proc.ifname}, {NODE_TUNNEL}) "
             f"and pid {client_proc.process.pid} ({client_proc.ifname}, {CLIENT_TUNNEL})")
 
@@ -618,7 +637,12 @@ def _run_on_chain(log: Log, ape, lab, workdir: Path, rounds: int, round_bytes: i
 
     # -- 6. close ---------------------------------------------------------------------------------
     log.step("Cooperative close: the node signs, the client submits")
-    latest = session.ledger.latest()  # the final receipt the node signed its consent over
+    # The node settles from what it stored: reload the store as a restarted node would.
+    reloaded = ReceiptLedger(session.ledger.terms, ReceiptStore(session.ledger.store.path))
+    latest = reloaded.latest()  # the final receipt the node signed its consent over
+    log.check("node reloads its receipt store (as after a restart): same latest receipt",
+              latest == session.ledger.latest(),
+              f"{len(reloaded.store.load())} records re-verified from {reloaded.store.path.name[:16]}...")
     final, final_signature = latest.receipt, latest.signature
     node_signature = close_reply.body
     settled_before = int(channels.channel(channel_id)[3])
@@ -684,7 +708,6 @@ def _traffic_and_payment(log: Log, contracts: _Contracts, node: DemoNode, sessio
         log.say(f"round {n}: {mib(count)} sha256 {'ok' if digest_ok else 'MISMATCH'}; "
                 f"client counters {counted:,} B -> receipt {tokens(receipt.cumulative_amount)}; "
                 f"node counters {node_counted:,} B; node {'stored+acked' if ok else reply.body.decode()}")
-        log.checks.append(Check(f"round {n}: checksum and receipt accepted", digest_ok and ok))
         if not (digest_ok and ok):
             raise DemoFailed(f"round {n} failed: checksum {digest_ok}, reply {reply}")
         if n == (rounds + 1) // 2:
@@ -694,12 +717,14 @@ def _traffic_and_payment(log: Log, contracts: _Contracts, node: DemoNode, sessio
             gained = int(contracts.token.balanceOf(node.operator)) - before
             expected = receipt.cumulative_amount - int(channels.fee_of(receipt.cumulative_amount))
             settled_mid = receipt.cumulative_amount
-            log.check(f"node settled mid-way: operator balance rose by {tokens(gained)}",
+            log.check("node settled the latest receipt mid-way: its balance rose",
                       int(settled_event.cumulative_amount) == receipt.cumulative_amount
                       and int(settled_event.node_amount) == gained == expected,
-                      f"receipt of {mib(receipt.cumulative_bytes)}, {tokens(receipt.cumulative_amount)}"
-                      f" less the {FEE_BPS / 100:g} % fee, kept until close")
-    log.check("checksums matched for every round", True, f"{mib(moved)} moved")
+                      f"+{tokens(gained)}: receipt of {mib(receipt.cumulative_bytes)}, "
+                      f"{tokens(receipt.cumulative_amount)} less the {FEE_BPS / 100:g} % fee, "
+                      f"which the contract keeps for the treasury until close")
+    log.check("every round: SHA-256 matched and the receipt was stored and acknowledged",
+              accepted == rounds, f"{mib(moved)} moved")
     stored = session.ledger.store.load()
     log.check("every acknowledged receipt is in the node's fsynced store",
               len(stored) == accepted == rounds, f"{len(stored)} records in {session.ledger.store.path}")
@@ -770,10 +795,15 @@ def _print_summary(log: Log, summary: dict, ok: bool, seconds: float) -> None:
         ("treasury fee", tokens(summary["treasury_fee_wei"]) if "treasury_fee_wei" in summary else "-"),
         ("client refund", tokens(summary["client_refund_wei"]) if "client_refund_wei" in summary else "-"),
     ]
-    rows += [(f"gas: {name}", f"{gas:,}") for name, gas in log.gas.items()]
     for name, value in rows:
         table.add_row(name, value)
     log.console.print(table)
+    gas = Table(show_header=True, header_style="bold")
+    gas.add_column("transaction")
+    gas.add_column("gas", justify="right")
+    for name, used in log.gas.items():
+        gas.add_row(name, f"{used:,}")
+    log.console.print(gas)
     failed = [c for c in log.checks if not c.ok]
     passed = len(log.checks) - len(failed)
     if ok:
