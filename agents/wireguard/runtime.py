@@ -62,6 +62,8 @@ MAX_PACKET = 65535
 UNDER_LOAD_HANDSHAKES_PER_S = 400
 #: wireguard-go UnderLoadAfterTime: stay under load this long after the rate drops (seconds).
 UNDER_LOAD_AFTER_S = 1.0
+#: Bound on the endpoint-spelling caches (spoofed sources must not grow them without limit).
+ADDRESS_CACHE = 4096
 #: How many of the core's events :attr:`Tunnel.events` keeps.
 EVENT_HISTORY = 1000
 #: WireGuard message types (paper section 5.4): initiation, response, cookie reply, data.
@@ -87,12 +89,14 @@ class Tunnel(TunnelBackend):
         demux: callback for non-WireGuard datagrams on the socket (see :meth:`set_demux`).
         uapi: serve the UAPI socket.
         uapi_dir: folder of the UAPI socket.
-        bind_address: local address of the UDP socket.
+        bind_address: local address of the UDP socket; the default "::" is dual-stack (IPv4 peers
+            appear as themselves, not as ``::ffff:`` mapped addresses), falling back to IPv4 only
+            where the host has no IPv6.
     """
 
     def __init__(self, config: InterfaceConfig, ifname: str = "warren0", *, time_scale: float = 1.0,
                  demux: DemuxCallback | None = None, uapi: bool = True,
-                 uapi_dir: str = SOCKET_DIR, bind_address: str = "0.0.0.0") -> None:
+                 uapi_dir: str = SOCKET_DIR, bind_address: str = "::") -> None:
         self.config = config
         self.ifname = ifname
         self.time_scale = time_scale
@@ -108,14 +112,17 @@ class Tunnel(TunnelBackend):
         self._keepalive: dict[bytes, int | None] = {}
         for peer in config.peers:
             self._add_peer_core(peer)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock = _bound_udp_socket(bind_address, config.listen_port or 0)
+        self._dual_stack = self.sock.family == socket.AF_INET6 and self.sock.getsockname()[0] == "::"
+        # Endpoint spelling in the core ("192.0.2.1", port) <-> on a dual-stack socket.
+        self._to_wire: dict[tuple, tuple] = {}
+        self._from_wire: dict[tuple, tuple] = {}
         try:
             for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # SO_*BUFFORCE
                 try:
                     self.sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
                 except OSError:  # not root: the ordinary option, capped by net.core.*mem_max
                     self.sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-            self.sock.bind((bind_address, config.listen_port or 0))
             self.sock.setblocking(False)
             self.tun = TunDevice(ifname)
         except Exception:
@@ -243,7 +250,31 @@ class Tunnel(TunnelBackend):
 
     # -- hot paths --------------------------------------------------------------------------------
 
+    def _wire_address(self, address: tuple) -> tuple:
+        """The core's (host, port) as this socket wants it (IPv4-mapped on a dual-stack socket)."""
+        wire = self._to_wire.get(address)
+        if wire is None:
+            host = address[0]
+            wire = (f"::ffff:{host}" if "." in host and ":" not in host else host, address[1])
+            if len(self._to_wire) > ADDRESS_CACHE:
+                self._to_wire.clear()
+            self._to_wire[address] = wire
+        return wire
+
+    def _core_address(self, source: tuple) -> tuple:
+        """A dual-stack socket's source address as the core spells it: (host, port)."""
+        address = self._from_wire.get(source)
+        if address is None:
+            host = source[0]
+            address = (host[7:] if host.startswith("::ffff:") and "." in host else host, source[1])
+            if len(self._from_wire) > ADDRESS_CACHE:
+                self._from_wire.clear()
+            self._from_wire[source] = address
+        return address
+
     def _sendto(self, data: bytes, address: tuple) -> None:
+        if self._dual_stack:
+            address = self._wire_address(address)
         for _ in range(20):  # bounded: a full send buffer drains within a few milliseconds
             try:
                 self.sock.sendto(data, address)
@@ -290,7 +321,7 @@ class Tunnel(TunnelBackend):
     def _udp_loop(self) -> None:
         recvfrom, fd, write = self.sock.recvfrom, self.tun.fd, os.write
         device, now, stop, sendto = self.device, self.now, self._stop, self._sendto
-        sock = self.sock
+        sock, dual_stack, core_address = self.sock, self._dual_stack, self._core_address
         window_start, handshakes, load_until = 0.0, 0, 0.0
         while not stop.is_set():
             try:
@@ -302,6 +333,8 @@ class Tunnel(TunnelBackend):
                 if stop.is_set():
                     return
                 raise
+            if dual_stack:
+                source = core_address(source)
             if not (data[0] in _WG_TYPES and data[1:4] == b"\0\0\0"):
                 demux = self._demux
                 if demux is not None:
@@ -436,3 +469,31 @@ class Tunnel(TunnelBackend):
                 except LocalProtocolError:
                     return errno.EINVAL
         return 0
+
+
+def _bound_udp_socket(bind_address: str, port: int) -> socket.socket:
+    """A UDP socket bound to ``(bind_address, port)``.
+
+    "::" gives a dual-stack IPv6 socket; where IPv6 is missing or disabled, an IPv4 one on 0.0.0.0.
+    """
+    if ":" in bind_address:
+        sock = None
+        try:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            if bind_address == "::":
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind((bind_address, port))
+            return sock
+        except OSError:
+            if sock is not None:
+                sock.close()
+            if bind_address != "::":
+                raise
+            bind_address = "0.0.0.0"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((bind_address, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -155,3 +155,17 @@ def test_rekey_under_traffic__shortened_clock(lab, pair):
     assert go.peers()[0].last_handshake > first_go_handshake
     sent, got = tcp_transfer(a, b, B_TUNNEL, size=4 * 1024 * 1024)
     assert sent == got
+
+
+def test_ipv6_endpoints__python_and_wireguard_go(lab, pair):
+    """Outer IPv6: our dual-stack socket talks to wireguard-go over fd00:77::/64."""
+    a, b, link = pair
+    a.ip("addr", "add", "fd00:77::1/64", "dev", link.a_ifname, "nodad")
+    b.ip("addr", "add", "fd00:77::2/64", "dev", link.b_ifname, "nodad")
+    python_config, go_config = tunnel_pair("fd00:77::1", "fd00:77::2")
+    go_config.peers[0].endpoint = None
+    go = start_wireguard_go_in(lab, b, go_config)
+    tunnel = start_python_tunnel(lab, a, python_config)
+    assert a.ping(B_TUNNEL) and b.ping(A_TUNNEL)
+    assert go.peers()[0].endpoint == ("fd00:77::1", python_config.listen_port)
+    assert tunnel.peers()[0].endpoint == ("fd00:77::2", go_config.listen_port)
