@@ -1,0 +1,232 @@
+"""Voucher-pool zero-knowledge benchmark: circuit size, setup, proving, Python verification, and the
+gas of deposit / redeem / one Poseidon hash on a local anvil chain.
+
+Usage:
+    .venv/bin/python scripts/bench_zk.py --depth 20      # the issue's figure (a few minutes)
+    .venv/bin/python scripts/bench_zk.py --quick         # depth 3, one proof (make bench)
+
+Measures, in one run:
+- constraints of the voucher circuit for the depth (zk.voucher);
+- setup_s: the one-command development setup (zk.groth16.setup_dev); prover_prep_s: the prover's
+  precomputed Pippenger tables (paid once per key, like loading a .zkey);
+- prove_s: median wall time of ``Prover.prove`` (2 worker processes + the main one) on a real
+  redemption witness, over --proves runs; the machine's load average is printed beside it, because
+  these machines are shared;
+- verify_s_python: zk.groth16.verify (py-ecc pairing, with subgroup checks);
+- the anchor, in the same run: a plain py-ecc prover's time estimated from timed py-ecc scalar
+  multiplications times the number this proof needs (running it takes tens of minutes);
+- deposit_gas: LeanIMT inserts cost one Poseidon call per 1-bit of the leaf index, so gas is measured
+  for deposits with 0..5 hashes and extended linearly to the average of a 2^depth tree (depth/2 hashes);
+  deposit_gas_max is the same line at ``depth`` hashes; the raw measurements are printed too;
+- redeem_gas: a real proof submitted by the node (opens a payment channel);
+- poseidon_gas: execution gas of one ``hash(a, b)`` call of the Poseidon contract the pool uses.
+The last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+os.chdir(ROOT)
+os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+sys.path.insert(0, str(ROOT))
+
+from py_ecc import optimized_bn128 as bn  # noqa: E402
+
+from zk.field import R  # noqa: E402
+from zk.groth16 import Prover, setup_dev, verify  # noqa: E402
+from zk.voucher import voucher_circuit  # noqa: E402
+
+TOKEN = 10**18
+DENOMINATION = 10 * TOKEN
+FEE = TOKEN // 10
+#: Goals and anchors from issue 5.
+TARGETS = {"prove_s": 3.0, "redeem_gas": 280_000, "deposit_gas": 350_000}
+ANCHORS = {"tornado_withdraw_gas": 301_233, "semaphore_v4_verify_gas": 286_000,
+           "tornado_deposit_gas": 1_088_354}
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+def naive_prove_estimate(pk) -> float:
+    """Seconds a plain py-ecc prover would need: one py-ecc scalar multiplication per MSM term."""
+    import random
+
+    rng = random.Random(1)
+    n1, n2 = 12, 4
+    t0 = _now()
+    for _ in range(n1):
+        bn.multiply(bn.G1, rng.randrange(R))
+    g1 = (_now() - t0) / n1
+    t0 = _now()
+    for _ in range(n2):
+        bn.multiply(bn.G2, rng.randrange(R))
+    g2 = (_now() - t0) / n2
+    terms_g1 = sum(p is not None for p in pk.a_1 + pk.b_1 + pk.l_1) + len(pk.h_1)
+    terms_g2 = sum(p is not None for p in pk.b_2)
+    return terms_g1 * g1 + terms_g2 * g2
+
+
+def chain_part(depth: int, pk, vk, circuit, prover) -> dict:
+    """Deploy the contracts, deposit, prove a real redemption, submit it; gas and the witness."""
+    import ape
+    from eth_utils import keccak
+
+    from agents.prover.chain import deposit_note, pool_tree, submit_redemption
+    from agents.prover.notes import NoteStore
+    from agents.prover.redemption import make_redemption
+    from zk.export import vk_to_json
+    from zk.onchain import calldata_gas, deploy_poseidon_bytecode, deploy_verifier
+    from zk.vyper_verifier import vk_from_snarkjs
+
+    project = ape.project
+    acct = ape.accounts.test_accounts
+    owner, operator, client, treasury = acct[0], acct[1], acct[2], acct[3]
+    token = owner.deploy(project.warren_token)
+    registry = owner.deploy(project.node_registry, token, 100 * TOKEN, 10 * TOKEN, 7 * 86400)
+    channels = owner.deploy(project.payment_channels, token, registry, 100, treasury, 86400)
+    for a in (operator, client):
+        token.mint(a, 10**6 * TOKEN, sender=owner)
+    token.approve(registry, 100 * TOKEN, sender=operator)
+    wg_key = keccak(b"bench zk node")
+    registry.register_node(wg_key, "DE", 10**15, 100 * TOKEN, sender=operator)
+    node_id = keccak(wg_key)
+    verifier = deploy_verifier(vk_from_snarkjs(vk_to_json(vk)), owner)
+    poseidon = deploy_poseidon_bytecode(owner)
+    pool = owner.deploy(project.voucher_pool, token, channels, verifier, poseidon, DENOMINATION, depth)
+    token.approve(pool, 2**256 - 1, sender=client)
+
+    # poseidon_gas: execution gas of one hash call (estimate minus the transaction's intrinsic gas).
+    est = int(poseidon.hash.estimate_gas_cost(1, 2, sender=owner))
+    calldata = bytes.fromhex(poseidon.hash.as_transaction(1, 2, sender=owner).data.hex().removeprefix("0x"))
+    poseidon_gas = est - 21_000 - calldata_gas(calldata)
+
+    store = NoteStore(Path("/tmp") / f"bench_zk_notes_{os.getpid()}.json")
+    measured: dict[int, list[int]] = {}
+    count = min(32, 1 << depth)
+    for i in range(count):  # leaf i costs popcount(i) Poseidon calls
+        stored = store.add(str(pool.address), DENOMINATION)
+        receipt = pool.deposit(stored.commitment, DENOMINATION, sender=client)
+        stored.leaf_index = i
+        measured.setdefault(bin(i).count("1"), []).append(int(receipt.gas_used))
+    store.save()
+    # Least-squares line gas = base + per_hash * hashes through the median gas per hash count.
+    by_k = {k: statistics.median(g) for k, g in measured.items()}
+    ks = sorted(k for k in by_k if k >= 1)
+    mk, mg = statistics.mean(ks), statistics.mean(by_k[k] for k in ks)
+    slope = sum((k - mk) * (by_k[k] - mg) for k in ks) / sum((k - mk) ** 2 for k in ks)
+    base = mg - slope * mk
+    tree = pool_tree(pool)
+    signer = ape.accounts.test_accounts.generate_test_account().address
+    t0 = _now()
+    redemption = make_redemption(store.notes[count * 2 // 3], tree, pk, depth, node_id, signer, FEE, prover=prover)
+    first_prove = _now() - t0
+    receipt = submit_redemption(pool, redemption, operator)
+    store.path.unlink(missing_ok=True)
+    return {
+        "deposit_gas": round(base + slope * depth / 2),
+        "deposit_gas_max": round(base + slope * depth),
+        "deposit_gas_measured_by_hashes": {str(k): by_k[k] for k in sorted(by_k)},
+        "deposit_gas_per_hash": round(slope),
+        "redeem_gas": int(receipt.gas_used),
+        "poseidon_gas": poseidon_gas,
+        "redemption_prove_s": round(first_prove, 3),
+        "redemption": redemption,
+        "tree": tree,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depth", type=int, default=20, help="maximum tree depth of the circuit")
+    parser.add_argument("--proves", type=int, default=5, help="timed proofs (median reported)")
+    parser.add_argument("--quick", action="store_true", help="depth 3, one proof (smoke test)")
+    parser.add_argument("--no-chain", action="store_true", help="skip the anvil part (gas = null)")
+    args = parser.parse_args(argv)
+    depth, proves = (3, 1) if args.quick else (args.depth, args.proves)
+
+    t0 = _now()
+    circuit = voucher_circuit(depth)
+    build_s = _now() - t0
+    t0 = _now()
+    pk, vk = setup_dev(circuit)
+    setup_s = _now() - t0
+    print(f"depth {depth}: {len(circuit.constraints)} constraints, domain {pk.domain}; "
+          f"circuit {build_s:.2f} s, setup {setup_s:.2f} s", flush=True)
+    t0 = _now()
+    prover = Prover(pk, circuit, workers=2)
+    prep_s = _now() - t0
+    print(f"prover tables {prep_s:.1f} s", flush=True)
+
+    out = {"deposit_gas": None, "redeem_gas": None, "poseidon_gas": None}
+    witness = None
+    try:
+        if not args.no_chain:
+            import ape
+
+            with ape.networks.parse_network_choice("ethereum:local:foundry"):
+                chain = chain_part(depth, pk, vk, circuit, prover)
+            red, tree = chain.pop("redemption"), chain.pop("tree")
+            out.update(chain)
+            print(f"gas: deposit {out['deposit_gas']} (avg at depth {depth}, max {out['deposit_gas_max']}), "
+                  f"redeem {out['redeem_gas']}, poseidon {out['poseidon_gas']}", flush=True)
+        from zk.merkle import LeanIMT
+        from zk.voucher import Note, ext_data_hash, voucher_inputs
+
+        notes = [Note.random() for _ in range(min(37, 1 << depth))]
+        tree = LeanIMT([n.commitment for n in notes])
+        ext = ext_data_hash(b"\x11" * 32, "0x" + "22" * 20, FEE)
+        leaf = len(notes) * 2 // 3
+        witness = circuit.witness(voucher_inputs(notes[leaf], tree.proof(leaf), ext, depth))
+        times = []
+        for _ in range(proves):
+            load = os.getloadavg()[0]
+            t0 = _now()
+            proof = prover.prove(witness)
+            times.append(_now() - t0)
+            print(f"prove {times[-1]:.3f} s (load average {load:.1f})", flush=True)
+    finally:
+        prover.close()
+    public = circuit.public_values(witness)
+    t0 = _now()
+    ok = verify(vk, public, proof)
+    verify_s = _now() - t0
+    assert ok, "benchmark proof does not verify"
+    naive = naive_prove_estimate(pk)
+    result = {
+        "depth": depth,
+        "constraints": len(circuit.constraints),
+        "setup_s": round(setup_s, 3),
+        "prove_s": round(statistics.median(times), 3),
+        "verify_s_python": round(verify_s, 3),
+        "deposit_gas": out["deposit_gas"],
+        "redeem_gas": out["redeem_gas"],
+        "poseidon_gas": out["poseidon_gas"],
+        "prove_s_runs": [round(t, 3) for t in times],
+        "prove_s_min": round(min(times), 3),
+        "prover_prep_s": round(prep_s, 3),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+        "anchor_naive_py_ecc_prove_s_estimate": round(naive, 1),
+        "speedup_vs_naive_py_ecc": round(naive / statistics.median(times), 1),
+        "anchors": ANCHORS,
+        "targets": TARGETS,
+    }
+    for k in ("deposit_gas_max", "deposit_gas_per_hash", "deposit_gas_measured_by_hashes", "redemption_prove_s"):
+        if k in out:
+            result[k] = out[k]
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
