@@ -45,7 +45,7 @@ from agents.wireguard.backend import PeerStats, TunnelBackend
 from agents.wireguard.config import InterfaceConfig, PeerConfig, parse_endpoint
 from agents.wireguard.core import WireGuardDevice
 from agents.wireguard.errors import LocalProtocolError
-from agents.wireguard.tun import DEFAULT_MTU, TunDevice
+from agents.wireguard.tun import DEFAULT_FWMARK, DEFAULT_MTU, TunDevice
 from agents.wireguard.uapi import SOCKET_DIR, format_get, socket_path
 
 __all__ = ["Tunnel", "DemuxCallback", "is_wireguard_datagram"]
@@ -70,6 +70,8 @@ MAX_PACKET = 65535
 UNDER_LOAD_HANDSHAKES_PER_S = 400
 #: wireguard-go UnderLoadAfterTime: stay under load this long after the rate drops (seconds).
 UNDER_LOAD_AFTER_S = 1.0
+#: From <asm-generic/socket.h>; Python's socket module lacks it before 3.12.
+SO_MARK = 36
 #: Bound on the endpoint-spelling caches (spoofed sources must not grow them without limit).
 ADDRESS_CACHE = 4096
 #: How many of the core's events :attr:`Tunnel.events` keeps.
@@ -131,6 +133,10 @@ class Tunnel(TunnelBackend):
                     self.sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
                 except OSError:  # not root: the ordinary option, capped by net.core.*mem_max
                     self.sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            #: SO_MARK of our UDP packets, so a full tunnel's policy routing lets them out.
+            self.fwmark = DEFAULT_FWMARK
+            with contextlib.suppress(PermissionError):  # needs CAP_NET_ADMIN; harmless unused
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_MARK, self.fwmark)
             self.sock.setblocking(False)
             self.tun = TunDevice(ifname)
         except Exception:
@@ -139,7 +145,8 @@ class Tunnel(TunnelBackend):
         try:
             os.set_blocking(self.tun.fd, False)
             self.tun.configure(config.addresses, config.mtu or DEFAULT_MTU,
-                               routes=[c for p in config.peers for c in p.allowed_ips])
+                               routes=[c for p in config.peers for c in p.allowed_ips],
+                               fwmark=self.fwmark)
         except Exception:
             self.tun.close()
             self.sock.close()
@@ -177,8 +184,10 @@ class Tunnel(TunnelBackend):
         self._add_peer_core(peer)
         self._flush()
         for cidr in peer.allowed_ips:
-            with contextlib.suppress(LocalProtocolError):
-                self.tun._ip("route", "replace", cidr, "dev", self.ifname)
+            try:
+                self.tun.add_route(cidr, self.fwmark)
+            except LocalProtocolError as exc:
+                log.warning("%s: route %s: %s", self.ifname, cidr, exc)
         self._wake.set()
 
     def remove_peer(self, public_key: bytes) -> None:

@@ -1,9 +1,14 @@
 """A Linux TUN device opened through /dev/net/tun.
 
 The kernel hands us whole IP packets (``IFF_TUN | IFF_NO_PI``: no Ethernet header, no packet-info
-prefix) with one ``read`` each and takes one packet per ``write``. Addresses, MTU and link state are
-set with iproute2 (`ip`), run in the calling thread's network namespace, so a TUN opened inside a
-namespace is configured there.
+prefix) with one ``read`` each and takes one packet per ``write``. Addresses, MTU, routes and link
+state are set with iproute2 (`ip`), always in the network namespace the device was opened in (we
+keep a handle on it and run `ip` through `nsenter`), whichever thread asks later.
+
+A route to ``0.0.0.0/0`` or ``::/0`` (a full tunnel) is installed the way wg-quick(8) does it, so the
+tunnel's own UDP packets do not loop into it: the default route goes into routing table ``fwmark``,
+``ip rule not fwmark <fwmark> table <fwmark>`` sends everything else there, ``suppress_prefixlength 0``
+keeps the main table's specific routes, and the runtime marks its UDP socket with ``fwmark``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ __all__ = ["TunDevice", "DEFAULT_MTU"]
 #: The MTU wg-quick gives a WireGuard interface: 1500 minus 80 bytes of worst-case IPv6 + UDP +
 #: WireGuard overhead (40 + 8 + 32).
 DEFAULT_MTU = 1420
+#: wg-quick's default table and fwmark for full-tunnel routing (wg-quick(8), DEFAULT_TABLE=51820).
+DEFAULT_FWMARK = 51820
 #: From <linux/if_tun.h>: _IOW('T', 202, int).
 _TUNSETIFF = 0x400454CA
 #: From <linux/if_tun.h>: point-to-point IP device, no 4-byte packet-info prefix.
@@ -46,34 +53,70 @@ class TunDevice:
         raw = name.encode()
         if not raw or len(raw) >= _IFNAMSIZ:
             raise LocalProtocolError(f"bad interface name {name!r}")
-        self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        self._netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self._rules: list[list[str]] = []
+        try:
+            self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            os.close(self._netns)
+            raise LocalProtocolError(f"/dev/net/tun: {exc.strerror}") from exc
         try:
             got = fcntl.ioctl(self.fd, _TUNSETIFF, _IFREQ.pack(raw, _IFF_TUN | _IFF_NO_PI))
         except OSError as exc:
             os.close(self.fd)
+            os.close(self._netns)
             raise LocalProtocolError(f"TUNSETIFF {name!r}: {exc.strerror}") from exc
         self.name = _IFREQ.unpack(got)[0].rstrip(b"\0").decode()
         self.mtu = DEFAULT_MTU
 
     def configure(self, addresses: Iterable[str] = (), mtu: int = DEFAULT_MTU,
-                  routes: Iterable[str] = ()) -> None:
+                  routes: Iterable[str] = (), fwmark: int = DEFAULT_FWMARK) -> None:
         """Give the device addresses (CIDR), an MTU and routes, and bring it up.
 
-        Runs `ip` in the calling thread's network namespace.
+        Args:
+            addresses: interface addresses such as ``10.0.0.1/24``.
+            mtu: link MTU.
+            routes: prefixes to route into the tunnel (a peer's allowed IPs).
+            fwmark: table and mark for ``/0`` routes (see the module docstring); the caller must
+                set ``SO_MARK`` to it on its UDP socket.
         """
         self.mtu = mtu
-        self._ip("link", "set", "dev", self.name, "mtu", str(mtu))
+        self.ip("link", "set", "dev", self.name, "mtu", str(mtu))
         for cidr in addresses:
-            self._ip("addr", "add", cidr, "dev", self.name)
-        self._ip("link", "set", "dev", self.name, "up")
+            self.ip("addr", "add", cidr, "dev", self.name)
+        self.ip("link", "set", "dev", self.name, "up")
         for cidr in routes:
-            self._ip("route", "replace", cidr, "dev", self.name)
+            self.add_route(cidr, fwmark)
 
-    @staticmethod
-    def _ip(*args: str) -> None:
-        proc = subprocess.run(["ip", *args], capture_output=True, text=True)
+    def add_route(self, cidr: str, fwmark: int = DEFAULT_FWMARK) -> None:
+        """Route ``cidr`` into the device; a ``/0`` becomes wg-quick's policy routing."""
+        family = "-6" if ":" in cidr else "-4"
+        if not cidr.endswith("/0"):
+            self.ip(family, "route", "replace", cidr, "dev", self.name)
+            return
+        self.ip(family, "route", "replace", cidr, "dev", self.name, "table", str(fwmark))
+        rules = [[family, "rule", "add", "not", "fwmark", str(fwmark), "table", str(fwmark)],
+                 [family, "rule", "add", "table", "main", "suppress_prefixlength", "0"]]
+        for rule in rules:
+            if rule not in self._rules:
+                self.ip(*rule)
+                self._rules.append(rule)
+        if family == "-4":  # wg-quick: let rp_filter see the mark of our own replies
+            self._run(["sysctl", "-q", "-w", "net.ipv4.conf.all.src_valid_mark=1"])
+
+    def ip(self, *args: str) -> None:
+        """Run ``ip args...`` in the device's network namespace.
+
+        Raises:
+            LocalProtocolError: `ip` failed.
+        """
+        self._run(["ip", *args])
+
+    def _run(self, argv: list[str]) -> None:
+        proc = subprocess.run(["nsenter", f"--net=/proc/self/fd/{self._netns}", *argv],
+                              capture_output=True, text=True, pass_fds=(self._netns,))
         if proc.returncode != 0:
-            raise LocalProtocolError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+            raise LocalProtocolError(f"{' '.join(argv)}: {proc.stderr.strip()}")
 
     def read(self, size: int = 65535) -> bytes:
         """Block until the kernel routes one packet into the device; return it."""
@@ -92,10 +135,19 @@ class TunDevice:
         return self.fd
 
     def close(self) -> None:
-        """Close the device; the kernel deletes the interface (idempotent)."""
+        """Remove our policy-routing rules; close the device, so the kernel deletes it (idempotent)."""
+        for rule in reversed(self._rules):
+            try:
+                self.ip(*[("del" if word == "add" else word) for word in rule])
+            except LocalProtocolError:
+                pass  # already gone (e.g. the namespace is being deleted)
+        self._rules.clear()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self._netns >= 0:
+            os.close(self._netns)
+            self._netns = -1
 
     def __enter__(self) -> "TunDevice":
         return self

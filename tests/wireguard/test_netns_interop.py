@@ -169,3 +169,32 @@ def test_ipv6_endpoints__python_and_wireguard_go(lab, pair):
     assert a.ping(B_TUNNEL) and b.ping(A_TUNNEL)
     assert go.peers()[0].endpoint == ("fd00:77::1", python_config.listen_port)
     assert tunnel.peers()[0].endpoint == ("fd00:77::2", go_config.listen_port)
+
+
+def test_full_tunnel__allowed_ips_default_route__reaches_beyond_the_exit(lab):
+    """AllowedIPs = 0.0.0.0/0 on the Python client, wireguard-go as the exit (NAT to its LAN).
+
+    The client has no route to the server's network except through the tunnel; its own UDP packets
+    must still leave by the physical link (wg-quick's fwmark policy routing), and the rules go away
+    with the tunnel.
+    """
+    client, exit_node, server = lab.add_host("client"), lab.add_host("exit"), lab.add_host("srv")
+    uplink = lab.connect(client, exit_node)
+    lan = lab.connect(exit_node, server)
+    exit_node.sysctl("net.ipv4.ip_forward", 1)
+    exit_node.run(["nft", "add table ip exitnat"])
+    exit_node.run(["nft", "add chain ip exitnat post { type nat hook postrouting priority srcnat; }"])
+    exit_node.run(["nft", f"add rule ip exitnat post oifname \"{lan.a_ifname}\" masquerade"])
+    python_config, go_config = tunnel_pair(uplink.a_address, uplink.b_address)
+    python_config.peers[0].allowed_ips = ["0.0.0.0/0"]
+    go_config.peers[0].endpoint = None
+    start_wireguard_go_in(lab, exit_node, go_config)
+    assert not client.ping(lan.b_address, count=1)  # no route before the tunnel
+    tunnel = start_python_tunnel(lab, client, python_config)
+
+    assert client.ping(lan.b_address)
+    assert tunnel.peers()[0].rx_bytes > 0
+    rules = client.run(["ip", "rule"]).stdout.decode()
+    assert "not from all fwmark 0xca6c lookup 51820" in rules
+    tunnel.close()
+    assert "51820" not in client.run(["ip", "rule"]).stdout.decode()
