@@ -15,7 +15,12 @@ Example::
         nat = lab.add_nat("home", NatType.SYMMETRIC, internet)
         alice = lab.add_host("alice")
         nat.attach(alice)                                # 192.168.x.2, default route via the NAT
-        alice.run(["ping", "-c1", server.address])
+        assert alice.ping(server.address)
+
+WireGuard peers for such a topology (matched configurations, wireguard-go, Warren's Python tunnel
+in-process or as a `warren tunnel up` process) come from :mod:`agents.netlab.wireguard`. UDP seen on
+a host's interfaces can be captured with :meth:`Namespace.capture_udp`; a thread can create sockets
+inside a host with ``with host.enter(): ...``.
 """
 
 from agents.netlab.capture import CapturedDatagram, UdpCapture
