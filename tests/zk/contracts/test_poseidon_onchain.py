@@ -41,3 +41,12 @@ def test_vyper_source__is_generated_from_the_python_parameters():
 
     checked_in = (Path(__file__).resolve().parents[3] / "contracts" / "poseidon_t3.vy").read_text()
     assert checked_in == render_poseidon_t3()
+
+
+@settings(max_examples=20, deadline=None)
+@given(a=field_elements, b=field_elements)
+def test_sparse_form__same_permutation_as_zk_poseidon(a, b):
+    from zk.evm_poseidon import permute_sparse, sparse_form
+    from zk.poseidon import params, permute
+
+    assert permute_sparse([0, a, b], sparse_form()) == permute([0, a, b], params(3))
