@@ -23,7 +23,11 @@
         mapping root -> deposit count (one SLOAD to check, no loop).
         ext_data_hash is computed here from the arguments, never taken from
         the caller. The nullifier is marked spent before any external call
-        that moves tokens (checks-effects-interactions).
+        that moves tokens (checks-effects-interactions). The relayer is not
+        bound by the proof (zk/PUBLIC_INPUTS.md binds node, signer and fee):
+        someone who copies a pending redemption can take `relayer_fee`, but
+        the channel still goes to the same node and signer, so a front-runner
+        can steal at most the fee, never the voucher.
 """
 
 from ethereum.ercs import IERC20
