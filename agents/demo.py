@@ -12,11 +12,12 @@ What runs, all of it real (no mocks):
    tunnel as its own process (``warren tunnel up``); the node admits the client's tunnel key only
    after checking the channel on chain. The client downloads random data from the node through the
    tunnel over TCP and checks each piece's SHA-256.
-5. The client reads its tunnel's per-peer transfer counters through the UAPI socket, signs cumulative
-   EIP-712 receipts for them at the on-chain price and sends them to the node inside the tunnel. The
-   node checks each one with :class:`agents.metering.ReceiptLedger` against its own counters (also
-   read through UAPI), stores it with fsync, acknowledges it, refuses forged, replayed and
-   under-paying ones, stops serving a client whose unpaid bytes pass the credit, settles the latest
+5. While data flows, the client's payer thread reads its tunnel's per-peer transfer counters
+   through the UAPI socket and, every PAY_EVERY_BYTES, signs a cumulative EIP-712 receipt for them
+   at the on-chain price and sends it to the node inside the tunnel. The node checks each one with
+   :class:`agents.metering.ReceiptLedger` against its own counters (also read through UAPI), stores
+   it with fsync, then acknowledges it; it refuses forged, replayed and under-paying receipts, pauses
+   sending while too much is unpaid and cuts off a client that stops paying, settles its latest
    receipt on chain mid-way, and finally signs a cooperative close that pays it the rest, pays the
    protocol fee to the treasury and refunds the client.
 6. Every step is logged (bytes, token amounts, gas per transaction) and checked; the exit code is 0
@@ -89,9 +90,25 @@ DEPOSIT = 5 * TOKEN
 MINT = 1_000 * TOKEN
 #: Protocol fee, basis points (1 %: deploy_all's default; the fee goes to the treasury at close).
 FEE_BPS = 100
-#: Unpaid bytes the node tolerates before it stops serving (the agreed credit); smaller than a round
-#: so the demo can show a client being cut off.
-CREDIT_BYTES = 256 * 1024
+#: The agreed credit: a receipt may lag (or lead) the node's own counter by at most this many bytes.
+CREDIT_BYTES = 2 << 20
+#: The node pauses sending while more than this is unpaid (half the credit, so that a receipt signed
+#: while data is in flight still lands within the credit), and cuts the client off if no payment
+#: comes within PAYMENT_WAIT_S.
+SERVE_AHEAD_BYTES = CREDIT_BYTES // 2
+PAYMENT_WAIT_S = 2.0
+#: The node reads its counter (UAPI) every this many bytes sent; the client pays every this many
+#: bytes its own counter grew. Both far below SERVE_AHEAD_BYTES, so a paying client never waits long.
+CHECK_EVERY_BYTES = 256 * 1024
+PAY_EVERY_BYTES = 256 * 1024
+#: How often the client's payer looks at its counter (seconds).
+PAY_POLL_S = 0.01
+#: Bytes per data frame of the node's data service.
+PIECE_BYTES = 64 * 1024
+#: The data service's socket send buffer. Its counter only sees bytes once they leave through the
+#: tunnel, so whatever sits in the socket buffer is served ahead of the gate: keep it small (Linux
+#: doubles the value and would otherwise autotune it to megabytes).
+DATA_SNDBUF = 128 * 1024
 #: Data rounds (each: download, then pay) and bytes per round; --quick keeps it small.
 ROUNDS, ROUND_BYTES = 6, 4 << 20
 QUICK_ROUNDS, QUICK_ROUND_BYTES = 4, 1 << 20
@@ -106,8 +123,10 @@ DATA_PORT, METER_PORT = 8080, 7700
 IO_TIMEOUT_S = 30.0
 #: Largest data request the node serves at once (bytes).
 MAX_REQUEST = 1 << 30
-#: Status bytes of the data service's reply.
-_SERVED, _CUT_OFF = b"\x00", b"\x01"
+#: Data service framing: a 4-byte length before each piece; these two lengths end a reply. After
+#: _END comes the SHA-256 of everything sent; after _CUT_OFF the unpaid byte count (8 bytes), then
+#: the SHA-256 of what was sent before the cut.
+_END, _CUT_OFF = 0, 0xFFFFFFFF
 
 
 class DemoFailed(Exception):
@@ -253,7 +272,9 @@ class DemoNode:
         self.sessions: dict[str, _Session] = {}
         self.refusals: list[str] = []
         self.cut_offs = 0
+        self.pauses = 0
         self._lock = threading.Lock()
+        self._paid = threading.Condition(self._lock)  # notified when a receipt is accepted
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._listeners: list[socket.socket] = []
@@ -283,7 +304,11 @@ class DemoNode:
         return session
 
     def settle(self, session: _Session, log: Log):
-        """Settle the latest accepted receipt if it pays more than the chain has settled."""
+        """Settle the latest accepted receipt if it pays more than the chain has settled.
+
+        Returns:
+            (transaction receipt, the AcceptedReceipt settled), or None if there was nothing to settle.
+        """
         settled = int(self.chain.channels.channel(session.channel_id)[3])
         with self._lock:
             latest = session.ledger.settleable(settled)
@@ -293,7 +318,7 @@ class DemoNode:
         tx = self.chain.channels.settle(r.channel_id, r.cumulative_bytes, r.cumulative_amount,
                                         latest.signature, sender=self.operator)
         log.tx("payment_channels.settle", tx)
-        return tx
+        return tx, latest
 
     # tunnel-facing (server threads)
 
@@ -338,29 +363,54 @@ class DemoNode:
                 with contextlib.suppress(OSError, ConnectionError):
                     handler(conn, session)
 
-    def _serve_data(self, conn: socket.socket, session: _Session) -> None:
-        while not self._stop.is_set():
-            try:
-                request = _recv_exact(conn, 8)
-            except ConnectionError:
-                return
-            size = int.from_bytes(request, "big")
+    def _await_payment(self, session: _Session) -> int:
+        """Wait (bounded) until the client's unpaid bytes are back under SERVE_AHEAD_BYTES.
+
+        Returns:
+            0 if the client may be served, else the unpaid bytes it failed to pay for in time.
+        """
+        deadline = time.monotonic() + PAYMENT_WAIT_S
+        paused = False
+        while True:
             observed = self.observed_bytes(session)
             with self._lock:
                 unpaid = session.ledger.unpaid_bytes(observed)
-                serve = session.ledger.within_credit(observed) and size <= MAX_REQUEST
-            if not serve:
-                self.cut_offs += 1
-                conn.sendall(_CUT_OFF + unpaid.to_bytes(8, "big"))
-                continue
-            conn.sendall(_SERVED)
-            digest, left = hashlib.sha256(), size
-            while left:
-                piece = os.urandom(min(left, 1 << 16))
+            if unpaid <= SERVE_AHEAD_BYTES:
+                return 0
+            if not paused:
+                paused = True
+                self.pauses += 1
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stop.is_set():
+                return unpaid
+            with self._paid:
+                self._paid.wait(min(left, 0.05))
+
+    def _serve_data(self, conn: socket.socket, session: _Session) -> None:
+        """Send random bytes on request, metered: pause while unpaid, cut off if payment stops."""
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, DATA_SNDBUF)
+        while not self._stop.is_set():
+            try:
+                size = min(int.from_bytes(_recv_exact(conn, 8), "big"), MAX_REQUEST)
+            except ConnectionError:
+                return
+            digest, sent, since_check = hashlib.sha256(), 0, CHECK_EVERY_BYTES
+            while sent < size:
+                if since_check >= CHECK_EVERY_BYTES:
+                    since_check = 0
+                    unpaid = self._await_payment(session)
+                    if unpaid:
+                        self.cut_offs += 1
+                        conn.sendall(_CUT_OFF.to_bytes(4, "big") + unpaid.to_bytes(8, "big")
+                                     + digest.digest())
+                        break
+                piece = os.urandom(min(size - sent, PIECE_BYTES))
                 digest.update(piece)
-                conn.sendall(piece)
-                left -= len(piece)
-            conn.sendall(digest.digest())
+                conn.sendall(len(piece).to_bytes(4, "big") + piece)
+                sent += len(piece)
+                since_check += len(piece)
+            else:
+                conn.sendall(_END.to_bytes(4, "big") + digest.digest())
 
     def _serve_meter(self, conn: socket.socket, session: _Session) -> None:
         reader = FrameReader()
@@ -380,6 +430,8 @@ class DemoNode:
                             decision = None  # closing at the latest receipt: nothing new to store
                         else:
                             decision = session.ledger.accept(receipt, signature, observed)
+                            if decision.accepted:
+                                self._paid.notify_all()
                     if decision is not None and not decision.accepted:
                         self.refusals.append(decision.reason.value)
                         conn.sendall(encode_frame(FrameKind.REFUSED, decision.reason.value.encode()))
@@ -396,17 +448,76 @@ class DemoNode:
 
 # -- the client ------------------------------------------------------------------------------------
 
+@dataclasses.dataclass
+class Download:
+    """What one data request brought."""
+
+    received: int
+    digest_ok: bool
+    cut_off: bool = False
+    unpaid: int = 0
+
+
 class DemoClient:
-    """The client's agent: pays a channel with receipts for what its own tunnel counters saw."""
+    """The client's agent: pays a channel with receipts for what its own tunnel counters saw.
+
+    A payer thread watches the client's counter (UAPI) and signs and sends a receipt whenever it
+    grew by PAY_EVERY_BYTES, so payment streams alongside the data as the node requires.
+    """
 
     def __init__(self, lab_host, backend: TunnelBackend, node_key: bytes, signer: ReceiptSigner) -> None:
         self.host = lab_host
         self.backend = backend
         self.node_key = node_key
         self.signer = signer
+        self.sent: list[tuple[int, bool]] = []  # (cumulative bytes, acknowledged) per payer receipt
+        self.last_signed: tuple[Receipt, bytes] | None = None
+        self.paying = threading.Event()
         self._data: socket.socket | None = None
         self._meter: socket.socket | None = None
         self._reader = None
+        self._meter_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._payer: threading.Thread | None = None
+
+    def start_paying(self) -> None:
+        """Start (or resume) the payer thread."""
+        self.paying.set()
+        if self._payer is None:
+            self._payer = threading.Thread(target=self._pay_loop, name="client-payer", daemon=True)
+            self._payer.start()
+
+    def pause_paying(self) -> None:
+        """Stop the payer; returns once no payment is in flight."""
+        self.paying.clear()
+        with self._meter_lock:  # the payer checks the flag under this lock
+            pass
+
+    def pay_now(self):
+        """Sign and send a receipt for the counter as it is now; returns the node's reply frame."""
+        with self._meter_lock:
+            return self._pay_locked()
+
+    def _pay_locked(self):
+        receipt, signature = self.signer.sign(self.observed_bytes())
+        self.last_signed = receipt, signature
+        reply = self._exchange(FrameKind.RECEIPT, encode_receipt(receipt, signature))
+        self.sent.append((receipt.cumulative_bytes, reply.kind is FrameKind.ACK))
+        return reply
+
+    def _pay_loop(self) -> None:
+        while not self._stop.wait(PAY_POLL_S):
+            if not self.paying.is_set():
+                continue
+            with self._meter_lock:
+                if not self.paying.is_set():
+                    continue
+                paid = self.signer.latest.cumulative_bytes if self.signer.latest else 0
+                if self.observed_bytes() - paid >= PAY_EVERY_BYTES:
+                    try:
+                        self._pay_locked()
+                    except (OSError, ConnectionError):
+                        return  # the main thread sees the broken connection too
 
     def _connect(self, port: int) -> socket.socket:
         with self.host.enter():
@@ -420,29 +531,31 @@ class DemoClient:
         stats = self.backend.peer(self.node_key)
         return 0 if stats is None else stats.rx_bytes + stats.tx_bytes
 
-    def download(self, size: int) -> tuple[bool, int, bool]:
-        """Ask the node for ``size`` random bytes through the tunnel.
-
-        Returns:
-            (served, bytes received or unpaid bytes the node reported, SHA-256 matched).
-        """
+    def download(self, size: int) -> Download:
+        """Ask the node for ``size`` random bytes through the tunnel; check their SHA-256."""
         if self._data is None:
             self._data = self._connect(DATA_PORT)
         self._data.sendall(size.to_bytes(8, "big"))
-        status = _recv_exact(self._data, 1)
-        if status == _CUT_OFF:
-            return False, int.from_bytes(_recv_exact(self._data, 8), "big"), False
-        digest, left = hashlib.sha256(), size
-        while left:
-            chunk = self._data.recv(min(left, 1 << 16))
-            if not chunk:
-                raise ConnectionError("data connection closed early")
-            digest.update(chunk)
-            left -= len(chunk)
-        return True, size, _recv_exact(self._data, 32) == digest.digest()
+        digest, received = hashlib.sha256(), 0
+        while True:
+            length = int.from_bytes(_recv_exact(self._data, 4), "big")
+            if length == _END:
+                return Download(received, _recv_exact(self._data, 32) == digest.digest())
+            if length == _CUT_OFF:
+                unpaid = int.from_bytes(_recv_exact(self._data, 8), "big")
+                return Download(received, _recv_exact(self._data, 32) == digest.digest(), True, unpaid)
+            if length > PIECE_BYTES:
+                raise ConnectionError(f"data piece of {length} bytes")
+            piece = _recv_exact(self._data, length)
+            digest.update(piece)
+            received += length
 
     def exchange(self, kind, body: bytes):
         """Send one metering frame and return the node's reply frame."""
+        with self._meter_lock:
+            return self._exchange(kind, body)
+
+    def _exchange(self, kind, body: bytes):
         if self._meter is None:
             self._meter, self._reader = self._connect(METER_PORT), FrameReader()
         self._meter.sendall(encode_frame(kind, body))
@@ -455,6 +568,9 @@ class DemoClient:
                 return frames[0]
 
     def close(self) -> None:
+        self._stop.set()
+        if self._payer is not None:
+            self._payer.join(timeout=5)
         for sock in (self._data, self._meter):
             if sock is not None:
                 sock.close()
@@ -629,7 +745,7 @@ def _run_on_chain(log: Log, ape, lab: Lab, tracked: _Tracked, workdir: Path, rou
                                   ReceiptSigner(terms, payer.key))
         try:
             close_reply = _traffic_and_payment(log, contracts, node, session, client_agent,
-                                               rounds, round_bytes, summary)
+                                               payer.key, rounds, round_bytes, summary)
         finally:
             client_agent.close()
     finally:
@@ -680,8 +796,9 @@ def _run_on_chain(log: Log, ape, lab: Lab, tracked: _Tracked, workdir: Path, rou
 
 
 def _traffic_and_payment(log: Log, contracts: _Contracts, node: DemoNode, session: _Session,
-                         client: DemoClient, rounds: int, round_bytes: int, summary: dict):
-    """Steps 4-5: data rounds paid by receipts, a mid-way settlement, refusals, the close request.
+                         client: DemoClient, signer_key: bytes, rounds: int, round_bytes: int,
+                         summary: dict):
+    """Steps 5-6: metered data rounds, a mid-way settlement, refusals, cut-off, the close request.
 
     Returns:
         The node's reply to the close request (its CooperativeClose signature).
@@ -693,81 +810,94 @@ def _traffic_and_payment(log: Log, contracts: _Contracts, node: DemoNode, sessio
               handshake_ok and stats is not None and stats.last_handshake is not None)
 
     log.step(f"Data and receipts: {rounds} rounds of {mib(round_bytes)} through the tunnel")
-    moved, accepted, settled_mid = 0, 0, None
+    log.say(f"the client pays every {PAY_EVERY_BYTES >> 10} KiB its counter grows; the node pauses "
+            f"past {SERVE_AHEAD_BYTES >> 10} KiB unpaid and refuses receipts more than "
+            f"{CREDIT_BYTES >> 10} KiB off its own counter")
+    client.start_paying()
+    moved, settled_mid = 0, None
     for n in range(1, rounds + 1):
-        served, count, digest_ok = client.download(round_bytes)
-        if not served:
-            raise DemoFailed(f"round {n}: node refused to serve ({count} unpaid bytes)")
-        moved += count
-        counted = client.observed_bytes()
-        receipt, signature = client.signer.sign(counted)
-        reply = client.exchange(FrameKind.RECEIPT, encode_receipt(receipt, signature))
-        node_counted = node.observed_bytes(session)
-        ok = reply.kind is FrameKind.ACK
-        accepted += ok
-        log.say(f"round {n}: {mib(count)} sha256 {'ok' if digest_ok else 'MISMATCH'}; "
-                f"client counters {counted:,} B -> receipt {tokens(receipt.cumulative_amount)}; "
-                f"node counters {node_counted:,} B; node {'stored+acked' if ok else reply.body.decode()}")
-        if not (digest_ok and ok):
-            raise DemoFailed(f"round {n} failed: checksum {digest_ok}, reply {reply}")
+        got = client.download(round_bytes)
+        moved += got.received
+        if got.cut_off or not got.digest_ok or got.received != round_bytes:
+            raise DemoFailed(f"round {n}: {got}")
+        with node._lock:
+            latest = session.ledger.latest()
+        paid = latest.receipt if latest else None
+        log.say(f"round {n}: {mib(got.received)} sha256 ok; client counter {client.observed_bytes():,} B, "
+                f"node counter {node.observed_bytes(session):,} B; receipts stored "
+                f"{len(client.sent)}, latest {paid.cumulative_bytes if paid else 0:,} B = "
+                f"{tokens(paid.cumulative_amount if paid else 0)}")
         if n == (rounds + 1) // 2:
             before = int(contracts.token.balanceOf(node.operator))
-            tx = node.settle(session, log)
-            (settled_event,) = tx.decode_logs(channels.ReceiptSettled)
+            settled = node.settle(session, log)
+            if settled is None:
+                raise DemoFailed("nothing to settle mid-way: no receipt was accepted")
+            tx, record = settled
+            (event,) = tx.decode_logs(channels.ReceiptSettled)
             gained = int(contracts.token.balanceOf(node.operator)) - before
-            expected = receipt.cumulative_amount - int(channels.fee_of(receipt.cumulative_amount))
-            settled_mid = receipt.cumulative_amount
-            log.check("node settled the latest receipt mid-way: its balance rose",
-                      int(settled_event.cumulative_amount) == receipt.cumulative_amount
-                      and int(settled_event.node_amount) == gained == expected,
-                      f"+{tokens(gained)}: receipt of {mib(receipt.cumulative_bytes)}, "
-                      f"{tokens(receipt.cumulative_amount)} less the {FEE_BPS / 100:g} % fee, "
-                      f"which the contract keeps for the treasury until close")
-    log.check("every round: SHA-256 matched and the receipt was stored and acknowledged",
-              accepted == rounds, f"{mib(moved)} moved")
+            amount = record.receipt.cumulative_amount
+            settled_mid = amount
+            log.check("node settled its latest receipt mid-way: its balance rose",
+                      int(event.cumulative_amount) == amount
+                      and int(event.node_amount) == gained == amount - int(channels.fee_of(amount)),
+                      f"+{tokens(gained)}: receipt of {mib(record.receipt.cumulative_bytes)}, "
+                      f"{tokens(amount)} less the {FEE_BPS / 100:g} % fee, which the contract keeps "
+                      f"for the treasury until close")
+    client.pause_paying()
+    reply = client.pay_now()  # pay for the tail of the last round
+    acked = [ok for _, ok in client.sent]
+    log.check("every round's SHA-256 matched; every receipt the client sent was stored and acked",
+              all(acked) and reply.kind is FrameKind.ACK,
+              f"{mib(moved)} moved, {len(acked)} receipts")
     stored = session.ledger.store.load()
-    log.check("every acknowledged receipt is in the node's fsynced store",
-              len(stored) == accepted == rounds, f"{len(stored)} records in {session.ledger.store.path}")
+    log.check("the node's fsynced store holds every acknowledged receipt",
+              len(stored) == len(acked) and stored[-1].receipt == client.signer.latest,
+              f"{len(stored)} records in {session.ledger.store.path}")
     drift = node.observed_bytes(session) - client.observed_bytes()
     log.say(f"counters now: client {client.observed_bytes():,} B, node {node.observed_bytes(session):,} B"
-            f" (difference {drift:+,} B; agreed credit {CREDIT_BYTES:,} B)")
+            f" (difference {drift:+,} B)")
 
     log.step("The node refuses what it should")
-    latest = session.ledger.latest()
+    last, last_signature = client.last_signed  # what the client sent last (and the node holds)
     forger = Account.create()
-    forged = Receipt(session.channel_id, latest.receipt.cumulative_bytes + 1000,
-                     latest.receipt.cumulative_amount + 10**15)
+    forged = Receipt(session.channel_id, last.cumulative_bytes + 1000, last.cumulative_amount + 10**15)
     forged_sig = eip712.sign(forged, forger.key, contracts.chain_id, channels.address)
     reply = client.exchange(FrameKind.RECEIPT, encode_receipt(forged, forged_sig))
     log.check("receipt signed by another key: refused", reply.kind is FrameKind.REFUSED
               and reply.body == b"wrong_signer", reply.body.decode())
-    reply = client.exchange(FrameKind.RECEIPT, encode_receipt(latest.receipt, latest.signature))
+    reply = client.exchange(FrameKind.RECEIPT, encode_receipt(last, last_signature))
     log.check("latest receipt replayed: refused", reply.kind is FrameKind.REFUSED
               and reply.body == b"replayed", reply.body.decode())
-    cheap = Receipt(session.channel_id, latest.receipt.cumulative_bytes + (1 << 20),
-                    latest.receipt.cumulative_amount + 1)
-    cheap_sig = eip712.sign(cheap, client.signer._key, contracts.chain_id, channels.address)
+    cheap = Receipt(session.channel_id, last.cumulative_bytes + (1 << 20), last.cumulative_amount + 1)
+    cheap_sig = eip712.sign(cheap, signer_key, contracts.chain_id, channels.address)
     reply = client.exchange(FrameKind.RECEIPT, encode_receipt(cheap, cheap_sig))
     log.check("receipt paying less than the on-chain price: refused", reply.kind is FrameKind.REFUSED
               and reply.body == b"underpriced", reply.body.decode())
 
-    # Cut off: take a round without paying, then ask for more.
-    served, count, digest_ok = client.download(round_bytes)
-    unpaid_served = count
-    served_again, unpaid, _ = client.download(round_bytes)
-    log.check("unpaid bytes past the credit: node stops serving", served and digest_ok
-              and not served_again and unpaid > CREDIT_BYTES,
-              f"{unpaid:,} B unpaid > credit {CREDIT_BYTES:,} B")
-    receipt, signature = client.signer.sign(client.observed_bytes())
-    reply = client.exchange(FrameKind.RECEIPT, encode_receipt(receipt, signature))
-    served_after, count_after, digest_after = client.download(64 * 1024)
-    log.check("client pays up, node serves again", reply.kind is FrameKind.ACK and served_after
-              and digest_after, f"receipt {tokens(receipt.cumulative_amount)}")
-    moved += unpaid_served + count_after
+    # Cut off: the client (not paying since the rounds ended) asks for more than the node serves
+    # on credit.
+    asked = 4 * CREDIT_BYTES
+    pauses_before = node.pauses
+    got = client.download(asked)
+    moved += got.received
+    log.check("client stops paying: node pauses, then cuts it off mid-transfer",
+              got.cut_off and got.digest_ok and got.unpaid > SERVE_AHEAD_BYTES
+              and got.received < asked and node.pauses > pauses_before,
+              f"{mib(got.received)} of {mib(asked)} served; {got.unpaid:,} B unpaid after "
+              f"{PAYMENT_WAIT_S:g} s")
+    reply = client.pay_now()
+    client.start_paying()
+    again = client.download(round_bytes)
+    moved += again.received
+    log.check("client pays up, node serves again", reply.kind is FrameKind.ACK and not again.cut_off
+              and again.digest_ok and again.received == round_bytes,
+              f"receipt for {mib(client.signer.latest.cumulative_bytes)}")
+    client.pause_paying()
 
     # The final receipt for everything so far, with the request to close at it.
-    receipt, signature = client.signer.sign(client.observed_bytes())
-    reply = client.exchange(FrameKind.CLOSE_REQUEST, encode_receipt(receipt, signature))
+    with client._meter_lock:
+        receipt, signature = client.signer.sign(client.observed_bytes())
+        reply = client._exchange(FrameKind.CLOSE_REQUEST, encode_receipt(receipt, signature))
     log.check("final receipt accepted; node returned its cooperative-close signature",
               reply.kind is FrameKind.CLOSE_SIGNATURE and len(reply.body) == 65,
               f"{mib(receipt.cumulative_bytes)} -> {tokens(receipt.cumulative_amount)}")
@@ -776,7 +906,7 @@ def _traffic_and_payment(log: Log, contracts: _Contracts, node: DemoNode, sessio
               receipt.cumulative_amount == expected, f"{tokens(expected)}")
     summary.update(rounds=rounds, round_bytes=round_bytes, data_bytes=moved,
                    receipts_accepted=len(session.ledger.store.load()), refusals=list(node.refusals),
-                   cut_offs=node.cut_offs, settled_mid_wei=settled_mid)
+                   cut_offs=node.cut_offs, pauses=node.pauses, settled_mid_wei=settled_mid)
     return reply
 
 

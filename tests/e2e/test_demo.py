@@ -56,9 +56,10 @@ def test_demo_quick__every_check_passes_and_money_adds_up():
     assert summary["rounds"] == QUICK_ROUNDS and summary["round_bytes"] == QUICK_ROUND_BYTES
     assert summary["data_bytes"] >= QUICK_ROUNDS * QUICK_ROUND_BYTES
     assert summary["final_bytes"] > summary["data_bytes"]  # WireGuard counts headers and ACKs too
-    assert summary["receipts_accepted"] == QUICK_ROUNDS + 2  # + the pay-up and the final receipt
+    # The payer sends a receipt per 256 KiB of counter growth: several per round.
+    assert summary["receipts_accepted"] >= QUICK_ROUNDS + 2
     assert summary["refusals"] == ["wrong_signer", "replayed", "underpriced"]
-    assert summary["cut_offs"] == 1
+    assert summary["cut_offs"] == 1 and summary["pauses"] >= 1  # the client that stopped paying
 
     # The money: price of the counted bytes; node + treasury got it; the client got the rest back.
     final = summary["final_amount_wei"]
