@@ -49,6 +49,7 @@ from pathlib import Path
 from eth_account import Account
 from eth_utils import keccak
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agents.chain import eip712
@@ -219,23 +220,26 @@ class Log:
         self._step = 0
 
     def step(self, title: str) -> None:
+        """Start a numbered step."""
         self._step += 1
-        self.console.rule(f"[bold cyan]{self._step}. {title}", align="left")
+        self.console.rule(f"[bold cyan]{self._step}. {escape(title)}", align="left")
 
     def say(self, text: str) -> None:
-        self.console.print(f"  {text}")
+        """One line of narration (plain text: brackets are not markup)."""
+        self.console.print(f"  {escape(text)}")
 
     def tx(self, label: str, receipt) -> None:
         """Record a transaction's gas and print it."""
         gas = int(receipt.gas_used)
         key = label if label not in self.gas else f"{label} #{sum(k.startswith(label) for k in self.gas) + 1}"
         self.gas[key] = gas
-        self.console.print(f"  [dim]tx[/dim] {label:<28} gas [bold]{gas:>9,}[/bold]")
+        self.console.print(f"  [dim]tx[/dim] {escape(label):<36} gas [bold]{gas:>9,}[/bold]")
 
     def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        """Record and print one verified fact; returns ``ok``."""
         self.checks.append(Check(name, bool(ok), detail))
         mark = "[green]ok[/green]  " if ok else "[red]FAIL[/red]"
-        self.console.print(f"  {mark} {name}" + (f" [dim]({detail})[/dim]" if detail else ""))
+        self.console.print(f"  {mark} {escape(name)}" + (f" [dim]({escape(detail)})[/dim]" if detail else ""))
         return bool(ok)
 
 
@@ -340,6 +344,7 @@ class DemoNode:
             self._threads.append(thread)
 
     def stop(self) -> None:
+        """Stop serving: end the server threads, close the listeners."""
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -568,6 +573,7 @@ class DemoClient:
                 return frames[0]
 
     def close(self) -> None:
+        """Stop the payer and close the connections."""
         self._stop.set()
         if self._payer is not None:
             self._payer.join(timeout=5)
@@ -580,6 +586,8 @@ class DemoClient:
 
 @dataclasses.dataclass
 class _Contracts:
+    """The deployed contracts the agents call (ape contract instances) and the chain id."""
+
     token: object
     registry: object
     channels: object
@@ -671,7 +679,7 @@ def _run_on_chain(log: Log, ape, lab: Lab, tracked: _Tracked, workdir: Path, rou
     log.say(f"owner {owner.address}, operator {operator.address}, client {client.address}, "
             f"treasury {treasury.address}")
 
-    # -- 2. the node operator ---------------------------------------------------------------------
+    # -- the node operator ------------------------------------------------------------------------
     log.step("Node operator registers a node")
     node_private = generate_private_key()
     node_key = wg_public_key(node_private)
@@ -688,7 +696,7 @@ def _run_on_chain(log: Log, ape, lab: Lab, tracked: _Tracked, workdir: Path, rou
               and int(event.stake) == NODE_STAKE and registry.is_active(node_id),
               f"region {REGION}, price {tokens(PRICE_PER_GIB)}/GiB, stake {tokens(NODE_STAKE)}")
 
-    # -- 3. the client opens a channel ------------------------------------------------------------
+    # -- the client opens a channel ---------------------------------------------------------------
     log.step("Client opens a payment channel")
     chain_key = bytes(registry.node_wg_key(node_id))
     price = int(registry.node_price(node_id))
@@ -708,7 +716,7 @@ def _run_on_chain(log: Log, ape, lab: Lab, tracked: _Tracked, workdir: Path, rou
               and int(opened.deposit) == DEPOSIT,
               f"channel {channel_id.hex()[:16]}..., deposit {tokens(DEPOSIT)}")
 
-    # -- 4. two hosts and Warren's tunnel ---------------------------------------------------------
+    # -- two hosts and Warren's tunnel ------------------------------------------------------------
     log.step("Two hosts in network namespaces, Warren's Python WireGuard between them")
     node_host, client_host = lab.add_host("node"), lab.add_host("client")
     link = lab.connect(node_host, client_host)
@@ -751,7 +759,7 @@ def _run_on_chain(log: Log, ape, lab: Lab, tracked: _Tracked, workdir: Path, rou
     finally:
         node.stop()
 
-    # -- 6. close ---------------------------------------------------------------------------------
+    # -- close ------------------------------------------------------------------------------------
     log.step("Cooperative close: the node signs, the client submits")
     # The node settles from what it stored: reload the store as a restarted node would.
     reloaded = ReceiptLedger(session.ledger.terms, ReceiptStore(session.ledger.store.path))
@@ -940,4 +948,4 @@ def _print_summary(log: Log, summary: dict, ok: bool, seconds: float) -> None:
         log.console.print(f"[bold green]all {passed} checks passed[/bold green] in {seconds:.0f} s")
     else:
         log.console.print(f"[bold red]{len(failed)} of {len(log.checks)} checks FAILED[/bold red]: "
-                          + "; ".join(f"{c.name} ({c.detail})" for c in failed))
+                          + escape("; ".join(f"{c.name} ({c.detail})" for c in failed)))
