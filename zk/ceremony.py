@@ -28,6 +28,7 @@ import json
 import secrets
 from dataclasses import dataclass, field
 
+from gmpy2 import mpz
 from py_ecc import optimized_bn128 as bn
 
 from zk.curve import G1, G1_GEN, G2, G2_GEN, on_curve_g1, on_curve_g2
@@ -38,7 +39,7 @@ from zk.r1cs import Circuit
 __all__ = [
     "Phase1", "Phase2", "Contribution", "CeremonyError", "new_phase1", "contribute_phase1",
     "verify_phase1", "new_phase2", "contribute_phase2", "verify_phase2", "keys_from_phase2",
-    "Transcript", "verify_transcript",
+    "Transcript", "verify_transcript", "transcript_to_json", "transcript_from_json",
 ]
 
 
@@ -411,3 +412,132 @@ def verify_transcript(t: Transcript, circuit: Circuit) -> tuple[ProvingKey, Veri
         verify_phase2(state2, nxt, contrib)
         state2 = nxt
     return keys_from_phase2(state2)
+
+
+# -- transcript files -----------------------------------------------------------------------------
+
+
+def _pt(obj):
+    """Points / nested lists -> hex JSON (None stays null)."""
+    return _enc(obj)
+
+
+def _g1_in(v):
+    return None if v is None else (mpz(int(v[0], 16)), mpz(int(v[1], 16)))
+
+
+def _g2_in(v):
+    return None if v is None else ((mpz(int(v[0][0], 16)), mpz(int(v[0][1], 16))),
+                                   (mpz(int(v[1][0], 16)), mpz(int(v[1][1], 16))))
+
+
+def _contrib_out(c: Contribution) -> dict:
+    return {"name": c.name, "g1": _pt(c.g1), "g2": _pt(c.g2),
+            "pok": [[_pt(r), hex(int(z))] for r, z in c.pok]}
+
+
+def _contrib_in(d: dict) -> Contribution:
+    return Contribution(str(d["name"]), [_g1_in(p) for p in d["g1"]], [_g2_in(p) for p in d["g2"]],
+                        [(_g1_in(r), int(z, 16)) for r, z in d["pok"]])
+
+
+def transcript_to_json(t: Transcript) -> dict:
+    """The transcript as JSON: every state and record, hex coordinates (``zk.export`` for keys)."""
+    from zk.export import pk_to_json
+
+    return {
+        "format": "warren-ceremony-1",
+        "circuit": t.circuit_name,
+        "phase1": [{"contribution": _contrib_out(c), "state": {
+            "n": s.n, "tau_g1": _pt(s.tau_g1), "tau_g2": _pt(s.tau_g2), "alpha_g1": _pt(s.alpha_g1),
+            "beta_g1": _pt(s.beta_g1), "beta_g2": _pt(s.beta_g2)}} for c, s in t.phase1],
+        "phase2": [{"contribution": _contrib_out(c), "state": pk_to_json(s.pk)} for c, s in t.phase2],
+    }
+
+
+def transcript_from_json(obj: dict) -> Transcript:
+    """Parse ``transcript_to_json``'s output.
+
+    Raises:
+        CeremonyError: wrong format or malformed content.
+    """
+    from zk.export import ExportError, pk_from_json
+
+    if not isinstance(obj, dict) or obj.get("format") != "warren-ceremony-1":
+        raise CeremonyError("not a warren-ceremony-1 transcript")
+    try:
+        t = Transcript(str(obj["circuit"]))
+        for step in obj["phase1"]:
+            s = step["state"]
+            t.phase1.append((_contrib_in(step["contribution"]), Phase1(
+                int(s["n"]), [_g1_in(p) for p in s["tau_g1"]], [_g2_in(p) for p in s["tau_g2"]],
+                [_g1_in(p) for p in s["alpha_g1"]], [_g1_in(p) for p in s["beta_g1"]], _g2_in(s["beta_g2"]))))
+        for step in obj["phase2"]:
+            t.phase2.append((_contrib_in(step["contribution"]), Phase2(pk_from_json(step["state"]))))
+        return t
+    except (KeyError, TypeError, ValueError, IndexError, ExportError) as exc:
+        raise CeremonyError(f"malformed transcript: {exc}") from exc
+
+
+def _circuit_of(name: str) -> Circuit:
+    from zk.voucher import voucher_circuit
+
+    if not name.startswith("voucher-depth"):
+        raise CeremonyError(f"unknown circuit {name!r} (expected voucher-depth<D>)")
+    return voucher_circuit(int(name.removeprefix("voucher-depth")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m zk.ceremony``: run one step of a ceremony on a transcript file.
+
+    init --depth D T        start a transcript for the voucher circuit of depth D
+    phase1 --name N T       add a powers-of-tau contribution
+    phase2 --name N T       add a delta contribution (the first one derives the circuit keys)
+    verify T [--out DIR]    replay everything; write the keys (zk.keys layout) if it verifies
+    """
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="python -m zk.ceremony", description=main.__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["init", "phase1", "phase2", "verify"])
+    parser.add_argument("transcript", type=Path)
+    parser.add_argument("--depth", type=int)
+    parser.add_argument("--name", default="anonymous")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    path = args.transcript
+    if args.action == "init":
+        if args.depth is None:
+            parser.error("init needs --depth")
+        path.write_text(json.dumps(transcript_to_json(Transcript(f"voucher-depth{args.depth}"))))
+        return 0
+    t = transcript_from_json(json.loads(path.read_text()))
+    circuit = _circuit_of(t.circuit_name)
+    if args.action == "phase1":
+        if t.phase2:
+            raise CeremonyError("phase 2 has started: phase 1 is closed")
+        state = t.phase1[-1][1] if t.phase1 else new_phase1(domain_size(circuit))
+        t.phase1.append(tuple(reversed(contribute_phase1(state, args.name))))
+    elif args.action == "phase2":
+        if not t.phase1:
+            raise CeremonyError("phase 1 has no contribution yet")
+        state = t.phase2[-1][1] if t.phase2 else new_phase2(t.phase1[-1][1], circuit)
+        t.phase2.append(tuple(reversed(contribute_phase2(state, args.name))))
+    else:
+        pk, vk = verify_transcript(t, circuit)
+        names = [c.name for c, _ in t.phase1] + [c.name for c, _ in t.phase2]
+        print(f"transcript verifies: contributions by {', '.join(names)}")
+        if args.out:
+            from zk.keys import save_keys
+
+            save_keys(args.out, pk, vk)
+        return 0
+    path.write_text(json.dumps(transcript_to_json(t)))
+    print(f"{args.action} contribution by {args.name} added to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -138,6 +138,33 @@ class _G1(Group):
         return None if p is None else (p[0], (-p[1]) % _q)
 
     def batch_add(self, ps, qs):
+        # Fast path (buckets: no infinity, no equal x): one pass of prefix products, one inversion.
+        q = _q
+        try:
+            dx = [r[0] - p[0] for p, r in zip(ps, qs)]
+        except TypeError:  # a point at infinity
+            return self._batch_add_general(ps, qs)
+        if not dx or not all(dx):
+            return self._batch_add_general(ps, qs)
+        n = len(dx)
+        prefix = [None] * n
+        acc = mpz(1)
+        for i in range(n):
+            prefix[i] = acc
+            acc = acc * dx[i] % q
+        inv = invert(acc, q)
+        out = [None] * n
+        for i in range(n - 1, -1, -1):
+            d_inv = inv * prefix[i] % q
+            inv = inv * dx[i] % q
+            x1, y1 = ps[i]
+            x2, y2 = qs[i]
+            lam = (y2 - y1) * d_inv % q
+            x3 = (lam * lam - x1 - x2) % q
+            out[i] = (x3, (lam * (x1 - x3) - y1) % q)
+        return out
+
+    def _batch_add_general(self, ps, qs):
         q = _q
         n = len(ps)
         out = [None] * n

@@ -24,7 +24,7 @@ from py_ecc import optimized_bn128 as bn
 
 from zk.curve import G1, G1_GEN, G2, G2_GEN, in_subgroup_g2, on_curve_g1, on_curve_g2
 from zk.field import Q, R, batch_inverse, root_of_unity
-from zk.msm import msm, msm_shifted, shift_table
+from zk.msm import msm, msm_shifted, negate_table, shift_table
 from zk.ntt import COSET, coset_intt, coset_ntt, intt
 from zk.r1cs import Circuit
 
@@ -203,7 +203,7 @@ def _msm_job(name: str, scalars: list[int]):
     group = G2 if name.endswith("_2") else G1
     table = _TABLES[name]
     if _TABLES.get("precomputed"):
-        return msm_shifted(group, table, scalars, TABLE_WINDOW)
+        return msm_shifted(group, table[0], scalars, TABLE_WINDOW, table[1])
     return msm(group, table, scalars)
 
 
@@ -227,8 +227,11 @@ class Prover:
             "c_1": [pk.delta_1] + pk.l_1 + pk.h_1,
         }
         if precompute:
-            self._tables = {k: shift_table(G2 if k.endswith("_2") else G1, v, TABLE_WINDOW)
-                            for k, v in points.items()}
+            self._tables = {}
+            for k, v in points.items():
+                group = G2 if k.endswith("_2") else G1
+                table = shift_table(group, v, TABLE_WINDOW)
+                self._tables[k] = (table, negate_table(group, table))
         else:
             self._tables = points
         self._tables["precomputed"] = precompute
@@ -284,7 +287,8 @@ class Prover:
     def _msm(self, name: str, scalars: list[int]):
         group = G2 if name.endswith("_2") else G1
         if self._tables["precomputed"]:
-            return msm_shifted(group, self._tables[name], scalars, TABLE_WINDOW)
+            table, neg = self._tables[name]
+            return msm_shifted(group, table, scalars, TABLE_WINDOW, neg)
         return msm(group, self._tables[name], scalars)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from zk.curve import Group
 from zk.field import R
 
-__all__ = ["msm", "msm_shifted", "shift_table", "signed_digits", "best_window"]
+__all__ = ["msm", "msm_shifted", "shift_table", "negate_table", "signed_digits", "best_window"]
 
 _SCALAR_BITS = 254
 
@@ -75,6 +75,25 @@ def _weighted_sums(group: Group, buckets: list, half: int, nwin: int) -> list:
     return total
 
 
+def _weighted_sum(group: Group, buckets: list, chunks: int = 32):
+    """``sum_d (d + 1) * buckets[d]`` with the running sums of ``chunks`` slices batched together.
+
+    For a slice starting at d0: sum (d + 1) B_d = sum (d - d0 + 1) B_d + d0 * sum B_d.
+    """
+    n = len(buckets)
+    size = -(-n // chunks)
+    starts = list(range(0, n, size))
+    padded = buckets + [None] * (size * len(starts) - n)
+    running = [None] * len(starts)
+    total = [None] * len(starts)
+    for off in range(size - 1, -1, -1):
+        running = group.batch_add(running, [padded[s + off] for s in starts])
+        total = group.batch_add(total, running)
+    # running now holds each slice's plain sum; add d0 * sum for each slice
+    shifted = group.multiply_many(running, starts)
+    return group.sum_lists([total + shifted])[0]
+
+
 def msm(group: Group, points: list, scalars: list[int], c: int | None = None):
     """``sum s_i * P_i`` (affine result, ``None`` for infinity); ``None`` points are skipped.
 
@@ -115,12 +134,37 @@ def shift_table(group: Group, points: list, c: int) -> list[list]:
     return table
 
 
-def msm_shifted(group: Group, table: list[list], scalars: list[int], c: int):
-    """``sum s_i * table[0][i]`` using a ``shift_table`` built with the same ``c``."""
-    scalars = [int(s) % R for s in scalars]
+def negate_table(group: Group, table: list[list]) -> list[list]:
+    """The negated points of a ``shift_table`` (negative signed digits use them)."""
+    return [[group.neg(p) for p in row] for row in table]
+
+
+def msm_shifted(group: Group, table: list[list], scalars: list[int], c: int, neg_table: list[list] | None = None):
+    """``sum s_i * table[0][i]`` using a ``shift_table`` built with the same ``c``.
+
+    Signed digits come from the offset trick: with ``H = sum_k 2^(c-1) 2^(ck)``, the unsigned
+    digits ``u_k`` of ``s + H`` give ``s = sum_k (u_k - 2^(c-1)) 2^(ck)``.
+    """
     nwin = _SCALAR_BITS // c + 1
     if len(table) != nwin:
         raise ValueError("msm_shifted: table built for another window width")
-    half = 1 << (c - 1)
-    buckets = _bucket_lists(group, lambda i, k: table[k][i], scalars, c, nwin, shared=True)
-    return _weighted_sums(group, buckets, half, 1)[0]
+    if neg_table is None:
+        neg_table = negate_table(group, table)
+    half, mask = 1 << (c - 1), (1 << c) - 1
+    offset = sum(half << (c * k) for k in range(nwin))
+    shifted = [int(s) % R + offset for s in scalars]
+    lists: list[list] = [[] for _ in range(half)]
+    for k in range(nwin):
+        sh = c * k
+        pos, neg = table[k], neg_table[k]
+        for i, t in enumerate(shifted):
+            u = (t >> sh) & mask
+            if u > half:
+                p = pos[i]
+                if p is not None:
+                    lists[u - half - 1].append(p)
+            elif u < half:
+                p = neg[i]
+                if p is not None:
+                    lists[half - u - 1].append(p)
+    return _weighted_sum(group, group.sum_lists(lists))

@@ -1,12 +1,13 @@
 """The multi-party setup: honest contributions verify and give working keys; cheating is caught."""
 
 import dataclasses
+import json
 
 import pytest
 
 from zk.ceremony import (
     CeremonyError, Transcript, contribute_phase1, contribute_phase2, new_phase1, new_phase2,
-    verify_phase1, verify_phase2, verify_transcript,
+    verify_phase1, verify_phase2, verify_transcript, transcript_from_json, transcript_to_json,
 )
 from zk.curve import G1, G1_GEN
 from zk.groth16 import domain_size, prove, verify
@@ -36,8 +37,10 @@ def ceremony(cubic):
     return t
 
 
-def test_transcript__replays_and_keys_prove(ceremony, cubic):
-    pk, vk = verify_transcript(ceremony, cubic)
+def test_transcript__json_file_replays_and_keys_prove(ceremony, cubic, tmp_path):
+    path = tmp_path / "transcript.json"
+    path.write_text(json.dumps(transcript_to_json(ceremony)))
+    pk, vk = verify_transcript(transcript_from_json(json.loads(path.read_text())), cubic)
     proof = prove(pk, cubic, cubic.witness({"x": 35, "y": 3}))
     assert verify(vk, [35], proof) and not verify(vk, [36], proof)
     assert vk.delta_2 != vk.gamma_2  # carol's delta really is in the key
@@ -86,3 +89,10 @@ def test_phase2__contribution_that_changes_ic__rejected(ceremony, cubic):
 def test_transcript__empty_phase__rejected(cubic):
     with pytest.raises(CeremonyError):
         verify_transcript(Transcript("cubic"), cubic)
+
+
+def test_transcript_from_json__malformed__rejected():
+    with pytest.raises(CeremonyError):
+        transcript_from_json({"format": "warren-ceremony-1", "circuit": "x", "phase1": [{"state": {}}]})
+    with pytest.raises(CeremonyError):
+        transcript_from_json({"format": "something else"})
