@@ -57,13 +57,13 @@ def xaead_seal(key: bytes, nonce: bytes, plaintext: bytes, associated: bytes) ->
 
 
 def xaead_open(key: bytes, nonce: bytes, sealed: bytes, associated: bytes) -> bytes:
-    """Inverse of `xaead_seal`; raises `RemoteProtocolError` (``decrypt_failed``) on a bad tag."""
+    """Inverse of `xaead_seal`; raises `RemoteProtocolError` (``bad_cookie_reply``) on a bad tag."""
     cipher = ChaCha20_Poly1305.new(key=key, nonce=nonce)
     cipher.update(associated)
     try:
         return cipher.decrypt_and_verify(sealed[:-16], sealed[-16:])
     except ValueError:
-        raise RemoteProtocolError("decrypt_failed", "cookie reply") from None
+        raise RemoteProtocolError("bad_cookie_reply", "forged, or answers an older message") from None
 
 
 def endpoint_bytes(endpoint: tuple[str, int]) -> bytes:
@@ -150,7 +150,7 @@ class CookieGenerator:
         """Decrypt and store the cookie from a reply to our last handshake message.
 
         Raises:
-            RemoteProtocolError: ``unexpected_cookie`` if we sent nothing to answer, ``decrypt_failed``.
+            RemoteProtocolError: ``unexpected_cookie`` if we sent nothing to answer, ``bad_cookie_reply``.
         """
         if self.last_mac1 is None:
             raise RemoteProtocolError("unexpected_cookie")

@@ -111,7 +111,7 @@ def test_cookie_reply__forged_or_unsolicited__dropped():
     assert pair.alice.decapsulate(forged, pair.bob_endpoint, pair.now) is None
     unknown = CookieChecker(pair.bob.public_key).create_reply(initiation, index ^ 1, ALICE_ENDPOINT, pair.now)
     assert pair.alice.decapsulate(unknown, pair.bob_endpoint, pair.now) is None
-    assert pair.alice.drop_counters == {"decrypt_failed": 1, "unknown_receiver": 1}
+    assert pair.alice.drop_counters == {"bad_cookie_reply": 1, "unknown_receiver": 1}
     assert pair.alice.drain_outbox() == []
 
 

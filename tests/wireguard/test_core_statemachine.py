@@ -1,4 +1,4 @@
-"""Property test: two devices over a hostile network (loss, duplication, reordering, time jumps).
+"""Property test: two devices over a hostile network (loss, duplication, reordering, time jumps, load).
 
 Hypothesis drives random sequences of sends, deliveries, drops, replays and clock jumps. Safety
 invariants hold after every step (no inner packet delivered twice or invented, no exception, only
@@ -15,7 +15,7 @@ from agents.wireguard.perf import ALICE_IP, BOB_IP, LoopbackPair, ip_packet
 
 #: Reasons an honest but lossy, duplicating, reordering network can cause; anything else is a bug.
 EXPLAINABLE_DROPS = {"replay", "replayed_initiation", "initiation_flood", "unknown_receiver", "expired_session",
-                     "no_endpoint", "unexpected_cookie"}
+                     "no_endpoint", "unexpected_cookie", "bad_cookie_reply", "rate_limited"}
 #: Seconds of simulated healthy network the liveness check may use (a retransmission or two).
 HEAL_SECONDS = 30
 
@@ -67,6 +67,10 @@ class TwoDevicesOverBadNetwork(RuleBasedStateMachine):
     def replay(self, pick):
         if self.in_flight:
             self.in_flight.append(self.in_flight[pick % len(self.in_flight)])
+
+    @rule(who=st.sampled_from(["alice", "bob"]), loaded=st.booleans())
+    def load_changes(self, who, loaded):
+        (self.pair.alice if who == "alice" else self.pair.bob).under_load = loaded
 
     @rule(seconds=st.sampled_from([0.01, 0.5, 3, 6, 11, 16, 60, 125, 181, 600]))
     def time_passes(self, seconds):
