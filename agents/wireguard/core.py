@@ -611,6 +611,8 @@ class WireGuardDevice:
 
     def _send_keepalive_locked(self, peer: _Peer, now: float) -> None:
         """wireguard-go SendKeepalive: an empty packet, unless queued packets can carry the news."""
+        if peer.endpoint is None:
+            return
         if not peer.staged:
             peer.staged.append(b"")
         self._send_staged_locked(peer, now)

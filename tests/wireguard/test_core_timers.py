@@ -195,3 +195,16 @@ def test_next_deadline__none_when_idle_and_tick_is_idempotent():
     pair.tick()
     assert pair.alice.drain_outbox() == [] and pair.bob.drain_outbox() == []
     assert not [e for e in pair.alice.drain_events() if not isinstance(e, HandshakeCompleted)]
+
+
+def test_persistent_keepalive__peer_without_endpoint__silent_until_it_speaks():
+    pair = LoopbackPair()
+    pair.bob.add_peer(pair.alice.public_key, allowed_ips=[ALICE_IP + "/32"], persistent_keepalive=1)
+    for _ in range(5):
+        pair.now += 1
+        pair.bob.tick(pair.now)
+    assert pair.bob.drain_outbox() == []
+    pair.handshake()
+    pair.now += 1
+    pair.bob.tick(pair.now)
+    assert kinds(pair.bob.drain_outbox()) == [TRANSPORT_MIN_SIZE]  # one keepalive, no stale backlog
