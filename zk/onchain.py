@@ -7,6 +7,7 @@ compiled here with the vyper package and deployed through ape like any project c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import vyper
@@ -17,10 +18,12 @@ from zk.evm_poseidon import build_poseidon_t3
 from zk.vyper_verifier import VerifyingKey, render_verifier
 
 __all__ = [
+    "VoucherDeployment",
     "calldata_gas",
     "compile_vyper",
     "deploy_poseidon_bytecode",
     "deploy_verifier",
+    "deploy_voucher_pool",
     "proof_calldata",
 ]
 
@@ -70,3 +73,48 @@ def proof_calldata(proof: dict[str, Sequence[Any]]) -> list[int]:
 def calldata_gas(data: bytes) -> int:
     """Intrinsic gas of transaction call data (EIP-2028)."""
     return sum(_NONZERO_BYTE_GAS if byte else _ZERO_BYTE_GAS for byte in data)
+
+
+@dataclass(frozen=True)
+class VoucherDeployment:
+    """The three contracts of one voucher pool."""
+
+    pool: ContractInstance
+    verifier: ContractInstance
+    poseidon: ContractInstance
+
+
+def deploy_voucher_pool(
+    project: Any,
+    sender: Any,
+    token: Any,
+    channels: Any,
+    denomination: int,
+    depth: int,
+    vk: VerifyingKey | None = None,
+    verifier: Any = None,
+    poseidon: Any = None,
+) -> VoucherDeployment:
+    """Deploy a voucher pool with its verifier and the bytecode Poseidon (for deploy scripts).
+
+    Args:
+        project: the ape project (``ape.project``).
+        sender: the deploying account.
+        token: the Warren token (contract or address).
+        channels: payment_channels (contract or address).
+        denomination: amount of each deposit, in token wei.
+        depth: the voucher circuit's maximum tree depth the keys were made for.
+        vk: verification key of the circuit's keys; None deploys the checked-in
+            contracts/groth16_verifier.vy (the depth-20 development key of zk/vk/).
+        verifier: an already deployed verifier to reuse (several denominations, one circuit).
+        poseidon: an already deployed Poseidon contract to reuse.
+
+    Returns:
+        The pool, its verifier and its Poseidon contract.
+    """
+    if verifier is None:
+        verifier = deploy_verifier(vk, sender) if vk is not None else sender.deploy(project.groth16_verifier)
+    if poseidon is None:
+        poseidon = deploy_poseidon_bytecode(sender)
+    pool = sender.deploy(project.voucher_pool, token, channels, verifier, poseidon, denomination, depth)
+    return VoucherDeployment(pool=pool, verifier=verifier, poseidon=poseidon)

@@ -35,7 +35,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from zk.field import R
-from zk.onchain import calldata_gas, deploy_poseidon_bytecode, deploy_verifier
+from zk.onchain import calldata_gas, deploy_poseidon_bytecode, deploy_verifier, deploy_voucher_pool
 from zk.vyper_verifier import vk_from_snarkjs
 
 __all__ = ["measure_gas", "DEFAULTS"]
@@ -143,7 +143,8 @@ def _measure(ape, pk, vk, depth, prove, proof_calldata, LeanIMT, Note, ext_data_
     verifier = deploy_verifier(vk, owner)
 
     def new_pool():
-        return owner.deploy(project.voucher_pool, token, channels, verifier, poseidon, d["denomination"], depth)
+        return deploy_voucher_pool(project, owner, token, channels, d["denomination"], depth,
+                                   verifier=verifier, poseidon=poseidon).pool
 
     pool = new_pool()
     token.approve(pool, 2**256 - 1, sender=client)

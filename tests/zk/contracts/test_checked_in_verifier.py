@@ -40,3 +40,16 @@ def test_verify__malformed__reverts(checked_in):
         checked_in.verify_proof([P, *proof[1:]], PUBLIC)
     with ape.reverts("groth16_verifier: point not on curve"):
         checked_in.verify_proof([1, 1, *proof[2:]], PUBLIC)
+
+
+def test_deploy_voucher_pool__defaults_to_checked_in_verifier(project, owner, token, channels):
+    from trapdoor_keys import DENOMINATION
+
+    from zk.onchain import deploy_voucher_pool
+
+    deployed = deploy_voucher_pool(project, owner, token, channels, DENOMINATION, 20)
+    assert deployed.pool.verifier() == deployed.verifier.address
+    assert deployed.pool.poseidon() == deployed.poseidon.address
+    assert deployed.pool.max_depth() == 20 and deployed.pool.denomination() == DENOMINATION
+    assert deployed.poseidon.hash(1, 2) == 7853200120776062878684798364095072458815029376092732009249414926327459813530
+    assert deployed.verifier.verify_proof(Trapdoor.make(seed=20).prove(PUBLIC), PUBLIC) is False
