@@ -30,15 +30,22 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import ape
 from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_utils import keccak
 
+from zk.export import proof_calldata, vk_to_json
 from zk.field import R
+from zk.groth16 import VerifyingKey as GrothVK
+from zk.groth16 import prove
+from zk.merkle import LeanIMT
 from zk.onchain import calldata_gas, deploy_poseidon_bytecode, deploy_verifier, deploy_voucher_pool
+from zk.voucher import Note, ext_data_hash, voucher_circuit, voucher_inputs
+from zk.vyper_verifier import VerifyingKey as TemplateVK
 from zk.vyper_verifier import vk_from_snarkjs
 
-__all__ = ["measure_gas", "DEFAULTS"]
+__all__ = ["ChainDataError", "DEFAULTS", "measure_gas"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = 10**18
@@ -54,6 +61,12 @@ DEFAULTS = {
 }
 #: Base gas of a transaction (Yellow Paper G_transaction).
 TX_BASE_GAS = 21_000
+
+
+class ChainDataError(RuntimeError):
+    """The chain disagrees with the Python reference (a root, the storage layout): a remote fault."""
+
+
 # voucher_pool storage slots (vyper -f layout contracts/voucher_pool.vy): size, root, side_nodes.
 _SLOT_SIZE, _SLOT_ROOT, _SLOT_SIDE_NODES = 0, 1, 2
 
@@ -92,30 +105,20 @@ def measure_gas(pk: Any, vk: Any, depth: int, network: str = "ethereum:local:fou
         ``deposit_gas_max``, ``deposit_gas_first``, ``redeem_gas`` (opens a channel),
         ``redeem_gas_top_up`` (second note into the same channel).
     """
-    import ape
-
-    from zk.export import proof_calldata, vk_to_json
-    from zk.groth16 import VerifyingKey as GrothVK
-    from zk.groth16 import prove
-    from zk.merkle import LeanIMT
-    from zk.voucher import Note, ext_data_hash, voucher_circuit, voucher_inputs
-    from zk.vyper_verifier import VerifyingKey as TemplateVK
-
     if isinstance(vk, GrothVK):
         vk = vk_from_snarkjs(vk_to_json(vk))
     elif isinstance(vk, dict):
         vk = vk_from_snarkjs(vk)
-    assert isinstance(vk, TemplateVK)
+    if not isinstance(vk, TemplateVK):
+        raise TypeError(f"not a verification key: {type(vk).__name__}")
 
     os.chdir(ROOT)  # ape reads the project from the working directory
     connected = ape.networks.active_provider is not None and ape.networks.active_provider.is_connected
     with nullcontext() if connected else ape.networks.parse_network_choice(network):
-        return _measure(ape, pk, vk, depth, prove, proof_calldata, LeanIMT, Note, ext_data_hash,
-                        voucher_circuit, voucher_inputs)
+        return _measure(pk, vk, depth)
 
 
-def _measure(ape, pk, vk, depth, prove, proof_calldata, LeanIMT, Note, ext_data_hash, voucher_circuit,
-             voucher_inputs) -> dict[str, int]:
+def _measure(pk: Any, vk: TemplateVK, depth: int) -> dict[str, int]:
     d = DEFAULTS
     project, provider = ape.project, ape.chain.provider
     acct = ape.accounts.test_accounts
@@ -156,10 +159,10 @@ def _measure(ape, pk, vk, depth, prove, proof_calldata, LeanIMT, Note, ext_data_
         if i == 0:
             gas["deposit_gas_first"] = int(receipt.gas_used)
     if pool.root() != tree.root:
-        raise RuntimeError("pool root differs from zk.merkle's")
+        raise ChainDataError("pool root differs from zk.merkle's")
     # The layout assumption behind the preloading below, checked on the real tree of 4 leaves.
     if _read_word(provider, pool.address, _map_slot(_SLOT_SIDE_NODES, 2)) != tree.root:
-        raise RuntimeError("voucher_pool storage layout changed: update _SLOT_* in zk/onchain_gas.py")
+        raise ChainDataError("voucher_pool storage layout changed: update _SLOT_* in zk/onchain_gas.py")
 
     # Redeem with real proofs: the first opens a channel, the second tops it up.
     circuit = voucher_circuit(depth)
@@ -185,7 +188,7 @@ def _measure(ape, pk, vk, depth, prove, proof_calldata, LeanIMT, Note, ext_data_
         for level in range(depth + 1):
             _set_word(provider, deep.address, _map_slot(_SLOT_SIDE_NODES, level), 7 + level)
         if deep.size() != index:
-            raise RuntimeError("preloading the tree size failed")
+            raise ChainDataError("preloading the tree size failed")
         receipt = deep.deposit(Note(nullifier=3000 + index, secret=7).commitment, d["denomination"], sender=client)
         gas[name] = int(receipt.gas_used)
     return gas
