@@ -418,6 +418,7 @@ class DemoNode:
                 conn.sendall(_END.to_bytes(4, "big") + digest.digest())
 
     def _serve_meter(self, conn: socket.socket, session: _Session) -> None:
+        """Receive receipts (and the close request): verify, store, then acknowledge or refuse."""
         reader = FrameReader()
         while not self._stop.is_set():
             data = conn.recv(4096)
@@ -426,6 +427,8 @@ class DemoNode:
             try:
                 frames = reader.feed(data)
                 for frame in frames:
+                    if frame.kind not in (FrameKind.RECEIPT, FrameKind.CLOSE_REQUEST):
+                        raise RemoteProtocolError("unexpected_kind", frame.kind.name)
                     receipt, signature = decode_receipt(frame.body)
                     observed = self.observed_bytes(session)
                     with self._lock:
