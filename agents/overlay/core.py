@@ -663,7 +663,7 @@ class OverlayNode:
             return
         c, rest = cands[0], cands[1:]
         if c.node_id == self.id:
-            recs = [self.store.validator.validate(r, now) for r in self.store.get(key, now)] if self.store else []
+            recs = [self.store.validator.validate(r, now) for r in self.store.get(key, now)] if self.store is not None else []
             if recs or not rest:
                 self.events.append(GetDone(op, key, recs))
             else:
@@ -674,7 +674,7 @@ class OverlayNode:
             good = []
             for raw in m.records:
                 try:
-                    rec = self.store.validator.validate(raw, now) if self.store else None
+                    rec = self.store.validator.validate(raw, now) if self.store is not None else None
                 except RecordRejected:
                     continue
                 if rec is not None and rec.key == key:
