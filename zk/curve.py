@@ -220,6 +220,44 @@ class _G2(Group):
         return None if p is None else (p[0], ((-p[1][0]) % _q, (-p[1][1]) % _q))
 
     def batch_add(self, ps, qs):
+        # Fast path (no infinity, no equal x), F_q2 products inlined: (a0 + a1 u)(b0 + b1 u), u^2 = -1.
+        q = _q
+        try:
+            dx = [((r[0][0] - p[0][0]) % q, (r[0][1] - p[0][1]) % q) for p, r in zip(ps, qs)]
+        except TypeError:
+            return self._batch_add_general(ps, qs)
+        if not dx or not all(d[0] or d[1] for d in dx):
+            return self._batch_add_general(ps, qs)
+        n = len(dx)
+        prefix = [None] * n
+        a0, a1 = mpz(1), mpz(0)
+        for i in range(n):
+            prefix[i] = (a0, a1)
+            b0, b1 = dx[i]
+            t0, t1 = a0 * b0, a1 * b1
+            a0, a1 = (t0 - t1) % q, ((a0 + a1) * (b0 + b1) - t0 - t1) % q
+        ninv = invert((a0 * a0 + a1 * a1) % q, q)
+        ia, ib = a0 * ninv % q, (-a1) * ninv % q
+        out = [None] * n
+        for i in range(n - 1, -1, -1):
+            pa, pb = prefix[i]
+            t0, t1 = ia * pa, ib * pb
+            d0, d1 = (t0 - t1) % q, ((ia + ib) * (pa + pb) - t0 - t1) % q
+            da, db = dx[i]
+            t0, t1 = ia * da, ib * db
+            ia, ib = (t0 - t1) % q, ((ia + ib) * (da + db) - t0 - t1) % q
+            (x1, y1), (x2, y2) = ps[i], qs[i]
+            na, nb = y2[0] - y1[0], y2[1] - y1[1]
+            t0, t1 = na * d0, nb * d1
+            la, lb = (t0 - t1) % q, ((na + nb) * (d0 + d1) - t0 - t1) % q
+            x3a = ((la + lb) * (la - lb) - x1[0] - x2[0]) % q
+            x3b = (2 * la * lb - x1[1] - x2[1]) % q
+            ea, eb = x1[0] - x3a, x1[1] - x3b
+            t0, t1 = la * ea, lb * eb
+            out[i] = ((x3a, x3b), ((t0 - t1 - y1[0]) % q, ((la + lb) * (ea + eb) - t0 - t1 - y1[1]) % q))
+        return out
+
+    def _batch_add_general(self, ps, qs):
         q = _q
         n = len(ps)
         out = [None] * n

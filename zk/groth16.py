@@ -16,7 +16,9 @@ QAP: the domain is the ``n``-th roots of unity, ``n`` the smallest power of two 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import secrets
+import time
 from dataclasses import dataclass, field
 
 from gmpy2 import mpz
@@ -200,11 +202,15 @@ def _install(tables: dict) -> None:
 
 
 def _msm_job(name: str, scalars: list[int]):
+    """One MSM in a worker; returns (point, CPU seconds it took, worker pid)."""
+    t0 = time.process_time()
     group = G2 if name.endswith("_2") else G1
     table = _TABLES[name]
     if _TABLES.get("precomputed"):
-        return msm_shifted(group, table[0], scalars, TABLE_WINDOW, table[1])
-    return msm(group, table, scalars)
+        point = msm_shifted(group, table[0], scalars, TABLE_WINDOW, table[1])
+    else:
+        point = msm(group, table, scalars)
+    return point, time.process_time() - t0, os.getpid()
 
 
 class Prover:
@@ -236,6 +242,8 @@ class Prover:
             self._tables = points
         self._tables["precomputed"] = precompute
         self._pool = None
+        #: CPU seconds each process spent on the last proof ({pid: seconds}).
+        self.last_cpu: dict[int, float] = {}
         if workers:
             _install(self._tables)  # forked workers inherit the tables (copy-on-write)
             self._pool = mp.get_context("fork").Pool(workers)
@@ -269,12 +277,18 @@ class Prover:
             "b_2": [1, s] + witness,
         }
         priv = witness[pk.n_public + 1 :]
+        t0 = time.process_time()
         if self._pool is not None:
             pending = {k: self._pool.apply_async(_msm_job, (k, v)) for k, v in jobs.items()}
             h = _quotient(self.circuit, witness, pk.domain)
             c_part = self._msm("c_1", [(-r * s) % R] + priv + h)
-            out = {k: p.get() for k, p in pending.items()}
+            done = {k: p.get() for k, p in pending.items()}
+            out = {k: v[0] for k, v in done.items()}
+            per_process: dict = {}
+            for _, cpu, pid in done.values():
+                per_process[pid] = per_process.get(pid, 0.0) + cpu
         else:
+            per_process = {}
             out = {k: self._msm(k, v) for k, v in jobs.items()}
             h = _quotient(self.circuit, witness, pk.domain)
             c_part = self._msm("c_1", [(-r * s) % R] + priv + h)
@@ -282,6 +296,8 @@ class Prover:
         # C = sum_priv w_j L_j + h(tau) Z(tau)/delta + s A + r B1 - r s delta
         sa, rb = G1.multiply_many([a, b1], [s, r])
         c = G1.add(G1.add(c_part, sa), rb)
+        per_process[os.getpid()] = time.process_time() - t0
+        self.last_cpu = per_process
         return Proof(a, b2, c)
 
     def _msm(self, name: str, scalars: list[int]):

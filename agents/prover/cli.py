@@ -78,7 +78,7 @@ def _list(args) -> int:
     store = NoteStore(args.notes)
     table = Table(title=f"notes in {args.notes}")
     for col in ("#", "pool", "amount (wei)", "leaf", "state", "commitment"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=True)
     for i, n in enumerate(store.notes):
         state = "spent" if n.spent else ("unspent" if n.leaf_index is not None else "not deposited")
         table.add_row(str(i), n.pool, str(n.denomination), "-" if n.leaf_index is None else str(n.leaf_index),
