@@ -15,9 +15,10 @@ zk.groth16 for the circuit of ``depth``, except:
   size. ``deposit_gas`` is a deposit at a depth-20 index with 10 one-bits (the mean over all 2^20
   indices), ``deposit_gas_max`` at index 2^20 - 1 (20 hashes). To reach those indices without a
   million deposits, the pool's ``size`` and ``side_nodes`` slots are preloaded with
-  ``anvil_setStorageAt`` with non-zero words, as a long-lived tree has them: the gas is the same
-  as in a real tree of that size (same hashes, same storage transitions); the root is not
-  meaningful and is not used. ``deposit_gas_first`` is the very first deposit of a fresh pool.
+  ``anvil_setStorageAt`` with non-zero words, as a long-lived tree has them, and the pool is given
+  the token balance earlier deposits would have left (so its balance slot is non-zero): the gas is
+  the same as in a real tree of that size (same hashes, same storage transitions); the root is
+  not meaningful and is not used. ``deposit_gas_first`` is the very first deposit of a fresh pool.
 """
 
 from __future__ import annotations
@@ -183,6 +184,8 @@ def _measure(pk: Any, vk: TemplateVK, depth: int) -> dict[str, int]:
     for name, index in (("deposit_gas", mean_index), ("deposit_gas_max", 2**depth - 1)):
         deep = new_pool()
         token.approve(deep, 2**256 - 1, sender=client)
+        # A pool this deep holds the tokens of its earlier deposits: its balance slot is non-zero.
+        token.transfer(deep, d["denomination"], sender=client)
         _set_word(provider, deep.address, _SLOT_SIZE, index)
         _set_word(provider, deep.address, _SLOT_ROOT, 1)
         for level in range(depth + 1):
