@@ -277,6 +277,7 @@ class DemoNode:
         self.refusals: list[str] = []
         self.cut_offs = 0
         self.pauses = 0
+        self.accepted = 0
         self._lock = threading.Lock()
         self._paid = threading.Condition(self._lock)  # notified when a receipt is accepted
         self._stop = threading.Event()
@@ -439,6 +440,7 @@ class DemoNode:
                         else:
                             decision = session.ledger.accept(receipt, signature, observed)
                             if decision.accepted:
+                                self.accepted += 1
                                 self._paid.notify_all()
                     if decision is not None and not decision.accepted:
                         self.refusals.append(decision.reason.value)
@@ -832,11 +834,11 @@ def _traffic_and_payment(log: Log, contracts: _Contracts, node: DemoNode, sessio
         if got.cut_off or not got.digest_ok or got.received != round_bytes:
             raise DemoFailed(f"round {n}: {got}")
         with node._lock:
-            latest = session.ledger.latest()
+            latest, held = session.ledger.latest(), node.accepted
         paid = latest.receipt if latest else None
         log.say(f"round {n}: {mib(got.received)} sha256 ok; client counter {client.observed_bytes():,} B, "
-                f"node counter {node.observed_bytes(session):,} B; receipts stored "
-                f"{len(client.sent)}, latest {paid.cumulative_bytes if paid else 0:,} B = "
+                f"node counter {node.observed_bytes(session):,} B; node holds {held} receipts, "
+                f"latest {paid.cumulative_bytes if paid else 0:,} B = "
                 f"{tokens(paid.cumulative_amount if paid else 0)}")
         if n == (rounds + 1) // 2:
             before = int(contracts.token.balanceOf(node.operator))
