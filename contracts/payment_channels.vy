@@ -231,6 +231,7 @@ def top_up(channel_id: bytes32, amount: uint256):
     assert amount != 0, "payment_channels: zero amount"
     state: uint256 = self._meta[channel_id] >> 248
     self._check_exists(state)
+    assert state != _FINALISED, "payment_channels: channel finalised"
     assert state == _OPEN, "payment_channels: channel closing"
     amounts: uint256 = self._amounts[channel_id]
     deposit: uint256 = (amounts & _AMOUNT_MASK) + amount
