@@ -5,7 +5,6 @@ random bytes) runs inside pytest, and atheris (coverage-guided, libFuzzer) runs 
 in a subprocess for a bounded number of inputs: ``python tests/wireguard/test_fuzz.py -runs=20000``.
 """
 
-import os
 import subprocess
 import sys
 
