@@ -1,14 +1,16 @@
 """`WireGuardDevice`: the sans-I/O WireGuard device (one interface, many peers).
 
 Bytes and a caller-supplied monotonic clock go in; datagrams to send, inner IP packets and events come
-out. There are no sockets, threads or clock reads inside: a runtime feeds `encapsulate` from its TUN
-reader, `decapsulate` from its UDP reader, calls `tick` by `next_deadline`, and sends whatever
-`drain_outbox` returns after each call.
+out. There are no sockets or threads inside, and no clock reads on any path (the one exception: when
+no ``wall_offset`` is given, the constructor reads the wall clock once to turn ``now`` into TAI64N
+time). A runtime feeds `encapsulate` from its TUN reader, `decapsulate` from its UDP reader, calls
+`tick` by `next_deadline`, and sends whatever `drain_outbox` returns after each call.
 
 Thread safety: `encapsulate` and `decapsulate` may run concurrently (the runtime's TUN and UDP threads)
 with `tick` and the other methods. State is guarded by one short per-device lock, held only for the
 lookups and counter updates; the ChaCha20-Poly1305 work of the transport hot paths runs outside it.
-Handshake messages are processed under the lock (they are rare, and rate-limited per peer).
+Handshake messages are processed under the lock (they are rare, and rate-limited per peer). This
+buys safety, not parallelism: pyca/cryptography keeps the GIL during AEAD and X25519 calls.
 `drop_counters` increments made outside the lock are best-effort under heavy concurrency.
 
 Protocol behaviour follows the WireGuard paper and wireguard-go: the initiator uses a session as soon
