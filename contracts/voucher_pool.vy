@@ -133,6 +133,8 @@ def __init__(
     max_depth = max_depth_
     # payment_channels pulls each redemption with transferFrom; an unlimited
     # allowance is never decremented by snekmate's erc20 (saves gas per redeem).
+    # It only ever pulls from msg.sender, so only this pool's own calls move
+    # the pool's tokens.
     extcall token_.approve(channels_.address, max_value(uint256))
 
 
