@@ -107,6 +107,13 @@ def test_decapsulate__forged_handshake_with_valid_mac1__dropped_without_answer(k
     assert sum(pair.bob.drop_counters.values()) == before + 1
 
 
+def test_decapsulate__oversized_transport__dropped_as_oversized():
+    pair, captured = world()
+    before = pair.bob.drop_counters.get("oversized", 0)
+    feed(pair, captured[5] + bytes(70_000))
+    assert pair.bob.drop_counters["oversized"] == before + 1
+
+
 def test_fuzzing__leaves_the_session_working():
     pair, _ = world()
     packet = ip_packet(ALICE_IP, BOB_IP, b"still here")
