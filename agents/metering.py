@@ -36,7 +36,7 @@ from eth_account import Account
 from eth_utils import to_checksum_address
 
 from agents.chain import eip712
-from agents.chain.eip712 import Receipt
+from agents.chain.eip712 import CooperativeClose, Receipt
 
 __all__ = [
     "GIB",
@@ -89,17 +89,6 @@ class RemoteProtocolError(MeteringError):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
-
-
-@dataclasses.dataclass(frozen=True)
-class CooperativeClose(Receipt):
-    """The node operator's consent to close a channel at a final receipt.
-
-    Same fields as :class:`~agents.chain.eip712.Receipt`; payment_channels checks it against its
-    ``CooperativeClose(bytes32 channel_id,uint256 cumulative_bytes,uint256 cumulative_amount)`` type.
-    """
-
-    PRIMARY_TYPE = "CooperativeClose"
 
 
 def price_of(nbytes: int, price_per_gib: int) -> int:

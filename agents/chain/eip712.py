@@ -1,4 +1,4 @@
-"""EIP-712 typed data Warren signs: payment receipts and revocations.
+"""EIP-712 typed data Warren signs: payment receipts, cooperative closes and revocations.
 
 Both types share one domain (name "Warren", version "1") and differ only in the verifying contract:
 payment_channels for receipts, revocation_registry for revocations (see DESIGN.md, "Money").
@@ -16,6 +16,7 @@ from eth_utils import to_checksum_address
 __all__ = [
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
+    "CooperativeClose",
     "Receipt",
     "Revocation",
     "digest",
@@ -58,6 +59,17 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class CooperativeClose(Receipt):
+    """The node operator's consent to close a channel at a final receipt, at once.
+
+    Same fields as :class:`Receipt`; payment_channels checks it against its
+    ``CooperativeClose(bytes32 channel_id,uint256 cumulative_bytes,uint256 cumulative_amount)`` type.
+    """
+
+    PRIMARY_TYPE = "CooperativeClose"
+
+
+@dataclass(frozen=True)
 class Revocation:
     """A guardian's vote to revoke a node id permanently.
 
@@ -79,7 +91,7 @@ class Revocation:
     )
 
 
-Message = Receipt | Revocation
+Message = Receipt | CooperativeClose | Revocation
 
 
 def typed_data(message: Message, chain_id: int, verifying_contract: str) -> dict:
