@@ -89,22 +89,32 @@ def verify_proof(proof: uint256[8], public_inputs: uint256[N_PUBLIC]) -> bool:
     for i: uint256 in range(N_PUBLIC):
         assert public_inputs[i] < R, "groth16_verifier: public input not in field"
 
-    # vk_x = IC[0] + sum(public_inputs[i] * IC[i + 1]); IC points are
-    # valid constants and the scalars are below r, so these calls succeed.
-    vk_x: uint256 = IC0_X
-    vk_y: uint256 = IC0_Y
-    vk_x, vk_y = self._mul_add(vk_x, vk_y, IC1_X, IC1_Y, public_inputs[0])
-    vk_x, vk_y = self._mul_add(vk_x, vk_y, IC2_X, IC2_Y, public_inputs[1])
-    vk_x, vk_y = self._mul_add(vk_x, vk_y, IC3_X, IC3_Y, public_inputs[2])
+    # vk_x = IC[0] + sum(public_inputs[i] * IC[i + 1]), kept as the 64
+    # bytes the precompiles return; IC points are valid constants and the
+    # scalars are below r, so these calls cannot fail.
+    vk_x: Bytes[64] = concat(convert(IC0_X, bytes32), convert(IC0_Y, bytes32))
+    term: Bytes[64] = b""
+    term = raw_call(EC_MUL, abi_encode(IC1_X, IC1_Y, public_inputs[0]), max_outsize=64, is_static_call=True)
+    vk_x = raw_call(EC_ADD, concat(vk_x, term), max_outsize=64, is_static_call=True)
+    term = raw_call(EC_MUL, abi_encode(IC2_X, IC2_Y, public_inputs[1]), max_outsize=64, is_static_call=True)
+    vk_x = raw_call(EC_ADD, concat(vk_x, term), max_outsize=64, is_static_call=True)
+    term = raw_call(EC_MUL, abi_encode(IC3_X, IC3_Y, public_inputs[2]), max_outsize=64, is_static_call=True)
+    vk_x = raw_call(EC_ADD, concat(vk_x, term), max_outsize=64, is_static_call=True)
+
     ok: bool = False
     out: Bytes[32] = b""
     ok, out = raw_call(
         EC_PAIRING,
-        abi_encode(
-            proof[0], proof[1], proof[2], proof[3], proof[4], proof[5],
-            ALPHA_X, ALPHA_Y, NEG_BETA_X_IM, NEG_BETA_X_RE, NEG_BETA_Y_IM, NEG_BETA_Y_RE,
-            vk_x, vk_y, NEG_GAMMA_X_IM, NEG_GAMMA_X_RE, NEG_GAMMA_Y_IM, NEG_GAMMA_Y_RE,
-            proof[6], proof[7], NEG_DELTA_X_IM, NEG_DELTA_X_RE, NEG_DELTA_Y_IM, NEG_DELTA_Y_RE,
+        concat(
+            abi_encode(
+                proof[0], proof[1], proof[2], proof[3], proof[4], proof[5],
+                ALPHA_X, ALPHA_Y, NEG_BETA_X_IM, NEG_BETA_X_RE, NEG_BETA_Y_IM, NEG_BETA_Y_RE,
+            ),
+            vk_x,
+            abi_encode(
+                NEG_GAMMA_X_IM, NEG_GAMMA_X_RE, NEG_GAMMA_Y_IM, NEG_GAMMA_Y_RE,
+                proof[6], proof[7], NEG_DELTA_X_IM, NEG_DELTA_X_RE, NEG_DELTA_Y_IM, NEG_DELTA_Y_RE,
+            ),
         ),
         max_outsize=32,
         is_static_call=True,
@@ -129,24 +139,3 @@ def _on_curve(x: uint256, y: uint256) -> bool:
         uint256_mulmod(uint256_mulmod(x, x, P), x, P), 3, P
     )
 
-
-@internal
-@view
-def _mul_add(acc_x: uint256, acc_y: uint256, px: uint256, py: uint256, s: uint256) -> (uint256, uint256):
-    """
-    @notice acc + s * (px, py) with the ecMul and ecAdd precompiles.
-    """
-    ok: bool = False
-    out: Bytes[64] = b""
-    ok, out = raw_call(
-        EC_MUL, abi_encode(px, py, s), max_outsize=64, is_static_call=True, revert_on_failure=False
-    )
-    assert ok and len(out) == 64, "groth16_verifier: ec mul failed"
-    mx: uint256 = 0
-    my: uint256 = 0
-    mx, my = abi_decode(out, (uint256, uint256))
-    ok, out = raw_call(
-        EC_ADD, abi_encode(acc_x, acc_y, mx, my), max_outsize=64, is_static_call=True, revert_on_failure=False
-    )
-    assert ok and len(out) == 64, "groth16_verifier: ec add failed"
-    return abi_decode(out, (uint256, uint256))

@@ -193,10 +193,13 @@ def render_verifier(
     for i, (x, y) in enumerate(vk.ic):
         ic_lines.append(f"IC{i}_X: constant(uint256) = {x}")
         ic_lines.append(f"IC{i}_Y: constant(uint256) = {y}")
-    steps = [
-        f"    vk_x, vk_y = self._mul_add(vk_x, vk_y, IC{i + 1}_X, IC{i + 1}_Y, public_inputs[{i}])"
-        for i in range(vk.n_public)
-    ]
+    steps = []
+    for i in range(vk.n_public):
+        steps.append(
+            f"    term = raw_call(EC_MUL, abi_encode(IC{i + 1}_X, IC{i + 1}_Y, public_inputs[{i}]),"
+            " max_outsize=64, is_static_call=True)"
+        )
+        steps.append("    vk_x = raw_call(EC_ADD, concat(vk_x, term), max_outsize=64, is_static_call=True)")
     nb, ng, nd = _neg_g2(vk.beta), _neg_g2(vk.gamma), _neg_g2(vk.delta)
     values: dict[str, Any] = {
         "circuit": circuit,
