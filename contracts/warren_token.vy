@@ -31,6 +31,10 @@ initializes: erc20[ownable := ownable]
 # renounce_ownership and the public getters.
 exports: erc20.__interface__
 
+# @dev The interface other contracts compile against; checked here so it cannot drift.
+from interfaces import warren_token as IWarrenToken
+implements: IWarrenToken
+
 
 # CONSTANTS
 
