@@ -8,9 +8,9 @@ from gmpy2 import invert, mpz
 
 from zk.curve import G1, G2, G2_GEN, in_subgroup_g2, on_curve_g2
 from zk.field import Q, R
-from zk.groth16 import Proof, ProofError, Prover, prove, verify
+from zk.groth16 import Proof, ProofError, Prover, prove, setup_dev, verify
 from zk.merkle import LeanIMT
-from zk.voucher import Note, ext_data_hash, voucher_inputs
+from zk.voucher import Note, ext_data_hash, voucher_circuit, voucher_inputs
 from zk.r1cs import UnsatisfiedError
 
 # Same destination and depth as conftest.py's fixtures (conftest modules are not importable).
@@ -171,9 +171,15 @@ def test_prove__same_note__same_nullifier_hash(circuit, keys, notes, tree):
     assert pubs[0][1] == pubs[1][1] == notes[2].nullifier_hash
 
 
-def test_prover__precomputed_tables_and_workers__verify(circuit, keys, notes, tree):
-    ext = ext_data_hash(NODE_ID, SIGNER, 0)
-    w = circuit.witness(voucher_inputs(notes[5], tree.proof(5), ext, TEST_DEPTH))
-    with Prover(keys[0], circuit, workers=2) as prover:
+def test_prover__precomputed_tables_and_workers__verify():
+    """The fast path (shifted Pippenger tables, two worker processes) on a depth-1 voucher circuit."""
+    circuit = voucher_circuit(1)
+    pk, vk = setup_dev(circuit)
+    notes = [Note.random(), Note.random()]
+    tree = LeanIMT([n.commitment for n in notes])
+    w = circuit.witness(voucher_inputs(notes[1], tree.proof(1), ext_data_hash(NODE_ID, SIGNER, 0), 1))
+    with Prover(pk, circuit, workers=2) as prover:
         proof = prover.prove(w)
-    assert verify(keys[1], circuit.public_values(w), proof)
+        assert 2 <= len(prover.last_cpu) <= 3  # main process + one or both workers
+    assert verify(vk, circuit.public_values(w), proof)
+    assert not verify(vk, circuit.public_values(w)[:2] + [ext_data_hash(NODE_ID, SIGNER, 1)], proof)

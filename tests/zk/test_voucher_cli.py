@@ -1,10 +1,23 @@
-"""`warren voucher` commands that need no chain: setup and list (deposit/redeem: test_prover_agent)."""
+"""`warren voucher` commands that need no chain: setup and list (deposit/redeem: test_prover_agent).
+
+`agents.cli.main` gathers these through `add_commands`; they are mounted on a bare parser here.
+"""
 
 import os
 
-from agents.cli import main
+import argparse
+
+from agents.prover.cli import add_commands
 from agents.prover.notes import NoteStore
 from zk.keys import load_keys
+
+
+def main(argv):
+    """`warren` with only the voucher commands (other parts' modules are not needed here)."""
+    parser = argparse.ArgumentParser(prog="warren")
+    add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
 
 
 def test_setup__writes_loadable_dev_keys(tmp_path, capsys):
