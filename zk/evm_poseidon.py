@@ -2,16 +2,16 @@
 
 Why bytecode next to the Vyper contract (contracts/poseidon_t3.vy): Vyper keeps every local in
 memory and calls an internal function per round, so its Poseidon costs about three times the gas
-(40.5k against 13.7k; every deposit hashes up to ``depth`` times). Here the state lives on the stack, the modulus r sits at
-the bottom of the stack (``DUPn`` instead of a 32-byte push), additions are lazy (every word stays
-below 4r < 2^256 and the next ``MULMOD``/``ADDMOD`` reduces it), each round's constants are folded
-into the previous round's matrix multiplication, and the 57 partial rounds use the sparse-matrix
-form of the Poseidon paper (Grassi et al., USENIX Security 2021, appendix B, as circomlib's
-optimised ``poseidon.circom`` does): the MDS matrix of each partial round is factored as
-``A_r * B_r``, ``B_r = diag(1, M^)`` commutes with the partial S-box and is pushed into the round
-before, ``A_r`` touches the state with 5 multiplications instead of 9; the round constants of
-words 1..2 in partial rounds are pushed forward through the linear layers, so a partial round adds
-one constant. :func:`sparse_form` derives those constants from zk/poseidon.py's and
+(40.5k against 13.7k; every deposit hashes up to ``depth`` times). Here the state lives on the
+stack, the modulus r sits at the bottom of the stack (``DUPn`` instead of a 32-byte push), additions
+are lazy (every word stays below 4r < 2^256 and the next ``MULMOD``/``ADDMOD`` reduces it), each
+round's constants are folded into the previous round's matrix multiplication, and the 57 partial
+rounds use the sparse-matrix form of the Poseidon paper (Grassi et al., USENIX Security 2021,
+appendix B, as circomlib's optimised ``poseidon.circom`` does): the MDS matrix of each partial round
+is factored as ``A_r * B_r``, ``B_r = diag(1, M^)`` commutes with the partial S-box and is pushed
+into the round before, ``A_r`` touches the state with 5 multiplications instead of 9; the round
+constants of words 1..2 in partial rounds are pushed forward through the linear layers, so a partial
+round adds one constant. :func:`sparse_form` derives those constants from zk/poseidon.py's and
 :func:`permute_sparse` runs them in Python, checked against ``zk.poseidon.permute``. A small
 symbolic stack model below picks every ``DUPn``/``SWAPn``, so the schedule can be read round by
 round. Checked against zk/poseidon.py on chain (tests/zk/contracts/test_poseidon_onchain.py).
