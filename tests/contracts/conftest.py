@@ -6,7 +6,6 @@ Engineer B's tests (tests/contracts/trust/) reuse these names: keep `token`, `re
 
 import itertools
 import os
-from dataclasses import dataclass
 
 import pytest
 from eth_account import Account
@@ -91,16 +90,6 @@ def make_signer():
     return _make
 
 
-@dataclass(frozen=True)
-class CooperativeClose(eip712.Receipt):
-    """The node operator's consent to close at a final receipt (payment_channels `close_digest`).
-
-    Same fields as Receipt under another type name, so a receipt can never pass for a close.
-    """
-
-    PRIMARY_TYPE = "CooperativeClose"
-
-
 @pytest.fixture(scope="session")
 def token(project, owner, operator, client, challenger, stranger):
     """The Warren token, with INITIAL_BALANCE minted to each funded role."""
@@ -172,8 +161,8 @@ def sign_receipt(channels, chain, signer_key):
 
 @pytest.fixture(scope="session")
 def close_message():
-    """The CooperativeClose message type (a dataclass usable with agents.chain.eip712)."""
-    return CooperativeClose
+    """The CooperativeClose message type (agents.chain.eip712)."""
+    return eip712.CooperativeClose
 
 
 @pytest.fixture
@@ -181,7 +170,7 @@ def sign_close(channels, chain, operator):
     """Factory: the node operator's CooperativeClose signature (or `key`'s) for `channels`."""
 
     def _sign(channel_id, cumulative_bytes, cumulative_amount, key=None):
-        message = CooperativeClose(bytes(channel_id), cumulative_bytes, cumulative_amount)
+        message = eip712.CooperativeClose(bytes(channel_id), cumulative_bytes, cumulative_amount)
         return eip712.sign(message, key or operator.private_key, chain.chain_id, channels.address)
 
     return _sign
