@@ -22,6 +22,10 @@
           and old receipts can never pay again. The signer is not stored:
           settle recomputes the id from the stored client and the
           recovered address, which keeps a channel in two storage slots.
+          Anyone may open the channel of a given (client, signer) pair
+          first (front-running an open): that only funds the client's
+          own channel, and the client's own open then reverts with
+          "channel exists" and can use a fresh signer.
         - Both receipt fields must strictly grow at each settlement; the
           bytes counter is stored as uint64 and amounts as uint96 (79e9
           tokens at 18 decimals), packed with the deposit into one slot.
@@ -105,6 +109,8 @@ event ChannelClosed:
 _BPS: constant(uint256) = 10_000
 # @dev Highest protocol fee the constructor accepts: 10 %.
 _MAX_FEE_BPS: constant(uint256) = 1_000
+# @dev Longest challenge period the constructor accepts: a year (also keeps close_at in 56 bits).
+_MAX_CHALLENGE_PERIOD: constant(uint256) = 365 * 86_400
 
 # @dev EIP-712 type hashes (the Receipt type is fixed in DESIGN.md).
 _RECEIPT_TYPEHASH: constant(bytes32) = keccak256(
@@ -167,13 +173,14 @@ def __init__(
     @param registry_ The node registry.
     @param fee_bps_ Protocol fee in basis points (at most 1,000 = 10 %; may be 0).
     @param treasury_ Receives the fees.
-    @param challenge_period_ Seconds a node has to settle after a unilateral close starts (> 0).
+    @param challenge_period_ Seconds a node has to settle after a unilateral close starts (1 s to 365 days).
     """
     assert token_.address != empty(address), "payment_channels: zero address"
     assert registry_.address != empty(address), "payment_channels: zero address"
     assert treasury_ != empty(address), "payment_channels: zero address"
     assert fee_bps_ <= _MAX_FEE_BPS, "payment_channels: fee too high"
     assert challenge_period_ != 0, "payment_channels: zero challenge period"
+    assert challenge_period_ <= _MAX_CHALLENGE_PERIOD, "payment_channels: challenge period too long"
     eip712_domain_separator.__init__("Warren", "1")
     token = token_
     registry = registry_

@@ -593,3 +593,8 @@ def test_deploy__fee_above_ten_percent__reverts(project, owner, token, registry,
 def test_deploy__zero_challenge_period__reverts(project, owner, token, registry, treasury):
     with ape.reverts("payment_channels: zero challenge period"):
         owner.deploy(project.payment_channels, token, registry, 0, treasury, 0)
+
+
+def test_deploy__challenge_period_above_a_year__reverts(project, owner, token, registry, treasury):
+    with ape.reverts("payment_channels: challenge period too long"):
+        owner.deploy(project.payment_channels, token, registry, 0, treasury, 365 * 86_400 + 1)
