@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from py_ecc import optimized_bn128 as bn
 
-from trapdoor_keys import P, Trapdoor, calldata, g1, g2, python_verify
+from trapdoor_keys import P, Trapdoor, calldata, find_g2_outside_subgroup, g1, g2, python_verify
 from zk.field import R
 
 PUBLIC = [11, 22, 33]
@@ -20,38 +20,10 @@ def valid(trapdoor):
     return trapdoor.prove(PUBLIC, random.Random(1))
 
 
-def _sqrt_fp(v: int) -> int | None:
-    s = pow(v, (P + 1) // 4, P)  # p = 3 mod 4
-    return s if s * s % P == v % P else None
-
-
-def _sqrt_fq2(a: bn.FQ2) -> bn.FQ2 | None:
-    a0, a1 = (int(c) for c in a.coeffs)
-    s = _sqrt_fp((a0 * a0 + a1 * a1) % P)
-    if s is None:
-        return None
-    for d in ((a0 + s) * pow(2, -1, P) % P, (a0 - s) * pow(2, -1, P) % P):
-        x0 = _sqrt_fp(d)
-        if x0:
-            root = bn.FQ2([x0, a1 * pow(2 * x0, -1, P) % P])
-            if root * root == a:
-                return root
-    return None
-
-
 @pytest.fixture(scope="module")
 def g2_outside_subgroup():
-    """A point on the twist curve y^2 = x^3 + b2 that is not in the order-r subgroup."""
-    for k in range(1, 100):
-        x = bn.FQ2([k, 1])
-        y = _sqrt_fq2(x**3 + bn.b2)
-        if y is None:
-            continue
-        point = (x, y, bn.FQ2.one())
-        assert bn.is_on_curve(point, bn.b2)
-        if not bn.is_inf(bn.multiply(point, R)):
-            return g2(point)
-    raise AssertionError("no point found")
+    """A point on the twist curve that is not in the order-r subgroup."""
+    return find_g2_outside_subgroup()
 
 
 def test_verify__valid_proof__true(verifier, trapdoor, valid):

@@ -12,7 +12,7 @@ from eth_account import Account
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from py_ecc import optimized_bn128 as bn
-from trapdoor_keys import DENOMINATION, g1, g2
+from trapdoor_keys import DENOMINATION, find_g2_outside_subgroup, g1, g2
 
 from zk.export import proof_calldata, vk_to_json
 from zk.field import R
@@ -48,10 +48,12 @@ def test_real_proof__verifies_on_chain_and_in_python(real_verifier, keys, redemp
     assert real_verifier.verify_proof(proof_calldata(proof), public) is True
 
 
-MUTATIONS = ["none", "public", "a_other", "b_other", "c_other", "a_neg", "coord", "public_plus_r"]
+MUTATIONS = ["none", "public", "a_other", "b_other", "c_other", "a_neg", "coord", "public_plus_r", "b_outside_subgroup"]
+#: A G2 point on the curve but outside the order-r subgroup (found once).
+_OUTSIDE = find_g2_outside_subgroup()
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(mutation=st.sampled_from(MUTATIONS), seed=st.integers(0, 2**32), index=st.integers(0, 7))
 def test_real_proof__mutations__contract_agrees_with_python_verifier(
     real_verifier, keys, redemption, mutation, seed, index
@@ -74,6 +76,9 @@ def test_real_proof__mutations__contract_agrees_with_python_verifier(
         data[index] = (data[index] + k) % bn.field_modulus
     elif mutation == "public_plus_r":
         public[index % 3] += R
+    elif mutation == "b_outside_subgroup":
+        (x_re, x_im), (y_re, y_im) = _OUTSIDE
+        data[2:6] = [x_im, x_re, y_im, y_re]
     python = verify(keys[1], public, _calldata_to_proof(data))
     assert python == (mutation == "none")
     assert _contract_verdict(real_verifier, data, public) is python
@@ -101,3 +106,13 @@ def test_pool__deposit_real_notes_then_redeem_with_real_proof(
     assert bytes(receipt.return_value) == bytes(pool.channel_of(node_id, signer))
     with ape.reverts("voucher_pool: nullifier spent"):
         pool.redeem(data, tree.root, notes[2].nullifier_hash, node_id, signer, FEE, sender=operator)
+
+
+def test_real_proof__b_outside_subgroup__both_verifiers_reject(real_verifier, keys, redemption):
+    public, proof = redemption
+    data = list(proof_calldata(proof))
+    (x_re, x_im), (y_re, y_im) = _OUTSIDE
+    data[2:6] = [x_im, x_re, y_im, y_re]
+    assert not verify(keys[1], public, _calldata_to_proof(data))
+    with ape.reverts("groth16_verifier: pairing input rejected"):
+        real_verifier.verify_proof(data, public)

@@ -114,3 +114,36 @@ def python_verify(vk: VerifyingKey, proof: list[int], public_inputs) -> bool:
         if not (bn.is_inf(q) or bn.is_inf(p_)):
             acc = acc * bn.pairing(q, p_, final_exponentiate=False)
     return bn.final_exponentiate(acc) == bn.FQ12.one()
+
+
+def _sqrt_fp(v: int) -> int | None:
+    s = pow(v, (P + 1) // 4, P)  # p = 3 mod 4
+    return s if s * s % P == v % P else None
+
+
+def _sqrt_fq2(a: bn.FQ2) -> bn.FQ2 | None:
+    a0, a1 = (int(c) for c in a.coeffs)
+    s = _sqrt_fp((a0 * a0 + a1 * a1) % P)
+    if s is None:
+        return None
+    for d in ((a0 + s) * pow(2, -1, P) % P, (a0 - s) * pow(2, -1, P) % P):
+        x0 = _sqrt_fp(d)
+        if x0:
+            root = bn.FQ2([x0, a1 * pow(2 * x0, -1, P) % P])
+            if root * root == a:
+                return root
+    return None
+
+
+def find_g2_outside_subgroup():
+    """A point on the twist curve y^2 = x^3 + b2 that is not in the order-r subgroup."""
+    for k in range(1, 100):
+        x = bn.FQ2([k, 1])
+        y = _sqrt_fq2(x**3 + bn.b2)
+        if y is None:
+            continue
+        point = (x, y, bn.FQ2.one())
+        assert bn.is_on_curve(point, bn.b2)
+        if not bn.is_inf(bn.multiply(point, R)):
+            return g2(point)
+    raise AssertionError("no point found")
