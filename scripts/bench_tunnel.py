@@ -52,6 +52,7 @@ def measure(sender: str, receiver: str, seconds: float) -> float:
             else:
                 start_wireguard_go_in(lab, ns, config)
         b.spawn(["iperf3", "-s", "-1", "-B", B_TUNNEL])
+        lab.wait_for(lambda: b.run(["ss", "-Hltn", "sport = :5201"]).stdout.strip())
         if not lab.wait_for(lambda: a.ping(B_TUNNEL, count=1), timeout=15):
             raise RuntimeError(f"{sender}->{receiver}: tunnel did not come up")
         result = a.run(["iperf3", "-c", B_TUNNEL, "-t", str(seconds), "-J"],
