@@ -18,7 +18,7 @@ round. Checked against zk/poseidon.py on chain (tests/zk/contracts/test_poseidon
 
 ABI: ``hash(uint256 a, uint256 b) -> uint256``. The selector is not checked: the code reads the words
 at call-data offsets 4 and 36, and reverts with ``Error("poseidon_t3: input not in field")`` when an
-input is not below r.
+input is not below r. It is not payable (a call with value reverts without data).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ REVERT_REASON = "poseidon_t3: input not in field"
 # Opcodes used (Ethereum Yellow Paper, appendix H).
 _OP = {
     "STOP": 0x00, "ADD": 0x01, "ADDMOD": 0x08, "MULMOD": 0x09, "MOD": 0x06, "LT": 0x10, "ISZERO": 0x15,
-    "CALLDATALOAD": 0x35, "CODECOPY": 0x39, "POP": 0x50, "MLOAD": 0x51, "MSTORE": 0x52,
+    "CALLVALUE": 0x34, "CALLDATALOAD": 0x35, "CODECOPY": 0x39, "POP": 0x50, "MLOAD": 0x51, "MSTORE": 0x52,
     "JUMPI": 0x57, "JUMPDEST": 0x5B, "RETURN": 0xF3, "REVERT": 0xFD,
 }
 _PUSH1, _DUP1, _SWAP1 = 0x60, 0x80, 0x90
@@ -294,6 +294,10 @@ def build_poseidon_t3(p: PoseidonParams | None = None) -> PoseidonBytecode:
         raise ValueError("build_poseidon_t3 needs the t = 3 parameters")
     form = sparse_form(p)
     a = _Asm()
+    # Not payable: a call carrying ether reverts (as Vyper and Solidity do for non-payable functions).
+    a.op("CALLVALUE", push="value")
+    a.push_label("refuse_value")
+    a.op("JUMPI", pops=2)
     a.push(R, "R", width=32)
     for offset, name in ((0x04, "a"), (0x24, "b")):
         a.push(offset, "off", width=1)
@@ -349,6 +353,11 @@ def build_poseidon_t3(p: PoseidonParams | None = None) -> PoseidonBytecode:
     a.push(0, "off", width=1)
     a.op("CODECOPY", pops=3)
     a.push(len(reason), "len", width=2)
+    a.push(0, "off", width=1)
+    a.op("REVERT", pops=2)
+    a.stack = []
+    a.label("refuse_value")
+    a.push(0, "len", width=1)
     a.push(0, "off", width=1)
     a.op("REVERT", pops=2)
     a.labels["reason"] = len(a.code)

@@ -50,3 +50,11 @@ def test_sparse_form__same_permutation_as_zk_poseidon(a, b):
     from zk.poseidon import params, permute
 
     assert permute_sparse([0, a, b], sparse_form()) == permute([0, a, b], params(3))
+
+
+def test_bytecode__call_with_value__reverts(poseidon_bytecode, owner):
+    tx = poseidon_bytecode.hash.as_transaction(1, 2, sender=owner)
+    tx.value = 1
+    with ape.reverts():
+        owner.call(tx)
+    assert poseidon_bytecode.balance == 0
