@@ -15,11 +15,11 @@ Measures, in one run:
 - verify_s_python: zk.groth16.verify (py-ecc pairing, with subgroup checks);
 - the anchor, in the same run: a plain py-ecc prover's time estimated from timed py-ecc scalar
   multiplications times the number this proof needs (running it takes tens of minutes);
-- deposit_gas: LeanIMT inserts cost one Poseidon call per 1-bit of the leaf index, so gas is measured
-  for deposits with 0..5 hashes and extended linearly to the average of a 2^depth tree (depth/2 hashes);
-  deposit_gas_max is the same line at ``depth`` hashes; the raw measurements are printed too;
-- redeem_gas: a real proof submitted by the node (opens a payment channel);
-- poseidon_gas: execution gas of one ``hash(a, b)`` call of the Poseidon contract the pool uses.
+- gas (deposit_gas, redeem_gas, poseidon_gas and the details): ``zk.onchain_gas.measure_gas``, the
+  contracts engineer's measurement on real contracts and real proofs (a deposit at the mean hash
+  count of a 2^depth LeanIMT, reached by preloading the pool's tree slots; see that module);
+- an end-to-end run of the prover agent on the same chain: deposits, tree rebuilt from events, a proof
+  from the fast prover, submitted by the node (``redeem_gas_agent_flow``, ``redemption_prove_s``).
 The last stdout line is one JSON object.
 """
 
@@ -85,7 +85,8 @@ def chain_part(depth: int, pk, vk, circuit, prover) -> dict:
     from agents.prover.notes import NoteStore
     from agents.prover.redemption import make_redemption
     from zk.export import vk_to_json
-    from zk.onchain import calldata_gas, deploy_poseidon_bytecode, deploy_verifier
+    from zk.onchain import deploy_poseidon_bytecode, deploy_verifier
+    from zk.onchain_gas import measure_gas
     from zk.vyper_verifier import vk_from_snarkjs
 
     project = ape.project
@@ -105,26 +106,13 @@ def chain_part(depth: int, pk, vk, circuit, prover) -> dict:
     pool = owner.deploy(project.voucher_pool, token, channels, verifier, poseidon, DENOMINATION, depth)
     token.approve(pool, 2**256 - 1, sender=client)
 
-    # poseidon_gas: execution gas of one hash call (estimate minus the transaction's intrinsic gas).
-    est = int(poseidon.hash.estimate_gas_cost(1, 2, sender=owner))
-    calldata = bytes.fromhex(poseidon.hash.as_transaction(1, 2, sender=owner).data.hex().removeprefix("0x"))
-    poseidon_gas = est - 21_000 - calldata_gas(calldata)
-
     store = NoteStore(Path("/tmp") / f"bench_zk_notes_{os.getpid()}.json")
-    measured: dict[int, list[int]] = {}
-    count = min(32, 1 << depth)
-    for i in range(count):  # leaf i costs popcount(i) Poseidon calls
+    count = min(6, 1 << depth)
+    for i in range(count):
         stored = store.add(str(pool.address), DENOMINATION)
-        receipt = pool.deposit(stored.commitment, DENOMINATION, sender=client)
+        pool.deposit(stored.commitment, DENOMINATION, sender=client)
         stored.leaf_index = i
-        measured.setdefault(bin(i).count("1"), []).append(int(receipt.gas_used))
     store.save()
-    # Least-squares line gas = base + per_hash * hashes through the median gas per hash count.
-    by_k = {k: statistics.median(g) for k, g in measured.items()}
-    ks = sorted(k for k in by_k if k >= 1)
-    mk, mg = statistics.mean(ks), statistics.mean(by_k[k] for k in ks)
-    slope = sum((k - mk) * (by_k[k] - mg) for k in ks) / sum((k - mk) ** 2 for k in ks)
-    base = mg - slope * mk
     tree = pool_tree(pool)
     signer = ape.accounts.test_accounts.generate_test_account().address
     t0 = _now()
@@ -132,13 +120,10 @@ def chain_part(depth: int, pk, vk, circuit, prover) -> dict:
     first_prove = _now() - t0
     receipt = submit_redemption(pool, redemption, operator)
     store.path.unlink(missing_ok=True)
+    gas = measure_gas(pk, vk, depth)
     return {
-        "deposit_gas": round(base + slope * depth / 2),
-        "deposit_gas_max": round(base + slope * depth),
-        "deposit_gas_measured_by_hashes": {str(k): by_k[k] for k in sorted(by_k)},
-        "deposit_gas_per_hash": round(slope),
-        "redeem_gas": int(receipt.gas_used),
-        "poseidon_gas": poseidon_gas,
+        **{k: int(v) for k, v in gas.items()},
+        "redeem_gas_agent_flow": int(receipt.gas_used),
         "redemption_prove_s": round(first_prove, 3),
         "redemption": redemption,
         "tree": tree,
@@ -177,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                 chain = chain_part(depth, pk, vk, circuit, prover)
             red, tree = chain.pop("redemption"), chain.pop("tree")
             out.update(chain)
-            print(f"gas: deposit {out['deposit_gas']} (avg at depth {depth}, max {out['deposit_gas_max']}), "
-                  f"redeem {out['redeem_gas']}, poseidon {out['poseidon_gas']}", flush=True)
+            print(f"gas: deposit {out['deposit_gas']} (mean hash count at depth {depth}; max "
+                  f"{out['deposit_gas_max']}), redeem {out['redeem_gas']}, poseidon {out['poseidon_gas']}",
+                  flush=True)
         from zk.merkle import LeanIMT
         from zk.voucher import Note, ext_data_hash, voucher_inputs
 
@@ -229,9 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         "anchors": ANCHORS,
         "targets": TARGETS,
     }
-    for k in ("deposit_gas_max", "deposit_gas_per_hash", "deposit_gas_measured_by_hashes", "redemption_prove_s"):
-        if k in out:
-            result[k] = out[k]
+    for k, v in out.items():
+        if k not in result:
+            result[k] = v
     print(json.dumps(result))
     return 0
 
