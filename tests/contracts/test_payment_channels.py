@@ -334,10 +334,10 @@ def test_settle__finalised_channel__reverts(channels, operator, client, chain, c
 
 
 def test_settle__revoked_node__reverts_and_client_exits_at_once(
-    channels, registry, token, revoker, treasury, operator, client, channel_id, sign_receipt
+    channels, registry, token, revoker, treasury, operator, client, node_id, channel_id, sign_receipt
 ):
     channels.settle(channel_id, 10, 100, sign_receipt(channel_id, 10, 100), sender=operator)
-    registry.revoke(registry.node_id_at(registry.node_count()), treasury, sender=revoker)
+    registry.revoke(node_id, treasury, sender=revoker)
     with ape.reverts("payment_channels: node revoked"):
         channels.settle(channel_id, 20, 200, sign_receipt(channel_id, 20, 200), sender=operator)
     before = token.balanceOf(client)
@@ -391,6 +391,12 @@ def test_start_close__twice__reverts(channels, client, chain, channel_id):
 def test_start_close__unknown_channel__reverts(channels, client):
     with ape.reverts("payment_channels: unknown channel"):
         channels.start_close(os.urandom(32), sender=client)
+
+
+@pytest.mark.parametrize("function", ["finalize_close", "exit_revoked"])
+def test_close__unknown_channel__reverts(channels, client, function):
+    with ape.reverts("payment_channels: unknown channel"):
+        getattr(channels, function)(os.urandom(32), sender=client)
 
 
 def test_finalize_close__while_open__reverts(channels, client, channel_id):
