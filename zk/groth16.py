@@ -328,8 +328,10 @@ def _pe_g2(p):
 
 
 def _valid_g1(p) -> bool:
-    return p is not None and len(p) == 2 and all(isinstance(v, int) or type(v).__name__ == "mpz" for v in p) \
-        and on_curve_g1(p)
+    try:
+        return p is not None and len(p) == 2 and on_curve_g1(p)
+    except TypeError:
+        return False
 
 
 def _valid_g2(p) -> bool:

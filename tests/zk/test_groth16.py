@@ -183,3 +183,20 @@ def test_prover__precomputed_tables_and_workers__verify():
         assert 2 <= len(prover.last_cpu) <= 3  # main process + one or both workers
     assert verify(vk, circuit.public_values(w), proof)
     assert not verify(vk, circuit.public_values(w)[:2] + [ext_data_hash(NODE_ID, SIGNER, 1)], proof)
+
+
+def test_witness__internal_node_opened_as_a_note__unsatisfiable(circuit, tree, notes):
+    """With a LeanIMT a proof may start at any level: an internal node H(left, right) must not pass
+    for a note (nullifier = left, secret = right). The leaf is H(Poseidon(nullifier), secret), so it
+    does not: the root the circuit reaches is not the pool's."""
+    from zk.merkle import MerkleProof, hash_pair
+
+    left, right = notes[0].commitment, notes[1].commitment
+    node = hash_pair(left, right)
+    full = tree.proof(0)  # level-0 path of leaf 0; its first sibling is leaf 1
+    from_level_1 = MerkleProof(tree.root, node, 0, full.siblings[1:], full.path_bits[1:])
+    assert from_level_1.compute_root() == tree.root  # the path itself is genuine
+    forged = Note(left, right)
+    inputs = voucher_inputs(forged, dataclasses.replace(from_level_1, leaf=forged.commitment), 1, TEST_DEPTH)
+    with pytest.raises(UnsatisfiedError):
+        circuit.witness(inputs)
