@@ -118,8 +118,8 @@ class Tunnel(TunnelBackend):
         #: The core's recent events (HandshakeCompleted, EndpointChanged, ...), oldest first.
         self.events: collections.deque = collections.deque(maxlen=EVENT_HISTORY)
         self.device = WireGuardDevice(config.private_key, mtu=config.mtu or DEFAULT_MTU)
+        #: Pre-shared keys by peer, for UAPI ``get`` (the core does not hand them back).
         self._psk: dict[bytes, bytes | None] = {}
-        self._keepalive: dict[bytes, int | None] = {}
         for peer in config.peers:
             self._add_peer_core(peer)
         self.sock = _bound_udp_socket(bind_address, config.listen_port or 0)
@@ -166,7 +166,7 @@ class Tunnel(TunnelBackend):
 
     @property
     def public_key(self) -> bytes:
-        return self.config.public_key
+        return self.device.public_key
 
     @property
     def listen_port(self) -> int:
@@ -177,7 +177,6 @@ class Tunnel(TunnelBackend):
                              allowed_ips=tuple(peer.allowed_ips), endpoint=peer.endpoint,
                              persistent_keepalive=peer.persistent_keepalive)
         self._psk[peer.public_key] = peer.preshared_key
-        self._keepalive[peer.public_key] = peer.persistent_keepalive
 
     def add_peer(self, peer: PeerConfig) -> None:
         """Add a peer or update one (sessions are kept); routes its allowed IPs to the TUN."""
@@ -195,7 +194,6 @@ class Tunnel(TunnelBackend):
             with contextlib.suppress(LocalProtocolError):
                 self.device.remove_peer(public_key)
             del self._psk[public_key]
-            self._keepalive.pop(public_key, None)
 
     def peers(self) -> list[PeerStats]:
         return [PeerStats(public_key=s.public_key, endpoint=s.endpoint,
@@ -406,7 +404,7 @@ class Tunnel(TunnelBackend):
                 os.unlink(self._uapi_path)
             else:
                 probe.close()
-                self.close_fds()
+                self._close_fds()
                 raise LocalProtocolError(f"UAPI socket {self._uapi_path} is in use")
             finally:
                 probe.close()
@@ -415,7 +413,7 @@ class Tunnel(TunnelBackend):
         sock.listen(8)
         self._uapi_sock = sock
 
-    def close_fds(self) -> None:
+    def _close_fds(self) -> None:
         """Close the TUN device and socket without touching threads (failed construction)."""
         self.tun.close()
         self.sock.close()
