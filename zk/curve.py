@@ -54,6 +54,10 @@ class Group:
         """``[p + q for p, q in zip(ps, qs)]`` with one field inversion for the whole batch."""
         raise NotImplementedError
 
+    def batch_double(self, ps: list) -> list:
+        """``[2 p for p in ps]`` with one field inversion for the whole batch."""
+        raise NotImplementedError
+
     # -- derived -----------------------------------------------------------------------------------
 
     def add(self, p, q):
@@ -94,7 +98,7 @@ class Group:
                 sums = self.batch_add([acc[i] for i in idx], [base[i] for i in idx])
                 for i, v in zip(idx, sums):
                     acc[i] = v
-            base = self.batch_add(base, base)
+            base = self.batch_double(base)
         return acc
 
     def multiply(self, p, scalar: int):
@@ -162,6 +166,28 @@ class _G1(Group):
             lam = (y2 - y1) * d_inv % q
             x3 = (lam * lam - x1 - x2) % q
             out[i] = (x3, (lam * (x1 - x3) - y1) % q)
+        return out
+
+    def batch_double(self, ps):
+        """``[2 p for p in ps]`` with one inversion (lambda = 3 x^2 / 2 y)."""
+        q = _q
+        idx = [i for i, p in enumerate(ps) if p is not None and p[1]]
+        out = [None] * len(ps)
+        if not idx:
+            return out
+        prefix, acc = [], mpz(1)
+        for i in idx:
+            prefix.append(acc)
+            acc = acc * 2 * ps[i][1] % q
+        inv = invert(acc, q)
+        for j in range(len(idx) - 1, -1, -1):
+            i = idx[j]
+            x, y = ps[i]
+            d_inv = inv * prefix[j] % q
+            inv = inv * 2 * y % q
+            lam = 3 * x * x * d_inv % q
+            x3 = (lam * lam - 2 * x) % q
+            out[i] = (x3, (lam * (x - x3) - y) % q)
         return out
 
     def _batch_add_general(self, ps, qs):
@@ -255,6 +281,32 @@ class _G2(Group):
             ea, eb = x1[0] - x3a, x1[1] - x3b
             t0, t1 = la * ea, lb * eb
             out[i] = ((x3a, x3b), ((t0 - t1 - y1[0]) % q, ((la + lb) * (ea + eb) - t0 - t1 - y1[1]) % q))
+        return out
+
+    def batch_double(self, ps):
+        """``[2 p for p in ps]`` with one inversion (lambda = 3 x^2 / 2 y over F_q2)."""
+        q = _q
+        idx = [i for i, p in enumerate(ps) if p is not None and (p[1][0] or p[1][1])]
+        out = [None] * len(ps)
+        if not idx:
+            return out
+        dens = [(2 * ps[i][1][0] % q, 2 * ps[i][1][1] % q) for i in idx]
+        prefix, acc = [], (mpz(1), mpz(0))
+        for d in dens:
+            prefix.append(acc)
+            acc = _f2_mul(acc, d)
+        inv = _f2_inv(acc)
+        for j in range(len(idx) - 1, -1, -1):
+            i = idx[j]
+            x, y = ps[i]
+            d_inv = _f2_mul(inv, prefix[j])
+            inv = _f2_mul(inv, dens[j])
+            x2 = _f2_mul(x, x)
+            lam = _f2_mul((3 * x2[0] % q, 3 * x2[1] % q), d_inv)
+            l2 = _f2_mul(lam, lam)
+            x3 = ((l2[0] - 2 * x[0]) % q, (l2[1] - 2 * x[1]) % q)
+            t = _f2_mul(lam, ((x[0] - x3[0]) % q, (x[1] - x3[1]) % q))
+            out[i] = (x3, ((t[0] - y[0]) % q, (t[1] - y[1]) % q))
         return out
 
     def _batch_add_general(self, ps, qs):

@@ -129,7 +129,7 @@ def shift_table(group: Group, points: list, c: int) -> list[list]:
     cur = list(points)
     for _ in range(1, nwin):
         for _ in range(c):
-            cur = group.batch_add(cur, cur)
+            cur = group.batch_double(cur)
         table.append(cur)
     return table
 
