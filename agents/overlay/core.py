@@ -421,6 +421,12 @@ class OverlayNode:
 
     def _stabilize(self, now: float, fix_fingers: bool = True) -> None:
         tb = self.table
+        if not self._joined and self._bootstrap is not None:
+            if tb.successors:
+                self._join_complete(now)  # we learned a successor: finish joining through it
+            else:
+                self.bootstrap(self._bootstrap, now)
+            return
         if not tb.successors:
             if tb.predecessor is not None:
                 tb.successors = [tb.predecessor]

@@ -146,8 +146,7 @@ class RoutingTable:
         if not self.successors:
             return []
         span = (self.successors[-1].node_id - self.self_id) % RING
-        lo = max(span.bit_length() - 1, 0) if len(self.successors) >= self.r else 0
-        return list(range(lo, ID_BITS))
+        return list(range(max(span.bit_length() - 1, 0), ID_BITS))
 
     def finger_target(self, i: int) -> int:
         """The point ``self + 2**i`` whose successor finger ``i`` should be."""
