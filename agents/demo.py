@@ -47,12 +47,12 @@ from decimal import Decimal
 from pathlib import Path
 
 from eth_account import Account
-from eth_utils import keccak
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from agents.chain import eip712
+from agents.chain.bindings import ChannelStatus, WarrenContracts, node_id_of
 from agents.chain.deploy import DeployParameters, deploy_all
 from agents.chain.eip712 import Receipt
 from agents.metering import (
@@ -265,7 +265,7 @@ class DemoNode:
         store_dir: folder of the per-channel receipt stores.
     """
 
-    def __init__(self, lab_host, backend: TunnelBackend, operator, chain: "_Contracts", node_id: bytes,
+    def __init__(self, lab_host, backend: TunnelBackend, operator, chain: WarrenContracts, node_id: bytes,
                  store_dir: Path) -> None:
         self.host = lab_host
         self.backend = backend
@@ -292,13 +292,13 @@ class DemoNode:
         Raises:
             DemoFailed: the channel does not pay this node, is not open, or has another signer.
         """
-        node_id, client, deposit, _settled, _bytes, _close_at, state = self.chain.channels.channel(channel_id)
-        if bytes(node_id) != self.node_id or int(state) != 1:
+        channel = self.chain.channel(channel_id)
+        if channel.node_id != self.node_id or channel.status is not ChannelStatus.OPEN:
             raise DemoFailed(f"channel {channel_id.hex()} is not an open channel to this node")
-        if bytes(self.chain.channels.channel_id_of(client, signer)) != channel_id:
+        if self.chain.channel_id_of(channel.client, signer) != channel_id:
             raise DemoFailed("the announced payment signer is not the channel's")
-        terms = ChannelTerms(channel_id=channel_id, signer=signer, deposit=int(deposit),
-                             price_per_gib=int(self.chain.registry.node_price(self.node_id)),
+        terms = ChannelTerms(channel_id=channel_id, signer=signer, deposit=channel.deposit,
+                             price_per_gib=self.chain.node(self.node_id).price_per_gib,
                              credit_bytes=CREDIT_BYTES, chain_id=self.chain.chain_id,
                              verifying_contract=self.chain.channels.address)
         ledger = ReceiptLedger(terms, ReceiptStore(self.store_dir / f"{channel_id.hex()}.jsonl"))
@@ -314,7 +314,7 @@ class DemoNode:
         Returns:
             (transaction receipt, the AcceptedReceipt settled), or None if there was nothing to settle.
         """
-        settled = int(self.chain.channels.channel(session.channel_id)[3])
+        settled = self.chain.channel(session.channel_id).settled
         with self._lock:
             latest = session.ledger.settleable(settled)
         if latest is None:
@@ -587,18 +587,6 @@ class DemoClient:
                 sock.close()
 
 
-# -- chain handles ---------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class _Contracts:
-    """The deployed contracts the agents call (ape contract instances) and the chain id."""
-
-    token: object
-    registry: object
-    channels: object
-    chain_id: int
-
-
 # -- the run ---------------------------------------------------------------------------------------
 
 def run_demo(workdir: Path, *, rounds: int = ROUNDS, round_bytes: int = ROUND_BYTES) -> int:
@@ -675,11 +663,7 @@ def _run_on_chain(log: Log, ape, lab: Lab, tracked: _Tracked, workdir: Path, rou
                               min_node_stake=NODE_STAKE)
     deployment = deploy_all(ape.project, owner, ape.chain, params, log=log.say)
     project = ape.project
-    contracts = _Contracts(
-        token=project.warren_token.at(deployment.address("warren_token")),
-        registry=project.node_registry.at(deployment.address("node_registry")),
-        channels=project.payment_channels.at(deployment.address("payment_channels")),
-        chain_id=ape.chain.chain_id)
+    contracts = WarrenContracts.at(project, deployment, ape.chain.chain_id)
     token, registry, channels = contracts.token, contracts.registry, contracts.channels
     log.say(f"owner {owner.address}, operator {operator.address}, client {client.address}, "
             f"treasury {treasury.address}")
@@ -688,7 +672,7 @@ def _run_on_chain(log: Log, ape, lab: Lab, tracked: _Tracked, workdir: Path, rou
     log.step("Node operator registers a node")
     node_private = generate_private_key()
     node_key = wg_public_key(node_private)
-    node_id = keccak(node_key)
+    node_id = node_id_of(node_key)
     log.say(f"WireGuard key {encode_key(node_key)}  ->  node_id {node_id.hex()[:16]}...")
     log.tx("warren_token.mint (operator)", token.mint(operator, MINT, sender=owner))
     log.tx("warren_token.mint (client)", token.mint(client, MINT, sender=owner))
@@ -703,8 +687,8 @@ def _run_on_chain(log: Log, ape, lab: Lab, tracked: _Tracked, workdir: Path, rou
 
     # -- the client opens a channel ---------------------------------------------------------------
     log.step("Client opens a payment channel")
-    chain_key = bytes(registry.node_wg_key(node_id))
-    price = int(registry.node_price(node_id))
+    listed = contracts.node(node_id)
+    chain_key, price = listed.wg_public_key, listed.price_per_gib
     log.check("client reads the node's WireGuard key and price from the registry",
               chain_key == node_key and price == PRICE_PER_GIB, f"{tokens(price)}/GiB")
     payer = Account.create()  # a fresh payment signer for this channel only
@@ -774,7 +758,7 @@ def _run_on_chain(log: Log, ape, lab: Lab, tracked: _Tracked, workdir: Path, rou
               f"{len(reloaded.store.load())} records re-verified from {reloaded.store.path.name[:16]}...")
     final, final_signature = latest.receipt, latest.signature
     node_signature = close_reply.body
-    settled_before = int(channels.channel(channel_id)[3])
+    settled_before = contracts.channel(channel_id).settled
     tx = channels.cooperative_close(channel_id, final.cumulative_bytes, final.cumulative_amount,
                                     final_signature, node_signature, sender=client)
     log.tx("payment_channels.cooperative_close", tx)
@@ -785,8 +769,8 @@ def _run_on_chain(log: Log, ape, lab: Lab, tracked: _Tracked, workdir: Path, rou
               int(closed.kind) == 1 and int(closed.settled) == final.cumulative_amount
               and int(closed.refund) == refund and int(closed.fee) == fee,
               f"settled {tokens(final.cumulative_amount)}, refund {tokens(refund)}, fee {tokens(fee)}")
-    state = int(channels.channel(channel_id)[6])
-    log.check("channel finalised on chain", state == 3, f"settled earlier {tokens(settled_before)}")
+    status = contracts.channel(channel_id).status
+    log.check("channel finalised on chain", status is ChannelStatus.FINALISED, f"settled earlier {tokens(settled_before)}")
 
     after = {name: int(token.balanceOf(acct)) for name, acct in
              (("operator", operator), ("client", client), ("treasury", treasury))}
@@ -808,7 +792,7 @@ def _run_on_chain(log: Log, ape, lab: Lab, tracked: _Tracked, workdir: Path, rou
         price_per_gib_wei=price)
 
 
-def _traffic_and_payment(log: Log, contracts: _Contracts, node: DemoNode, session: _Session,
+def _traffic_and_payment(log: Log, contracts: WarrenContracts, node: DemoNode, session: _Session,
                          client: DemoClient, signer_key: bytes, rounds: int, round_bytes: int,
                          summary: dict):
     """Steps 5-6: metered data rounds, a mid-way settlement, refusals, cut-off, the close request.
@@ -914,7 +898,7 @@ def _traffic_and_payment(log: Log, contracts: _Contracts, node: DemoNode, sessio
     log.check("final receipt accepted; node returned its cooperative-close signature",
               reply.kind is FrameKind.CLOSE_SIGNATURE and len(reply.body) == 65,
               f"{mib(receipt.cumulative_bytes)} -> {tokens(receipt.cumulative_amount)}")
-    expected = price_of(receipt.cumulative_bytes, contracts.registry.node_price(node.node_id))
+    expected = price_of(receipt.cumulative_bytes, contracts.node(node.node_id).price_per_gib)
     log.check("final amount is the on-chain price of the client's counted bytes",
               receipt.cumulative_amount == expected, f"{tokens(expected)}")
     summary.update(rounds=rounds, round_bytes=round_bytes, data_bytes=moved,
