@@ -97,8 +97,6 @@ root_created_at: public(HashMap[uint256, uint256])
 commitment_used: public(HashMap[uint256, bool])
 # @notice Spent nullifier hashes.
 nullifier_spent: public(HashMap[uint256, bool])
-# @notice keccak256(node_id, signer) -> the channel this pool opened for that pair.
-channel_for: HashMap[bytes32, bytes32]
 
 
 # CONSTRUCTOR
@@ -181,8 +179,13 @@ def redeem(
     """
     @notice Redeem a note into a payment channel to `node_id` signed by `signer`.
     @dev Anyone may submit; the submitter receives `relayer_fee`. The rest of
-         the denomination opens a channel (client = signer = `signer`) or
-         tops up the channel this pool opened earlier for the same pair.
+         the denomination opens a channel (client = signer = `signer`) or, if
+         payment_channels already has the (signer, signer) channel and it pays
+         `node_id`, tops it up. payment_channels allows one channel per
+         (client, signer), so a signer whose channel pays another node is
+         refused: use a fresh signer per node (and per voucher, for privacy).
+         The pool keeps no channel records of its own: payment_channels'
+         state decides, which saves a storage slot (22,100 gas) per redeem.
     @param proof Groth16 proof, snarkjs call-data order
            [A.x, A.y, B.x.im, B.x.re, B.y.im, B.y.re, C.x, C.y].
     @param root A tree root from the recent history.
@@ -203,12 +206,14 @@ def redeem(
     self.nullifier_spent[nullifier_hash] = True
 
     amount: uint256 = denomination - relayer_fee
-    pair: bytes32 = keccak256(abi_encode(node_id, signer))
-    channel_id: bytes32 = self.channel_for[pair]
-    if channel_id == empty(bytes32):
-        channel_id = extcall channels.open_channel(node_id, signer, signer, amount)
-        self.channel_for[pair] = channel_id
+    channel_id: bytes32 = staticcall channels.channel_id_of(signer, signer)
+    channel_node: bytes32 = empty(bytes32)
+    state: uint256 = 0
+    channel_node, state = self._channel_node_and_state(channel_id)
+    if state == 0:
+        assert extcall channels.open_channel(node_id, signer, signer, amount) == channel_id
     else:
+        assert channel_node == node_id, "voucher_pool: signer has a channel to another node"
         extcall channels.top_up(channel_id, amount)
     if relayer_fee != 0:
         assert extcall token.transfer(msg.sender, relayer_fee, default_return_value=True)
@@ -238,12 +243,19 @@ def is_known_root(root: uint256) -> bool:
 @view
 def channel_of(node_id: bytes32, signer: address) -> bytes32:
     """
-    @notice The channel this pool opened for (`node_id`, `signer`), or zero.
+    @notice The channel a redemption to (`node_id`, `signer`) funds, if it
+            exists: payment_channels' (signer, signer) channel paying `node_id`.
     @param node_id The node.
-    @param signer The payment signer.
-    @return The channel id, or empty(bytes32) if none was opened.
+    @param signer The payment signer (also the channel's client).
+    @return The channel id, or empty(bytes32) if there is no such channel yet.
     """
-    return self.channel_for[keccak256(abi_encode(node_id, signer))]
+    channel_id: bytes32 = staticcall channels.channel_id_of(signer, signer)
+    channel_node: bytes32 = empty(bytes32)
+    state: uint256 = 0
+    channel_node, state = self._channel_node_and_state(channel_id)
+    if state == 0 or channel_node != node_id:
+        return empty(bytes32)
+    return channel_id
 
 
 @external
@@ -275,6 +287,24 @@ def _is_known_root(root: uint256) -> bool:
         return False
     created: uint256 = self.root_created_at[root]
     return created != 0 and self.size - created < ROOT_HISTORY_SIZE
+
+
+@internal
+@view
+def _channel_node_and_state(channel_id: bytes32) -> (bytes32, uint256):
+    """
+    @notice payment_channels' node id and state (0 none, 1 open, 2 closing,
+            3 finalised) of `channel_id`.
+    """
+    node: bytes32 = empty(bytes32)
+    client: address = empty(address)
+    deposit: uint256 = 0
+    settled: uint256 = 0
+    settled_bytes: uint256 = 0
+    close_at: uint256 = 0
+    state: uint256 = 0
+    node, client, deposit, settled, settled_bytes, close_at, state = staticcall channels.channel(channel_id)
+    return node, state
 
 
 @internal

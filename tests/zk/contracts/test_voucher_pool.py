@@ -297,3 +297,32 @@ def test_pool_with_vyper_poseidon__same_roots(deploy_pool, poseidon_vyper, depos
         commitment = _note(600 + i).commitment
         deposit(commitment, target=vyper_pool)
         assert vyper_pool.root() == tree.insert(commitment)
+
+
+def test_redeem__signer_has_channel_to_another_node__reverts(
+    funded_pool, prove, register_node, node_id, fresh_signer, operator
+):
+    pool, notes, tree = funded_pool
+    first, second = notes[0].nullifier_hash, notes[1].nullifier_hash
+    pool.redeem(prove(tree.root, first, node_id, fresh_signer, 0), tree.root, first, node_id, fresh_signer, 0,
+                sender=operator)
+    other_node = register_node()
+    assert bytes(pool.channel_of(other_node, fresh_signer)) == b"\x00" * 32
+    with ape.reverts("voucher_pool: signer has a channel to another node"):
+        pool.redeem(prove(tree.root, second, other_node, fresh_signer, 0), tree.root, second, other_node,
+                    fresh_signer, 0, sender=operator)
+
+
+def test_redeem__channel_opened_outside_the_pool__topped_up(
+    funded_pool, prove, node_id, token, channels, client, operator
+):
+    pool, notes, tree = funded_pool
+    signer = client.address  # the client opened its own (client, client) channel to the node earlier
+    token.approve(channels, DENOMINATION, sender=client)
+    channel_id = bytes(channels.open_channel(node_id, signer, signer, DENOMINATION, sender=client).return_value)
+    assert bytes(pool.channel_of(node_id, signer)) == channel_id
+    nh = notes[0].nullifier_hash
+    receipt = pool.redeem(prove(tree.root, nh, node_id, signer, FEE), tree.root, nh, node_id, signer, FEE,
+                          sender=operator)
+    assert bytes(receipt.return_value) == channel_id
+    assert channels.channel(channel_id)[2] == 2 * DENOMINATION - FEE
