@@ -211,7 +211,8 @@ def redeem(
     state: uint256 = 0
     channel_node, state = self._channel_node_and_state(channel_id)
     if state == 0:
-        assert extcall channels.open_channel(node_id, signer, signer, amount) == channel_id
+        opened: bytes32 = extcall channels.open_channel(node_id, signer, signer, amount)
+        assert opened == channel_id, "voucher_pool: unexpected channel id"
     else:
         assert channel_node == node_id, "voucher_pool: signer has a channel to another node"
         extcall channels.top_up(channel_id, amount)
