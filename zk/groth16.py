@@ -15,6 +15,7 @@ QAP: the domain is the ``n``-th roots of unity, ``n`` the smallest power of two 
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import os
 import secrets
@@ -162,14 +163,20 @@ def keys_from_secrets(circuit: Circuit, tau: int, alpha: int, beta: int, gamma: 
     return pk, vk
 
 
-def setup_dev(circuit: Circuit) -> tuple[ProvingKey, VerifyingKey]:
+def setup_dev(circuit: Circuit, seed: bytes | None = None) -> tuple[ProvingKey, VerifyingKey]:
     """One-command development setup: fresh toxic waste, used once and forgotten.
 
     Not for production: whoever ran it could forge proofs if they kept the randomness; use
-    ``zk.ceremony`` for keys nobody alone can forge with.
+    ``zk.ceremony`` for keys nobody alone can forge with. With ``seed`` the toxic waste is derived
+    from it (SHA-256), so anyone can regenerate the same keys: for a checked-in development verifier
+    whose proving key must be reproducible, and *never* for value (the seed is the trapdoor).
     """
-    rnd = lambda: secrets.randbelow(R - 1) + 1  # noqa: E731
-    return keys_from_secrets(circuit, rnd(), rnd(), rnd(), rnd(), rnd())
+    if seed is None:
+        rnd = [secrets.randbelow(R - 1) + 1 for _ in range(5)]
+    else:
+        rnd = [int.from_bytes(hashlib.sha256(seed + bytes([i])).digest(), "big") % (R - 1) + 1
+               for i in range(5)]
+    return keys_from_secrets(circuit, *rnd)
 
 
 # -- proving ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 Command line (one-command development setup)::
 
     python -m zk.keys --depth 20 --out keys/voucher-depth20
+    python -m zk.keys --depth 20 --seed warren-dev   # reproducible (public trapdoor: dev only)
 """
 
 from __future__ import annotations
@@ -50,9 +51,12 @@ def load_keys(folder: str | Path) -> tuple[ProvingKey, VerifyingKey]:
     return pk, vk
 
 
-def dev_keys(depth: int, folder: str | Path) -> tuple[ProvingKey, VerifyingKey]:
-    """Development keys for the voucher circuit of ``depth``, saved into ``folder``."""
-    pk, vk = setup_dev(voucher_circuit(depth))
+def dev_keys(depth: int, folder: str | Path, seed: bytes | None = None) -> tuple[ProvingKey, VerifyingKey]:
+    """Development keys for the voucher circuit of ``depth``, saved into ``folder``.
+
+    ``seed`` makes them reproducible (and forgeable by anyone who knows it): see ``setup_dev``.
+    """
+    pk, vk = setup_dev(voucher_circuit(depth), seed)
     save_keys(folder, pk, vk)
     return pk, vk
 
@@ -62,10 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zk.keys", description=__doc__.splitlines()[0])
     parser.add_argument("--depth", type=int, required=True, help="maximum tree depth of the circuit")
     parser.add_argument("--out", type=Path, help="output folder (default keys/voucher-depth<D>)")
+    parser.add_argument("--seed", help="derive the toxic waste from this public string (reproducible, "
+                        "development only: anyone knowing it can forge proofs)")
     args = parser.parse_args(argv)
     out = args.out or default_keys_dir(args.depth)
     t0 = time.perf_counter()
-    dev_keys(args.depth, out)
+    dev_keys(args.depth, out, args.seed.encode() if args.seed else None)
     print(f"development keys for depth {args.depth} in {out} ({time.perf_counter() - t0:.1f} s)")
     return 0
 

@@ -40,6 +40,7 @@ def add_commands(subparsers) -> None:
     setup = sub.add_parser("setup", help="one-command development keys for the voucher circuit")
     setup.add_argument("--depth", type=int, default=20, help="maximum tree depth")
     setup.add_argument("--out", type=Path, help="folder (default keys/voucher-depth<D>)")
+    setup.add_argument("--seed", help="reproducible keys from this public string (development only)")
     setup.set_defaults(func=_setup)
 
     dep = sub.add_parser("deposit", help="deposit one note of --amount (token wei)")
@@ -66,7 +67,7 @@ def _setup(args) -> int:
     from zk.keys import default_keys_dir, dev_keys
 
     out = args.out or default_keys_dir(args.depth)
-    dev_keys(args.depth, out)
+    dev_keys(args.depth, out, args.seed.encode() if args.seed else None)
     print(f"development keys for depth {args.depth} written to {out}")
     return 0
 

@@ -27,6 +27,14 @@ def test_setup__writes_loadable_dev_keys(tmp_path, capsys):
     assert "depth 1" in capsys.readouterr().out
 
 
+def test_setup__seed__reproducible_keys(tmp_path):
+    for name in ("a", "b"):
+        assert main(["voucher", "setup", "--depth", "1", "--seed", "warren-dev", "--out", str(tmp_path / name)]) == 0
+    assert load_keys(tmp_path / "a")[1] == load_keys(tmp_path / "b")[1]
+    assert main(["voucher", "setup", "--depth", "1", "--out", str(tmp_path / "c")]) == 0
+    assert load_keys(tmp_path / "c")[1] != load_keys(tmp_path / "a")[1]
+
+
 def test_list__shows_notes(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # rich sizes tables to the terminal
     store = NoteStore(tmp_path / "notes.json")
