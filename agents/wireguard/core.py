@@ -317,9 +317,11 @@ class WireGuardDevice:
             now: monotonic seconds.
 
         Returns:
-            (datagram, endpoint) to send; or None when there is no route or endpoint (counted in
-            ``drop_counters``), or no usable session yet: then the packet is queued and a handshake
-            initiation is put in the outbox.
+            (datagram, endpoint) to send; or None when there is no route (counted in
+            ``drop_counters``), or no usable session or no endpoint yet: then the packet is queued
+            (at most MAX_STAGED_PACKETS per peer) and a handshake initiation is put in the outbox if
+            the peer's endpoint is known. As in wireguard-go, the queue leaves once a session is
+            confirmed, whoever initiated it, and is dropped when the handshake gives up.
         """
         size = len(ip_packet)
         if size >= 20 and ip_packet[0] >> 4 == 4:
@@ -334,11 +336,8 @@ class WireGuardDevice:
             return None
         with self._lock:
             endpoint = peer.endpoint
-            if endpoint is None:
-                self._count("no_endpoint")
-                return None
             keypair = peer.current
-            if keypair is None or keypair.send_counter >= REJECT_AFTER_MESSAGES \
+            if keypair is None or endpoint is None or keypair.send_counter >= REJECT_AFTER_MESSAGES \
                     or now - keypair.created >= REJECT_AFTER_TIME:
                 if self._peers.get(peer.public_key) is peer:  # not removed meanwhile
                     peer.staged.append(bytes(ip_packet))
@@ -576,13 +575,21 @@ class WireGuardDevice:
             self._events.append(EndpointChanged(peer.public_key, now, endpoint))
 
     def _send_initiation_locked(self, peer: _Peer, now: float, is_retry: bool) -> None:
+        """wireguard-go SendHandshakeInitiation: at most one per REKEY_TIMEOUT, then retransmitted.
+
+        With no endpoint nothing is sent but the retransmission timer still runs (wireguard-go's
+        send fails the same way), so packets queued for an unreachable peer are dropped when the
+        attempts run out instead of lingering.
+        """
+        timers = peer.timers
         if not is_retry:
-            peer.timers.handshake_attempts = 0
-        if peer.endpoint is None:
-            return
+            timers.handshake_attempts = 0
         if peer.last_sent_handshake is not None and now - peer.last_sent_handshake < REKEY_TIMEOUT:
             return
         peer.last_sent_handshake = now
+        if peer.endpoint is None:
+            timers.handshake_initiated(now)
+            return
         if peer.handshake is not None and self._index.get(peer.handshake.sender_index) is peer:
             del self._index[peer.handshake.sender_index]
         index = self._new_index_locked()
@@ -592,7 +599,6 @@ class WireGuardDevice:
         peer.handshake = state
         self._index[index] = peer
         self._send_locked(peer, peer.cookies.add_macs(message, now))
-        timers = peer.timers
         timers.traversal(now, peer.persistent_keepalive)
         timers.any_authenticated_sent()
         timers.handshake_initiated(now)

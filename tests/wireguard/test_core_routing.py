@@ -2,7 +2,7 @@
 
 import pytest
 
-from agents.wireguard import EndpointChanged, WireGuardDevice, generate_private_key, public_key_of
+from agents.wireguard import EndpointChanged, HandshakeFailed, WireGuardDevice, generate_private_key, public_key_of
 from agents.wireguard.messages import INITIATION_SIZE
 from agents.wireguard.perf import ALICE_IP, BOB_IP, LoopbackPair, ip_packet
 
@@ -44,10 +44,27 @@ def test_encapsulate__no_route_or_garbage__counted(pair):
     assert pair.alice.drain_outbox() == []
 
 
-def test_encapsulate__peer_without_endpoint__counted():
+def test_encapsulate__peer_without_endpoint__queued_until_it_handshakes():
+    """wireguard-go stages packets for a peer it cannot reach yet; they leave after key confirmation."""
     pair = LoopbackPair()  # Bob does not know where Alice is until she speaks
-    assert pair.bob.encapsulate(ip_packet(BOB_IP, ALICE_IP), pair.now) is None
-    assert pair.bob.drop_counters == {"no_endpoint": 1} and pair.bob.drain_outbox() == []
+    early = ip_packet(BOB_IP, ALICE_IP, b"sent before alice spoke")
+    assert pair.bob.encapsulate(early, pair.now) is None
+    assert pair.bob.drop_counters == {} and pair.bob.drain_outbox() == []
+    pair.handshake()
+    assert pair.alice_received == [early]
+
+
+def test_encapsulate__peer_without_endpoint__queue_dropped_when_no_handshake_comes():
+    pair = LoopbackPair()
+    pair.bob.encapsulate(ip_packet(BOB_IP, ALICE_IP, b"stale"), pair.now)
+    for _ in range(100):  # jump from deadline to deadline until the handshake gives up
+        pair.now = pair.bob.next_deadline()
+        pair.bob.tick(pair.now)
+        if any(isinstance(e, HandshakeFailed) for e in pair.bob.drain_events()):
+            break
+    assert pair.bob.drain_outbox() == []  # nowhere to send initiations to
+    pair.handshake()
+    assert pair.alice_received == []
 
 
 def test_decapsulate__inner_source_outside_allowed_ips__dropped(pair):

@@ -15,7 +15,7 @@ from agents.wireguard.perf import ALICE_IP, BOB_IP, LoopbackPair, ip_packet
 
 #: Reasons an honest but lossy, duplicating, reordering network can cause; anything else is a bug.
 EXPLAINABLE_DROPS = {"replay", "replayed_initiation", "initiation_flood", "unknown_receiver", "expired_session",
-                     "no_endpoint", "unexpected_cookie", "bad_cookie_reply", "rate_limited"}
+                     "unexpected_cookie", "bad_cookie_reply", "rate_limited"}
 #: Seconds of simulated healthy network the liveness check may use (a retransmission or two).
 HEAL_SECONDS = 30
 
