@@ -31,6 +31,7 @@ from .ring import SUCCESSORS, RoutingTable
 from .wire import Contact, Msg
 
 __all__ = [
+    "TENTATIVE_EXTRA_QUERIES",
     "OverlayConfig",
     "OverlayNode",
     "LookupDone",
@@ -40,6 +41,12 @@ __all__ = [
     "BroadcastDelivered",
     "ReflexiveAddress",
 ]
+
+
+# Queries a lookup may still spend looking for a better owner after a tentative answer (a node that
+# claimed the key only because its predecessors died): enough to go back to the last node before the
+# key and follow its fresher successor list (two or three hops).
+TENTATIVE_EXTRA_QUERIES = 6
 
 
 @dataclass
@@ -151,6 +158,10 @@ class _Lookup:
     finished: bool = False
     live_before: int | None = None  # closest live node whose successor list spans the key
     refills: int = 0  # times the candidates ran out and were refilled from our own table
+    tentative: tuple | None = None  # (owner, its successors) claimed without a live predecessor
+    budget: int = 1 << 30  # stop after this many queries (set once a tentative owner is known)
+    contacts: dict = field(default_factory=dict)  # id -> contact of nodes that answered
+    definitive: bool = False  # refuse tentative owners (a join must not start from a guess)
     trace: list | None = None
 
 
@@ -277,9 +288,15 @@ class OverlayNode:
             cs = ((pred,) if pred else ()) + tuple(tb.successors[: wire.MAX_CONTACTS - 1])
             self._send(sender.addr, Msg(wire.NEIGHBOURS, self.id, m.txid, flag=1 if pred else 0, contacts=cs))
         elif t == wire.NOTIFY:
-            before = self.table.predecessor
-            if self.table.notified(sender, m.contacts[0] if m.contacts else None) and before != sender:
-                self._tell_successor()
+            tb = self.table
+            before = tb.predecessor
+            if tb.notified(sender, m.contacts[0] if m.contacts else None):
+                if before != sender:
+                    self._tell_successor()
+            elif before is None and tb.predecessor is not None:
+                # took our old predecessor's predecessor back instead: check it is alive
+                self._request(tb.predecessor, Msg(wire.PING, self.id), wire.PONG,
+                              lambda m, s, n: None, lambda t, n: None, now)
         elif t == wire.STORE:
             self._on_store(m, sender, now)
         elif t == wire.FETCH:
@@ -307,11 +324,16 @@ class OverlayNode:
         if not self._joined:  # still joining: we own nothing yet
             self._send(sender.addr, Msg(wire.FOUND, self.id, m.txid, flag=0, contacts=()))
             return
-        if tb.owns(key, excl, m.limit if m.flag & 1 else None):
+        mine = tb.ownership(key, excl, m.limit if m.flag & 1 else None)
+        if mine:
             cs = (Contact(self.id, ("0.0.0.0", 0)),) + tuple(
                 c for c in tb.successors[: self.cfg.replicas + 2] if c.node_id not in excl
             )
-            self._send(sender.addr, Msg(wire.FOUND, self.id, m.txid, flag=1, contacts=cs))
+            self._send(sender.addr, Msg(wire.FOUND, self.id, m.txid, flag=1 if mine == 1 else 4, contacts=cs))
+            return
+        if m.flag & 4:  # the asker wants our contacts just before the key
+            cs = tb.closest_preceding(key, excl | {sender.node_id})
+            self._send(sender.addr, Msg(wire.FOUND, self.id, m.txid, flag=0, contacts=tuple(cs)))
             return
         guess = tb.owner_guess(key, excl)
         if guess:
@@ -384,7 +406,7 @@ class OverlayNode:
                 self.table.merge_successors(owner, extra)
             self._join_complete(now)
 
-        self._lookup(self.id, now, found, seeds=[boot])
+        self._lookup(self.id, now, found, seeds=[boot], definitive=True)
 
     def _join_complete(self, now: float) -> None:
         """Join handshake: GET_NEIGHBOURS with the notify flag, so that when its reply arrives our
@@ -488,9 +510,9 @@ class OverlayNode:
         self._lookup(key, now, done, lid=lid)
         return lid
 
-    def _lookup(self, key: int, now: float, done: Callable, seeds=(), lid: int = 0) -> None:
+    def _lookup(self, key: int, now: float, done: Callable, seeds=(), lid: int = 0, definitive: bool = False) -> None:
         tb = self.table
-        lk = _Lookup(lid, key, done)
+        lk = _Lookup(lid, key, done, definitive=definitive)
         if self.debug_lookups is not None:
             lk.trace = []
             self.debug_lookups.append(lk)
@@ -498,7 +520,7 @@ class OverlayNode:
             if self._joined and tb.owns(key):
                 done(Contact(self.id, self.reflexive or ("0.0.0.0", 0)), 0, now, tuple(tb.successors))
                 return
-            lk.guesses = [(c, None) for c in tb.owner_guess(key)]
+            lk.guesses = [(c, None, 2) for c in tb.owner_guess(key)]
             if lk.guesses:
                 lk.live_before = self.id
             for c in tb.closest_preceding(key, n=3) or tb.successors[:3]:
@@ -511,9 +533,12 @@ class OverlayNode:
     def _lookup_step(self, lk: _Lookup, now: float) -> None:
         if lk.finished:
             return
-        nxt, back, as_guess = None, None, True
+        nxt, back, mode = None, None, 2
         while lk.guesses:
-            c, b = lk.guesses.pop(0)
+            c, b, md = lk.guesses.pop(0)
+            if md == 4 and c.node_id not in lk.dead:
+                nxt, back, mode = c, None, 4
+                break
             if c.node_id == self.id:
                 if self._joined and self.table.owns(lk.key, set(lk.dead), lk.live_before):
                     # others point at us and our own table agrees: we are the owner
@@ -523,7 +548,7 @@ class OverlayNode:
                 continue
             if lk.queried.get(c.node_id) != (len(lk.dead), lk.live_before) and c.node_id not in lk.dead:
                 # never asked, or asked before we knew what we know now
-                nxt, back = c, b
+                nxt, back, mode = c, b, md
                 break
         if nxt is None and not lk.preceding and lk.refills < 3:
             # out of candidates (all dead): fall back on our own table, minus the dead
@@ -537,10 +562,13 @@ class OverlayNode:
             key = lk.key
             best = min(lk.preceding.values(), key=lambda c: (key - c.node_id) % RING)
             del lk.preceding[best.node_id]
-            nxt, as_guess = best, False
-        if nxt is None or lk.hops >= self.cfg.max_lookup_queries:
+            nxt, mode = best, 0
+        if nxt is None or lk.hops >= min(lk.budget, self.cfg.max_lookup_queries):
             lk.finished = True
-            lk.done(None, lk.hops, now)
+            if lk.tentative is not None and not lk.definitive:
+                lk.done(lk.tentative[0], lk.hops, now, lk.tentative[1])
+            else:
+                lk.done(None, lk.hops, now)
             return
         lk.queried[nxt.node_id] = (len(lk.dead), lk.live_before)
         lk.hops += 1
@@ -555,16 +583,31 @@ class OverlayNode:
                 lk.done(Contact(sender.node_id, sender.addr), lk.hops, now, m.contacts[1:])
                 return
             key = lk.key
+            if m.flag == 4:
+                # a tentative owner (its predecessors died): look just before the key for a node that
+                # joined there meanwhile, within a small budget, before settling for it
+                if lk.tentative is None or in_open(sender.node_id, key, lk.tentative[0].node_id):
+                    lk.tentative = (Contact(sender.node_id, sender.addr), m.contacts[1:])
+                    lk.budget = min(lk.budget, lk.hops + TENTATIVE_EXTRA_QUERIES)
+                lb = lk.live_before
+                if lb is not None and lb != self.id and lb in lk.contacts:
+                    lk.guesses.insert(0, (lk.contacts[lb], None, 4))
+                else:
+                    for c in self.table.closest_preceding(key, set(lk.dead), n=3):
+                        lk.preceding.setdefault(c.node_id, c)
+                self._lookup_step(lk, now)
+                return
             state = (len(lk.dead), lk.live_before)
             fresh = [c for c in m.contacts if lk.queried.get(c.node_id) != state and c.node_id not in lk.dead]
             if m.flag == 2 and m.contacts:
+                lk.contacts[sender.node_id] = sender
                 if lk.live_before is None or in_open(sender.node_id, lk.live_before, key):
                     # its successor list spans the key: it is the closest live node known before the key
                     lk.live_before = sender.node_id
-                lk.guesses = [(c, sender) for c in fresh] + lk.guesses
+                lk.guesses = [(c, sender, 2) for c in fresh] + lk.guesses
             elif m.flag == 3:
                 # the key lies before the sender's predecessor: walk back towards it
-                lk.guesses = [(c, sender) for c in fresh] + lk.guesses
+                lk.guesses = [(c, sender, 2) for c in fresh] + lk.guesses
             else:
                 for c in fresh:
                     if c.node_id != self.id:
@@ -578,11 +621,11 @@ class OverlayNode:
             if back is not None:
                 # ``back`` referred us to ``target``, which is dead: ask ``back`` again, now telling it
                 # so (after any other candidates it gave us)
-                lk.guesses.append((back, None))
+                lk.guesses.append((back, None, 2))
             self._lookup_step(lk, now)
 
         lb = lk.live_before
-        flags = (1 if lb is not None else 0) | (2 if as_guess else 0)
+        flags = (1 if lb is not None else 0) | mode
         m = Msg(wire.FIND, self.id, key=lk.key, ids=tuple(lk.dead[-8:]), flag=flags, limit=lb)
         self._request(nxt, m, wire.FOUND, reply, timeout, now)
 

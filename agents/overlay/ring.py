@@ -76,10 +76,9 @@ class RoutingTable:
         """Lower end of this node's range.
 
         The predecessor; if it is unknown or excluded (the asker found it dead), the predecessor's
-        predecessor; if that is excluded too, or our predecessor died and we know no other,
-        ``bound``: the id of a live node the asker was referred by, which believes the key lies
-        between itself and us. A node that never had a predecessor (just joined) uses no bound: its
-        predecessor's NOTIFY is on its way. Returns a Contact, an int (bound) or None.
+        predecessor; if that is excluded too or unknown, ``bound``: the id of a live node the asker
+        was referred by, which believes the key lies between itself and us (a claim by bound is
+        tentative: see :meth:`ownership`). Returns a Contact, an int (bound) or None.
         """
         p = self.predecessor
         if p is not None and p.node_id not in exclude:
@@ -87,9 +86,7 @@ class RoutingTable:
         p2 = self.pred2
         if p2 is not None and p2.node_id not in exclude and p2.node_id != self.self_id:
             return p2
-        if p is not None or p2 is not None or self.pred_lost:
-            return bound
-        return None
+        return bound
 
     def owns(self, key: int, exclude=(), bound: int | None = None) -> bool:
         """Whether ``key`` is in ``(predecessor, self]``, i.e. this node is responsible for it.
@@ -97,10 +94,17 @@ class RoutingTable:
         A node that knows nobody owns the whole ring; one that knows others but no live predecessor
         claims nothing (the asker tries elsewhere) rather than guess.
         """
+        return self.ownership(key, exclude, bound) > 0
+
+    def ownership(self, key: int, exclude=(), bound: int | None = None) -> int:
+        """0: not ours; 1: ours (by a known live predecessor); 2: probably ours, going only by the
+        asker's ``bound`` because our predecessors are dead (a node that joined since may own it)."""
         p = self.effective_predecessor(exclude, bound)
         if p is None:
-            return not self.successors
-        return in_half_open(key, p if isinstance(p, int) else p.node_id, self.self_id)
+            return 0 if self.successors else 1
+        if isinstance(p, int):
+            return 2 if in_half_open(key, p, self.self_id) else 0
+        return 1 if in_half_open(key, p.node_id, self.self_id) else 0
 
     def predecessor_guess(self, key: int, exclude=()) -> list[Contact]:
         """Point *back* at our predecessor (or, if it is dead, its predecessor) when it lies between
@@ -210,6 +214,13 @@ class RoutingTable:
         p = self.predecessor
         if c.node_id == self.self_id:
             return False
+        p2 = self.pred2
+        if p is None and p2 is not None and p2.node_id != c.node_id and not in_open(c.node_id, p2.node_id, self.self_id):
+            # Our predecessor died; its own predecessor is closer than the notifier, which has not
+            # heard of it. Take it back (the caller pings it: if it is dead too, it is dropped) and
+            # let the notifier learn it from us at its next stabilisation.
+            self.predecessor = p2
+            return False
         if p is None or p.node_id == c.node_id or in_open(c.node_id, p.node_id, self.self_id):
             self.predecessor = c
             self.pred_lost = False
@@ -228,3 +239,5 @@ class RoutingTable:
         if self.predecessor is not None and self.predecessor.node_id == node_id:
             self.predecessor = None
             self.pred_lost = True
+        if self.pred2 is not None and self.pred2.node_id == node_id:
+            self.pred2 = None

@@ -18,11 +18,14 @@ type name              body after the header
 0x40 PING              (none)
 0x41 PONG              observed endpoint of the pinger (family|ip|port): reflexive address discovery
 0x42 FIND              key 32 | n u8 | n excluded ids (found dead) | flags u8 (1: bound follows,
-                       2: asked as a likely owner) | [bound 32: live node whose successors span key]
+                       2: asked as a likely owner, 4: answer with contacts before the key) |
+                       [bound 32: live node whose successors span key]
 0x43 FOUND             kind u8 | n u8 | n contacts. kind 1: the sender owns the key (contacts: itself,
                        then its successors); 2: the key lies within the sender's successor list
                        (contacts: likely owners); 3: the key lies before the sender's predecessor
-                       (contact: that predecessor); 0: closer preceding contacts
+                       (contact: that predecessor); 4: as 1, but tentative: the sender's
+                       predecessors are dead and it went by the asker's bound; 0: closer
+                       preceding contacts
 0x44 GET_NEIGHBOURS    [join u8]: stabilisation asks a successor for its predecessor and successors;
                        join=1 (a joining node) also notifies, so the reply confirms the join
 0x45 NEIGHBOURS        has_pred u8 | [pred contact] | n u8 | n successor contacts
@@ -233,7 +236,7 @@ def encode(m: Msg) -> bytes:
     elif t == FIND:
         ids = m.ids[:8]
         body = m.key.to_bytes(32, "big") + bytes([len(ids)]) + b"".join(i.to_bytes(32, "big") for i in ids)
-        body += bytes([m.flag & 3]) + (m.limit.to_bytes(32, "big") if m.flag & 1 else b"")
+        body += bytes([m.flag & 7]) + (m.limit.to_bytes(32, "big") if m.flag & 1 else b"")
     elif t == FOUND:
         body = bytes([m.flag]) + _enc_contacts(m.contacts)
     elif t == NEIGHBOURS:
@@ -290,7 +293,7 @@ def decode(buf: bytes) -> Msg:
             q = p + 33
             m.ids = tuple(int.from_bytes(buf[q + 32 * i : q + 32 * i + 32], "big") for i in range(n))
             q += 32 * n
-            m.flag = buf[q] & 3
+            m.flag = buf[q] & 7
             if m.flag & 1:
                 if len(buf) < q + 33:
                     raise RemoteProtocolError("overlay: truncated find bound")
