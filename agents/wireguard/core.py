@@ -104,7 +104,8 @@ class HandshakeCompleted(Event):
 
 @dataclass(frozen=True, slots=True)
 class HandshakeFailed(Event):
-    """REKEY_ATTEMPT_TIME passed without an answer; queued packets were dropped."""
+    """MAX_TIMER_HANDSHAKES + 2 initiations (over REKEY_ATTEMPT_TIME) went unanswered; queued packets
+    were dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +356,7 @@ class WireGuardDevice:
             timers.send_keepalive = None
             if peer.persistent_keepalive:
                 timers.persistent_keepalive = now + peer.persistent_keepalive
-            if keypair.initiator and (counter + 1 >= REKEY_AFTER_MESSAGES or now - keypair.created >= REKEY_AFTER_TIME):
+            if counter + 1 >= REKEY_AFTER_MESSAGES or (keypair.initiator and now - keypair.created >= REKEY_AFTER_TIME):
                 self._send_initiation_locked(peer, now, False)
         if padded != size:
             ip_packet = bytes(ip_packet) + bytes(padded - size)
@@ -438,10 +439,11 @@ class WireGuardDevice:
                 deadline = timers.retransmit_handshake
                 if deadline is not None and now >= deadline:
                     timers.retransmit_handshake = None
-                    if timers.handshake_attempts >= MAX_TIMER_HANDSHAKES:
+                    if timers.handshake_attempts > MAX_TIMER_HANDSHAKES:
+                        # wireguard-go expiredRetransmitHandshake: drop the queue, stop retrying; the
+                        # half-done handshake stays until zero_key_material (a late answer may land).
                         self._events.append(HandshakeFailed(peer.public_key, now))
                         peer.staged.clear()
-                        peer.handshake = None
                         timers.send_keepalive = None
                         if timers.zero_key_material is None:
                             timers.zero_key_material = now + ZERO_KEYS_AFTER
@@ -635,7 +637,7 @@ class WireGuardDevice:
             return
         while peer.staged:
             self._seal_locked(peer, keypair, peer.staged.popleft(), now)
-        if keypair.initiator and (keypair.send_counter >= REKEY_AFTER_MESSAGES or now - keypair.created >= REKEY_AFTER_TIME):
+        if keypair.send_counter >= REKEY_AFTER_MESSAGES or (keypair.initiator and now - keypair.created >= REKEY_AFTER_TIME):
             self._send_initiation_locked(peer, now, False)
 
     def _free_locked(self, keypair: _Keypair | None) -> None:

@@ -41,7 +41,9 @@ REKEY_TIMEOUT = 5.0
 REKEY_TIMEOUT_JITTER_MAX = 1.0 / 3.0
 #: Paper 6.1: send a keepalive if we received data and sent nothing for this long (seconds).
 KEEPALIVE_TIMEOUT = 10.0
-#: wireguard-go constants.go: REKEY_ATTEMPT_TIME / REKEY_TIMEOUT retransmissions, then give up.
+#: wireguard-go constants.go: REKEY_ATTEMPT_TIME / REKEY_TIMEOUT. A handshake gives up when its
+#: retransmission timer fires with more attempts than this: MAX_TIMER_HANDSHAKES + 2 initiations in all
+#: (wireguard-go timers.go and Linux timers.c: "did not complete after %d attempts", MAX + 2).
 MAX_TIMER_HANDSHAKES = int(REKEY_ATTEMPT_TIME / REKEY_TIMEOUT)
 #: wireguard-go / Linux messages.h: a responder consumes at most 50 initiations per second per peer.
 INITIATIONS_PER_SECOND = 50

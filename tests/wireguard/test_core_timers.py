@@ -78,6 +78,16 @@ def test_rekey__after_rekey_after_messages(pair, monkeypatch):
     assert kinds(pair.alice.drain_outbox()) == [INITIATION_SIZE]
 
 
+def test_rekey__after_rekey_after_messages__responder_rekeys_too(pair, monkeypatch):
+    """Only the time-based rekey is the initiator's (wireguard-go keepKeyFreshSending)."""
+    monkeypatch.setattr(core, "REKEY_AFTER_MESSAGES", 3)
+    for _ in range(2):
+        assert pair.bob.encapsulate(TO_ALICE, pair.now) is not None
+    assert pair.bob.drain_outbox() == []
+    assert pair.bob.encapsulate(TO_ALICE, pair.now) is not None
+    assert kinds(pair.bob.drain_outbox()) == [INITIATION_SIZE]
+
+
 def test_reject__after_reject_after_messages__stops_sending(pair, monkeypatch):
     monkeypatch.setattr(core, "REJECT_AFTER_MESSAGES", 4)
     sent = [pair.alice.encapsulate(TO_BOB, pair.now) for _ in range(4)]
@@ -163,10 +173,31 @@ def test_retransmit__unanswered_initiation__retried_until_rekey_attempt_time_the
         if failed:
             break
     (failure,) = failed
-    assert REKEY_ATTEMPT_TIME < failure.time - start <= (MAX_TIMER_HANDSHAKES + 1) * (REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX)
+    # As wireguard-go and Linux ("did not complete after MAX_TIMER_HANDSHAKES + 2 attempts"): the
+    # first initiation, then retries while the attempt count is at most MAX_TIMER_HANDSHAKES.
+    assert sent == [INITIATION_SIZE] * (MAX_TIMER_HANDSHAKES + 2)
+    attempts = MAX_TIMER_HANDSHAKES + 2
+    assert attempts * REKEY_TIMEOUT <= failure.time - start <= attempts * (REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX)
+    assert failure.time - start > REKEY_ATTEMPT_TIME
     # The queued packet was dropped: a later handshake delivers nothing stale.
     pair.handshake()
     assert pair.bob_received == []
+
+
+def test_retransmit__answer_after_giving_up__still_completes_the_handshake():
+    """As wireguard-go: giving up drops the queue, but the last initiation stays answerable."""
+    pair = LoopbackPair()
+    pair.alice.initiate_handshake(pair.bob.public_key, pair.now)
+    last = pair.alice.drain_outbox()[-1]
+    for _ in range(100):  # jump from deadline to deadline until Alice gives up
+        pair.now = pair.alice.next_deadline()
+        pair.alice.tick(pair.now)
+        last = (pair.alice.drain_outbox() or [last])[-1]
+        if any(isinstance(e, HandshakeFailed) for e in pair.alice.drain_events()):
+            break
+    pair.carry(pair.alice, *last)
+    pair.deliver()
+    assert [type(e) for e in pair.alice.drain_events()] == [HandshakeCompleted]
 
 
 def test_retransmit__spacing_is_rekey_timeout_plus_jitter():
