@@ -58,6 +58,29 @@ class Group:
         """``[2 p for p in ps]`` with one field inversion for the whole batch."""
         raise NotImplementedError
 
+    def _batch_add_general(self, ps: list, qs: list) -> list:
+        """``batch_add`` when some pairs involve infinity, equal points or opposite points."""
+        out = [None] * len(ps)
+        distinct, doubled = [], []
+        for i, (p, r) in enumerate(zip(ps, qs)):
+            if p is None:
+                out[i] = r
+            elif r is None:
+                out[i] = p
+            elif p[0] != r[0]:
+                distinct.append(i)
+            elif p[1] == r[1]:
+                doubled.append(i)
+            # else p == -r: the sum is infinity (None)
+        if distinct:
+            sums = self.batch_add([ps[i] for i in distinct], [qs[i] for i in distinct])
+            for i, v in zip(distinct, sums):
+                out[i] = v
+        if doubled:
+            for i, v in zip(doubled, self.batch_double([ps[i] for i in doubled])):
+                out[i] = v
+        return out
+
     # -- derived -----------------------------------------------------------------------------------
 
     def add(self, p, q):
@@ -190,43 +213,6 @@ class _G1(Group):
             out[i] = (x3, (lam * (x - x3) - y) % q)
         return out
 
-    def _batch_add_general(self, ps, qs):
-        q = _q
-        n = len(ps)
-        out = [None] * n
-        fast, dens = [], []
-        acc = mpz(1)
-        prefix = []
-        for i in range(n):
-            p, r = ps[i], qs[i]
-            if p is None:
-                out[i] = r
-            elif r is None:
-                out[i] = p
-            elif p[0] == r[0]:
-                if p[1] == r[1] and p[1]:
-                    lam = 3 * p[0] * p[0] * invert(2 * p[1], q) % q
-                    x3 = (lam * lam - 2 * p[0]) % q
-                    out[i] = (x3, (lam * (p[0] - x3) - p[1]) % q)
-                # else p == -r: infinity (already None)
-            else:
-                d = r[0] - p[0]
-                fast.append(i)
-                dens.append(d)
-                prefix.append(acc)
-                acc = acc * d % q
-        if fast:
-            inv = invert(acc, q)
-            for j in range(len(fast) - 1, -1, -1):
-                i = fast[j]
-                d_inv = inv * prefix[j] % q
-                inv = inv * dens[j] % q
-                (x1, y1), (x2, y2) = ps[i], qs[i]
-                lam = (y2 - y1) * d_inv % q
-                x3 = (lam * lam - x1 - x2) % q
-                out[i] = (x3, (lam * (x1 - x3) - y1) % q)
-        return out
-
 
 def _f2_mul(a, b):
     t0 = a[0] * b[0]
@@ -307,56 +293,6 @@ class _G2(Group):
             x3 = ((l2[0] - 2 * x[0]) % q, (l2[1] - 2 * x[1]) % q)
             t = _f2_mul(lam, ((x[0] - x3[0]) % q, (x[1] - x3[1]) % q))
             out[i] = (x3, ((t[0] - y[0]) % q, (t[1] - y[1]) % q))
-        return out
-
-    def _batch_add_general(self, ps, qs):
-        q = _q
-        n = len(ps)
-        out = [None] * n
-        fast, dens, prefix = [], [], []
-        acc = (mpz(1), mpz(0))
-        for i in range(n):
-            p, r = ps[i], qs[i]
-            if p is None:
-                out[i] = r
-            elif r is None:
-                out[i] = p
-            elif p[0] == r[0]:
-                if p[1] == r[1] and (p[1][0] or p[1][1]):
-                    x, y = p
-                    x2 = _f2_mul(x, x)
-                    lam = _f2_mul((3 * x2[0] % q, 3 * x2[1] % q), _f2_inv((2 * y[0] % q, 2 * y[1] % q)))
-                    l2 = _f2_mul(lam, lam)
-                    x3 = ((l2[0] - 2 * x[0]) % q, (l2[1] - 2 * x[1]) % q)
-                    t = _f2_mul(lam, ((x[0] - x3[0]) % q, (x[1] - x3[1]) % q))
-                    out[i] = (x3, ((t[0] - y[0]) % q, (t[1] - y[1]) % q))
-            else:
-                d = ((r[0][0] - p[0][0]) % q, (r[0][1] - p[0][1]) % q)
-                fast.append(i)
-                dens.append(d)
-                prefix.append(acc)
-                acc = _f2_mul(acc, d)
-        if fast:
-            inv = _f2_inv(acc)
-            for j in range(len(fast) - 1, -1, -1):
-                i = fast[j]
-                pa, pb = prefix[j]
-                ia, ib = inv
-                t0, t1 = ia * pa, ib * pb
-                d_inv = ((t0 - t1) % q, ((ia + ib) * (pa + pb) - t0 - t1) % q)
-                da, db = dens[j]
-                t0, t1 = ia * da, ib * db
-                inv = ((t0 - t1) % q, ((ia + ib) * (da + db) - t0 - t1) % q)
-                (x1, y1), (x2, y2) = ps[i], qs[i]
-                na, nb = y2[0] - y1[0], y2[1] - y1[1]
-                t0, t1 = na * d_inv[0], nb * d_inv[1]
-                la, lb = (t0 - t1) % q, ((na + nb) * (d_inv[0] + d_inv[1]) - t0 - t1) % q
-                # lam^2 = (la^2 - lb^2, 2 la lb)
-                x3a = ((la + lb) * (la - lb) - x1[0] - x2[0]) % q
-                x3b = (2 * la * lb - x1[1] - x2[1]) % q
-                ea, eb = x1[0] - x3a, x1[1] - x3b
-                t0, t1 = la * ea, lb * eb
-                out[i] = ((x3a, x3b), ((t0 - t1 - y1[0]) % q, ((la + lb) * (ea + eb) - t0 - t1 - y1[1]) % q))
         return out
 
 
