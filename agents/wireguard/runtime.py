@@ -454,17 +454,36 @@ class Tunnel(TunnelBackend):
             conn.sendall(f"errno={errno.EINVAL}\n\n".encode())
 
     def _uapi_set(self, lines: list[str]) -> int:
-        """Apply a ``set=1`` request's peer lines (device keys and ports are fixed at start)."""
+        """Apply a ``set=1`` request with wireguard-go's semantics (device keys and port are fixed at start).
+
+        A peer section changes only the fields it names: ``allowed_ip`` lines add to the peer's
+        prefixes unless ``replace_allowed_ips=true`` came first, ``update_only=true`` skips a peer
+        that does not exist, ``remove=true`` removes it; a device-level ``replace_peers=true``
+        removes every peer before the sections apply. This is what `wg set` relies on: ``wg set
+        IF peer KEY endpoint HOST:PORT`` sends just the key and the endpoint.
+
+        Returns:
+            0, or ``errno.EINVAL`` for a malformed line (nothing is applied then).
+        """
+        current = {stats.public_key: stats for stats in self.device.peers()}
+        replace_peers = False
         peers: list[dict] = []
         for line in lines:
             key, _, value = line.partition("=")
             try:
                 if key == "public_key":
-                    peers.append({"public_key": bytes.fromhex(value), "allowed_ips": []})
+                    public = bytes.fromhex(value)
+                    known = None if replace_peers else current.get(public)
+                    peers.append({"public_key": public, "exists": known is not None} if known is None else {
+                        "public_key": public, "exists": True, "preshared_key": self._psk.get(public),
+                        "allowed_ips": list(known.allowed_ips), "endpoint": known.endpoint,
+                        "persistent_keepalive": known.keepalive})
                 elif not peers:
-                    continue  # device-level keys: this runtime takes them from its config
-                elif key == "remove" and value == "true":
-                    peers[-1]["remove"] = True
+                    replace_peers |= key == "replace_peers" and value == "true"
+                elif key in ("remove", "update_only"):
+                    peers[-1][key] = value == "true"
+                elif key == "replace_allowed_ips" and value == "true":
+                    peers[-1]["allowed_ips"] = []
                 elif key == "preshared_key":
                     peers[-1]["preshared_key"] = bytes.fromhex(value) if int(value, 16) else None
                 elif key == "endpoint":
@@ -472,13 +491,17 @@ class Tunnel(TunnelBackend):
                 elif key == "persistent_keepalive_interval":
                     peers[-1]["persistent_keepalive"] = int(value) or None
                 elif key == "allowed_ip":
-                    peers[-1]["allowed_ips"].append(value)
+                    peers[-1].setdefault("allowed_ips", []).append(value)
             except ValueError:
                 return errno.EINVAL
+        if replace_peers:
+            for public in current:
+                self.remove_peer(public)
         for fields in peers:
+            existed, update_only = fields.pop("exists"), fields.pop("update_only", False)
             if fields.pop("remove", False):
                 self.remove_peer(fields["public_key"])
-            else:
+            elif existed or not update_only:
                 try:
                     self.add_peer(PeerConfig(**fields))
                 except LocalProtocolError:

@@ -85,6 +85,31 @@ def test_uapi_set__adds_and_removes_peers_on_python_tunnel(pair):
     assert [p.public_key for p in tunnel.peers()] == [b_config.public_key]
 
 
+def test_uapi_set__partial_updates__change_only_what_they_name(pair):
+    """wireguard-go's set semantics: `wg set ... endpoint X` keeps the peer's keys, IPs and keepalive."""
+    lab, a, b, link = pair
+    tunnel = start_python_tunnel(lab, a, tunnel_pair(link.a_address, link.b_address)[0])
+    key, psk = public_key(generate_private_key()), bytes(range(32))
+    client = UapiClient(tunnel.ifname)
+    client.set([f"public_key={key.hex()}", f"preshared_key={psk.hex()}", "persistent_keepalive_interval=25",
+                "allowed_ip=10.77.0.9/32"])
+    subprocess.run(["wg", "set", tunnel.ifname, "peer", encode_key(key), "endpoint", "192.0.2.10:51820"],
+                   check=True, capture_output=True)
+    got = tunnel.peer(key)
+    assert got.endpoint == ("192.0.2.10", 51820) and got.allowed_ips == ("10.77.0.9/32",)
+    assert got.persistent_keepalive == 25
+    shown = subprocess.run(["wg", "show", tunnel.ifname, "preshared-keys"], check=True, capture_output=True)
+    assert f"{encode_key(key)}\t{encode_key(psk)}" in shown.stdout.decode()
+
+    client.set([f"public_key={key.hex()}", "allowed_ip=10.77.0.10/32"])  # appends
+    assert set(tunnel.peer(key).allowed_ips) == {"10.77.0.9/32", "10.77.0.10/32"}
+    client.set([f"public_key={key.hex()}", "replace_allowed_ips=true", "allowed_ip=10.77.0.11/32"])
+    assert tunnel.peer(key).allowed_ips == ("10.77.0.11/32",)
+    stranger = public_key(generate_private_key())
+    client.set([f"public_key={stranger.hex()}", "update_only=true", "allowed_ip=10.77.0.12/32"])
+    assert tunnel.peer(stranger) is None
+
+
 def test_demux__non_wireguard_datagrams_reach_callback_and_replies_share_the_socket(pair):
     lab, a, b, link = pair
     a_config, b_config = tunnel_pair(link.a_address, link.b_address)
