@@ -4,6 +4,7 @@
     warren voucher deposit --amount 10000000000000000000  # pays the pool of that denomination
     warren voucher list
     warren voucher redeem --node 0x<node_id> --signer 0x<fresh key> [--fee N] [--out r.json] [--submit]
+    warren voucher submit r.json --account <node operator>   # the node: check, then redeem as relayer
 
 Chain commands run inside ape's network context (``--network``, default ethereum:local:foundry) with
 an ape account (``--account`` alias, or a test account index on local networks). The pool comes from
@@ -62,6 +63,13 @@ def add_commands(subparsers) -> None:
     red.add_argument("--submit", action="store_true", help="submit it ourselves instead of via the node")
     red.set_defaults(func=_redeem)
 
+    sub_ = sub.add_parser("submit", help="(node) check a redemption handed to us and submit it as relayer")
+    common(sub_)
+    sub_.add_argument("redemption", type=Path, help="the redemption JSON the client handed over")
+    sub_.add_argument("--keys", type=Path, help="key folder with verification_key.json "
+                      "(default keys/voucher-depth<pool depth>)")
+    sub_.set_defaults(func=_submit)
+
 
 def _setup(args) -> int:
     from zk.keys import default_keys_dir, dev_keys
@@ -89,9 +97,14 @@ def _list(args) -> int:
 
 
 def _chain(args):
-    """Open the ape network context; returns (context manager, account getter)."""
+    """The ape network context for ``--network`` (the connected one if ape is already connected)."""
+    from contextlib import nullcontext
+
     from ape import networks
 
+    provider = networks.active_provider
+    if provider is not None and provider.is_connected:
+        return nullcontext()
     return networks.parse_network_choice(args.network)
 
 
@@ -169,6 +182,35 @@ def _redeem(args) -> int:
     return 0
 
 
+def _submit(args) -> int:
+    from agents.prover.chain import submit_redemption
+    from agents.prover.redemption import Redemption, check_redemption
+    from zk.keys import default_keys_dir, load_keys
+
+    redemption = Redemption.from_json(args.redemption.read_text())
+    with _chain(args):
+        pool = _pool(args) if (args.pool or args.deployment) else _pool_at(redemption.pool)
+        _, vk = load_keys(args.keys or default_keys_dir(int(pool.max_depth())))
+        if not check_redemption(vk, redemption, str(pool.address)):
+            raise ProverError("redemption does not verify for this pool: not submitted")
+        if pool.nullifier_spent(redemption.nullifier_hash):
+            raise ProverError("this note was already redeemed: not submitted")
+        from ape.exceptions import ContractLogicError
+
+        try:
+            receipt = submit_redemption(pool, redemption, _account(args))
+        except ContractLogicError as exc:
+            raise ProverError(f"the pool refused the redemption: {exc}") from exc
+    print(f"redeemed into the channel of node {redemption.node_id} (gas {receipt.gas_used})")
+    return 0
+
+
+def _pool_at(address: str):
+    from ape import project
+
+    return project.voucher_pool.at(address)
+
+
 def _guard(func):
     def run(args) -> int:
         try:
@@ -179,5 +221,5 @@ def _guard(func):
     return run
 
 
-for _name in ("_setup", "_deposit", "_list", "_redeem"):
+for _name in ("_setup", "_deposit", "_list", "_redeem", "_submit"):
     globals()[_name] = _guard(globals()[_name])

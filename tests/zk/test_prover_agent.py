@@ -142,3 +142,37 @@ def test_agent__redemption_changed_in_flight__node_and_pool_refuse(tmp_path, poo
             submit_redemption(pool, changed, operator)
     assert not check_redemption(keys[1], redemption, pool="0x" + "00" * 20)
     submit_redemption(pool, redemption, operator)
+
+
+def test_cli__deposit_redeem_then_node_submits(tmp_path, pool, token, client, operator, register_node, keys,
+                                               accounts, capsys):
+    """`warren voucher deposit`, `redeem --out` (client), `submit` (node), on the test chain."""
+    import argparse
+
+    from agents.prover.cli import add_commands
+    from zk.keys import save_keys
+
+    def warren(*argv):
+        parser = argparse.ArgumentParser(prog="warren")
+        add_commands(parser.add_subparsers(dest="command"))
+        args = parser.parse_args(list(argv))
+        return args.func(args)
+
+    node_id = register_node()
+    signer = accounts.generate_test_account().address
+    save_keys(tmp_path / "keys", *keys)
+    notes = str(tmp_path / "notes.json")
+    client_index = str(list(accounts).index(client))
+    operator_index = str(list(accounts).index(operator))
+    assert warren("voucher", "deposit", "--amount", str(DENOMINATION), "--pool", str(pool.address),
+                  "--notes", notes, "--account", client_index) == 0
+    assert warren("voucher", "redeem", "--node", "0x" + node_id.hex(), "--signer", signer, "--fee", str(FEE),
+                  "--pool", str(pool.address), "--notes", notes, "--keys", str(tmp_path / "keys"),
+                  "--out", str(tmp_path / "r.json"), "--account", client_index) == 0
+    assert pool.channel_of(node_id, signer) == b"\x00" * 32  # handed over, not yet submitted
+    assert warren("voucher", "submit", str(tmp_path / "r.json"), "--keys", str(tmp_path / "keys"),
+                  "--account", operator_index) == 0
+    assert pool.channel_of(node_id, signer) != b"\x00" * 32
+    assert warren("voucher", "submit", str(tmp_path / "r.json"), "--keys", str(tmp_path / "keys"),
+                  "--account", operator_index) == 1  # spent: refused before paying gas
+    assert "already redeemed" in capsys.readouterr().err
