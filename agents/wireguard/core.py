@@ -351,8 +351,8 @@ class WireGuardDevice:
                 padded = size if size > self.mtu else self.mtu
             peer.tx_bytes += padded + 32
             timers = peer.timers
-            if timers.new_handshake is None:
-                timers.new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+            if timers.new_handshake is None:  # timers.data_sent, inlined
+                timers.new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
             timers.send_keepalive = None
             if peer.persistent_keepalive:
                 timers.persistent_keepalive = now + peer.persistent_keepalive

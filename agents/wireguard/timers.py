@@ -61,7 +61,7 @@ class PeerTimers:
         retransmit_handshake: resend our initiation (REKEY_TIMEOUT + jitter after sending one).
         send_keepalive: answer received data with a keepalive if we send nothing (KEEPALIVE_TIMEOUT).
         new_handshake: we sent data but heard nothing back: start a new handshake
-            (KEEPALIVE_TIMEOUT + REKEY_TIMEOUT).
+            (KEEPALIVE_TIMEOUT + REKEY_TIMEOUT, plus jitter).
         zero_key_material: erase keys (3 x REJECT_AFTER_TIME after the last session was derived).
         persistent_keepalive: the configured persistent keepalive.
         handshake_attempts: retransmissions so far of the current handshake.
@@ -98,9 +98,13 @@ class PeerTimers:
     # Event hooks, named after wireguard-go's timersXxx functions.
 
     def data_sent(self, now: float) -> None:
-        """We sent a transport data packet: expect an answer within KEEPALIVE + REKEY_TIMEOUT."""
+        """We sent a transport data packet: expect an answer within KEEPALIVE + REKEY_TIMEOUT + jitter.
+
+        The jitter is wireguard-go's and Linux's (timersDataSent, wg_timers_data_sent): peers that
+        stopped hearing each other at the same moment do not both initiate at the same instant.
+        """
         if self.new_handshake is None:
-            self.new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+            self.new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
 
     def data_received(self, now: float) -> None:
         """We received transport data: owe a keepalive unless we send something first."""

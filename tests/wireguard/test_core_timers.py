@@ -133,9 +133,23 @@ def test_new_handshake__data_sent_but_nothing_heard__after_keepalive_plus_rekey_
     pair.now += KEEPALIVE_TIMEOUT + REKEY_TIMEOUT - 0.1
     pair.alice.tick(pair.now)
     assert pair.alice.drain_outbox() == []
-    pair.now += 0.1
+    pair.now += 0.1 + REKEY_TIMEOUT_JITTER_MAX
     pair.alice.tick(pair.now)
     assert kinds(pair.alice.drain_outbox()) == [INITIATION_SIZE]
+
+
+def test_new_handshake__deadline_carries_jitter():
+    """wireguard-go timersDataSent adds up to REKEY_TIMEOUT_JITTER_MAX, as for retransmissions."""
+    delays = []
+    for _ in range(8):
+        pair = LoopbackPair()
+        pair.handshake()
+        pair.now += 1
+        pair.alice.encapsulate(TO_BOB, pair.now)
+        delays.append(pair.alice.next_deadline() - pair.now)
+    base = KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+    assert all(base <= d <= base + REKEY_TIMEOUT_JITTER_MAX for d in delays)
+    assert len(set(delays)) > 1
 
 
 def test_persistent_keepalive__first_tick_handshakes_then_every_interval():
