@@ -287,21 +287,48 @@ def _group_intt(group, points: list) -> list:
     return group.multiply_many(a, [pow(n, -1, R)] * n)
 
 
+def _signed_bits(c: int) -> list[int]:
+    """Non-adjacent form of ``c`` as a field element taken in (-R/2, R/2]: digits in {-1, 0, 1}."""
+    c %= R
+    if c > R // 2:
+        c -= R
+    sign = 1 if c >= 0 else -1
+    c = abs(c)
+    out = []
+    while c:
+        if c & 1:
+            d = 2 - (c & 3)  # 1 if c = 1 mod 4, -1 if c = 3 mod 4
+            c -= d
+        else:
+            d = 0
+        out.append(sign * d)
+        c >>= 1
+    return out
+
+
 def _combine(group, basis_rows: list[list], rows_list: list, n_vars: int) -> list:
-    """Per variable j: sum over matrices M and rows i of M[i][j] * basis_M[i]."""
-    pts, scal, owner = [], [], []
-    for basis, rows in zip(basis_rows, rows_list):
-        for i, row in enumerate(rows):
-            for j, coeff in row:
-                pts.append(basis[i])
-                scal.append(coeff)
-                owner.append(j)
-    prods = group.multiply_many(pts, scal)
+    """Per variable j: sum over matrices M and rows i of M[i][j] * basis_M[i].
+
+    Each basis point is doubled once into a chain ``2^k * L_i`` (batched over all i); each entry then
+    costs one addition per non-zero digit of its coefficient's NAF (coefficients such as -1 are
+    small), and all entries are summed per variable by batched affine additions.
+    """
     lists = [[] for _ in range(n_vars)]
-    for j, p in zip(owner, prods):
-        if p is not None:
-            lists[j].append(p)
-    return group.sum_lists(lists)
+    for basis, rows in zip(basis_rows, rows_list):
+        coeffs = [(i, j, _signed_bits(coeff)) for i, row in enumerate(rows) for j, coeff in row]
+        if not coeffs:
+            continue
+        depth = max(len(bits) for _, _, bits in coeffs)
+        chain = [list(basis)]
+        for _ in range(depth - 1):
+            chain.append(group.batch_double(chain[-1]))
+        for i, j, bits in coeffs:
+            for k, d in enumerate(bits):
+                if d == 1:
+                    lists[j].append(chain[k][i])
+                elif d == -1:
+                    lists[j].append(group.neg(chain[k][i]))
+    return group.sum_lists([[p for p in lst if p is not None] for lst in lists])
 
 
 def new_phase2(p1: Phase1, circuit: Circuit) -> Phase2:
