@@ -186,7 +186,8 @@ class OverlayNode:
         self.outbox: list[tuple[tuple, bytes]] = []
         self.events: list = []
         self.bcast = BroadcastState(self.cfg.broadcast_seen)
-        self.handlers: dict[int, Callable] = {}  # extra message types (NAT, relay) -> fn(msg, addr, now)
+        self.handlers: dict[int, Callable] = {}  # extra message types (NAT, relay) -> fn(msg, sender, now)
+        self.components: list = []  # extra sans-I/O parts (NAT agent) with tick(now)/next_deadline()
         self.reflexive: tuple | None = None
         self.stats = {"sent": 0, "received": 0, "dropped": 0, "timeouts": 0, "bcast_sent": 0}
         self._pending: dict[int, _Pending] = {}
@@ -203,8 +204,11 @@ class OverlayNode:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _send(self, addr: tuple, m: Msg) -> None:
-        self.outbox.append((addr, wire.encode(m)))
+    def _send(self, addr: tuple, m: Msg, ttl: int | None = None) -> None:
+        if ttl is None:
+            self.outbox.append((addr, wire.encode(m)))
+        else:  # an IP TTL for this datagram (NAT punching); transports that cannot set it drop it
+            self.outbox.append((addr, wire.encode(m), ttl))
         self.stats["sent"] += 1
 
     def _new_txid(self) -> int:
@@ -216,8 +220,9 @@ class OverlayNode:
         self._pending[m.txid] = _Pending(now + self.cfg.rpc_timeout, target, on_reply, on_timeout, expect)
         self._send(target.addr, m)
 
-    def drain_outbox(self) -> list[tuple[tuple, bytes]]:
-        """Datagrams to send, as ``(address, bytes)`` pairs; clears the queue."""
+    def drain_outbox(self) -> list[tuple]:
+        """Datagrams to send, as ``(address, bytes)`` pairs, or ``(address, bytes, ttl)`` for the
+        few that need a given IP TTL (low-TTL NAT punches); clears the queue."""
         out, self.outbox = self.outbox, []
         return out
 
@@ -232,6 +237,8 @@ class OverlayNode:
         for p in self._pending.values():
             if p.deadline < t:
                 t = p.deadline
+        for comp in self.components:
+            t = min(t, comp.next_deadline())
         return t
 
     def new_op_id(self) -> int:
@@ -267,6 +274,9 @@ class OverlayNode:
             # learn nothing from a broadcast sender's table position: it is alive, so observe it
             self.table.observe(sender)
             self._on_broadcast(m, sender, now)
+            return
+        if t in self.handlers:  # NAT traversal and relay: the sender need not be a ring member
+            self.handlers[t](m, sender, now)
             return
         if t not in (wire.PING, wire.FIND, wire.FETCH):
             # requests that a node still joining sends are not proof that it is in the ring
@@ -360,6 +370,8 @@ class OverlayNode:
                 if p.target.node_id:
                     self.table.remove(p.target.node_id)
                 p.on_timeout(p.target, now)
+        for comp in self.components:
+            comp.tick(now)
         if now >= self._next_stab:
             self._next_stab = now + self.rng.uniform(0.8, 1.2) * self.cfg.stabilize_interval
             self._stabilize(now)

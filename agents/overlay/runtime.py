@@ -56,6 +56,8 @@ class OverlayRuntime:
         self.listeners: list[Callable] = []  # fn(event), called with the lock held
         self.sock: socket.socket | None = None
         self.address: tuple | None = None
+        # send(data, address, ttl) for datagrams that need an IP TTL; None: such datagrams are dropped
+        self.send_ttl: Callable[[bytes, tuple, int], None] | None = None
 
     def on_datagram(self, data: bytes, source: tuple) -> None:
         """Demultiplexer entry: feed an overlay datagram (others are ignored)."""
@@ -83,11 +85,15 @@ class OverlayRuntime:
             return out
 
     def _flush(self) -> None:
-        for addr, data in self.node.drain_outbox():
+        for item in self.node.drain_outbox():
             try:
-                self._send(data, addr)
+                if len(item) > 2:
+                    if self.send_ttl is not None:
+                        self.send_ttl(item[1], item[0], item[2])
+                else:
+                    self._send(item[1], item[0])
             except OSError as exc:  # unreachable peer, full buffer: the protocol's timeouts cope
-                log.debug("overlay send to %s failed: %s", addr, exc)
+                log.debug("overlay send to %s failed: %s", item[0], exc)
         evs = self.node.drain_events()
         if evs:
             self.events.extend(evs)
@@ -127,6 +133,7 @@ class UdpReactor:
         sock.setblocking(False)
         sock.bind(bind)
         rt = OverlayRuntime(node, lambda data, addr: sock.sendto(data, addr))
+        rt.send_ttl = lambda data, addr, ttl: _sendto_ttl(sock, family, data, addr, ttl)
         rt.sock = sock
         rt.address = sock.getsockname()[:2]
         with self._lock:
@@ -206,12 +213,24 @@ class UdpReactor:
             rt.on_datagram(data, source)
 
 
+def _sendto_ttl(sock: socket.socket, family: int, data: bytes, addr: tuple, ttl: int) -> None:
+    level, opt = ((socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) if family == socket.AF_INET6
+                  else (socket.IPPROTO_IP, socket.IP_TTL))
+    default = sock.getsockopt(level, opt)
+    sock.setsockopt(level, opt, ttl)
+    try:
+        sock.sendto(data, addr)
+    finally:
+        sock.setsockopt(level, opt, default)
+
+
 def attach_to_tunnel(node: OverlayNode, tunnel, reactor: UdpReactor) -> OverlayRuntime:
     """Run ``node`` on a WireGuard tunnel's UDP socket (one socket per host).
 
     The tunnel (``agents.wireguard.runtime.Tunnel``) hands every non-WireGuard datagram to the
     runtime through its demultiplexer hook; the runtime sends with ``tunnel.send_datagram``; the
-    reactor runs the node's timers.
+    reactor runs the node's timers. The tunnel cannot set a per-datagram TTL, so low-TTL punches are
+    not sent (punching then relies on both ends starting together, nat.PUNCH_SYNC_S).
     """
     if not hasattr(tunnel, "set_demux") or not hasattr(tunnel, "send_datagram"):
         raise LocalProtocolError("overlay: tunnel lacks set_demux/send_datagram")

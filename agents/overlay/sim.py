@@ -86,9 +86,10 @@ class SimNetwork:
             return
         lo, hi = self.latency
         rnd = self.rng.random
-        for dst, data in node.drain_outbox():
-            if self.loss and rnd() < self.loss:
-                continue
+        for item in node.drain_outbox():
+            if len(item) > 2 or (self.loss and rnd() < self.loss):
+                continue  # lost; low-TTL datagrams die before any peer (there are no NATs here)
+            dst, data = item
             self._push(self.now + lo + (hi - lo) * rnd(), _DELIVER, (dst, addr, data))
         if node.events:
             for ev in node.drain_events():
