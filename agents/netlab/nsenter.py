@@ -49,7 +49,7 @@ def enter_namespace(name: str) -> Iterator[None]:
     Raises:
         LabError: the namespace does not exist or setns(2) failed.
     """
-    own = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         try:
             target = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)

@@ -7,15 +7,6 @@ from agents.wireguard.messages import INITIATION_SIZE
 from agents.wireguard.perf import ALICE_IP, BOB_IP, LoopbackPair, ip_packet
 
 
-@pytest.fixture
-def pair():
-    pair = LoopbackPair()
-    pair.handshake()
-    pair.alice.drain_events()
-    pair.bob.drain_events()
-    return pair
-
-
 WIDE = generate_private_key()
 NARROW = generate_private_key()
 

@@ -1,7 +1,5 @@
 """The protocol's timers, driven by a fake clock: rekey, reject, keepalives, retransmission."""
 
-import pytest
-
 from agents.wireguard import HandshakeCompleted, HandshakeFailed, SessionExpired, core
 from agents.wireguard.messages import INITIATION_SIZE, TRANSPORT_MIN_SIZE
 from agents.wireguard.perf import ALICE_IP, BOB_IP, LoopbackPair, ip_packet
@@ -18,15 +16,6 @@ from agents.wireguard.timers import (
 
 TO_BOB = ip_packet(ALICE_IP, BOB_IP, b"to bob")
 TO_ALICE = ip_packet(BOB_IP, ALICE_IP, b"to alice")
-
-
-@pytest.fixture
-def pair():
-    pair = LoopbackPair()
-    pair.handshake()
-    pair.alice.drain_events()
-    pair.bob.drain_events()
-    return pair
 
 
 def kinds(outbox):

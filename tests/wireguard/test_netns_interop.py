@@ -10,11 +10,9 @@ separate processes.
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
-from agents.netlab import Lab, is_root
 from agents.netlab.wireguard import (
     A_TUNNEL,
     B_TUNNEL,
@@ -23,11 +21,6 @@ from agents.netlab.wireguard import (
     tunnel_pair,
 )
 from agents.wireguard import HandshakeCompleted
-
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(not is_root(), reason="network namespaces need root (CI runs as root)"),
-]
 
 #: The issue's transfer size.
 TRANSFER_BYTES = 20 * 1024 * 1024
@@ -68,22 +61,9 @@ def tcp_transfer(sender_ns, receiver_ns, receiver_ip, size=TRANSFER_BYTES, seed=
     return sent, received
 
 
-@pytest.fixture
-def lab():
-    with Lab() as lab:
-        yield lab
-
-
-@pytest.fixture
-def pair(lab):
-    """Two hosts joined by a veth pair: ``a`` at 10.200.x.1, ``b`` at 10.200.x.2."""
-    a, b = lab.add_host("a"), lab.add_host("b")
-    return a, b, lab.connect(a, b)
-
-
 @pytest.mark.parametrize("psk", [False, True], ids=["no-psk", "psk"])
-def test_python_initiator__wireguard_go_responder(lab, pair, psk):
-    a, b, link = pair
+def test_python_initiator__wireguard_go_responder(lab, hosts, psk):
+    a, b, link = hosts
     python_config, go_config = tunnel_pair(link.a_address, link.b_address, psk=psk)
     go_config.peers[0].endpoint = None  # the responder learns where we are from our initiation
     go = start_wireguard_go_in(lab, b, go_config)
@@ -103,8 +83,8 @@ def test_python_initiator__wireguard_go_responder(lab, pair, psk):
 
 
 @pytest.mark.parametrize("psk", [False, True], ids=["no-psk", "psk"])
-def test_wireguard_go_initiator__python_responder(lab, pair, psk):
-    a, b, link = pair
+def test_wireguard_go_initiator__python_responder(lab, hosts, psk):
+    a, b, link = hosts
     python_config, go_config = tunnel_pair(link.a_address, link.b_address, psk=psk)
     python_config.peers[0].endpoint = None  # we only answer
     tunnel = start_python_tunnel(lab, a, python_config)
@@ -122,8 +102,8 @@ def test_wireguard_go_initiator__python_responder(lab, pair, psk):
     assert go.peers()[0].tx_bytes > TRANSFER_BYTES
 
 
-def test_wrong_psk__no_handshake_no_traffic(lab, pair):
-    a, b, link = pair
+def test_wrong_psk__no_handshake_no_traffic(lab, hosts):
+    a, b, link = hosts
     python_config, go_config = tunnel_pair(link.a_address, link.b_address, psk=True)
     go_config.peers[0].preshared_key = bytes(32)  # disagrees with ours
     start_wireguard_go_in(lab, b, go_config)
@@ -133,9 +113,9 @@ def test_wrong_psk__no_handshake_no_traffic(lab, pair):
     assert tunnel.peers()[0].last_handshake is None
 
 
-def test_rekey_under_traffic__shortened_clock(lab, pair):
+def test_rekey_under_traffic__shortened_clock(lab, hosts):
     """With the Python clock 60x fast, REKEY_AFTER_TIME (120 s) passes every 2 s of real time."""
-    a, b, link = pair
+    a, b, link = hosts
     python_config, go_config = tunnel_pair(link.a_address, link.b_address)
     go_config.peers[0].endpoint = None
     go = start_wireguard_go_in(lab, b, go_config)
@@ -157,9 +137,9 @@ def test_rekey_under_traffic__shortened_clock(lab, pair):
     assert sent == got
 
 
-def test_ipv6_endpoints__python_and_wireguard_go(lab, pair):
+def test_ipv6_endpoints__python_and_wireguard_go(lab, hosts):
     """Outer IPv6: our dual-stack socket talks to wireguard-go over fd00:77::/64."""
-    a, b, link = pair
+    a, b, link = hosts
     a.ip("addr", "add", "fd00:77::1/64", "dev", link.a_ifname, "nodad")
     b.ip("addr", "add", "fd00:77::2/64", "dev", link.b_ifname, "nodad")
     python_config, go_config = tunnel_pair("fd00:77::1", "fd00:77::2")

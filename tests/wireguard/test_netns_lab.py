@@ -6,12 +6,7 @@ import subprocess
 
 import pytest
 
-from agents.netlab import Lab, NatType, is_root
-
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(not is_root(), reason="network namespaces need root (CI runs as root)"),
-]
+from agents.netlab import Lab, NatType
 
 #: Any port; every namespace has its own port space.
 OBSERVER_PORT = 40000
@@ -27,14 +22,13 @@ def _udp(ns, port=0, address="0.0.0.0"):
 
 
 @pytest.fixture
-def topology():
+def topology(lab):
     """An internet with two observers, and one NAT'd host per flavour under test."""
-    with Lab() as lab:
-        internet = lab.add_internet()
-        observers = [lab.add_host(f"obs{i}") for i in range(3)]
-        for host in observers:
-            internet.attach(host)
-        yield lab, internet, observers
+    internet = lab.add_internet()
+    observers = [lab.add_host(f"obs{i}") for i in range(3)]
+    for host in observers:
+        internet.attach(host)
+    return lab, internet, observers
 
 
 def _mappings(lab, internet, observers, nat_type):
@@ -84,7 +78,7 @@ def test_nat__symmetric__mapping_per_destination(topology):
     assert got is None
 
 
-def test_lab__close__removes_namespaces_and_processes():
+def test_lab__close__removes_namespaces_and_processes(root):
     lab = Lab()
     host = lab.add_host("a")
     proc = host.spawn(["sleep", "30"])
@@ -95,7 +89,7 @@ def test_lab__close__removes_namespaces_and_processes():
     assert proc.returncode is not None
 
 
-def test_shape__rate_limit_caps_tcp_throughput():
+def test_shape__rate_limit_caps_tcp_throughput(root):
     with Lab() as lab:
         a, b = lab.add_host("a"), lab.add_host("b")
         link = lab.connect(a, b)

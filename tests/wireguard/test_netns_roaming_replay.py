@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from agents.netlab import Lab, NatType, is_root
+from agents.netlab import NatType
 from agents.netlab.wireguard import (
     A_TUNNEL,
     B_TUNNEL,
@@ -15,12 +15,6 @@ from agents.netlab.wireguard import (
 )
 from agents.wireguard import EndpointChanged, HandshakeCompleted
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(not is_root(), reason="network namespaces need root (CI runs as root)"),
-]
-
-
 
 def tun_rx_packets(ns, ifname):
     """Packets the kernel received from the TUN device (what we wrote into it)."""
@@ -28,14 +22,13 @@ def tun_rx_packets(ns, ifname):
 
 
 @pytest.fixture
-def internet_lab():
+def internet_lab(lab):
     """An internet bridge with hosts a (198.51.100.2), b (.3) and eve (.4)."""
-    with Lab() as lab:
-        internet = lab.add_internet()
-        hosts = {name: lab.add_host(name) for name in ("a", "b", "eve")}
-        for host in hosts.values():
-            internet.attach(host)
-        yield lab, internet, hosts
+    internet = lab.add_internet()
+    hosts = {name: lab.add_host(name) for name in ("a", "b", "eve")}
+    for host in hosts.values():
+        internet.attach(host)
+    return lab, internet, hosts
 
 
 def test_roaming__both_sides_follow_address_changes(internet_lab):

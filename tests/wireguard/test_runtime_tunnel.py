@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-from agents.netlab import Lab, is_root
 from agents.netlab.wireguard import (
     A_TUNNEL,
     B_TUNNEL,
@@ -22,22 +21,9 @@ from agents.wireguard.config import PeerConfig, encode_key, generate_private_key
 from agents.wireguard.runtime import is_wireguard_datagram
 from agents.wireguard.uapi import UapiClient, socket_path
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(not is_root(), reason="TUN devices and namespaces need root (CI is root)"),
-]
 
-
-
-@pytest.fixture
-def pair():
-    with Lab() as lab:
-        a, b = lab.add_host("a"), lab.add_host("b")
-        yield lab, a, b, lab.connect(a, b)
-
-
-def test_tunnel_up__python_to_python_processes__ping_show_and_sigterm(pair, tmp_path):
-    lab, a, b, link = pair
+def test_tunnel_up__python_to_python_processes__ping_show_and_sigterm(lab, hosts, tmp_path):
+    a, b, link = hosts
     a_config, b_config = tunnel_pair(link.a_address, link.b_address, psk=True)
     a_proc = spawn_python_tunnel(lab, a, a_config, str(tmp_path))
     b_proc = spawn_python_tunnel(lab, b, b_config, str(tmp_path))
@@ -66,8 +52,8 @@ def test_tunnel_up__python_to_python_processes__ping_show_and_sigterm(pair, tmp_
         open(socket_path(a_proc.ifname))
 
 
-def test_uapi_set__adds_and_removes_peers_on_python_tunnel(pair):
-    lab, a, b, link = pair
+def test_uapi_set__adds_and_removes_peers_on_python_tunnel(lab, hosts):
+    a, b, link = hosts
     a_config, b_config = tunnel_pair(link.a_address, link.b_address)
     tunnel = start_python_tunnel(lab, a, a_config)
     assert isinstance(tunnel, TunnelBackend)
@@ -85,9 +71,9 @@ def test_uapi_set__adds_and_removes_peers_on_python_tunnel(pair):
     assert [p.public_key for p in tunnel.peers()] == [b_config.public_key]
 
 
-def test_uapi_set__partial_updates__change_only_what_they_name(pair):
+def test_uapi_set__partial_updates__change_only_what_they_name(lab, hosts):
     """wireguard-go's set semantics: `wg set ... endpoint X` keeps the peer's keys, IPs and keepalive."""
-    lab, a, b, link = pair
+    a, b, link = hosts
     tunnel = start_python_tunnel(lab, a, tunnel_pair(link.a_address, link.b_address)[0])
     key, psk = public_key(generate_private_key()), bytes(range(32))
     client = UapiClient(tunnel.ifname)
@@ -110,8 +96,8 @@ def test_uapi_set__partial_updates__change_only_what_they_name(pair):
     assert tunnel.peer(stranger) is None
 
 
-def test_demux__non_wireguard_datagrams_reach_callback_and_replies_share_the_socket(pair):
-    lab, a, b, link = pair
+def test_demux__non_wireguard_datagrams_reach_callback_and_replies_share_the_socket(lab, hosts):
+    a, b, link = hosts
     a_config, b_config = tunnel_pair(link.a_address, link.b_address)
     tunnel = start_python_tunnel(lab, a, a_config)
     go = start_wireguard_go_in(lab, b, b_config)
@@ -150,12 +136,12 @@ def test_is_wireguard_datagram(data, expected):
     assert is_wireguard_datagram(data) is expected
 
 
-def test_handshake_flood__runtime_turns_on_cookie_replies(pair):
+def test_handshake_flood__runtime_turns_on_cookie_replies(lab, hosts):
     """Past UNDER_LOAD_HANDSHAKES_PER_S initiations a second, valid-MAC1 initiations get cookies."""
     from agents.wireguard import WireGuardDevice
     from agents.wireguard.runtime import UNDER_LOAD_HANDSHAKES_PER_S
 
-    lab, a, b, link = pair
+    a, b, link = hosts
     a_config, b_config = tunnel_pair(link.a_address, link.b_address)
     tunnel = start_python_tunnel(lab, a, a_config)
     flooder = WireGuardDevice(generate_private_key())  # a stranger: MAC1 needs only our public key
@@ -180,9 +166,9 @@ def test_handshake_flood__runtime_turns_on_cookie_replies(pair):
     assert lab.wait_for(lambda: b.ping(A_TUNNEL, count=1), timeout=15)
 
 
-def test_rekey__python_to_python__both_clocks_fast(pair):
+def test_rekey__python_to_python__both_clocks_fast(lab, hosts):
     """Two in-process Python tunnels at 60x: sessions roll every 2 s real, on both roles."""
-    lab, a, b, link = pair
+    a, b, link = hosts
     a_config, b_config = tunnel_pair(link.a_address, link.b_address)
     b_config.peers[0].endpoint = None
     initiator = start_python_tunnel(lab, a, a_config, time_scale=60.0)

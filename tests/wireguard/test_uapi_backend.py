@@ -4,7 +4,6 @@ import subprocess
 
 import pytest
 
-from agents.netlab import Lab, is_root
 from agents.wireguard.backend import PeerStats, TunnelBackend
 from agents.wireguard.config import (
     InterfaceConfig,
@@ -16,11 +15,6 @@ from agents.wireguard.config import (
 from agents.wireguard.errors import RemoteProtocolError
 from agents.wireguard.uapi import format_get, parse_get, socket_path, start_wireguard_go
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(not is_root(), reason="wireguard-go needs root (CI runs as root)"),
-]
-
 
 def _peer(**overrides):
     values = dict(public_key=public_key(generate_private_key()), allowed_ips=["10.9.0.2/32"],
@@ -30,16 +24,14 @@ def _peer(**overrides):
 
 
 @pytest.fixture
-def wg_go():
-    with Lab() as lab:
-        host = lab.add_host("node")
-        name = lab.unique_ifname("wgu")
-        lab.track_file(socket_path(name))
-        config = InterfaceConfig(private_key=generate_private_key(), listen_port=51820,
-                                 peers=[_peer()])
-        backend = start_wireguard_go(name, config, popen=host.spawn)
-        yield backend, config
-        backend.close()
+def wg_go(lab):
+    host = lab.add_host("node")
+    name = lab.unique_ifname("wgu")
+    lab.track_file(socket_path(name))
+    config = InterfaceConfig(private_key=generate_private_key(), listen_port=51820, peers=[_peer()])
+    backend = start_wireguard_go(name, config, popen=host.spawn)
+    yield backend, config
+    backend.close()
 
 
 def test_start__configures_interface_and_peer(wg_go):
