@@ -270,12 +270,12 @@ class WireGuardDevice:
             peer.preshared_key = bytes(preshared_key) if preshared_key else None
             if endpoint is not None:
                 peer.endpoint = (str(endpoint[0]), int(endpoint[1]))
-            peer.persistent_keepalive = persistent_keepalive or None
-            if peer.persistent_keepalive:
-                # wireguard-go sends a keepalive as soon as a peer with persistent keepalive comes up.
-                peer.timers.persistent_keepalive = float("-inf")
-            else:
+            was_on, peer.persistent_keepalive = bool(peer.persistent_keepalive), persistent_keepalive or None
+            if not peer.persistent_keepalive:
                 peer.timers.persistent_keepalive = None
+            elif not was_on:
+                # wireguard-go (uapi.go) sends a keepalive at once when the interval goes from off to on.
+                peer.timers.persistent_keepalive = float("-inf")
             self._routes.remove_value(peer)
             try:
                 self._routes.insert_many(prefixes, peer)

@@ -231,6 +231,17 @@ def test_next_deadline__none_when_idle_and_tick_is_idempotent():
     assert not [e for e in pair.alice.drain_events() if not isinstance(e, HandshakeCompleted)]
 
 
+def test_persistent_keepalive__reconfiguring_the_peer__no_extra_keepalive(pair):
+    """wireguard-go sends the immediate keepalive only when the interval goes from off to on."""
+    add = dict(allowed_ips=[BOB_IP + "/32"], endpoint=pair.bob_endpoint, persistent_keepalive=25)
+    pair.alice.add_peer(pair.bob.public_key, **add)
+    pair.tick()
+    assert kinds(pair.alice.drain_outbox()) == [TRANSPORT_MIN_SIZE]
+    pair.alice.add_peer(pair.bob.public_key, **add)  # e.g. `wg set ... endpoint ...` with the same interval
+    pair.tick()
+    assert pair.alice.drain_outbox() == []
+
+
 def test_persistent_keepalive__peer_without_endpoint__silent_until_it_speaks():
     pair = LoopbackPair()
     pair.bob.add_peer(pair.alice.public_key, allowed_ips=[ALICE_IP + "/32"], persistent_keepalive=1)
