@@ -348,6 +348,8 @@ class Tunnel(TunnelBackend):
                 if stop.is_set():
                     return
                 raise
+            if not data:  # a zero-length datagram: nothing to demultiplex (and no data[0])
+                continue
             if dual_stack:
                 source = core_address(source)
             if not (data[0] in _WG_TYPES and data[1:4] == b"\0\0\0"):

@@ -124,6 +124,21 @@ def test_demux__non_wireguard_datagrams_reach_callback_and_replies_share_the_soc
     assert len(seen) == 1
 
 
+def test_empty_and_short_datagrams__tunnel_keeps_running(lab, hosts):
+    """A zero-length UDP datagram (anyone can send one) must not kill the receive thread."""
+    a, b, link = hosts
+    a_config, b_config = tunnel_pair(link.a_address, link.b_address)
+    go = start_wireguard_go_in(lab, b, b_config)
+    tunnel = start_python_tunnel(lab, a, a_config)
+    with b.enter():
+        attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with attacker:
+        for junk in (b"", b"\x04", b"\x01\x00\x00"):
+            attacker.sendto(junk, (link.a_address, a_config.listen_port))
+    assert a.ping(B_TUNNEL) and go.peers()[0].last_handshake is not None
+    assert tunnel.running
+
+
 @pytest.mark.parametrize("data, expected", [
     (b"\x01\x00\x00\x00" + bytes(144), True),
     (b"\x04\x00\x00\x00" + bytes(28), True),
