@@ -109,11 +109,13 @@ class PutDone:
 
 @dataclass
 class GetDone:
-    """A get finished with the valid records found (possibly none)."""
+    """A get finished with the valid records found (possibly none); ``rejected`` holds the raw
+    records that failed validation here (e.g. a mesh IPRecord whose certificate we lack yet)."""
 
     op_id: int
     key: int
     records: list
+    rejected: list = field(default_factory=list)
 
 
 @dataclass
@@ -201,6 +203,7 @@ class OverlayNode:
         self._published: dict[int, bytes] = {}  # our own records, by (kind, key) hash, to republish
         self.alive = True
         self.debug_lookups: list | None = None  # tests/diagnostics: keep lookup traces here
+        self.gateway: Contact | None = None  # client mode: a ring member that routes our lookups
 
     # ------------------------------------------------------------------ plumbing
 
@@ -278,8 +281,8 @@ class OverlayNode:
         if t in self.handlers:  # NAT traversal and relay: the sender need not be a ring member
             self.handlers[t](m, sender, now)
             return
-        if t not in (wire.PING, wire.FIND, wire.FETCH):
-            # requests that a node still joining sends are not proof that it is in the ring
+        if t not in (wire.PING, wire.FIND, wire.FETCH, wire.STORE):
+            # requests that a joining node or a client (use_gateway) sends prove no ring membership
             self.table.observe(sender)
         if t == wire.PING:
             self._send(sender.addr, Msg(wire.PONG, self.id, m.txid, addr=sender.addr))
@@ -381,6 +384,15 @@ class OverlayNode:
 
     # ------------------------------------------------------------------ join / stabilise
 
+    def use_gateway(self, addr: tuple, now: float) -> None:
+        """Client mode (a host behind a NAT that does not join the ring): send lookups, puts and gets
+        through the ring member at ``addr``; its id is learned from its PONG."""
+
+        def learned(sender, now):
+            self.gateway = sender
+
+        self.ping(Contact(0, tuple(addr)), now, learned)
+
     def start_alone(self) -> None:
         """Be the first node of a new ring (no bootstrap peer)."""
         self._joined = True
@@ -455,7 +467,9 @@ class OverlayNode:
 
     def _stabilize(self, now: float, fix_fingers: bool = True) -> None:
         tb = self.table
-        if not self._joined and self._bootstrap is not None:
+        if not self._joined:
+            if self._bootstrap is None:
+                return  # a client (use_gateway) or a node never told to join: no ring upkeep
             if tb.successors:
                 self._join_complete(now)  # we learned a successor: finish joining through it
             else:
@@ -524,6 +538,8 @@ class OverlayNode:
 
     def _lookup(self, key: int, now: float, done: Callable, seeds=(), lid: int = 0, definitive: bool = False) -> None:
         tb = self.table
+        if not seeds and not self._joined and self.gateway is not None:
+            seeds = [self.gateway]  # a client outside the ring asks its gateway
         lk = _Lookup(lid, key, done, definitive=definitive)
         if self.debug_lookups is not None:
             lk.trace = []
@@ -732,16 +748,17 @@ class OverlayNode:
             return
 
         def value(m, sender, now):
-            good = []
+            good, bad = [], []
             for raw in m.records:
                 try:
                     rec = self.store.validator.validate(raw, now) if self.store is not None else None
                 except RecordRejected:
+                    bad.append(raw)
                     continue
                 if rec is not None and rec.key == key:
                     good.append(rec)
             if good or not rest:
-                self.events.append(GetDone(op, key, good))
+                self.events.append(GetDone(op, key, good, bad))
             else:
                 self._fetch(op, key, rest, now)
 

@@ -23,6 +23,12 @@ Layout (big-endian)::
     IP (2):         wg_key 32 | net_len u8 | network utf-8 | family u8 | ip  key = ip_key(network, ip)
     REVOCATION (3): evidence_hash 32 | nonce u64 | n u8 | n guardian sigs (65 each); no outer sig;
                     key = revocation_key(node_id)
+    MEMBER (4):     wg_key 32 | net_len u8 | network | member address 20 | family u8 | virtual ip;
+                    signed by the mesh group's owner (GroupVPN's group CA); key = node_id
+
+Mesh groups (:mod:`agents.overlay.mesh`) need no stake: a MEMBER certificate from the group owner
+binds a node id to the member's signing address and its virtual IP; the directory learns members
+from certificates it validates, and an IPRecord must claim the certified IP.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ __all__ = [
     "PEER",
     "IP",
     "REVOCATION",
+    "MEMBER",
     "Record",
     "OperatorDirectory",
     "InMemoryDirectory",
@@ -57,10 +64,11 @@ __all__ = [
     "make_peer_record",
     "make_ip_record",
     "make_revocation_record",
+    "make_member_certificate",
     "decode_record",
 ]
 
-PEER, IP, REVOCATION = 1, 2, 3
+PEER, IP, REVOCATION, MEMBER = 1, 2, 3, 4
 _VERSION = 1
 # 1024 bytes: a record must fit one overlay datagram (wire.MAX_DATAGRAM = 1232) with the 37-byte
 # header and the STORE/BROADCAST framing; a revocation with a 10-guardian quorum is 2 + 16 + 32 + 2 +
@@ -105,6 +113,7 @@ class Record:
         evidence_hash: hash of the evidence bundle (REVOCATION).
         nonce: revocation nonce (REVOCATION).
         guardian_sigs: guardian signatures (REVOCATION).
+        member: the member's signing address (MEMBER).
         signature: operator signature (PEER, IP).
         raw: the encoded record.
     """
@@ -123,6 +132,7 @@ class Record:
     evidence_hash: bytes = b""
     nonce: int = 0
     guardian_sigs: tuple = ()
+    member: str = ""
     signature: bytes = b""
     raw: bytes = field(default=b"", repr=False)
 
@@ -240,6 +250,19 @@ def make_revocation_record(
     return _pack(REVOCATION, nonce, expires, node_id, body)
 
 
+def make_member_certificate(owner_key, wg_key: bytes, network: str, member_address: str, ip: str, *,
+                            seq: int, expires: int) -> bytes:
+    """The group owner certifies a mesh member: node (WireGuard key), signing address, virtual IP."""
+    net = network.encode()
+    packed = ipaddress.ip_address(ip).packed
+    if len(net) > 64:
+        raise LocalProtocolError("overlay: network name too long")
+    body = (wg_key + bytes([len(net)]) + net + bytes.fromhex(to_checksum_address(member_address)[2:])
+            + bytes([len(packed)]) + packed)
+    unsigned = _pack(MEMBER, seq, expires, node_id_from_wg_key(wg_key), body)
+    return unsigned + _sign(unsigned, owner_key)
+
+
 def decode_record(raw: bytes) -> Record:
     """Parse a record; raises RecordRejected("oversized"/"malformed"/"unsigned")."""
     if len(raw) > MAX_RECORD_SIZE:
@@ -293,6 +316,18 @@ def decode_record(raw: bytes) -> Record:
                 raise ValueError("revocation has trailing bytes")
             rec = Record(REVOCATION, seq, expires, node_id, revocation_key(node_id), evidence_hash=ev,
                          nonce=nonce, guardian_sigs=sigs, raw=raw)
+        elif kind == MEMBER:
+            wg = body[:32]
+            nl = body[32]
+            network = body[33 : 33 + nl].decode()
+            p = 33 + nl
+            member = to_checksum_address(body[p : p + 20])
+            il = body[p + 20]
+            packed = body[p + 21 : p + 21 + il]
+            if il not in (4, 16) or len(packed) != il or p + 21 + il != len(body) or len(wg) != 32:
+                raise ValueError("member body length")
+            rec = Record(MEMBER, seq, expires, node_id, node_id, wg_key=wg, network=network, member=member,
+                         ip=str(ipaddress.ip_address(packed)), signature=sig, raw=raw)
         else:
             raise ValueError("unknown kind")
     except RecordRejected:
@@ -343,6 +378,8 @@ class RecordValidator:
             raise RecordRejected("id-mismatch")
         if self.is_revoked(rec.node_id):
             raise RecordRejected("revoked")
+        if rec.kind == MEMBER:
+            return self._member(rec)
         operator = self.directory.operator_of(rec.node_id)
         if operator is None:
             raise RecordRejected("unknown-node")
@@ -353,4 +390,21 @@ class RecordValidator:
             raise RecordRejected("mis-signed", "unrecoverable") from exc
         if signer != operator:
             raise RecordRejected("mis-signed", f"signed by {signer}")
+        may_claim = getattr(self.directory, "may_claim_ip", None)
+        if rec.kind == IP and may_claim is not None and not may_claim(rec.node_id, rec.network, rec.ip):
+            raise RecordRejected("ip-not-certified")
+        return rec
+
+    def _member(self, rec: Record) -> Record:
+        owner = getattr(self.directory, "group_owner", None)
+        if owner is None:
+            raise RecordRejected("unknown-node", "no mesh group here")
+        try:
+            signer = Account.recover_message(encode_defunct(primitive=SIGN_PREFIX + rec.signed_part),
+                                             signature=rec.signature)
+        except Exception as exc:  # eth-keys raises BadSignature/ValueError variants
+            raise RecordRejected("mis-signed", "unrecoverable") from exc
+        if signer != owner or rec.network != self.directory.network:
+            raise RecordRejected("mis-signed", "not the group owner's certificate")
+        self.directory.admit(rec)
         return rec

@@ -1,0 +1,202 @@
+"""Mesh mode (GroupVPN-style): hosts with virtual IPs reach each other directly through NATs.
+
+A group owner's key certifies members (:func:`~agents.overlay.records.make_member_certificate`: node
+id / WireGuard key, the member's signing address, its virtual IP), as GroupVPN's group CA did; mesh
+hosts need no stake. :class:`GroupDirectory` is the :class:`~agents.overlay.records.OperatorDirectory`
+of a mesh: it learns members from certificates that validate against the owner's address, lets a
+member's IPRecord claim only its certified IP, and refuses revoked members (a revocation is the
+owner's EIP-712 ``Revocation`` signature, checked by a one-guardian
+:class:`~agents.overlay.records.RevocationAuthority`).
+
+:class:`MeshHost` ties the parts together on one host: a WireGuard tunnel (the runtime engineer's
+``agents.wireguard.runtime.Tunnel``, real TUN device) whose UDP socket also carries the overlay
+(:func:`~agents.overlay.runtime.attach_to_tunnel`); an overlay node in client mode behind a public
+gateway that stores records; a :class:`~agents.overlay.nat.NatAgent` for rendezvous and punching. A
+packet to a virtual IP is resolved through the DHT (IPRecord -> node id -> MEMBER certificate with the
+WireGuard key), a direct path is punched, and the peer is added to the tunnel with that endpoint.
+
+Not done: carrying WireGuard over a relay (when punching fails the host reports it and adds no peer);
+resolving on demand from TUN traffic (hosts resolve the virtual IPs they are asked to reach).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+
+from eth_utils import to_checksum_address
+
+from .core import GetDone, PutDone
+from .nat import NatAgent, PathUp
+from .errors import RecordRejected
+from .records import (
+    IP,
+    MEMBER,
+    InMemoryDirectory,
+    Record,
+    RevocationAuthority,
+    decode_record,
+    ip_key,
+    make_ip_record,
+)
+
+__all__ = ["GroupDirectory", "MeshHost", "group_authority", "ZERO_ADDRESS"]
+
+log = logging.getLogger(__name__)
+
+ZERO_ADDRESS = "0x" + "00" * 20
+MESH_CHAIN_ID = 0  # mesh revocations are not on chain: EIP-712 domain with chain id 0 ...
+# ... and the zero address as verifying contract (the owner's signature is all that counts)
+
+
+def group_authority(owner: str) -> RevocationAuthority:
+    """Who may revoke a mesh member: the group owner alone."""
+    return RevocationAuthority({to_checksum_address(owner)}, 1, MESH_CHAIN_ID, ZERO_ADDRESS)
+
+
+class GroupDirectory(InMemoryDirectory):
+    """Members of one mesh network, learned from the owner's certificates.
+
+    Args:
+        owner: the group owner's address (signs MEMBER certificates and revocations).
+        network: the mesh network's name.
+    """
+
+    def __init__(self, owner: str, network: str) -> None:
+        super().__init__()
+        self.group_owner = to_checksum_address(owner)
+        self.network = network
+        self.members: dict[int, Record] = {}
+
+    def admit(self, cert: Record) -> None:
+        """Record a validated certificate (called by the validator)."""
+        held = self.members.get(cert.node_id)
+        if held is None or cert.seq >= held.seq:
+            self.members[cert.node_id] = cert
+            self.operators[cert.node_id] = cert.member
+
+    def may_claim_ip(self, node_id: int, network: str, ip: str) -> bool:
+        """An IPRecord may only claim the member's certified virtual IP in this network."""
+        cert = self.members.get(node_id)
+        return cert is not None and network == self.network and cert.ip == ip
+
+
+class MeshHost:
+    """One mesh host (see the module docstring).
+
+    Args:
+        tunnel: a started ``agents.wireguard.runtime.Tunnel`` (its TUN has our virtual IP).
+        runtime: the overlay runtime attached to the tunnel's socket (node with a record store whose
+            validator uses a :class:`GroupDirectory`).
+        nat: the NAT agent on the same node.
+        directory: the group directory.
+        member_key: our member signing key (its address is in our certificate).
+        certificate: our MEMBER certificate (raw).
+    """
+
+    def __init__(self, tunnel, runtime, nat: NatAgent, directory: GroupDirectory, member_key, certificate: bytes):
+        self.tunnel = tunnel
+        self.rt = runtime
+        self.nat = nat
+        self.directory = directory
+        self.member_key = member_key
+        self.certificate = certificate
+        self.cert = runtime.node.store.validator.validate(certificate, runtime.clock())
+        self.peers: dict[int, str] = {}  # node id -> path kind used
+        self._lock = threading.Lock()
+        runtime.listeners.append(self._on_event)
+
+    @property
+    def vip(self) -> str:
+        return self.cert.ip
+
+    def _op(self, start, kind, timeout: float):
+        op = self.rt.call(start)
+        ev = self.rt.wait_for(lambda e: isinstance(e, kind) and e.op_id == op, timeout)
+        return ev
+
+    def publish(self, ttl: int = 3600, timeout: float = 10.0) -> list[str]:
+        """Put our certificate and our IPRecord into the DHT (the node republishes them).
+
+        Returns:
+            The failure reasons (empty when both were stored).
+        """
+        now = int(time.time())
+        iprec = make_ip_record(self.member_key, self.cert.wg_key, self.cert.network, self.cert.ip,
+                               seq=now, expires=now + ttl)
+        errors = []
+        for raw in (self.certificate, iprec):
+            ev = self._op(lambda node, now, raw=raw: node.put(raw, now), PutDone, timeout)
+            if ev is None or not ev.ok:
+                errors.append(ev.reason if ev else "timed out")
+        return errors
+
+    def resolve(self, vip: str, timeout: float = 10.0) -> Record | None:
+        """Virtual IP -> the member's certificate (via its IPRecord in the DHT), or None."""
+        net = self.cert.network
+        ev = self._op(lambda node, now: node.get(ip_key(net, vip), now), GetDone, timeout)
+        if ev is None:
+            return None
+        ips = [r for r in ev.records if r.kind == IP and r.ip == vip]
+        validator = self.rt.node.store.validator
+        for raw in ev.rejected:
+            # An IPRecord is checked against its member's certificate, which we may not hold yet:
+            # fetch the certificate (validating it admits the member), then check the record again.
+            try:
+                rec = decode_record(raw)
+            except RecordRejected:
+                continue
+            if rec.kind != IP or rec.ip != vip or self.certificate_of(rec.node_id, timeout) is None:
+                continue
+            try:
+                ips.append(validator.validate(raw, self.rt.clock()))
+            except RecordRejected as exc:
+                log.info("mesh: IPRecord for %s refused: %s", vip, exc.reason)
+        if not ips:
+            return None
+        node_id = max(ips, key=lambda r: r.seq).node_id
+        return self.directory.members.get(node_id) or self.certificate_of(node_id, timeout)
+
+    def certificate_of(self, node_id: int, timeout: float = 10.0) -> Record | None:
+        """The MEMBER certificate of ``node_id`` from the DHT (validated, so the directory learns it)."""
+        ev = self._op(lambda node, now: node.get(node_id, now), GetDone, timeout)
+        certs = [r for r in (ev.records if ev else []) if r.kind == MEMBER]
+        return max(certs, key=lambda r: r.seq) if certs else None
+
+    def connect(self, vip: str, timeout: float = 20.0) -> str | None:
+        """Resolve ``vip``, punch a path, add the peer to the tunnel; returns the path kind or None."""
+        cert = self.resolve(vip)
+        if cert is None or self.rt.node.store.validator.is_revoked(cert.node_id):
+            return None
+        self.rt.call(lambda node, now: self.nat.connect(cert.node_id, now))
+        up = self.rt.wait_for(lambda e: isinstance(e, PathUp) and e.peer == cert.node_id, timeout)
+        if up is None:
+            return None
+        self._add_peer(cert, up)
+        return up.kind
+
+    def _on_event(self, ev) -> None:
+        # the other end of a punch: add the peer who reached us (after checking its certificate)
+        if isinstance(ev, PathUp) and ev.kind == "direct" and ev.peer not in self.peers:
+            threading.Thread(target=self._accept, args=(ev,), daemon=True).start()
+
+    def _accept(self, up: PathUp) -> None:
+        cert = self.directory.members.get(up.peer) or self.certificate_of(up.peer)
+        if cert is None or self.rt.node.store.validator.is_revoked(up.peer):
+            log.warning("mesh: refusing uncertified or revoked peer %x", up.peer)
+            return
+        self._add_peer(cert, up)
+
+    def _add_peer(self, cert: Record, up: PathUp) -> None:
+        from agents.wireguard.config import PeerConfig
+
+        with self._lock:
+            if up.kind != "direct":
+                log.warning("mesh: only a relayed path to %s; WireGuard over relays is not implemented", cert.ip)
+                return
+            self.peers[cert.node_id] = up.kind
+            net = ipaddress.ip_network(f"{cert.ip}/{32 if ':' not in cert.ip else 128}")
+            self.tunnel.add_peer(PeerConfig(public_key=cert.wg_key, allowed_ips=[str(net)], endpoint=up.addr,
+                                            persistent_keepalive=25))

@@ -1,0 +1,179 @@
+"""Mesh mode: two hosts behind different NATs ping each other by virtual IP and move a file.
+
+Real parts only: nftables NAT routers in network namespaces, the WireGuard runtime's TUN devices and
+sockets (the overlay shares each tunnel's socket), a public overlay node that stores the group's
+records and introduces the hosts. No port is forwarded; the group owner's certificates admit the
+members, and a revoked member is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import socket
+import threading
+import time
+
+import pytest
+from eth_account import Account
+
+from agents.chain.eip712 import Revocation, sign
+from agents.netlab import Lab, NatType, is_root
+from agents.netlab.wireguard import start_python_tunnel
+from agents.overlay.core import OverlayConfig, OverlayNode, PutDone
+from agents.overlay.ids import node_id_from_wg_key
+from agents.overlay.mesh import ZERO_ADDRESS, GroupDirectory, MeshHost, group_authority
+from agents.overlay.nat import NatAgent
+from agents.overlay.records import RecordValidator, make_ip_record, make_member_certificate, make_revocation_record
+from agents.overlay.runtime import UdpReactor, attach_to_tunnel
+from agents.overlay.store import RecordStore
+from agents.wireguard.config import InterfaceConfig, generate_private_key, public_key
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(not is_root(), reason="network namespaces need root (CI runs as root)"),
+]
+
+NETWORK = "lab"
+PORT = 51820
+VIPS = {"a": "10.77.0.1", "b": "10.77.0.2", "c": "10.77.0.3"}
+FILE_BYTES = 256 * 1024
+
+
+@pytest.fixture
+def lab():
+    with Lab(prefix="wmesh") as lab:
+        yield lab
+
+
+@pytest.fixture
+def reactor():
+    with UdpReactor() as r:
+        yield r
+
+
+def _store(owner):
+    directory = GroupDirectory(owner.address, NETWORK)
+    return directory, RecordStore(RecordValidator(directory, group_authority(owner.address)))
+
+
+def _topology(lab):
+    west, east = lab.add_internet("198.51.100.0/24", "west"), lab.add_internet("203.0.113.0/24", "east")
+    transit = lab.add_host("transit")
+    t_west, t_east = west.attach(transit), east.attach(transit)
+    transit.sysctl("net.ipv4.ip_forward", 1)
+    gw = lab.add_host("gw")
+    gw_ip = west.attach(gw)
+    gw.ip("route", "add", str(east.subnet), "via", t_west)
+    hosts = {}
+    for name, flavour, inet, other, via in (("a", NatType.PORT_RESTRICTED, west, east, t_west),
+                                            ("b", NatType.FULL_CONE, east, west, t_east)):
+        router = lab.add_nat(f"nat{name}", flavour, inet)
+        router.namespace.ip("route", "add", str(other.subnet), "via", via)
+        ns = lab.add_host(name)
+        router.attach(ns)
+        hosts[name] = ns
+    return gw, gw_ip, hosts
+
+
+def _member(owner, name):
+    wg_priv = generate_private_key()
+    key = Account.create()
+    now = int(time.time())
+    cert = make_member_certificate(owner.key, public_key(wg_priv), NETWORK, key.address, VIPS[name],
+                                   seq=1, expires=now + 3600)
+    return wg_priv, key, cert
+
+
+def _mesh_host(lab, reactor, ns, owner, gw_addr, name):
+    wg_priv, key, cert = _member(owner, name)
+    tunnel = start_python_tunnel(lab, ns, InterfaceConfig(private_key=wg_priv, listen_port=PORT,
+                                                         addresses=[f"{VIPS[name]}/24"]))
+    directory, store = _store(owner)
+    node = OverlayNode(node_id_from_wg_key(public_key(wg_priv)), OverlayConfig(stabilize_interval=3600),
+                       store=store, rng=random.Random(name))
+    nat = NatAgent(node)
+    rt = attach_to_tunnel(node, tunnel, reactor)
+    rt.call(lambda n, now: n.use_gateway(gw_addr, now))
+    rt.call(lambda n, now: nat.register(gw_addr, now))
+    assert lab.wait_for(lambda: node.gateway is not None and nat.reflexive is not None, 10.0)
+    host = MeshHost(tunnel, rt, nat, directory, key.key, cert)
+    assert host.publish() == []
+    return host
+
+
+def _serve_once(ns, address, port, sink: dict):
+    with ns.enter():
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((address, port))
+    srv.listen(1)
+    srv.settimeout(20)
+
+    def run():
+        with srv:
+            conn, _ = srv.accept()
+            with conn:
+                conn.settimeout(20)
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+                sink["data"] = data
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_mesh__hosts_behind_nats__ping_by_virtual_ip_and_move_a_file(lab, reactor):
+    owner = Account.create()
+    gw, gw_ip, hosts = _topology(lab)
+    _, gw_store = _store(owner)
+    gw_node = OverlayNode(random.Random(1).getrandbits(256), OverlayConfig(stabilize_interval=3600),
+                          store=gw_store, rng=random.Random(1))
+    gw_nat = NatAgent(gw_node, relay_volunteer=True)
+    with gw.enter():
+        gw_rt = reactor.add_udp(gw_node, bind=("0.0.0.0", PORT))
+    gw_rt.call(lambda n, now: n.start_alone())
+    gw_addr = (gw_ip, PORT)
+
+    a = _mesh_host(lab, reactor, hosts["a"], owner, gw_addr, "a")
+    b = _mesh_host(lab, reactor, hosts["b"], owner, gw_addr, "b")
+
+    # a reaches b's virtual IP: DHT resolution, punched direct path, WireGuard peer on that endpoint
+    cert_b = a.resolve(VIPS["b"])
+    assert cert_b is not None and cert_b.node_id == b.rt.node.id and cert_b.wg_key == b.cert.wg_key
+    assert a.connect(VIPS["b"]) == "direct"
+    assert lab.wait_for(lambda: a.rt.node.id in b.peers, 15.0)  # b admitted a after checking its cert
+    assert gw_nat.stats["relayed_bytes"] == 0
+    assert hosts["a"].ping(VIPS["b"]) and hosts["b"].ping(VIPS["a"])
+
+    # move a file over the tunnel, by virtual IP
+    payload = os.urandom(FILE_BYTES)
+    sink: dict = {}
+    server = _serve_once(hosts["b"], VIPS["b"], 9000, sink)
+    with hosts["a"].enter():
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with client:
+        client.settimeout(20)
+        client.connect((VIPS["b"], 9000))
+        client.sendall(payload)
+    server.join(timeout=30)
+    assert hashlib.sha256(sink.get("data", b"")).digest() == hashlib.sha256(payload).digest()
+
+    # a third member, then revoked by the owner: its records are refused and it no longer resolves
+    c_wg, c_key, c_cert = _member(owner, "c")
+    now = int(time.time())
+    c_ip = make_ip_record(c_key.key, public_key(c_wg), NETWORK, VIPS["c"], seq=1, expires=now + 3600)
+    for raw in (c_cert, c_ip):
+        assert a._op(lambda n, t, raw=raw: n.put(raw, t), PutDone, 10.0).ok
+    c_id = node_id_from_wg_key(public_key(c_wg))
+    assert a.resolve(VIPS["c"]).node_id == c_id
+    vote = sign(Revocation(c_id.to_bytes(32, "big"), b"\x00" * 32, 1), owner.key, 0, ZERO_ADDRESS)
+    revocation = make_revocation_record(c_id, b"\x00" * 32, 1, [vote], expires=now + 3600)
+    assert a._op(lambda n, t: n.put(revocation, t), PutDone, 10.0).ok
+    assert a.resolve(VIPS["c"]) is None
+    again = make_ip_record(c_key.key, public_key(c_wg), NETWORK, VIPS["c"], seq=2, expires=now + 3600)
+    refused = a._op(lambda n, t: n.put(again, t), PutDone, 10.0)  # the gateway holding records refuses
+    assert not refused.ok and refused.reason == "revoked"
