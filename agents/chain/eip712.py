@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eth_account import Account
-from eth_account.messages import _hash_eip191_message, encode_typed_data
-from eth_utils import to_checksum_address
+from eth_account.messages import encode_typed_data
+from eth_utils import keccak, to_checksum_address
 
 __all__ = [
     "DOMAIN_NAME",
@@ -110,9 +110,13 @@ def typed_data(message: Message, chain_id: int, verifying_contract: str) -> dict
 
 
 def digest(message: Message, chain_id: int, verifying_contract: str) -> bytes:
-    """The 32-byte EIP-712 digest a contract recovers the signer from."""
+    """The 32-byte EIP-712 digest a contract recovers the signer from.
+
+    EIP-191 version 0x01: keccak256(0x19 || 0x01 || domain separator || struct hash), from the public
+    fields of eth-account's SignableMessage rather than its private hashing helper.
+    """
     signable = encode_typed_data(full_message=typed_data(message, chain_id, verifying_contract))
-    return bytes(_hash_eip191_message(signable))
+    return keccak(b"\x19" + signable.version + signable.header + signable.body)
 
 
 def sign(message: Message, private_key: bytes | str, chain_id: int, verifying_contract: str) -> bytes:
