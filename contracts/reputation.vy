@@ -2,7 +2,7 @@
 """
 @title Warren reputation: challenger reports, node scores, quorum slashing
 @custom:contract-name reputation
-@license GNU Affero General Public License v3.0 or later
+@license AGPL-3.0-or-later
 @author Warren contributors
 @notice Challengers staked in node_registry post one report per node per epoch (measured
         throughput, latency, pass/fail). Each report moves the node's on-chain averages (score =

@@ -2,7 +2,7 @@
 """
 @title Warren revocation registry: quorum-signed, permanent revocation of node ids
 @custom:contract-name revocation_registry
-@license GNU Affero General Public License v3.0 or later
+@license AGPL-3.0-or-later
 @author Warren contributors
 @notice A node id is revoked when a quorum of the current guardian set has signed the EIP-712
         message Revocation(bytes32 node_id,bytes32 evidence_hash,uint256 nonce) in the domain
