@@ -9,6 +9,7 @@ import os
 
 import pytest
 from eth_account import Account
+from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 
 from agents.chain import eip712
@@ -126,6 +127,67 @@ def register_node(registry, token, operator):
         return keccak(wg_key)
 
     return _register
+
+
+@pytest.fixture
+def node_id(register_node):
+    """A node registered by `operator` with the minimum stake (node_id as bytes)."""
+    return register_node()
+
+
+@pytest.fixture
+def slasher(registry, owner, stranger):
+    """`stranger` authorised as a slasher (stands in for reputation or a fraud proof)."""
+    registry.set_slasher(stranger, True, sender=owner)
+    return stranger
+
+
+@pytest.fixture
+def revoker(registry, owner, guardians):
+    """A guardian account made the registry's revoker (stands in for revocation_registry)."""
+    registry.set_revoker(guardians[0], sender=owner)
+    return guardians[0]
+
+
+# EIP-2612 Permit type (the token's own domain is "Warren Token", "1": docs/CONTRACTS.md).
+PERMIT_TYPES = {
+    "EIP712Domain": [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+    ],
+    "Permit": [
+        {"name": "owner", "type": "address"},
+        {"name": "spender", "type": "address"},
+        {"name": "value", "type": "uint256"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "deadline", "type": "uint256"},
+    ],
+}
+
+
+@pytest.fixture
+def sign_permit(token, chain):
+    """Factory: `owner_account`'s EIP-2612 permit for `spender` as (v, r, s), at its current nonce."""
+
+    def _sign(owner_account, spender, value, deadline):
+        message = {
+            "types": PERMIT_TYPES,
+            "primaryType": "Permit",
+            "domain": {"name": "Warren Token", "version": "1", "chainId": chain.chain_id, "verifyingContract": token.address},
+            "message": {
+                "owner": owner_account.address,
+                "spender": getattr(spender, "address", spender),
+                "value": value,
+                "nonce": token.nonces(owner_account),
+                "deadline": deadline,
+            },
+        }
+        signed = Account.sign_message(encode_typed_data(full_message=message), owner_account.private_key)
+        return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
+
+    return _sign
 
 
 @pytest.fixture

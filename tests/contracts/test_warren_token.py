@@ -1,41 +1,6 @@
 """warren_token: snekmate's ERC-20 + EIP-2612 permit with Warren's metadata and minter role."""
 
 import ape
-from eth_account import Account
-from eth_account.messages import encode_typed_data
-
-PERMIT_TYPES = {
-    "EIP712Domain": [
-        {"name": "name", "type": "string"},
-        {"name": "version", "type": "string"},
-        {"name": "chainId", "type": "uint256"},
-        {"name": "verifyingContract", "type": "address"},
-    ],
-    "Permit": [
-        {"name": "owner", "type": "address"},
-        {"name": "spender", "type": "address"},
-        {"name": "value", "type": "uint256"},
-        {"name": "nonce", "type": "uint256"},
-        {"name": "deadline", "type": "uint256"},
-    ],
-}
-
-
-def _permit(token, chain, owner_account, spender, value, deadline):
-    message = {
-        "types": PERMIT_TYPES,
-        "primaryType": "Permit",
-        "domain": {"name": "Warren Token", "version": "1", "chainId": chain.chain_id, "verifyingContract": token.address},
-        "message": {
-            "owner": owner_account.address,
-            "spender": spender.address,
-            "value": value,
-            "nonce": token.nonces(owner_account),
-            "deadline": deadline,
-        },
-    }
-    signed = Account.sign_message(encode_typed_data(full_message=message), owner_account.private_key)
-    return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
 
 
 def test_metadata(token, owner):
@@ -69,23 +34,23 @@ def test_transfer__above_balance__reverts(token, client, stranger):
         token.transfer(stranger, token.balanceOf(client) + 1, sender=client)
 
 
-def test_permit__sets_allowance_and_bumps_nonce(token, chain, client, stranger):
+def test_permit__sets_allowance_and_bumps_nonce(token, chain, client, stranger, sign_permit):
     deadline = chain.pending_timestamp + 60
     nonce = token.nonces(client)
-    token.permit(client, stranger, 77, deadline, *_permit(token, chain, client, stranger, 77, deadline), sender=stranger)
+    token.permit(client, stranger, 77, deadline, *sign_permit(client, stranger, 77, deadline), sender=stranger)
     assert token.allowance(client, stranger) == 77
     assert token.nonces(client) == nonce + 1
 
 
-def test_permit__expired__reverts(token, chain, client, stranger):
+def test_permit__expired__reverts(token, chain, client, stranger, sign_permit):
     deadline = chain.pending_timestamp - 1
     with ape.reverts("erc20: expired deadline"):
-        token.permit(client, stranger, 1, deadline, *_permit(token, chain, client, stranger, 1, deadline), sender=stranger)
+        token.permit(client, stranger, 1, deadline, *sign_permit(client, stranger, 1, deadline), sender=stranger)
 
 
-def test_permit__replayed__reverts(token, chain, client, stranger):
+def test_permit__replayed__reverts(token, chain, client, stranger, sign_permit):
     deadline = chain.pending_timestamp + 60
-    signature = _permit(token, chain, client, stranger, 1, deadline)
+    signature = sign_permit(client, stranger, 1, deadline)
     token.permit(client, stranger, 1, deadline, *signature, sender=stranger)
     with ape.reverts("erc20: invalid signature"):
         token.permit(client, stranger, 1, deadline, *signature, sender=stranger)
