@@ -16,6 +16,14 @@
         reads with one storage load per settlement; channels refer to the
         index, not the id, so a key that re-registers after withdrawing
         never inherits channels opened to its earlier registration.
+        A node or challenger whose stake was slashed below the minimum
+        stops being active (no new channels, no reports) until it tops
+        its stake up again.
+        Registering proves nothing about the WireGuard private key (the
+        EVM has no X25519): anyone who has seen a public key can register
+        it first and squat that node id. The squatter cannot complete a
+        WireGuard handshake with it, so it can serve nobody; the victim
+        loses only that key and its stake is never at risk.
 """
 
 from ethereum.ercs import IERC20
@@ -116,6 +124,12 @@ _UNBONDING_BIT: constant(uint256) = 1 << 161
 _ASCII_A: constant(uint256) = 65
 _ASCII_Z: constant(uint256) = 90
 
+# @dev Layout of a node's packed listing word: price per GiB (bits 0-239) |
+# region as its two ASCII bytes (bits 240-255). One slot instead of three
+# (a String[2] takes a length slot and a data slot).
+_REGION_SHIFT: constant(uint256) = 240
+_MAX_PRICE: constant(uint256) = (1 << 240) - 1
+
 
 # STORAGE
 
@@ -134,18 +148,14 @@ node_count: public(uint256)
 node_index: public(HashMap[bytes32, uint256])
 # @dev index -> packed operator (bits 0-159) | revoked (160) | unbonding (161).
 node_head: public(HashMap[uint256, uint256])
-# @dev index -> node_id of that registration (kept after withdrawal, for channel views).
-node_id_at: public(HashMap[uint256, bytes32])
 # @dev index -> stake in token wei (slashable until withdrawn).
 _stake: HashMap[uint256, uint256]
 # @dev index -> timestamp from which the stake may be withdrawn (0: bonded).
 _unbond_at: HashMap[uint256, uint256]
-# @dev index -> WireGuard X25519 public key.
+# @dev index -> WireGuard X25519 public key (kept after withdrawal: `node_id_at` hashes it).
 _wg_key: HashMap[uint256, bytes32]
-# @dev index -> ISO 3166-1 alpha-2 region.
-_region: HashMap[uint256, String[2]]
-# @dev index -> price per GiB in token wei.
-_price: HashMap[uint256, uint256]
+# @dev index -> packed price per GiB in token wei | ISO 3166-1 alpha-2 region (see _REGION_SHIFT).
+_listing: HashMap[uint256, uint256]
 # @dev node_id -> permanently revoked (survives withdrawal; blocks re-registration).
 is_revoked: public(HashMap[bytes32, bool])
 
@@ -190,12 +200,12 @@ def register_node(wg_public_key: bytes32, region: String[2], price_per_gib: uint
             is pulled from msg.sender with transferFrom (approve first).
     @param wg_public_key The node's WireGuard X25519 public key.
     @param region ISO 3166-1 alpha-2 code, two upper-case letters.
-    @param price_per_gib Asking price per GiB in token wei.
+    @param price_per_gib Asking price per GiB in token wei (below 2**240).
     @param stake Stake in token wei, at least `min_node_stake`.
     @return node_id keccak256(wg_public_key).
     """
     assert wg_public_key != empty(bytes32), "node_registry: empty key"
-    self._check_region(region)
+    listing: uint256 = self._listing_word(region, price_per_gib)
     node_id: bytes32 = keccak256(wg_public_key)
     assert not self.is_revoked[node_id], "node_registry: key revoked"
     assert self.node_index[node_id] == 0, "node_registry: already registered"
@@ -205,11 +215,9 @@ def register_node(wg_public_key: bytes32, region: String[2], price_per_gib: uint
     self.node_count = index
     self.node_index[node_id] = index
     self.node_head[index] = convert(msg.sender, uint256)
-    self.node_id_at[index] = node_id
     self._stake[index] = stake
     self._wg_key[index] = wg_public_key
-    self._region[index] = region
-    self._price[index] = price_per_gib
+    self._listing[index] = listing
     self._pull(msg.sender, stake)
     log NodeRegistered(
         node_id=node_id, operator=msg.sender, node_index=index, wg_public_key=wg_public_key,
@@ -224,12 +232,10 @@ def update_node(node_id: bytes32, region: String[2], price_per_gib: uint256):
     @notice Change a node's advertised region and price (operator only).
     @param node_id The node.
     @param region ISO 3166-1 alpha-2 code.
-    @param price_per_gib Price per GiB in token wei.
+    @param price_per_gib Price per GiB in token wei (below 2**240).
     """
     index: uint256 = self._operated(node_id)
-    self._check_region(region)
-    self._region[index] = region
-    self._price[index] = price_per_gib
+    self._listing[index] = self._listing_word(region, price_per_gib)
     log NodeUpdated(node_id=node_id, region=region, price_per_gib=price_per_gib)
 
 
@@ -308,12 +314,14 @@ def register_challenger(stake: uint256):
 @external
 def increase_challenger_stake(amount: uint256):
     """
-    @notice Add stake to msg.sender's bonded challenger registration.
+    @notice Add stake to msg.sender's bonded challenger registration (also
+            to bring a slashed stake back up to the minimum).
     @param amount Amount in token wei (> 0).
     """
     assert amount != 0, "node_registry: zero amount"
-    assert self._is_challenger(msg.sender), "node_registry: not a challenger"
-    stake: uint256 = self.challenger_stake[msg.sender] + amount
+    stake: uint256 = self.challenger_stake[msg.sender]
+    assert stake != 0 and self.challenger_unbond_at[msg.sender] == 0, "node_registry: not a challenger"
+    stake += amount
     self.challenger_stake[msg.sender] = stake
     self._pull(msg.sender, amount)
     log ChallengerStakeIncreased(challenger=msg.sender, amount=amount, stake=stake)
@@ -325,7 +333,8 @@ def request_challenger_unbonding():
     @notice Start unbonding msg.sender's challenger stake; it stops being a
             challenger at once and stays slashable until withdrawn.
     """
-    assert self._is_challenger(msg.sender), "node_registry: not a challenger"
+    assert self.challenger_stake[msg.sender] != 0, "node_registry: not a challenger"
+    assert self.challenger_unbond_at[msg.sender] == 0, "node_registry: unbonding"
     unbond_at: uint256 = block.timestamp + unbonding_delay
     self.challenger_unbond_at[msg.sender] = unbond_at
     log ChallengerUnbondingRequested(challenger=msg.sender, unbond_at=unbond_at)
@@ -486,11 +495,12 @@ def node_unbond_at(node_id: bytes32) -> uint256:
 @view
 def is_active(node_id: bytes32) -> bool:
     """
-    @notice Whether a node is registered, bonded (not unbonding) and not revoked.
+    @notice Whether a node is registered, bonded (not unbonding), not
+            revoked and staked at least `min_node_stake`.
     @param node_id The node.
     @return active True if clients may open channels to it.
     """
-    return self._head_active(self.node_head[self.node_index[node_id]])
+    return self._active(self.node_index[node_id])
 
 
 @external
@@ -501,10 +511,25 @@ def node_ref(node_id: bytes32) -> (uint256, bool):
             registration index and whether it is active, in one call.
     @param node_id The node.
     @return index Registration index (0 if not registered).
-    @return active True if registered, bonded and not revoked.
+    @return active As `is_active`.
     """
     index: uint256 = self.node_index[node_id]
-    return index, self._head_active(self.node_head[index])
+    return index, self._active(index)
+
+
+@external
+@view
+def node_id_at(index: uint256) -> bytes32:
+    """
+    @notice The node id of a registration, also after it withdrew (for
+            channel views): keccak256 of its WireGuard key.
+    @param index Registration index.
+    @return node_id The node id (empty for an index never used).
+    """
+    key: bytes32 = self._wg_key[index]
+    if key == empty(bytes32):
+        return empty(bytes32)
+    return keccak256(key)
 
 
 @external
@@ -526,7 +551,11 @@ def node_region(node_id: bytes32) -> String[2]:
     @param node_id The node.
     @return region ISO 3166-1 alpha-2 code (empty if not registered).
     """
-    return self._region[self.node_index[node_id]]
+    code: uint256 = self._listing[self.node_index[node_id]] >> _REGION_SHIFT
+    if code == 0:
+        return ""
+    raw: bytes2 = convert(convert(code, uint16), bytes2)
+    return convert(slice(concat(raw, b""), 0, 2), String[2])
 
 
 @external
@@ -535,16 +564,17 @@ def node_price(node_id: bytes32) -> uint256:
     """
     @notice A node's price.
     @param node_id The node.
-    @return price Price per GiB in token wei.
+    @return price Price per GiB in token wei (0 if not registered).
     """
-    return self._price[self.node_index[node_id]]
+    return self._listing[self.node_index[node_id]] & _MAX_PRICE
 
 
 @external
 @view
 def is_challenger(account: address) -> bool:
     """
-    @notice Whether an account is a bonded (staked, not unbonding) challenger.
+    @notice Whether an account is a bonded challenger: staked at least
+            `min_challenger_stake` and not unbonding.
     @param account The account.
     @return challenger True if it may report.
     """
@@ -563,25 +593,31 @@ def _operated(node_id: bytes32) -> uint256:
 
 
 @internal
-@pure
-def _head_active(head: uint256) -> bool:
-    return head != 0 and head & (_REVOKED_BIT | _UNBONDING_BIT) == 0
+@view
+def _active(index: uint256) -> bool:
+    head: uint256 = self.node_head[index]
+    if head == 0 or head & (_REVOKED_BIT | _UNBONDING_BIT) != 0:
+        return False
+    return self._stake[index] >= min_node_stake
 
 
 @internal
 @view
 def _is_challenger(account: address) -> bool:
-    return self.challenger_stake[account] != 0 and self.challenger_unbond_at[account] == 0
+    return self.challenger_stake[account] >= min_challenger_stake and self.challenger_unbond_at[account] == 0
 
 
 @internal
 @pure
-def _check_region(region: String[2]):
+def _listing_word(region: String[2], price_per_gib: uint256) -> uint256:
+    # Checks the region (two upper-case ASCII letters) and the price, and packs them.
     assert len(region) == 2, "node_registry: bad region"
     raw: Bytes[2] = convert(region, Bytes[2])
     for i: uint256 in range(2):
         c: uint256 = convert(slice(raw, i, 1), uint256)
         assert c >= _ASCII_A and c <= _ASCII_Z, "node_registry: bad region"
+    assert price_per_gib <= _MAX_PRICE, "node_registry: price too high"
+    return price_per_gib | (convert(convert(raw, bytes2), uint256) << _REGION_SHIFT)
 
 
 @internal

@@ -7,26 +7,6 @@ import pytest
 from eth_utils import keccak
 
 
-@pytest.fixture
-def node_id(register_node):
-    """A node registered by `operator` with the minimum stake."""
-    return register_node()
-
-
-@pytest.fixture
-def slasher(registry, owner, stranger):
-    """`stranger` authorised as a slasher (stands in for reputation / a fraud proof)."""
-    registry.set_slasher(stranger, True, sender=owner)
-    return stranger
-
-
-@pytest.fixture
-def revoker(registry, owner, guardians):
-    """A guardian account made the revoker (stands in for revocation_registry)."""
-    registry.set_revoker(guardians[0], sender=owner)
-    return guardians[0]
-
-
 def _unbond_and_wait(registry, chain, node_id, operator):
     tx = registry.request_unbonding(node_id, sender=operator)
     unbond_at = tx.decode_logs(registry.NodeUnbondingRequested)[0].unbond_at
@@ -96,6 +76,35 @@ def test_register_node__same_key_twice__reverts(register_node, stranger):
 def test_register_node__without_allowance__reverts_in_token(registry, operator):
     with ape.reverts("erc20: insufficient allowance"):
         registry.register_node(os.urandom(32), "DE", 1, registry.min_node_stake(), sender=operator)
+
+
+def test_register_node__extreme_region_and_price__read_back(registry, register_node):
+    node_id = register_node(region="ZZ", price_per_gib=2**240 - 1)
+    assert (registry.node_region(node_id), registry.node_price(node_id)) == ("ZZ", 2**240 - 1)
+    node_id = register_node(region="AA", price_per_gib=0)
+    assert (registry.node_region(node_id), registry.node_price(node_id)) == ("AA", 0)
+
+
+def test_register_node__price_above_240_bits__reverts(registry, token, operator):
+    token.approve(registry, registry.min_node_stake(), sender=operator)
+    with ape.reverts("node_registry: price too high"):
+        registry.register_node(os.urandom(32), "DE", 2**240, registry.min_node_stake(), sender=operator)
+
+
+def test_update_node__price_above_240_bits_or_bad_region__reverts(registry, operator, node_id):
+    with ape.reverts("node_registry: price too high"):
+        registry.update_node(node_id, "DE", 2**240, sender=operator)
+    with ape.reverts("node_registry: bad region"):
+        registry.update_node(node_id, "De", 1, sender=operator)
+
+
+def test_views__unknown_node__empty(registry):
+    node_id = os.urandom(32)
+    assert registry.node_operator(node_id) == ape.utils.ZERO_ADDRESS
+    assert (registry.node_region(node_id), registry.node_price(node_id), registry.node_stake(node_id)) == ("", 0, 0)
+    assert bytes(registry.node_wg_key(node_id)) == bytes(32)
+    assert bytes(registry.node_id_at(registry.node_count() + 1)) == bytes(32)
+    assert not registry.is_active(node_id)
 
 
 def test_update_node__operator_changes_region_and_price(registry, operator, node_id):
@@ -187,6 +196,8 @@ def test_withdraw_stake__key_may_register_again_with_new_index(registry, operato
     assert register_node(wg_key=wg_key) == node_id
     assert registry.node_index(node_id) > first
     assert registry.is_active(node_id)
+    # The old registration still names its node (payment_channels' channel view reads it).
+    assert bytes(registry.node_id_at(first)) == node_id
 
 
 # --- challengers --------------------------------------------------------------------------------
@@ -231,6 +242,17 @@ def test_challenger_unbonding__withdraws_after_delay_only(registry, token, chall
 def test_request_challenger_unbonding__not_challenger__reverts(registry, stranger):
     with ape.reverts("node_registry: not a challenger"):
         registry.request_challenger_unbonding(sender=stranger)
+
+
+def test_request_challenger_unbonding__twice__reverts(registry, token, challenger):
+    stake = registry.min_challenger_stake()
+    token.approve(registry, stake, sender=challenger)
+    registry.register_challenger(stake, sender=challenger)
+    registry.request_challenger_unbonding(sender=challenger)
+    with ape.reverts("node_registry: unbonding"):
+        registry.request_challenger_unbonding(sender=challenger)
+    with ape.reverts("node_registry: not a challenger"):
+        registry.increase_challenger_stake(1, sender=challenger)
 
 
 # --- slashing -----------------------------------------------------------------------------------
@@ -300,6 +322,33 @@ def test_slash_challenger__takes_at_most_stake(registry, token, slasher, challen
     assert tx.return_value == stake
     assert not registry.is_challenger(challenger)
     assert tx.decode_logs(registry.ChallengerSlashed)[0].amount == stake
+
+
+def test_slash__below_minimum__node_inactive_until_topped_up(
+    registry, channels, token, slasher, treasury, operator, client, signer, node_id
+):
+    # A node slashed below the minimum stake takes no new channels until it tops its stake up.
+    registry.slash(node_id, 1, treasury, sender=slasher)
+    assert not registry.is_active(node_id)
+    assert tuple(registry.node_ref(node_id))[1] is False
+    with ape.reverts("payment_channels: node not active"):
+        channels.open_channel(node_id, client, signer, 1, sender=client)
+    token.approve(registry, 1, sender=operator)
+    registry.increase_stake(node_id, 1, sender=operator)
+    assert registry.is_active(node_id)
+
+
+def test_slash_challenger__below_minimum__not_a_challenger_until_topped_up(
+    registry, token, slasher, challenger, treasury
+):
+    stake = registry.min_challenger_stake()
+    token.approve(registry, stake + 1, sender=challenger)
+    registry.register_challenger(stake, sender=challenger)
+    registry.slash_challenger(challenger, 1, treasury, sender=slasher)
+    assert not registry.is_challenger(challenger)
+    registry.increase_challenger_stake(1, sender=challenger)
+    assert registry.is_challenger(challenger)
+    assert registry.challenger_stake(challenger) == stake
 
 
 # --- revocation ---------------------------------------------------------------------------------
