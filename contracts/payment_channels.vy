@@ -89,7 +89,7 @@ event ReceiptSettled:
     cumulative_amount: uint256
     node_amount: uint256
 
-event ChannelClosing:
+event ChannelCloseStarted:
     channel_id: indexed(bytes32)
     close_at: uint256
 
@@ -347,7 +347,7 @@ def start_close(channel_id: bytes32):
     assert msg.sender == convert(meta & _ADDRESS_MASK, address), "payment_channels: not the client"
     close_at: uint256 = block.timestamp + challenge_period
     self._meta[channel_id] = (meta & ((1 << 192) - 1)) | (close_at << 192) | (_CLOSING << 248)
-    log ChannelClosing(channel_id=channel_id, close_at=close_at)
+    log ChannelCloseStarted(channel_id=channel_id, close_at=close_at)
 
 
 @external

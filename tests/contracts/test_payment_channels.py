@@ -54,7 +54,7 @@ def join(r, s, v):
 
 def start_close(channels, channel_id, client, chain):
     tx = channels.start_close(channel_id, sender=client)
-    return tx.decode_logs(channels.ChannelClosing)[0].close_at
+    return tx.decode_logs(channels.ChannelCloseStarted)[0].close_at
 
 
 # --- opening and funding ------------------------------------------------------------------------
@@ -372,7 +372,7 @@ def test_settle__while_node_unbonding__still_pays(channels, registry, operator, 
 
 def test_start_close__logs_close_at(channels, client, chain, channel_id):
     tx = channels.start_close(channel_id, sender=client)
-    [log] = tx.decode_logs(channels.ChannelClosing)
+    [log] = tx.decode_logs(channels.ChannelCloseStarted)
     assert log.close_at == tx.timestamp + channels.challenge_period()
     assert tuple(channels.channel(channel_id))[5:] == (log.close_at, 2)
 
