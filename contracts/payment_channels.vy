@@ -49,9 +49,6 @@ from ethereum.ercs import IERC20
 from interfaces import payment_channels as IPaymentChannels
 implements: IPaymentChannels
 
-# @dev Token with `permit` for `open_channel_with_permit`.
-from interfaces import warren_token as IWarrenToken
-
 # @dev The registry slice this contract reads: node refs and head words.
 from interfaces import node_registry as INodeRegistry
 
@@ -119,6 +116,9 @@ _RECEIPT_TYPEHASH: constant(bytes32) = keccak256(
 _CLOSE_TYPEHASH: constant(bytes32) = keccak256(
     "CooperativeClose(bytes32 channel_id,uint256 cumulative_bytes,uint256 cumulative_amount)"
 )
+
+# @dev EIP-2612 `permit`, called with raw_call so that a front-run permit does not block the open.
+_PERMIT_SELECTOR: constant(bytes4) = method_id("permit(address,address,uint256,uint256,uint8,bytes32,bytes32)", output_type=bytes4)
 
 # @dev Channel states (bits 248-255 of the meta word).
 _OPEN: constant(uint256) = 1
@@ -212,7 +212,9 @@ def open_channel_with_permit(
 ) -> bytes32:
     """
     @notice Open a channel in one transaction with an EIP-2612 permit from
-            msg.sender for `deposit` to this contract.
+            msg.sender for `deposit` to this contract. A permit that fails
+            (for instance because someone front-ran it) is ignored when the
+            allowance already covers the deposit.
     @param node_id The node.
     @param client Receives refunds and may start a unilateral close.
     @param signer Signs receipts.
@@ -223,7 +225,16 @@ def open_channel_with_permit(
     @param s Permit signature s.
     @return channel_id The new channel's id.
     """
-    extcall IWarrenToken(token.address).permit(msg.sender, self, deposit, deadline, v, r, s)
+    # Anyone who sees this transaction can submit the permit first and use up its nonce, which
+    # would make a plain `extcall permit` revert (a cheap grief). The allowance it set is there
+    # all the same, so a failed permit only matters when the allowance does not cover the deposit.
+    permitted: bool = raw_call(
+        token.address,
+        abi_encode(msg.sender, self, deposit, deadline, v, r, s, method_id=_PERMIT_SELECTOR),
+        revert_on_failure=False,
+    )
+    if not permitted:
+        assert staticcall token.allowance(msg.sender, self) >= deposit, "payment_channels: permit failed"
     return self._open(node_id, client, signer, deposit)
 
 

@@ -5,7 +5,6 @@ import os
 import ape
 import pytest
 from eth_account import Account
-from eth_account.messages import encode_typed_data
 
 from agents.chain import eip712
 
@@ -18,22 +17,9 @@ COOPERATIVE, UNILATERAL, EXIT = 1, 2, 3
 
 
 @pytest.fixture
-def node_id(register_node):
-    """A registered node operated by `operator`."""
-    return register_node()
-
-
-@pytest.fixture
 def channel_id(open_channel, node_id):
     """A channel from `client` to `node_id` with DEPOSIT, receipts signed by `signer`."""
     return open_channel(node_id, deposit=DEPOSIT)
-
-
-@pytest.fixture
-def revoker(registry, owner, guardians):
-    """A guardian account made the registry's revoker (stands in for revocation_registry)."""
-    registry.set_revoker(guardians[0], sender=owner)
-    return guardians[0]
 
 
 def fee(channels, amount):
@@ -123,42 +109,35 @@ def test_open_channel__without_allowance__reverts_in_token(channels, client, sig
         channels.open_channel(node_id, client, signer, 1, sender=client)
 
 
-def test_open_channel_with_permit__opens_in_one_transaction(channels, token, chain, client, signer, node_id):
+def test_open_channel_with_permit__opens_in_one_transaction(channels, token, chain, client, signer, node_id, sign_permit):
     deadline = chain.pending_timestamp + 3600
-    permit = {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "Permit": [
-                {"name": "owner", "type": "address"},
-                {"name": "spender", "type": "address"},
-                {"name": "value", "type": "uint256"},
-                {"name": "nonce", "type": "uint256"},
-                {"name": "deadline", "type": "uint256"},
-            ],
-        },
-        "primaryType": "Permit",
-        "domain": {"name": "Warren Token", "version": "1", "chainId": chain.chain_id, "verifyingContract": token.address},
-        "message": {
-            "owner": client.address,
-            "spender": channels.address,
-            "value": DEPOSIT,
-            "nonce": token.nonces(client),
-            "deadline": deadline,
-        },
-    }
-    signed = Account.sign_message(encode_typed_data(full_message=permit), client.private_key)
-    tx = channels.open_channel_with_permit(
-        node_id, client, signer, DEPOSIT, deadline, signed.v, signed.r.to_bytes(32, "big"),
-        signed.s.to_bytes(32, "big"), sender=client,
-    )
+    v, r, s = sign_permit(client, channels, DEPOSIT, deadline)
+    tx = channels.open_channel_with_permit(node_id, client, signer, DEPOSIT, deadline, v, r, s, sender=client)
     assert bytes(tx.return_value) == bytes(channels.channel_id_of(client, signer))
     assert token.balanceOf(channels) == DEPOSIT
     assert token.allowance(client, channels) == 0
+
+
+def test_open_channel_with_permit__permit_front_run__still_opens(
+    channels, token, chain, client, stranger, signer, node_id, sign_permit
+):
+    # Someone copies the permit out of the pending transaction and submits it first: the nonce is
+    # used up, so the permit call inside the open fails, but the allowance it granted is there.
+    deadline = chain.pending_timestamp + 3600
+    v, r, s = sign_permit(client, channels, DEPOSIT, deadline)
+    token.permit(client, channels, DEPOSIT, deadline, v, r, s, sender=stranger)
+    tx = channels.open_channel_with_permit(node_id, client, signer, DEPOSIT, deadline, v, r, s, sender=client)
+    assert tuple(channels.channel(bytes(tx.return_value)))[2] == DEPOSIT
+    assert token.allowance(client, channels) == 0
+
+
+def test_open_channel_with_permit__bad_permit_without_allowance__reverts(
+    channels, chain, client, stranger, signer, node_id, sign_permit
+):
+    deadline = chain.pending_timestamp + 3600
+    v, r, s = sign_permit(stranger, channels, DEPOSIT, deadline)  # signed by someone else
+    with ape.reverts("payment_channels: permit failed"):
+        channels.open_channel_with_permit(node_id, client, signer, DEPOSIT, deadline, v, r, s, sender=client)
 
 
 def test_top_up__anyone_adds_to_deposit_and_logs(channels, token, stranger, channel_id):
