@@ -35,10 +35,13 @@
           at each settlement and the treasury is paid when the channel
           closes, so settle does no fee bookkeeping and rounding never
           drifts over many small settlements.
-        - Settlement window: the node may settle while
-          `block.timestamp < close_at`; finalisation is possible from
-          `block.timestamp >= close_at`. There is no instant in which both
-          or neither are possible.
+        - Settlement window: the node may settle (or close cooperatively)
+          while `block.timestamp < close_at`; finalisation is possible
+          from `block.timestamp >= close_at`. There is no instant in
+          which both or neither are possible.
+        - `open_channel_with_permit` tolerates a front-run permit: when
+          the permit call fails it goes on if the allowance covers the
+          deposit ("permit failed" otherwise).
         - Signatures: exactly 65 bytes, v in {27, 28}, low s (EIP-2);
           snekmate's ecdsa refuses a zero-address recovery.
 """
@@ -311,16 +314,16 @@ def cooperative_close(
             `CooperativeClose(channel_id, cumulative_bytes, cumulative_amount)`
             over the same figures. Anyone may submit. The node gets the rest
             of its share, the treasury the fee, the client the remainder.
-    @param channel_id The channel (open or closing).
+    @param channel_id The channel (open, or closing before `close_at`).
     @param cumulative_bytes Final bytes (>= the settled bytes).
     @param cumulative_amount Final amount in token wei (>= settled, <= deposit).
     @param signature The payment signer's Receipt signature.
     @param node_signature The node operator's CooperativeClose signature.
     """
     meta: uint256 = self._meta[channel_id]
-    state: uint256 = meta >> 248
-    self._check_exists(state)
-    assert state != _FINALISED, "payment_channels: channel finalised"
+    # The same window as settle: once a unilateral close's challenge period is over, a receipt the
+    # node did not settle in time no longer pays, cooperatively or not.
+    self._check_settleable(meta)
     operator: address = self._node_operator(meta)
 
     amounts: uint256 = self._amounts[channel_id]

@@ -471,6 +471,22 @@ def test_cooperative_close__during_challenge_period__works(channels, client, cha
     channels.cooperative_close(channel_id, 1, 1, sign_receipt(channel_id, 1, 1), sign_close(channel_id, 1, 1), sender=client)
 
 
+def test_cooperative_close__challenge_period_edges(channels, operator, client, chain, channel_id, sign_receipt, sign_close):
+    # The node's last chance to be paid for a receipt is close_at - 1, cooperatively or not: at
+    # close_at the client may finalise, and a late cooperative close would take from its refund.
+    channels.settle(channel_id, 10, 100, sign_receipt(channel_id, 10, 100), sender=operator)
+    close_at = start_close(channels, channel_id, client, chain)
+    args = (channel_id, 20, 200, sign_receipt(channel_id, 20, 200), sign_close(channel_id, 20, 200))
+    before_end = chain.snapshot()
+    chain.pending_timestamp = close_at
+    with ape.reverts("payment_channels: challenge period over"):
+        channels.cooperative_close(*args, sender=operator)
+    chain.restore(before_end)  # the reverted transaction was mined at close_at: go back in time
+    chain.pending_timestamp = close_at - 1
+    channels.cooperative_close(*args, sender=operator)
+    assert tuple(channels.channel(channel_id))[3:] == (200, 20, 0, 3)
+
+
 def test_cooperative_close__wrong_node_signature__reverts(channels, client, signer_key, channel_id, sign_receipt, sign_close):
     receipt = sign_receipt(channel_id, 1, 1)
     for key in (client.private_key, signer_key):
