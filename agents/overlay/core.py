@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import random
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 

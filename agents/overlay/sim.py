@@ -18,7 +18,6 @@ import random
 from typing import Callable
 
 from .core import Joined, OverlayConfig, OverlayNode
-from .ids import RING
 from .wire import Contact
 
 __all__ = ["SimNetwork", "sim_address"]

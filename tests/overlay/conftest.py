@@ -79,3 +79,49 @@ def make_net():
         return SimNetwork(seed=seed, config=cfg, **kw)
 
     return make
+
+
+@pytest.fixture
+def lab():
+    """A network-namespace lab (only for tests marked netns, which need root); cleaned up after."""
+    from agents.netlab import Lab
+
+    with Lab(prefix="wov") as lab:
+        yield lab
+
+
+@pytest.fixture
+def reactor():
+    """A started overlay UDP reactor; its thread is joined and its sockets closed after the test."""
+    from agents.overlay.runtime import UdpReactor
+
+    with UdpReactor() as r:
+        yield r
+
+
+@pytest.fixture
+def internet(lab):
+    """Two internet segments joined by a transit router (so at least one router lies between any two
+    NATs, as on the real internet); returns ``(public_host(name), nat_host(name, flavour, side))``."""
+    west, east = lab.add_internet("198.51.100.0/24", "west"), lab.add_internet("203.0.113.0/24", "east")
+    transit = lab.add_host("transit")
+    via = {"west": west.attach(transit), "east": east.attach(transit)}
+    transit.sysctl("net.ipv4.ip_forward", 1)
+    segments = {"west": (west, east), "east": (east, west)}
+
+    def public_host(name, side="west"):
+        inet, other = segments[side]
+        ns = lab.add_host(name)
+        ip = inet.attach(ns)
+        ns.ip("route", "add", str(other.subnet), "via", via[side])
+        return ns, ip
+
+    def nat_host(name, flavour, side):
+        inet, other = segments[side]
+        router = lab.add_nat(f"nat{name}", flavour, inet)
+        router.namespace.ip("route", "add", str(other.subnet), "via", via[side])
+        ns = lab.add_host(name)
+        router.attach(ns)
+        return ns, router
+
+    return public_host, nat_host

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from agents.overlay import wire
 from agents.overlay.core import OverlayConfig, OverlayNode
 from agents.overlay.nat import (

@@ -19,14 +19,14 @@ import pytest
 from eth_account import Account
 
 from agents.chain.eip712 import Revocation, sign
-from agents.netlab import Lab, NatType, is_root
+from agents.netlab import NatType, is_root
 from agents.netlab.wireguard import start_python_tunnel
 from agents.overlay.core import OverlayConfig, OverlayNode, PutDone
 from agents.overlay.ids import node_id_from_wg_key
 from agents.overlay.mesh import ZERO_ADDRESS, GroupDirectory, MeshHost, group_authority
 from agents.overlay.nat import NatAgent
 from agents.overlay.records import RecordValidator, make_ip_record, make_member_certificate, make_revocation_record
-from agents.overlay.runtime import UdpReactor, attach_to_tunnel
+from agents.overlay.runtime import attach_to_tunnel
 from agents.overlay.store import RecordStore
 from agents.wireguard.config import InterfaceConfig, generate_private_key, public_key
 
@@ -41,40 +41,9 @@ VIPS = {"a": "10.77.0.1", "b": "10.77.0.2", "c": "10.77.0.3"}
 FILE_BYTES = 256 * 1024
 
 
-@pytest.fixture
-def lab():
-    with Lab(prefix="wmesh") as lab:
-        yield lab
-
-
-@pytest.fixture
-def reactor():
-    with UdpReactor() as r:
-        yield r
-
-
 def _store(owner):
     directory = GroupDirectory(owner.address, NETWORK)
     return directory, RecordStore(RecordValidator(directory, group_authority(owner.address)))
-
-
-def _topology(lab):
-    west, east = lab.add_internet("198.51.100.0/24", "west"), lab.add_internet("203.0.113.0/24", "east")
-    transit = lab.add_host("transit")
-    t_west, t_east = west.attach(transit), east.attach(transit)
-    transit.sysctl("net.ipv4.ip_forward", 1)
-    gw = lab.add_host("gw")
-    gw_ip = west.attach(gw)
-    gw.ip("route", "add", str(east.subnet), "via", t_west)
-    hosts = {}
-    for name, flavour, inet, other, via in (("a", NatType.PORT_RESTRICTED, west, east, t_west),
-                                            ("b", NatType.FULL_CONE, east, west, t_east)):
-        router = lab.add_nat(f"nat{name}", flavour, inet)
-        router.namespace.ip("route", "add", str(other.subnet), "via", via)
-        ns = lab.add_host(name)
-        router.attach(ns)
-        hosts[name] = ns
-    return gw, gw_ip, hosts
 
 
 def _member(owner, name):
@@ -126,9 +95,11 @@ def _serve_once(ns, address, port, sink: dict):
     return t
 
 
-def test_mesh__hosts_behind_nats__ping_by_virtual_ip_and_move_a_file(lab, reactor):
+def test_mesh__hosts_behind_nats__ping_by_virtual_ip_and_move_a_file(lab, internet, reactor):
     owner = Account.create()
-    gw, gw_ip, hosts = _topology(lab)
+    public_host, nat_host = internet
+    gw, gw_ip = public_host("gw")
+    hosts = {"a": nat_host("a", NatType.PORT_RESTRICTED, "west")[0], "b": nat_host("b", NatType.FULL_CONE, "east")[0]}
     _, gw_store = _store(owner)
     gw_node = OverlayNode(random.Random(1).getrandbits(256), OverlayConfig(stabilize_interval=3600),
                           store=gw_store, rng=random.Random(1))

@@ -13,10 +13,9 @@ import random
 
 import pytest
 
-from agents.netlab import Lab, NatType, is_root
+from agents.netlab import NatType, is_root
 from agents.overlay.core import OverlayConfig, OverlayNode
 from agents.overlay.nat import PUNCH_TIMEOUT_S, DataReceived, NatAgent, PathUp, Registered, RelayLimits
-from agents.overlay.runtime import UdpReactor
 
 pytestmark = [
     pytest.mark.netns,
@@ -27,18 +26,6 @@ PORT = 51900
 WAIT_S = PUNCH_TIMEOUT_S + 10.0  # punching, then asking the relay, on a loaded machine
 
 FC, PR, SYM = NatType.FULL_CONE, NatType.PORT_RESTRICTED, NatType.SYMMETRIC
-
-
-@pytest.fixture
-def lab():
-    with Lab(prefix="wov") as lab:
-        yield lab
-
-
-@pytest.fixture
-def reactor():
-    with UdpReactor() as r:
-        yield r
 
 
 def _agent(reactor, ns, rng, **kw):
@@ -61,24 +48,11 @@ def _agent(reactor, ns, rng, **kw):
     ids=["fullcone-portrestricted", "portrestricted-both", "symmetric-fullcone", "symmetric-portrestricted",
          "symmetric-both"],
 )
-def test_nat_pair__chooses_expected_path_and_moves_data(lab, reactor, nat_a, nat_b, expected):
+def test_nat_pair__chooses_expected_path_and_moves_data(internet, reactor, nat_a, nat_b, expected):
     rng = random.Random(7)
-    # Two internet segments joined by a transit router: a's NAT and the relay on one, b's NAT on the
-    # other, so that (as on the real internet) at least one router lies between the two NATs.
-    west, east = lab.add_internet("198.51.100.0/24", "west"), lab.add_internet("203.0.113.0/24", "east")
-    transit = lab.add_host("transit")
-    t_west, t_east = west.attach(transit), east.attach(transit)
-    transit.sysctl("net.ipv4.ip_forward", 1)
-    relay_ns = lab.add_host("relay")
-    relay_ip = west.attach(relay_ns)
-    relay_ns.ip("route", "add", str(east.subnet), "via", t_west)
-    hosts = {}
-    for name, flavour, inet, other, via in (("a", nat_a, west, east, t_west), ("b", nat_b, east, west, t_east)):
-        router = lab.add_nat(f"nat{name}", flavour, inet)
-        router.namespace.ip("route", "add", str(other.subnet), "via", via)
-        ns = lab.add_host(name)
-        router.attach(ns)
-        hosts[name] = (ns, router)
+    public_host, nat_host = internet
+    relay_ns, relay_ip = public_host("relay")
+    hosts = {"a": nat_host("a", nat_a, "west"), "b": nat_host("b", nat_b, "east")}
 
     relay_rt, relay = _agent(reactor, relay_ns, rng, relay_volunteer=True, limits=RelayLimits(max_bytes=1 << 20))
     a_rt, a = _agent(reactor, hosts["a"][0], rng)

@@ -6,23 +6,13 @@ import bisect
 import random
 import time
 
-import pytest
-
 from agents.overlay.core import Joined, LookupDone, OverlayConfig, OverlayNode
-from agents.overlay.runtime import UdpReactor
 
 N_NODES = 60
 # Loopback round trips are ~0.1 ms, so timers can be short; a bounded wait is the test's deadline.
 CONFIG = OverlayConfig(stabilize_interval=0.5, rpc_timeout=0.3)
 JOIN_DEADLINE_S = 60.0
 CONVERGE_DEADLINE_S = 90.0
-
-
-@pytest.fixture
-def reactor():
-    """A started UDP reactor, closed (thread joined, sockets closed) after the test."""
-    with UdpReactor() as r:
-        yield r
 
 
 def _owner(ids: list, key: int) -> int:
