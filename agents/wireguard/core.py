@@ -589,17 +589,19 @@ class WireGuardDevice:
 
         With no endpoint nothing is sent but the retransmission timer still runs (wireguard-go's
         send fails the same way), so packets queued for an unreachable peer are dropped when the
-        attempts run out instead of lingering.
+        attempts run out instead of lingering; nothing went out, so the rate limit is not spent and
+        the first packet after an endpoint is configured initiates at once.
         """
         timers = peer.timers
         if not is_retry:
             timers.handshake_attempts = 0
+        if peer.endpoint is None:
+            if is_retry or timers.retransmit_handshake is None:
+                timers.handshake_initiated(now)
+            return
         if peer.last_sent_handshake is not None and now - peer.last_sent_handshake < REKEY_TIMEOUT:
             return
         peer.last_sent_handshake = now
-        if peer.endpoint is None:
-            timers.handshake_initiated(now)
-            return
         if peer.handshake is not None and self._index.get(peer.handshake.sender_index) is peer:
             del self._index[peer.handshake.sender_index]
         index = self._new_index_locked()

@@ -45,6 +45,21 @@ def test_encapsulate__peer_without_endpoint__queued_until_it_handshakes():
     assert pair.alice_received == [early]
 
 
+def test_encapsulate__endpoint_configured_later__next_packet_initiates_at_once():
+    """Nothing was sent while the endpoint was unknown, so the once-per-REKEY_TIMEOUT limit is not spent."""
+    pair = LoopbackPair()
+    queued, later = ip_packet(BOB_IP, ALICE_IP, b"queued"), ip_packet(BOB_IP, ALICE_IP, b"later")
+    pair.bob.encapsulate(queued, pair.now)
+    pair.bob.add_peer(pair.alice.public_key, allowed_ips=[ALICE_IP + "/32"], endpoint=pair.alice_endpoint)
+    pair.now += 0.5
+    pair.bob.encapsulate(later, pair.now)
+    outbox = pair.bob.drain_outbox()
+    assert [len(datagram) for datagram, _ in outbox] == [INITIATION_SIZE]
+    pair.carry(pair.bob, *outbox[0])
+    pair.deliver()
+    assert pair.alice_received == [queued, later]
+
+
 def test_encapsulate__peer_without_endpoint__queue_dropped_when_no_handshake_comes():
     pair = LoopbackPair()
     pair.bob.encapsulate(ip_packet(BOB_IP, ALICE_IP, b"stale"), pair.now)
