@@ -141,6 +141,10 @@ def test_agent__redemption_changed_in_flight__node_and_pool_refuse(tmp_path, poo
         with ape.reverts("voucher_pool: invalid proof"):
             submit_redemption(pool, changed, operator)
     assert not check_redemption(keys[1], redemption, pool="0x" + "00" * 20)
+    unknown_root = Redemption(**{**redemption.__dict__, "root": (redemption.root + 1) % (1 << 253)})
+    assert not check_redemption(keys[1], unknown_root)
+    with ape.reverts("voucher_pool: unknown root"):
+        submit_redemption(pool, unknown_root, operator)
     submit_redemption(pool, redemption, operator)
 
 
