@@ -116,7 +116,8 @@ def chain_part(depth: int, pk, vk, circuit, prover) -> dict:
     tree = pool_tree(pool)
     signer = ape.accounts.test_accounts.generate_test_account().address
     t0 = _now()
-    redemption = make_redemption(store.notes[count * 2 // 3], tree, pk, depth, node_id, signer, FEE, prover=prover)
+    redemption = make_redemption(store.notes[count * 2 // 3], tree, pk, depth, node_id, signer, FEE,
+                                 prover=prover)
     first_prove = _now() - t0
     receipt = submit_redemption(pool, redemption, operator)
     store.path.unlink(missing_ok=True)

@@ -190,7 +190,8 @@ def contribute_phase1(state: Phase1, name: str, entropy: bytes | None = None) ->
     The secrets come from the OS CSPRNG (mixed with ``entropy`` if given) and are not kept.
     """
     seed = secrets.token_bytes(32) + (entropy or b"")
-    t, a, b = (int.from_bytes(hashlib.sha256(seed + bytes([i])).digest(), "big") % (R - 1) + 1 for i in range(3))
+    t, a, b = (int.from_bytes(hashlib.sha256(seed + bytes([i])).digest(), "big") % (R - 1) + 1
+               for i in range(3))
     n = state.n
     pw = [1]
     for _ in range(2 * n - 2):

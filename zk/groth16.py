@@ -224,13 +224,15 @@ class Prover:
     """Proves one circuit with one proving key, fast.
 
     Precomputes (unless ``precompute=False``), per MSM, the points shifted for every Pippenger
-    window (``zk.msm.shift_table``: ~254 doublings per point, paid once), with the constant points (alpha, beta, delta) folded in so each proof element is a single MSM.
-    With ``workers=2`` the tables live in two forked worker processes and the G2 MSM and the G1 MSMs
-    run in parallel with the main process's NTTs. Use as a context manager (or call ``close``).
+    window (``zk.msm.shift_table``: ~254 doublings per point, paid once), with the constant points
+    (alpha, beta, delta) folded in so each proof element is a single MSM. With ``workers=2`` the
+    tables live in two forked worker processes, which run the G2 MSM and two G1 MSMs while the main
+    process does the NTTs and the largest G1 MSM. Use as a context manager (or call ``close``).
     """
 
-    def __init__(self, pk: ProvingKey, circuit: Circuit, workers: int = 0, precompute: bool = True) -> None:
-        if circuit.n_vars != pk.n_vars or circuit.n_public != pk.n_public or domain_size(circuit) != pk.domain:
+    def __init__(self, pk: ProvingKey, circuit: Circuit, workers: int = 0,
+                 precompute: bool = True) -> None:
+        if (circuit.n_vars, circuit.n_public, domain_size(circuit)) != (pk.n_vars, pk.n_public, pk.domain):
             raise ProofError("proving key does not match the circuit")
         self.pk, self.circuit, self.workers = pk, circuit, workers
         points = {

@@ -139,7 +139,8 @@ def negate_table(group: Group, table: list[list]) -> list[list]:
     return [[group.neg(p) for p in row] for row in table]
 
 
-def msm_shifted(group: Group, table: list[list], scalars: list[int], c: int, neg_table: list[list] | None = None):
+def msm_shifted(group: Group, table: list[list], scalars: list[int], c: int,
+                neg_table: list[list] | None = None):
     """``sum s_i * table[0][i]`` using a ``shift_table`` built with the same ``c``.
 
     Signed digits come from the offset trick: with ``H = sum_k 2^(c-1) 2^(ck)``, the unsigned
