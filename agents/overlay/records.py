@@ -49,6 +49,7 @@ from .wire import decode_address, encode_address
 __all__ = [
     "MAX_RECORD_SIZE",
     "MAX_TTL",
+    "MAX_CERT_TTL",
     "SIGN_PREFIX",
     "PEER",
     "IP",
@@ -78,6 +79,9 @@ MAX_RECORD_SIZE = 1024
 # (OverlayConfig.republish_interval, 10 minutes).
 MAX_TTL = 24 * 3600
 MAX_CLOCK_SKEW = 300  # seconds of clock difference tolerated between publisher and holder
+# A year: a mesh membership certificate is issued once by the group owner (who may be offline), not
+# republished; revocation, not expiry, is how a member is removed early.
+MAX_CERT_TTL = 365 * 24 * 3600
 SIGN_PREFIX = b"warren overlay record v1\x00"
 
 _HEAD = struct.Struct(">BBQQ32sH")
@@ -362,7 +366,7 @@ class RecordValidator:
         rec = decode_record(raw)
         if rec.expires <= now:
             raise RecordRejected("expired")
-        if rec.expires > now + self.max_ttl + MAX_CLOCK_SKEW:
+        if rec.expires > now + (MAX_CERT_TTL if rec.kind == MEMBER else self.max_ttl) + MAX_CLOCK_SKEW:
             raise RecordRejected("ttl-too-long")
         if rec.kind == REVOCATION:
             if not rec.guardian_sigs or self.authority is None:
