@@ -122,10 +122,6 @@ class TunDevice:
         """Block until the kernel routes one packet into the device; return it."""
         return os.read(self.fd, size)
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        """Like :meth:`read` into a caller's buffer (no allocation); returns the packet length."""
-        return os.readv(self.fd, [buffer])
-
     def write(self, packet: bytes | memoryview) -> int:
         """Hand one IP packet to the kernel as if it arrived on this interface."""
         return os.write(self.fd, packet)
