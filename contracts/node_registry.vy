@@ -229,12 +229,14 @@ def register_node(wg_public_key: bytes32, region: String[2], price_per_gib: uint
 @external
 def update_node(node_id: bytes32, region: String[2], price_per_gib: uint256):
     """
-    @notice Change a node's advertised region and price (operator only).
+    @notice Change a node's advertised region and price (operator only;
+            not once revoked, so a revoked node cannot advertise again).
     @param node_id The node.
     @param region ISO 3166-1 alpha-2 code.
     @param price_per_gib Price per GiB in token wei (below 2**240).
     """
     index: uint256 = self._operated(node_id)
+    assert self.node_head[index] & _REVOKED_BIT == 0, "node_registry: key revoked"
     self._listing[index] = self._listing_word(region, price_per_gib)
     log NodeUpdated(node_id=node_id, region=region, price_per_gib=price_per_gib)
 

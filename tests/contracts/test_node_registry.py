@@ -398,8 +398,10 @@ def test_revoke__unregistered_key__blocks_future_registration(registry, revoker,
         register_node(wg_key=wg_key)
 
 
-def test_revoked_node__cannot_unbond_or_withdraw(registry, revoker, operator, treasury, node_id):
+def test_revoked_node__cannot_unbond_withdraw_or_update(registry, revoker, operator, treasury, node_id):
     registry.revoke(node_id, treasury, sender=revoker)
+    with ape.reverts("node_registry: key revoked"):
+        registry.update_node(node_id, "FR", 1, sender=operator)
     with ape.reverts("node_registry: key revoked"):
         registry.request_unbonding(node_id, sender=operator)
     with ape.reverts("node_registry: key revoked"):
