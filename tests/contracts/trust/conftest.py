@@ -66,9 +66,9 @@ def panel(panel_accounts, stake_challenger):
 
 
 @pytest.fixture
-def node(register_node, operator):
-    """A registered node (its id) operated by `operator`."""
-    return register_node(operator)
+def node(node_id):
+    """A registered node (its id) operated by `operator`: the shared `node_id` fixture."""
+    return node_id
 
 
 @pytest.fixture
