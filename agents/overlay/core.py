@@ -26,6 +26,7 @@ from . import wire
 from .broadcast import BroadcastState
 from .errors import LocalProtocolError, RecordRejected, RemoteProtocolError
 from .ids import RING, in_half_open, in_open
+from .records import REVOCATION
 from .ring import SUCCESSORS, RoutingTable
 from .wire import Contact, Msg
 
@@ -779,7 +780,19 @@ class OverlayNode:
     # ------------------------------------------------------------------ broadcast
 
     def broadcast(self, payload: bytes, now: float) -> bytes:
-        """Deliver ``payload`` to every live node once; returns the broadcast id."""
+        """Deliver ``payload`` to every live node once; returns the broadcast id.
+
+        A node with a record store broadcasts only valid signed records (a revocation certificate is
+        the use case) and applies them itself, as every receiver does.
+
+        Raises:
+            LocalProtocolError: we hold a store and ``payload`` is not a valid record.
+        """
+        if self.store is not None:
+            try:
+                self._apply_broadcast_record(payload, now)
+            except RecordRejected as exc:
+                raise LocalProtocolError(f"overlay: refusing to broadcast: {exc.reason}") from exc
         bid = os.urandom(16) if not isinstance(self.rng, random.Random) else self.rng.getrandbits(128).to_bytes(16, "big")
         self.bcast.seen_add(bid)
         self.events.append(BroadcastDelivered(bid, payload, 0))
@@ -792,8 +805,19 @@ class OverlayNode:
             self.bcast.duplicates += 1
             return
         self.bcast.seen_add(m.bid)
+        if self.store is not None:
+            try:
+                self._apply_broadcast_record(m.data, now)
+            except RecordRejected:
+                self.stats["dropped"] += 1  # forged or stale: neither delivered nor forwarded
+                return
         self.events.append(BroadcastDelivered(m.bid, m.data, m.depth))
         self._bcast_forward(m.bid, m.limit, m.depth, m.data, now)
+
+    def _apply_broadcast_record(self, payload: bytes, now: float) -> None:
+        rec = self.store.validator.validate(payload, now)
+        if rec.kind == REVOCATION:
+            self.store.apply_revocation(rec)  # refuse the node's records from now on, drop held ones
 
     def _bcast_forward(self, bid: bytes, limit: int, depth: int, payload: bytes, now: float) -> None:
         for target, sub_limit in self.bcast.plan(self.id, limit, self.table.links()):

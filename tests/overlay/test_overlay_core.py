@@ -220,11 +220,12 @@ def test_store__forged_record_from_a_peer__acknowledged_as_refused(record_net, r
 # ------------------------------------------------------------------------------ broadcast
 
 
-def _broadcast(net, origin):
+def _broadcast(net, origin, payload=b"revoke 0xabc"):
+    """Broadcast from ``origin``; returns ({node id: [deliveries]}, BROADCAST datagrams sent)."""
     seen = {}
     net.on_event = lambda node, ev, now: seen.setdefault(node.id, []).append(ev) if isinstance(ev, BroadcastDelivered) else None
     before = sum(x.stats["bcast_sent"] for x in net.nodes.values())
-    origin.broadcast(b"revoke 0xabc", net.now)
+    origin.broadcast(payload, net.now)
     net.flush(net.addr_of[origin.id])
     net.run_until(net.now + 20)
     sent = sum(x.stats["bcast_sent"] for x in net.nodes.values()) - before
@@ -251,3 +252,49 @@ def test_broadcast__crashed_nodes__successors_repair_the_gaps(make_net):
     live = {x.id for x in net.nodes.values()}
     assert set(seen) == live
     assert all(len(v) == 1 for v in seen.values())
+
+
+def test_broadcast__revocation_certificate__every_node_refuses_the_revoked_node(
+    make_net, directory, authority, guardians, operator, registered
+):
+    from agents.chain.eip712 import Revocation, sign
+    from agents.overlay.records import RecordValidator, make_revocation_record
+    from agents.overlay.store import RecordStore
+    from overlay_consts import CHAIN_ID, REVOCATION_REGISTRY
+
+    # every node has its own validator (its own view of revocations); the directory stands for the chain
+    net = make_net(seed=12, store_factory=lambda: RecordStore(RecordValidator(directory, authority)), start=NOW)
+    nodes = net.warm_start(150)
+    wg, nid = registered()
+    msg = Revocation(nid.to_bytes(32, "big"), b"\x22" * 32, 7)
+    sigs = [sign(msg, g.key, CHAIN_ID, REVOCATION_REGISTRY) for g in guardians[:2]]
+    cert = make_revocation_record(nid, b"\x22" * 32, 7, sigs, expires=NOW + 3600)
+    seen, sent = _broadcast(net, nodes[3], cert)
+    assert len(seen) == 150 and all(len(v) == 1 for v in seen.values()) and sent == 149
+    assert all(x.store.validator.is_revoked(nid) for x in nodes)
+    peer = make_peer_record(operator.key, wg, [], seq=1, expires=NOW + 60)
+    with pytest.raises(LocalProtocolError, match="revoked"):
+        nodes[77].put(peer, net.now)
+
+
+def test_broadcast__forged_revocation__neither_applied_nor_forwarded(make_net, directory, authority, guardians, registered):
+    from agents.chain.eip712 import Revocation, sign
+    from agents.overlay.records import RecordValidator, make_revocation_record
+    from agents.overlay.store import RecordStore
+    from overlay_consts import CHAIN_ID, REVOCATION_REGISTRY
+
+    net = make_net(seed=13, store_factory=lambda: RecordStore(RecordValidator(directory, authority)), start=NOW)
+    nodes = net.warm_start(20)
+    _, nid = registered()
+    msg = Revocation(nid.to_bytes(32, "big"), b"\x22" * 32, 7)
+    one_vote = make_revocation_record(nid, b"\x22" * 32, 7, [sign(msg, guardians[0].key, CHAIN_ID, REVOCATION_REGISTRY)],
+                                      expires=NOW + 3600)
+    with pytest.raises(LocalProtocolError, match="mis-signed"):
+        nodes[0].broadcast(one_vote, net.now)
+    target = nodes[5]
+    target.receive_datagram(wire.encode(Msg(wire.BROADCAST, 1, 9, bid=b"f" * 16, limit=target.id, depth=1, data=one_vote)),
+                            ("10.9.9.9", 1), net.now)
+    out = target.drain_outbox()
+    assert [wire.decode(d).type for _, d in out] == [wire.BROADCAST_ACK]  # acknowledged, not forwarded
+    assert not target.store.validator.is_revoked(nid)
+
