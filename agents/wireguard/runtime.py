@@ -33,6 +33,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import select
@@ -174,7 +175,7 @@ class Tunnel(TunnelBackend):
 
     def _add_peer_core(self, peer: PeerConfig) -> None:
         self.device.add_peer(peer.public_key, preshared_key=peer.preshared_key,
-                             allowed_ips=tuple(peer.allowed_ips), endpoint=peer.endpoint,
+                             allowed_ips=tuple(peer.allowed_ips), endpoint=_resolved(peer.endpoint),
                              persistent_keepalive=peer.persistent_keepalive)
         self._psk[peer.public_key] = peer.preshared_key
 
@@ -509,6 +510,30 @@ class Tunnel(TunnelBackend):
                 except LocalProtocolError:
                     return errno.EINVAL
         return 0
+
+
+def _resolved(endpoint: tuple[str, int] | None) -> tuple[str, int] | None:
+    """``endpoint`` with a host name replaced by its first address, once, as `wg` does when configuring.
+
+    Otherwise every datagram's sendto would resolve the name again (one DNS lookup per packet), and
+    the core would see the peer "roam" to its own address on the first reply.
+
+    Raises:
+        LocalProtocolError: the name does not resolve.
+    """
+    if endpoint is None:
+        return None
+    host, port = endpoint[0], endpoint[1]
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+        return endpoint
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise LocalProtocolError(f"endpoint {host}:{port}: {exc.strerror}") from None
+    return infos[0][4][0], port
 
 
 def _bound_udp_socket(bind_address: str, port: int) -> socket.socket:

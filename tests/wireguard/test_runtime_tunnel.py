@@ -71,6 +71,15 @@ def test_uapi_set__adds_and_removes_peers_on_python_tunnel(lab, hosts):
     assert [p.public_key for p in tunnel.peers()] == [b_config.public_key]
 
 
+def test_add_peer__host_name_endpoint__resolved_once(lab, hosts):
+    """As `wg` does, a host name is resolved when configured: the core and the send path see an address."""
+    a, b, link = hosts
+    tunnel = start_python_tunnel(lab, a, tunnel_pair(link.a_address, link.b_address)[0])
+    key = public_key(generate_private_key())
+    tunnel.add_peer(PeerConfig(public_key=key, allowed_ips=["10.77.0.9/32"], endpoint=("localhost", 51820)))
+    assert tunnel.peer(key).endpoint == ("127.0.0.1", 51820)
+
+
 def test_uapi_set__partial_updates__change_only_what_they_name(lab, hosts):
     """wireguard-go's set semantics: `wg set ... endpoint X` keeps the peer's keys, IPs and keepalive."""
     a, b, link = hosts
