@@ -77,6 +77,21 @@ def test_rekey__after_rekey_after_messages__responder_rekeys_too(pair, monkeypat
     assert kinds(pair.bob.drain_outbox()) == [INITIATION_SIZE]
 
 
+def test_rekey__responder_keeps_old_session_until_initiator_uses_the_new_one(pair):
+    """Key confirmation (paper 5.4.3): Bob may not send on the new session before Alice's first data on it."""
+    old_session = receiver_index(pair.bob.encapsulate(TO_ALICE, pair.now)[0])
+    pair.now += REKEY_TIMEOUT
+    pair.alice.initiate_handshake(pair.bob.public_key, pair.now)
+    pair.carry(pair.alice, *pair.alice.drain_outbox()[0])
+    ((response, to_alice),) = pair.bob.drain_outbox()
+    assert receiver_index(pair.bob.encapsulate(TO_ALICE, pair.now)[0]) == old_session
+    pair.carry(pair.bob, response, to_alice)  # Alice switches and confirms with a keepalive
+    pair.deliver()
+    new_session = receiver_index(pair.bob.encapsulate(TO_ALICE, pair.now)[0])
+    assert new_session != old_session
+    assert pair.carry(pair.bob, *pair.bob.encapsulate(TO_ALICE, pair.now)) == TO_ALICE
+
+
 def test_reject__after_reject_after_messages__stops_sending(pair, monkeypatch):
     monkeypatch.setattr(core, "REJECT_AFTER_MESSAGES", 4)
     sent = [pair.alice.encapsulate(TO_BOB, pair.now) for _ in range(4)]
