@@ -56,7 +56,9 @@ class OverlayConfig:
     Attributes:
         stabilize_interval: seconds between stabilisation rounds (Chord's periodic stabilize).
         rpc_timeout: seconds before an unanswered request counts its target as failed; several times
-            a WAN round trip (~100-300 ms).
+            a WAN round trip (~100-300 ms). Split evenly between the first attempt and the retries.
+        rpc_retries: retransmissions of an unanswered request within rpc_timeout, so that one lost
+            datagram is not taken for a dead node.
         successors: successor list length (ring.SUCCESSORS).
         fingers_per_round: fingers refreshed by lookup per stabilisation round (Chord's fix_fingers
             refreshes one; fingers are also learned from every node heard from).
@@ -69,6 +71,7 @@ class OverlayConfig:
 
     stabilize_interval: float = 10.0
     rpc_timeout: float = 1.0
+    rpc_retries: int = 1
     successors: int = SUCCESSORS
     fingers_per_round: int = 2
     max_lookup_queries: int = 48
@@ -145,6 +148,8 @@ class _Pending:
     on_reply: Callable
     on_timeout: Callable
     expect: int  # reply message type
+    datagram: bytes = b""  # the request, for a retransmission
+    retries: int = 0  # retransmissions left before the target counts as failed
 
 
 @dataclass
@@ -191,7 +196,7 @@ class OverlayNode:
         self.handlers: dict[int, Callable] = {}  # extra message types (NAT, relay) -> fn(msg, sender, now)
         self.components: list = []  # extra sans-I/O parts (NAT agent) with tick(now)/next_deadline()
         self.reflexive: tuple | None = None
-        self.stats = {"sent": 0, "received": 0, "dropped": 0, "timeouts": 0, "bcast_sent": 0}
+        self.stats = {"sent": 0, "received": 0, "dropped": 0, "timeouts": 0, "bcast_sent": 0, "retransmits": 0}
         self._pending: dict[int, _Pending] = {}
         self._txid = self.rng.getrandbits(32)
         self._next_op = 1
@@ -220,8 +225,10 @@ class OverlayNode:
 
     def _request(self, target: Contact, m: Msg, expect: int, on_reply, on_timeout, now: float) -> None:
         m.txid = self._new_txid()
-        self._pending[m.txid] = _Pending(now + self.cfg.rpc_timeout, target, on_reply, on_timeout, expect)
+        attempts = self.cfg.rpc_retries + 1
         self._send(target.addr, m)
+        self._pending[m.txid] = _Pending(now + self.cfg.rpc_timeout / attempts, target, on_reply, on_timeout,
+                                         expect, self.outbox[-1][1], self.cfg.rpc_retries)
 
     def drain_outbox(self) -> list[tuple]:
         """Datagrams to send, as ``(address, bytes)`` pairs, or ``(address, bytes, ttl)`` for the
@@ -366,9 +373,17 @@ class OverlayNode:
         if self._pending:
             due = [tx for tx, p in self._pending.items() if p.deadline <= now]
             for tx in due:
-                p = self._pending.pop(tx, None)
+                p = self._pending.get(tx)
                 if p is None:
                     continue
+                if p.retries > 0:  # a lost datagram is not a dead node: send the request again
+                    p.retries -= 1
+                    p.deadline = now + self.cfg.rpc_timeout / (self.cfg.rpc_retries + 1)
+                    self.outbox.append((p.target.addr, p.datagram))
+                    self.stats["sent"] += 1
+                    self.stats["retransmits"] += 1
+                    continue
+                del self._pending[tx]
                 self.stats["timeouts"] += 1
                 if p.target.node_id:
                     self.table.remove(p.target.node_id)

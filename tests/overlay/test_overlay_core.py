@@ -66,8 +66,12 @@ def test_request_timeout__removes_dead_successor():
     a.start_alone()
     a.table.observe(wire.Contact(2, B_ADDR))
     a.tick(a.next_deadline())  # stabilise: GET_NEIGHBOURS to the (silent) successor
-    assert a.drain_outbox()
-    a.tick(a.next_deadline())  # its timeout fires
+    first = a.drain_outbox()
+    assert first
+    a.tick(a.next_deadline())  # half the timeout: one retransmission (a lost datagram is not a death)
+    again = a.drain_outbox()
+    assert a.stats["retransmits"] >= 1 and set(again) <= set(first) and a.table.successors
+    a.tick(a.next_deadline())  # the rest of it: the successor counts as failed
     assert a.table.successors == [] and a.stats["timeouts"] >= 1
 
 
