@@ -1,9 +1,11 @@
 """Warren's overlay: a self-organising ring of nodes (DESIGN.md, "The wire" and "The parts").
 
-Modules: :mod:`.ids` (ring ids), :mod:`.wire` (overlay datagrams), :mod:`.ring` (routing table,
-Chord fingers), :mod:`.core` (the sans-I/O node), :mod:`.broadcast` (ring broadcast),
-:mod:`.records` and :mod:`.store` (signed records), :mod:`.sim` (simulator), :mod:`.runtime`
-(real UDP sockets).
+Modules: :mod:`.ids` (ring ids), :mod:`.wire` (overlay datagrams, types 0x40..0x4f), :mod:`.ring`
+(routing table, Chord fingers), :mod:`.core` (the sans-I/O node), :mod:`.broadcast` (ring
+broadcast), :mod:`.records` and :mod:`.store` (signed records), :mod:`.sim` (simulator),
+:mod:`.runtime` (real UDP sockets, or the WireGuard tunnel's socket), :mod:`.nat` (reflexive
+addresses, rendezvous, punching, relay), :mod:`.mesh` (GroupVPN-style mesh mode) and :mod:`.cli`
+(``warren mesh``).
 """
 
 from .core import OverlayConfig, OverlayNode
