@@ -297,10 +297,10 @@ class Tunnel(TunnelBackend):
                 return
             except BlockingIOError:
                 select.select([], [self.sock], [], POLL_S)
-            except OSError as exc:  # unreachable network etc.: UDP is best effort
-                if exc.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ECONNREFUSED,
-                                     errno.EPERM, errno.EINVAL):
-                    raise
+            except OSError as exc:
+                # UDP is best effort (unreachable network, ENOBUFS from a full queue, a firewall's
+                # EPERM...): lose this datagram, as wireguard-go does, never the thread sending it.
+                log.debug("%s: send to %s: %s", self.ifname, address, exc)
                 return
 
     def _flush(self) -> list:

@@ -1,5 +1,7 @@
 """The Python runtime: `warren tunnel up` as a process, its UAPI socket, `show`, the overlay demux."""
 
+import errno
+import os
 import signal
 import socket
 import subprocess
@@ -145,6 +147,34 @@ def test_empty_and_short_datagrams__tunnel_keeps_running(lab, hosts):
         for junk in (b"", b"\x04", b"\x01\x00\x00"):
             attacker.sendto(junk, (link.a_address, a_config.listen_port))
     assert a.ping(B_TUNNEL) and go.peers()[0].last_handshake is not None
+    assert tunnel.running
+
+
+class _SendFailsFirst:
+    """A tunnel's socket whose first sendto calls fail as the kernel's do when a queue is full."""
+
+    def __init__(self, sock, failures, error=errno.ENOBUFS):
+        self.sock, self.failures, self.error = sock, failures, error
+
+    def sendto(self, data, address):
+        if self.failures:
+            self.failures -= 1
+            raise OSError(self.error, os.strerror(self.error))
+        return self.sock.sendto(data, address)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_send_error__datagram_dropped__tunnel_keeps_running(lab, hosts):
+    """UDP is best effort: ENOBUFS (qdisc full under load) loses one datagram, not the send thread."""
+    a, b, link = hosts
+    a_config, b_config = tunnel_pair(link.a_address, link.b_address)
+    b_config.peers[0].endpoint = None
+    start_wireguard_go_in(lab, b, b_config)
+    tunnel = start_python_tunnel(lab, a, a_config)
+    tunnel.sock = _SendFailsFirst(tunnel.sock, failures=1)  # the first initiation is lost
+    assert lab.wait_for(lambda: a.ping(B_TUNNEL, count=1), timeout=15)
     assert tunnel.running
 
 
