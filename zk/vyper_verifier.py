@@ -27,6 +27,7 @@ from py_ecc.optimized_bn128 import field_modulus as P
 
 __all__ = [
     "CHECKED_IN_CIRCUIT",
+    "CHECKED_IN_SEED",
     "CHECKED_IN_VK",
     "G1",
     "G2",
@@ -37,10 +38,16 @@ __all__ = [
     "vk_to_snarkjs",
 ]
 
-#: The verification key contracts/groth16_verifier.vy is generated from.
+#: The verification key contracts/groth16_verifier.vy is generated from: the depth-20 development
+#: key that `python -m zk.keys --depth 20 --seed "warren development key v1"` makes, so anyone can
+#: remake its proving key (and, knowing the seed, forge proofs: local and test networks only).
 CHECKED_IN_VK = Path(__file__).parent / "vk" / "voucher-depth20.json"
+#: The public seed of that development key.
+CHECKED_IN_SEED = "warren development key v1"
 #: The circuit words in that contract's title.
-CHECKED_IN_CIRCUIT = "the Warren voucher circuit (depth 20, development key zk/vk/voucher-depth20.json)"
+CHECKED_IN_CIRCUIT = (
+    f'the Warren voucher circuit (depth 20, development key zk/vk/voucher-depth20.json, seed "{CHECKED_IN_SEED}")'
+)
 #: The template rendered by :func:`render_verifier`.
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "groth16_verifier.vy.tmpl"
 

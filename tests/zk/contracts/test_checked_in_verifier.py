@@ -1,8 +1,9 @@
 """contracts/groth16_verifier.vy: generated from zk/vk/voucher-depth20.json, compiled by ape, and sane.
 
-Its proving key is not in the repository (4.5 MB), so no valid proof exists here for it: the
-template behind it is exercised with valid proofs by test_groth16_verifier.py (trapdoor key) and
-test_real_proofs.py (the prover's development key).
+Its proving key (4.5 MB) is not in the repository but is remade from a public seed by
+`python -m zk.keys --depth 20 --seed "warren development key v1"` (a test below checks that the
+checked-in key is exactly that one). The template behind it is exercised with valid proofs by
+test_groth16_verifier.py (trapdoor key) and test_real_proofs.py (the prover's development key).
 """
 
 from pathlib import Path
@@ -12,7 +13,10 @@ import pytest
 from trapdoor_keys import P, Trapdoor
 
 from zk.field import R
-from zk.vyper_verifier import CHECKED_IN_CIRCUIT, CHECKED_IN_VK, render_verifier, vk_from_snarkjs
+from zk.export import vk_to_json
+from zk.groth16 import setup_dev
+from zk.voucher import voucher_circuit
+from zk.vyper_verifier import CHECKED_IN_CIRCUIT, CHECKED_IN_SEED, CHECKED_IN_VK, render_verifier, vk_from_snarkjs
 
 PUBLIC = [1, 2, 3]
 
@@ -25,6 +29,11 @@ def checked_in(project, owner):
 def test_source__equals_generator_output():
     source = (Path(__file__).resolve().parents[3] / "contracts" / "groth16_verifier.vy").read_text()
     assert source == render_verifier(vk_from_snarkjs(CHECKED_IN_VK), circuit=CHECKED_IN_CIRCUIT)
+
+
+def test_checked_in_key__remade_from_its_public_seed():
+    _, vk = setup_dev(voucher_circuit(20), CHECKED_IN_SEED.encode())
+    assert vk_from_snarkjs(vk_to_json(vk)) == vk_from_snarkjs(CHECKED_IN_VK)
 
 
 def test_verify__proof_for_another_key__false(checked_in):
