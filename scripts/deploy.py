@@ -27,10 +27,12 @@ from agents.chain.deployment import default_path
 @click.option("--token", default="", help="use this existing Warren token instead of deploying one")
 @click.option("--min-node-stake", type=int, default=100, show_default=True, help="whole tokens")
 @click.option("--challenge-period", type=int, default=24 * 3600, show_default=True, help="seconds")
+@click.option("--voucher-denomination", "denominations", type=int, multiple=True, default=(10,),
+              show_default=True, help="a voucher pool for this many whole tokens (repeat; 0: no pools)")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="deployment file to write")
 def cli(network, account_alias, guardians, revocation_quorum, fee_bps, treasury, token, min_node_stake,
-        challenge_period, out):
-    """Deploy token, node_registry, payment_channels, reputation and revocation_registry."""
+        challenge_period, denominations, out):
+    """Deploy token, node_registry, payment_channels, reputation, revocation_registry, voucher pools."""
     local = networks.provider.network.is_local
     if account_alias:
         account = accounts.load(account_alias)
@@ -51,6 +53,7 @@ def cli(network, account_alias, guardians, revocation_quorum, fee_bps, treasury,
         token=token,
         min_node_stake=min_node_stake * TOKEN,
         challenge_period=challenge_period,
+        voucher_denominations=[d * TOKEN for d in denominations if d > 0],
     )
     click.echo(f"deploying Warren on {networks.provider.network_choice} (chain id {chain.chain_id}) from {account.address}")
     deployment = deploy_all(project, account, chain, params, log=click.echo)

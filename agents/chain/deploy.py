@@ -3,7 +3,8 @@
 One function does it, for `ape run deploy`, the demo and the benchmarks alike: deploy the token
 (local networks only, or reuse an existing one), the node registry, payment channels, reputation and
 the revocation registry, then authorise reputation as a slasher and the revocation registry as the
-revoker on node_registry.
+revoker on node_registry; finally one voucher pool per denomination, sharing the Groth16 verifier
+(contracts/groth16_verifier.vy, the checked-in development key) and the Poseidon bytecode contract.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Callable
 
 from agents.chain.deployment import Deployment
 
-__all__ = ["DeployParameters", "deploy_all"]
+__all__ = ["DeployParameters", "deploy_all", "voucher_pool_name"]
 
 TOKEN = 10**18  # token wei per token (18 decimals, as ERC-20 tokens usually have)
 
@@ -35,6 +36,8 @@ class DeployParameters:
         revocation_quorum: guardian signatures a revocation needs.
         treasury: receives protocol fees and revoked stake (the deployer if empty).
         token: an existing Warren token to use instead of deploying one.
+        voucher_denominations: one voucher pool per amount, token wei (none: no pools).
+        voucher_depth: the voucher circuit's tree depth (the checked-in verifier's key is depth 20).
     """
 
     min_node_stake: int = 100 * TOKEN
@@ -49,6 +52,13 @@ class DeployParameters:
     revocation_quorum: int = 2
     treasury: str = ""
     token: str = ""
+    voucher_denominations: list[int] = field(default_factory=lambda: [10 * TOKEN])
+    voucher_depth: int = 20
+
+
+def voucher_pool_name(denomination: int) -> str:
+    """The deployment-file name of the pool for ``denomination`` token wei."""
+    return f"voucher_pool_{denomination}"
 
 
 def deploy_all(
@@ -82,7 +92,7 @@ def deploy_all(
 
     def step(name: str, contract) -> object:
         addresses[name] = contract.address
-        log(f"  {name:20s} {contract.address}")
+        log(f"  {name:34s} {contract.address}")
         return contract
 
     if params.token:
@@ -120,5 +130,22 @@ def deploy_all(
     registry.set_slasher(reputation, True, sender=deployer)
     registry.set_revoker(revocations, sender=deployer)
     log("  wired: reputation may slash, revocation_registry may revoke")
+    _deploy_voucher_pools(project, deployer, token, addresses["payment_channels"], params, step)
     recorded = asdict(params) | {"treasury": treasury}
     return Deployment(chain_id=chain.chain_id, addresses=addresses, parameters=recorded, block=first_block)
+
+
+def _deploy_voucher_pools(project, deployer, token, channels: str, params: DeployParameters, step) -> None:
+    """One pool per denomination; the first pool's verifier and Poseidon serve the others."""
+    from zk.onchain import deploy_voucher_pool  # the zk stack loads only when pools are wanted
+
+    verifier = poseidon = None
+    for denomination in params.voucher_denominations:
+        deployed = deploy_voucher_pool(
+            project, deployer, token, channels, denomination, params.voucher_depth,
+            verifier=verifier, poseidon=poseidon,
+        )
+        if verifier is None:
+            verifier = step("groth16_verifier", deployed.verifier)
+            poseidon = step("poseidon_t3", deployed.poseidon)
+        step(voucher_pool_name(denomination), deployed.pool)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from agents.chain.deploy import DeployParameters, deploy_all
+from agents.chain.deploy import TOKEN, DeployParameters, deploy_all, voucher_pool_name
 from agents.chain.deployment import CONTRACT_NAMES, Deployment, DeploymentError
 
 
@@ -18,16 +18,28 @@ def test_deploy_all__wires_slasher_and_revoker(project, accounts, chain, guardia
     lines = []
     deployment = deploy_all(project, owner, chain, DeployParameters(guardians=guardians), log=lines.append)
 
-    assert set(deployment.addresses) == set(CONTRACT_NAMES)
+    pool_name = voucher_pool_name(10 * TOKEN)
+    assert set(deployment.addresses) == {*CONTRACT_NAMES, "groth16_verifier", "poseidon_t3", pool_name}
     assert deployment.chain_id == chain.chain_id
-    assert len(lines) == len(CONTRACT_NAMES) + 1
+    assert len(lines) == len(deployment.addresses) + 1
     registry = project.node_registry.at(deployment.address("node_registry"))
     assert registry.is_slasher(deployment.address("reputation"))
     assert registry.revoker() == deployment.address("revocation_registry")
     channels = project.payment_channels.at(deployment.address("payment_channels"))
     assert channels.treasury() == owner.address
+    pool = project.voucher_pool.at(deployment.address(pool_name))
+    assert pool.denomination() == 10 * TOKEN and pool.channels() == channels.address
     # The recorded first block is the token's: an event scan from it sees every deployment.
     assert chain.blocks[deployment.block].transactions[0].receiver is None
+
+
+def test_deploy_all__pools_share_verifier_and_poseidon(project, accounts, chain, guardians):
+    params = DeployParameters(guardians=guardians, voucher_denominations=[TOKEN, 5 * TOKEN])
+    deployment = deploy_all(project, accounts[0], chain, params, log=lambda _: None)
+    small, large = (project.voucher_pool.at(deployment.address(voucher_pool_name(d))) for d in (TOKEN, 5 * TOKEN))
+    assert (small.denomination(), large.denomination()) == (TOKEN, 5 * TOKEN)
+    assert small.verifier() == large.verifier() == deployment.address("groth16_verifier")
+    assert small.poseidon() == large.poseidon() == deployment.address("poseidon_t3")
 
 
 def test_deploy_all__reuses_an_existing_token(project, accounts, chain, guardians):
