@@ -101,30 +101,45 @@ def start_python_tunnel(lab: Lab, ns: Namespace, config: InterfaceConfig, *,
 
 @dataclasses.dataclass
 class PythonProcess:
-    """A `warren tunnel up` process in a namespace."""
+    """A `warren tunnel up` process in a namespace.
+
+    Attributes:
+        process: the process (the lab stops it by PID at cleanup).
+        ifname: its TUN interface (and UAPI socket) name.
+        uapi: a client of its UAPI socket.
+        log_path: the file its stderr (the runtime's log) goes to.
+    """
 
     process: subprocess.Popen
     ifname: str
     uapi: UapiClient
+    log_path: str
 
 
 def spawn_python_tunnel(lab: Lab, ns: Namespace, config: InterfaceConfig, workdir: str, *,
                         time_scale: float = 1.0) -> PythonProcess:
     """Run ``python -m agents.cli tunnel up`` in ``ns`` (its own interpreter) and wait until it serves.
 
+    Its configuration and its log (stderr) are files in ``workdir``: a pipe nobody drains would fill
+    after 64 KiB of log lines and then block the tunnel's threads on their next log call.
+
     Raises:
         LabError: it exited or did not open its UAPI socket within SPAWN_TIMEOUT_S.
     """
     name = lab.unique_ifname("wpy")
     path = os.path.join(workdir, f"{name}.conf")
+    log_path = os.path.join(workdir, f"{name}.log")
     dump(config, path)
     lab.track_file(socket_path(name))
-    proc = ns.spawn([sys.executable, "-m", "agents.cli", "tunnel", "up", "--config", path,
-                     "--ifname", name, "--status-interval", "0", "--time-scale", str(time_scale)])
+    with open(log_path, "wb") as log:
+        proc = ns.spawn([sys.executable, "-m", "agents.cli", "tunnel", "up", "--config", path,
+                         "--ifname", name, "--status-interval", "0", "--time-scale", str(time_scale)],
+                        stderr=log)
     deadline = time.monotonic() + SPAWN_TIMEOUT_S
     while not os.path.exists(socket_path(name)):
         if proc.poll() is not None or time.monotonic() > deadline:
-            err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else ""
+            with open(log_path, "rb") as log:
+                err = log.read().decode(errors="replace")
             raise LabError(f"warren tunnel up in {ns.short} did not start: {err[-2000:]}")
         time.sleep(0.05)
-    return PythonProcess(proc, name, UapiClient(name))
+    return PythonProcess(proc, name, UapiClient(name), log_path)

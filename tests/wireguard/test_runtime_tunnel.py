@@ -49,6 +49,8 @@ def test_tunnel_up__python_to_python_processes__ping_show_and_sigterm(lab, hosts
 
     a_proc.process.send_signal(signal.SIGTERM)
     assert a_proc.process.wait(timeout=10) == 0
+    with open(a_proc.log_path) as log:  # the runtime's log went to a file, not an undrained pipe
+        assert "HandshakeCompleted" in log.read()
     assert not (a.run(["ip", "link", "show", a_proc.ifname], check=False).returncode == 0)
     with pytest.raises(FileNotFoundError):
         open(socket_path(a_proc.ifname))
