@@ -33,6 +33,10 @@ from agents.wireguard.uapi import SOCKET_DIR, DeviceInfo, UapiClient
 
 __all__ = ["add_commands", "format_show"]
 
+#: How often `tunnel up` checks that its data plane is still running (seconds): a dead thread (say,
+#: the TUN device deleted under it) should end the process promptly, with exit status 1.
+LIVENESS_CHECK_S = 1.0
+
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``warren tunnel`` and its subcommands."""
@@ -88,12 +92,14 @@ def _up(args: argparse.Namespace) -> int:
         tunnel.start()
         print(f"interface {ifname} up: public key {encode_key(tunnel.public_key)}, "
               f"listening on {tunnel.listen_port}", flush=True)
-        interval = args.status_interval if args.status_interval > 0 else 3600.0
-        while not stop.wait(interval):
+        interval = args.status_interval
+        next_status = time.monotonic() + interval
+        while not stop.wait(min(LIVENESS_CHECK_S, interval) if interval > 0 else LIVENESS_CHECK_S):
             if not tunnel.running:
                 print("warren tunnel up: data plane stopped", file=sys.stderr)
                 return 1
-            if args.status_interval > 0:
+            if interval > 0 and time.monotonic() >= next_status:
+                next_status += interval
                 for peer in tunnel.peers():
                     print(_status_line(peer), flush=True)
     return 0

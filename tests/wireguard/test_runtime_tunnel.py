@@ -56,6 +56,14 @@ def test_tunnel_up__python_to_python_processes__ping_show_and_sigterm(lab, hosts
         open(socket_path(a_proc.ifname))
 
 
+def test_tunnel_up__data_plane_dies__process_exits_with_error(lab, hosts, tmp_path):
+    """With no status lines asked for, a dead data plane is still noticed within seconds, not an hour."""
+    a, b, link = hosts
+    proc = spawn_python_tunnel(lab, a, tunnel_pair(link.a_address, link.b_address)[0], str(tmp_path))
+    a.ip("link", "del", proc.ifname)  # the TUN device vanishes under the running tunnel
+    assert proc.process.wait(timeout=10) == 1
+
+
 def test_uapi_set__adds_and_removes_peers_on_python_tunnel(lab, hosts):
     a, b, link = hosts
     a_config, b_config = tunnel_pair(link.a_address, link.b_address)
