@@ -105,8 +105,11 @@ class HandshakeCompleted(Event):
 
 @dataclass(frozen=True, slots=True)
 class HandshakeFailed(Event):
-    """MAX_TIMER_HANDSHAKES + 2 initiations (over REKEY_ATTEMPT_TIME) went unanswered; queued packets
-    were dropped."""
+    """A handshake gave up: its queued packets were dropped.
+
+    MAX_TIMER_HANDSHAKES + 2 initiations, spread over a little more than REKEY_ATTEMPT_TIME, went
+    unanswered (or the peer has no endpoint to send them to).
+    """
 
 
 @dataclass(frozen=True, slots=True)
