@@ -470,6 +470,12 @@ class OverlayNode:
                 return
             self._joined = True
             self.events.append(Joined(sender))
+            if tb.predecessor is not None:
+                # Say hello to our predecessor: hearing from us puts us at the head of its successor
+                # list now rather than at its next stabilisation (if our successor crashed meanwhile,
+                # nobody else would know we exist).
+                self._request(tb.predecessor, Msg(wire.GET_NEIGHBOURS, self.id), wire.NEIGHBOURS,
+                              lambda m, s, n: None, lambda t, n: None, now)
             # Chord's init_finger_table: look every finger up once on join
             for i in tb.finger_indices()[::-1]:
                 self._fix_finger(i, now)

@@ -179,7 +179,7 @@ def test_put_get__replicated__survives_owner_crash(record_net, operator, registe
     net, nodes, events = record_net
     wg, nid = registered()
     raw = make_peer_record(operator.key, wg, [("198.51.100.1", 51820)], seq=1, expires=NOW + 3600)
-    publisher, reader = nodes[0], nodes[7]
+    publisher = nodes[0]
     op = publisher.put(raw, net.now)
     net.flush(net.addr_of[publisher.id])
     net.run_until(net.now + 5)
@@ -188,6 +188,7 @@ def test_put_get__replicated__survives_owner_crash(record_net, operator, registe
     assert len(holders) == 3  # the owner and two successors
     owner = net.node(net.true_owner(nid))
     assert owner in holders
+    reader = next(x for x in nodes[1:] if x is not owner)
     net.kill(owner)
     net.run_until(net.now + 10)  # stabilisation notices the crash
     op = reader.get(nid, net.now)
