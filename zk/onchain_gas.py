@@ -51,7 +51,7 @@ __all__ = ["ChainDataError", "DEFAULTS", "measure_gas"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = 10**18
-#: Deployment parameters (the same as tests/contracts/conftest.py).
+#: Deployment parameters (the same as tests/contract_fixtures.py).
 DEFAULTS = {
     "min_node_stake": 100 * TOKEN,
     "min_challenger_stake": 10 * TOKEN,

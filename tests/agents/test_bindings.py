@@ -22,16 +22,6 @@ def warren(project, accounts, chain):
 
 
 @pytest.fixture
-def operator(accounts):
-    return accounts[1]
-
-
-@pytest.fixture
-def client(accounts):
-    return accounts[2]
-
-
-@pytest.fixture
 def registered(warren, accounts, operator):
     wg_key = bytes(range(32))
     warren.token.mint(operator, STAKE, sender=accounts[0])

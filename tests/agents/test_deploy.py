@@ -9,14 +9,14 @@ from agents.chain.deployment import CONTRACT_NAMES, Deployment, DeploymentError
 
 
 @pytest.fixture
-def guardians(accounts):
-    return [a.address for a in accounts[7:10]]
+def guardian_addresses(guardians):
+    return [g.address for g in guardians]
 
 
-def test_deploy_all__wires_slasher_and_revoker(project, accounts, chain, guardians):
+def test_deploy_all__wires_slasher_and_revoker(project, accounts, chain, guardian_addresses):
     owner = accounts[0]
     lines = []
-    deployment = deploy_all(project, owner, chain, DeployParameters(guardians=guardians), log=lines.append)
+    deployment = deploy_all(project, owner, chain, DeployParameters(guardians=guardian_addresses), log=lines.append)
 
     pool_name = voucher_pool_name(10 * TOKEN)
     assert set(deployment.addresses) == {*CONTRACT_NAMES, "groth16_verifier", "poseidon_t3", pool_name}
@@ -33,8 +33,8 @@ def test_deploy_all__wires_slasher_and_revoker(project, accounts, chain, guardia
     assert chain.blocks[deployment.block].transactions[0].receiver is None
 
 
-def test_deploy_all__pools_share_verifier_and_poseidon(project, accounts, chain, guardians):
-    params = DeployParameters(guardians=guardians, voucher_denominations=[TOKEN, 5 * TOKEN])
+def test_deploy_all__pools_share_verifier_and_poseidon(project, accounts, chain, guardian_addresses):
+    params = DeployParameters(guardians=guardian_addresses, voucher_denominations=[TOKEN, 5 * TOKEN])
     deployment = deploy_all(project, accounts[0], chain, params, log=lambda _: None)
     small, large = (project.voucher_pool.at(deployment.address(voucher_pool_name(d))) for d in (TOKEN, 5 * TOKEN))
     assert (small.denomination(), large.denomination()) == (TOKEN, 5 * TOKEN)
@@ -42,10 +42,10 @@ def test_deploy_all__pools_share_verifier_and_poseidon(project, accounts, chain,
     assert small.poseidon() == large.poseidon() == deployment.address("poseidon_t3")
 
 
-def test_deploy_all__reuses_an_existing_token(project, accounts, chain, guardians):
+def test_deploy_all__reuses_an_existing_token(project, accounts, chain, guardian_addresses):
     token = accounts[0].deploy(project.warren_token)
     deployment = deploy_all(
-        project, accounts[0], chain, DeployParameters(guardians=guardians, token=token.address), log=lambda _: None
+        project, accounts[0], chain, DeployParameters(guardians=guardian_addresses, token=token.address), log=lambda _: None
     )
     assert deployment.address("warren_token") == token.address
 

@@ -1,9 +1,7 @@
 """agents/prover: notes file, tree rebuilt from events, and a real deposit -> prove -> redeem on anvil."""
 
-import importlib.util
 import os
 import stat
-from pathlib import Path
 
 import ape
 import pytest
@@ -16,14 +14,6 @@ from agents.prover.tree import DepositEvent, rebuild_tree
 from zk.export import vk_to_json
 from zk.merkle import LeanIMT
 
-# The contract fixtures (token, registry, channels, roles) are tests/contracts/conftest.py's.
-_BASE = Path(__file__).resolve().parents[1] / "contracts" / "conftest.py"
-_spec = importlib.util.spec_from_file_location("warren_contract_fixtures_for_prover", _BASE)
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
-owner, operator, client, stranger, treasury = _base.owner, _base.operator, _base.client, _base.stranger, _base.treasury
-challenger, token, registry, channels = _base.challenger, _base.token, _base.registry, _base.channels
-register_node = _base.register_node
 
 DENOMINATION = 10 * 10**18
 FEE = 10**17

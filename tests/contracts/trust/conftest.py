@@ -1,6 +1,6 @@
 """Fixtures for the trust contracts (reputation, revocation_registry).
 
-Built on the contract fixtures of tests/contracts/conftest.py (`token`, `registry`, `owner`,
+Built on the contract fixtures of tests/contract_fixtures.py (`token`, `registry`, `owner`,
 `operator`, `challenger`, `guardians`, `register_node`): these deploy the two trust contracts,
 authorise them on node_registry, stake a panel of challengers and sign revocations.
 """

@@ -1,36 +1,15 @@
 """Fixtures for the zk contracts: Poseidon on chain, the Groth16 verifier, the voucher pool.
 
 The role and contract fixtures (`owner`, `operator`, `client`, `token`, `registry`, `channels`,
-`register_node`, ...) are the ones of tests/contracts/conftest.py, loaded from that file because this
-folder is not below it.
+`register_node`, `node_id`, ...) come from tests/contract_fixtures.py.
 
 Helpers (trapdoor keys, proofs from scalars, a py_ecc reference check) are in trapdoor_keys.py.
 """
-
-import importlib.util
-from pathlib import Path
 
 import pytest
 from trapdoor_keys import DENOMINATION, TEST_DEPTH, Trapdoor
 
 from zk.onchain import deploy_poseidon_bytecode, deploy_verifier
-
-_BASE = Path(__file__).resolve().parents[2] / "contracts" / "conftest.py"
-_spec = importlib.util.spec_from_file_location("warren_contract_fixtures", _BASE)
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
-# Re-exported so pytest registers them for this folder too.
-owner = _base.owner
-operator = _base.operator
-client = _base.client
-stranger = _base.stranger
-treasury = _base.treasury
-challenger = _base.challenger
-guardians = _base.guardians
-token = _base.token
-registry = _base.registry
-channels = _base.channels
-register_node = _base.register_node
 
 
 @pytest.fixture(scope="session")
@@ -92,9 +71,3 @@ def deposit(pool, token, client):
         return target.deposit(commitment, amount, sender=sender)
 
     return _deposit
-
-
-@pytest.fixture
-def node_id(register_node):
-    """A freshly registered, active node (bytes32)."""
-    return register_node()

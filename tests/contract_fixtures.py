@@ -1,7 +1,9 @@
-"""Fixtures for the contract tests: role-named accounts, deployed contracts, factories.
+"""Contract fixtures for every test that touches the chain: role-named accounts, deployed contracts, factories.
 
-Engineer B's tests (tests/contracts/trust/) reuse these names: keep `token`, `registry`, `channels`,
-`owner`, `operator`, `client`, `challenger`, `guardians`, `register_node` stable.
+A pytest plugin (tests/conftest.py names it in ``pytest_plugins``), so that tests/contracts,
+tests/zk and tests/agents share ONE definition of each fixture: ape's chain isolation tracks
+session fixtures by name, and a second definition of ``token`` or ``registry`` elsewhere would be
+deployed inside a module snapshot and vanish when that module's snapshot is reverted.
 """
 
 import itertools
