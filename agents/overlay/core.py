@@ -169,6 +169,7 @@ class _Lookup:
     budget: int = 1 << 30  # stop after this many queries (set once a tentative owner is known)
     contacts: dict = field(default_factory=dict)  # id -> contact of nodes that answered
     definitive: bool = False  # refuse tentative owners (a join must not start from a guess)
+    verified: bool = False  # the tentative owner was asked again just before settling
     trace: list | None = None
 
 
@@ -613,12 +614,20 @@ class OverlayNode:
             del lk.preceding[best.node_id]
             nxt, mode = best, 0
         if nxt is None or lk.hops >= min(lk.budget, self.cfg.max_lookup_queries):
-            lk.finished = True
-            if lk.tentative is not None and not lk.definitive:
-                lk.done(lk.tentative[0], lk.hops, now, lk.tentative[1])
+            tent = lk.tentative
+            if tent is not None and not lk.definitive and not lk.verified and lk.hops < self.cfg.max_lookup_queries:
+                # Before settling for a tentative owner, ask it once more: the extra queries took
+                # time, and it may have crashed meanwhile (then the search goes on without it).
+                lk.verified = True
+                lk.budget = lk.hops + 1
+                nxt, back, mode = tent[0], None, 2
             else:
-                lk.done(None, lk.hops, now)
-            return
+                lk.finished = True
+                if tent is not None and not lk.definitive:
+                    lk.done(tent[0], lk.hops, now, tent[1])
+                else:
+                    lk.done(None, lk.hops, now)
+                return
         lk.queried[nxt.node_id] = (len(lk.dead), lk.live_before)
         lk.hops += 1
 
@@ -667,6 +676,15 @@ class OverlayNode:
             if lk.trace is not None:
                 lk.trace.append((target.node_id, "timeout"))
             lk.dead.append(target.node_id)
+            if lk.tentative is not None and lk.tentative[0].node_id == target.node_id:
+                # the tentative owner is dead: search on around the key for the next one
+                lk.tentative = None
+                lk.budget = lk.hops + TENTATIVE_EXTRA_QUERIES
+                for c in self.table.closest_preceding(lk.key, set(lk.dead), n=3):
+                    lk.preceding.setdefault(c.node_id, c)
+                lb = lk.live_before
+                if lb is not None and lb != self.id and lb in lk.contacts:
+                    lk.guesses.insert(0, (lk.contacts[lb], None, 4))
             if back is not None:
                 # ``back`` referred us to ``target``, which is dead: ask ``back`` again, now telling it
                 # so (after any other candidates it gave us)
