@@ -13,24 +13,25 @@ PRICE = 2 * TOKEN
 
 
 @pytest.fixture(scope="module")
-def warren(project, accounts, chain):
+def warren(project, chain, owner, operator, client, guardians):
+    """One deployment per module; the roles that act on it are set up first (ape's isolation wants
+    session fixtures before module ones)."""
     deployment = deploy_all(
-        project, accounts[0], chain, DeployParameters(guardians=[a.address for a in list(accounts)[7:10]]),
-        log=lambda _: None,
+        project, owner, chain, DeployParameters(guardians=[g.address for g in guardians]), log=lambda _: None
     )
     return WarrenContracts.at(project, deployment, chain.chain_id)
 
 
 @pytest.fixture
-def registered(warren, accounts, operator):
+def registered(owner, operator, warren):
     wg_key = bytes(range(32))
-    warren.token.mint(operator, STAKE, sender=accounts[0])
+    warren.token.mint(operator, STAKE, sender=owner)
     warren.token.approve(warren.registry, STAKE, sender=operator)
     warren.registry.register_node(wg_key, "NL", PRICE, STAKE, sender=operator)
     return wg_key
 
 
-def test_node__reads_registration(warren, operator, registered):
+def test_node__reads_registration(operator, warren, registered):
     info = warren.node(node_id_of(registered))
     assert (info.operator, info.wg_public_key, info.region) == (operator.address, registered, "NL")
     assert (info.price_per_gib, info.stake, info.active, info.revoked) == (PRICE, STAKE, True, False)
@@ -41,9 +42,9 @@ def test_node__unknown_id__empty(warren):
     assert int(info.operator, 16) == 0 and not info.active and info.stake == 0
 
 
-def test_channel__open_then_settle__fields_follow(warren, accounts, operator, client, registered):
+def test_channel__open_then_settle__fields_follow(owner, operator, client, warren, registered):
     signer = Account.create()
-    warren.token.mint(client, DEPOSIT, sender=accounts[0])
+    warren.token.mint(client, DEPOSIT, sender=owner)
     warren.token.approve(warren.channels, DEPOSIT, sender=client)
     node_id = node_id_of(registered)
     warren.channels.open_channel(node_id, client, signer.address, DEPOSIT, sender=client)
