@@ -6,8 +6,9 @@
   to each other (rendezvous) and, with ``--relay``, relays for pairs that cannot punch through.
 * ``warren mesh up --network NAME ...``: bring this host into the mesh: a WireGuard tunnel (TUN device
   with the certified virtual IP; needs root), the overlay on the tunnel's UDP socket, registration at
-  the gateway, publication of the certificate and IPRecord, then direct tunnels to ``--peer`` virtual
-  IPs (and to any member who connects), until SIGINT/SIGTERM.
+  the gateway, publication of the certificate and IPRecord, then tunnels to ``--peer`` virtual IPs
+  (and to any member who connects): direct when a punch works, through a ``--relay`` gateway when
+  not (the tunnel MTU is ``wgrelay.MESH_MTU`` so relayed packets fit), until SIGINT/SIGTERM.
 
 Key files: the WireGuard private key is base64 (``warren tunnel genkey``); Ethereum keys (owner,
 member) are hex private keys.
@@ -139,6 +140,7 @@ def _up(args: argparse.Namespace) -> int:
     from .mesh import MeshHost
     from .nat import NatAgent
     from .runtime import UdpReactor, attach_to_tunnel
+    from .wgrelay import MESH_MTU
 
     wg_priv = decode_key(args.wg_key.read_text())
     member_key = _read_hex_key(args.member_key)
@@ -153,7 +155,7 @@ def _up(args: argparse.Namespace) -> int:
         print("warren mesh: the certificate is for another WireGuard key or member key", file=sys.stderr)
         return 1
     gateway = _hostport(args.gateway)
-    tunnel = Tunnel(InterfaceConfig(private_key=wg_priv, listen_port=args.listen_port,
+    tunnel = Tunnel(InterfaceConfig(private_key=wg_priv, listen_port=args.listen_port, mtu=MESH_MTU,
                                     addresses=[f"{cert.ip}/{args.prefix}"]), args.ifname).start()
     try:
         node = OverlayNode(node_id_from_wg_key(public_key(wg_priv)), OverlayConfig(), store=store, now=time.time())
@@ -172,9 +174,12 @@ def _up(args: argparse.Namespace) -> int:
             errors = host.publish()
             print(f"{args.ifname}: {cert.ip} in {args.network!r}, public address {nat.reflexive}"
                   f"{'; publish failed: ' + ', '.join(errors) if errors else ''}", flush=True)
-            for vip in args.peer:
-                print(f"{vip}: {host.connect(vip) or 'unreachable'}", flush=True)
-            _wait(args.seconds)
+            try:
+                for vip in args.peer:
+                    print(f"{vip}: {host.connect(vip) or 'unreachable'}", flush=True)
+                _wait(args.seconds)
+            finally:
+                host.close()
     finally:
         tunnel.close()
     return 0

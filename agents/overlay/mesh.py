@@ -15,8 +15,10 @@ gateway that stores records; a :class:`~agents.overlay.nat.NatAgent` for rendezv
 packet to a virtual IP is resolved through the DHT (IPRecord -> node id -> MEMBER certificate with the
 WireGuard key), a direct path is punched, and the peer is added to the tunnel with that endpoint.
 
-Not done: carrying WireGuard over a relay (when punching fails the host reports it and adds no peer);
-resolving on demand from TUN traffic (hosts resolve the virtual IPs they are asked to reach).
+When punching fails (symmetric NAT on both sides), the NAT agent's relay session carries the
+WireGuard datagrams: the peer's WireGuard endpoint is a loopback port of a
+:class:`~agents.overlay.wgrelay.RelayBridge` that means "via the relay" (see :mod:`.wgrelay`); when a
+later punch succeeds the endpoint moves to the direct address, keeping the WireGuard session.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ import time
 from eth_utils import to_checksum_address
 
 from .core import GetDone, PutDone
-from .nat import NatAgent, PathUp
+from .nat import DataReceived, NatAgent, PathDown, PathUp
 from .errors import RecordRejected
+from .wgrelay import RelayBridge
 from .records import (
     IP,
     MEMBER,
@@ -47,6 +50,10 @@ __all__ = ["GroupDirectory", "MeshHost", "group_authority", "ZERO_ADDRESS"]
 log = logging.getLogger(__name__)
 
 ZERO_ADDRESS = "0x" + "00" * 20
+# Relayed WireGuard datagrams kept while a new peer's certificate is checked: a handshake
+# initiation (and a retransmission or two) per peer, for a few peers at once; bounded memory.
+MAX_PENDING_DATAGRAMS = 4
+MAX_PENDING_PEERS = 16
 MESH_CHAIN_ID = 0  # mesh revocations are not on chain: EIP-712 domain with chain id 0 ...
 # ... and the zero address as verifying contract (the owner's signature is all that counts)
 
@@ -104,9 +111,12 @@ class MeshHost:
         self.member_key = member_key
         self.certificate = certificate
         self.cert = runtime.node.store.validator.validate(certificate, runtime.clock())
-        self.peers: dict[int, str] = {}  # node id -> path kind used
-        self._lock = threading.Lock()
+        self.peers: dict[int, str] = {}  # node id -> path kind used ("direct" or "relay")
+        self.bridge: RelayBridge | None = None  # loopback ports of relayed peers (wgrelay.py)
+        self._pending: dict[int, list[bytes]] = {}  # relayed datagrams from peers not yet added
+        self._lock = threading.RLock()
         runtime.listeners.append(self._on_event)
+        self.listener_installed = True
 
     @property
     def vip(self) -> str:
@@ -178,25 +188,72 @@ class MeshHost:
         return up.kind
 
     def _on_event(self, ev) -> None:
-        # the other end of a punch: add the peer who reached us (after checking its certificate)
-        if isinstance(ev, PathUp) and ev.kind == "direct" and ev.peer not in self.peers:
-            threading.Thread(target=self._accept, args=(ev,), daemon=True).start()
+        # called by the runtime with its lock held: quick work here, DHT look-ups on a thread
+        if isinstance(ev, PathUp):
+            held = self.peers.get(ev.peer)
+            if held == "direct" or (held == "relay" and ev.kind == "relay"):
+                return
+            cert = self.directory.members.get(ev.peer)
+            if held == "relay" and cert is not None:  # a later punch worked: upgrade in place
+                self._add_peer(cert, ev)
+            else:  # the other end of a punch or of a relay session: check its certificate first
+                threading.Thread(target=self._accept, args=(ev,), daemon=True).start()
+        elif isinstance(ev, DataReceived) and ev.via == "relay":
+            held = self.peers.get(ev.peer)
+            if held == "relay" and self.bridge is not None:
+                self.bridge.deliver(ev.peer, ev.data)
+            elif held is None and (ev.peer in self._pending or len(self._pending) < MAX_PENDING_PEERS):
+                # the peer's first handshake can overtake our certificate check (_accept): keep it
+                queue = self._pending.setdefault(ev.peer, [])
+                if len(queue) < MAX_PENDING_DATAGRAMS:
+                    queue.append(ev.data)
+        elif isinstance(ev, PathDown) and self.peers.get(ev.peer) == "relay":
+            with self._lock:
+                del self.peers[ev.peer]
+                if self.bridge is not None:
+                    self.bridge.drop(ev.peer)
 
     def _accept(self, up: PathUp) -> None:
         cert = self.directory.members.get(up.peer) or self.certificate_of(up.peer)
         if cert is None or self.rt.node.store.validator.is_revoked(up.peer):
             log.warning("mesh: refusing uncertified or revoked peer %x", up.peer)
+            self._pending.pop(up.peer, None)
             return
         self._add_peer(cert, up)
+
+    def _relay_send(self, peer: int, datagram: bytes) -> None:
+        self.rt.call(lambda node, now: self.nat.send(peer, datagram, now))
 
     def _add_peer(self, cert: Record, up: PathUp) -> None:
         from agents.wireguard.config import PeerConfig
 
         with self._lock:
-            if up.kind != "direct":
-                log.warning("mesh: only a relayed path to %s; WireGuard over relays is not implemented", cert.ip)
+            if self.peers.get(cert.node_id) == "direct":
                 return
-            self.peers[cert.node_id] = up.kind
+            if up.kind == "direct":
+                endpoint = up.addr
+            else:  # WireGuard's endpoint for this peer is a loopback port that means "via the relay"
+                if self.bridge is None:
+                    self.bridge = RelayBridge(self.tunnel, self._relay_send)
+                endpoint = self.bridge.endpoint(cert.node_id)
             net = ipaddress.ip_network(f"{cert.ip}/{32 if ':' not in cert.ip else 128}")
-            self.tunnel.add_peer(PeerConfig(public_key=cert.wg_key, allowed_ips=[str(net)], endpoint=up.addr,
+            # add or update: on an upgrade the WireGuard session is kept, only the endpoint moves
+            self.tunnel.add_peer(PeerConfig(public_key=cert.wg_key, allowed_ips=[str(net)], endpoint=endpoint,
                                             persistent_keepalive=25))
+            was = self.peers.get(cert.node_id)
+            self.peers[cert.node_id] = up.kind
+            for datagram in self._pending.pop(cert.node_id, []):
+                if up.kind == "relay":
+                    self.bridge.deliver(cert.node_id, datagram)
+            if was == "relay" and up.kind == "direct" and self.bridge is not None:
+                self.bridge.drop(cert.node_id)
+            log.info("mesh: %s via %s", cert.ip, up.kind)
+
+    def close(self) -> None:
+        """Stop the relay bridge (the tunnel and the runtime belong to the caller)."""
+        if self.listener_installed:
+            self.rt.listeners.remove(self._on_event)
+            self.listener_installed = False
+        if self.bridge is not None:
+            self.bridge.close()
+            self.bridge = None

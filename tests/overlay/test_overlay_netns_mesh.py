@@ -28,6 +28,7 @@ from agents.overlay.nat import NatAgent
 from agents.overlay.records import RecordValidator, make_ip_record, make_member_certificate, make_revocation_record
 from agents.overlay.runtime import attach_to_tunnel
 from agents.overlay.store import RecordStore
+from agents.overlay.wgrelay import MESH_MTU
 from agents.wireguard.config import InterfaceConfig, generate_private_key, public_key
 
 pytestmark = [
@@ -57,7 +58,7 @@ def _member(owner, name):
 
 def _mesh_host(lab, reactor, ns, owner, gw_addr, name):
     wg_priv, key, cert = _member(owner, name)
-    tunnel = start_python_tunnel(lab, ns, InterfaceConfig(private_key=wg_priv, listen_port=PORT,
+    tunnel = start_python_tunnel(lab, ns, InterfaceConfig(private_key=wg_priv, listen_port=PORT, mtu=MESH_MTU,
                                                          addresses=[f"{VIPS[name]}/24"]))
     directory, store = _store(owner)
     node = OverlayNode(node_id_from_wg_key(public_key(wg_priv)), OverlayConfig(stabilize_interval=3600),
@@ -68,8 +69,32 @@ def _mesh_host(lab, reactor, ns, owner, gw_addr, name):
     rt.call(lambda n, now: nat.register(gw_addr, now))
     assert lab.wait_for(lambda: node.gateway is not None and nat.reflexive is not None, 10.0)
     host = MeshHost(tunnel, rt, nat, directory, key.key, cert)
+    lab.defer(host.close)
     assert host.publish() == []
     return host
+
+
+def _gateway(lab, reactor, gw, gw_ip, owner):
+    _, gw_store = _store(owner)
+    gw_node = OverlayNode(random.Random(1).getrandbits(256), OverlayConfig(stabilize_interval=3600),
+                          store=gw_store, rng=random.Random(1))
+    gw_nat = NatAgent(gw_node, relay_volunteer=True)
+    with gw.enter():
+        gw_rt = reactor.add_udp(gw_node, bind=("0.0.0.0", PORT))
+    gw_rt.call(lambda n, now: n.start_alone())
+    return gw_nat, (gw_ip, PORT)
+
+
+def _two_hosts(lab, internet, reactor, flavour_a, flavour_b):
+    """A relay-volunteering gateway on the west segment, host a behind a NAT on the west, b on the east."""
+    owner = Account.create()
+    public_host, nat_host = internet
+    gw, gw_ip = public_host("gw")
+    hosts = {"a": nat_host("a", flavour_a, "west")[0], "b": nat_host("b", flavour_b, "east")[0]}
+    gw_nat, gw_addr = _gateway(lab, reactor, gw, gw_ip, owner)
+    a = _mesh_host(lab, reactor, hosts["a"], owner, gw_addr, "a")
+    b = _mesh_host(lab, reactor, hosts["b"], owner, gw_addr, "b")
+    return owner, gw_nat, hosts, a, b
 
 
 def _serve_once(ns, address, port, sink: dict):
@@ -96,21 +121,7 @@ def _serve_once(ns, address, port, sink: dict):
 
 
 def test_mesh__hosts_behind_nats__ping_by_virtual_ip_and_move_a_file(lab, internet, reactor):
-    owner = Account.create()
-    public_host, nat_host = internet
-    gw, gw_ip = public_host("gw")
-    hosts = {"a": nat_host("a", NatType.PORT_RESTRICTED, "west")[0], "b": nat_host("b", NatType.FULL_CONE, "east")[0]}
-    _, gw_store = _store(owner)
-    gw_node = OverlayNode(random.Random(1).getrandbits(256), OverlayConfig(stabilize_interval=3600),
-                          store=gw_store, rng=random.Random(1))
-    gw_nat = NatAgent(gw_node, relay_volunteer=True)
-    with gw.enter():
-        gw_rt = reactor.add_udp(gw_node, bind=("0.0.0.0", PORT))
-    gw_rt.call(lambda n, now: n.start_alone())
-    gw_addr = (gw_ip, PORT)
-
-    a = _mesh_host(lab, reactor, hosts["a"], owner, gw_addr, "a")
-    b = _mesh_host(lab, reactor, hosts["b"], owner, gw_addr, "b")
+    owner, gw_nat, hosts, a, b = _two_hosts(lab, internet, reactor, NatType.PORT_RESTRICTED, NatType.FULL_CONE)
 
     # a reaches b's virtual IP: DHT resolution, punched direct path, WireGuard peer on that endpoint
     cert_b = a.resolve(VIPS["b"])
@@ -148,3 +159,23 @@ def test_mesh__hosts_behind_nats__ping_by_virtual_ip_and_move_a_file(lab, intern
     again = make_ip_record(c_key.key, public_key(c_wg), NETWORK, VIPS["c"], seq=2, expires=now + 3600)
     refused = a._op(lambda n, t: n.put(again, t), PutDone, 10.0)  # the gateway holding records refuses
     assert not refused.ok and refused.reason == "revoked"
+
+
+def test_mesh__both_behind_symmetric_nats__ping_by_virtual_ip_through_the_relay(lab, internet, reactor):
+    _, gw_nat, hosts, a, b = _two_hosts(lab, internet, reactor, NatType.SYMMETRIC, NatType.SYMMETRIC)
+
+    # punching cannot work between two symmetric NATs: the WireGuard peers are set up via the relay
+    assert a.connect(VIPS["b"]) == "relay"
+    assert lab.wait_for(lambda: b.peers.get(a.rt.node.id) == "relay", 15.0)
+    assert a.nat.path(b.rt.node.id) == "relay" and b.nat.path(a.rt.node.id) == "relay"
+    endpoint_of_b = {p.public_key: p.endpoint for p in a.tunnel.peers()}[b.cert.wg_key]
+    assert endpoint_of_b == a.bridge.endpoint(b.rt.node.id)  # "b via the relay": a loopback port
+
+    assert hosts["a"].ping(VIPS["b"]) and hosts["b"].ping(VIPS["a"])
+    relayed = gw_nat.stats["relayed_bytes"]
+    # handshake (148 + 92 bytes) and 2 x 3 pings each way, each echo at least 84 + 32 bytes
+    assert relayed >= 148 + 92 + 12 * (84 + 32)
+    assert a.bridge.stats["to_relay"] > 0 and a.bridge.stats["from_relay"] > 0
+    assert b.bridge.stats["to_relay"] > 0 and b.bridge.stats["from_relay"] > 0
+    assert a.peers[b.rt.node.id] == "relay" and b.peers[a.rt.node.id] == "relay"
+    assert len(gw_nat.sessions) == 1
