@@ -9,7 +9,11 @@ Measures, at ``--nodes`` N (default 10,000):
 * lookups under churn: for ``--periods`` stabilisation periods, ``--churn`` (10%) of the nodes are
   replaced per period (crash without notice; a fresh node joins through a random live one, via the
   real join protocol), while lookups run from random joined nodes; success = the node returned is the
-  live owner of the key when the answer arrives;
+  live owner of the key when the answer arrives (the answer of a user lookup,
+  ``OverlayNode.lookup``, after its bounded retries); failures are split in ``churn_failures`` into
+  no owner returned, returned node crashed (while its answer travelled), returned node alive but the
+  true owner joined < 1 s before (a join racing the answer), and other wrong owners (``--diag``
+  prints details of the last kind);
 * memory per simulated node (tracemalloc over building the converged ring).
 
 Last stdout line: one JSON object. ``--quick`` runs 500 nodes.
@@ -18,6 +22,7 @@ Last stdout line: one JSON object. ``--quick`` runs 500 nodes.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 import statistics
@@ -25,8 +30,25 @@ import sys
 import time
 import tracemalloc
 
-from agents.overlay.core import BroadcastDelivered, LookupDone, OverlayConfig
+from agents.overlay.core import BroadcastDelivered, Joined, LookupDone, OverlayConfig
 from agents.overlay.sim import SimNetwork
+
+
+def _short(c) -> str | None:
+    return f"{c.node_id:x}"[:8] if c is not None else None
+
+
+def _context(net, key: int, got: int) -> str:
+    """Diagnostics of a wrong owner, taken when the answer arrives: the returned node's predecessor
+    state, the true owner's neighbours and the true predecessor's first successors."""
+    g = net.node(got).table
+    want = net.true_owner(key)
+    w = net.node(want).table
+    i = bisect.bisect_left(net.live_ids, want)
+    rp = net.node(net.live_ids[i - 1]).table
+    return (f"got.pred={_short(g.predecessor)} got.pred2={_short(g.pred2)} got.pred_lost={g.pred_lost} "
+            f"want.pred={_short(w.predecessor)} want.succ={[_short(c) for c in w.successors[:3]]} "
+            f"real_pred={net.live_ids[i - 1]:x} real_pred.succ={[_short(c) for c in rp.successors[:3]]}")
 
 
 def main(argv=None) -> int:
@@ -39,6 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--interval", type=float, default=10.0, help="stabilisation period, simulated seconds")
     ap.add_argument("--loss", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--diag", action="store_true", help="print details of unexplained failures to stderr")
     a = ap.parse_args(argv)
     if a.quick:
         a.nodes, a.lookups = 500, 500
@@ -54,13 +77,32 @@ def main(argv=None) -> int:
     tracemalloc.stop()
 
     results = {"static": [], "churn": []}
+    diag = [] if a.diag else None
     phase = {"name": "static"}
     bcast = {"delivered": set(), "max_depth": 0, "dups": 0}
+    # why churn-phase lookups failed: no owner returned / returned node crashed / alive but not the owner
+    # (not_owner_join: the true owner joined less than 1 s before the answer arrived)
+    failures = {"no_owner": 0, "owner_dead": 0, "not_owner_join": 0, "not_owner": 0}
+    joined_at: dict = {}
 
     def on_event(node, ev, now):
         if isinstance(ev, LookupDone):
             ok = ev.owner is not None and ev.owner.node_id == net.true_owner(ev.key)
             results[phase["name"]].append((ok, ev.hops))
+            if not ok and phase["name"] == "churn":
+                if ev.owner is None:
+                    failures["no_owner"] += 1
+                elif ev.owner.node_id not in net.addr_of:
+                    failures["owner_dead"] += 1
+                elif now - joined_at.get(net.true_owner(ev.key), -1e9) < 1.0:
+                    failures["not_owner_join"] += 1
+                else:
+                    failures["not_owner"] += 1
+                    if diag is not None:
+                        diag.append((now, ev.key, ev.owner.node_id, net.true_owner(ev.key), node,
+                                     _context(net, ev.key, ev.owner.node_id)))
+        elif isinstance(ev, Joined):
+            joined_at[node.id] = now
         elif isinstance(ev, BroadcastDelivered):
             if node.id in bcast["delivered"]:
                 bcast["dups"] += 1
@@ -113,6 +155,11 @@ def main(argv=None) -> int:
     net.run_until(t_churn + a.interval * a.periods + 30.0)
     churned = results["churn"]
 
+    if diag:
+        for now, key, got, want, node, then in diag:
+            age = now - joined_at.get(want, -1e9)
+            print(f"wrong owner t={now:.2f} key={key:x} got={got:x} want={want:x} want_joined_ago={age:.1f}s "
+                  f"src={node.id:x}\n  at answer: {then}", file=sys.stderr)
     goal_hops = 0.5 * math.log2(n) + 1
     out = {
         "nodes": n,
@@ -128,6 +175,7 @@ def main(argv=None) -> int:
         "goal_broadcast_rounds": math.ceil(math.log2(n)) + 2,
         "lookups_static": len(static),
         "lookups_churn": len(churned),
+        "churn_failures": failures,
         "churn_per_period": a.churn,
         "periods": a.periods,
         "stabilize_interval_s": a.interval,

@@ -32,6 +32,7 @@ from .wire import Contact, Msg
 
 __all__ = [
     "TENTATIVE_EXTRA_QUERIES",
+    "RECENTLY_DEAD_MAX",
     "OverlayConfig",
     "OverlayNode",
     "LookupDone",
@@ -47,6 +48,10 @@ __all__ = [
 # claimed the key only because its predecessors died): enough to go back to the last node before the
 # key and follow its fresher successor list (two or three hops).
 TENTATIVE_EXTRA_QUERIES = 6
+
+# Bound on the ids remembered as recently dead (memory per node); at 10% churn per period a node
+# times out on a handful of peers per period, so this is never reached in practice.
+RECENTLY_DEAD_MAX = 64
 
 
 @dataclass
@@ -67,6 +72,15 @@ class OverlayConfig:
         republish_interval: seconds between re-publications of our own records and pushes of owned
             records to successors.
         broadcast_seen: how many broadcast ids to remember for duplicate suppression.
+        liveness_checks: times per stabilisation period that a joined node pings its successor and
+            predecessor (faster failure detection, as Pastry's leaf-set keepalives; 1 = only at
+            stabilisation). A dead successor triggers stabilisation at once, so a node whose
+            successor crashed re-announces itself to the next one within about
+            ``stabilize_interval / liveness_checks + rpc_timeout`` rather than a whole period.
+        lookup_attempts: searches a user lookup (:meth:`OverlayNode.lookup`) may run before it
+            reports failure; a search that ends without an owner is started again.
+        lookup_deadline: seconds after which a user lookup starts no new search (bounded time; a
+            search itself is bounded by ``max_lookup_queries`` timeouts).
     """
 
     stabilize_interval: float = 10.0
@@ -78,6 +92,9 @@ class OverlayConfig:
     replicas: int = 3
     republish_interval: float = 600.0
     broadcast_seen: int = 4096
+    liveness_checks: int = 4
+    lookup_attempts: int = 3
+    lookup_deadline: float = 10.0
 
 
 # ---------------------------------------------------------------------------------------- events
@@ -197,12 +214,15 @@ class OverlayNode:
         self.handlers: dict[int, Callable] = {}  # extra message types (NAT, relay) -> fn(msg, sender, now)
         self.components: list = []  # extra sans-I/O parts (NAT agent) with tick(now)/next_deadline()
         self.reflexive: tuple | None = None
-        self.stats = {"sent": 0, "received": 0, "dropped": 0, "timeouts": 0, "bcast_sent": 0, "retransmits": 0}
+        self.stats = {"sent": 0, "received": 0, "dropped": 0, "timeouts": 0, "bcast_sent": 0, "retransmits": 0,
+                      "lookup_retries": 0}
         self._pending: dict[int, _Pending] = {}
         self._txid = self.rng.getrandbits(32)
         self._next_op = 1
         self._next_stab = now + self.rng.uniform(0.5, 1.0) * self.cfg.stabilize_interval
         self._next_republish = now + self.cfg.republish_interval
+        self._next_check = self._next_stab + self._check_period()
+        self._recently_dead: dict[int, float] = {}  # node id -> until when to distrust hearsay of it
         self._finger_cursor = 0
         self._bootstrap: tuple | None = None
         self._joined = False
@@ -244,7 +264,7 @@ class OverlayNode:
 
     def next_deadline(self) -> float:
         """The time :meth:`tick` next has work to do."""
-        t = min(self._next_stab, self._next_republish)
+        t = min(self._next_stab, self._next_republish, self._next_check)
         for p in self._pending.values():
             if p.deadline < t:
                 t = p.deadline
@@ -388,12 +408,17 @@ class OverlayNode:
                 self.stats["timeouts"] += 1
                 if p.target.node_id:
                     self.table.remove(p.target.node_id)
+                    self._note_dead(p.target.node_id, now)
                 p.on_timeout(p.target, now)
         for comp in self.components:
             comp.tick(now)
         if now >= self._next_stab:
             self._next_stab = now + self.rng.uniform(0.8, 1.2) * self.cfg.stabilize_interval
+            self._next_check = now + self._check_period()
             self._stabilize(now)
+        elif now >= self._next_check:
+            self._next_check = now + self._check_period()
+            self._check_neighbours(now)
         if now >= self._next_republish:
             self._next_republish = now + self.cfg.republish_interval
             self._republish(now)
@@ -487,6 +512,39 @@ class OverlayNode:
 
         self._request(succ, Msg(wire.GET_NEIGHBOURS, self.id, flag=1, contacts=()), wire.NEIGHBOURS, reply, timeout, now)
 
+    def _note_dead(self, node_id: int, now: float) -> None:
+        """Remember for one stabilisation period that ``node_id`` did not answer us, so that hearsay
+        (a neighbour that has not noticed yet) does not put it straight back as our successor."""
+        dead = self._recently_dead
+        if len(dead) >= RECENTLY_DEAD_MAX:
+            for k in [k for k, t in dead.items() if t <= now] or list(dead)[: RECENTLY_DEAD_MAX // 2]:
+                del dead[k]
+        dead[node_id] = now + self.cfg.stabilize_interval
+
+    def _is_recently_dead(self, node_id: int, now: float) -> bool:
+        t = self._recently_dead.get(node_id)
+        return t is not None and t > now
+
+    def _check_period(self) -> float:
+        return self.cfg.stabilize_interval / max(self.cfg.liveness_checks, 1)
+
+    def _check_neighbours(self, now: float) -> None:
+        """Between stabilisations: ping successor and predecessor. A silent successor is dropped
+        (in :meth:`tick`) and stabilisation runs at once with the next one, which then hears of us."""
+        tb = self.table
+        if not self._joined or self.cfg.liveness_checks <= 1:
+            return
+        if tb.successors:
+
+            def succ_dead(target, now):
+                if tb.successors:
+                    self._stabilize(now, fix_fingers=False)
+
+            self._request(tb.successors[0], Msg(wire.PING, self.id), wire.PONG, lambda m, s, n: None, succ_dead, now)
+        p = tb.predecessor
+        if p is not None:
+            self._request(p, Msg(wire.PING, self.id), wire.PONG, lambda m, s, n: None, lambda t, n: None, now)
+
     def _stabilize(self, now: float, fix_fingers: bool = True) -> None:
         tb = self.table
         if not self._joined:
@@ -510,7 +568,7 @@ class OverlayNode:
         def reply(m, sender, now):
             cs = list(m.contacts)
             pred = cs.pop(0) if m.flag else None
-            if pred is not None and pred.node_id != self.id and (
+            if pred is not None and pred.node_id != self.id and not self._is_recently_dead(pred.node_id, now) and (
                 pred.node_id - self.id
             ) % RING < (sender.node_id - self.id) % RING:
                 # someone joined between us and our successor: it becomes our successor
@@ -549,11 +607,26 @@ class OverlayNode:
     # ------------------------------------------------------------------ lookups
 
     def lookup(self, key: int, now: float) -> int:
-        """Find the node responsible for ``key``; a :class:`LookupDone` event reports it."""
+        """Find the node responsible for ``key``; a :class:`LookupDone` event reports it.
+
+        What a user gets: if a search ends without an owner (every candidate it knew timed out), the
+        lookup starts again from our own, by then repaired, routing table, at most
+        ``lookup_attempts`` times in all and only while ``lookup_deadline`` seconds have not passed
+        since the call. ``hops`` counts the queries of every attempt. Bounded work: at most
+        ``lookup_attempts * max_lookup_queries`` queries.
+        """
         lid = self.new_op_id()
+        deadline = now + self.cfg.lookup_deadline
+        state = {"attempts": 1, "hops": 0}
 
         def done(owner, hops, now, extra=()):
-            self.events.append(LookupDone(lid, key, owner, hops))
+            state["hops"] += hops
+            if owner is None and state["attempts"] < self.cfg.lookup_attempts and now < deadline:
+                state["attempts"] += 1
+                self.stats["lookup_retries"] += 1
+                self._lookup(key, now, done, lid=lid)
+                return
+            self.events.append(LookupDone(lid, key, owner, state["hops"]))
 
         self._lookup(key, now, done, lid=lid)
         return lid

@@ -218,8 +218,12 @@ class RoutingTable:
         if p is None and p2 is not None and p2.node_id != c.node_id and not in_open(c.node_id, p2.node_id, self.self_id):
             # Our predecessor died; its own predecessor is closer than the notifier, which has not
             # heard of it. Take it back (the caller pings it: if it is dead too, it is dropped) and
-            # let the notifier learn it from us at its next stabilisation.
+            # let the notifier learn it from us at its next stabilisation. The notifier is alive and
+            # lies before it: it becomes the fallback lower end, so that if the ping finds p2 dead too
+            # we claim (notifier, self] at once instead of waiting a stabilisation period for the
+            # notifier to notify us again.
             self.predecessor = p2
+            self.pred2 = c
             return False
         if p is None or p.node_id == c.node_id or in_open(c.node_id, p.node_id, self.self_id):
             self.predecessor = c
