@@ -8,7 +8,8 @@
   with the certified virtual IP; needs root), the overlay on the tunnel's UDP socket, registration at
   the gateway, publication of the certificate and IPRecord, then tunnels to ``--peer`` virtual IPs
   (and to any member who connects): direct when a punch works, through a ``--relay`` gateway when
-  not (the tunnel MTU is ``wgrelay.MESH_MTU`` so relayed packets fit), until SIGINT/SIGTERM.
+  not (the tunnel MTU is ``wgrelay.MESH_MTU`` so relayed packets fit), until SIGINT/SIGTERM. Any
+  other virtual IP is resolved on demand when a packet is sent to it (``--no-on-demand`` to disable).
 
 Key files: the WireGuard private key is base64 (``warren tunnel genkey``); Ethereum keys (owner,
 member) are hex private keys.
@@ -67,7 +68,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--listen-port", type=int, default=DEFAULT_PORT)
     up.add_argument("--ifname", default="warren-mesh", help="TUN interface name")
     up.add_argument("--prefix", type=int, default=24, help="virtual network prefix length")
-    up.add_argument("--peer", action="append", default=[], metavar="VIP", help="virtual IP to connect to")
+    up.add_argument("--peer", action="append", default=[], metavar="VIP", help="virtual IP to connect to now")
+    up.add_argument("--no-on-demand", dest="on_demand", action="store_false",
+                    help="do not resolve virtual IPs on demand from traffic (only --peer and incoming)")
     up.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: until a signal)")
     up.set_defaults(func=_up)
 
@@ -140,6 +143,7 @@ def _up(args: argparse.Namespace) -> int:
     from .mesh import MeshHost
     from .nat import NatAgent
     from .runtime import UdpReactor, attach_to_tunnel
+    from .ondemand import OnDemand
     from .wgrelay import MESH_MTU
 
     wg_priv = decode_key(args.wg_key.read_text())
@@ -155,8 +159,10 @@ def _up(args: argparse.Namespace) -> int:
         print("warren mesh: the certificate is for another WireGuard key or member key", file=sys.stderr)
         return 1
     gateway = _hostport(args.gateway)
+    # on demand, the tunnel holds our IP as a /32 and a resolver device the prefix route (ondemand.py)
+    own_prefix = 32 if args.on_demand else args.prefix
     tunnel = Tunnel(InterfaceConfig(private_key=wg_priv, listen_port=args.listen_port, mtu=MESH_MTU,
-                                    addresses=[f"{cert.ip}/{args.prefix}"]), args.ifname).start()
+                                    addresses=[f"{cert.ip}/{own_prefix}"]), args.ifname).start()
     try:
         node = OverlayNode(node_id_from_wg_key(public_key(wg_priv)), OverlayConfig(), store=store, now=time.time())
         nat = NatAgent(node)
@@ -174,11 +180,16 @@ def _up(args: argparse.Namespace) -> int:
             errors = host.publish()
             print(f"{args.ifname}: {cert.ip} in {args.network!r}, public address {nat.reflexive}"
                   f"{'; publish failed: ' + ', '.join(errors) if errors else ''}", flush=True)
+            resolver = None
+            if args.on_demand:
+                resolver = OnDemand(host, f"{cert.ip}/{args.prefix}", f"{args.ifname[:10]}-rs")
             try:
                 for vip in args.peer:
                     print(f"{vip}: {host.connect(vip) or 'unreachable'}", flush=True)
                 _wait(args.seconds)
             finally:
+                if resolver is not None:
+                    resolver.close()
                 host.close()
     finally:
         tunnel.close()

@@ -29,8 +29,6 @@ Cost: 45 bytes per datagram (overlay header 37 + session 8), and an overlay data
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import logging
@@ -38,13 +36,14 @@ import os
 import selectors
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+from agents.netlab.nsenter import enter_namespace
 from agents.wireguard.runtime import is_wireguard_datagram
 
 from . import wire
 
-__all__ = ["MESH_MTU", "RelayBridge", "RELAY_OVERHEAD", "WG_DATA_OVERHEAD"]
+__all__ = ["MESH_MTU", "RelayBridge", "RELAY_OVERHEAD", "WG_DATA_OVERHEAD", "in_netns_of"]
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +53,8 @@ WG_DATA_OVERHEAD = 32  # WireGuard transport message: type, reserved, receiver, 
 # never fragmented): 1232 - 45 - 32 = 1155, rounded down to WireGuard's 16-byte padding: 1152.
 MESH_MTU = (wire.MAX_DATAGRAM - RELAY_OVERHEAD - WG_DATA_OVERHEAD) // 16 * 16
 SIOCGSKNS = 0x894C  # <linux/sockios.h>: an fd of the network namespace a socket belongs to
-_CLONE_NEWNET = 0x40000000  # <linux/sched.h>
 POLL_S = 0.1  # the bridge thread notices close() this often
 MAX_DATAGRAM = 65535
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "setns failed")
-
 
 def _netns_of(sock: socket.socket) -> int | None:
     """An fd of ``sock``'s network namespace, or None (then we assume the current one)."""
@@ -72,6 +62,24 @@ def _netns_of(sock: socket.socket) -> int | None:
         return fcntl.ioctl(sock.fileno(), SIOCGSKNS)
     except OSError:
         return None
+
+
+@contextlib.contextmanager
+def in_netns_of(sock: socket.socket) -> Iterator[None]:
+    """Run the body with the calling thread in ``sock``'s network namespace.
+
+    Sockets and TUN devices made in the body belong there (a mesh host's tunnel may live in a
+    namespace other than the thread that sets up its relayed peers).
+    """
+    ns = _netns_of(sock)
+    if ns is None:
+        yield
+        return
+    try:  # an absolute path as the "name": os.path.join drops netlab's /var/run/netns prefix
+        with enter_namespace(f"/proc/self/fd/{ns}"):
+            yield
+    finally:
+        os.close(ns)
 
 
 class RelayBridge:
@@ -85,7 +93,6 @@ class RelayBridge:
     def __init__(self, tunnel, send: Callable[[int, bytes], None]) -> None:
         self.tunnel = tunnel
         self._send = send
-        self._ns = _netns_of(tunnel.sock)
         self._sel = selectors.DefaultSelector()
         self._socks: dict[int, socket.socket] = {}
         self._lock = threading.Lock()
@@ -95,18 +102,8 @@ class RelayBridge:
         self._thread.start()
 
     def _new_socket(self) -> socket.socket:
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY) if self._ns is not None else None
-        try:
-            if self._ns is not None:
-                _setns(self._ns)
-            try:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            finally:
-                if own is not None:
-                    _setns(own)
-        finally:
-            if own is not None:
-                os.close(own)
+        with in_netns_of(self.tunnel.sock):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("127.0.0.1", 0))
         sock.setblocking(False)
         return sock
@@ -156,9 +153,6 @@ class RelayBridge:
                 sock.close()
             self._socks.clear()
         self._sel.close()
-        if self._ns is not None:
-            os.close(self._ns)
-            self._ns = None
 
     def _run(self) -> None:
         port = self.tunnel.listen_port

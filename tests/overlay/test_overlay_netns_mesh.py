@@ -25,6 +25,7 @@ from agents.overlay.core import OverlayConfig, OverlayNode, PutDone
 from agents.overlay.ids import node_id_from_wg_key
 from agents.overlay.mesh import ZERO_ADDRESS, GroupDirectory, MeshHost, group_authority
 from agents.overlay.nat import NatAgent
+from agents.overlay.ondemand import OnDemand
 from agents.overlay.records import RecordValidator, make_ip_record, make_member_certificate, make_revocation_record
 from agents.overlay.runtime import attach_to_tunnel
 from agents.overlay.store import RecordStore
@@ -56,10 +57,10 @@ def _member(owner, name):
     return wg_priv, key, cert
 
 
-def _mesh_host(lab, reactor, ns, owner, gw_addr, name):
+def _mesh_host(lab, reactor, ns, owner, gw_addr, name, prefix=24):
     wg_priv, key, cert = _member(owner, name)
     tunnel = start_python_tunnel(lab, ns, InterfaceConfig(private_key=wg_priv, listen_port=PORT, mtu=MESH_MTU,
-                                                         addresses=[f"{VIPS[name]}/24"]))
+                                                         addresses=[f"{VIPS[name]}/{prefix}"]))
     directory, store = _store(owner)
     node = OverlayNode(node_id_from_wg_key(public_key(wg_priv)), OverlayConfig(stabilize_interval=3600),
                        store=store, rng=random.Random(name))
@@ -85,15 +86,15 @@ def _gateway(lab, reactor, gw, gw_ip, owner):
     return gw_nat, (gw_ip, PORT)
 
 
-def _two_hosts(lab, internet, reactor, flavour_a, flavour_b):
+def _two_hosts(lab, internet, reactor, flavour_a, flavour_b, prefix=24):
     """A relay-volunteering gateway on the west segment, host a behind a NAT on the west, b on the east."""
     owner = Account.create()
     public_host, nat_host = internet
     gw, gw_ip = public_host("gw")
     hosts = {"a": nat_host("a", flavour_a, "west")[0], "b": nat_host("b", flavour_b, "east")[0]}
     gw_nat, gw_addr = _gateway(lab, reactor, gw, gw_ip, owner)
-    a = _mesh_host(lab, reactor, hosts["a"], owner, gw_addr, "a")
-    b = _mesh_host(lab, reactor, hosts["b"], owner, gw_addr, "b")
+    a = _mesh_host(lab, reactor, hosts["a"], owner, gw_addr, "a", prefix)
+    b = _mesh_host(lab, reactor, hosts["b"], owner, gw_addr, "b", prefix)
     return owner, gw_nat, hosts, a, b
 
 
@@ -179,3 +180,26 @@ def test_mesh__both_behind_symmetric_nats__ping_by_virtual_ip_through_the_relay(
     assert b.bridge.stats["to_relay"] > 0 and b.bridge.stats["from_relay"] > 0
     assert a.peers[b.rt.node.id] == "relay" and b.peers[a.rt.node.id] == "relay"
     assert len(gw_nat.sessions) == 1
+
+
+def test_mesh__ping_to_an_unknown_virtual_ip__resolved_on_demand_and_answered(lab, internet, reactor):
+    # tunnels hold their virtual IP as a /32: the mesh prefix is routed to the resolver device
+    _, gw_nat, hosts, a, b = _two_hosts(lab, internet, reactor, NatType.PORT_RESTRICTED, NatType.FULL_CONE,
+                                        prefix=32)
+    resolver = OnDemand(a, f"{VIPS['a']}/24", lab.unique_ifname("wrs"))
+    lab.defer(resolver.close)
+    assert a.peers == {} and b.peers == {}
+
+    # nobody named b: the ping's packets to 10.77.0.2 trigger the DHT look-up and the punch, wait in
+    # the queue meanwhile, and are then sent through the new tunnel
+    assert hosts["a"].ping(VIPS["b"], count=5, interval=0.3)
+    assert a.peers == {b.rt.node.id: "direct"}
+    assert lab.wait_for(lambda: b.peers.get(a.rt.node.id) == "direct", 10.0)
+    stats = resolver.pending.stats
+    assert stats["lookups"] == 1 and stats["resolved"] == 1 and stats["queued"] >= 1
+    assert gw_nat.stats["relayed_bytes"] == 0
+
+    # a member that does not exist: one look-up, then packets dropped (negative cache), no peer added
+    assert not hosts["a"].ping("10.77.0.99", count=2, interval=0.2)
+    assert lab.wait_for(lambda: resolver.pending.stats["failed"] == 1, 25.0)
+    assert resolver.pending.stats["lookups"] == 2 and len(a.peers) == 1
