@@ -19,6 +19,9 @@ When punching fails (symmetric NAT on both sides), the NAT agent's relay session
 WireGuard datagrams: the peer's WireGuard endpoint is a loopback port of a
 :class:`~agents.overlay.wgrelay.RelayBridge` that means "via the relay" (see :mod:`.wgrelay`); when a
 later punch succeeds the endpoint moves to the direct address, keeping the WireGuard session.
+
+Peers are set up on demand too: :class:`~agents.overlay.ondemand.OnDemand` turns the first packet to
+an unknown virtual IP into :meth:`MeshHost.connect` (packets queued meanwhile).
 """
 
 from __future__ import annotations
@@ -180,8 +183,13 @@ class MeshHost:
         cert = self.resolve(vip)
         if cert is None or self.rt.node.store.validator.is_revoked(cert.node_id):
             return None
+        if cert.node_id in self.peers:
+            return self.peers[cert.node_id]
+        with self.rt.lock:  # only a PathUp that comes after this call counts (the history is kept)
+            old = {id(e) for e in self.rt.events if isinstance(e, PathUp)}
         self.rt.call(lambda node, now: self.nat.connect(cert.node_id, now))
-        up = self.rt.wait_for(lambda e: isinstance(e, PathUp) and e.peer == cert.node_id, timeout)
+        up = self.rt.wait_for(lambda e: isinstance(e, PathUp) and e.peer == cert.node_id and id(e) not in old,
+                              timeout)
         if up is None:
             return None
         self._add_peer(cert, up)

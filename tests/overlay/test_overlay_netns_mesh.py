@@ -24,7 +24,7 @@ from agents.netlab.wireguard import start_python_tunnel
 from agents.overlay.core import OverlayConfig, OverlayNode, PutDone
 from agents.overlay.ids import node_id_from_wg_key
 from agents.overlay.mesh import ZERO_ADDRESS, GroupDirectory, MeshHost, group_authority
-from agents.overlay.nat import NatAgent
+from agents.overlay.nat import PUNCH_TIMEOUT_S, RETRY_DIRECT_S, NatAgent
 from agents.overlay.ondemand import OnDemand
 from agents.overlay.records import RecordValidator, make_ip_record, make_member_certificate, make_revocation_record
 from agents.overlay.runtime import attach_to_tunnel
@@ -91,7 +91,8 @@ def _two_hosts(lab, internet, reactor, flavour_a, flavour_b, prefix=24):
     owner = Account.create()
     public_host, nat_host = internet
     gw, gw_ip = public_host("gw")
-    hosts = {"a": nat_host("a", flavour_a, "west")[0], "b": nat_host("b", flavour_b, "east")[0]}
+    (ns_a, router_a), (ns_b, router_b) = nat_host("a", flavour_a, "west"), nat_host("b", flavour_b, "east")
+    hosts = {"a": ns_a, "b": ns_b, "a_router": router_a, "b_router": router_b}
     gw_nat, gw_addr = _gateway(lab, reactor, gw, gw_ip, owner)
     a = _mesh_host(lab, reactor, hosts["a"], owner, gw_addr, "a", prefix)
     b = _mesh_host(lab, reactor, hosts["b"], owner, gw_addr, "b", prefix)
@@ -203,3 +204,29 @@ def test_mesh__ping_to_an_unknown_virtual_ip__resolved_on_demand_and_answered(la
     assert not hosts["a"].ping("10.77.0.99", count=2, interval=0.2)
     assert lab.wait_for(lambda: resolver.pending.stats["failed"] == 1, 25.0)
     assert resolver.pending.stats["lookups"] == 2 and len(a.peers) == 1
+
+
+def test_mesh__punch_blocked_then_allowed__relayed_tunnel_upgrades_to_direct(lab, internet, reactor):
+    # both NATs would allow a direct path, but a's router first drops everything between a and b's
+    # public address (not the gateway): the tunnel starts relayed, and the periodic retry upgrades it
+    _, gw_nat, hosts, a, b = _two_hosts(lab, internet, reactor, NatType.PORT_RESTRICTED, NatType.FULL_CONE)
+    router_a = hosts["a_router"]
+    b_public = b.nat.reflexive[0]
+    for command in ("add table ip block", "add chain ip block hold { type filter hook forward priority 0; }",
+                    f"add rule ip block hold ip daddr {b_public} drop",
+                    f"add rule ip block hold ip saddr {b_public} drop"):
+        router_a.namespace.run(["nft", command])
+    assert a.connect(VIPS["b"]) == "relay"
+    assert lab.wait_for(lambda: b.peers.get(a.rt.node.id) == "relay", 15.0)
+    assert hosts["a"].ping(VIPS["b"])
+    assert gw_nat.stats["relayed_bytes"] > 0
+
+    router_a.namespace.run(["nft", "delete table ip block"])
+    assert lab.wait_for(lambda: a.peers.get(b.rt.node.id) == "direct" and b.peers.get(a.rt.node.id) == "direct",
+                        RETRY_DIRECT_S + PUNCH_TIMEOUT_S + 5.0)
+    endpoint_of_b = {p.public_key: p.endpoint for p in a.tunnel.peers()}[b.cert.wg_key]
+    assert endpoint_of_b[0] == b_public and not a.bridge.has(b.rt.node.id)
+    assert lab.wait_for(lambda: hosts["b"].ping(VIPS["a"], count=1), 10.0)  # b's core may still roam back
+    relayed = gw_nat.stats["relayed_bytes"]
+    assert hosts["a"].ping(VIPS["b"]) and hosts["b"].ping(VIPS["a"])
+    assert gw_nat.stats["relayed_bytes"] == relayed  # the pings went direct
