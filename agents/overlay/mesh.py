@@ -26,12 +26,15 @@ an unknown virtual IP into :meth:`MeshHost.connect` (packets queued meanwhile).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import threading
 import time
 
 from eth_utils import to_checksum_address
+
+from agents.wireguard.errors import LocalProtocolError as TunnelError
 
 from .core import GetDone, PutDone
 from .nat import DataReceived, NatAgent, PathDown, PathUp
@@ -216,10 +219,8 @@ class MeshHost:
                 if len(queue) < MAX_PENDING_DATAGRAMS:
                     queue.append(ev.data)
         elif isinstance(ev, PathDown) and self.peers.get(ev.peer) == "relay":
-            with self._lock:
-                del self.peers[ev.peer]
-                if self.bridge is not None:
-                    self.bridge.drop(ev.peer)
+            # the relay's budget ran out: forget the peer, so the next packet resolves it again
+            threading.Thread(target=self._remove_peer, args=(ev.peer,), daemon=True).start()
 
     def _accept(self, up: PathUp) -> None:
         cert = self.directory.members.get(up.peer) or self.certificate_of(up.peer)
@@ -228,6 +229,20 @@ class MeshHost:
             self._pending.pop(up.peer, None)
             return
         self._add_peer(cert, up)
+
+    def _remove_peer(self, node_id: int) -> None:
+        cert = self.directory.members.get(node_id)
+        with self._lock:
+            if self.peers.get(node_id) != "relay":
+                return
+            del self.peers[node_id]
+            if self.bridge is not None:
+                self.bridge.drop(node_id)
+            if cert is not None:
+                self.tunnel.remove_peer(cert.wg_key)
+                with contextlib.suppress(TunnelError):  # the route, so OnDemand sees packets again
+                    self.tunnel.tun.ip("route", "del", f"{cert.ip}/{32 if ':' not in cert.ip else 128}")
+        log.info("mesh: relay path to %x ended", node_id)
 
     def _relay_send(self, peer: int, datagram: bytes) -> None:
         self.rt.call(lambda node, now: self.nat.send(peer, datagram, now))

@@ -24,7 +24,7 @@ from agents.netlab.wireguard import start_python_tunnel
 from agents.overlay.core import OverlayConfig, OverlayNode, PutDone
 from agents.overlay.ids import node_id_from_wg_key
 from agents.overlay.mesh import ZERO_ADDRESS, GroupDirectory, MeshHost, group_authority
-from agents.overlay.nat import PUNCH_TIMEOUT_S, RETRY_DIRECT_S, NatAgent
+from agents.overlay.nat import PUNCH_TIMEOUT_S, RETRY_DIRECT_S, NatAgent, RelayLimits
 from agents.overlay.ondemand import OnDemand
 from agents.overlay.records import RecordValidator, make_ip_record, make_member_certificate, make_revocation_record
 from agents.overlay.runtime import attach_to_tunnel
@@ -75,25 +75,25 @@ def _mesh_host(lab, reactor, ns, owner, gw_addr, name, prefix=24):
     return host
 
 
-def _gateway(lab, reactor, gw, gw_ip, owner):
+def _gateway(lab, reactor, gw, gw_ip, owner, limits=None):
     _, gw_store = _store(owner)
     gw_node = OverlayNode(random.Random(1).getrandbits(256), OverlayConfig(stabilize_interval=3600),
                           store=gw_store, rng=random.Random(1))
-    gw_nat = NatAgent(gw_node, relay_volunteer=True)
+    gw_nat = NatAgent(gw_node, relay_volunteer=True, limits=limits or RelayLimits())
     with gw.enter():
         gw_rt = reactor.add_udp(gw_node, bind=("0.0.0.0", PORT))
     gw_rt.call(lambda n, now: n.start_alone())
     return gw_nat, (gw_ip, PORT)
 
 
-def _two_hosts(lab, internet, reactor, flavour_a, flavour_b, prefix=24):
+def _two_hosts(lab, internet, reactor, flavour_a, flavour_b, prefix=24, limits=None):
     """A relay-volunteering gateway on the west segment, host a behind a NAT on the west, b on the east."""
     owner = Account.create()
     public_host, nat_host = internet
     gw, gw_ip = public_host("gw")
     (ns_a, router_a), (ns_b, router_b) = nat_host("a", flavour_a, "west"), nat_host("b", flavour_b, "east")
     hosts = {"a": ns_a, "b": ns_b, "a_router": router_a, "b_router": router_b}
-    gw_nat, gw_addr = _gateway(lab, reactor, gw, gw_ip, owner)
+    gw_nat, gw_addr = _gateway(lab, reactor, gw, gw_ip, owner, limits)
     a = _mesh_host(lab, reactor, hosts["a"], owner, gw_addr, "a", prefix)
     b = _mesh_host(lab, reactor, hosts["b"], owner, gw_addr, "b", prefix)
     return owner, gw_nat, hosts, a, b
@@ -230,3 +230,20 @@ def test_mesh__punch_blocked_then_allowed__relayed_tunnel_upgrades_to_direct(lab
     relayed = gw_nat.stats["relayed_bytes"]
     assert hosts["a"].ping(VIPS["b"]) and hosts["b"].ping(VIPS["a"])
     assert gw_nat.stats["relayed_bytes"] == relayed  # the pings went direct
+
+
+def test_mesh__relay_session_expires__peer_forgotten_and_resolved_again_on_demand(lab, internet, reactor):
+    limits = RelayLimits(max_seconds=6.0)
+    _, gw_nat, hosts, a, b = _two_hosts(lab, internet, reactor, NatType.SYMMETRIC, NatType.SYMMETRIC, prefix=32,
+                                        limits=limits)
+    resolver = OnDemand(a, f"{VIPS['a']}/24", lab.unique_ifname("wrs"))
+    lab.defer(resolver.close)
+    assert hosts["a"].ping(VIPS["b"], count=12, interval=0.5)  # on demand, through the relay (~3 s set-up)
+    assert a.peers == {b.rt.node.id: "relay"}
+    first = set(gw_nat.sessions)
+
+    # the relay's time budget ends the session: both ends forget the peer (and its route)
+    assert lab.wait_for(lambda: b.rt.node.id not in a.peers, limits.max_seconds + 5.0)
+    assert b.cert.wg_key not in {p.public_key for p in a.tunnel.peers()}
+    assert lab.wait_for(lambda: hosts["a"].ping(VIPS["b"], count=12, interval=0.5), 30.0)
+    assert a.peers == {b.rt.node.id: "relay"} and set(gw_nat.sessions) - first
