@@ -75,6 +75,17 @@ def test_request_timeout__removes_dead_successor():
     assert a.table.successors == [] and a.stats["timeouts"] >= 1
 
 
+def _run_timers(node: OverlayNode, until: float) -> None:
+    """Fire a lone node's timers up to ``until``, dropping what it sends (nobody answers);
+    bounded: a lookup against dead contacts needs a few timers at most."""
+    for _ in range(20):
+        node.drain_outbox()
+        t = node.next_deadline()
+        if t > until:
+            break
+        node.tick(t)
+
+
 def test_lookup__only_known_node_dead__user_lookup_retries_on_the_repaired_table():
     # a knows one other node, which is dead: the first search ends without an owner; the dead node
     # has been dropped from a's table meanwhile, so the retry finds that a (now alone) owns the key
@@ -82,12 +93,7 @@ def test_lookup__only_known_node_dead__user_lookup_retries_on_the_repaired_table
     a.start_alone()
     a.table.observe(wire.Contact(2, B_ADDR))
     lid = a.lookup(RING // 2, 0.0)
-    for _ in range(20):  # bounded: a few timers at most
-        a.drain_outbox()
-        t = a.next_deadline()
-        if t > 5.0:
-            break
-        a.tick(t)
+    _run_timers(a, until=5.0)
     done = [e for e in a.drain_events() if isinstance(e, LookupDone)]
     assert len(done) == 1 and done[0].lookup_id == lid  # one answer for the user, after the retry
     assert done[0].owner.node_id == a.id and a.stats["lookup_retries"] == 1 and a.stats["timeouts"] == 1
@@ -100,12 +106,7 @@ def test_lookup__every_search_fails__reports_failure_after_bounded_attempts():
     a = OverlayNode(1, cfg, rng=random.Random(1))
     a.table.observe(wire.Contact(2, B_ADDR))
     lid = a.lookup(RING // 2, 0.0)
-    for _ in range(20):
-        a.drain_outbox()
-        t = a.next_deadline()
-        if t > 5.0:
-            break
-        a.tick(t)
+    _run_timers(a, until=5.0)
     done = [e for e in a.drain_events() if isinstance(e, LookupDone)]
     assert len(done) == 1 and done[0].lookup_id == lid and done[0].owner is None
     assert a.stats["lookup_retries"] == cfg.lookup_attempts - 1
