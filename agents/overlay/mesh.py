@@ -204,11 +204,9 @@ class MeshHost:
             held = self.peers.get(ev.peer)
             if held == "direct" or (held == "relay" and ev.kind == "relay"):
                 return
-            cert = self.directory.members.get(ev.peer)
-            if held == "relay" and cert is not None:  # a later punch worked: upgrade in place
-                self._add_peer(cert, ev)
-            else:  # the other end of a punch or of a relay session: check its certificate first
-                threading.Thread(target=self._accept, args=(ev,), daemon=True).start()
+            # the other end of a punch or of a relay session (its certificate is checked first), or
+            # a later punch for a relayed peer (upgrade); on a thread: that work runs `ip route`
+            threading.Thread(target=self._accept, args=(ev,), daemon=True).start()
         elif isinstance(ev, DataReceived) and ev.via == "relay":
             held = self.peers.get(ev.peer)
             if held == "relay" and self.bridge is not None:
