@@ -147,7 +147,7 @@ class Record:
 
 
 class OperatorDirectory(Protocol):
-    """Who may sign for a node id. On chain: node_registry.node_operator; in tests: a dict."""
+    """Who may sign for a node id. On chain: agents.chain.directory.RegistryDirectory; in tests: a dict."""
 
     def operator_of(self, node_id: int) -> str | None:
         """Checksummed operator address registered for ``node_id``, or None if unknown."""
