@@ -1,7 +1,7 @@
 """Gas used by Warren's settlement-layer transactions, measured on a fresh local anvil chain.
 
-Deploys the token, node registry and payment channels (and, when they exist, engineer B's reputation
-and revocation registry), runs each operation the way an agent would, and reads `gas_used` from the
+Deploys the settlement layer with `agents.chain.deploy.deploy_all` (as `ape run deploy` does; no
+voucher pools), runs each operation the way an agent would, and reads `gas_used` from the
 transaction receipts. Anchors (from the issue): Orchid budgets 100,000 gas per redemption and Raiden's
 settle used 125,052; Raiden's open used 112,922. Targets: settle <= 70,000, open_channel <= 110,000.
 
@@ -30,13 +30,9 @@ from eth_account import Account  # noqa: E402
 from eth_utils import keccak  # noqa: E402
 
 from agents.chain import eip712  # noqa: E402
+from agents.chain.bindings import WarrenContracts  # noqa: E402
+from agents.chain.deploy import TOKEN, DeployParameters, deploy_all  # noqa: E402
 
-TOKEN = 10**18
-MIN_NODE_STAKE = 100 * TOKEN
-MIN_CHALLENGER_STAKE = 10 * TOKEN
-UNBONDING_DELAY = 7 * 24 * 3600
-CHALLENGE_PERIOD = 24 * 3600
-FEE_BPS = 100
 DEPOSIT = 50 * TOKEN
 # Anchors and targets quoted in issue 2.
 TARGETS = {"settle": 70_000, "open_channel": 110_000}
@@ -57,9 +53,14 @@ def measure() -> dict:
     chain = ape.chain
     gas: dict[str, int] = {}
 
-    token = owner.deploy(project.warren_token)
-    registry = owner.deploy(project.node_registry, token, MIN_NODE_STAKE, MIN_CHALLENGER_STAKE, UNBONDING_DELAY)
-    channels = owner.deploy(project.payment_channels, token, registry, FEE_BPS, treasury, CHALLENGE_PERIOD)
+    # Report quorum 2, so the second failure report is the one that slashes and pays the bounty;
+    # revocations need all 3 guardians, the most signatures a revoke here checks.
+    params = DeployParameters(
+        guardians=[g.address for g in guardians], revocation_quorum=3, report_quorum=2,
+        treasury=treasury.address, voucher_denominations=[],
+    )
+    warren = WarrenContracts.at(project, deploy_all(project, owner, chain, params, log=lambda _: None), chain.chain_id)
+    token, registry, channels = warren.token, warren.registry, warren.channels
     for account in (operator, client, *challengers):
         token.mint(account, 10**6 * TOKEN, sender=owner)
     token.mint(treasury, TOKEN, sender=owner)  # the treasury already holds tokens on a live network
@@ -67,7 +68,7 @@ def measure() -> dict:
     token.approve(registry, 2**256 - 1, sender=operator)
     token.approve(channels, 2**256 - 1, sender=client)
     wg_key = keccak(b"bench node")
-    gas["register"] = _gas(registry.register_node(wg_key, "DE", 10**15, MIN_NODE_STAKE, sender=operator))
+    gas["register"] = _gas(registry.register_node(wg_key, "DE", 10**15, params.min_node_stake, sender=operator))
     node_id = keccak(wg_key)
 
     def signer_key(n: int) -> bytes:
@@ -79,7 +80,7 @@ def measure() -> dict:
         return bytes(receipt.return_value), receipt
 
     def sign(channel_id: bytes, n: int, nbytes: int, amount: int, key: bytes) -> bytes:
-        return eip712.sign(eip712.Receipt(channel_id, nbytes, amount), key, chain.chain_id, channels.address)
+        return warren.sign(eip712.Receipt(channel_id, nbytes, amount), key)
 
     # open: the very first channel of a fresh contract also turns the contract's token balance from
     # zero to non-zero; every later open (the figure that matters) finds it non-zero.
@@ -98,7 +99,7 @@ def measure() -> dict:
 
     # cooperative close of channel_a with one more receipt.
     final = (3 * 10**6, 3 * TOKEN)
-    node_sig = eip712.sign(eip712.CooperativeClose(channel_a, *final), operator.private_key, chain.chain_id, channels.address)
+    node_sig = warren.sign(eip712.CooperativeClose(channel_a, *final), operator.private_key)
     receipt = channels.cooperative_close(
         channel_a, *final, sign(channel_a, 1, *final, signer_key(1)), node_sig, sender=client
     )
@@ -108,7 +109,7 @@ def measure() -> dict:
     channel_b, _ = open_(3)
     channels.settle(channel_b, 10**6, TOKEN, sign(channel_b, 3, 10**6, TOKEN, signer_key(3)), sender=operator)
     start = _gas(channels.start_close(channel_b, sender=client))
-    chain.pending_timestamp += CHALLENGE_PERIOD + 1
+    chain.pending_timestamp += params.challenge_period + 1
     finalize = _gas(channels.finalize_close(channel_b, sender=client))
     gas["unilateral_close_start"] = start
     gas["unilateral_close_finalize"] = finalize
@@ -121,29 +122,23 @@ def measure() -> dict:
     receipt = channels.settle(channel_c, 10**6, TOKEN, sign(channel_c, 4, 10**6, TOKEN, signer_key(4)), sender=operator)
     gas["settle_to_empty_balance"] = _gas(receipt)
 
-    # Engineer B's contracts, measured when they are in the tree.
-    if (ROOT / "contracts" / "reputation.vy").exists():
-        # Quorum 2, so the second failure report is the one that slashes and pays the bounty.
-        reputation = owner.deploy(project.reputation, registry, 86_400, 2, 1_000)
-        registry.set_slasher(reputation, True, sender=owner)
-        for account in challengers:
-            token.approve(registry, MIN_CHALLENGER_STAKE, sender=account)
-            registry.register_challenger(MIN_CHALLENGER_STAKE, sender=account)
-        epoch = chain.pending_timestamp // 86_400
-        gas["report"] = _gas(reputation.report(node_id, epoch, 50_000, 20, True, sender=challengers[0]))
-        reputation.report(node_id, epoch, 10, 900, False, sender=challengers[1])
-        receipt = reputation.report(node_id, epoch, 10, 900, False, sender=challengers[2])
-        gas["report_quorum_slash"] = _gas(receipt)
-    if (ROOT / "contracts" / "revocation_registry.vy").exists():
-        revocations = owner.deploy(project.revocation_registry, registry, treasury, guardians, 3)
-        registry.set_revoker(revocations, sender=owner)
-        message = eip712.Revocation(node_id, keccak(b"evidence"), 1)
-        signed = sorted(
-            (int(g.address, 16), eip712.sign(message, g.private_key, chain.chain_id, revocations.address))
-            for g in guardians
-        )
-        receipt = revocations.revoke(node_id, message.evidence_hash, 1, [s for _, s in signed], sender=owner)
-        gas["revoke"] = _gas(receipt)
+    # Reputation: a passing report, then a failure quorum that slashes.
+    reputation = warren.reputation
+    for account in challengers:
+        token.approve(registry, params.min_challenger_stake, sender=account)
+        registry.register_challenger(params.min_challenger_stake, sender=account)
+    epoch = chain.pending_timestamp // params.epoch_length
+    gas["report"] = _gas(reputation.report(node_id, epoch, 50_000, 20, True, sender=challengers[0]))
+    reputation.report(node_id, epoch, 10, 900, False, sender=challengers[1])
+    receipt = reputation.report(node_id, epoch, 10, 900, False, sender=challengers[2])
+    gas["report_quorum_slash"] = _gas(receipt)
+
+    # Revocation by all three guardians (signatures in ascending signer order).
+    message = eip712.Revocation(node_id, keccak(b"evidence"), 1)
+    signers = sorted(guardians, key=lambda g: int(g.address, 16))
+    signatures = [warren.sign_revocation(message, g.private_key) for g in signers]
+    receipt = warren.revocations.revoke(node_id, message.evidence_hash, 1, signatures, sender=owner)
+    gas["revoke"] = _gas(receipt)
     return gas
 
 
