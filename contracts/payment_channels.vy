@@ -55,9 +55,12 @@ implements: IPaymentChannels
 # @dev The registry slice this contract reads: node refs and head words.
 from interfaces import node_registry as INodeRegistry
 
-# @dev snekmate's ecdsa (stateless, so neither `uses` nor `initializes`):
-# its malleability threshold and its zero-address-refusing ecrecover.
-from snekmate.utils import ecdsa
+# @dev Canonical 65-byte signature recovery, shared with revocation_registry
+# and voucher_pool (stateless, so neither `uses` nor `initializes`).
+from modules import signature_recovery
+
+# @dev The Receipt and CooperativeClose struct hashes (shared with voucher_pool).
+from modules import receipt_types
 
 # @dev Caches the EIP-712 domain separator ("Warren", "1", chainId, this
 # contract) and answers EIP-5267 `eip712Domain`; initialised here because
@@ -111,14 +114,6 @@ _BPS: constant(uint256) = 10_000
 _MAX_FEE_BPS: constant(uint256) = 1_000
 # @dev Longest challenge period the constructor accepts: a year (also keeps close_at in 56 bits).
 _MAX_CHALLENGE_PERIOD: constant(uint256) = 365 * 86_400
-
-# @dev EIP-712 type hashes (the Receipt type is fixed in DESIGN.md).
-_RECEIPT_TYPEHASH: constant(bytes32) = keccak256(
-    "Receipt(bytes32 channel_id,uint256 cumulative_bytes,uint256 cumulative_amount)"
-)
-_CLOSE_TYPEHASH: constant(bytes32) = keccak256(
-    "CooperativeClose(bytes32 channel_id,uint256 cumulative_bytes,uint256 cumulative_amount)"
-)
 
 # @dev EIP-2612 `permit`, called with raw_call so that a front-run permit does not block the open.
 _PERMIT_SELECTOR: constant(bytes4) = method_id("permit(address,address,uint256,uint256,uint8,bytes32,bytes32)", output_type=bytes4)
@@ -289,7 +284,7 @@ def settle(channel_id: bytes32, cumulative_bytes: uint256, cumulative_amount: ui
     assert cumulative_amount <= deposit, "payment_channels: amount exceeds deposit"
     assert cumulative_bytes <= _MAX_BYTES, "payment_channels: bytes too large"
     digest: bytes32 = self._receipt_digest(channel_id, cumulative_bytes, cumulative_amount)
-    self._check_signer(channel_id, meta, self._recover(digest, signature))
+    self._check_signer(channel_id, meta, signature_recovery._recover(digest, signature))
 
     self._amounts[channel_id] = deposit | (cumulative_amount << 96) | (cumulative_bytes << 192)
     paid: uint256 = self._node_share(cumulative_amount) - self._node_share(settled)
@@ -334,9 +329,9 @@ def cooperative_close(
     assert cumulative_amount <= deposit, "payment_channels: amount exceeds deposit"
     assert cumulative_bytes <= _MAX_BYTES, "payment_channels: bytes too large"
     digest: bytes32 = self._receipt_digest(channel_id, cumulative_bytes, cumulative_amount)
-    self._check_signer(channel_id, meta, self._recover(digest, signature))
+    self._check_signer(channel_id, meta, signature_recovery._recover(digest, signature))
     digest = self._close_digest(channel_id, cumulative_bytes, cumulative_amount)
-    assert self._recover(digest, node_signature) == operator, "payment_channels: wrong node signature"
+    assert signature_recovery._recover(digest, node_signature) == operator, "payment_channels: wrong node signature"
 
     self._meta[channel_id] = (meta & _ADDRESS_MASK) | (_FINALISED << 248)
     self._amounts[channel_id] = deposit | (cumulative_amount << 96) | (cumulative_bytes << 192)
@@ -575,7 +570,7 @@ def _node_share(settled: uint256) -> uint256:
 @view
 def _receipt_digest(channel_id: bytes32, cumulative_bytes: uint256, cumulative_amount: uint256) -> bytes32:
     return eip712_domain_separator._hash_typed_data_v4(
-        keccak256(abi_encode(_RECEIPT_TYPEHASH, channel_id, cumulative_bytes, cumulative_amount))
+        receipt_types._receipt_hash(channel_id, cumulative_bytes, cumulative_amount)
     )
 
 
@@ -583,22 +578,8 @@ def _receipt_digest(channel_id: bytes32, cumulative_bytes: uint256, cumulative_a
 @view
 def _close_digest(channel_id: bytes32, cumulative_bytes: uint256, cumulative_amount: uint256) -> bytes32:
     return eip712_domain_separator._hash_typed_data_v4(
-        keccak256(abi_encode(_CLOSE_TYPEHASH, channel_id, cumulative_bytes, cumulative_amount))
+        receipt_types._close_hash(channel_id, cumulative_bytes, cumulative_amount)
     )
-
-
-@internal
-@pure
-def _recover(digest: bytes32, signature: Bytes[65]) -> address:
-    # Canonical 65-byte signatures only, with this contract's revert strings for the shape; snekmate
-    # re-checks s and refuses a zero-address recovery ("ecdsa: invalid signature").
-    assert len(signature) == 65, "payment_channels: invalid signature length"
-    r: uint256 = extract32(signature, 0, output_type=uint256)
-    s: uint256 = extract32(signature, 32, output_type=uint256)
-    v: uint256 = convert(slice(signature, 64, 1), uint256)
-    assert v == 27 or v == 28, "payment_channels: invalid signature v"
-    assert s <= ecdsa._MALLEABILITY_THRESHOLD, "payment_channels: malleable signature"
-    return ecdsa._recover_vrs(digest, v, r, s)
 
 
 @internal

@@ -24,8 +24,8 @@
 
 from snekmate.auth import ownable
 
-# @dev ecdsa recovers guardian signers; it has no state, so it is only imported.
-from snekmate.utils import ecdsa
+# @dev Canonical signature recovery (stateless, so only imported).
+from modules import signature_recovery
 from snekmate.utils import eip712_domain_separator
 
 from interfaces import revocation_registry as IRevocationRegistry
@@ -166,7 +166,7 @@ def revoke(node_id: bytes32, evidence_hash: bytes32, nonce: uint256, signatures:
     digest: bytes32 = self._revocation_digest(node_id, evidence_hash, nonce)
     previous: uint256 = 0
     for signature: Bytes[65] in signatures:
-        signer: address = self._recover(digest, signature)
+        signer: address = signature_recovery._recover(digest, signature)
         current: uint256 = convert(signer, uint256)
         assert current != previous, "revocation_registry: duplicate signer"
         assert current > previous, "revocation_registry: signers not ascending"
@@ -212,26 +212,6 @@ def _revocation_digest(node_id: bytes32, evidence_hash: bytes32, nonce: uint256)
     """
     struct_hash: bytes32 = keccak256(abi_encode(REVOCATION_TYPEHASH, node_id, evidence_hash, nonce))
     return eip712_domain_separator._hash_typed_data_v4(struct_hash)
-
-
-@internal
-@pure
-def _recover(digest: bytes32, signature: Bytes[65]) -> address:
-    """
-    @dev Recover a signer, accepting only the canonical 65-byte encoding. The shape checks give
-         this contract's own revert strings; snekmate's ecdsa then re-checks s and refuses a
-         zero-address recovery (an r that is not on the curve) with "ecdsa: invalid signature".
-    @param digest The EIP-712 digest.
-    @param signature r || s || v.
-    @return address The signer.
-    """
-    assert len(signature) == 65, "revocation_registry: invalid signature length"
-    r: uint256 = extract32(signature, 0, output_type=uint256)
-    s: uint256 = extract32(signature, 32, output_type=uint256)
-    v: uint256 = convert(slice(signature, 64, 1), uint256)
-    assert v == 27 or v == 28, "revocation_registry: invalid signature v"
-    assert s <= ecdsa._MALLEABILITY_THRESHOLD, "revocation_registry: malleable signature"
-    return ecdsa._recover_vrs(digest, v, r, s)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -242,7 +242,7 @@ def test_settle__high_s_signature__reverts(channels, operator, channel_id, sign_
     assert Account._recover_hash(bytes(channels.receipt_digest(channel_id, 1, 1)), vrs=(v, r, s)) == Account._recover_hash(
         bytes(channels.receipt_digest(channel_id, 1, 1)), vrs=(55 - v, r, SECP256K1_N - s)
     )
-    with ape.reverts("payment_channels: malleable signature"):
+    with ape.reverts("signature_recovery: malleable signature"):
         channels.settle(channel_id, 1, 1, malleable, sender=operator)
 
 
@@ -255,12 +255,12 @@ def test_settle__zero_address_recovery__reverts(channels, operator, channel_id):
 @pytest.mark.parametrize("v", [0, 1, 26, 29])
 def test_settle__bad_v__reverts(channels, operator, channel_id, sign_receipt, v):
     r, s, _ = split(sign_receipt(channel_id, 1, 1))
-    with ape.reverts("payment_channels: invalid signature v"):
+    with ape.reverts("signature_recovery: invalid signature v"):
         channels.settle(channel_id, 1, 1, join(r, s, v), sender=operator)
 
 
 def test_settle__compact_64_byte_signature__reverts(channels, operator, channel_id, sign_receipt):
-    with ape.reverts("payment_channels: invalid signature length"):
+    with ape.reverts("signature_recovery: invalid signature length"):
         channels.settle(channel_id, 1, 1, sign_receipt(channel_id, 1, 1)[:64], sender=operator)
 
 

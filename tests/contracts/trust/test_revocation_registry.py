@@ -87,7 +87,7 @@ def test_revoke__duplicate_signer_in_other_encoding__reverts(revocations, quorum
     # The same guardian twice can also not sneak through as a different byte string: the only other
     # encoding of its signature is the high-s twin, which is refused outright.
     signatures = sign_revocation(quorum_signers, node, EVIDENCE)
-    with ape.reverts("revocation_registry: malleable signature"):
+    with ape.reverts("signature_recovery: malleable signature"):
         revocations.revoke(node, EVIDENCE, 0, [signatures[0], high_s_twin(signatures[0]), signatures[1]], sender=client)
 
 
@@ -120,19 +120,19 @@ def test_revoke__high_s_signature__reverts(revocations, quorum_signers, sign_rev
     assert signature.recover_public_key_from_msg_hash(bytes(digest)).to_checksum_address() == (
         sorted(quorum_signers, key=lambda a: int(a.address, 16))[0].address
     )
-    with ape.reverts("revocation_registry: malleable signature"):
+    with ape.reverts("signature_recovery: malleable signature"):
         revocations.revoke(node, EVIDENCE, 0, [twin, *signatures[1:]], sender=client)
 
 
 def test_revoke__compact_or_short_signature__reverts(revocations, quorum_signers, sign_revocation, node, client):
     signatures = sign_revocation(quorum_signers, node, EVIDENCE)
-    with ape.reverts("revocation_registry: invalid signature length"):
+    with ape.reverts("signature_recovery: invalid signature length"):
         revocations.revoke(node, EVIDENCE, 0, [signatures[0][:64], *signatures[1:]], sender=client)
 
 
 def test_revoke__bad_v__reverts(revocations, quorum_signers, sign_revocation, node, client):
     signatures = sign_revocation(quorum_signers, node, EVIDENCE)
-    with ape.reverts("revocation_registry: invalid signature v"):
+    with ape.reverts("signature_recovery: invalid signature v"):
         revocations.revoke(node, EVIDENCE, 0, [signatures[0][:64] + b"\x01", *signatures[1:]], sender=client)
 
 
