@@ -103,7 +103,7 @@ def chain_part(depth: int, pk, vk, circuit, prover) -> dict:
     node_id = keccak(wg_key)
     verifier = deploy_verifier(vk_from_snarkjs(vk_to_json(vk)), owner)
     poseidon = deploy_poseidon_bytecode(owner)
-    pool = owner.deploy(project.voucher_pool, token, channels, verifier, poseidon, DENOMINATION, depth)
+    pool = owner.deploy(project.voucher_pool, channels, verifier, poseidon, DENOMINATION, depth)
     token.approve(pool, 2**256 - 1, sender=client)
 
     store = NoteStore(Path("/tmp") / f"bench_zk_notes_{os.getpid()}.json")

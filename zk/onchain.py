@@ -87,7 +87,6 @@ class VoucherDeployment:
 def deploy_voucher_pool(
     project: Any,
     sender: Any,
-    token: Any,
     channels: Any,
     denomination: int,
     depth: int,
@@ -100,8 +99,8 @@ def deploy_voucher_pool(
     Args:
         project: the ape project (``ape.project``).
         sender: the deploying account.
-        token: the Warren token (contract or address).
-        channels: payment_channels (contract or address).
+        channels: payment_channels (contract or address): the pool takes its token, registry and
+            channel rules.
         denomination: amount of each deposit, in token wei.
         depth: the voucher circuit's maximum tree depth the keys were made for.
         vk: verification key of the circuit's keys; None deploys the checked-in
@@ -116,5 +115,5 @@ def deploy_voucher_pool(
         verifier = deploy_verifier(vk, sender) if vk is not None else sender.deploy(project.groth16_verifier)
     if poseidon is None:
         poseidon = deploy_poseidon_bytecode(sender)
-    pool = sender.deploy(project.voucher_pool, token, channels, verifier, poseidon, denomination, depth)
+    pool = sender.deploy(project.voucher_pool, channels, verifier, poseidon, denomination, depth)
     return VoucherDeployment(pool=pool, verifier=verifier, poseidon=poseidon)

@@ -153,7 +153,7 @@ def _measure(pk: Any, vk: TemplateVK, depth: int) -> dict[str, int]:
     verifier = deploy_verifier(vk, owner)
 
     def new_pool():
-        return deploy_voucher_pool(project, owner, token, channels, d["denomination"], depth,
+        return deploy_voucher_pool(project, owner, channels, d["denomination"], depth,
                                    verifier=verifier, poseidon=poseidon).pool
 
     pool = new_pool()

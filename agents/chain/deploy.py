@@ -130,19 +130,19 @@ def deploy_all(
     registry.set_slasher(reputation, True, sender=deployer)
     registry.set_revoker(revocations, sender=deployer)
     log("  wired: reputation may slash, revocation_registry may revoke")
-    _deploy_voucher_pools(project, deployer, token, addresses["payment_channels"], params, step)
+    _deploy_voucher_pools(project, deployer, addresses["payment_channels"], params, step)
     recorded = asdict(params) | {"treasury": treasury}
     return Deployment(chain_id=chain.chain_id, addresses=addresses, parameters=recorded, block=first_block)
 
 
-def _deploy_voucher_pools(project, deployer, token, channels: str, params: DeployParameters, step) -> None:
+def _deploy_voucher_pools(project, deployer, channels: str, params: DeployParameters, step) -> None:
     """One pool per denomination; the first pool's verifier and Poseidon serve the others."""
     from zk.onchain import deploy_voucher_pool  # the zk stack loads only when pools are wanted
 
     verifier = poseidon = None
     for denomination in params.voucher_denominations:
         deployed = deploy_voucher_pool(
-            project, deployer, token, channels, denomination, params.voucher_depth,
+            project, deployer, channels, denomination, params.voucher_depth,
             verifier=verifier, poseidon=poseidon,
         )
         if verifier is None:

@@ -80,7 +80,7 @@ def pool(project, owner, token, channels, keys, depth):
 
     verifier = deploy_verifier(vk_from_snarkjs(vk_to_json(keys[1])), owner)
     poseidon = deploy_poseidon_bytecode(owner)
-    return owner.deploy(project.voucher_pool, token, channels, verifier, poseidon, DENOMINATION, depth)
+    return owner.deploy(project.voucher_pool, channels, verifier, poseidon, DENOMINATION, depth)
 
 
 def test_agent__deposit_prove_redeem__opens_channel_once(tmp_path, pool, token, client, stranger, operator,

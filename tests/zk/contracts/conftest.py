@@ -43,7 +43,6 @@ def deploy_pool(project, owner, token, channels, verifier, poseidon_bytecode):
     def deploy(denomination=DENOMINATION, max_depth=TEST_DEPTH, verifier_=None, poseidon_=None):
         return owner.deploy(
             project.voucher_pool,
-            token,
             channels,
             verifier_ or verifier,
             poseidon_ or poseidon_bytecode,

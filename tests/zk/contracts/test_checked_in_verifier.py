@@ -56,7 +56,7 @@ def test_deploy_voucher_pool__defaults_to_checked_in_verifier(project, owner, to
 
     from zk.onchain import deploy_voucher_pool
 
-    deployed = deploy_voucher_pool(project, owner, token, channels, DENOMINATION, 20)
+    deployed = deploy_voucher_pool(project, owner, channels, DENOMINATION, 20)
     assert deployed.pool.verifier() == deployed.verifier.address
     assert deployed.pool.poseidon() == deployed.poseidon.address
     assert deployed.pool.max_depth() == 20 and deployed.pool.denomination() == DENOMINATION

@@ -26,7 +26,7 @@ MIN_NODE_STAKE = 100 * 10**18
 @pytest.fixture(scope="module")
 def setup(project, owner, operator, token, registry, channels, verifier, poseidon_bytecode):
     """(pool, node_id) deployed once for the module."""
-    pool = owner.deploy(project.voucher_pool, token, channels, verifier, poseidon_bytecode, DENOMINATION, 4)
+    pool = owner.deploy(project.voucher_pool, channels, verifier, poseidon_bytecode, DENOMINATION, 4)
     wg_key = os.urandom(32)
     token.approve(registry, MIN_NODE_STAKE, sender=operator)
     registry.register_node(wg_key, "DE", 10**15, MIN_NODE_STAKE, sender=operator)
