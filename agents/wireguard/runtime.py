@@ -145,8 +145,9 @@ class Tunnel(TunnelBackend):
             raise
         try:
             os.set_blocking(self.tun.fd, False)
-            self.tun.configure(config.addresses, config.mtu or DEFAULT_MTU,
-                               routes=[c for p in config.peers for c in p.allowed_ips],
+            #: The prefixes this tunnel routes into its TUN: the union of its peers' allowed IPs.
+            self._routed = {_prefix(c) for p in config.peers for c in p.allowed_ips}
+            self.tun.configure(config.addresses, config.mtu or DEFAULT_MTU, routes=sorted(self._routed),
                                fwmark=self.fwmark)
         except Exception:
             self.tun.close()
@@ -183,18 +184,33 @@ class Tunnel(TunnelBackend):
         """Add a peer or update one (sessions are kept); routes its allowed IPs to the TUN."""
         self._add_peer_core(peer)
         self._flush()
-        for cidr in peer.allowed_ips:
-            try:
-                self.tun.add_route(cidr, self.fwmark)
-            except LocalProtocolError as exc:
-                log.warning("%s: route %s: %s", self.ifname, cidr, exc)
+        self._sync_routes()
         self._wake.set()
 
     def remove_peer(self, public_key: bytes) -> None:
+        """Forget a peer; the routes of prefixes no other peer claims go with it."""
         if public_key in self._psk:
             with contextlib.suppress(LocalProtocolError):
                 self.device.remove_peer(public_key)
             del self._psk[public_key]
+            self._sync_routes()
+
+    def _sync_routes(self) -> None:
+        """Make the TUN's routes the union of the peers' allowed IPs (as wg-quick sets them up).
+
+        Only routes this tunnel made are removed, so an operator's own routes are left alone.
+        """
+        wanted = {_prefix(c) for stats in self.device.peers() for c in stats.allowed_ips}
+        for cidr in sorted(wanted - self._routed):
+            try:
+                self.tun.add_route(cidr, self.fwmark)
+            except LocalProtocolError as exc:
+                log.warning("%s: route %s: %s", self.ifname, cidr, exc)
+                continue
+            self._routed.add(cidr)
+        for cidr in sorted(self._routed - wanted):
+            self.tun.remove_route(cidr, self.fwmark)
+            self._routed.discard(cidr)
 
     def peers(self) -> list[PeerStats]:
         return [PeerStats(public_key=s.public_key, endpoint=s.endpoint,
@@ -510,6 +526,11 @@ class Tunnel(TunnelBackend):
                 except LocalProtocolError:
                     return errno.EINVAL
         return 0
+
+
+def _prefix(cidr) -> str:
+    """A prefix in canonical text (``10.0.0.1/24`` -> ``10.0.0.0/24``), as routes are keyed."""
+    return str(ipaddress.ip_network(str(cidr), strict=False))
 
 
 def _resolved(endpoint: tuple[str, int] | None) -> tuple[str, int] | None:

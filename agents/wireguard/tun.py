@@ -13,6 +13,7 @@ keeps the main table's specific routes, and the runtime marks its UDP socket wit
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import struct
@@ -103,6 +104,14 @@ class TunDevice:
                 self._rules.append(rule)
         if family == "-4":  # wg-quick: let rp_filter see the mark of our own replies
             self._run(["sysctl", "-q", "-w", "net.ipv4.conf.all.src_valid_mark=1"])
+
+    def remove_route(self, cidr: str, fwmark: int = DEFAULT_FWMARK) -> None:
+        """Remove a route :meth:`add_route` made (a ``/0`` from table ``fwmark``; its rules stay
+        until :meth:`close`). A route that is already gone is not an error."""
+        family = "-6" if ":" in cidr else "-4"
+        table = ("table", str(fwmark)) if cidr.endswith("/0") else ()
+        with contextlib.suppress(LocalProtocolError):
+            self.ip(family, "route", "del", cidr, "dev", self.name, *table)
 
     def ip(self, *args: str) -> None:
         """Run ``ip args...`` in the device's network namespace.

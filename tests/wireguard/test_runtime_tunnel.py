@@ -78,9 +78,36 @@ def test_uapi_set__adds_and_removes_peers_on_python_tunnel(lab, hosts):
     got = tunnel.peer(extra.public_key)
     assert got.allowed_ips == ("10.77.0.9/32",) and got.endpoint == ("192.0.2.9", 51820)
     assert got.persistent_keepalive == 25
+    assert "10.77.0.9" in _routes(a, tunnel.ifname)
     UapiClient(tunnel.ifname).set([f"public_key={extra.public_key.hex()}", "remove=true"])
     assert tunnel.peer(extra.public_key) is None
     assert [p.public_key for p in tunnel.peers()] == [b_config.public_key]
+    routes = _routes(a, tunnel.ifname)
+    assert "10.77.0.9" not in routes, "a removed peer's route stays"
+    assert B_TUNNEL in routes, "the remaining peer lost its route"
+
+
+def test_allowed_ips_replaced__old_routes_removed_shared_prefix_kept(lab, hosts):
+    """Routes follow the union of the peers' allowed IPs: a prefix still claimed by a peer stays."""
+    a, b, link = hosts
+    tunnel = start_python_tunnel(lab, a, tunnel_pair(link.a_address, link.b_address)[0])
+    first, second = (public_key(generate_private_key()) for _ in range(2))
+    tunnel.add_peer(PeerConfig(public_key=first, allowed_ips=["10.77.1.0/24", "10.77.2.0/24"]))
+    tunnel.add_peer(PeerConfig(public_key=second, allowed_ips=["10.77.3.0/24"]))
+    assert {"10.77.1.0/24", "10.77.2.0/24", "10.77.3.0/24"} <= _routes(a, tunnel.ifname)
+    subprocess.run(["wg", "set", tunnel.ifname, "peer", encode_key(first), "allowed-ips", "10.77.2.0/24"],
+                   check=True, capture_output=True)
+    routes = _routes(a, tunnel.ifname)
+    assert "10.77.1.0/24" not in routes and {"10.77.2.0/24", "10.77.3.0/24"} <= routes
+    tunnel.remove_peer(second)
+    routes = _routes(a, tunnel.ifname)
+    assert "10.77.3.0/24" not in routes and "10.77.2.0/24" in routes
+
+
+def _routes(ns, ifname: str) -> set[str]:
+    """The destinations of the IPv4 routes through ``ifname`` in namespace ``ns``."""
+    out = ns.run(["ip", "-4", "route", "show", "dev", ifname]).stdout.decode()
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
 def test_add_peer__host_name_endpoint__resolved_once(lab, hosts):
