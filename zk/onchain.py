@@ -15,7 +15,10 @@ from ape.contracts import ContractContainer, ContractInstance
 from ethpm_types import ContractType
 
 from zk.evm_poseidon import build_poseidon_t3
-from zk.vyper_verifier import VerifyingKey, render_verifier
+from zk.export import proof_calldata as _proof_calldata
+from zk.export import proof_from_json
+from zk.groth16 import Proof
+from zk.vyper_verifier import render_verifier
 
 __all__ = [
     "VoucherDeployment",
@@ -45,8 +48,17 @@ def compile_vyper(source: str, name: str) -> ContractContainer:
     return _container(name, out["abi"], out["bytecode"])
 
 
-def deploy_verifier(vk: VerifyingKey, sender: Any) -> ContractInstance:
-    """Generate, compile and deploy the Groth16 verifier for ``vk``."""
+def deploy_verifier(vk: Any, sender: Any) -> ContractInstance:
+    """Generate, compile and deploy the Groth16 verifier for ``vk``.
+
+    Args:
+        vk: the verification key: a zk.groth16.VerifyingKey (as the prover and zk.keys hold it), a
+            snarkjs JSON dict, or a zk.vyper_verifier.VerifyingKey (``zk.vyper_verifier.verifier_key``).
+        sender: the deploying account.
+
+    Returns:
+        The deployed verifier.
+    """
     source = render_verifier(vk, implements=False)
     return compile_vyper(source, "groth16_verifier").deploy(sender=sender)
 
@@ -57,17 +69,16 @@ def deploy_poseidon_bytecode(sender: Any) -> ContractInstance:
     return _container("poseidon_t3_bytecode", code.abi, "0x" + code.initcode.hex()).deploy(sender=sender)
 
 
-def proof_calldata(proof: dict[str, Sequence[Any]]) -> list[int]:
-    """A snarkjs ``proof.json`` (``pi_a``, ``pi_b``, ``pi_c``) as the verifier's ``uint256[8]``.
+def proof_calldata(proof: Proof | dict[str, Sequence[Any]]) -> list[int]:
+    """A proof (a zk.groth16.Proof or a snarkjs ``proof.json`` object) as the verifier's ``uint256[8]``.
 
-    G2 coordinates are reordered imaginary part first (EIP-197), as snarkjs's Solidity call data does.
+    G2 coordinates are reordered imaginary part first (EIP-197), as snarkjs's Solidity call data
+    does; the one implementation is ``zk.export.proof_calldata``.
+
+    Raises:
+        zk.export.ExportError: a malformed snarkjs proof.
     """
-    a, b, c = proof["pi_a"], proof["pi_b"], proof["pi_c"]
-    return [
-        int(a[0]), int(a[1]),
-        int(b[0][1]), int(b[0][0]), int(b[1][1]), int(b[1][0]),
-        int(c[0]), int(c[1]),
-    ]
+    return _proof_calldata(proof if isinstance(proof, Proof) else proof_from_json(proof))
 
 
 def calldata_gas(data: bytes) -> int:
@@ -90,7 +101,7 @@ def deploy_voucher_pool(
     channels: Any,
     denomination: int,
     depth: int,
-    vk: VerifyingKey | None = None,
+    vk: Any = None,
     verifier: Any = None,
     poseidon: Any = None,
 ) -> VoucherDeployment:
@@ -103,8 +114,9 @@ def deploy_voucher_pool(
             channel rules.
         denomination: amount of each deposit, in token wei.
         depth: the voucher circuit's maximum tree depth the keys were made for.
-        vk: verification key of the circuit's keys; None deploys the checked-in
-            contracts/groth16_verifier.vy (the depth-20 development key of zk/vk/).
+        vk: verification key of the circuit's keys (any form ``deploy_verifier`` takes); None
+            deploys the checked-in contracts/groth16_verifier.vy (the depth-20 development key of
+            zk/vk/).
         verifier: an already deployed verifier to reuse (several denominations, one circuit).
         poseidon: an already deployed Poseidon contract to reuse.
 

@@ -1,9 +1,11 @@
 """Generate the Vyper Groth16 verifier (contracts/groth16_verifier.vy) from a verification key.
 
-The verification key is taken in the snarkjs JSON format (``verification_key.json``:
-``vk_alpha_1``, ``vk_beta_2``, ``vk_gamma_2``, ``vk_delta_2``, ``IC``, decimal strings, G2 as
-``[[x.re, x.im], [y.re, y.im], [1, 0]]``) or as py_ecc points. The key is baked into the contract as
-constants; beta, gamma and delta are negated here so the contract never negates at run time.
+The verification key is taken as the prover makes it (``zk.groth16.VerifyingKey``), in the snarkjs
+JSON format (``verification_key.json``: ``vk_alpha_1``, ``vk_beta_2``, ``vk_gamma_2``, ``vk_delta_2``,
+``IC``, decimal strings, G2 as ``[[x.re, x.im], [y.re, y.im], [1, 0]]``) or as this module's
+:class:`VerifyingKey` (plain affine ints, what the template needs); :func:`verifier_key` is the one
+conversion. The key is baked into the contract as constants; beta, gamma and delta are negated here
+so the contract never negates at run time. The snarkjs JSON writer is ``zk.export.vk_to_json``.
 
 Command line::
 
@@ -25,6 +27,9 @@ from typing import Any, Sequence
 from eth_utils import keccak
 from py_ecc.optimized_bn128 import field_modulus as P
 
+from zk.export import vk_to_json
+from zk.groth16 import VerifyingKey as GrothVerifyingKey
+
 __all__ = [
     "CHECKED_IN_CIRCUIT",
     "CHECKED_IN_SEED",
@@ -34,8 +39,8 @@ __all__ = [
     "VerifyingKey",
     "VerifierSourceError",
     "render_verifier",
+    "verifier_key",
     "vk_from_snarkjs",
-    "vk_to_snarkjs",
 ]
 
 #: The verification key contracts/groth16_verifier.vy is generated from: the depth-20 development
@@ -85,9 +90,17 @@ class VerifyingKey:
         return len(self.ic) - 1
 
     def fingerprint(self) -> str:
-        """keccak256 of the canonical snarkjs JSON of this key, as 0x-hex."""
-        canonical = json.dumps(vk_to_snarkjs(self), sort_keys=True, separators=(",", ":"))
+        """keccak256 of the canonical snarkjs JSON of this key (``zk.export.vk_to_json``), as 0x-hex."""
+        canonical = json.dumps(vk_to_json(self.to_groth16()), sort_keys=True, separators=(",", ":"))
         return "0x" + keccak(canonical.encode()).hex()
+
+    def to_groth16(self) -> GrothVerifyingKey:
+        """The same key as zk.groth16 holds it (None for the point at infinity)."""
+
+        def g1(p: G1) -> tuple[int, int] | None:
+            return None if p == (0, 0) else p
+
+        return GrothVerifyingKey(g1(self.alpha), self.beta, self.gamma, self.delta, [g1(p) for p in self.ic])
 
 
 def _int(value: Any) -> int:
@@ -141,25 +154,37 @@ def vk_from_snarkjs(data: dict[str, Any] | str | Path) -> VerifyingKey:
     return vk
 
 
-def vk_to_snarkjs(vk: VerifyingKey) -> dict[str, Any]:
-    """The snarkjs JSON form of ``vk`` (without ``vk_alphabeta_12``, which no verifier needs)."""
+def verifier_key(vk: VerifyingKey | GrothVerifyingKey | dict[str, Any] | str | Path) -> VerifyingKey:
+    """The key as the verifier template needs it, from any form the project holds keys in.
 
-    def g1(p: G1) -> list[str]:
-        return [str(p[0]), str(p[1]), "0" if p == (0, 0) else "1"]
+    Args:
+        vk: A :class:`VerifyingKey` (returned as is), a ``zk.groth16.VerifyingKey`` (the prover's and
+            ``zk.keys``'s; converted directly), or a snarkjs ``verification_key.json`` as a dict, JSON
+            text or path (:func:`vk_from_snarkjs`).
 
-    def g2(p: G2) -> list[list[str]]:
-        return [[str(p[0][0]), str(p[0][1])], [str(p[1][0]), str(p[1][1])], ["1", "0"]]
+    Returns:
+        The verification key with plain affine int coordinates ((0, 0) for infinity).
 
-    return {
-        "protocol": "groth16",
-        "curve": "bn128",
-        "nPublic": vk.n_public,
-        "vk_alpha_1": g1(vk.alpha),
-        "vk_beta_2": g2(vk.beta),
-        "vk_gamma_2": g2(vk.gamma),
-        "vk_delta_2": g2(vk.delta),
-        "IC": [g1(p) for p in vk.ic],
-    }
+    Raises:
+        VerifierSourceError: ``vk`` is none of these, or not a Groth16 BN254 key.
+    """
+    if isinstance(vk, VerifyingKey):
+        return vk
+    if isinstance(vk, GrothVerifyingKey):
+
+        def g1(p) -> G1:
+            return (0, 0) if p is None else (int(p[0]), int(p[1]))
+
+        def g2(p) -> G2:
+            return ((int(p[0][0]), int(p[0][1])), (int(p[1][0]), int(p[1][1])))
+
+        return VerifyingKey(
+            alpha=g1(vk.alpha_1), beta=g2(vk.beta_2), gamma=g2(vk.gamma_2), delta=g2(vk.delta_2),
+            ic=tuple(g1(p) for p in vk.ic),
+        )
+    if isinstance(vk, (dict, str, Path)):
+        return vk_from_snarkjs(vk)
+    raise VerifierSourceError(f"not a verification key: {type(vk).__name__}")
 
 
 def _neg_g2(point: G2) -> G2:
@@ -177,12 +202,12 @@ def _check(vk: VerifyingKey) -> None:
 
 
 def render_verifier(
-    vk: VerifyingKey, *, circuit: str = "the Warren voucher circuit", implements: bool | None = None
+    vk: VerifyingKey | GrothVerifyingKey | dict[str, Any] | str | Path, *, circuit: str = "the Warren voucher circuit", implements: bool | None = None
 ) -> str:
     """Render the Vyper verifier source for ``vk``.
 
     Args:
-        vk: The verification key.
+        vk: The verification key, in any form :func:`verifier_key` reads.
         circuit: Words naming the circuit, for the NatSpec title.
         implements: Declare ``implements: IGroth16Verifier`` (contracts/interfaces/groth16_verifier.vyi,
             which fixes three public inputs). Defaults to True when ``vk`` has three public inputs.
@@ -191,6 +216,7 @@ def render_verifier(
     Returns:
         The contract source.
     """
+    vk = verifier_key(vk)
     _check(vk)
     if implements is None:
         implements = vk.n_public == 3
@@ -238,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="the .vy file to write")
     parser.add_argument("--circuit", default="the Warren voucher circuit", help="words naming the circuit")
     args = parser.parse_args(argv)
-    args.out.write_text(render_verifier(vk_from_snarkjs(args.vk), circuit=args.circuit))
+    args.out.write_text(render_verifier(args.vk, circuit=args.circuit))
     return 0
 
 
