@@ -1,12 +1,14 @@
-"""Gas of the voucher pool on a local anvil chain: one Poseidon hash, deposit, redeem, verification.
+"""Gas of the voucher pool on a local anvil chain: Poseidon, deposit, redeem, voucher channels, verification.
 
-For scripts/bench_zk.py (``deposit_gas``, ``redeem_gas``, ``poseidon_gas``) and runnable alone::
+For scripts/bench_zk.py (``deposit_gas``, ``redeem_gas``, ``poseidon_gas`` and the details) and
+runnable alone::
 
     python -m zk.onchain_gas --depth 20 [--keys keys/voucher-depth20]
 
-Everything is measured from transaction receipts (``gas_used``) on the real contracts (token,
-registry, payment_channels, generated verifier and Poseidon, voucher_pool) with a real proof from
-zk.groth16 for the circuit of ``depth``, except:
+The settlement layer is deployed as ``ape run deploy`` deploys it (``agents.chain.deploy.deploy_all``,
+without pools), then one voucher pool (``zk.onchain.deploy_voucher_pool``) with the verifier generated
+from the measured key. Everything is measured from transaction receipts (``gas_used``) on the real
+contracts with real proofs from zk.groth16 for the circuit of ``depth``, except:
 
 - ``poseidon_gas`` and ``verify_gas`` are the execution gas of one call: the call sent as a
   transaction, its gas used minus the 21,000 transaction base and the call data (EIP-2028), i.e.
@@ -20,6 +22,22 @@ zk.groth16 for the circuit of ``depth``, except:
   the token balance earlier deposits would have left (so its balance slot is non-zero): the gas is
   the same as in a real tree of that size (same hashes, same storage transitions); the root is
   not meaningful and is not used. ``deposit_gas_first`` is the very first deposit of a fresh pool.
+
+Redemptions are submitted by the node's operator, the usual relayer, with a non-zero fee, each to a
+fresh signer (one voucher, one channel):
+
+- ``redeem_gas_first_relay``: the relayer's very first redemption: its fee-ledger slot is created
+  (0 -> non-zero, 22,100 gas with the cold read);
+- ``redeem_gas``: a later one (the steady state of a node that relays many vouchers): the ledger slot
+  is updated (non-zero -> non-zero, 5,000);
+- ``redeem_gas_after_withdrawal``: one after ``withdraw_relayer_fees``, which leaves a 1-wei sentinel
+  so this costs what ``redeem_gas`` costs;
+- ``voucher_settle_gas_first`` / ``voucher_settle_gas``: the node settles a receipt on a voucher
+  channel, the first time (the channel's progress word is created) and again (it is updated);
+- ``withdraw_relayer_fees_gas``: the relayer takes its fees.
+
+``redeem_breakdown`` (:func:`gas_breakdown`) splits ``redeem_gas`` by where it goes, from anvil's
+opcode trace of that transaction.
 """
 
 from __future__ import annotations
@@ -30,43 +48,37 @@ import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ape
 from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_utils import keccak
 
-from zk.export import proof_calldata, vk_to_json
+from agents.chain import eip712
+from agents.chain.deploy import TOKEN, DeployParameters, deploy_all
+from zk.export import proof_calldata
 from zk.field import R
-from zk.groth16 import VerifyingKey as GrothVK
 from zk.groth16 import prove
 from zk.merkle import LeanIMT
 from zk.onchain import calldata_gas, deploy_poseidon_bytecode, deploy_verifier, deploy_voucher_pool
 from zk.voucher import Note, ext_data_hash, voucher_circuit, voucher_inputs
-from zk.vyper_verifier import VerifyingKey as TemplateVK
-from zk.vyper_verifier import vk_from_snarkjs
 
-__all__ = ["ChainDataError", "DEFAULTS", "measure_gas"]
+__all__ = ["ChainDataError", "DENOMINATION", "RELAYER_FEE", "TX_BASE_GAS", "gas_breakdown", "measure_gas"]
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKEN = 10**18
-#: Deployment parameters (the same as tests/contract_fixtures.py).
-DEFAULTS = {
-    "min_node_stake": 100 * TOKEN,
-    "min_challenger_stake": 10 * TOKEN,
-    "unbonding_delay": 7 * 24 * 3600,
-    "fee_bps": 100,
-    "challenge_period": 24 * 3600,
-    "denomination": 10 * TOKEN,
-    "relayer_fee": TOKEN // 10,
-}
+#: The pool measured: the denomination ``ape run deploy`` deploys by default (10 tokens).
+DENOMINATION = DeployParameters().voucher_denominations[0]
+#: Relayer fee of every measured redemption: 1 % of the denomination, what a node might charge for
+#: submitting. Any non-zero fee costs the same gas (it makes the pool credit the relayer's ledger);
+#: a zero fee skips that write and would understate what a relayed redemption costs.
+RELAYER_FEE = TOKEN // 10
 #: Base gas of a transaction (Yellow Paper G_transaction).
 TX_BASE_GAS = 21_000
 
 
 class ChainDataError(RuntimeError):
-    """The chain disagrees with the Python reference (a root, the storage layout): a remote fault."""
+    """The chain disagrees with the Python reference (a root, a digest, the storage layout): a remote fault."""
 
 
 # voucher_pool storage slots (vyper -f layout contracts/voucher_pool.vy): size, root, side_nodes.
@@ -97,51 +109,89 @@ def _read_word(provider, address: str, slot: int) -> int:
     return int(provider.make_request("eth_getStorageAt", [address, hex(slot), "latest"]), 16)
 
 
-def measure_gas(pk: Any, vk: Any, depth: int, network: str = "ethereum:local:foundry") -> dict[str, int]:
+#: Opcode groups of :func:`gas_breakdown`.
+_GROUPS = {
+    "SSTORE": "sstore", "SLOAD": "sload", "KECCAK256": "keccak", "SHA3": "keccak",
+    "CALL": "calls", "STATICCALL": "calls", "DELEGATECALL": "calls", "CALLCODE": "calls",
+    **{f"LOG{i}": "log" for i in range(5)},
+}
+
+
+def gas_breakdown(provider, receipt) -> dict[str, int]:
+    """Split a transaction's gas by where it goes, from anvil's opcode trace (``debug_traceTransaction``).
+
+    Each top-level step costs the drop in remaining gas to the next top-level step, so a call's
+    entry includes everything its callee spent.
+
+    Returns:
+        ``tx_base``, ``calldata``, then execution gas grouped: ``calls`` (sub-calls, callee included),
+        ``sstore``, ``sload``, ``log``, ``keccak``, ``other`` (ABI decoding, memory, arithmetic,
+        jumps); they add up to ``total`` = the receipt's gas used (refund-free transactions).
+
+    Raises:
+        ChainDataError: the trace does not add up to the receipt.
+    """
+    trace = provider.make_request(
+        "debug_traceTransaction",
+        [receipt.txn_hash, {"disableStorage": True, "disableMemory": True, "disableStack": True}],
+    )
+    top = [log for log in trace["structLogs"] if log["depth"] == 1]
+    out = {"tx_base": TX_BASE_GAS, "calldata": calldata_gas(bytes(receipt.transaction.data))}
+    for group in ("calls", "sstore", "sload", "log", "keccak", "other"):
+        out[group] = 0
+    for step, after in zip(top, top[1:] + [None]):
+        cost = step["gas"] - after["gas"] if after is not None else step["gasCost"]
+        out[_GROUPS.get(step["op"], "other")] += cost
+    out["total"] = sum(out.values())
+    if out["total"] != int(receipt.gas_used):
+        raise ChainDataError(f"trace adds up to {out['total']}, receipt says {receipt.gas_used}")
+    return out
+
+
+def measure_gas(
+    pk: Any, vk: Any, depth: int, network: str = "ethereum:local:foundry",
+    prover: Callable[[list[int]], Any] | None = None,
+) -> dict[str, Any]:
     """Deploy everything on a fresh chain and measure the voucher pool's gas.
 
     Args:
         pk: zk.groth16.ProvingKey of the voucher circuit of ``depth`` (to make the redeem proofs).
-        vk: its verification key: a zk.groth16.VerifyingKey, a snarkjs JSON dict, or a
-            zk.vyper_verifier.VerifyingKey.
+        vk: its verification key, in any form ``zk.vyper_verifier.verifier_key`` reads (a
+            zk.groth16.VerifyingKey, a snarkjs JSON dict, a zk.vyper_verifier.VerifyingKey).
         depth: the circuit's maximum tree depth (the pool is deployed with it).
         network: ape network choice, used when no provider is connected yet.
+        prover: witness -> zk.groth16.Proof (e.g. a ``zk.groth16.Prover``'s ``prove``); default a
+            one-off ``zk.groth16.prove`` per proof.
 
     Returns:
-        Gas figures: ``poseidon_gas``, ``poseidon_gas_vyper``, ``verify_gas``, ``deposit_gas``,
-        ``deposit_gas_max``, ``deposit_gas_first``, ``redeem_gas`` (opens a channel),
-        ``redeem_gas_top_up`` (second note into the same channel).
+        Gas figures (ints): ``poseidon_gas``, ``poseidon_gas_vyper``, ``verify_gas``, ``deposit_gas``,
+        ``deposit_gas_max``, ``deposit_gas_first``, ``redeem_gas``, ``redeem_gas_first_relay``,
+        ``redeem_gas_after_withdrawal``, ``voucher_settle_gas_first``, ``voucher_settle_gas``,
+        ``withdraw_relayer_fees_gas``, and ``redeem_breakdown`` (a dict, :func:`gas_breakdown`).
     """
-    if isinstance(vk, GrothVK):
-        vk = vk_from_snarkjs(vk_to_json(vk))
-    elif isinstance(vk, dict):
-        vk = vk_from_snarkjs(vk)
-    if not isinstance(vk, TemplateVK):
-        raise TypeError(f"not a verification key: {type(vk).__name__}")
-
     os.chdir(ROOT)  # ape reads the project from the working directory
     connected = ape.networks.active_provider is not None and ape.networks.active_provider.is_connected
     with nullcontext() if connected else ape.networks.parse_network_choice(network):
-        return _measure(pk, vk, depth)
+        return _measure(pk, vk, depth, prover)
 
 
-def _measure(pk: Any, vk: TemplateVK, depth: int) -> dict[str, int]:
-    d = DEFAULTS
-    project, provider = ape.project, ape.chain.provider
+def _measure(pk: Any, vk: Any, depth: int, prover: Callable[[list[int]], Any] | None) -> dict[str, Any]:
+    project, provider, chain = ape.project, ape.chain.provider, ape.chain
     acct = ape.accounts.test_accounts
-    owner, operator, client, treasury = acct[0], acct[1], acct[2], acct[3]
-    gas: dict[str, int] = {}
+    owner, operator, client, treasury, guardian = acct[0], acct[1], acct[2], acct[3], acct[4]
+    gas: dict[str, Any] = {}
 
-    token = owner.deploy(project.warren_token)
-    registry = owner.deploy(project.node_registry, token, d["min_node_stake"], d["min_challenger_stake"],
-                            d["unbonding_delay"])
-    channels = owner.deploy(project.payment_channels, token, registry, d["fee_bps"], treasury,
-                            d["challenge_period"])
+    params = DeployParameters(guardians=[guardian.address], revocation_quorum=1, treasury=treasury.address,
+                              voucher_denominations=[])
+    deployment = deploy_all(project, owner, chain, params, log=lambda _: None)
+    token = project.warren_token.at(deployment.address("warren_token"))
+    registry = project.node_registry.at(deployment.address("node_registry"))
+    channels = project.payment_channels.at(deployment.address("payment_channels"))
     for account in (operator, client):
         token.mint(account, 10**6 * TOKEN, sender=owner)
-    token.approve(registry, d["min_node_stake"], sender=operator)
+    token.approve(registry, params.min_node_stake, sender=operator)
     wg_key = keccak(b"onchain_gas node")
-    registry.register_node(wg_key, "DE", 10**15, d["min_node_stake"], sender=operator)
+    registry.register_node(wg_key, "DE", 10**15, params.min_node_stake, sender=operator)
     node_id = keccak(wg_key)
 
     poseidon = deploy_poseidon_bytecode(owner)
@@ -153,7 +203,7 @@ def _measure(pk: Any, vk: TemplateVK, depth: int) -> dict[str, int]:
     verifier = deploy_verifier(vk, owner)
 
     def new_pool():
-        return deploy_voucher_pool(project, owner, channels, d["denomination"], depth,
+        return deploy_voucher_pool(project, owner, channels, DENOMINATION, depth,
                                    verifier=verifier, poseidon=poseidon).pool
 
     pool = new_pool()
@@ -161,7 +211,7 @@ def _measure(pk: Any, vk: TemplateVK, depth: int) -> dict[str, int]:
     notes = [Note(nullifier=1000 + i, secret=2000 + i) for i in range(4)]
     tree = LeanIMT()
     for i, note in enumerate(notes):
-        receipt = pool.deposit(note.commitment, d["denomination"], sender=client)
+        receipt = pool.deposit(note.commitment, DENOMINATION, sender=client)
         tree.insert(note.commitment)
         if i == 0:
             gas["deposit_gas_first"] = int(receipt.gas_used)
@@ -171,18 +221,51 @@ def _measure(pk: Any, vk: TemplateVK, depth: int) -> dict[str, int]:
     if _read_word(provider, pool.address, _map_slot(_SLOT_SIDE_NODES, 2)) != tree.root:
         raise ChainDataError("voucher_pool storage layout changed: update _SLOT_* in zk/onchain_gas.py")
 
-    # Redeem with real proofs: the first opens a channel, the second tops it up.
+    # Redeem with real proofs, the node's operator relaying, each voucher to a fresh signer.
     circuit = voucher_circuit(depth)
-    signer = Account.from_key(keccak(b"onchain_gas signer")).address
-    fee = d["relayer_fee"]
-    ext = ext_data_hash(node_id, signer, fee)
-    for i, name in ((1, "redeem_gas"), (2, "redeem_gas_top_up")):
+    make_proof = prover or (lambda witness: prove(pk, circuit, witness))
+    signer_keys = [keccak(b"onchain_gas signer %d" % i) for i in range(len(notes))]
+    deposit = DENOMINATION - RELAYER_FEE
+    redeemed: dict[str, tuple[bytes, str]] = {}  # figure -> (channel_id, signer key)
+
+    def redeem(i: int, name: str, measure_verify: bool = False):
+        signer = Account.from_key(signer_keys[i]).address
+        ext = ext_data_hash(node_id, signer, RELAYER_FEE)
         witness = circuit.witness(voucher_inputs(notes[i], tree.proof(i), ext, depth))
         public = circuit.public_values(witness)
-        data = proof_calldata(prove(pk, circuit, witness))
-        if name == "redeem_gas":
+        data = proof_calldata(make_proof(witness))
+        if measure_verify:
             gas["verify_gas"] = _call_gas(verifier.verify_proof, data, public, sender=owner)
-        receipt = pool.redeem(data, tree.root, notes[i].nullifier_hash, node_id, signer, fee, sender=operator)
+        receipt = pool.redeem(data, tree.root, notes[i].nullifier_hash, node_id, signer, RELAYER_FEE,
+                              sender=operator)
+        channel_id = bytes(pool.channel_id_of(notes[i].nullifier_hash))
+        if bytes(pool.channel(channel_id)[0]) != keccak(abi_encode(["bytes32", "address", "uint256"],
+                                                                     [node_id, signer, deposit])):
+            raise ChainDataError("redeemed channel's terms hash differs from keccak256(node, signer, deposit)")
+        gas[name] = int(receipt.gas_used)
+        redeemed[name] = (channel_id, signer_keys[i])
+        return receipt
+
+    redeem(0, "redeem_gas_first_relay", measure_verify=True)
+    steady = redeem(1, "redeem_gas")
+    gas["redeem_breakdown"] = gas_breakdown(provider, steady)
+    if pool.relayer_balance(operator) != 2 * RELAYER_FEE:
+        raise ChainDataError("relayer ledger does not hold the two fees")
+    gas["withdraw_relayer_fees_gas"] = int(pool.withdraw_relayer_fees(sender=operator).gas_used)
+    redeem(2, "redeem_gas_after_withdrawal")
+
+    # The node settles receipts on a voucher channel, signed by its signer for the pool's domain.
+    channel_id, signer_key = redeemed["redeem_gas"]
+    signer = Account.from_key(signer_key).address
+    for name, gib in (("voucher_settle_gas_first", 1), ("voucher_settle_gas", 2)):
+        receipt_msg = eip712.Receipt(channel_id, gib * 2**30, gib * TOKEN)  # 1 token per GiB
+        if bytes(pool.receipt_digest(channel_id, gib * 2**30, gib * TOKEN)) != eip712.digest(
+            receipt_msg, chain.chain_id, pool.address
+        ):
+            raise ChainDataError("pool.receipt_digest differs from agents.chain.eip712.digest")
+        signature = eip712.sign(receipt_msg, signer_key, chain.chain_id, pool.address)
+        receipt = pool.settle(channel_id, node_id, signer, deposit, receipt_msg.cumulative_bytes,
+                              receipt_msg.cumulative_amount, signature, sender=operator)
         gas[name] = int(receipt.gas_used)
 
     # Deposits deep in a depth-`depth` tree, on preloaded storage (see the module docstring).
@@ -191,14 +274,14 @@ def _measure(pk: Any, vk: TemplateVK, depth: int) -> dict[str, int]:
         deep = new_pool()
         token.approve(deep, 2**256 - 1, sender=client)
         # A pool this deep holds the tokens of its earlier deposits: its balance slot is non-zero.
-        token.transfer(deep, d["denomination"], sender=client)
+        token.transfer(deep, DENOMINATION, sender=client)
         _set_word(provider, deep.address, _SLOT_SIZE, index)
         _set_word(provider, deep.address, _SLOT_ROOT, 1)
         for level in range(depth + 1):
             _set_word(provider, deep.address, _map_slot(_SLOT_SIDE_NODES, level), 7 + level)
         if deep.size() != index:
             raise ChainDataError("preloading the tree size failed")
-        receipt = deep.deposit(Note(nullifier=3000 + index, secret=7).commitment, d["denomination"], sender=client)
+        receipt = deep.deposit(Note(nullifier=3000 + index, secret=7).commitment, DENOMINATION, sender=client)
         gas[name] = int(receipt.gas_used)
     return gas
 
@@ -216,7 +299,6 @@ def main(argv: list[str] | None = None) -> int:
         pk, vk = load_keys(args.keys)
     else:
         from zk.groth16 import setup_dev
-        from zk.voucher import voucher_circuit
 
         pk, vk = setup_dev(voucher_circuit(args.depth))
     gas = measure_gas(pk, vk, args.depth)
