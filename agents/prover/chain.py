@@ -1,20 +1,34 @@
-"""The prover agent's chain adapter (ape): deposit, read Deposit events, submit, sync spent notes.
+"""The prover agent's chain adapter (ape): deposit, read Deposit events, submit, find channels.
 
 Thin on purpose: the logic lives in ``notes``, ``tree`` and ``redemption``; this file only moves
-their inputs and outputs to and from the pool contract.
+their inputs and outputs to and from the pool contract. A redemption opens a channel held by the pool
+(contracts/voucher_pool.vy); :func:`submit_redemption` (the node) and :func:`find_channel` (the
+client, later) both return it as a :class:`~agents.chain.bindings.VoucherChannel`, read from the
+``Redeemed`` event and checked against the pool's own view of the channel.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from agents.chain.bindings import VoucherChannel, VoucherChannelError
 from agents.prover.errors import ChainDataError, ProverError
 from agents.prover.notes import NoteStore, StoredNote
 from agents.prover.redemption import Redemption
 from agents.prover.tree import DepositEvent, rebuild_tree
 from zk.merkle import LeanIMT
 
-__all__ = ["deposit_note", "fetch_deposits", "pool_tree", "submit_redemption", "sync_spent"]
+__all__ = [
+    "Submission",
+    "channel_from_event",
+    "deposit_note",
+    "fetch_deposits",
+    "find_channel",
+    "pool_tree",
+    "submit_redemption",
+    "sync_spent",
+]
 
 
 def deposit_note(store: NoteStore, pool: Any, token: Any, sender: Any, amount: int) -> StoredNote:
@@ -60,15 +74,81 @@ def pool_tree(pool: Any, start_block: int = 0) -> LeanIMT:
     return tree
 
 
-def submit_redemption(pool: Any, redemption: Redemption, sender: Any) -> Any:
+@dataclass(frozen=True)
+class Submission:
+    """A submitted redemption: the channel it opened and the transaction that opened it."""
+
+    channel: VoucherChannel
+    receipt: Any
+
+    @property
+    def gas_used(self) -> int:
+        """Gas of the redemption transaction."""
+        return int(self.receipt.gas_used)
+
+
+def channel_from_event(pool: Any, event: Any) -> VoucherChannel:
+    """The channel a decoded ``Redeemed`` event announces, checked against the pool's state.
+
+    Checks: the id is ``pool.channel_id_of(nullifier_hash)``, and the pool stores the hash of the
+    terms the event gives (node_id, signer, denomination - relayer_fee).
+
+    Raises:
+        ChainDataError: the event disagrees with the pool.
+    """
+    channel_id = bytes(event.channel_id)
+    if channel_id != bytes(pool.channel_id_of(int(event.nullifier_hash))):
+        raise ChainDataError("Redeemed event: channel id is not the pool's id for its nullifier hash")
+    try:
+        channel = VoucherChannel(
+            pool=str(pool.address), chain_id=int(pool.chain_manager.chain_id), channel_id=channel_id,
+            node_id=bytes(event.node_id), signer=str(event.signer),
+            deposit=int(pool.denomination()) - int(event.relayer_fee))
+    except VoucherChannelError as exc:
+        raise ChainDataError(f"Redeemed event: {exc}") from exc
+    stored = bytes(pool.channel(channel_id)[0])
+    if stored != channel.terms_hash or stored != bytes(pool.terms_hash(*channel.terms)):
+        raise ChainDataError("Redeemed event: the pool stores other terms for this channel")
+    return channel
+
+
+def submit_redemption(pool: Any, redemption: Redemption, sender: Any) -> Submission:
     """Call ``pool.redeem`` with the redemption's arguments (the node does this, as relayer).
+
+    Returns:
+        The opened channel (from the ``Redeemed`` event, checked against the pool) and the receipt.
 
     Raises:
         ProverError: the redemption names another pool.
+        ChainDataError: the transaction lacks its ``Redeemed`` event or it disagrees with the pool.
     """
     if redemption.pool.lower() != str(pool.address).lower():
         raise ProverError("redemption is for another pool")
-    return pool.redeem(*redemption.args(), sender=sender)
+    receipt = pool.redeem(*redemption.args(), sender=sender)
+    events = [e for e in receipt.decode_logs(pool.Redeemed) if int(e.nullifier_hash) == redemption.nullifier_hash]
+    if len(events) != 1:
+        raise ChainDataError("redemption receipt lacks its Redeemed event")
+    channel = channel_from_event(pool, events[0])
+    expected = (bytes.fromhex(redemption.node_id[2:]), redemption.signer.lower())
+    if (channel.node_id, channel.signer.lower()) != expected:
+        raise ChainDataError("Redeemed event names another node or signer than the redemption")
+    return Submission(channel, receipt)
+
+
+def find_channel(pool: Any, nullifier_hash: int, start_block: int = 0) -> VoucherChannel | None:
+    """The channel a note's redemption opened (the client's view, after the node submitted), or None.
+
+    Raises:
+        ChainDataError: the pool marks the note spent but no consistent ``Redeemed`` event says how.
+    """
+    if not pool.nullifier_spent(nullifier_hash):
+        return None
+    channel_id = bytes(pool.channel_id_of(nullifier_hash))
+    head = pool.chain_manager.blocks.head.number
+    events = list(pool.Redeemed.range(start_block, head + 1, search_topics={"channel_id": channel_id}))
+    if len(events) != 1:
+        raise ChainDataError(f"{len(events)} Redeemed events for channel 0x{channel_id.hex()}")
+    return channel_from_event(pool, events[0])
 
 
 def sync_spent(store: NoteStore, pool: Any) -> int:

@@ -1,10 +1,19 @@
-"""`warren voucher ...`: deposit into the voucher pool, list notes, redeem to a node.
+"""`warren voucher ...`: deposit into the voucher pool, list notes, redeem to a node, pay its channel.
 
     warren voucher setup --depth 20                       # development keys (keys/voucher-depth20)
     warren voucher deposit --amount 10000000000000000000  # pays the pool of that denomination
     warren voucher list
-    warren voucher redeem --node 0x<node_id> --signer 0x<fresh key> [--fee N] [--out r.json] [--submit]
-    warren voucher submit r.json --account <node operator>   # the node: check, then redeem as relayer
+    warren voucher redeem --node 0x<node_id> [--signer 0x<addr>] [--fee N] [--out r.json] [--submit]
+    warren voucher submit r.json --account <node operator> [--node 0x<id>] [--out channel.json]
+    warren voucher sync                                   # the client: spent notes -> their channels
+    warren voucher fees [--withdraw] --account <node operator>
+
+A redemption opens a channel held by the pool: id keccak256(chain id, pool, nullifier hash), terms
+(node id, signer, deposit = denomination - relayer fee). Without ``--signer``, ``redeem`` makes a
+fresh payment signer and keeps its key in the signers file (mode 0600, beside the notes); ``submit``,
+``redeem --submit`` and ``sync`` print the channel and its terms, and store it beside the signer's key
+when the key is ours. ``submit`` refuses a redemption for another node (``--node``, or by default any
+node whose registered operator is not ``--account``).
 
 Chain commands run inside ape's network context (``--network``, default ethereum:local:foundry) with
 an ape account (``--account`` alias, or a test account index on local networks). The pool comes from
@@ -17,12 +26,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from agents.chain.bindings import VoucherChannel
 from agents.prover.errors import ChainDataError, ProverError
 from agents.prover.notes import NoteStore
+from agents.prover.signers import SignerStore
 
 __all__ = ["add_commands"]
 
 DEFAULT_NOTES = Path.home() / ".warren" / "notes.json"
+#: The signers file's name, in the notes file's folder unless ``--signers`` says otherwise.
+SIGNERS_NAME = "signers.json"
 
 
 def add_commands(subparsers) -> None:
@@ -32,6 +45,8 @@ def add_commands(subparsers) -> None:
 
     def common(p, chain=True):
         p.add_argument("--notes", type=Path, default=DEFAULT_NOTES, help="notes file (mode 0600)")
+        p.add_argument("--signers", type=Path, help=f"payment signers file (mode 0600; default "
+                       f"{SIGNERS_NAME} beside the notes)")
         if chain:
             p.add_argument("--network", default="ethereum:local:foundry", help="ape network choice")
             p.add_argument("--account", default="0", help="ape account alias, or test account index")
@@ -56,7 +71,8 @@ def add_commands(subparsers) -> None:
     red = sub.add_parser("redeem", help="prove a note and hand the redemption to a node")
     common(red)
     red.add_argument("--node", required=True, help="node id (0x + 64 hex digits)")
-    red.add_argument("--signer", required=True, help="the channel's payment signer (a fresh address)")
+    red.add_argument("--signer", help="the channel's payment signer (default: a fresh key, kept in "
+                     "the signers file)")
     red.add_argument("--fee", type=int, default=0, help="relayer fee for the submitting node, token wei")
     red.add_argument("--keys", type=Path, help="key folder (default keys/voucher-depth<pool depth>)")
     red.add_argument("--out", type=Path, help="write the redemption JSON here (default: stdout)")
@@ -68,7 +84,18 @@ def add_commands(subparsers) -> None:
     sub_.add_argument("redemption", type=Path, help="the redemption JSON the client handed over")
     sub_.add_argument("--keys", type=Path, help="key folder with verification_key.json "
                       "(default keys/voucher-depth<pool depth>)")
+    sub_.add_argument("--node", help="our node id (default: refuse any node --account does not operate)")
+    sub_.add_argument("--out", type=Path, help="write the opened channel (JSON) here, for the client")
     sub_.set_defaults(func=_submit)
+
+    sync = sub.add_parser("sync", help="(client) mark spent notes and record the channels they opened")
+    common(sync)
+    sync.set_defaults(func=_sync)
+
+    fees = sub.add_parser("fees", help="(node) relayer fees the pool holds for --account")
+    common(fees)
+    fees.add_argument("--withdraw", action="store_true", help="withdraw them to --account")
+    fees.set_defaults(func=_fees)
 
 
 def _setup(args) -> int:
@@ -86,12 +113,12 @@ def _list(args) -> int:
 
     store = NoteStore(args.notes)
     table = Table(title=f"notes in {args.notes}")
-    for col in ("#", "pool", "amount (wei)", "leaf", "state", "commitment"):
+    for col in ("#", "pool", "amount (wei)", "leaf", "state", "commitment", "channel"):
         table.add_column(col, no_wrap=True)
     for i, n in enumerate(store.notes):
         state = "spent" if n.spent else ("unspent" if n.leaf_index is not None else "not deposited")
         table.add_row(str(i), n.pool, str(n.denomination), "-" if n.leaf_index is None else str(n.leaf_index),
-                      state, hex(n.commitment)[:18] + "...")
+                      state, hex(n.commitment)[:18] + "...", (n.channel_id or "-")[:18])
     Console().print(table)
     return 0
 
@@ -147,6 +174,18 @@ def _deposit(args) -> int:
     return 0
 
 
+def _signers(args) -> SignerStore:
+    return SignerStore(args.signers or args.notes.with_name(SIGNERS_NAME))
+
+
+def _print_channel(channel: VoucherChannel, denomination: int | None = None) -> None:
+    fee = "" if denomination is None else f" (denomination {denomination} - relayer fee {denomination - channel.deposit})"
+    print(f"channel 0x{channel.channel_id.hex()} in pool {channel.pool} (chain {channel.chain_id})")
+    print(f"  node    0x{channel.node_id.hex()}")
+    print(f"  signer  {channel.signer}")
+    print(f"  deposit {channel.deposit} token wei{fee}")
+
+
 def _redeem(args) -> int:
     from agents.prover.chain import pool_tree, submit_redemption, sync_spent
     from agents.prover.redemption import make_redemption
@@ -157,6 +196,7 @@ def _redeem(args) -> int:
     if len(node_id) != 32:
         raise ProverError("--node must be 32 bytes")
     store = NoteStore(args.notes)
+    signers = _signers(args)
     with _chain(args):
         pool = _pool(args)
         sync_spent(store, pool)
@@ -167,19 +207,40 @@ def _redeem(args) -> int:
         pk, _ = load_keys(args.keys or default_keys_dir(depth))
         tree = pool_tree(pool)
         stored = unspent[0]
-        redemption = make_redemption(stored, tree, pk, depth, node_id, args.signer, args.fee)
+        nullifier_hash = stored.note.nullifier_hash
+        if args.signer:
+            signer = args.signer
+        else:  # a fresh key, saved before its address goes anywhere
+            signer = signers.new(nullifier_hash).address
+            print(f"fresh payment signer {signer} (key in {signers.path})")
+        redemption = make_redemption(stored, tree, pk, depth, node_id, signer, args.fee)
+        channel_id = bytes(pool.channel_id_of(nullifier_hash))
+        denomination = int(pool.denomination())
         if args.submit:
-            submit_redemption(pool, redemption, _account(args))
+            submission = submit_redemption(pool, redemption, _account(args))
             stored.spent = True
             stored.redeemed_to = "0x" + node_id.hex()
+            stored.channel_id = "0x" + submission.channel.channel_id.hex()
             store.save()
+            _keep_channel(signers, submission.channel)
+            print(f"redeemed (gas {submission.gas_used}) into")
+            _print_channel(submission.channel, denomination)
     text = redemption.to_json()
     if args.out:
         args.out.write_text(text + "\n")
         print(f"redemption written to {args.out}: hand it to node 0x{node_id.hex()}")
     elif not args.submit:
         print(text)
+    if not args.submit:
+        print(f"once submitted: channel 0x{channel_id.hex()}, node 0x{node_id.hex()}, signer {signer}, "
+              f"deposit {denomination - args.fee} token wei")
     return 0
+
+
+def _keep_channel(signers: SignerStore, channel: VoucherChannel) -> None:
+    """Store the channel beside its signer's key, if the key is ours."""
+    if any(s.address.lower() == channel.signer.lower() for s in signers.signers):
+        signers.set_channel(channel)
 
 
 def _submit(args) -> int:
@@ -188,21 +249,78 @@ def _submit(args) -> int:
     from zk.keys import default_keys_dir, load_keys
 
     redemption = Redemption.from_json(args.redemption.read_text())
+    node_id = bytes.fromhex(redemption.node_id[2:])
     with _chain(args):
         pool = _pool(args) if (args.pool or args.deployment) else _pool_at(redemption.pool)
+        account = _account(args)
+        if args.node:
+            ours = args.node.lower().removeprefix("0x") == node_id.hex()
+        else:
+            ours = str(_registry(pool).node_operator(node_id)).lower() == str(account.address).lower()
+        if not ours:
+            raise ProverError(f"redemption pays node {redemption.node_id}, not ours: not submitted")
         _, vk = load_keys(args.keys or default_keys_dir(int(pool.max_depth())))
-        if not check_redemption(vk, redemption, str(pool.address)):
+        if not check_redemption(vk, redemption, str(pool.address), node_id):
             raise ProverError("redemption does not verify for this pool: not submitted")
         if pool.nullifier_spent(redemption.nullifier_hash):
             raise ProverError("this note was already redeemed: not submitted")
         from ape.exceptions import ContractLogicError
 
         try:
-            receipt = submit_redemption(pool, redemption, _account(args))
+            submission = submit_redemption(pool, redemption, account)
         except ContractLogicError as exc:
             raise ProverError(f"the pool refused the redemption: {exc}") from exc
-    print(f"redeemed into the channel of node {redemption.node_id} (gas {receipt.gas_used})")
+        denomination = int(pool.denomination())
+    print(f"redeemed as relayer (fee {redemption.relayer_fee} token wei, gas {submission.gas_used}) into")
+    _print_channel(submission.channel, denomination)
+    if args.out:
+        args.out.write_text(submission.channel.to_json() + "\n")
+        print(f"channel written to {args.out}")
     return 0
+
+
+def _sync(args) -> int:
+    from agents.prover.chain import find_channel, sync_spent
+
+    store = NoteStore(args.notes)
+    signers = _signers(args)
+    with _chain(args):
+        pool = _pool(args)
+        changed = sync_spent(store, pool)
+        found = 0
+        for n in store.notes:
+            if not n.spent or n.pool.lower() != str(pool.address).lower():
+                continue
+            channel = find_channel(pool, n.note.nullifier_hash)
+            if channel is None:
+                continue
+            n.channel_id = "0x" + channel.channel_id.hex()
+            _keep_channel(signers, channel)
+            found += 1
+            _print_channel(channel)
+        store.save()
+    print(f"{changed} notes newly seen spent; {found} channels known")
+    return 0
+
+
+def _fees(args) -> int:
+    with _chain(args):
+        pool = _pool(args)
+        account = _account(args)
+        balance = int(pool.relayer_balance(account.address))
+        print(f"relayer fees held for {account.address} by pool {pool.address}: {balance} token wei")
+        if args.withdraw:
+            if balance == 0:
+                raise ProverError("no relayer fees to withdraw")
+            receipt = pool.withdraw_relayer_fees(sender=account)
+            print(f"withdrew {balance} token wei (gas {receipt.gas_used})")
+    return 0
+
+
+def _registry(pool):
+    from ape import project
+
+    return project.node_registry.at(pool.registry())
 
 
 def _pool_at(address: str):
@@ -221,5 +339,5 @@ def _guard(func):
     return run
 
 
-for _name in ("_setup", "_deposit", "_list", "_redeem", "_submit"):
+for _name in ("_setup", "_deposit", "_list", "_redeem", "_submit", "_sync", "_fees"):
     globals()[_name] = _guard(globals()[_name])

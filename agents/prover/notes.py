@@ -17,7 +17,7 @@ from pathlib import Path
 from agents.prover.errors import ProverError
 from zk.voucher import Note
 
-__all__ = ["StoredNote", "NoteStore", "NOTES_MODE"]
+__all__ = ["StoredNote", "NoteStore", "NOTES_MODE", "read_private_json", "write_private_json"]
 
 #: Owner read/write only.
 NOTES_MODE = 0o600
@@ -34,6 +34,7 @@ class StoredNote:
         leaf_index: position in the pool's tree once deposited (None before).
         spent: True once redeemed (by us, or seen spent on chain).
         redeemed_to: node id (0x-hex) of the redemption, if any.
+        channel_id: 0x-hex id of the pool channel the redemption opened, once known.
     """
 
     nullifier: int
@@ -43,6 +44,7 @@ class StoredNote:
     leaf_index: int | None = None
     spent: bool = False
     redeemed_to: str | None = None
+    channel_id: str | None = None
 
     @property
     def note(self) -> Note:
@@ -55,20 +57,51 @@ class StoredNote:
         return self.note.commitment
 
 
+def read_private_json(path: Path, what: str) -> dict | None:
+    """The JSON object in a secrets file, or None if there is no file.
+
+    Raises:
+        ProverError: the file is readable by group or others, or is not JSON.
+    """
+    if not path.exists():
+        return None
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ProverError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise ProverError(f"{path} is not a {what}: {exc}") from exc
+
+
+def write_private_json(path: Path, obj: dict) -> None:
+    """Write ``obj`` atomically (temporary file, fsync, rename) with mode 0600 from the start."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, NOTES_MODE)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, NOTES_MODE)  # in case the file existed with another mode
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class NoteStore:
     """Notes kept in one JSON file (mode 0600)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.notes: list[StoredNote] = []
-        if self.path.exists():
-            mode = stat.S_IMODE(self.path.stat().st_mode)
-            if mode & 0o077:
-                raise ProverError(f"{self.path} is readable by others (mode {mode:o}); chmod 600 it")
+        raw = read_private_json(self.path, "notes file")
+        if raw is not None:
             try:
-                raw = json.loads(self.path.read_text())
                 self.notes = [StoredNote(**n) for n in raw["notes"]]
-            except (ValueError, KeyError, TypeError) as exc:
+            except (KeyError, TypeError) as exc:
                 raise ProverError(f"{self.path} is not a notes file: {exc}") from exc
 
     def add(self, pool: str, denomination: int) -> StoredNote:
@@ -97,16 +130,4 @@ class NoteStore:
 
     def save(self) -> None:
         """Write atomically with mode 0600."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, NOTES_MODE)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump({"notes": [asdict(n) for n in self.notes]}, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, NOTES_MODE)  # in case the file existed with another mode
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_private_json(self.path, {"notes": [asdict(n) for n in self.notes]})

@@ -1,8 +1,10 @@
 """A redemption: what the client hands to the node, and what the node submits to the pool.
 
 The client proves (``make_redemption``) and gives the node a small JSON document; the node checks it
-(``check_redemption``: same pool, proof valid for the public inputs recomputed from the arguments,
-so it never pays gas for a bad one) and calls ``voucher_pool.redeem`` as relayer, earning the fee.
+(``check_redemption``: same pool, its own node id, proof valid for the public inputs recomputed from
+the arguments, so it never pays gas for a bad one) and calls ``voucher_pool.redeem`` as relayer,
+earning the fee. The pool opens a channel to the node whose payment signer is the redemption's fresh
+key, with a deposit of denomination - fee (``agents.prover.chain.submit_redemption`` returns it).
 The depositor's address never appears in the redemption.
 """
 
@@ -107,9 +109,20 @@ def make_redemption(stored: StoredNote, tree: LeanIMT, pk: ProvingKey, max_depth
                       "0x" + node_id.hex(), signer, relayer_fee)
 
 
-def check_redemption(vk: VerifyingKey, redemption: Redemption, pool: str | None = None) -> bool:
-    """The node's check before submitting: right pool, valid proof for the recomputed inputs."""
+def check_redemption(vk: VerifyingKey, redemption: Redemption, pool: str | None = None,
+                     node_id: bytes | None = None) -> bool:
+    """The node's check before submitting: right pool, our node, valid proof for the recomputed inputs.
+
+    Args:
+        vk: the pool's verification key.
+        redemption: what the client handed over.
+        pool: the pool the node will submit to (None: not checked).
+        node_id: the node's own id (None: not checked): a redemption paying another node is refused,
+            since submitting it would spend our gas on someone else's channel.
+    """
     if pool is not None and redemption.pool.lower() != pool.lower():
+        return False
+    if node_id is not None and redemption.node_id.lower() != "0x" + bytes(node_id).hex():
         return False
     w = redemption.proof
     proof = Proof((w[0], w[1]), ((w[3], w[2]), (w[5], w[4])), (w[6], w[7]))
