@@ -15,11 +15,16 @@ Measures, in one run:
 - verify_s_python: zk.groth16.verify (py-ecc pairing, with subgroup checks);
 - the anchor, in the same run: a plain py-ecc prover's time estimated from timed py-ecc scalar
   multiplications times the number this proof needs (running it takes tens of minutes);
-- gas (deposit_gas, redeem_gas, poseidon_gas and the details): ``zk.onchain_gas.measure_gas``, the
-  contracts engineer's measurement on real contracts and real proofs (a deposit at the mean hash
-  count of a 2^depth LeanIMT, reached by preloading the pool's tree slots; see that module);
+- gas (deposit_gas, redeem_gas, poseidon_gas and the details): ``zk.onchain_gas.measure_gas`` on real
+  contracts (deployed by ``agents.chain.deploy.deploy_all``, the pool by
+  ``zk.onchain.deploy_voucher_pool`` with this run's key) and real proofs from the fast prover: a
+  deposit at the mean hash count of a 2^depth LeanIMT (reached by preloading the pool's tree slots),
+  ``redeem_gas`` by a relayer that already holds fee credit, ``redeem_gas_first_relay`` (its first
+  redemption creates its ledger slot), voucher-channel settlements, ``redeem_breakdown``; see that
+  module;
 - an end-to-end run of the prover agent on the same chain: deposits, tree rebuilt from events, a proof
-  from the fast prover, submitted by the node (``redeem_gas_agent_flow``, ``redemption_prove_s``).
+  from the fast prover, submitted by the node, its first relay on that pool
+  (``redeem_gas_agent_flow_first_relay``, ``redemption_prove_s``).
 The last stdout line is one JSON object.
 """
 
@@ -45,8 +50,6 @@ from zk.groth16 import Prover, setup_dev, verify  # noqa: E402
 from zk.voucher import voucher_circuit  # noqa: E402
 
 TOKEN = 10**18
-DENOMINATION = 10 * TOKEN
-FEE = TOKEN // 10
 #: Goals and anchors from issue 5.
 TARGETS = {"prove_s": 3.0, "redeem_gas": 280_000, "deposit_gas": 350_000}
 ANCHORS = {"tornado_withdraw_gas": 301_233, "semaphore_v4_verify_gas": 286_000,
@@ -81,29 +84,28 @@ def chain_part(depth: int, pk, vk, circuit, prover) -> dict:
     import ape
     from eth_utils import keccak
 
-    from agents.prover.chain import deposit_note, pool_tree, submit_redemption
+    from agents.chain.deploy import DeployParameters, deploy_all
+    from agents.prover.chain import pool_tree, submit_redemption
     from agents.prover.notes import NoteStore
     from agents.prover.redemption import make_redemption
-    from zk.export import vk_to_json
-    from zk.onchain import deploy_poseidon_bytecode, deploy_verifier
-    from zk.onchain_gas import measure_gas
-    from zk.vyper_verifier import vk_from_snarkjs
+    from zk.onchain import deploy_voucher_pool
+    from zk.onchain_gas import DENOMINATION, RELAYER_FEE, measure_gas
 
-    project = ape.project
+    project, chain = ape.project, ape.chain
     acct = ape.accounts.test_accounts
-    owner, operator, client, treasury = acct[0], acct[1], acct[2], acct[3]
-    token = owner.deploy(project.warren_token)
-    registry = owner.deploy(project.node_registry, token, 100 * TOKEN, 10 * TOKEN, 7 * 86400)
-    channels = owner.deploy(project.payment_channels, token, registry, 100, treasury, 86400)
+    owner, operator, client, guardian = acct[0], acct[1], acct[2], acct[4]
+    params = DeployParameters(guardians=[guardian.address], revocation_quorum=1, voucher_denominations=[])
+    deployment = deploy_all(project, owner, chain, params, log=lambda _: None)
+    token = project.warren_token.at(deployment.address("warren_token"))
+    registry = project.node_registry.at(deployment.address("node_registry"))
     for a in (operator, client):
         token.mint(a, 10**6 * TOKEN, sender=owner)
-    token.approve(registry, 100 * TOKEN, sender=operator)
+    token.approve(registry, params.min_node_stake, sender=operator)
     wg_key = keccak(b"bench zk node")
-    registry.register_node(wg_key, "DE", 10**15, 100 * TOKEN, sender=operator)
+    registry.register_node(wg_key, "DE", 10**15, params.min_node_stake, sender=operator)
     node_id = keccak(wg_key)
-    verifier = deploy_verifier(vk_from_snarkjs(vk_to_json(vk)), owner)
-    poseidon = deploy_poseidon_bytecode(owner)
-    pool = owner.deploy(project.voucher_pool, channels, verifier, poseidon, DENOMINATION, depth)
+    pool = deploy_voucher_pool(project, owner, deployment.address("payment_channels"), DENOMINATION, depth,
+                               vk=vk).pool
     token.approve(pool, 2**256 - 1, sender=client)
 
     store = NoteStore(Path("/tmp") / f"bench_zk_notes_{os.getpid()}.json")
@@ -116,15 +118,17 @@ def chain_part(depth: int, pk, vk, circuit, prover) -> dict:
     tree = pool_tree(pool)
     signer = ape.accounts.test_accounts.generate_test_account().address
     t0 = _now()
-    redemption = make_redemption(store.notes[count * 2 // 3], tree, pk, depth, node_id, signer, FEE,
+    redemption = make_redemption(store.notes[count * 2 // 3], tree, pk, depth, node_id, signer, RELAYER_FEE,
                                  prover=prover)
     first_prove = _now() - t0
-    receipt = submit_redemption(pool, redemption, operator)
+    receipt = submit_redemption(pool, redemption, operator)  # the node relays: its first on this pool
+    if not pool.nullifier_spent(redemption.nullifier_hash):
+        raise RuntimeError("agent redemption did not spend its nullifier")
     store.path.unlink(missing_ok=True)
-    gas = measure_gas(pk, vk, depth)
+    gas = measure_gas(pk, vk, depth, prover=prover.prove)
     return {
-        **{k: int(v) for k, v in gas.items()},
-        "redeem_gas_agent_flow": int(receipt.gas_used),
+        **gas,
+        "redeem_gas_agent_flow_first_relay": int(receipt.gas_used),
         "redemption_prove_s": round(first_prove, 3),
         "redemption": redemption,
         "tree": tree,
@@ -164,14 +168,14 @@ def main(argv: list[str] | None = None) -> int:
             red, tree = chain.pop("redemption"), chain.pop("tree")
             out.update(chain)
             print(f"gas: deposit {out['deposit_gas']} (mean hash count at depth {depth}; max "
-                  f"{out['deposit_gas_max']}), redeem {out['redeem_gas']}, poseidon {out['poseidon_gas']}",
-                  flush=True)
+                  f"{out['deposit_gas_max']}), redeem {out['redeem_gas']} (first relay "
+                  f"{out['redeem_gas_first_relay']}), poseidon {out['poseidon_gas']}", flush=True)
         from zk.merkle import LeanIMT
         from zk.voucher import Note, ext_data_hash, voucher_inputs
 
         notes = [Note.random() for _ in range(min(37, 1 << depth))]
         tree = LeanIMT([n.commitment for n in notes])
-        ext = ext_data_hash(b"\x11" * 32, "0x" + "22" * 20, FEE)
+        ext = ext_data_hash(b"\x11" * 32, "0x" + "22" * 20, TOKEN // 10)
         leaf = len(notes) * 2 // 3
         witness = circuit.witness(voucher_inputs(notes[leaf], tree.proof(leaf), ext, depth))
         times, cpu_total, cpu_critical = [], [], []
