@@ -98,18 +98,6 @@ def make_note():
     return note_from_seed
 
 
-@pytest.fixture(scope="session")
-def fresh_key():
-    """Factory: a fresh payment signer (private key, address), as a client makes per voucher."""
-    counter = itertools.count()
-
-    def _fresh():
-        key = keccak(b"warren voucher signer %d" % next(counter))
-        return key, Account.from_key(key).address
-
-    return _fresh
-
-
 @dataclass(frozen=True)
 class VoucherChannel:
     """A channel a redemption opened in a pool, with the payment signer's key.
@@ -159,9 +147,9 @@ class PoolDriver:
     public inputs [root, nullifier_hash, ext_data_hash(node_id, signer, fee)].
     """
 
-    def __init__(self, pool, token, trapdoor, chain, client, operator, fresh_key):
+    def __init__(self, pool, token, trapdoor, chain, client, operator, make_signer):
         self.pool, self.token, self.trapdoor, self.chain = pool, token, trapdoor, chain
-        self.client, self.operator, self.fresh_key = client, operator, fresh_key
+        self.client, self.operator, self.make_signer = client, operator, make_signer
         self.tree = LeanIMT()
         self.notes: list[Note] = []
         self._seeds = itertools.count(10_000)
@@ -193,7 +181,7 @@ class PoolDriver:
     def open(self, node_id, fee=0, sender=None, key=None) -> VoucherChannel:
         """Deposit a new note and redeem it into a channel with a fresh signer (or `key`)."""
         note = self.deposit()
-        key, signer = (key, Account.from_key(key).address) if key else self.fresh_key()
+        key, signer = (key, Account.from_key(key).address) if key else self.make_signer()
         receipt = self.redeem(note, node_id, signer, fee, sender=sender)
         return VoucherChannel(
             self.pool, bytes(receipt.return_value), bytes(node_id), signer, DENOMINATION - fee, key,
@@ -202,11 +190,11 @@ class PoolDriver:
 
 
 @pytest.fixture
-def make_vouchers(token, trapdoor, chain, client, operator, fresh_key):
+def make_vouchers(token, trapdoor, chain, client, operator, make_signer):
     """Factory: a `PoolDriver` for a given pool."""
 
     def _make(target):
-        return PoolDriver(target, token, trapdoor, chain, client, operator, fresh_key)
+        return PoolDriver(target, token, trapdoor, chain, client, operator, make_signer)
 
     return _make
 

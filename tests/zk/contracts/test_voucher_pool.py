@@ -140,9 +140,9 @@ def test_constructor__bad_parameters__revert(deploy_pool, denomination, depth, r
 # REDEEM: THE CHANNEL IT OPENS
 
 
-def test_redeem__opens_channel_in_the_pool(funded, node_id, fresh_key, token, channels, chain, operator, stranger):
+def test_redeem__opens_channel_in_the_pool(funded, node_id, make_signer, token, channels, chain, operator, stranger):
     pool, note = funded.pool, funded.notes[1]
-    _, signer = fresh_key()
+    _, signer = make_signer()
     pool_before, channels_before = token.balanceOf(pool), token.balanceOf(channels)
     node_before, signer_before = token.balanceOf(operator), token.balanceOf(signer)
 
@@ -170,8 +170,8 @@ def test_redeem__opens_channel_in_the_pool(funded, node_id, fresh_key, token, ch
     assert (event.signer, event.relayer, event.relayer_fee) == (signer, stranger.address, FEE)
 
 
-def test_redeem__zero_fee__no_relayer_credit(funded, node_id, fresh_key, operator):
-    _, signer = fresh_key()
+def test_redeem__zero_fee__no_relayer_credit(funded, node_id, make_signer, operator):
+    _, signer = make_signer()
     receipt = funded.redeem(funded.notes[0], node_id, signer, 0, sender=operator)
     assert funded.pool.relayer_balance(operator) == 0
     [event] = funded.pool.Redeemed.from_receipt(receipt)
@@ -184,10 +184,10 @@ def test_redeem__channel_view_of_unknown_id__empty(pool):
     assert bytes(pool.channel(b"\x01" * 32)[0]) == b"\x00" * 32
 
 
-def test_redeem__second_voucher_same_signer__second_channel(funded, node_id, fresh_key, operator):
+def test_redeem__second_voucher_same_signer__second_channel(funded, node_id, make_signer, operator):
     # No top-ups: every voucher is its own channel, so two redemptions are never linked on chain.
     pool = funded.pool
-    _, signer = fresh_key()
+    _, signer = make_signer()
     first = bytes(funded.redeem(funded.notes[0], node_id, signer, 0, sender=operator).return_value)
     second = bytes(funded.redeem(funded.notes[2], node_id, signer, FEE, sender=operator).return_value)
     assert first != second
@@ -196,8 +196,8 @@ def test_redeem__second_voucher_same_signer__second_channel(funded, node_id, fre
     assert pool.channel(first)[4] == pool.channel(second)[4] == OPEN
 
 
-def test_redeem__same_signer_to_two_nodes__two_channels(funded, register_node, node_id, fresh_key, operator):
-    _, signer = fresh_key()
+def test_redeem__same_signer_to_two_nodes__two_channels(funded, register_node, node_id, make_signer, operator):
+    _, signer = make_signer()
     other = register_node()
     first = bytes(funded.redeem(funded.notes[0], node_id, signer, 0, sender=operator).return_value)
     second = bytes(funded.redeem(funded.notes[1], other, signer, 0, sender=operator).return_value)
@@ -206,10 +206,10 @@ def test_redeem__same_signer_to_two_nodes__two_channels(funded, register_node, n
     )
 
 
-def test_redeem__unregistered_node__opens_and_anyone_exits_at_once(funded, fresh_key, token, treasury, stranger):
+def test_redeem__unregistered_node__opens_and_anyone_exits_at_once(funded, make_signer, token, treasury, stranger):
     pool = funded.pool
     unknown = b"\x42" * 32  # no registration (the pool does not ask the registry at redeem)
-    _, signer = fresh_key()
+    _, signer = make_signer()
     channel_id = bytes(funded.redeem(funded.notes[0], unknown, signer, FEE, sender=stranger).return_value)
     assert pool.channel(channel_id)[4] == OPEN
     treasury_before = token.balanceOf(treasury)
@@ -229,14 +229,14 @@ def test_redeem__zero_signer__reverts(funded, node_id, operator):
 
 
 @pytest.mark.parametrize("fee", [DENOMINATION, DENOMINATION + 1, 2**256 - 1])
-def test_redeem__fee_not_below_denomination__reverts(funded, node_id, fresh_key, operator, fee):
-    _, signer = fresh_key()
+def test_redeem__fee_not_below_denomination__reverts(funded, node_id, make_signer, operator, fee):
+    _, signer = make_signer()
     with ape.reverts("voucher_pool: fee too high"):
         funded.redeem(funded.notes[0], node_id, signer, fee, sender=operator)
 
 
-def test_redeem__fee_just_below_denomination__one_wei_channel(funded, node_id, fresh_key, operator):
-    _, signer = fresh_key()
+def test_redeem__fee_just_below_denomination__one_wei_channel(funded, node_id, make_signer, operator):
+    _, signer = make_signer()
     receipt = funded.redeem(funded.notes[0], node_id, signer, DENOMINATION - 1, sender=operator)
     assert bytes(funded.pool.channel(bytes(receipt.return_value))[0]) == expected_terms(node_id, signer, 1)
     assert funded.pool.relayer_balance(operator) == DENOMINATION - 1
@@ -245,11 +245,11 @@ def test_redeem__fee_just_below_denomination__one_wei_channel(funded, node_id, f
 # REDEEM: ATTACKS (issue 5)
 
 
-def test_redeem__reused_nullifier__reverts(funded, node_id, fresh_key, operator):
+def test_redeem__reused_nullifier__reverts(funded, node_id, make_signer, operator):
     note = funded.notes[0]
-    _, signer = fresh_key()
+    _, signer = make_signer()
     funded.redeem(note, node_id, signer, FEE, sender=operator)
-    _, other_signer = fresh_key()
+    _, other_signer = make_signer()
     with ape.reverts("voucher_pool: nullifier spent"):  # a fresh valid proof, to another signer
         funded.redeem(note, node_id, other_signer, FEE, sender=operator)
     with ape.reverts("voucher_pool: nullifier spent"):  # the very same redemption again
@@ -257,33 +257,33 @@ def test_redeem__reused_nullifier__reverts(funded, node_id, fresh_key, operator)
 
 
 @pytest.mark.parametrize("root", [0, 12345])
-def test_redeem__unknown_root__reverts(funded, node_id, fresh_key, operator, root):
-    _, signer = fresh_key()
+def test_redeem__unknown_root__reverts(funded, node_id, make_signer, operator, root):
+    _, signer = make_signer()
     with ape.reverts("voucher_pool: unknown root"):
         funded.redeem(funded.notes[0], node_id, signer, 0, sender=operator, root=root)
 
 
-def test_redeem__recent_old_root__accepted(vouchers, node_id, fresh_key, operator):
+def test_redeem__recent_old_root__accepted(vouchers, node_id, make_signer, operator):
     note = vouchers.deposit()
     old_root = vouchers.tree.root
     for _ in range(3):
         vouchers.deposit()
     assert vouchers.pool.root() != old_root and vouchers.pool.is_known_root(old_root)
-    _, signer = fresh_key()
+    _, signer = make_signer()
     vouchers.redeem(note, node_id, signer, 0, sender=operator, root=old_root)
     assert vouchers.pool.nullifier_spent(note.nullifier_hash)
 
 
-def test_redeem__proof_for_another_root__reverts(funded, node_id, fresh_key, operator):
+def test_redeem__proof_for_another_root__reverts(funded, node_id, make_signer, operator):
     note = funded.notes[0]
-    _, signer = fresh_key()
+    _, signer = make_signer()
     proof = funded.prove(note, node_id, signer, 0)
     funded.deposit()
     with ape.reverts("voucher_pool: invalid proof"):
         funded.redeem(note, node_id, signer, 0, sender=operator, proof=proof)  # against the newer root
 
 
-def test_redeem__root_older_than_history__reverts(deploy_pool, make_vouchers, node_id, fresh_key, operator):
+def test_redeem__root_older_than_history__reverts(deploy_pool, make_vouchers, node_id, make_signer, operator):
     vouchers = make_vouchers(deploy_pool(max_depth=7))
     note = vouchers.deposit()
     first_root = vouchers.tree.root
@@ -292,18 +292,18 @@ def test_redeem__root_older_than_history__reverts(deploy_pool, make_vouchers, no
     assert vouchers.pool.is_known_root(first_root)  # 99 deposits later: still in the history
     vouchers.deposit()
     assert not vouchers.pool.is_known_root(first_root)  # ROOT_HISTORY_SIZE = 100 later: expired
-    _, signer = fresh_key()
+    _, signer = make_signer()
     with ape.reverts("voucher_pool: unknown root"):
         vouchers.redeem(note, node_id, signer, 0, sender=operator, root=first_root)
 
 
 @pytest.mark.parametrize("changed", ["node_id", "signer", "fee", "nullifier_hash"])
 def test_redeem__front_run_with_changed_argument__reverts(
-    funded, register_node, node_id, fresh_key, operator, stranger, changed
+    funded, register_node, node_id, make_signer, operator, stranger, changed
 ):
     pool, tree = funded.pool, funded.tree
     nh = funded.notes[0].nullifier_hash
-    _, signer = fresh_key()
+    _, signer = make_signer()
     proof = funded.prove(nh, node_id, signer, FEE)
     args = {"nullifier_hash": nh, "node_id": node_id, "signer": signer, "fee": FEE}
     args[changed] = {
@@ -321,11 +321,11 @@ def test_redeem__front_run_with_changed_argument__reverts(
     assert bytes(pool.channel(bytes(receipt.return_value))[0]) == expected_terms(node_id, signer, DENOMINATION - FEE)
 
 
-def test_redeem__front_runner_copying_redemption__takes_only_the_fee(funded, node_id, fresh_key, operator, stranger):
+def test_redeem__front_runner_copying_redemption__takes_only_the_fee(funded, node_id, make_signer, operator, stranger):
     # The relayer is not bound by the proof (contract NatSpec): a copier earns the fee, but the
     # channel goes to the same node and signer, and the honest relayer's copy is then refused.
     pool, note = funded.pool, funded.notes[0]
-    _, signer = fresh_key()
+    _, signer = make_signer()
     proof = funded.prove(note, node_id, signer, FEE)
     receipt = funded.redeem(note, node_id, signer, FEE, sender=stranger, proof=proof)
     assert pool.relayer_balance(stranger) == FEE
@@ -335,9 +335,9 @@ def test_redeem__front_runner_copying_redemption__takes_only_the_fee(funded, nod
 
 
 @pytest.mark.parametrize("element", ["A", "B", "C"])
-def test_redeem__tampered_proof__reverts(funded, node_id, fresh_key, operator, element):
+def test_redeem__tampered_proof__reverts(funded, node_id, make_signer, operator, element):
     note = funded.notes[0]
-    _, signer = fresh_key()
+    _, signer = make_signer()
     proof = list(funded.prove(note, node_id, signer, 0))
     other = funded.prove(note, node_id, signer, 0)  # another valid proof: mixing the two breaks both
     span = {"A": slice(0, 2), "B": slice(2, 6), "C": slice(6, 8)}[element]
@@ -347,28 +347,28 @@ def test_redeem__tampered_proof__reverts(funded, node_id, fresh_key, operator, e
     assert not funded.pool.nullifier_spent(note.nullifier_hash)
 
 
-def test_redeem__off_curve_point__verifier_reason_bubbles_up(funded, node_id, fresh_key, operator):
+def test_redeem__off_curve_point__verifier_reason_bubbles_up(funded, node_id, make_signer, operator):
     note = funded.notes[0]
-    _, signer = fresh_key()
+    _, signer = make_signer()
     proof = list(funded.prove(note, node_id, signer, 0))
     proof[0] += 1
     with ape.reverts("groth16_verifier: point not on curve"):
         funded.redeem(note, node_id, signer, 0, sender=operator, proof=proof)
 
 
-def test_redeem__nullifier_hash_not_in_field__reverts(funded, node_id, fresh_key, operator):
+def test_redeem__nullifier_hash_not_in_field__reverts(funded, node_id, make_signer, operator):
     # nh + R is the same field element: without the range check it would be a second nullifier.
     pool, tree = funded.pool, funded.tree
     nh = funded.notes[0].nullifier_hash
-    _, signer = fresh_key()
+    _, signer = make_signer()
     proof = funded.prove(nh, node_id, signer, 0)
     with ape.reverts("groth16_verifier: public input not in field"):
         pool.redeem(proof, tree.root, nh + R, node_id, signer, 0, sender=operator)
 
 
-def test_redeem__b_outside_subgroup__reverts(funded, node_id, fresh_key, operator):
+def test_redeem__b_outside_subgroup__reverts(funded, node_id, make_signer, operator):
     note = funded.notes[0]
-    _, signer = fresh_key()
+    _, signer = make_signer()
     proof = list(funded.prove(note, node_id, signer, 0))
     (x_re, x_im), (y_re, y_im) = find_g2_outside_subgroup()
     proof[2:6] = [x_im, x_re, y_im, y_re]
