@@ -7,7 +7,10 @@
 - ``proof.json``: ``pi_a``, ``pi_b``, ``pi_c``, ``protocol``, ``curve``.
 - ``public.json``: the public inputs as decimal strings.
 
-The Vyper verifier is generated from this verification key by ``zk.vyper_verifier`` (contracts side).
+``vk_to_json`` is the project's one snarkjs writer for verification keys. The Vyper verifier is
+generated from a verification key by ``zk.vyper_verifier``, whose ``verifier_key`` takes a
+``zk.groth16.VerifyingKey`` as it is (no JSON round trip) and ``proof_calldata`` here is the one
+proof -> ``uint256[8]`` conversion (``zk.onchain.proof_calldata`` also reads snarkjs JSON into it).
 """
 
 from __future__ import annotations

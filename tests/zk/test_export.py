@@ -54,11 +54,44 @@ def test_public_from_json__malformed__raises():
         public_from_json(["-1"])
 
 
-def test_calldata__agrees_with_the_contracts_side(keys, redemption):
+def test_calldata__agrees_with_the_contracts_side(redemption):
     from zk.onchain import proof_calldata as contracts_calldata
-    from zk.vyper_verifier import vk_from_snarkjs
 
     proof = redemption[1]
-    assert proof_calldata(proof) == contracts_calldata(proof_to_json(proof))
-    theirs = vk_from_snarkjs(vk_to_json(keys[1]))
-    assert theirs.ic == tuple(tuple(int(c) for c in p) for p in keys[1].ic)
+    assert proof_calldata(proof) == contracts_calldata(proof_to_json(proof)) == contracts_calldata(proof)
+
+
+def test_verifier_key__groth16_key__equals_the_snarkjs_round_trip(keys):
+    from zk.vyper_verifier import verifier_key, vk_from_snarkjs
+
+    direct = verifier_key(keys[1])
+    assert direct == vk_from_snarkjs(vk_to_json(keys[1])) == verifier_key(vk_to_json(keys[1]))
+    assert direct.ic == tuple(tuple(int(c) for c in p) for p in keys[1].ic)
+    assert verifier_key(direct) is direct
+    assert direct.to_groth16() == keys[1]
+
+
+def test_verifier_key__fingerprint__hash_of_the_exported_json(keys):
+    from eth_utils import keccak
+
+    from zk.vyper_verifier import verifier_key
+
+    canonical = json.dumps(vk_to_json(keys[1]), sort_keys=True, separators=(",", ":"))
+    assert verifier_key(keys[1]).fingerprint() == "0x" + keccak(canonical.encode()).hex()
+
+
+def test_verifier_key__not_a_key__raises():
+    from zk.vyper_verifier import VerifierSourceError, verifier_key
+
+    with pytest.raises(VerifierSourceError):
+        verifier_key(42)
+    with pytest.raises(VerifierSourceError):
+        verifier_key({"protocol": "plonk"})
+
+
+def test_render_verifier__any_key_form__same_source(keys):
+    from zk.vyper_verifier import render_verifier, verifier_key
+
+    source = render_verifier(keys[1])
+    assert source == render_verifier(vk_to_json(keys[1])) == render_verifier(verifier_key(keys[1]))
+    assert verifier_key(keys[1]).fingerprint() in source
