@@ -103,7 +103,10 @@ def test_pool__deposit_real_notes_then_redeem_with_real_proof(
         pool.redeem(data, tree.root, notes[2].nullifier_hash, node_id, client.address, FEE, sender=operator)
     receipt = pool.redeem(data, tree.root, notes[2].nullifier_hash, node_id, signer, FEE, sender=operator)
     assert pool.nullifier_spent(notes[2].nullifier_hash)
-    assert bytes(receipt.return_value) == bytes(pool.channel_of(node_id, signer))
+    channel_id = bytes(receipt.return_value)
+    assert channel_id == bytes(pool.channel_id_of(notes[2].nullifier_hash))
+    assert bytes(pool.channel(channel_id)[0]) == bytes(pool.terms_hash(node_id, signer, DENOMINATION - FEE))
+    assert pool.relayer_balance(operator) == FEE
     with ape.reverts("voucher_pool: nullifier spent"):
         pool.redeem(data, tree.root, notes[2].nullifier_hash, node_id, signer, FEE, sender=operator)
 
