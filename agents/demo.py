@@ -20,7 +20,17 @@ What runs, all of it real (no mocks):
    sending while too much is unpaid and cuts off a client that stops paying, settles its latest
    receipt on chain mid-way, and finally signs a cooperative close that pays it the rest, pays the
    protocol fee to the treasury and refunds the client.
-6. Every step is logged (bytes, token amounts, gas per transaction) and checked; the exit code is 0
+6. Anonymous payment: the client's tunnel ends; it deposits a voucher into the shielded pool that
+   deploy_all deployed (the checked-in depth-20 verifier, whose proving key is remade from its public
+   seed and cached in keys/voucher-depth20), proves membership with :mod:`agents.prover`, binding
+   the node, a fresh payment signer and a relayer fee, and hands the redemption to the node. The
+   node checks it (its own node id, the proof) and submits it as relayer; the pool opens a channel
+   it holds itself (:class:`agents.chain.bindings.VoucherChannel`). Over a new tunnel with a fresh
+   WireGuard key, the client pays that channel with receipts signed by the fresh signer for the
+   pool's EIP-712 domain; the node stores them, settles on the pool, signs the cooperative close
+   and submits it, which refunds the signer; it withdraws its relayer fee. Checked: the depositor's
+   address is in no redemption or channel transaction or event.
+7. Every step is logged (bytes, token amounts, gas per transaction) and checked; the exit code is 0
    only if every check passed. The last stdout line is ``summary: {json}``.
 
 The node and client agent roles run as two objects in this process (the node agent and client agent
@@ -52,8 +62,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from agents.chain import eip712
-from agents.chain.bindings import ChannelStatus, WarrenContracts, node_id_of
-from agents.chain.deploy import DeployParameters, deploy_all
+from agents.chain.bindings import ChannelStatus, VoucherChannel, VoucherChannels, WarrenContracts, node_id_of
+from agents.chain.deploy import DeployParameters, deploy_all, voucher_pool_name
 from agents.chain.eip712 import Receipt
 from agents.metering import (
     ChannelTerms,
@@ -113,6 +123,13 @@ DATA_SNDBUF = 128 * 1024
 #: Data rounds (each: download, then pay) and bytes per round; --quick keeps it small.
 ROUNDS, ROUND_BYTES = 6, 4 << 20
 QUICK_ROUNDS, QUICK_ROUND_BYTES = 4, 1 << 20
+#: The voucher pool's denomination (deploy_all deploys one pool per amount) and the relayer fee the
+#: client offers the node for submitting its redemption, token wei.
+VOUCHER_DENOMINATION = 2 * TOKEN
+RELAYER_FEE = TOKEN // 100
+#: The pool's circuit depth: deploy_all's pools use the checked-in depth-20 verifier, whose proving
+#: key is remade from a public seed (zk/vyper_verifier.py), so the demo proves at depth 20.
+VOUCHER_DEPTH = 20
 #: Region the node advertises (ISO 3166-1 alpha-2).
 REGION = "NL"
 #: Tunnel addresses and listen ports (WireGuard's conventional 51820 for the node).
@@ -247,11 +264,19 @@ class Log:
 
 @dataclasses.dataclass
 class _Session:
-    """One paying client of the node."""
+    """One paying client of the node.
+
+    Attributes:
+        channel_id: the channel that pays.
+        client_key: the client's tunnel key.
+        ledger: the node's receipt ledger for the channel.
+        voucher: the channel's terms when it is a voucher pool's channel (None: payment_channels').
+    """
 
     channel_id: bytes
     client_key: bytes
     ledger: ReceiptLedger
+    voucher: VoucherChannel | None = None
 
 
 class DemoNode:
@@ -263,11 +288,13 @@ class DemoNode:
         operator: the operator's ape account (registers, settles, signs cooperative closes).
         chain: handles to the deployed contracts and chain id.
         store_dir: folder of the per-channel receipt stores.
+        pool: the voucher pool whose channels it also accepts (None: payment_channels' only).
     """
 
     def __init__(self, lab_host, backend: TunnelBackend, operator, chain: WarrenContracts, node_id: bytes,
-                 store_dir: Path) -> None:
+                 store_dir: Path, pool: VoucherChannels | None = None) -> None:
         self.host = lab_host
+        self.pool = pool
         self.backend = backend
         self.operator = operator
         self.chain = chain
@@ -301,28 +328,59 @@ class DemoNode:
                              price_per_gib=self.chain.node(self.node_id).price_per_gib,
                              credit_bytes=CREDIT_BYTES, chain_id=self.chain.chain_id,
                              verifying_contract=self.chain.channels.address)
-        ledger = ReceiptLedger(terms, ReceiptStore(self.store_dir / f"{channel_id.hex()}.jsonl"))
-        session = _Session(channel_id, client_key, ledger)
+        return self._open_session(_Session(channel_id, client_key, self._ledger(terms)))
+
+    def admit_voucher(self, channel: VoucherChannel, client_key: bytes) -> _Session:
+        """As :meth:`admit`, for a channel a voucher redemption opened in the node's pool.
+
+        The channel's terms come from the redemption the node submitted (or the client's copy of
+        them); the pool checks them against the hash it stores. Receipts are for the pool's domain.
+
+        Raises:
+            DemoFailed: the channel is not an open channel of the pool to this node.
+        """
+        state = self.pool.channel(channel)  # raises VoucherChannelError on terms the pool does not hold
+        if state.node_id != self.node_id or state.status is not ChannelStatus.OPEN:
+            raise DemoFailed(f"voucher channel {channel.channel_id.hex()} is not an open channel to this node")
+        terms = ChannelTerms(channel_id=channel.channel_id, signer=channel.signer, deposit=channel.deposit,
+                             price_per_gib=self.chain.node(self.node_id).price_per_gib,
+                             credit_bytes=CREDIT_BYTES, chain_id=self.pool.chain_id,
+                             verifying_contract=self.pool.address)
+        return self._open_session(_Session(channel.channel_id, client_key, self._ledger(terms), channel))
+
+    def _ledger(self, terms: ChannelTerms) -> ReceiptLedger:
+        return ReceiptLedger(terms, ReceiptStore(self.store_dir / f"{terms.channel_id.hex()}.jsonl"))
+
+    def _open_session(self, session: _Session) -> _Session:
         with self._lock:
             self.sessions[CLIENT_TUNNEL] = session
-        self.backend.add_peer(PeerConfig(public_key=client_key, allowed_ips=[f"{CLIENT_TUNNEL}/32"]))
+        self.backend.add_peer(PeerConfig(public_key=session.client_key, allowed_ips=[f"{CLIENT_TUNNEL}/32"]))
         return session
 
     def settle(self, session: _Session, log: Log):
         """Settle the latest accepted receipt if it pays more than the chain has settled.
 
+        A payment_channels channel and a voucher channel settle alike: only the contract differs.
+
         Returns:
             (transaction receipt, the AcceptedReceipt settled), or None if there was nothing to settle.
         """
-        settled = self.chain.channel(session.channel_id).settled
+        if session.voucher is None:
+            settled = self.chain.channel(session.channel_id).settled
+        else:
+            settled = self.pool.channel(session.voucher).settled
         with self._lock:
             latest = session.ledger.settleable(settled)
         if latest is None:
             return None
         r = latest.receipt
-        tx = self.chain.channels.settle(r.channel_id, r.cumulative_bytes, r.cumulative_amount,
-                                        latest.signature, sender=self.operator)
-        log.tx("payment_channels.settle", tx)
+        if session.voucher is None:
+            tx = self.chain.channels.settle(r.channel_id, r.cumulative_bytes, r.cumulative_amount,
+                                            latest.signature, sender=self.operator)
+            log.tx("payment_channels.settle", tx)
+        else:
+            tx = self.pool.settle(session.voucher, r, latest.signature, sender=self.operator)
+            log.tx("voucher_pool.settle", tx)
         return tx, latest
 
     # tunnel-facing (server threads)
@@ -447,8 +505,9 @@ class DemoNode:
                         conn.sendall(encode_frame(FrameKind.REFUSED, decision.reason.value.encode()))
                     elif frame.kind is FrameKind.CLOSE_REQUEST:
                         consent = CooperativeClose(*dataclasses.astuple(receipt))
+                        terms = session.ledger.terms  # the channel's own domain: payment_channels or pool
                         node_signature = eip712.sign(consent, self.operator.private_key,
-                                                     self.chain.chain_id, self.chain.channels.address)
+                                                     terms.chain_id, terms.verifying_contract)
                         conn.sendall(encode_frame(FrameKind.CLOSE_SIGNATURE, node_signature))
                     else:
                         conn.sendall(encode_frame(FrameKind.ACK))
@@ -660,7 +719,8 @@ def _run_on_chain(log: Log, ape, lab: Lab, tracked: _Tracked, workdir: Path, rou
     owner, operator, client, treasury = accounts[0], accounts[1], accounts[2], accounts[3]
     guardians = [a.address for a in accounts[7:10]]
     params = DeployParameters(guardians=guardians, fee_bps=FEE_BPS, treasury=treasury.address,
-                              min_node_stake=NODE_STAKE)
+                              min_node_stake=NODE_STAKE, voucher_denominations=[VOUCHER_DENOMINATION],
+                              voucher_depth=VOUCHER_DEPTH)
     deployment = deploy_all(ape.project, owner, ape.chain, params, log=log.say)
     project = ape.project
     contracts = WarrenContracts.at(project, deployment, ape.chain.chain_id)
@@ -791,6 +851,286 @@ def _run_on_chain(log: Log, ape, lab: Lab, tracked: _Tracked, workdir: Path, rou
         operator_earned_wei=earned, treasury_fee_wei=fee, client_refund_wei=refund,
         price_per_gib_wei=price)
 
+    # -- anonymous payment ------------------------------------------------------------------------
+    log.step("The client's tunnel ends; a new session will be paid anonymously")
+    lab.stop(client_proc.process)
+    node_backend.remove_peer(client_key)
+    log.say(f"stopped `warren tunnel up` pid {client_proc.process.pid}; the node forgot the client's key")
+    _voucher_leg(log, ape, _VoucherLeg(
+        lab=lab, tracked=tracked, workdir=workdir, deployment=deployment, contracts=contracts,
+        node_host=node_host, client_host=client_host, node_endpoint=(link.a_address, NODE_PORT),
+        node_backend=node_backend, node_key=chain_key, node_id=node_id, operator=operator, client=client,
+        treasury=treasury, rounds=max(2, rounds // 2), round_bytes=round_bytes), summary)
+
+
+@dataclasses.dataclass
+class _VoucherLeg:
+    """What the anonymous-payment leg takes over from the first leg: chain, lab, hosts, roles."""
+
+    lab: Lab
+    tracked: _Tracked
+    workdir: Path
+    deployment: object
+    contracts: WarrenContracts
+    node_host: object
+    client_host: object
+    node_endpoint: tuple[str, int]
+    node_backend: TunnelBackend
+    node_key: bytes
+    node_id: bytes
+    operator: object
+    client: object
+    treasury: object
+    rounds: int
+    round_bytes: int
+
+
+def _voucher_keys(log: Log):
+    """The proving key of the deployed pool's verifier (contracts/groth16_verifier.vy, depth 20).
+
+    That verifier is the development key remade from a public seed (zk/vyper_verifier.py), so its
+    proving key can be remade too (a few seconds); it is kept in the prover's key folder
+    (keys/voucher-depth20, as ``warren voucher setup`` writes it) and reused while it matches.
+    """
+    from zk.export import ExportError, vk_to_json
+    from zk.groth16 import setup_dev
+    from zk.keys import default_keys_dir, load_keys, save_keys
+    from zk.voucher import voucher_circuit
+    from zk.vyper_verifier import CHECKED_IN_SEED, CHECKED_IN_VK, vk_from_snarkjs
+
+    folder = default_keys_dir(VOUCHER_DEPTH)
+    wanted = vk_from_snarkjs(CHECKED_IN_VK)
+    with contextlib.suppress(FileNotFoundError, ExportError, ValueError, KeyError):
+        pk, vk = load_keys(folder)
+        if vk_from_snarkjs(vk_to_json(vk)) == wanted:
+            log.say(f"proving key of the pool's verifier loaded from {folder}")
+            return pk, vk
+    started = time.monotonic()
+    pk, vk = setup_dev(voucher_circuit(VOUCHER_DEPTH), CHECKED_IN_SEED.encode())
+    log.say(f"proving key of the pool's verifier remade from its public seed in {time.monotonic() - started:.1f} s")
+    if not folder.exists():  # never overwrite someone's own keys
+        save_keys(folder, pk, vk)
+        log.say(f"kept in {folder} for the next run")
+    if vk_from_snarkjs(vk_to_json(vk)) != wanted:
+        raise DemoFailed("the remade development key is not the checked-in verifier's")
+    return pk, vk
+
+
+def _mentions(tx, address: str) -> bool:
+    """Whether a transaction names ``address``: as sender, in its call data, or in any of its logs."""
+    needle = bytes.fromhex(address[2:])
+    if str(tx.sender).lower() == address.lower():
+        return True
+    blobs = [bytes(tx.transaction.data)]
+    for entry in tx.logs:
+        blobs += [bytes(topic) for topic in entry["topics"]]
+        data = entry["data"]
+        blobs.append(bytes.fromhex(data[2:]) if isinstance(data, str) else bytes(data))
+    return any(needle in blob for blob in blobs)
+
+
+def _voucher_leg(log: Log, ape, leg: _VoucherLeg, summary: dict) -> None:
+    """The anonymous-payment leg: deposit, prove, node submits, pay the pool channel, settle, close."""
+    from agents.prover.chain import deposit_note, find_channel, pool_tree, submit_redemption
+    from agents.prover.notes import NoteStore
+    from agents.prover.redemption import Redemption, check_redemption, make_redemption
+    from agents.prover.signers import SignerStore
+
+    contracts, client, operator = leg.contracts, leg.client, leg.operator
+    token = contracts.token
+    pool_address = leg.deployment.address(voucher_pool_name(VOUCHER_DENOMINATION))
+    vouchers = contracts.voucher_channels(ape.project, pool_address)
+    pool = vouchers.pool
+
+    log.step("Client deposits a voucher into the shielded pool")
+    log.check("pool deployed by deploy_all: the checked-in depth-20 verifier, our denomination",
+              pool.verifier() == leg.deployment.address("groth16_verifier")
+              and int(pool.max_depth()) == VOUCHER_DEPTH and int(pool.denomination()) == VOUCHER_DENOMINATION,
+              f"pool {pool_address[:10]}..., {tokens(VOUCHER_DENOMINATION)}")
+    pk, vk = _voucher_keys(log)
+    client_dir = leg.workdir / "client"
+    notes, signers = NoteStore(client_dir / "notes.json"), SignerStore(client_dir / "signers.json")
+    balances_before = {name: int(token.balanceOf(acct)) for name, acct in
+                       (("operator", operator), ("client", client), ("treasury", leg.treasury))}
+    stored = deposit_note(notes, pool, token, client, VOUCHER_DENOMINATION)
+    (deposit_log,) = [e for e in pool.Deposit.range(leg.deployment.block, ape.chain.blocks.head.number + 1)
+                      if int(e.commitment) == stored.commitment]
+    deposit_tx = ape.chain.provider.get_receipt(deposit_log.transaction_hash)
+    log.tx("voucher_pool.deposit", deposit_tx)
+    log.check("Deposit: the note's commitment is in the pool's tree",
+              int(deposit_log.leaf_index) == stored.leaf_index and int(pool.root()) == int(deposit_log.new_root),
+              f"leaf {stored.leaf_index}, note kept in {notes.path.name} (mode "
+              f"{os.stat(notes.path).st_mode & 0o777:o})")
+
+    log.step("Client proves; the node checks the redemption and submits it as relayer")
+    payer = signers.new(stored.note.nullifier_hash)  # the payment signer: a fresh key for this voucher only
+    log.say(f"fresh payment signer {payer.address} (key in {signers.path.name}, mode "
+            f"{os.stat(signers.path).st_mode & 0o777:o})")
+    tree = pool_tree(pool, leg.deployment.block)
+    started = time.monotonic()
+    redemption = make_redemption(stored, tree, pk, VOUCHER_DEPTH, leg.node_id, payer.address, RELAYER_FEE)
+    prove_s = time.monotonic() - started
+    log.say(f"Groth16 proof over a depth-{VOUCHER_DEPTH} tree in {prove_s:.1f} s; "
+            f"relayer fee {tokens(RELAYER_FEE)} for the node")
+    handed = Redemption.from_json(redemption.to_json())  # the document the client hands to the node
+    node_ok = check_redemption(vk, handed, pool_address, leg.node_id)
+    log.check("node: the redemption pays this node and its proof verifies (before paying gas)",
+              node_ok and not pool.nullifier_spent(handed.nullifier_hash)
+              and not check_redemption(vk, handed, pool_address, b"\x00" * 32))
+    if not node_ok:
+        raise DemoFailed("the node refused the redemption")
+    operator_fees_before = int(pool.relayer_balance(operator))
+    submission = submit_redemption(pool, handed, operator)
+    channel = submission.channel
+    log.tx("voucher_pool.redeem", submission.receipt)
+    deposit = VOUCHER_DENOMINATION - RELAYER_FEE
+    log.check("Redeemed: a channel to this node, paid by the fresh signer, deposit = denomination - fee",
+              (channel.node_id, channel.signer, channel.deposit) == (leg.node_id, payer.address, deposit)
+              and channel.channel_id == bytes(pool.channel_id_of(handed.nullifier_hash)),
+              f"channel {channel.channel_id.hex()[:16]}..., deposit {tokens(deposit)}")
+    log.check("relayer fee credited to the node", int(pool.relayer_balance(operator)) - operator_fees_before
+              == RELAYER_FEE, f"+{tokens(RELAYER_FEE)}")
+    found = find_channel(pool, stored.note.nullifier_hash, leg.deployment.block)
+    signers.set_channel(found)
+    log.check("client finds the same channel on chain and keeps it beside the signer's key",
+              found == channel and SignerStore(signers.path).find(payer.address).channel == channel)
+
+    log.step("A fresh tunnel; the client pays the voucher channel with receipts")
+    client_private = generate_private_key()  # a fresh tunnel key: nothing links it to the first session
+    client_key = wg_public_key(client_private)
+    config = InterfaceConfig(
+        private_key=client_private, listen_port=CLIENT_PORT + 1, addresses=[f"{CLIENT_TUNNEL}/{TUNNEL_PREFIX}"],
+        peers=[PeerConfig(public_key=leg.node_key, allowed_ips=[f"{NODE_TUNNEL}/32"], endpoint=leg.node_endpoint)])
+    proc = spawn_python_tunnel(leg.lab, leg.client_host, config, str(leg.workdir))
+    leg.tracked.pids.append(proc.process.pid)
+    leg.tracked.sockets.append(proc.uapi.path)
+    log.say(f"`warren tunnel up` pid {proc.process.pid} ({proc.ifname}) with a fresh key")
+    node = DemoNode(leg.node_host, leg.node_backend, operator, contracts, leg.node_id,
+                    leg.workdir / "receipts", pool=vouchers)
+    session = node.admit_voucher(channel, client_key)
+    log.check("node checked the voucher channel on the pool and admitted the tunnel key",
+              leg.node_backend.peer(client_key) is not None)
+    node.start()
+    try:
+        terms = session.ledger.terms  # same price and credit; the pool's EIP-712 domain
+        client_agent = DemoClient(leg.client_host, UapiBackend(proc.ifname), leg.node_key,
+                                  ReceiptSigner(terms, payer.private_key))
+        try:
+            close_reply, moved, settle_txs = _voucher_traffic(log, contracts, node, session, client_agent,
+                                                              payer.private_key, leg.rounds, leg.round_bytes)
+        finally:
+            client_agent.close()
+    finally:
+        node.stop()
+
+    log.step("Cooperative close of the voucher channel: the node submits it")
+    reloaded = ReceiptLedger(session.ledger.terms, ReceiptStore(session.ledger.store.path))
+    latest = reloaded.latest()
+    final = latest.receipt
+    close_tx = vouchers.cooperative_close(channel, final, latest.signature, close_reply.body, sender=operator)
+    log.tx("voucher_pool.cooperative_close", close_tx)
+    (closed,) = close_tx.decode_logs(pool.ChannelClosed)
+    fee = final.cumulative_amount * int(pool.fee_bps()) // 10_000
+    refund = deposit - final.cumulative_amount
+    log.check("ChannelClosed: cooperative, settled = final receipt, the signer refunded",
+              (int(closed.kind), int(closed.settled), int(closed.refund), int(closed.fee))
+              == (1, final.cumulative_amount, refund, fee)
+              and int(token.balanceOf(payer.address)) == refund
+              and vouchers.channel(channel).status is ChannelStatus.FINALISED,
+              f"settled {tokens(final.cumulative_amount)}, refund {tokens(refund)} to {payer.address[:10]}...")
+    withdraw_tx = pool.withdraw_relayer_fees(sender=operator)
+    log.tx("voucher_pool.withdraw_relayer_fees", withdraw_tx)
+    after = {name: int(token.balanceOf(acct)) for name, acct in
+             (("operator", operator), ("client", client), ("treasury", leg.treasury))}
+    earned = after["operator"] - balances_before["operator"]
+    log.check("node's balance rose by the channel's amount less the fee, plus the relayer fee",
+              earned == final.cumulative_amount - fee + RELAYER_FEE + operator_fees_before, f"+{tokens(earned)}")
+    log.check("treasury received the voucher channel's protocol fee",
+              after["treasury"] - balances_before["treasury"] == fee, f"+{tokens(fee)}")
+    log.check("client paid the denomination, and nothing else", balances_before["client"] - after["client"]
+              == VOUCHER_DENOMINATION, f"-{tokens(VOUCHER_DENOMINATION)}")
+
+    anonymous = {"voucher_pool.redeem": submission.receipt, "voucher_pool.cooperative_close": close_tx,
+                 "voucher_pool.withdraw_relayer_fees": withdraw_tx}
+    anonymous.update({f"voucher_pool.settle #{i}": tx for i, tx in enumerate(settle_txs, 1)})
+    named = [label for label, tx in anonymous.items() if _mentions(tx, client.address)]
+    log.check("the depositor's address is in no redemption or channel transaction or event",
+              not named and _mentions(deposit_tx, client.address),
+              f"searched {len(anonymous)} transactions (sender, call data, logs); only the deposit names "
+              f"{client.address[:10]}..." if not named else ", ".join(named))
+    summary["voucher"] = {
+        "denomination_wei": VOUCHER_DENOMINATION, "relayer_fee_wei": RELAYER_FEE, "deposit_wei": deposit,
+        "depth": VOUCHER_DEPTH, "prove_s": round(prove_s, 2), "data_bytes": moved,
+        "final_bytes": final.cumulative_bytes, "final_amount_wei": final.cumulative_amount,
+        "receipts_accepted": len(reloaded.store.load()), "refusals": list(node.refusals),
+        "settled_mid_wei": int(settle_txs[0].decode_logs(pool.ReceiptSettled)[0].cumulative_amount),
+        "operator_earned_wei": earned, "treasury_fee_wei": fee, "signer_refund_wei": refund,
+        "depositor_in_anonymous_txs": named,
+    }
+
+
+def _voucher_traffic(log: Log, contracts: WarrenContracts, node: DemoNode, session: _Session,
+                     client: DemoClient, signer_key: str, rounds: int, round_bytes: int):
+    """Metered rounds paid to the voucher channel, a settlement on the pool, a refusal, the close request.
+
+    Returns:
+        (the node's close-signature reply, bytes moved, the settle transactions).
+    """
+    handshake_ok = client.host.ping(NODE_TUNNEL, count=2)
+    log.check("handshake with the fresh key completed, ping through the tunnel", handshake_ok)
+    client.start_paying()
+    moved, settles = 0, []
+    for n in range(1, rounds + 1):
+        moved += _data_round(client, round_bytes, f"voucher round {n}")
+        with node._lock:
+            latest = session.ledger.latest()
+        log.say(f"round {n}: {mib(round_bytes)} sha256 ok; node holds receipts up to "
+                f"{latest.receipt.cumulative_bytes if latest else 0:,} B")
+        if n == 1:
+            before = int(contracts.token.balanceOf(node.operator))
+            settled = node.settle(session, log)
+            if settled is None:
+                raise DemoFailed("nothing to settle on the voucher channel: no receipt was accepted")
+            tx, record = settled
+            settles.append(tx)
+            gained = int(contracts.token.balanceOf(node.operator)) - before
+            log.check("node settled the voucher channel on the pool: its balance rose",
+                      gained > 0 and node.pool.channel(session.voucher).settled == record.receipt.cumulative_amount,
+                      f"+{tokens(gained)} for {mib(record.receipt.cumulative_bytes)}")
+    client.pause_paying()
+    reply = client.pay_now()
+    log.check("every voucher round's SHA-256 matched; every receipt stored and acked",
+              reply.kind is FrameKind.ACK and all(ok for _, ok in client.sent), f"{len(client.sent)} receipts")
+
+    last, _ = client.last_signed
+    elsewhere = Receipt(session.channel_id, last.cumulative_bytes + 1000, last.cumulative_amount + 10**15)
+    signature = eip712.sign(elsewhere, signer_key, contracts.chain_id, contracts.channels.address)
+    reply = client.exchange(FrameKind.RECEIPT, encode_receipt(elsewhere, signature))
+    log.check("the same signer's receipt for payment_channels' domain: refused", reply.kind is FrameKind.REFUSED
+              and reply.body == b"wrong_signer", reply.body.decode())
+
+    with client._meter_lock:
+        receipt, signature = client.signer.sign(client.observed_bytes())
+        reply = client._exchange(FrameKind.CLOSE_REQUEST, encode_receipt(receipt, signature))
+    log.check("final receipt accepted; node returned its cooperative-close signature for the pool",
+              reply.kind is FrameKind.CLOSE_SIGNATURE and eip712.recover(
+                  CooperativeClose(*dataclasses.astuple(receipt)), reply.body, contracts.chain_id,
+                  node.pool.address) == node.operator.address,
+              f"{mib(receipt.cumulative_bytes)} -> {tokens(receipt.cumulative_amount)}")
+    return reply, moved, settles
+
+
+def _data_round(client: DemoClient, round_bytes: int, label: str) -> int:
+    """Download one round, paid as it flows; returns the bytes received.
+
+    Raises:
+        DemoFailed: the node cut the client off, or a byte was lost or changed.
+    """
+    got = client.download(round_bytes)
+    if got.cut_off or not got.digest_ok or got.received != round_bytes:
+        raise DemoFailed(f"{label}: {got}")
+    return got.received
+
 
 def _traffic_and_payment(log: Log, contracts: WarrenContracts, node: DemoNode, session: _Session,
                          client: DemoClient, signer_key: bytes, rounds: int, round_bytes: int,
@@ -813,14 +1153,12 @@ def _traffic_and_payment(log: Log, contracts: WarrenContracts, node: DemoNode, s
     client.start_paying()
     moved, settled_mid = 0, None
     for n in range(1, rounds + 1):
-        got = client.download(round_bytes)
-        moved += got.received
-        if got.cut_off or not got.digest_ok or got.received != round_bytes:
-            raise DemoFailed(f"round {n}: {got}")
+        got_bytes = _data_round(client, round_bytes, f"round {n}")
+        moved += got_bytes
         with node._lock:
             latest, held = session.ledger.latest(), node.accepted
         paid = latest.receipt if latest else None
-        log.say(f"round {n}: {mib(got.received)} sha256 ok; client counter {client.observed_bytes():,} B, "
+        log.say(f"round {n}: {mib(got_bytes)} sha256 ok; client counter {client.observed_bytes():,} B, "
                 f"node counter {node.observed_bytes(session):,} B; node holds {held} receipts, "
                 f"latest {paid.cumulative_bytes if paid else 0:,} B = "
                 f"{tokens(paid.cumulative_amount if paid else 0)}")
@@ -922,6 +1260,14 @@ def _print_summary(log: Log, summary: dict, ok: bool, seconds: float) -> None:
         ("treasury fee", tokens(summary["treasury_fee_wei"]) if "treasury_fee_wei" in summary else "-"),
         ("client refund", tokens(summary["client_refund_wei"]) if "client_refund_wei" in summary else "-"),
     ]
+    voucher = summary.get("voucher")
+    if voucher:
+        rows += [
+            ("voucher: data through the fresh tunnel", mib(voucher["data_bytes"])),
+            ("voucher: paid from the pool channel", tokens(voucher["final_amount_wei"])),
+            ("voucher: refund to the fresh signer", tokens(voucher["signer_refund_wei"])),
+            ("voucher: relayer fee to the node", tokens(voucher["relayer_fee_wei"])),
+        ]
     for name, value in rows:
         table.add_row(name, value)
     log.console.print(table)

@@ -22,7 +22,6 @@ an ape account (``--account`` alias, or a test account index on local networks).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 

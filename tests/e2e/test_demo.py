@@ -17,7 +17,8 @@ from agents.metering import price_of
 from agents.netlab import is_root
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Bound on the whole demo (it takes ~20 s here; anvil start and contract compilation dominate).
+#: Bound on the whole demo (it takes ~20 s here: anvil start, contract compilation and the depth-20
+#: proof of the anonymous leg dominate).
 DEMO_TIMEOUT_S = 600
 #: The demo's constants (agents/demo.py): deposit 5 tokens, 4 quick rounds of 1 MiB.
 DEPOSIT = 5 * 10**18
@@ -69,9 +70,23 @@ def test_demo_quick__every_check_passes_and_money_adds_up():
     assert summary["treasury_fee_wei"] == final * 100 // 10_000  # fee_bps = 100
     assert summary["client_refund_wei"] == DEPOSIT - final
 
+    # The anonymous leg: a voucher redeemed by the node, paid by receipts, settled and closed on the pool.
+    voucher = summary["voucher"]
+    assert voucher["depth"] == 20 and voucher["depositor_in_anonymous_txs"] == []
+    assert voucher["deposit_wei"] == voucher["denomination_wei"] - voucher["relayer_fee_wei"]
+    assert voucher["data_bytes"] >= 2 * QUICK_ROUND_BYTES and voucher["final_bytes"] > voucher["data_bytes"]
+    assert voucher["final_amount_wei"] == price_of(voucher["final_bytes"], summary["price_per_gib_wei"])
+    assert 0 < voucher["settled_mid_wei"] < voucher["final_amount_wei"]
+    assert voucher["refusals"] == ["wrong_signer"]  # the same signer's receipt for payment_channels' domain
+    assert voucher["treasury_fee_wei"] == voucher["final_amount_wei"] * 100 // 10_000
+    assert voucher["signer_refund_wei"] == voucher["deposit_wei"] - voucher["final_amount_wei"]
+    assert voucher["operator_earned_wei"] == (voucher["final_amount_wei"] - voucher["treasury_fee_wei"]
+                                              + voucher["relayer_fee_wei"])
+
     gas = summary["gas"]
     for tx in ("node_registry.register_node", "payment_channels.open_channel",
-               "payment_channels.settle", "payment_channels.cooperative_close"):
+               "payment_channels.settle", "payment_channels.cooperative_close", "voucher_pool.deposit",
+               "voucher_pool.redeem", "voucher_pool.settle", "voucher_pool.cooperative_close"):
         assert gas[tx] > 21_000, tx
     assert _demo_namespaces() == before, "the demo left network namespaces behind"
 
