@@ -80,7 +80,7 @@ def naive_prove_estimate(pk) -> float:
 
 
 def chain_part(depth: int, pk, vk, circuit, prover) -> dict:
-    """Deploy the contracts, deposit, prove a real redemption, submit it; gas and the witness."""
+    """Deploy the contracts, deposit, prove a real redemption through the prover agent, submit it; gas."""
     import ape
     from eth_utils import keccak
 
@@ -130,8 +130,6 @@ def chain_part(depth: int, pk, vk, circuit, prover) -> dict:
         **gas,
         "redeem_gas_agent_flow_first_relay": int(receipt.gas_used),
         "redemption_prove_s": round(first_prove, 3),
-        "redemption": redemption,
-        "tree": tree,
     }
 
 
@@ -165,7 +163,6 @@ def main(argv: list[str] | None = None) -> int:
 
             with ape.networks.parse_network_choice("ethereum:local:foundry"):
                 chain = chain_part(depth, pk, vk, circuit, prover)
-            red, tree = chain.pop("redemption"), chain.pop("tree")
             out.update(chain)
             print(f"gas: deposit {out['deposit_gas']} (mean hash count at depth {depth}; max "
                   f"{out['deposit_gas_max']}), redeem {out['redeem_gas']} (first relay "

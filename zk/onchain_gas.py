@@ -78,7 +78,10 @@ TX_BASE_GAS = 21_000
 
 
 class ChainDataError(RuntimeError):
-    """The chain disagrees with the Python reference (a root, a digest, the storage layout): a remote fault."""
+    """The chain disagrees with the Python reference (a root, a digest, the storage layout).
+
+    A remote fault: the contracts or the chain are not what this module measures.
+    """
 
 
 # voucher_pool storage slots (vyper -f layout contracts/voucher_pool.vy): size, root, side_nodes.
@@ -241,7 +244,7 @@ def _measure(pk: Any, vk: Any, depth: int, prover: Callable[[list[int]], Any] | 
         channel_id = bytes(pool.channel_id_of(notes[i].nullifier_hash))
         if bytes(pool.channel(channel_id)[0]) != keccak(abi_encode(["bytes32", "address", "uint256"],
                                                                      [node_id, signer, deposit])):
-            raise ChainDataError("redeemed channel's terms hash differs from keccak256(node, signer, deposit)")
+            raise ChainDataError("redeemed channel's terms hash is not keccak256(node, signer, deposit)")
         gas[name] = int(receipt.gas_used)
         redeemed[name] = (channel_id, signer_keys[i])
         return receipt

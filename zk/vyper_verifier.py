@@ -202,7 +202,10 @@ def _check(vk: VerifyingKey) -> None:
 
 
 def render_verifier(
-    vk: VerifyingKey | GrothVerifyingKey | dict[str, Any] | str | Path, *, circuit: str = "the Warren voucher circuit", implements: bool | None = None
+    vk: VerifyingKey | GrothVerifyingKey | dict[str, Any] | str | Path,
+    *,
+    circuit: str = "the Warren voucher circuit",
+    implements: bool | None = None,
 ) -> str:
     """Render the Vyper verifier source for ``vk``.
 
