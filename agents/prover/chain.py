@@ -86,6 +86,13 @@ class Submission:
         """Gas of the redemption transaction."""
         return int(self.receipt.gas_used)
 
+    def __getattr__(self, name: str) -> Any:
+        # Callers written when submit_redemption returned the ape receipt (decode_logs, txn_hash...)
+        # keep working: anything a Submission lacks is the receipt's.
+        if name.startswith("__") or name == "receipt":  # copy/pickle probes, or not initialised yet
+            raise AttributeError(name)
+        return getattr(self.receipt, name)
+
 
 def channel_from_event(pool: Any, event: Any) -> VoucherChannel:
     """The channel a decoded ``Redeemed`` event announces, checked against the pool's state.

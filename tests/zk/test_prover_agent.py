@@ -189,6 +189,8 @@ def test_agent__deposit_prove_redeem__opens_voucher_channel_once(tmp_path, pool,
     assert token.balanceOf(operator) == before  # the fee is credited, not paid
     assert pool.relayer_balance(operator) == FEE
     assert client.address not in (event.signer, event.relayer)
+    assert submission.gas_used == submission.receipt.gas_used > 0
+    assert submission.txn_hash == submission.receipt.txn_hash  # callers of the old API get the receipt's
     # The client, later, finds the same channel from the chain alone.
     assert find_channel(pool, mine[1].note.nullifier_hash) == channel
 
