@@ -250,7 +250,7 @@ def _submit(args) -> int:
     redemption = Redemption.from_json(args.redemption.read_text())
     node_id = bytes.fromhex(redemption.node_id[2:])
     with _chain(args):
-        pool = _pool(args) if (args.pool or args.deployment) else _pool_at(redemption.pool)
+        pool = _trusted_pool(args, redemption.pool)
         account = _account(args)
         if args.node:
             ours = args.node.lower().removeprefix("0x") == node_id.hex()
@@ -322,9 +322,29 @@ def _registry(pool):
     return project.node_registry.at(pool.registry())
 
 
-def _pool_at(address: str):
+def _trusted_pool(args, address: str):
+    """The pool a redemption names, if it is one the node trusts: ``--pool``, or a voucher pool of the
+    deployment file. A pool address taken from the client's document alone could be any contract
+    that accepts the call and reports a channel that never pays.
+
+    Raises:
+        ProverError: the pool is not ours, or there is no deployment file to say which pools are.
+    """
     from ape import project
 
+    if args.pool:
+        trusted = [args.pool]
+    else:
+        from agents.chain.deployment import Deployment, DeploymentError, default_path
+
+        path = args.deployment or default_path(args.network)
+        try:
+            deployment = Deployment.load(path)
+        except DeploymentError as exc:
+            raise ProverError(f"{exc} (or pass --pool)") from exc
+        trusted = [a for name, a in deployment.addresses.items() if name.startswith("voucher_pool")]
+    if address.lower() not in {a.lower() for a in trusted}:
+        raise ProverError(f"redemption names pool {address}, not one of ours: not submitted")
     return project.voucher_pool.at(address)
 
 

@@ -290,23 +290,37 @@ def test_cli__deposit_redeem_then_node_submits_and_client_syncs(tmp_path, pool, 
     assert f"channel 0x{channel_id.hex()}" in out and str(DENOMINATION - FEE) in out
     assert not pool.nullifier_spent(redemption.nullifier_hash)  # handed over, not yet submitted
 
-    # A node that does not operate the redemption's node refuses it before paying gas.
-    assert _cli("voucher", "submit", str(tmp_path / "r.json"), "--keys", keys_dir, "--account", stranger_index) == 1
-    assert "not ours" in capsys.readouterr().err
+    # A node submits only to a pool it trusts (--pool or its deployment file), never to the one the
+    # client's document names.
     assert _cli("voucher", "submit", str(tmp_path / "r.json"), "--keys", keys_dir, "--account", operator_index,
+                "--pool", str(token.address)) == 1
+    assert "not one of ours" in capsys.readouterr().err
+    assert _cli("voucher", "submit", str(tmp_path / "r.json"), "--keys", keys_dir, "--account", operator_index,
+                "--deployment", str(tmp_path / "none.json")) == 1
+    assert "no deployment file" in capsys.readouterr().err
+    # A node that does not operate the redemption's node refuses it before paying gas.
+    submit = ("voucher", "submit", str(tmp_path / "r.json"), "--keys", keys_dir, "--pool", str(pool.address))
+    assert _cli(*submit, "--account", stranger_index) == 1
+    assert "not ours" in capsys.readouterr().err
+    assert _cli(*submit, "--account", operator_index,
                 "--node", "0x" + "07" * 32) == 1
     assert "not ours" in capsys.readouterr().err
     assert not pool.nullifier_spent(redemption.nullifier_hash)
 
+    # The node's deployment file names the pool: submitted.
+    from agents.chain.deployment import CONTRACT_NAMES, Deployment
+
+    deployment = Deployment(ape.chain.chain_id, {name: str(token.address) for name in CONTRACT_NAMES}
+                            | {"voucher_pool_10": str(pool.address)})
+    deployment.save(tmp_path / "deployment.json")
     assert _cli("voucher", "submit", str(tmp_path / "r.json"), "--keys", keys_dir, "--account", operator_index,
-                "--out", str(tmp_path / "channel.json")) == 0
+                "--deployment", str(tmp_path / "deployment.json"), "--out", str(tmp_path / "channel.json")) == 0
     out = capsys.readouterr().out
     channel = VoucherChannel.from_json((tmp_path / "channel.json").read_text())
     assert channel.channel_id == channel_id and channel.signer == signer.address
     assert (channel.node_id, channel.deposit) == (node_id, DENOMINATION - FEE)
     assert f"channel 0x{channel_id.hex()}" in out and f"deposit {DENOMINATION - FEE}" in out
-    assert _cli("voucher", "submit", str(tmp_path / "r.json"), "--keys", keys_dir,
-                "--account", operator_index) == 1  # spent: refused before paying gas
+    assert _cli(*submit, "--account", operator_index) == 1  # spent: refused before paying gas
     assert "already redeemed" in capsys.readouterr().err
 
     # The client learns its channel from the chain and keeps it beside the signer's key.
