@@ -909,8 +909,11 @@ def _voucher_keys(log: Log):
     pk, vk = setup_dev(voucher_circuit(VOUCHER_DEPTH), CHECKED_IN_SEED.encode())
     log.say(f"proving key of the pool's verifier remade from its public seed in {time.monotonic() - started:.1f} s")
     if not folder.exists():  # never overwrite someone's own keys
-        save_keys(folder, pk, vk)
-        log.say(f"kept in {folder} for the next run")
+        try:
+            save_keys(folder, pk, vk)
+            log.say(f"kept in {folder} for the next run")
+        except OSError as exc:  # a read-only checkout: remade again next time, nothing else lost
+            log.say(f"not kept ({exc})")
     if vk_from_snarkjs(vk_to_json(vk)) != wanted:
         raise DemoFailed("the remade development key is not the checked-in verifier's")
     return pk, vk
