@@ -10,7 +10,7 @@ import pytest
 from ape.exceptions import ContractLogicError
 
 from zk.curve import G1, G2
-from zk.export import proof_calldata, vk_to_json
+from zk.export import proof_calldata
 from zk.field import Q, R
 from zk.groth16 import Proof, verify
 
@@ -18,9 +18,8 @@ from zk.groth16 import Proof, verify
 @pytest.fixture(scope="module")
 def onchain_verifier(keys, accounts):
     from zk.onchain import deploy_verifier
-    from zk.vyper_verifier import vk_from_snarkjs
 
-    return deploy_verifier(vk_from_snarkjs(vk_to_json(keys[1])), accounts[0])
+    return deploy_verifier(keys[1], accounts[0])
 
 
 def _mutations(public, proof):

@@ -13,10 +13,9 @@ import pytest
 from trapdoor_keys import P, Trapdoor
 
 from zk.field import R
-from zk.export import vk_to_json
 from zk.groth16 import setup_dev
 from zk.voucher import voucher_circuit
-from zk.vyper_verifier import CHECKED_IN_CIRCUIT, CHECKED_IN_SEED, CHECKED_IN_VK, render_verifier, vk_from_snarkjs
+from zk.vyper_verifier import CHECKED_IN_CIRCUIT, CHECKED_IN_SEED, CHECKED_IN_VK, render_verifier, verifier_key
 
 PUBLIC = [1, 2, 3]
 
@@ -28,12 +27,12 @@ def checked_in(project, owner):
 
 def test_source__equals_generator_output():
     source = (Path(__file__).resolve().parents[3] / "contracts" / "groth16_verifier.vy").read_text()
-    assert source == render_verifier(vk_from_snarkjs(CHECKED_IN_VK), circuit=CHECKED_IN_CIRCUIT)
+    assert source == render_verifier(CHECKED_IN_VK, circuit=CHECKED_IN_CIRCUIT)
 
 
 def test_checked_in_key__remade_from_its_public_seed():
     _, vk = setup_dev(voucher_circuit(20), CHECKED_IN_SEED.encode())
-    assert vk_from_snarkjs(vk_to_json(vk)) == vk_from_snarkjs(CHECKED_IN_VK)
+    assert verifier_key(vk) == verifier_key(CHECKED_IN_VK)
 
 
 def test_verify__proof_for_another_key__false(checked_in):
