@@ -29,9 +29,12 @@ from agents.chain.deployment import default_path
 @click.option("--challenge-period", type=int, default=24 * 3600, show_default=True, help="seconds")
 @click.option("--voucher-denomination", "denominations", type=int, multiple=True, default=(10,),
               show_default=True, help="a voucher pool for this many whole tokens (repeat; 0: no pools)")
+@click.option("--voucher-depth", type=int, default=20, show_default=True, help="voucher circuit tree depth")
+@click.option("--voucher-vk", type=click.Path(exists=True, dir_okay=False), default="",
+              help="the circuit's verification_key.json (default: the checked-in depth-20 development verifier)")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="deployment file to write")
 def cli(network, account_alias, guardians, revocation_quorum, fee_bps, treasury, token, min_node_stake,
-        challenge_period, denominations, out):
+        challenge_period, denominations, voucher_depth, voucher_vk, out):
     """Deploy token, node_registry, payment_channels, reputation, revocation_registry, voucher pools."""
     local = networks.provider.network.is_local
     if account_alias:
@@ -54,9 +57,14 @@ def cli(network, account_alias, guardians, revocation_quorum, fee_bps, treasury,
         min_node_stake=min_node_stake * TOKEN,
         challenge_period=challenge_period,
         voucher_denominations=[d * TOKEN for d in denominations if d > 0],
+        voucher_depth=voucher_depth,
+        voucher_vk=str(voucher_vk),
     )
     click.echo(f"deploying Warren on {networks.provider.network_choice} (chain id {chain.chain_id}) from {account.address}")
-    deployment = deploy_all(project, account, chain, params, log=click.echo)
+    try:
+        deployment = deploy_all(project, account, chain, params, log=click.echo)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     path = out or default_path(networks.provider.network_choice, Path.cwd())
     deployment.save(path)
     click.echo(f"addresses written to {path}")

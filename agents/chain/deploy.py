@@ -17,6 +17,8 @@ from agents.chain.deployment import Deployment
 __all__ = ["DeployParameters", "deploy_all", "voucher_pool_name"]
 
 TOKEN = 10**18  # token wei per token (18 decimals, as ERC-20 tokens usually have)
+#: The tree depth of the key contracts/groth16_verifier.vy was generated from (zk/vk/voucher-depth20.json).
+CHECKED_IN_DEPTH = 20
 
 
 @dataclass
@@ -37,7 +39,10 @@ class DeployParameters:
         treasury: receives protocol fees and revoked stake (the deployer if empty).
         token: an existing Warren token to use instead of deploying one.
         voucher_denominations: one voucher pool per amount, token wei (none: no pools).
-        voucher_depth: the voucher circuit's tree depth (the checked-in verifier's key is depth 20).
+        voucher_depth: the voucher circuit's tree depth the pools are made for.
+        voucher_vk: the circuit's verification key (snarkjs ``verification_key.json``) to generate
+            the pools' verifier from; empty: the checked-in contracts/groth16_verifier.vy, whose
+            key is the depth-20 development key, so ``voucher_depth`` must then be 20.
     """
 
     min_node_stake: int = 100 * TOKEN
@@ -54,6 +59,7 @@ class DeployParameters:
     token: str = ""
     voucher_denominations: list[int] = field(default_factory=lambda: [10 * TOKEN])
     voucher_depth: int = 20
+    voucher_vk: str = ""
 
 
 def voucher_pool_name(denomination: int) -> str:
@@ -85,6 +91,11 @@ def deploy_all(
         raise ValueError(
             f"deploy: revocation quorum {params.revocation_quorum} is not between 1 and "
             f"the {len(params.guardians)} guardians"
+        )
+    if params.voucher_denominations and not params.voucher_vk and params.voucher_depth != CHECKED_IN_DEPTH:
+        raise ValueError(
+            f"deploy: the checked-in verifier is for depth {CHECKED_IN_DEPTH}; a depth-"
+            f"{params.voucher_depth} pool needs that circuit's verification key (voucher_vk)"
         )
     treasury = params.treasury or deployer.address
     first_block = chain.blocks.height + 1  # event scans start at the first deployment transaction
@@ -143,7 +154,7 @@ def _deploy_voucher_pools(project, deployer, channels: str, params: DeployParame
     for denomination in params.voucher_denominations:
         deployed = deploy_voucher_pool(
             project, deployer, channels, denomination, params.voucher_depth,
-            verifier=verifier, poseidon=poseidon,
+            vk=params.voucher_vk or None, verifier=verifier, poseidon=poseidon,
         )
         if verifier is None:
             verifier = step("groth16_verifier", deployed.verifier)

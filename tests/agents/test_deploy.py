@@ -81,3 +81,42 @@ def test_deployment_file__missing_truncated_incomplete__clear_errors(tmp_path):
         Deployment.load(path)
     with pytest.raises(DeploymentError, match="no contract named"):
         Deployment(chain_id=1, addresses={}).address("warren_token")
+
+
+def test_deploy_all__pool_depth_without_its_key__refused(project, accounts, chain, guardian_addresses):
+    """The checked-in verifier is the depth-20 key: a pool of another depth would refuse every proof."""
+    params = DeployParameters(guardians=guardian_addresses, voucher_depth=4)
+    with pytest.raises(ValueError, match="needs that circuit's verification key"):
+        deploy_all(project, accounts[0], chain, params, log=lambda _: None)
+
+
+def test_deploy_all__pool_with_its_own_key__redeems_a_real_proof(project, accounts, chain, guardian_addresses, tmp_path):
+    from eth_account import Account
+
+    from zk.export import proof_calldata, vk_to_json, write_json
+    from zk.groth16 import prove, setup_dev
+    from zk.merkle import LeanIMT
+    from zk.voucher import Note, ext_data_hash, voucher_circuit, voucher_inputs
+
+    depth = 2
+    circuit = voucher_circuit(depth)
+    pk, vk = setup_dev(circuit)
+    write_json(tmp_path / "vk.json", vk_to_json(vk))
+    params = DeployParameters(guardians=guardian_addresses, voucher_depth=depth,
+                              voucher_vk=str(tmp_path / "vk.json"), voucher_denominations=[TOKEN])
+    deployer, client = accounts[0], accounts[5]
+    deployment = deploy_all(project, deployer, chain, params, log=lambda _: None)
+    wtoken = project.warren_token.at(deployment.address("warren_token"))
+    pool = project.voucher_pool.at(deployment.address(voucher_pool_name(TOKEN)))
+    assert pool.max_depth() == depth
+    wtoken.mint(client, TOKEN, sender=deployer)
+    wtoken.approve(pool, TOKEN, sender=client)
+    note = Note(nullifier=11, secret=12)
+    pool.deposit(note.commitment, TOKEN, sender=client)
+    tree = LeanIMT()
+    tree.insert(note.commitment)
+    node_id, signer = b"\x07" * 32, Account.create().address
+    witness = circuit.witness(voucher_inputs(note, tree.proof(0), ext_data_hash(node_id, signer, 0), depth))
+    proof = proof_calldata(prove(pk, circuit, witness))
+    pool.redeem(proof, tree.root, note.nullifier_hash, node_id, signer, 0, sender=deployer)
+    assert pool.nullifier_spent(note.nullifier_hash)
