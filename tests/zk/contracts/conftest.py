@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import pytest
 from eth_account import Account
-from eth_utils import keccak
 from trapdoor_keys import DENOMINATION, TEST_DEPTH, Trapdoor
 
 from agents.chain import eip712

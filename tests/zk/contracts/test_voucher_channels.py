@@ -21,6 +21,8 @@ DEPOSIT = DENOMINATION - FEE  # what a channel funded with FEE holds
 OPEN, CLOSING, FINALISED = 1, 2, 3
 COOPERATIVE, UNILATERAL, EXIT = 1, 2, 3  # ChannelClosed kinds
 MAX_BYTES = 2**64 - 1
+#: Order of the secp256k1 group (SEC 2): s and n - s are both valid, only the low one is canonical.
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 def fee_of(pool, amount):
@@ -115,26 +117,23 @@ def test_settle__fee_math_equals_payment_channels(
     assert pool.fee_bps() == channels.fee_bps() and pool.treasury() == treasury.address
 
 
-@pytest.mark.parametrize("who", ["client", "stranger", "signer"])
-def test_settle__not_the_node_operator__reverts(pool, request, as_signer, ch, who):
-    sender = as_signer(ch) if who == "signer" else request.getfixturevalue(who)
-    with ape.reverts("voucher_pool: not the node operator"):
-        pool.settle(*ch.terms, 1, 1, ch.receipt(1, 1), sender=sender)
+def test_settle__not_the_node_operator__reverts(pool, client, stranger, as_signer, ch):
+    for sender in (client, stranger, as_signer(ch)):
+        with ape.reverts("voucher_pool: not the node operator"):
+            pool.settle(*ch.terms, 1, 1, ch.receipt(1, 1), sender=sender)
 
 
-@pytest.mark.parametrize("field", ["node_id", "signer", "deposit", "channel_id"])
-def test_settle__wrong_terms__reverts(pool, vouchers, register_node, node_id, make_signer, operator, ch, field):
+def test_settle__wrong_terms__reverts(pool, vouchers, register_node, node_id, make_signer, operator, ch):
     channel_id, node, signer, deposit = ch.terms
-    if field == "node_id":
-        node = register_node()  # operator's other node: the operator check alone would pass
-    elif field == "signer":
-        signer = make_signer()[1]
-    elif field == "deposit":
-        deposit = DENOMINATION  # as if no relayer fee had been taken
-    else:
-        channel_id = vouchers.open(node_id, fee=FEE).channel_id  # a real channel, whose signer is another
-    with ape.reverts("voucher_pool: wrong terms"):
-        pool.settle(channel_id, node, signer, deposit, 1, 1, ch.receipt(1, 1), sender=operator)
+    other = vouchers.open(node_id, fee=FEE)  # a real channel with the same node and deposit, another signer
+    for wrong in (
+        (channel_id, register_node(), signer, deposit),  # operator's other node: the operator check would pass
+        (channel_id, node, make_signer()[1], deposit),
+        (channel_id, node, signer, DENOMINATION),  # as if no relayer fee had been taken
+        (other.channel_id, node, signer, deposit),
+    ):
+        with ape.reverts("voucher_pool: wrong terms"):
+            pool.settle(*wrong, 1, 1, ch.receipt(1, 1), sender=operator)
 
 
 def test_settle__unknown_channel__reverts(pool, operator, ch):
@@ -148,6 +147,19 @@ def test_settle__receipt_signed_by_someone_else__reverts(pool, operator, make_si
         pool.settle(*ch.terms, 1, 1, ch.receipt(1, 1, key=other_key), sender=operator)
     with ape.reverts("voucher_pool: wrong signer"):  # the node operator signing for itself
         pool.settle(*ch.terms, 1, 1, ch.receipt(1, 1, key=operator.private_key), sender=operator)
+
+
+def test_settle__malformed_signatures__shared_recovery_reasons(pool, operator, ch):
+    signature = ch.receipt(1, 1)
+    s = int.from_bytes(signature[32:64], "big")
+    flipped_v = bytes([55 - signature[64]])  # 27 <-> 28
+    for bad, reason in (
+        (signature[:64], "signature_recovery: invalid signature length"),
+        (signature[:64] + bytes([29]), "signature_recovery: invalid signature v"),
+        (signature[:32] + (SECP256K1_N - s).to_bytes(32, "big") + flipped_v, "signature_recovery: malleable signature"),
+    ):
+        with ape.reverts(reason):
+            pool.settle(*ch.terms, 1, 1, bad, sender=operator)
 
 
 def test_settle__receipt_for_payment_channels_domain__reverts(pool, channels, operator, ch):
@@ -181,21 +193,18 @@ def test_settle__pool_receipt_refused_by_payment_channels(channels, operator, no
         channels.settle(pc_id, 1, 1, forged, sender=operator)
 
 
-@pytest.mark.parametrize(
-    "nbytes, amount, reason",
-    [
+def test_settle__bad_figures__revert(pool, operator, ch):
+    pool.settle(*ch.terms, 100, 1000, ch.receipt(100, 1000), sender=operator)
+    for nbytes, amount, reason in (
         (100, 1000, "voucher_pool: stale amount"),  # same receipt again
         (200, 999, "voucher_pool: stale amount"),
         (100, 2000, "voucher_pool: stale bytes"),
         (99, 2000, "voucher_pool: stale bytes"),
         (200, DEPOSIT + 1, "voucher_pool: amount exceeds deposit"),
         (MAX_BYTES + 1, 2000, "voucher_pool: bytes too large"),
-    ],
-)
-def test_settle__bad_figures__revert(pool, operator, ch, nbytes, amount, reason):
-    pool.settle(*ch.terms, 100, 1000, ch.receipt(100, 1000), sender=operator)
-    with ape.reverts(reason):
-        pool.settle(*ch.terms, nbytes, amount, ch.receipt(nbytes, amount), sender=operator)
+    ):
+        with ape.reverts(reason):
+            pool.settle(*ch.terms, nbytes, amount, ch.receipt(nbytes, amount), sender=operator)
 
 
 def test_settle__whole_deposit_and_max_bytes__accepted(pool, operator, ch):
@@ -291,20 +300,17 @@ def test_cooperative_close__wrong_receipt_signature__reverts(pool, operator, cli
             pool.cooperative_close(*ch.terms, 5, 5, signature, node_signature, sender=client)
 
 
-@pytest.mark.parametrize(
-    "nbytes, amount, reason",
-    [
+def test_cooperative_close__bad_figures__revert(pool, operator, client, ch):
+    pool.settle(*ch.terms, 10, 500, ch.receipt(10, 500), sender=operator)
+    for nbytes, amount, reason in (
         (10, 499, "voucher_pool: stale amount"),
         (9, 500, "voucher_pool: stale bytes"),
         (10, DEPOSIT + 1, "voucher_pool: amount exceeds deposit"),
         (MAX_BYTES + 1, 500, "voucher_pool: bytes too large"),
-    ],
-)
-def test_cooperative_close__bad_figures__revert(pool, operator, client, ch, nbytes, amount, reason):
-    pool.settle(*ch.terms, 10, 500, ch.receipt(10, 500), sender=operator)
-    with ape.reverts(reason):
-        pool.cooperative_close(*ch.terms, nbytes, amount, ch.receipt(nbytes, amount),
-                               ch.close(nbytes, amount, operator.private_key), sender=client)
+    ):
+        with ape.reverts(reason):
+            pool.cooperative_close(*ch.terms, nbytes, amount, ch.receipt(nbytes, amount),
+                                   ch.close(nbytes, amount, operator.private_key), sender=client)
 
 
 def test_cooperative_close__while_closing_before_close_at__accepted(pool, chain, operator, client, ch, start_close):
@@ -372,14 +378,13 @@ def test_start_close__finalised__reverts(pool, operator, as_signer, ch):
         pool.start_close(*ch.terms, sender=as_signer(ch))
 
 
-@pytest.mark.parametrize("function", ["start_close", "finalize_close", "exit_revoked"])
-def test_close__unknown_channel_or_wrong_terms__reverts(pool, as_signer, ch, function):
-    call = getattr(pool, function)
+def test_close__unknown_channel_or_wrong_terms__reverts(pool, as_signer, ch):
     sender = as_signer(ch)
-    with ape.reverts("voucher_pool: unknown channel"):
-        call(os.urandom(32), *ch.terms[1:], sender=sender)
-    with ape.reverts("voucher_pool: wrong terms"):
-        call(ch.channel_id, ch.node_id, ch.signer, DENOMINATION, sender=sender)
+    for call in (pool.start_close, pool.finalize_close, pool.exit_revoked):
+        with ape.reverts("voucher_pool: unknown channel"):
+            call(os.urandom(32), *ch.terms[1:], sender=sender)
+        with ape.reverts("voucher_pool: wrong terms"):
+            call(ch.channel_id, ch.node_id, ch.signer, DENOMINATION, sender=sender)
 
 
 # FINALIZE CLOSE
@@ -410,7 +415,8 @@ def test_finalize_close__exactly_at_close_at__refunds_signer_and_pays_fee(
     assert token.balanceOf(treasury) == treasury_before + fee_of(pool, settled)
     assert token.balanceOf(pool) == pool_before - (DEPOSIT - settled) - fee_of(pool, settled)
     [log] = pool.ChannelClosed.from_receipt(tx)
-    assert (log.kind, log.settled, log.refund, log.fee) == (UNILATERAL, settled, DEPOSIT - settled, fee_of(pool, settled))
+    expected = (UNILATERAL, settled, DEPOSIT - settled, fee_of(pool, settled))
+    assert (log.kind, log.settled, log.refund, log.fee) == expected
     assert pool.channel(ch.channel_id)[4] == FINALISED
     with ape.reverts("voucher_pool: channel finalised"):
         pool.finalize_close(*ch.terms, sender=stranger)
@@ -446,7 +452,9 @@ def test_exit_revoked__revoked_node__refunds_rest_and_pays_fee(
         pool.exit_revoked(*ch.terms, sender=stranger)
 
 
-def test_exit_revoked__while_closing__refunds_at_once(pool, token, registry, revoker, treasury, node_id, ch, start_close):
+def test_exit_revoked__while_closing__refunds_at_once(
+    pool, token, registry, revoker, treasury, node_id, ch, start_close
+):
     start_close(ch)
     registry.revoke(node_id, treasury, sender=revoker)
     pool.exit_revoked(*ch.terms, sender=treasury)

@@ -30,7 +30,14 @@ from eth_account import Account
 from eth_utils import keccak
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from trapdoor_keys import DENOMINATION
 from web3.exceptions import ContractLogicError
 
@@ -180,7 +187,8 @@ def test_pool__random_lives__books_balance_and_no_channel_overpays(
             relayer_fee, sender = FEES[fee_index], relayers[relayer]
             key = keccak(b"warren invariant signer %d" % len(self.channels))
             signer = Account.from_key(key).address
-            proof = trapdoor.prove([self.tree.root, note.nullifier_hash, ext_data_hash(node_ids[node], signer, relayer_fee)])
+            ext = ext_data_hash(node_ids[node], signer, relayer_fee)
+            proof = trapdoor.prove([self.tree.root, note.nullifier_hash, ext])
             error = "nullifier spent" if note.nullifier_hash in self.spent else None
             tx = self._send(error, pool.redeem, proof, self.tree.root, note.nullifier_hash, node_ids[node], signer,
                             relayer_fee, sender=sender)
@@ -363,7 +371,7 @@ def test_pool__random_lives__books_balance_and_no_channel_overpays(
     run_state_machine_as_test(
         Machine,
         settings=settings(
-            max_examples=10, stateful_step_count=16, deadline=None,
+            max_examples=8, stateful_step_count=15, deadline=None,
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         ),
     )
