@@ -232,6 +232,28 @@ def test_settle__node_withdrew__nobody_is_its_operator(pool, registry, chain, op
         pool.settle(*ch.terms, 1, 1, ch.receipt(1, 1), sender=operator)
 
 
+def test_settle__key_registered_again_by_someone_else__binds_to_the_new_registration(
+    pool, registry, token, chain, operator, stranger, ch
+):
+    # Pins down the documented rule "bound to the node id, not a registration" (docs/CONTRACTS.md):
+    # once the operator has withdrawn, anyone may register the same (public) WireGuard key; that
+    # registration's operator then settles the channel's receipts, and exit_revoked is refused again.
+    # payment_channels binds the registration index instead, so a re-registration inherits nothing.
+    wg_key = registry.node_wg_key(ch.node_id)
+    tx = registry.request_unbonding(ch.node_id, sender=operator)
+    chain.pending_timestamp = tx.decode_logs(registry.NodeUnbondingRequested)[0].unbond_at
+    registry.withdraw_stake(ch.node_id, sender=operator)
+    token.approve(registry, registry.min_node_stake(), sender=stranger)
+    registry.register_node(wg_key, "DE", 10**15, registry.min_node_stake(), sender=stranger)
+    with ape.reverts("voucher_pool: node not revoked"):
+        pool.exit_revoked(*ch.terms, sender=stranger)
+    with ape.reverts("voucher_pool: not the node operator"):
+        pool.settle(*ch.terms, 1, 100, ch.receipt(1, 100), sender=operator)
+    before = token.balanceOf(stranger)
+    pool.settle(*ch.terms, 1, 100, ch.receipt(1, 100), sender=stranger)
+    assert token.balanceOf(stranger) == before + share_of(pool, 100)
+
+
 def test_settle__challenge_period_edges(pool, chain, operator, ch, start_close):
     close_at = start_close(ch)
     chain.pending_timestamp = close_at - 1
