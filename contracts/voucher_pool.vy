@@ -34,10 +34,14 @@
         second word written on first use. A voucher channel is never topped
         up: a second voucher funds a second channel with a second signer, so
         no two redemptions are linked on chain.
-        The node is bound by its id, not by a registration: the registry is
-        asked for the current operator of `node_id` at each settlement, and a
-        node that is revoked or not registered (any more, or ever) lets anyone
-        refund the signer at once (`exit_revoked`).
+        The proof names a node id, and a redemption makes no registry call;
+        the first settlement pins the registration that made it (its index
+        is kept in the progress word), and from then on the channel follows
+        that registration, as payment_channels' channels do: if it withdraws,
+        someone who registers the same (public) WireGuard key later can
+        neither settle nor block the exit. Until then the registry's current
+        registration of `node_id` decides. A node that is revoked or not
+        registered lets anyone refund the signer at once (`exit_revoked`).
         The tree is a LeanIMT (Semaphore v4, zk-kit): an insert hashes once
         per 1-bit of the leaf index (depth / 2 on average) instead of `depth`
         times for a fixed-depth tree. Roots stay valid for ROOT_HISTORY_SIZE
@@ -132,13 +136,16 @@ MAX_TREE_DEPTH: constant(uint256) = 32
 # @dev Basis points in one whole (fee_bps is out of this).
 _BPS: constant(uint256) = 10_000
 
-# @dev Progress word of a channel:
-# settled amount (0-95) | settled bytes (96-159) | close_at (160-215) | state (248-255).
-# A redeemed channel that was never used has the word 0: open, nothing settled.
+# @dev Progress word of a channel: settled amount (0-95) | settled bytes
+# (96-159) | close_at (160-215) | registration index (216-247, 0 until the
+# first settlement pins it) | state (248-255). A redeemed channel that was
+# never used has the word 0: open, nothing settled, not pinned.
 _AMOUNT_MASK: constant(uint256) = (1 << 96) - 1
 _MAX_BYTES: constant(uint256) = (1 << 64) - 1
 _SETTLED_MASK: constant(uint256) = (1 << 160) - 1
 _TIME_MASK: constant(uint256) = (1 << 56) - 1
+_INDEX_SHIFT: constant(uint256) = 216
+_INDEX_MASK: constant(uint256) = (1 << 32) - 1
 
 # @dev Channel states, as payment_channels reports them (the progress word
 # stores 0 for open).
@@ -357,7 +364,10 @@ def settle(
     """
     progress: uint256 = self._progress_of(channel_id, node_id, signer, deposit)
     self._check_settleable(progress)
-    operator: address = self._node_operator(node_id)
+    index: uint256 = 0
+    head: uint256 = 0
+    index, head = self._registration(node_id, progress)
+    operator: address = self._operator(head)
     assert msg.sender == operator, "voucher_pool: not the node operator"
 
     settled: uint256 = progress & _AMOUNT_MASK
@@ -368,7 +378,11 @@ def settle(
     digest: bytes32 = self._receipt_digest(channel_id, cumulative_bytes, cumulative_amount)
     assert signature_recovery._recover(digest, signature) == signer, "voucher_pool: wrong signer"
 
-    self._progress[channel_id] = (progress & ~_SETTLED_MASK) | cumulative_amount | (cumulative_bytes << 96)
+    # Pin the registration that settles first: from now on this channel follows it, not node_id.
+    self._progress[channel_id] = (
+        (progress & ~(_SETTLED_MASK | (_INDEX_MASK << _INDEX_SHIFT)))
+        | cumulative_amount | (cumulative_bytes << 96) | (index << _INDEX_SHIFT)
+    )
     paid: uint256 = self._node_share(cumulative_amount) - self._node_share(settled)
     self._push(operator, paid)
     log ReceiptSettled(
@@ -402,7 +416,10 @@ def cooperative_close(
     """
     progress: uint256 = self._progress_of(channel_id, node_id, signer, deposit)
     self._check_settleable(progress)
-    operator: address = self._node_operator(node_id)
+    index: uint256 = 0
+    head: uint256 = 0
+    index, head = self._registration(node_id, progress)
+    operator: address = self._operator(head)
 
     settled: uint256 = progress & _AMOUNT_MASK
     assert cumulative_amount >= settled, "voucher_pool: stale amount"
@@ -436,7 +453,8 @@ def start_close(channel_id: bytes32, node_id: bytes32, signer: address, deposit:
     assert state != _CLOSING, "voucher_pool: channel closing"
     assert msg.sender == signer, "voucher_pool: not the signer"
     close_at: uint256 = block.timestamp + challenge_period
-    self._progress[channel_id] = (progress & _SETTLED_MASK) | (close_at << 160) | (_CLOSING << 248)
+    # Open means close_at and state are 0: set them, keep the settled figures and the pin.
+    self._progress[channel_id] = progress | (close_at << 160) | (_CLOSING << 248)
     log ChannelCloseStarted(channel_id=channel_id, close_at=close_at)
 
 
@@ -473,7 +491,9 @@ def exit_revoked(channel_id: bytes32, node_id: bytes32, signer: address, deposit
     """
     progress: uint256 = self._progress_of(channel_id, node_id, signer, deposit)
     assert progress >> 248 != _FINALISED, "voucher_pool: channel finalised"
-    head: uint256 = self._node_head(node_id)
+    index: uint256 = 0
+    head: uint256 = 0
+    index, head = self._registration(node_id, progress)
     assert head & _REVOKED_BIT != 0 or head & _ADDRESS_MASK == 0, "voucher_pool: node not revoked"
     self._finalise(channel_id, signer, deposit, progress, _KIND_EXIT)
 
@@ -672,18 +692,25 @@ def _check_settleable(progress: uint256):
 
 @internal
 @view
-def _node_head(node_id: bytes32) -> uint256:
+def _registration(node_id: bytes32, progress: uint256) -> (uint256, uint256):
     """
-    @notice The registry's head word of `node_id`'s current registration
-            (0 if it has none).
+    @notice The registration a channel follows and its registry head word:
+            the one its first settlement pinned or, before that, node_id's
+            current one (index 0 and head 0 if it has none).
     """
-    return staticcall registry.node_head(staticcall registry.node_index(node_id))
+    index: uint256 = (progress >> _INDEX_SHIFT) & _INDEX_MASK
+    if index == 0:
+        index = staticcall registry.node_index(node_id)
+        assert index <= _INDEX_MASK, "voucher_pool: node index too large"
+    return index, staticcall registry.node_head(index)
 
 
 @internal
-@view
-def _node_operator(node_id: bytes32) -> address:
-    head: uint256 = self._node_head(node_id)
+@pure
+def _operator(head: uint256) -> address:
+    """
+    @notice The operator of a registration head word; refuses a revoked one.
+    """
     assert head & _REVOKED_BIT == 0, "voucher_pool: node revoked"
     return convert(head & _ADDRESS_MASK, address)
 

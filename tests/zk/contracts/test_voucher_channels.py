@@ -232,19 +232,23 @@ def test_settle__node_withdrew__nobody_is_its_operator(pool, registry, chain, op
         pool.settle(*ch.terms, 1, 1, ch.receipt(1, 1), sender=operator)
 
 
-def test_settle__key_registered_again_by_someone_else__binds_to_the_new_registration(
+def _withdraw_and_register_again(registry, token, chain, operator, newcomer, node_id):
+    """The operator withdraws; ``newcomer`` registers the same (public) WireGuard key."""
+    wg_key = registry.node_wg_key(node_id)
+    tx = registry.request_unbonding(node_id, sender=operator)
+    chain.pending_timestamp = tx.decode_logs(registry.NodeUnbondingRequested)[0].unbond_at
+    registry.withdraw_stake(node_id, sender=operator)
+    token.approve(registry, registry.min_node_stake(), sender=newcomer)
+    registry.register_node(wg_key, "DE", 10**15, registry.min_node_stake(), sender=newcomer)
+
+
+def test_settle__never_settled__key_registered_again__follows_the_new_registration(
     pool, registry, token, chain, operator, stranger, ch
 ):
-    # Pins down the documented rule "bound to the node id, not a registration" (docs/CONTRACTS.md):
-    # once the operator has withdrawn, anyone may register the same (public) WireGuard key; that
-    # registration's operator then settles the channel's receipts, and exit_revoked is refused again.
-    # payment_channels binds the registration index instead, so a re-registration inherits nothing.
-    wg_key = registry.node_wg_key(ch.node_id)
-    tx = registry.request_unbonding(ch.node_id, sender=operator)
-    chain.pending_timestamp = tx.decode_logs(registry.NodeUnbondingRequested)[0].unbond_at
-    registry.withdraw_stake(ch.node_id, sender=operator)
-    token.approve(registry, registry.min_node_stake(), sender=stranger)
-    registry.register_node(wg_key, "DE", 10**15, registry.min_node_stake(), sender=stranger)
+    # Until its first settlement a channel is bound to the node id only (docs/CONTRACTS.md): once
+    # the operator has withdrawn, whoever registers the same public key settles it, and
+    # exit_revoked is refused again.
+    _withdraw_and_register_again(registry, token, chain, operator, stranger, ch.node_id)
     with ape.reverts("voucher_pool: node not revoked"):
         pool.exit_revoked(*ch.terms, sender=stranger)
     with ape.reverts("voucher_pool: not the node operator"):
@@ -252,6 +256,29 @@ def test_settle__key_registered_again_by_someone_else__binds_to_the_new_registra
     before = token.balanceOf(stranger)
     pool.settle(*ch.terms, 1, 100, ch.receipt(1, 100), sender=stranger)
     assert token.balanceOf(stranger) == before + share_of(pool, 100)
+
+
+def test_settle__first_settlement_pins_the_registration__newcomer_gets_nothing(
+    pool, registry, token, chain, operator, stranger, ch
+):
+    # The first settlement pins the registration (as payment_channels binds its index): after the
+    # operator withdraws, a newcomer with the same key can neither settle nor block the exit.
+    pool.settle(*ch.terms, 1, 100, ch.receipt(1, 100), sender=operator)
+    _withdraw_and_register_again(registry, token, chain, operator, stranger, ch.node_id)
+    with ape.reverts("voucher_pool: not the node operator"):
+        pool.settle(*ch.terms, 2, 200, ch.receipt(2, 200), sender=stranger)
+    refund_before = token.balanceOf(ch.signer)
+    pool.exit_revoked(*ch.terms, sender=stranger)
+    assert token.balanceOf(ch.signer) == refund_before + ch.deposit - 100
+
+
+def test_start_close__keeps_the_pinned_registration(pool, registry, token, chain, operator, stranger, ch, start_close):
+    pool.settle(*ch.terms, 1, 100, ch.receipt(1, 100), sender=operator)
+    start_close(ch)
+    _withdraw_and_register_again(registry, token, chain, operator, stranger, ch.node_id)
+    # Unpinned, the newcomer's active registration would refuse this ("node not revoked").
+    pool.exit_revoked(*ch.terms, sender=stranger)
+    assert pool.channel(ch.channel_id)[4] == 3
 
 
 def test_settle__challenge_period_edges(pool, chain, operator, ch, start_close):
