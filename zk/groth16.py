@@ -20,13 +20,13 @@ import multiprocessing as mp
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gmpy2 import mpz
 from py_ecc import optimized_bn128 as bn
 
 from zk.curve import G1, G1_GEN, G2, G2_GEN, in_subgroup_g2, on_curve_g1, on_curve_g2
-from zk.field import Q, R, batch_inverse, root_of_unity
+from zk.field import R, batch_inverse, root_of_unity
 from zk.msm import msm, msm_shifted, negate_table, shift_table
 from zk.ntt import COSET, coset_intt, coset_ntt, intt
 from zk.r1cs import Circuit

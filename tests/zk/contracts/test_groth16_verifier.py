@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from py_ecc import optimized_bn128 as bn
 
-from trapdoor_keys import P, Trapdoor, calldata, find_g2_outside_subgroup, g1, g2, python_verify
+from trapdoor_keys import P, Trapdoor, find_g2_outside_subgroup, g1, g2, python_verify
 from zk.field import R
 
 PUBLIC = [11, 22, 33]
