@@ -20,7 +20,8 @@
         CooperativeClose messages, fee, treasury and challenge period, read
         from payment_channels at deployment) under this pool's EIP-712
         domain: the node settles cumulative receipts, the signer closes
-        unilaterally, both close cooperatively, anyone exits a revoked node.
+        unilaterally (itself, or through anyone carrying its signed
+        `CloseRequest`), both close cooperatively, anyone exits a revoked node.
 @custom:security Why the channels live here (docs/CONTRACTS.md, "Voucher
         channels"): a redemption must cost at most 280,000 gas and the
         Groth16 check alone is ~205,000. So a redemption writes one fresh
@@ -447,15 +448,32 @@ def start_close(channel_id: bytes32, node_id: bytes32, signer: address, deposit:
     @param signer The channel's payment signer (terms).
     @param deposit The channel's deposit (terms).
     """
-    progress: uint256 = self._progress_of(channel_id, node_id, signer, deposit)
-    state: uint256 = progress >> 248
-    assert state != _FINALISED, "voucher_pool: channel finalised"
-    assert state != _CLOSING, "voucher_pool: channel closing"
+    progress: uint256 = self._closable_progress(channel_id, node_id, signer, deposit)
     assert msg.sender == signer, "voucher_pool: not the signer"
-    close_at: uint256 = block.timestamp + challenge_period
-    # Open means close_at and state are 0: set them, keep the settled figures and the pin.
-    self._progress[channel_id] = progress | (close_at << 160) | (_CLOSING << 248)
-    log ChannelCloseStarted(channel_id=channel_id, close_at=close_at)
+    self._start_close(channel_id, progress)
+
+
+@external
+def start_close_for(
+    channel_id: bytes32, node_id: bytes32, signer: address, deposit: uint256, signature: Bytes[65]
+):
+    """
+    @notice Start a unilateral close on the signer's behalf: anyone submits
+            the signer's EIP-712 `CloseRequest(bytes32 channel_id)` (this
+            pool's domain). A voucher's signer is a fresh key with no gas
+            money, and paying it some from the client's wallet would link
+            the two; this lets any relayer start the close instead.
+    @dev A request cannot be replayed: a channel is closed once.
+    @param channel_id The channel.
+    @param node_id The channel's node (terms).
+    @param signer The channel's payment signer (terms).
+    @param deposit The channel's deposit (terms).
+    @param signature The signer's 65-byte CloseRequest signature.
+    """
+    progress: uint256 = self._closable_progress(channel_id, node_id, signer, deposit)
+    digest: bytes32 = self._close_request_digest(channel_id)
+    assert signature_recovery._recover(digest, signature) == signer, "voucher_pool: wrong signer"
+    self._start_close(channel_id, progress)
 
 
 @external
@@ -609,6 +627,18 @@ def close_digest(channel_id: bytes32, cumulative_bytes: uint256, cumulative_amou
 
 @external
 @view
+def close_request_digest(channel_id: bytes32) -> bytes32:
+    """
+    @notice The EIP-712 digest a payment signer signs so that anyone may
+            start a unilateral close of its channel (`start_close_for`).
+    @param channel_id The channel.
+    @return digest The 32-byte digest.
+    """
+    return self._close_request_digest(channel_id)
+
+
+@external
+@view
 def DOMAIN_SEPARATOR() -> bytes32:
     """
     @notice The EIP-712 domain separator of this pool's channel messages.
@@ -683,6 +713,27 @@ def _progress_of(channel_id: bytes32, node_id: bytes32, signer: address, deposit
 
 @internal
 @view
+def _closable_progress(channel_id: bytes32, node_id: bytes32, signer: address, deposit: uint256) -> uint256:
+    """
+    @notice The progress word of an open channel whose terms the caller named.
+    """
+    progress: uint256 = self._progress_of(channel_id, node_id, signer, deposit)
+    state: uint256 = progress >> 248
+    assert state != _FINALISED, "voucher_pool: channel finalised"
+    assert state != _CLOSING, "voucher_pool: channel closing"
+    return progress
+
+
+@internal
+def _start_close(channel_id: bytes32, progress: uint256):
+    close_at: uint256 = block.timestamp + challenge_period
+    # Open means close_at and state are 0: set them, keep the settled figures and the pin.
+    self._progress[channel_id] = progress | (close_at << 160) | (_CLOSING << 248)
+    log ChannelCloseStarted(channel_id=channel_id, close_at=close_at)
+
+
+@internal
+@view
 def _check_settleable(progress: uint256):
     state: uint256 = progress >> 248
     assert state != _FINALISED, "voucher_pool: channel finalised"
@@ -743,6 +794,12 @@ def _receipt_digest(channel_id: bytes32, cumulative_bytes: uint256, cumulative_a
     return eip712_domain_separator._hash_typed_data_v4(
         receipt_types._receipt_hash(channel_id, cumulative_bytes, cumulative_amount)
     )
+
+
+@internal
+@view
+def _close_request_digest(channel_id: bytes32) -> bytes32:
+    return eip712_domain_separator._hash_typed_data_v4(receipt_types._close_request_hash(channel_id))
 
 
 @internal

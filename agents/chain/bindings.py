@@ -322,6 +322,12 @@ class VoucherChannels:
         self._check(channel)
         return self.pool.start_close(channel.channel_id, *channel.terms, sender=sender)
 
+    def start_close_for(self, channel: VoucherChannel, signature: bytes, sender):
+        """Start a unilateral close with the signer's :class:`eip712.CloseRequest` signature
+        (``sender`` may be anyone: a relayer, so the signer needs no gas money)."""
+        self._check(channel)
+        return self.pool.start_close_for(channel.channel_id, *channel.terms, signature, sender=sender)
+
     def finalize_close(self, channel: VoucherChannel, sender):
         """Finish a unilateral close once the challenge period is over (anyone)."""
         self._check(channel)
@@ -332,6 +338,7 @@ class VoucherChannels:
         self._check(channel)
         return self.pool.exit_revoked(channel.channel_id, *channel.terms, sender=sender)
 
-    def sign(self, message: eip712.Receipt | eip712.CooperativeClose, private_key: bytes) -> bytes:
-        """Sign a receipt or cooperative close for this pool's domain."""
+    def sign(self, message: eip712.Receipt | eip712.CooperativeClose | eip712.CloseRequest,
+             private_key: bytes) -> bytes:
+        """Sign a receipt, cooperative close or close request for this pool's domain."""
         return eip712.sign(message, private_key, self.chain_id, self.address)

@@ -1,7 +1,8 @@
-"""EIP-712 typed data Warren signs: payment receipts, cooperative closes and revocations.
+"""EIP-712 typed data Warren signs: payment receipts, cooperative closes, close requests, revocations.
 
-Both types share one domain (name "Warren", version "1") and differ only in the verifying contract:
-payment_channels for receipts, revocation_registry for revocations (see DESIGN.md, "Money").
+All share one domain (name "Warren", version "1") and differ only in the verifying contract:
+payment_channels (or the voucher pool holding a voucher channel) for receipts, closes and close
+requests, revocation_registry for revocations (see DESIGN.md, "Money").
 eth-account does the hashing and signing; this module only fixes the types and fields.
 """
 
@@ -16,6 +17,7 @@ from eth_utils import keccak, to_checksum_address
 __all__ = [
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
+    "CloseRequest",
     "CooperativeClose",
     "Receipt",
     "Revocation",
@@ -70,6 +72,23 @@ class CooperativeClose(Receipt):
 
 
 @dataclass(frozen=True)
+class CloseRequest:
+    """A voucher channel's payment signer asking for a unilateral close (voucher_pool's domain).
+
+    The signer of a voucher channel is a fresh key with no gas money: with this signature anyone
+    may call ``voucher_pool.start_close_for`` for it (``CloseRequest(bytes32 channel_id)``).
+
+    Attributes:
+        channel_id: the voucher channel's 32-byte id.
+    """
+
+    channel_id: bytes
+
+    PRIMARY_TYPE = "CloseRequest"
+    FIELDS = ({"name": "channel_id", "type": "bytes32"},)
+
+
+@dataclass(frozen=True)
 class Revocation:
     """A guardian's vote to revoke a node id permanently.
 
@@ -91,7 +110,7 @@ class Revocation:
     )
 
 
-Message = Receipt | CooperativeClose | Revocation
+Message = Receipt | CooperativeClose | CloseRequest | Revocation
 
 
 def typed_data(message: Message, chain_id: int, verifying_contract: str) -> dict:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from agents.chain.bindings import VoucherChannel
+from agents.chain.bindings import VoucherChannel, VoucherChannelError
 from agents.prover.errors import ChainDataError, ProverError
 from agents.prover.notes import NoteStore
 from agents.prover.signers import SignerStore
@@ -90,6 +90,19 @@ def add_commands(subparsers) -> None:
     sync = sub.add_parser("sync", help="(client) mark spent notes and record the channels they opened")
     common(sync)
     sync.set_defaults(func=_sync)
+
+    close = sub.add_parser("close", help="close a voucher channel unilaterally: the client signs a close "
+                           "request with the channel's signer; anyone submits it (--submit)")
+    common(close)
+    which = close.add_mutually_exclusive_group(required=True)
+    which.add_argument("--channel", help="(client) our channel's id (0x...; see `sync`): sign its close request")
+    which.add_argument("--request", type=Path, help="(relayer) a signed close request file to submit")
+    close.add_argument("--out", type=Path, help="write the signed request (JSON) here, for a relayer")
+    close.add_argument("--submit", action="store_true",
+                       help="submit it from --account (that account is then seen starting this channel's close)")
+    close.add_argument("--finalize", action="store_true",
+                       help="instead, finish a close whose challenge period is over (anyone may; refunds the signer)")
+    close.set_defaults(func=_close)
 
     fees = sub.add_parser("fees", help="(node) relayer fees the pool holds for --account")
     common(fees)
@@ -302,6 +315,57 @@ def _sync(args) -> int:
     return 0
 
 
+def _close(args) -> int:
+    """Sign, hand over, submit or finish a voucher channel's unilateral close.
+
+    The channel's signer is a fresh key with no gas money (funding it from the client's wallet would
+    link the two), so the client signs an EIP-712 CloseRequest and anyone submits it
+    (``voucher_pool.start_close_for``); ``--finalize`` refunds the signer after the challenge period.
+    """
+    import json
+
+    from agents.chain import eip712
+    from agents.chain.bindings import VoucherChannels
+
+    if args.request is not None:
+        try:
+            doc = json.loads(args.request.read_text())
+            channel, signature = VoucherChannel.from_json(doc["channel"]), bytes.fromhex(doc["signature"][2:])
+        except (OSError, ValueError, KeyError, TypeError, VoucherChannelError) as exc:
+            raise ProverError(f"{args.request} is not a close request: {exc}") from exc
+    else:
+        stored = next((s for s in _signers(args).signers
+                       if s.channel is not None and "0x" + s.channel.channel_id.hex() == args.channel.lower()), None)
+        if stored is None:
+            raise ProverError(f"no stored signer holds channel {args.channel} (run `warren voucher sync`)")
+        channel = stored.channel
+        signature = eip712.sign(eip712.CloseRequest(channel.channel_id), stored.private_key,
+                                channel.chain_id, channel.pool)
+        request = {"channel": json.loads(channel.to_json()), "signature": "0x" + signature.hex()}
+        if args.out:
+            args.out.write_text(json.dumps(request, indent=1))
+            print(f"signed close request written to {args.out}: any relayer can submit it")
+        elif not (args.submit or args.finalize):
+            print(json.dumps(request, indent=1))
+    if not (args.submit or args.finalize):
+        return 0
+    with _chain(args):
+        from ape import project
+
+        pools = VoucherChannels(project.voucher_pool.at(channel.pool), channel.chain_id)
+        state = pools.channel(channel)
+        if args.finalize:
+            receipt = pools.finalize_close(channel, sender=_account(args))
+            print(f"closed: signer {channel.signer} refunded {channel.deposit - state.settled} token wei "
+                  f"(gas {receipt.gas_used})")
+        else:
+            receipt = pools.start_close_for(channel, signature, sender=_account(args))
+            close_at = pools.channel(channel).close_at
+            print(f"close started: the node may settle until {close_at} (unix); then run with --finalize "
+                  f"(gas {receipt.gas_used})")
+    return 0
+
+
 def _fees(args) -> int:
     with _chain(args):
         pool = _pool(args)
@@ -358,5 +422,5 @@ def _guard(func):
     return run
 
 
-for _name in ("_setup", "_deposit", "_list", "_redeem", "_submit", "_sync", "_fees"):
+for _name in ("_setup", "_deposit", "_list", "_redeem", "_submit", "_sync", "_close", "_fees"):
     globals()[_name] = _guard(globals()[_name])

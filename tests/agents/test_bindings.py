@@ -206,6 +206,19 @@ def test_voucher_channel__unilateral_close__signer_refunded_after_challenge_peri
     assert pool_channels.channel(channel).status is ChannelStatus.FINALISED
 
 
+def test_voucher_channel__relayed_close_request__signer_without_gas_refunded(
+        operator, funded_client, warren, registered, pool_channels, redeem_voucher, chain):
+    payer = Account.create()  # a fresh signer: no gas money, it only signs
+    channel = redeem_voucher(node_id_of(registered), payer.address, fee=0)
+    request = pool_channels.sign(eip712.CloseRequest(channel.channel_id), payer.key)
+    tx = pool_channels.start_close_for(channel, request, sender=operator)  # any relayer
+    [started] = tx.decode_logs(pool_channels.pool.ChannelCloseStarted)
+    chain.pending_timestamp = started.close_at
+    pool_channels.finalize_close(channel, sender=operator)
+    assert int(warren.token.balanceOf(payer.address)) == DENOMINATION
+    assert pool_channels.channel(channel).status is ChannelStatus.FINALISED
+
+
 def test_voucher_channel__receipt_for_payment_channels_domain__refused(
         operator, funded_client, warren, registered, pool_channels, redeem_voucher):
     payer = Account.create()

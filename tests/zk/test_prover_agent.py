@@ -339,6 +339,27 @@ def test_cli__deposit_redeem_then_node_submits_and_client_syncs(tmp_path, pool, 
     assert _cli("voucher", "fees", "--withdraw", "--pool", str(pool.address), "--account", operator_index) == 1
     assert "no relayer fees" in capsys.readouterr().err
 
+    # The client closes without the node: its signer has no gas money, so it signs a close request
+    # and a relayer (here the stranger) submits it; after the challenge period anyone finishes it.
+    request = tmp_path / "close.json"
+    assert _cli("voucher", "close", "--channel", "0x" + "ee" * 32, "--notes", notes) == 1
+    assert "no stored signer holds channel" in capsys.readouterr().err
+    assert _cli("voucher", "close", "--channel", "0x" + channel_id.hex(), "--notes", notes, "--out", str(request)) == 0
+    assert "any relayer can submit it" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{}")
+    assert _cli("voucher", "close", "--request", str(tmp_path / "bad.json"), "--submit",
+                "--account", stranger_index) == 1
+    assert "is not a close request" in capsys.readouterr().err
+    assert _cli("voucher", "close", "--request", str(request), "--submit", "--account", stranger_index) == 0
+    assert "close started" in capsys.readouterr().out
+    assert pool.channel(channel_id)[4] == 2  # closing
+    ape.chain.pending_timestamp = pool.channel(channel_id)[3]
+    refund_before = token.balanceOf(signer.address)
+    assert _cli("voucher", "close", "--request", str(request), "--finalize", "--account", stranger_index) == 0
+    assert f"refunded {DENOMINATION - FEE}" in capsys.readouterr().out
+    assert token.balanceOf(signer.address) - refund_before == DENOMINATION - FEE
+    assert pool.channel(channel_id)[4] == 3
+
 
 def test_cli__redeem_submit__client_submits_itself_and_keeps_channel(tmp_path, pool, token, client, register_node,
                                                                     keys, accounts, capsys):

@@ -427,6 +427,57 @@ def test_start_close__finalised__reverts(pool, operator, as_signer, ch):
         pool.start_close(*ch.terms, sender=as_signer(ch))
 
 
+def _close_request(ch, key=None, contract=None) -> bytes:
+    """The signer's (or ``key``'s) CloseRequest signature for this pool (or ``contract``)."""
+    return eip712.sign(eip712.CloseRequest(ch.channel_id), key or ch.key, ch.chain_id, contract or ch.pool.address)
+
+
+def test_start_close_for__anyone_carries_the_signers_request(pool, token, chain, stranger, ch):
+    """The voucher signer holds no gas money: a relayer starts the close with its signed request."""
+    assert bytes(pool.close_request_digest(ch.channel_id)) == eip712.digest(
+        eip712.CloseRequest(ch.channel_id), ch.chain_id, pool.address)
+    tx = pool.start_close_for(*ch.terms, _close_request(ch), sender=stranger)
+    [log] = pool.ChannelCloseStarted.from_receipt(tx)
+    assert log.close_at == tx.timestamp + pool.challenge_period()
+    assert tuple(pool.channel(ch.channel_id))[3:] == (log.close_at, CLOSING)
+    chain.pending_timestamp = log.close_at
+    before = token.balanceOf(ch.signer)
+    [closed] = pool.ChannelClosed.from_receipt(pool.finalize_close(*ch.terms, sender=stranger))
+    assert (closed.kind, closed.refund) == (2, ch.deposit)
+    assert token.balanceOf(ch.signer) == before + ch.deposit
+
+
+def test_start_close_for__forged_or_foreign_request__refused(pool, channels, stranger, operator, ch):
+    for signature in (
+        _close_request(ch, key=operator.private_key),  # someone else's key
+        _close_request(ch, contract=channels.address),  # signed for payment_channels' domain
+        eip712.sign(eip712.Receipt(ch.channel_id, 0, 0), ch.key, ch.chain_id, pool.address),  # another type
+    ):
+        with ape.reverts("voucher_pool: wrong signer"):
+            pool.start_close_for(*ch.terms, signature, sender=stranger)
+    with ape.reverts("signature_recovery: invalid signature length"):
+        pool.start_close_for(*ch.terms, _close_request(ch)[:64], sender=stranger)
+
+
+def test_start_close_for__request_of_another_channel__refused(pool, stranger, vouchers, node_id, ch):
+    """Same signer key, second voucher: a request names its channel, so it closes only that one."""
+    other = vouchers.open(node_id, sender=stranger, key=ch.key)
+    with ape.reverts("voucher_pool: wrong signer"):
+        pool.start_close_for(*ch.terms, _close_request(other), sender=stranger)
+    pool.start_close_for(*other.terms, _close_request(other), sender=stranger)
+    assert pool.channel(ch.channel_id)[4] != CLOSING
+
+
+def test_start_close_for__replayed__refused(pool, operator, stranger, ch):
+    request = _close_request(ch)
+    pool.start_close_for(*ch.terms, request, sender=stranger)
+    with ape.reverts("voucher_pool: channel closing"):
+        pool.start_close_for(*ch.terms, request, sender=stranger)
+    pool.cooperative_close(*ch.terms, 5, 5, ch.receipt(5, 5), ch.close(5, 5, operator.private_key), sender=operator)
+    with ape.reverts("voucher_pool: channel finalised"):
+        pool.start_close_for(*ch.terms, request, sender=stranger)
+
+
 def test_close__unknown_channel_or_wrong_terms__reverts(pool, as_signer, ch):
     sender = as_signer(ch)
     for call in (pool.start_close, pool.finalize_close, pool.exit_revoked):
