@@ -13,7 +13,7 @@ transaction, which makes a reverted transaction ~30 times slower than the call.
 
 from dataclasses import dataclass, field
 
-import pytest
+from channel_model import CLOSING, FINAL, OPEN, STEP_OFFSETS, pick, send_expecting, settle_error
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -24,13 +24,8 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from web3.exceptions import ContractLogicError
 
 from agents.chain import eip712
-
-OPEN, CLOSING, FINAL = 1, 2, 3
-# Interesting time steps around the challenge period (filled in with the deployed period).
-STEP_OFFSETS = (-1, 0, 1)
 
 
 @dataclass
@@ -88,20 +83,10 @@ def test_random_channel_lifecycles__conserve_tokens_and_respect_receipts(
         def _send(self, expected_error, call, *args, sender):
             """Send a transaction at the next model second; expect success or exactly this revert."""
             self._tick()
-            if expected_error:
-                probe = {"from": sender.address, "to": channels.address, "data": call.encode_input(*args)}
-                with pytest.raises(ContractLogicError) as reverted:
-                    web3.eth.call(probe, "pending")
-                assert reverted.value.message == f"execution reverted: payment_channels: {expected_error}"
-                return None
-            return call(*args, sender=sender)
+            return send_expecting(web3, channels, expected_error, call, *args, sender=sender)
 
         def _pick(self, index):
-            # Mostly a channel that is still live (so sequences go deep); sometimes any channel.
-            live = [ch for ch in self.channels if ch.state != FINAL]
-            if live and index < 85:
-                return live[index % len(live)]
-            return self.channels[index % len(self.channels)]
+            return pick(self.channels, index)
 
         @initialize(deposits=st.tuples(st.integers(1, 10**6), st.integers(1, 10**6)))
         def open_one_channel_per_node(self, deposits):
@@ -154,20 +139,7 @@ def test_random_channel_lifecycles__conserve_tokens_and_respect_receipts(
             self.settle(index, 0, more_bytes, more_permille)
 
         def _settle_error(self, ch, nbytes, amount, strict):
-            if ch.state == FINAL:
-                return "channel finalised"
-            # Settling and closing cooperatively share one window: before close_at.
-            if ch.state == CLOSING and self.now + 1 >= ch.close_at:
-                return "challenge period over"
-            if self.revoked[ch.node]:
-                return "node revoked"
-            if amount < ch.settled or (strict and amount == ch.settled):
-                return "stale amount"
-            if nbytes < ch.settled_bytes or (strict and nbytes == ch.settled_bytes):
-                return "stale bytes"
-            if amount > ch.deposit:
-                return "amount exceeds deposit"
-            return None
+            return settle_error(ch, nbytes, amount, strict=strict, now=self.now, node_revoked=self.revoked[ch.node])
 
         @precondition(lambda self: self.channels)
         @rule(index=st.integers(0, 99))

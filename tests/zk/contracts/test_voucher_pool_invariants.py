@@ -26,6 +26,7 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
+from channel_model import CLOSING, FINAL, OPEN, STEP_OFFSETS, pick, send_expecting, settle_error
 from eth_account import Account
 from eth_utils import keccak
 from hypothesis import HealthCheck, settings
@@ -39,18 +40,14 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from trapdoor_keys import DENOMINATION
-from web3.exceptions import ContractLogicError
 
 from agents.chain import eip712
 from zk.merkle import LeanIMT
 from zk.voucher import Note, ext_data_hash
 
 MIN_NODE_STAKE = 100 * 10**18  # tests/contract_fixtures.py's minimum node stake
-OPEN, CLOSING, FINAL = 1, 2, 3
 #: Relayer fees a redemption may ask: none, one wei, a usual fee, all but one wei of the note.
 FEES = (0, 1, 10**17, DENOMINATION - 1)
-#: Landing one second before, at, or after the end of a challenge period.
-STEP_OFFSETS = (-1, 0, 1)
 
 
 @dataclass
@@ -128,24 +125,13 @@ def test_pool__random_lives__books_balance_and_no_channel_overpays(
             """Send at the next model second; expect success (returns the receipt) or exactly this revert."""
             self.now += 1
             chain.pending_timestamp = self.now
-            if expected_error:
-                address = getattr(sender, "address", sender)
-                probe = {"from": address, "to": pool.address, "data": call.encode_input(*args)}
-                with pytest.raises(ContractLogicError) as reverted:
-                    web3.eth.call(probe, "pending")
-                assert reverted.value.message == f"execution reverted: voucher_pool: {expected_error}"
-                return None
-            return call(*args, sender=sender)
+            return send_expecting(web3, pool, expected_error, call, *args, sender=sender)
 
         def _terms(self, ch):
             return (ch.channel_id, node_ids[ch.node], ch.signer, ch.deposit)
 
         def _pick(self, index):
-            # Mostly a live channel (so lives go deep); sometimes any channel, finalised ones included.
-            live = [ch for ch in self.channels if ch.state != FINAL]
-            if live and index < 85:
-                return live[index % len(live)]
-            return self.channels[index % len(self.channels)]
+            return pick(self.channels, index)
 
         def _closed(self, ch, tx):
             [log] = pool.ChannelClosed.from_receipt(tx)
@@ -218,19 +204,7 @@ def test_pool__random_lives__books_balance_and_no_channel_overpays(
                 self._settled(ch, tx)
 
         def _settle_error(self, ch, nbytes, amount, strict):
-            if ch.state == FINAL:
-                return "channel finalised"
-            if ch.state == CLOSING and self.now + 1 >= ch.close_at:
-                return "challenge period over"
-            if self.revoked[ch.node]:
-                return "node revoked"
-            if amount < ch.settled or (strict and amount == ch.settled):
-                return "stale amount"
-            if nbytes < ch.settled_bytes or (strict and nbytes == ch.settled_bytes):
-                return "stale bytes"
-            if amount > ch.deposit:
-                return "amount exceeds deposit"
-            return None
+            return settle_error(ch, nbytes, amount, strict=strict, now=self.now, node_revoked=self.revoked[ch.node])
 
         @precondition(lambda self: self.channels)
         @rule(index=st.integers(0, 99))
