@@ -82,30 +82,18 @@ def naive_prove_estimate(pk) -> float:
 def chain_part(depth: int, pk, vk, circuit, prover) -> dict:
     """Deploy the contracts, deposit, prove a real redemption through the prover agent, submit it; gas."""
     import ape
-    from eth_utils import keccak
 
-    from agents.chain.deploy import DeployParameters, deploy_all
     from agents.prover.chain import pool_tree, submit_redemption
     from agents.prover.notes import NoteStore
     from agents.prover.redemption import make_redemption
     from zk.onchain import deploy_voucher_pool
-    from zk.onchain_gas import DENOMINATION, RELAYER_FEE, measure_gas
+    from zk.onchain_gas import DENOMINATION, RELAYER_FEE, measure_gas, settlement_with_node
 
-    project, chain = ape.project, ape.chain
     acct = ape.accounts.test_accounts
-    owner, operator, client, guardian = acct[0], acct[1], acct[2], acct[4]
-    params = DeployParameters(guardians=[guardian.address], revocation_quorum=1, voucher_denominations=[])
-    deployment = deploy_all(project, owner, chain, params, log=lambda _: None)
-    token = project.warren_token.at(deployment.address("warren_token"))
-    registry = project.node_registry.at(deployment.address("node_registry"))
-    for a in (operator, client):
-        token.mint(a, 10**6 * TOKEN, sender=owner)
-    token.approve(registry, params.min_node_stake, sender=operator)
-    wg_key = keccak(b"bench zk node")
-    registry.register_node(wg_key, "DE", 10**15, params.min_node_stake, sender=operator)
-    node_id = keccak(wg_key)
-    pool = deploy_voucher_pool(project, owner, deployment.address("payment_channels"), DENOMINATION, depth,
-                               vk=vk).pool
+    owner, operator, client = acct[0], acct[1], acct[2]
+    settlement = settlement_with_node(b"bench zk node")
+    token, node_id = settlement.token, settlement.node_id
+    pool = deploy_voucher_pool(ape.project, owner, settlement.channels, DENOMINATION, depth, vk=vk).pool
     token.approve(pool, 2**256 - 1, sender=client)
 
     store = NoteStore(Path("/tmp") / f"bench_zk_notes_{os.getpid()}.json")

@@ -47,6 +47,7 @@ import json
 import os
 import sys
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -64,7 +65,16 @@ from zk.merkle import LeanIMT
 from zk.onchain import calldata_gas, deploy_poseidon_bytecode, deploy_verifier, deploy_voucher_pool
 from zk.voucher import Note, ext_data_hash, voucher_circuit, voucher_inputs
 
-__all__ = ["ChainDataError", "DENOMINATION", "RELAYER_FEE", "TX_BASE_GAS", "gas_breakdown", "measure_gas"]
+__all__ = [
+    "ChainDataError",
+    "DENOMINATION",
+    "RELAYER_FEE",
+    "TX_BASE_GAS",
+    "SettlementWithNode",
+    "gas_breakdown",
+    "measure_gas",
+    "settlement_with_node",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The pool measured: the denomination ``ape run deploy`` deploys by default (10 tokens).
@@ -178,24 +188,45 @@ def measure_gas(
         return _measure(pk, vk, depth, prover)
 
 
-def _measure(pk: Any, vk: Any, depth: int, prover: Callable[[list[int]], Any] | None) -> dict[str, Any]:
-    project, provider, chain = ape.project, ape.chain.provider, ape.chain
-    acct = ape.accounts.test_accounts
-    owner, operator, client, treasury, guardian = acct[0], acct[1], acct[2], acct[3], acct[4]
-    gas: dict[str, Any] = {}
+@dataclass(frozen=True)
+class SettlementWithNode:
+    """A settlement layer deployed for measuring, with one registered node."""
 
-    params = DeployParameters(guardians=[guardian.address], revocation_quorum=1, treasury=treasury.address,
-                              voucher_denominations=[])
+    token: Any
+    channels: Any
+    node_id: bytes
+
+
+def settlement_with_node(label: bytes, treasury: Any = None) -> SettlementWithNode:
+    """Deploy the settlement layer with ``deploy_all`` (no voucher pools) from test account 0, give
+    accounts 1 (the node's operator) and 2 (the client) a million tokens each, and register the
+    operator's node, whose WireGuard key is keccak256(``label``). Test account 4 is the guardian.
+    """
+    project, chain, acct = ape.project, ape.chain, ape.accounts.test_accounts
+    owner, operator, client, guardian = acct[0], acct[1], acct[2], acct[4]
+    params = DeployParameters(guardians=[guardian.address], revocation_quorum=1,
+                              treasury=treasury.address if treasury else "", voucher_denominations=[])
     deployment = deploy_all(project, owner, chain, params, log=lambda _: None)
     token = project.warren_token.at(deployment.address("warren_token"))
     registry = project.node_registry.at(deployment.address("node_registry"))
-    channels = project.payment_channels.at(deployment.address("payment_channels"))
     for account in (operator, client):
         token.mint(account, 10**6 * TOKEN, sender=owner)
     token.approve(registry, params.min_node_stake, sender=operator)
-    wg_key = keccak(b"onchain_gas node")
+    wg_key = keccak(label)
     registry.register_node(wg_key, "DE", 10**15, params.min_node_stake, sender=operator)
-    node_id = keccak(wg_key)
+    channels = project.payment_channels.at(deployment.address("payment_channels"))
+    return SettlementWithNode(token, channels, keccak(wg_key))
+
+
+def _measure(pk: Any, vk: Any, depth: int, prover: Callable[[list[int]], Any] | None) -> dict[str, Any]:
+    project, chain = ape.project, ape.chain
+    provider = chain.provider
+    acct = ape.accounts.test_accounts
+    owner, operator, client, treasury = acct[0], acct[1], acct[2], acct[3]
+    gas: dict[str, Any] = {}
+
+    settlement = settlement_with_node(b"onchain_gas node", treasury)
+    token, channels, node_id = settlement.token, settlement.channels, settlement.node_id
 
     poseidon = deploy_poseidon_bytecode(owner)
     poseidon_vyper = owner.deploy(project.poseidon_t3)
