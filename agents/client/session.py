@@ -1,0 +1,144 @@
+"""The client's session core: when to pay, how much, and whether the node is still there (sans-I/O).
+
+The client pays by cumulative receipts (agents.metering.ReceiptSigner) every ``receipt_bytes`` of
+its own counter's growth or every ``receipt_interval_s``, whichever comes first (the node's terms).
+
+How much: what the node bills, but never more than the client's own counter saw plus the agreed
+credit. The node invoices its billed count (tunnel bytes minus what its exit policy dropped, which
+it never bills); the client signs ``min(invoice, own + credit)``. Without an invoice yet it pays its
+own count. When the node claims more than ``own + credit`` the client pays the cap and records the
+dispute (:attr:`ClientMeter.overclaim_bytes`), which status and the log show: a node that inflates its
+count gains at most the credit, once, and never more than what the client signed.
+
+Liveness: the node sends an invoice at least every receipt interval; the runtime also sees the
+tunnel's receive counter. :class:`Liveness` says a node is dead when nothing arrived for
+``dead_after_s``, or its measured latency stays above ``max_latency_s``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from agents.chain.eip712 import Receipt
+from agents.control import SessionTerms
+from agents.metering import LocalProtocolError, ReceiptSigner
+
+__all__ = ["ClientMeter", "Liveness"]
+
+
+class ClientMeter:
+    """Decides when and what to sign for one session.
+
+    Args:
+        signer: the channel's receipt signer (its ``latest`` is the last receipt signed).
+        terms: the node's terms from SESSION_ACCEPT.
+        now: when the session started.
+    """
+
+    def __init__(self, signer: ReceiptSigner, terms: SessionTerms, now: float) -> None:
+        self.signer = signer
+        self.terms = terms
+        #: The channel's paid bytes when this session began (the node's figure, checked below).
+        self.base_bytes = terms.paid_bytes
+        if signer.latest is not None and signer.latest.cumulative_bytes > terms.paid_bytes:
+            # We signed more than the node says it holds (a receipt lost on the way): our own record
+            # is what a settlement could show, so count from it.
+            self.base_bytes = signer.latest.cumulative_bytes
+        self.own_bytes = 0
+        self.invoice: int | None = None
+        self.acked_bytes = terms.paid_bytes
+        self.overclaim_bytes = 0
+        self.refusals: dict[str, int] = {}
+        self._last_paid_at = now
+        self._last_paid_own = 0
+
+    def on_invoice(self, billed_bytes: int) -> None:
+        """The node's billed count for this session."""
+        self.invoice = max(self.invoice or 0, billed_bytes)
+
+    def on_ack(self, cumulative_bytes: int) -> None:
+        """The node stored a receipt."""
+        self.acked_bytes = max(self.acked_bytes, cumulative_bytes)
+
+    def on_refused(self, reason: str) -> None:
+        """The node refused a receipt."""
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1
+
+    def due(self, own_bytes: int, now: float) -> bool:
+        """Whether a receipt is due for the client's own session counter ``own_bytes``."""
+        self.own_bytes = max(self.own_bytes, own_bytes)
+        grown = self.own_bytes - self._last_paid_own
+        return grown > 0 and (grown >= self.terms.receipt_bytes
+                              or now - self._last_paid_at >= self.terms.receipt_interval_s)
+
+    def amount_to_pay(self) -> int:
+        """Session bytes to pay for now: the node's bill capped by our own count plus the credit."""
+        cap = self.own_bytes + self.terms.credit_bytes
+        claim = self.own_bytes if self.invoice is None else self.invoice
+        if claim > cap:
+            self.overclaim_bytes = max(self.overclaim_bytes, claim - cap)
+            return cap
+        return claim
+
+    def next_receipt(self, own_bytes: int, now: float) -> tuple[Receipt, bytes] | None:
+        """A signed receipt if one is due and would pay for something new, else None.
+
+        Raises:
+            LocalProtocolError: the deposit cannot cover what is owed (top up or move on).
+        """
+        if not self.due(own_bytes, now):
+            return None
+        cumulative = self.base_bytes + self.amount_to_pay()
+        latest = self.signer.latest
+        if latest is not None and cumulative <= latest.cumulative_bytes:
+            self._last_paid_at, self._last_paid_own = now, self.own_bytes
+            return None
+        receipt, signature = self.signer.sign(cumulative)
+        self._last_paid_at, self._last_paid_own = now, self.own_bytes
+        return receipt, signature
+
+    def final_receipt(self) -> tuple[Receipt, bytes] | None:
+        """A receipt for everything owed now (before a close), or None if nothing new."""
+        cumulative = self.base_bytes + self.amount_to_pay()
+        latest = self.signer.latest
+        if latest is not None and cumulative <= latest.cumulative_bytes:
+            return None
+        try:
+            return self.signer.sign(cumulative)
+        except LocalProtocolError:
+            return None
+
+
+@dataclasses.dataclass
+class Liveness:
+    """Is the node still answering? Fed with receive-counter changes and latency samples.
+
+    Attributes:
+        dead_after_s: silence (no byte received) after which the node counts as gone.
+        max_latency_s: latency above which, ``slow_samples`` times in a row, the node counts as gone.
+    """
+
+    dead_after_s: float = 1.5
+    max_latency_s: float = 1.0
+    slow_samples: int = 3
+    last_rx_bytes: int = 0
+    last_heard: float = 0.0
+    _slow: int = 0
+
+    def heard(self, rx_bytes: int, now: float) -> None:
+        """The tunnel's receive counter for the node now."""
+        if rx_bytes > self.last_rx_bytes:
+            self.last_rx_bytes = rx_bytes
+            self.last_heard = now
+
+    def latency(self, seconds: float) -> None:
+        """One latency sample."""
+        self._slow = self._slow + 1 if seconds > self.max_latency_s else 0
+
+    def dead(self, now: float) -> str | None:
+        """Why the node counts as gone, or None."""
+        if now - self.last_heard > self.dead_after_s:
+            return f"nothing received for {now - self.last_heard:.1f} s"
+        if self._slow >= self.slow_samples:
+            return f"latency above {self.max_latency_s * 1000:.0f} ms {self._slow} times in a row"
+        return None

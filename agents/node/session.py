@@ -1,0 +1,456 @@
+"""The node's session core: quarantine, session setup, metering gates, timeouts (sans-I/O).
+
+DESIGN.md, "Sessions (exit mode)". A client's WireGuard key is unknown until it handshakes; the
+node's responder hands it to :meth:`NodeSessions.admit_unknown`, which puts it in quarantine: its
+only allowed IP is a control address derived from its key (:func:`quarantine_address`), from which
+the exit's nftables table lets it reach nothing but the node's control port. Quarantine is bounded
+(``max_pending``) and timed (``setup_timeout_s``).
+
+The client's first control message is a :class:`~agents.control.SessionRequest`. The runtime reads
+the named channel from the chain and hands both here (:meth:`NodeSessions.setup`); the checks are the
+ones DESIGN.md lists: the channel exists, pays this node, is open and has room, the request is signed
+by the channel's payment signer, binds this tunnel's key and this node, is fresh, and was not seen
+before. On success the client gets tunnel addresses from the pool and its exit opens.
+
+Receipts then go to the session's :class:`~agents.metering.ReceiptLedger` against the node's billed
+counter (tunnel bytes minus what the exit dropped, computed by the runtime); :meth:`NodeSessions.tick`
+suspends a session whose unpaid bytes pass the credit and resumes it once paid.
+
+Everything here is plain data in, actions out: the runtime applies :class:`Action` values to the
+tunnel and the exit table. Time is the caller's ``now`` (seconds), so tests use a fake clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+from collections.abc import Callable
+
+from agents.chain.bindings import ChannelState, ChannelStatus
+from agents.control import SessionRequest, SessionTerms, request_signer
+from agents.metering import ChannelTerms, Decision, ReceiptLedger, price_of
+
+__all__ = [
+    "Action",
+    "AddressPool",
+    "Admit",
+    "NodeOffer",
+    "NodeSessions",
+    "PoolExhausted",
+    "RemovePeer",
+    "Resume",
+    "Session",
+    "SetupRefused",
+    "SetAllowedIPs",
+    "Suspend",
+    "quarantine_address",
+]
+
+#: Default quarantine prefix: a not-yet-paid client's control address lives here.
+QUARANTINE_PREFIX = "fd77:7272:0:ffff::/64"
+#: A session request older or newer than this (seconds) against the node's clock is refused: it
+#: bounds how long a captured request could be replayed, and tolerates ordinary clock skew.
+REQUEST_WINDOW_S = 120.0
+
+
+def quarantine_address(wg_key: bytes, prefix: str = QUARANTINE_PREFIX) -> str:
+    """The control address of a client key: the prefix's /64 + 64 bits of BLAKE2s(key).
+
+    Both sides derive it, so the client can talk to the node's control port before it has any
+    assigned address; 64 bits make a collision between two live clients negligible.
+    """
+    network = ipaddress.IPv6Network(prefix)
+    interface_id = int.from_bytes(hashlib.blake2s(bytes(wg_key), digest_size=8).digest(), "big")
+    return str(network.network_address + (interface_id & ((1 << (128 - max(network.prefixlen, 64))) - 1)))
+
+
+class PoolExhausted(Exception):
+    """No tunnel address is left in the pool."""
+
+
+class AddressPool:
+    """Tunnel addresses for clients: one IPv4 /32 and one IPv6 /128 each, reused after release.
+
+    The first host of each prefix is the node's own address.
+    """
+
+    def __init__(self, pool_v4: str, pool_v6: str) -> None:
+        self.v4 = ipaddress.IPv4Network(pool_v4)
+        self.v6 = ipaddress.IPv6Network(pool_v6)
+        self.node_v4 = str(self.v4.network_address + 1)
+        self.node_v6 = str(self.v6.network_address + 1)
+        self._free: list[int] = []
+        self._next = 2
+        self._limit = min(self.v4.num_addresses - 2, 1 << 24)
+        self._used: set[int] = set()
+
+    def allocate(self) -> tuple[str, str]:
+        """A fresh (v4, v6) pair.
+
+        Raises:
+            PoolExhausted: every address is in use.
+        """
+        if self._free:
+            offset = self._free.pop()
+        elif self._next <= self._limit:
+            offset, self._next = self._next, self._next + 1
+        else:
+            raise PoolExhausted(f"all {self._limit - 1} client addresses of {self.v4} are in use")
+        self._used.add(offset)
+        return str(self.v4.network_address + offset), str(self.v6.network_address + offset)
+
+    def release(self, v4: str) -> None:
+        """Give a pair back (by its IPv4 address)."""
+        offset = int(ipaddress.IPv4Address(v4)) - int(self.v4.network_address)
+        if offset in self._used:
+            self._used.remove(offset)
+            self._free.append(offset)
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeOffer:
+    """What this node sells and on which terms.
+
+    Attributes:
+        node_id: keccak256 of the node's WireGuard key.
+        chain_id: the chain receipts and requests are signed for.
+        channels_address: payment_channels (the EIP-712 verifying contract of its channels).
+        price_per_gib: token wei per GiB (as registered on chain).
+        credit_bytes: unpaid bytes carried before a cut-off.
+        receipt_bytes / receipt_interval_s: the client's receipt cadence.
+        max_pending: clients in quarantine at once.
+        setup_timeout_s: a quarantined client must complete setup within this.
+        idle_timeout_s: a session with no traffic and no receipt for this long ends.
+    """
+
+    node_id: bytes
+    chain_id: int
+    channels_address: str
+    price_per_gib: int
+    credit_bytes: int = 4 << 20
+    receipt_bytes: int = 1 << 20
+    receipt_interval_s: float = 5.0
+    max_pending: int = 32
+    setup_timeout_s: float = 20.0
+    idle_timeout_s: float = 600.0
+
+
+# -- actions ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """Something the runtime must do to the tunnel or the exit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SetAllowedIPs(Action):
+    """Replace a peer's allowed IPs (quarantine address plus, once admitted, its tunnel addresses)."""
+
+    wg_key: bytes
+    cidrs: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RemovePeer(Action):
+    """Forget a peer (quarantine timed out, session over)."""
+
+    wg_key: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Admit(Action):
+    """Open the exit for a session's addresses."""
+
+    v4: str
+    v6: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Suspend(Action):
+    """Stop forwarding for a session (unpaid bytes over the credit) without forgetting it."""
+
+    v4: str
+    v6: str
+    unpaid_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Resume(Action):
+    """Forward again for a suspended session that paid."""
+
+    v4: str
+    v6: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Forget(Action):
+    """Close the exit for a session's addresses and free them."""
+
+    v4: str
+    v6: str
+
+
+class SetupRefused(Exception):
+    """A session request the node refuses; ``reason`` goes back to the client.
+
+    Attributes:
+        reason: short snake_case key (``"stale_request"``, ``"channel_not_open"``, ...).
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+# -- sessions --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Session:
+    """One paying client.
+
+    Attributes:
+        wg_key: the client's WireGuard key for this session.
+        channel: the channel's on-chain state at setup.
+        ledger: the channel's receipts (durable).
+        v4 / v6: the client's tunnel addresses.
+        base_bytes: the channel's paid bytes when this session began (a channel can outlive a
+            tunnel: the client may reconnect with a fresh key).
+        billed_bytes: bytes billed in this session so far (tunnel bytes minus exit drops).
+        suspended: whether the exit is closed for unpaid bytes.
+        last_activity: when billed bytes last grew or a receipt came.
+    """
+
+    wg_key: bytes
+    channel: ChannelState
+    ledger: ReceiptLedger
+    v4: str
+    v6: str
+    base_bytes: int
+    started: float
+    billed_bytes: int = 0
+    suspended: bool = False
+    last_activity: float = 0.0
+    session_id: int | None = None
+
+    @property
+    def channel_id(self) -> bytes:
+        """The paying channel."""
+        return self.channel.channel_id
+
+    @property
+    def observed_bytes(self) -> int:
+        """The node's cumulative count for the channel: what receipts are checked against."""
+        return self.base_bytes + self.billed_bytes
+
+    @property
+    def unpaid_bytes(self) -> int:
+        """How far the node's count is ahead of the latest receipt."""
+        return self.ledger.unpaid_bytes(self.observed_bytes)
+
+
+#: Builds a channel's ledger: (terms) -> ReceiptLedger over the node's durable store.
+LedgerFactory = Callable[[ChannelTerms], ReceiptLedger]
+#: Recomputes a payment_channels id: (node_id, client, signer) -> 32 bytes.
+ChannelIdOf = Callable[[bytes, str, str], bytes]
+
+
+class NodeSessions:
+    """Quarantine, setup and metering gates of every client of one node.
+
+    Args:
+        offer: the node's terms.
+        pool: tunnel addresses.
+        ledger_for: makes (or reopens) a channel's ledger over the durable store.
+        channel_id_of: payment_channels' id function, to check a request names its own channel.
+        quarantine_prefix: see :func:`quarantine_address`.
+    """
+
+    def __init__(self, offer: NodeOffer, pool: AddressPool, ledger_for: LedgerFactory,
+                 channel_id_of: ChannelIdOf, quarantine_prefix: str = QUARANTINE_PREFIX) -> None:
+        self.offer = offer
+        self.pool = pool
+        self._ledger_for = ledger_for
+        self._channel_id_of = channel_id_of
+        self.quarantine_prefix = quarantine_prefix
+        self.pending: dict[bytes, float] = {}          # wg key -> when it entered quarantine
+        self.sessions: dict[bytes, Session] = {}       # wg key -> session
+        self._ledgers: dict[bytes, ReceiptLedger] = {}  # channel id -> ledger (shared across sessions)
+        self._seen: dict[tuple[bytes, bytes], float] = {}  # (channel id, nonce) -> request timestamp
+        self.refusals: dict[str, int] = {}
+
+    # -- quarantine --------------------------------------------------------------------------------
+
+    def admit_unknown(self, wg_key: bytes, now: float) -> list[str] | None:
+        """The WireGuard responder's question for a key it has never seen: quarantine or refuse.
+
+        Returns:
+            The quarantine address as the peer's only allowed IP, or None when quarantine is full.
+        """
+        wg_key = bytes(wg_key)
+        if wg_key in self.sessions:
+            return None  # a live session's key re-handshakes as a known peer, never through here
+        if wg_key not in self.pending and len(self.pending) >= self.offer.max_pending:
+            self._refuse("quarantine_full")
+            return None
+        self.pending.setdefault(wg_key, now)
+        return [quarantine_address(wg_key, self.quarantine_prefix) + "/128"]
+
+    # -- setup -------------------------------------------------------------------------------------
+
+    def setup(self, wg_key: bytes, request: SessionRequest, signature: bytes, names: dict,
+              channel: ChannelState, now: float, wall_time: float) -> tuple[Session, SessionTerms, list[Action]]:
+        """Check a session request against the chain's view of its channel; open the session.
+
+        Args:
+            wg_key: the WireGuard key of the tunnel the request came through (authenticated).
+            request / signature / names: the parsed SESSION_REQUEST.
+            channel: the channel as the chain shows it now.
+            now: the caller's monotonic clock; wall_time: unix seconds (requests carry unix time).
+
+        Returns:
+            The session, the terms to send, and the actions that open its exit.
+
+        Raises:
+            SetupRefused: any check failed (nothing changed).
+        """
+        wg_key = bytes(wg_key)
+        offer = self.offer
+        try:
+            if wg_key in self.sessions:
+                raise SetupRefused("already_set_up", "this tunnel already has a session")
+            if wg_key not in self.pending:
+                raise SetupRefused("not_in_quarantine", "handshake first")
+            if request.wg_key != wg_key:
+                raise SetupRefused("wrong_tunnel", "the request binds another WireGuard key")
+            if request.node_id != offer.node_id:
+                raise SetupRefused("wrong_node", "the request names another node")
+            if abs(wall_time - request.timestamp) > REQUEST_WINDOW_S:
+                raise SetupRefused("stale_request", f"timestamp {request.timestamp} is more than "
+                                   f"{REQUEST_WINDOW_S:.0f} s from the node's clock {wall_time:.0f}")
+            if (request.channel_id, request.nonce) in self._seen:
+                raise SetupRefused("replayed_request")
+            if "pool" in names:
+                raise SetupRefused("unsupported_channel", "voucher-pool channels are settled by "
+                                   "`warren voucher`; this node serves payment_channels channels")
+            client, signer = names.get("client"), names.get("signer")
+            if client is None or signer is None:
+                raise SetupRefused("bad_request", "client and signer are required")
+            if self._channel_id_of(offer.node_id, client, signer) != request.channel_id:
+                raise SetupRefused("wrong_channel", "client, signer and node do not give this channel id")
+            if channel.status is ChannelStatus.NONE:
+                raise SetupRefused("unknown_channel", "no such channel on chain")
+            if channel.status is not ChannelStatus.OPEN:
+                raise SetupRefused("channel_not_open", channel.status.name.lower())
+            if channel.node_id != offer.node_id:
+                raise SetupRefused("foreign_channel", "the channel pays another node")
+            if channel.client != client:
+                raise SetupRefused("wrong_channel", "the chain's client differs")
+            recovered = request_signer(request, signature, offer.chain_id, offer.channels_address)
+            if recovered is None or recovered != signer:
+                raise SetupRefused("bad_signature", "not signed by the channel's payment signer")
+            ledger = self._ledger(channel, signer)
+            latest = ledger.latest()
+            paid_amount = latest.receipt.cumulative_amount if latest else 0
+            room = channel.deposit - max(paid_amount, channel.settled)
+            if room < max(1, price_of(offer.receipt_bytes, offer.price_per_gib)):
+                raise SetupRefused("no_room", f"{room} token wei left of the deposit {channel.deposit}")
+            for live in self.sessions.values():
+                if live.channel_id == channel.channel_id:
+                    raise SetupRefused("channel_in_use", "another tunnel is paying with this channel")
+            try:
+                v4, v6 = self.pool.allocate()
+            except Exception as exc:
+                raise SetupRefused("no_address", str(exc)) from None
+        except SetupRefused as refusal:
+            self._refuse(refusal.reason)
+            raise
+        # A request older than the window is refused as stale anyway, so only fresher ones need
+        # remembering: the replay memory stays bounded by the request rate times the window.
+        self._seen = {key: stamp for key, stamp in self._seen.items()
+                      if stamp >= wall_time - 2 * REQUEST_WINDOW_S}
+        self._seen[(request.channel_id, request.nonce)] = request.timestamp
+        del self.pending[wg_key]
+        session = Session(wg_key=wg_key, channel=channel, ledger=ledger, v4=v4, v6=v6,
+                          base_bytes=ledger.paid_bytes(), started=now, last_activity=now)
+        self.sessions[wg_key] = session
+        terms = SessionTerms(address_v4=v4, address_v6=v6, dns=(self.pool.node_v4, self.pool.node_v6),
+                             price_per_gib=offer.price_per_gib, credit_bytes=offer.credit_bytes,
+                             receipt_bytes=offer.receipt_bytes, receipt_interval_s=offer.receipt_interval_s,
+                             paid_bytes=ledger.paid_bytes(), paid_amount=paid_amount)
+        quarantine = quarantine_address(wg_key, self.quarantine_prefix) + "/128"
+        return session, terms, [SetAllowedIPs(wg_key, (quarantine, f"{v4}/32", f"{v6}/128")), Admit(v4, v6)]
+
+    def _ledger(self, channel: ChannelState, signer: str) -> ReceiptLedger:
+        ledger = self._ledgers.get(channel.channel_id)
+        if ledger is None:
+            terms = ChannelTerms(channel_id=channel.channel_id, signer=signer, deposit=channel.deposit,
+                                 price_per_gib=self.offer.price_per_gib, credit_bytes=self.offer.credit_bytes,
+                                 chain_id=self.offer.chain_id, verifying_contract=self.offer.channels_address)
+            ledger = self._ledger_for(terms)
+            self._ledgers[channel.channel_id] = ledger
+        elif ledger.terms.signer != signer:
+            raise SetupRefused("wrong_signer", "the channel's stored signer differs")
+        if channel.deposit > ledger.terms.deposit:
+            ledger.set_deposit(channel.deposit)
+        return ledger
+
+    # -- metering ----------------------------------------------------------------------------------
+
+    def on_receipt(self, wg_key: bytes, receipt, signature: bytes, now: float) -> tuple[Decision, list[Action]]:
+        """A receipt from a session's control connection: verify, store, maybe resume.
+
+        Raises:
+            SetupRefused: the key has no session (``"no_session"``).
+        """
+        session = self.sessions.get(bytes(wg_key))
+        if session is None:
+            raise SetupRefused("no_session", "set up a session first")
+        decision = session.ledger.accept(receipt, signature, session.observed_bytes)
+        actions: list[Action] = []
+        if decision.accepted:
+            session.last_activity = now
+            if session.suspended and session.ledger.within_credit(session.observed_bytes):
+                session.suspended = False
+                actions.append(Resume(session.v4, session.v6))
+        return decision, actions
+
+    def update_billed(self, wg_key: bytes, billed_bytes: int, now: float) -> None:
+        """The runtime's billed count for a session (monotonic; a lower value is ignored)."""
+        session = self.sessions.get(bytes(wg_key))
+        if session is not None and billed_bytes > session.billed_bytes:
+            session.billed_bytes = billed_bytes
+            session.last_activity = now
+
+    def tick(self, now: float) -> list[Action]:
+        """Timeouts and credit gates; call every fraction of a second."""
+        actions: list[Action] = []
+        for wg_key, since in list(self.pending.items()):
+            if now - since > self.offer.setup_timeout_s:
+                del self.pending[wg_key]
+                self._refuse("setup_timeout")
+                actions.append(RemovePeer(wg_key))
+        for wg_key, session in list(self.sessions.items()):
+            if not session.suspended and not session.ledger.within_credit(session.observed_bytes):
+                session.suspended = True
+                actions.append(Suspend(session.v4, session.v6, session.unpaid_bytes))
+            elif now - session.last_activity > self.offer.idle_timeout_s:
+                actions.extend(self.end(wg_key))
+        return actions
+
+    def end(self, wg_key: bytes) -> list[Action]:
+        """End a session (client left, idle, or node shutting down); its ledger stays."""
+        session = self.sessions.pop(bytes(wg_key), None)
+        self.pending.pop(bytes(wg_key), None)
+        if session is None:
+            return [RemovePeer(bytes(wg_key))]
+        self.pool.release(session.v4)
+        return [Forget(session.v4, session.v6), RemovePeer(session.wg_key)]
+
+    def ledgers(self) -> dict[bytes, ReceiptLedger]:
+        """Every channel ledger this node holds (for settlement)."""
+        return dict(self._ledgers)
+
+    def _refuse(self, reason: str) -> None:
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1

@@ -1,0 +1,68 @@
+"""The client's payment core with a fake clock: cadence, the credit cap, disputes, liveness."""
+
+import os
+
+import pytest
+from eth_account import Account
+
+from agents.client.session import ClientMeter, Liveness
+from agents.control import SessionTerms
+from agents.metering import ChannelTerms, ReceiptSigner, price_of
+
+PRICE = 10**18
+CREDIT = 1 << 20
+
+
+@pytest.fixture
+def meter():
+    key = Account.create()
+    terms = ChannelTerms(os.urandom(32), key.address, 10**18, PRICE, CREDIT, 31337, "0x" + "cc" * 20)
+    session = SessionTerms("10.77.0.2", "fd77:7272::2", ("10.77.0.1",), PRICE, CREDIT, 1 << 20, 5.0)
+    return ClientMeter(ReceiptSigner(terms, key.key), session, now=0.0)
+
+
+def test_due__after_receipt_bytes_or_interval(meter):
+    assert meter.next_receipt(1000, 1.0) is None          # neither 1 MiB nor 5 s yet
+    receipt, _ = meter.next_receipt(1000, 5.0)             # interval passed
+    assert receipt.cumulative_bytes == 1000
+    receipt, _ = meter.next_receipt(1000 + (1 << 20), 5.1)  # 1 MiB more
+    assert receipt.cumulative_bytes == 1000 + (1 << 20)
+    assert receipt.cumulative_amount == price_of(receipt.cumulative_bytes, PRICE)
+
+
+def test_invoice_below_own_count__pays_the_invoice(meter):
+    meter.on_invoice(600_000)  # the node dropped (and does not bill) part of what we sent
+    receipt, _ = meter.next_receipt(2 << 20, 0.1)
+    assert receipt.cumulative_bytes == 600_000 and meter.overclaim_bytes == 0
+
+
+def test_node_overclaims__paid_only_own_count_plus_credit__dispute_recorded(meter):
+    meter.on_invoice(10 << 20)
+    receipt, _ = meter.next_receipt(2 << 20, 0.1)
+    assert receipt.cumulative_bytes == (2 << 20) + CREDIT
+    assert meter.overclaim_bytes == (10 << 20) - (2 << 20) - CREDIT
+
+
+def test_resumed_channel__counts_from_paid_bytes(meter):
+    meter.base_bytes = 5000
+    receipt, _ = meter.next_receipt(1 << 20, 0.1)
+    assert receipt.cumulative_bytes == 5000 + (1 << 20)
+
+
+def test_final_receipt__nothing_new__none(meter):
+    meter.next_receipt(1 << 20, 0.1)
+    assert meter.final_receipt() is None
+    meter.due((1 << 20) + 10, 0.2)
+    assert meter.final_receipt()[0].cumulative_bytes == (1 << 20) + 10
+
+
+def test_liveness__silence_and_slow_latency():
+    live = Liveness(dead_after_s=1.5, max_latency_s=0.5, slow_samples=2)
+    live.heard(100, 10.0)
+    assert live.dead(11.0) is None
+    assert "nothing received" in live.dead(11.6)
+    live.heard(200, 11.7)
+    live.latency(0.6)
+    assert live.dead(11.8) is None
+    live.latency(0.7)
+    assert "latency" in live.dead(11.8)
