@@ -15,17 +15,26 @@
         challenge period, then anyone finalises and the client is refunded),
         or an immediate exit once the node is revoked or deregistered.
 @custom:security Design decisions (docs/CONTRACTS.md has the rationale):
-        - A channel id is keccak256(abi_encode(chain.id, self, client,
-          signer)): one channel per (client, payment signer) pair, ever, at
-          this contract (the design gives each channel a fresh signer key).
-          A finalised channel keeps its state, so an id is never reused
-          and old receipts can never pay again. The signer is not stored:
-          settle recomputes the id from the stored client and the
-          recovered address, which keeps a channel in two storage slots.
-          Anyone may open the channel of a given (client, signer) pair
-          first (front-running an open): that only funds the client's
-          own channel, and the client's own open then reverts with
-          "channel exists" and can use a fresh signer.
+        - A channel id is keccak256(abi_encode(chain.id, self, node_id,
+          client, signer)): one channel per (node, client, payment signer),
+          ever, at this contract (the design gives each channel a fresh
+          signer key). A finalised channel keeps its state, so an id is
+          never reused and old receipts can never pay again. The signer is
+          not stored: settle recomputes the id from the stored client, the
+          node id of the stored registration index (`registry.node_id_at`)
+          and the recovered address, which keeps a channel in two storage
+          slots.
+        - The id commits to the node so that nobody can block a client's
+          open: without it, a front-runner could open a 1-wei channel for
+          the same (client, signer) to another node and the client's own
+          open would revert "channel exists". Now that channel has another
+          id and the client's open still succeeds; a front-run open to the
+          same node only funds the client's own channel. It also means a
+          receipt signed for one node's channel never pays on a channel
+          of the same signer to another node. Cost, measured with
+          scripts/bench_gas.py: settle reads the node id back with one
+          more registry call (+2,620 gas, 61,882); storing it instead would
+          take a third new slot at open (+22,100, over the 110,000 target).
         - Both receipt fields must strictly grow at each settlement; the
           bytes counter is stored as uint64 and amounts as uint96 (79e9
           tokens at 18 decimals), packed with the deposit into one slot.
@@ -400,7 +409,7 @@ def exit_revoked(channel_id: bytes32):
 def channel(channel_id: bytes32) -> (bytes32, address, uint256, uint256, uint256, uint256, uint256):
     """
     @notice A channel's state. The payment signer is not stored (it is
-            part of the id: see `channel_id_of`; ChannelOpened logs it).
+            part of the id with the node: see `channel_id_of`; ChannelOpened logs it).
     @param channel_id The channel.
     @return node_id The node it pays.
     @return client Refund address.
@@ -423,14 +432,16 @@ def channel(channel_id: bytes32) -> (bytes32, address, uint256, uint256, uint256
 
 @external
 @view
-def channel_id_of(client: address, signer: address) -> bytes32:
+def channel_id_of(node_id: bytes32, client: address, signer: address) -> bytes32:
     """
-    @notice The id of the (only) channel a client and payment signer can have here.
+    @notice The id of the (only) channel a client and payment signer can
+            have to a node here (computable before the node registers).
+    @param node_id The node (keccak256 of its WireGuard key).
     @param client Refund address.
     @param signer Receipt signer.
-    @return channel_id keccak256(abi_encode(chain.id, this contract, client, signer)).
+    @return channel_id keccak256(abi_encode(chain.id, this contract, node_id, client, signer)).
     """
-    return self._channel_id(client, signer)
+    return self._channel_id(node_id, client, signer)
 
 
 @external
@@ -493,7 +504,7 @@ def _open(node_id: bytes32, client: address, signer: address, deposit: uint256) 
     assert active, "payment_channels: node not active"
     assert index <= _INDEX_MASK, "payment_channels: node index too large"
 
-    channel_id: bytes32 = self._channel_id(client, signer)
+    channel_id: bytes32 = self._channel_id(node_id, client, signer)
     assert self._meta[channel_id] == 0, "payment_channels: channel exists"
     self._meta[channel_id] = convert(client, uint256) | (index << 160) | (_OPEN << 248)
     self._amounts[channel_id] = deposit
@@ -523,16 +534,18 @@ def _pay_out(channel_id: bytes32, kind: uint8, deposit: uint256, settled: uint25
 
 @internal
 @view
-def _channel_id(client: address, signer: address) -> bytes32:
-    return keccak256(abi_encode(chain.id, self, client, signer))
+def _channel_id(node_id: bytes32, client: address, signer: address) -> bytes32:
+    return keccak256(abi_encode(chain.id, self, node_id, client, signer))
 
 
 @internal
 @view
 def _check_signer(channel_id: bytes32, meta: uint256, recovered: address):
-    # The id commits to the signer: recompute it from the stored client and the recovered address.
+    # The id commits to the node and the signer: recompute it from the stored client, the node id
+    # of the stored registration (kept by the registry after a withdrawal) and the recovered address.
     client: address = convert(meta & _ADDRESS_MASK, address)
-    assert self._channel_id(client, recovered) == channel_id, "payment_channels: wrong signer"
+    node_id: bytes32 = staticcall registry.node_id_at((meta >> 160) & _INDEX_MASK)
+    assert self._channel_id(node_id, client, recovered) == channel_id, "payment_channels: wrong signer"
 
 
 @internal
