@@ -322,7 +322,7 @@ class DemoNode:
         channel = self.chain.channel(channel_id)
         if channel.node_id != self.node_id or channel.status is not ChannelStatus.OPEN:
             raise DemoFailed(f"channel {channel_id.hex()} is not an open channel to this node")
-        if self.chain.channel_id_of(channel.client, signer) != channel_id:
+        if self.chain.channel_id_of(channel.node_id, channel.client, signer) != channel_id:
             raise DemoFailed("the announced payment signer is not the channel's")
         terms = ChannelTerms(channel_id=channel_id, signer=signer, deposit=channel.deposit,
                              price_per_gib=self.chain.node(self.node_id).price_per_gib,

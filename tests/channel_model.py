@@ -2,17 +2,27 @@
 
 Both contracts settle cumulative receipts under the same rules (docs/CONTRACTS.md), so the model of
 "which revert should this settle or cooperative close give" is one function, and so is the way a
-machine sends a step it expects to succeed or to revert with an exact reason.
+machine sends a step it expects to succeed or to revert with an exact reason. It also holds the
+model of payment_channels' channel id, which commits to the node.
 """
 
 import pytest
+from eth_abi import encode
+from eth_utils import keccak
 from web3.exceptions import ContractLogicError
 
-__all__ = ["CLOSING", "FINAL", "OPEN", "STEP_OFFSETS", "pick", "send_expecting", "settle_error"]
+__all__ = ["CLOSING", "FINAL", "OPEN", "STEP_OFFSETS", "channel_id", "pick", "send_expecting", "settle_error"]
 
 OPEN, CLOSING, FINAL = 1, 2, 3
 #: Landing one second before, at, or after the end of a challenge period.
 STEP_OFFSETS = (-1, 0, 1)
+
+
+def channel_id(chain_id: int, contract: str, node_id: bytes, client: str, signer: str) -> bytes:
+    """payment_channels' id of the channel of (node, client, payment signer):
+    keccak256(abi_encode(chain.id, contract, node_id, client, signer)), as docs/CONTRACTS.md says."""
+    return keccak(encode(["uint256", "address", "bytes32", "address", "address"],
+                         [chain_id, contract, node_id, client, signer]))
 
 
 def settle_error(ch, nbytes: int, amount: int, *, strict: bool, now: int, node_revoked: bool) -> str | None:

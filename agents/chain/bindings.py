@@ -146,9 +146,13 @@ class WarrenContracts:
             status=ChannelStatus(int(status)),
         )
 
-    def channel_id_of(self, client: str, signer: str) -> bytes:
-        """The id payment_channels gives the channel of a (client, payment signer) pair."""
-        return bytes(self.channels.channel_id_of(client, signer))
+    def channel_id_of(self, node_id: bytes, client: str, signer: str) -> bytes:
+        """The id payment_channels gives the channel of a (node, client, payment signer) triple.
+
+        The id commits to the node, so the same client and signer have a different channel (and
+        receipts that pay nowhere else) at each node.
+        """
+        return bytes(self.channels.channel_id_of(node_id, client, signer))
 
     def sign(self, message: eip712.Receipt | eip712.CooperativeClose, private_key: bytes) -> bytes:
         """Sign a receipt or cooperative close for this deployment's payment_channels."""

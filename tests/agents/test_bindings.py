@@ -64,7 +64,7 @@ def test_channel__open_then_settle__fields_follow(owner, operator, client, warre
     warren.token.approve(warren.channels, DEPOSIT, sender=client)
     node_id = node_id_of(registered)
     warren.channels.open_channel(node_id, client, signer.address, DEPOSIT, sender=client)
-    channel_id = warren.channel_id_of(client.address, signer.address)
+    channel_id = warren.channel_id_of(node_id, client.address, signer.address)
 
     state = warren.channel(channel_id)
     assert (state.node_id, state.client, state.deposit, state.status) == (

@@ -7,6 +7,7 @@ import pytest
 from eth_account import Account
 
 from agents.chain import eip712
+from channel_model import channel_id as model_channel_id
 
 # secp256k1 group order (SEC 2, section 2.4.1): s and n - s both verify, EIP-2 keeps only s <= n / 2.
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -51,7 +52,7 @@ def test_open_channel__pulls_deposit_and_logs(channels, token, client, signer, n
     token.approve(channels, DEPOSIT, sender=client)
     tx = channels.open_channel(node_id, client, signer, DEPOSIT, sender=client)
     channel_id = bytes(tx.return_value)
-    assert channel_id == bytes(channels.channel_id_of(client, signer))
+    assert channel_id == bytes(channels.channel_id_of(node_id, client, signer))
     assert token.balanceOf(client) == before - DEPOSIT
     assert token.balanceOf(channels) == DEPOSIT
     assert tuple(channels.channel(channel_id)) == (node_id, client, DEPOSIT, 0, 0, 0, 1)
@@ -104,6 +105,50 @@ def test_open_channel__same_client_and_signer_twice__reverts(channels, client, s
         channels.open_channel(node_id, client, signer, 1, sender=client)
 
 
+# --- channel ids commit to the node -------------------------------------------------------------
+
+
+def test_channel_id_of__is_keccak_of_chain_contract_node_client_signer(channels, chain, client, signer, node_id):
+    expected = model_channel_id(chain.chain_id, channels.address, node_id, client.address, signer)
+    assert bytes(channels.channel_id_of(node_id, client, signer)) == expected
+
+
+def test_channel_id_of__same_client_and_signer__differs_per_node(channels, client, signer, node_id, register_node):
+    other_node = register_node()
+    ids = {bytes(channels.channel_id_of(node, client, signer)) for node in (node_id, other_node, os.urandom(32))}
+    assert len(ids) == 3
+
+
+def test_open_channel__front_run_to_another_node__client_still_opens_its_own(
+    channels, token, stranger, client, signer, node_id, register_node, open_channel
+):
+    # A front-runner copies (client, signer) out of the pending open and opens a 1-wei channel with
+    # them to its own node first: that is another channel, so the client's open goes through.
+    their_node = register_node(sender=stranger)
+    theirs = open_channel(their_node, deposit=1, funder=stranger)
+    before = token.balanceOf(client)
+    token.approve(channels, DEPOSIT, sender=client)
+    mine = bytes(channels.open_channel(node_id, client, signer, DEPOSIT, sender=client).return_value)
+    assert mine != theirs
+    assert mine == bytes(channels.channel_id_of(node_id, client, signer))
+    assert theirs == bytes(channels.channel_id_of(their_node, client, signer))
+    assert tuple(channels.channel(mine)) == (node_id, client, DEPOSIT, 0, 0, 0, 1)
+    assert tuple(channels.channel(theirs)) == (their_node, client, 1, 0, 0, 0, 1)
+    assert token.balanceOf(client) == before - DEPOSIT
+
+
+def test_open_channel__same_client_and_signer_to_another_node__second_open_there_reverts(
+    channels, client, signer, node_id, register_node, open_channel
+):
+    # One channel per (node, client, signer): a second open to either node still reverts.
+    other_node = register_node()
+    open_channel(node_id)
+    open_channel(other_node)
+    for node in (node_id, other_node):
+        with ape.reverts("payment_channels: channel exists"):
+            channels.open_channel(node, client, signer, 1, sender=client)
+
+
 def test_open_channel__without_allowance__reverts_in_token(channels, client, signer, node_id):
     with ape.reverts("erc20: insufficient allowance"):
         channels.open_channel(node_id, client, signer, 1, sender=client)
@@ -113,7 +158,7 @@ def test_open_channel_with_permit__opens_in_one_transaction(channels, token, cha
     deadline = chain.pending_timestamp + 3600
     v, r, s = sign_permit(client, channels, DEPOSIT, deadline)
     tx = channels.open_channel_with_permit(node_id, client, signer, DEPOSIT, deadline, v, r, s, sender=client)
-    assert bytes(tx.return_value) == bytes(channels.channel_id_of(client, signer))
+    assert bytes(tx.return_value) == bytes(channels.channel_id_of(node_id, client, signer))
     assert token.balanceOf(channels) == DEPOSIT
     assert token.allowance(client, channels) == 0
 
@@ -270,6 +315,25 @@ def test_settle__receipt_of_another_channel__reverts(channels, operator, strange
     second = open_channel(node_id, funder=stranger, client_address=stranger, signer_address=signer)
     with ape.reverts("payment_channels: wrong signer"):
         channels.settle(second, 1, 1, sign_receipt(first, 1, 1), sender=operator)
+
+
+def test_settle__receipt_of_same_signer_channel_to_another_node__reverts(
+    channels, token, operator, node_id, register_node, open_channel, sign_receipt, sign_close
+):
+    # The same client and signer have channel A to one node and B to another node of the same
+    # operator: a receipt for A neither settles nor closes B, and A still settles with it.
+    a = open_channel(node_id)
+    b = open_channel(register_node())
+    receipt_a = sign_receipt(a, 10, 100)
+    with ape.reverts("payment_channels: wrong signer"):
+        channels.settle(b, 10, 100, receipt_a, sender=operator)
+    with ape.reverts("payment_channels: wrong signer"):
+        channels.cooperative_close(b, 10, 100, receipt_a, sign_close(b, 10, 100), sender=operator)
+    assert tuple(channels.channel(b))[3:] == (0, 0, 0, 1)
+    before = token.balanceOf(operator)
+    channels.settle(a, 10, 100, receipt_a, sender=operator)
+    assert token.balanceOf(operator) == before + share(channels, 100)
+    channels.settle(b, 10, 100, sign_receipt(b, 10, 100), sender=operator)
 
 
 def test_settle__receipt_for_another_contract__reverts(

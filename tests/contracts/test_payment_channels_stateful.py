@@ -1,5 +1,9 @@
 """Random sequences of open / top-up / sign / settle / close / exit / revoke against a model.
 
+Channels are opened with fresh signers and with the signer of an existing channel at the other
+node (the id commits to the node, so that is another channel), and receipts are replayed across
+channels (preferring one of the same signer at the other node), which must give "wrong signer".
+
 After every step: tokens are conserved across every account and contract involved, the contract
 holds exactly what its open channels owe, the node has received exactly its share of what was
 settled and never more than the highest amount the signer signed, and every finished channel gave
@@ -13,7 +17,8 @@ transaction, which makes a reverted transaction ~30 times slower than the call.
 
 from dataclasses import dataclass, field
 
-from channel_model import CLOSING, FINAL, OPEN, STEP_OFFSETS, pick, send_expecting, settle_error
+from channel_model import CLOSING, FINAL, OPEN, STEP_OFFSETS, channel_id, pick, send_expecting, settle_error
+from eth_account import Account
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -95,11 +100,29 @@ def test_random_channel_lifecycles__conserve_tokens_and_respect_receipts(
 
         @rule(node=st.integers(0, 1), deposit=st.integers(1, 10**6))
         def open_channel(self, node, deposit):
-            key, signer = make_signer()
-            error = "node not active" if self.revoked[node] else None
+            key, _ = make_signer()
+            self._open(node, key, deposit)
+
+        @precondition(lambda self: self.channels)
+        @rule(index=st.integers(0, 99), deposit=st.integers(1, 10**6))
+        def open_same_signer_at_other_node(self, index, deposit):
+            # The id commits to the node: the same (client, signer) opens once at each node.
+            ch = self._pick(index)
+            self._open(1 - ch.node, ch.key, deposit)
+
+        def _open(self, node, key, deposit):
+            signer = Account.from_key(key).address
+            expected = channel_id(chain.chain_id, channels.address, node_ids[node], client.address, signer)
+            if self.revoked[node]:
+                error = "node not active"
+            elif any(ch.channel_id == expected for ch in self.channels):
+                error = "channel exists"
+            else:
+                error = None
             tx = self._send(error, channels.open_channel, node_ids[node], client, signer, deposit, sender=client)
             if tx is not None:
-                self.channels.append(Channel(bytes(tx.return_value), key, node, deposit))
+                assert bytes(tx.return_value) == expected
+                self.channels.append(Channel(expected, key, node, deposit))
 
         @precondition(lambda self: self.channels)
         @rule(index=st.integers(0, 99), amount=st.integers(1, 10**5))
@@ -137,6 +160,22 @@ def test_random_channel_lifecycles__conserve_tokens_and_respect_receipts(
         def settle_latest(self, index, more_bytes, more_permille):
             # The common case, as its own rule so swarm testing rarely switches every settle off.
             self.settle(index, 0, more_bytes, more_permille)
+
+        @precondition(lambda self: len(self.channels) >= 2)
+        @rule(index=st.integers(0, 99), other=st.integers(0, 99))
+        def replay_receipt_on_other_channel(self, index, other):
+            # A receipt signed for one channel, sent to settle another (of the same signer at the
+            # other node when there is one): never pays, whatever the figures.
+            source = self._pick(index)
+            same_signer = [ch for ch in self.channels if ch is not source and ch.key == source.key]
+            target = same_signer[0] if same_signer else self._pick(other)
+            if target is source:
+                return
+            nbytes, amount = target.settled_bytes + 1, target.settled + 1
+            signature = eip712.sign(eip712.Receipt(source.channel_id, nbytes, amount), source.key,
+                                    chain.chain_id, channels.address)
+            error = self._settle_error(target, nbytes, amount, strict=True) or "wrong signer"
+            self._send(error, channels.settle, target.channel_id, nbytes, amount, signature, sender=operator)
 
         def _settle_error(self, ch, nbytes, amount, strict):
             return settle_error(ch, nbytes, amount, strict=strict, now=self.now, node_revoked=self.revoked[ch.node])
