@@ -51,6 +51,8 @@ class ClientMeter:
         self.refusals: dict[str, int] = {}
         self._last_paid_at = now
         self._last_paid_own = 0
+        #: The last (receipt, signature) signed in this session (what a close would present).
+        self.last_signed: tuple | None = None
 
     def on_invoice(self, billed_bytes: int) -> None:
         """The node's billed count for this session."""
@@ -95,6 +97,7 @@ class ClientMeter:
             return None
         receipt, signature = self.signer.sign(cumulative)
         self._last_paid_at, self._last_paid_own = now, self.own_bytes
+        self.last_signed = (receipt, signature)
         return receipt, signature
 
     def final_receipt(self) -> tuple[Receipt, bytes] | None:
@@ -104,9 +107,10 @@ class ClientMeter:
         if latest is not None and cumulative <= latest.cumulative_bytes:
             return None
         try:
-            return self.signer.sign(cumulative)
+            self.last_signed = self.signer.sign(cumulative)
         except LocalProtocolError:
             return None
+        return self.last_signed
 
 
 @dataclasses.dataclass

@@ -1,0 +1,459 @@
+"""`warren connect`: the client's runtime around :mod:`agents.client.session`.
+
+Order of events, fail closed throughout (DESIGN.md, "Sessions (exit mode)"):
+
+1. The kill switch goes up first (:class:`agents.client.killswitch.KillSwitch`): from here until an
+   explicit disconnect the host sends nothing but WireGuard to the chosen nodes.
+2. Nodes come from the chain (:func:`agents.client.selection.list_candidates`), are filtered and
+   ranked; their endpoints come from :class:`Locator` (the overlay's signed PeerRecords).
+3. A channel is opened to the best node (or an open one reused) with a fresh payment signer.
+4. One WireGuard tunnel (our runtime, a TUN device): the node is its peer for 0.0.0.0/0 and ::/0 (the
+   tunnel installs wg-quick's fwmark policy routing); the TUN starts with only the quarantine address
+   derived from our key, from which the control connection asks for a session; the node's terms give
+   the tunnel addresses and the DNS server, which the host then uses.
+5. The payer loop signs receipts on the meter's cadence and watches liveness. When the node goes
+   silent, :meth:`ClientAgent.failover` moves the same TUN to the standby node (already chosen, its
+   endpoint resolved and its channel opened): the peer's allowed IPs move to the new peer in one
+   core call, so no packet takes another way; the old channel is closed (cooperatively if the node
+   answers, else a unilateral close is started).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from agents.client.selection import Candidate
+from agents.client.session import ClientMeter, Liveness
+from agents.control import (
+    CONTROL_PORT,
+    ControlKind,
+    ControlReader,
+    SessionRequest,
+    SessionTerms,
+    decode_ack,
+    decode_invoice,
+    decode_json,
+    encode,
+    encode_json,
+    sign_request,
+)
+from agents.metering import ChannelTerms, LocalProtocolError, ReceiptSigner, RemoteProtocolError, encode_receipt
+from agents.node.session import quarantine_address
+from agents.wireguard.config import PeerConfig
+
+__all__ = ["ClientAgent", "ConnectError", "OpenChannel", "Route"]
+
+log = logging.getLogger("warren.client")
+
+#: The node's control address (the first host of its default v6 pool, agents.node.session).
+NODE_CONTROL_V6 = "fd77:7272::1"
+#: How often the payer loop looks at the counters (seconds).
+PAY_POLL_S = 0.05
+#: Setup must finish within this (seconds): handshake, control connection, chain check.
+SETUP_TIMEOUT_S = 10.0
+#: WireGuard keepalive towards the node (seconds): keeps NAT mappings open and liveness fresh.
+KEEPALIVE_S = 1
+
+
+class ConnectError(Exception):
+    """A node could not be used (setup refused, no answer, no channel)."""
+
+
+@dataclasses.dataclass
+class OpenChannel:
+    """A channel this client holds to one node, with its payment signer."""
+
+    channel_id: bytes
+    node_id: bytes
+    signer_key: bytes
+    signer: str
+    deposit: int
+    chain_id: int
+    channels_address: str
+    receipt_signer: ReceiptSigner | None = None
+
+
+@dataclasses.dataclass
+class Route:
+    """A node chosen to carry traffic: who, where, and the channel paying it."""
+
+    candidate: Candidate
+    endpoint: tuple[str, int]
+    channel: OpenChannel | None = None
+
+
+class _Session:
+    """One live session: the control connection, the meter, liveness."""
+
+    def __init__(self, route: Route, conn: socket.socket, terms: SessionTerms, meter: ClientMeter,
+                 rx0: int, tx0: int) -> None:
+        self.route = route
+        self.conn = conn
+        self.terms = terms
+        self.meter = meter
+        self.rx0, self.tx0 = rx0, tx0
+        self.liveness = Liveness()
+        self.reader = ControlReader()
+        self.started = time.monotonic()
+        self.close_signature: bytes | None = None
+
+
+class ClientAgent:
+    """One `warren connect`.
+
+    Args:
+        tunnel: the started client Tunnel (TUN + socket; no peer yet).
+        chain: the client's chain port: ``open_channel(candidate, deposit) -> OpenChannel``,
+            ``cooperative_close(channel, receipt, signature, node_signature)``,
+            ``start_close(channel)``.
+        killswitch: the engaged kill switch (``set_endpoints``).
+        resolv: DNS pointing (``point_to``/``restore``), or None.
+        budget: deposit per channel (token wei).
+        liveness: (dead_after_s, max_latency_s).
+    """
+
+    def __init__(self, *, tunnel, chain, killswitch, resolv=None, budget: int,
+                 dead_after_s: float = 1.5, on_event: Callable[[str, dict], None] | None = None) -> None:
+        self.tunnel = tunnel
+        self.chain = chain
+        self.killswitch = killswitch
+        self.resolv = resolv
+        self.budget = budget
+        self.dead_after_s = dead_after_s
+        self.on_event = on_event or (lambda kind, data: None)
+        self.lock = threading.RLock()
+        self.session: _Session | None = None
+        self.standby: Route | None = None
+        self.spare: list[Route] = []
+        self.history: list[dict] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failovers: list[dict] = []
+        self.spent = 0
+
+    # -- connecting --------------------------------------------------------------------------------
+
+    def connect(self, routes: list[Route]) -> None:
+        """Use the first route that works; keep the next one warm as the standby.
+
+        Raises:
+            ConnectError: no route worked.
+        """
+        self.killswitch.set_endpoints([r.endpoint for r in routes[:2]])
+        errors = []
+        for index, route in enumerate(routes):
+            try:
+                self._bring_up(route)
+            except ConnectError as exc:
+                errors.append(f"{route.candidate.node.node_id.hex()[:12]}: {exc}")
+                log.warning("node %s unusable: %s", route.candidate.node.node_id.hex()[:12], exc)
+                continue
+            self.spare = routes[index + 1:]
+            self._prepare_standby()
+            self._thread = threading.Thread(target=self._pay_loop, name="client-payer", daemon=True)
+            self._thread.start()
+            return
+        raise ConnectError("no node could be used: " + "; ".join(errors))
+
+    def _prepare_standby(self) -> None:
+        """Pick the next route and open its channel ahead of need (a failover then costs only the
+        handshake and setup)."""
+        while self.spare and self.standby is None:
+            route = self.spare.pop(0)
+            try:
+                if route.channel is None:
+                    route.channel = self.chain.open_channel(route.candidate, self.budget)
+                self.standby = route
+            except Exception as exc:
+                log.warning("standby %s: %s", route.candidate.node.node_id.hex()[:12], exc)
+        endpoints = [self.session.route.endpoint] if self.session else []
+        if self.standby:
+            endpoints.append(self.standby.endpoint)
+        self.killswitch.set_endpoints(endpoints)
+
+    def _bring_up(self, route: Route) -> None:
+        node = route.candidate.node
+        if route.channel is None:
+            route.channel = self.chain.open_channel(route.candidate, self.budget)
+        channel = route.channel
+        peer = PeerConfig(public_key=node.wg_public_key, allowed_ips=["0.0.0.0/0", "::/0"],
+                          endpoint=route.endpoint, persistent_keepalive=KEEPALIVE_S)
+        old = self.session
+        self.tunnel.add_peer(peer)  # takes /0 from the previous peer in one step: no gap, no leak
+        if old is not None:
+            with contextlib.suppress(Exception):
+                self.tunnel.remove_peer(old.route.candidate.node.wg_public_key)
+        my_key = self.tunnel.public_key
+        quarantine = quarantine_address(my_key)
+        tun = self.tunnel.tun
+        with contextlib.suppress(Exception):
+            tun.ip("addr", "flush", "dev", tun.name)
+        tun.ip("addr", "add", f"{quarantine}/128", "dev", tun.name, "nodad")
+        tun.ip("-6", "route", "replace", f"{NODE_CONTROL_V6}/128", "dev", tun.name, "src", quarantine)
+        rx0, tx0 = self.tunnel.peer_counters(node.wg_public_key) or (0, 0)
+        conn, terms = self._setup(route, my_key, quarantine)
+        tun.ip("addr", "add", f"{terms.address_v4}/32", "dev", tun.name)
+        tun.ip("addr", "add", f"{terms.address_v6}/128", "dev", tun.name, "nodad")
+        if self.resolv is not None:
+            self.resolv.point_to(list(terms.dns))
+        if channel.receipt_signer is None:
+            channel.receipt_signer = ReceiptSigner(ChannelTerms(
+                channel_id=channel.channel_id, signer=channel.signer, deposit=channel.deposit,
+                price_per_gib=terms.price_per_gib, credit_bytes=terms.credit_bytes,
+                chain_id=channel.chain_id, verifying_contract=channel.channels_address), channel.signer_key)
+        meter = ClientMeter(channel.receipt_signer, terms, time.monotonic())
+        with self.lock:
+            self.session = _Session(route, conn, terms, meter, rx0, tx0)
+            self.session.liveness.heard(1, time.monotonic())
+        log.info("connected through %s (%s) at %s: tunnel %s / %s", node.node_id.hex()[:12], node.region,
+                 _fmt(route.endpoint), terms.address_v4, terms.address_v6)
+        self.on_event("connected", {"node_id": node.node_id.hex(), "region": node.region,
+                                    "endpoint": _fmt(route.endpoint)})
+
+    def _setup(self, route: Route, my_key: bytes, quarantine: str) -> tuple[socket.socket, SessionTerms]:
+        node, channel = route.candidate.node, route.channel
+        deadline = time.monotonic() + SETUP_TIMEOUT_S
+        conn = None
+        while time.monotonic() < deadline:
+            conn = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            conn.settimeout(1.0)
+            try:
+                conn.bind((quarantine, 0))
+                conn.connect((NODE_CONTROL_V6, CONTROL_PORT))
+                break
+            except OSError:
+                conn.close()
+                conn = None
+                time.sleep(0.1)
+        if conn is None:
+            raise ConnectError("no answer from the node's control address (handshake or quarantine failed)")
+        request = SessionRequest(channel.channel_id, node.node_id, my_key, int(time.time()), os.urandom(32))
+        signature = sign_request(request, channel.signer_key, channel.chain_id, channel.channels_address)
+        client = self.chain.client_address
+        conn.sendall(encode_json(ControlKind.SESSION_REQUEST,
+                                 request.to_wire(signature, client=client, signer=channel.signer)))
+        reader = ControlReader()
+        conn.settimeout(max(0.5, deadline - time.monotonic()))
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    raise ConnectError("the node closed the control connection")
+                for frame in reader.feed(data):
+                    if frame.kind is ControlKind.SESSION_ACCEPT:
+                        conn.settimeout(None)
+                        conn.setblocking(False)
+                        return conn, SessionTerms.from_wire(decode_json(frame))
+                    if frame.kind is ControlKind.SESSION_REFUSED:
+                        body = decode_json(frame)
+                        raise ConnectError(f"refused: {body.get('reason')} {body.get('detail', '')}".strip())
+        except (OSError, RemoteProtocolError) as exc:
+            conn.close()
+            raise ConnectError(f"setup failed: {exc}") from None
+
+    # -- paying ------------------------------------------------------------------------------------
+
+    def _pay_loop(self) -> None:
+        while not self._stop.wait(PAY_POLL_S):
+            try:
+                self.pay_once()
+            except Exception:
+                log.exception("payer step failed")
+
+    def pay_once(self) -> None:
+        """Read frames, sign what is due, check liveness (fail over when the node is gone)."""
+        with self.lock:
+            session = self.session
+            if session is None:
+                return
+            now = time.monotonic()
+            node_key = session.route.candidate.node.wg_public_key
+            counters = self.tunnel.peer_counters(node_key)
+            if counters is not None:
+                rx, tx = counters
+                session.liveness.heard(rx, now)
+                own = (rx - session.rx0) + (tx - session.tx0)
+                self._read_frames(session)
+                try:
+                    signed = session.meter.next_receipt(own, now)
+                except LocalProtocolError as exc:
+                    log.warning("cannot pay: %s", exc)
+                    signed = None
+                if signed:
+                    receipt, signature = signed
+                    self.spent = receipt.cumulative_amount
+                    self._write(session, encode(ControlKind.RECEIPT, encode_receipt(receipt, signature)))
+            dead = session.liveness.dead(now) if now - session.started > self.dead_after_s else None
+            if dead and now - session.liveness.last_heard > self.dead_after_s:
+                self.failover(dead)
+
+    def _read_frames(self, session: _Session) -> None:
+        while True:
+            try:
+                data = session.conn.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if not data:
+                return
+            try:
+                frames = session.reader.feed(data)
+            except RemoteProtocolError as exc:
+                log.warning("node sent a malformed frame: %s", exc)
+                return
+            for frame in frames:
+                if frame.kind is ControlKind.INVOICE:
+                    session.meter.on_invoice(decode_invoice(frame.body))
+                    if session.meter.overclaim_bytes:
+                        log.warning("node claims %d bytes more than we counted plus the credit; paying "
+                                    "only what we counted plus the credit", session.meter.overclaim_bytes)
+                elif frame.kind is ControlKind.ACK:
+                    session.meter.on_ack(decode_ack(frame.body)[0])
+                elif frame.kind is ControlKind.REFUSED:
+                    reason = frame.body.decode(errors="replace")
+                    session.meter.on_refused(reason)
+                    log.warning("node refused a receipt: %s", reason)
+                elif frame.kind is ControlKind.CLOSE_SIGNATURE:
+                    session.close_signature = frame.body
+
+    def _write(self, session: _Session, data: bytes) -> None:
+        try:
+            session.conn.setblocking(True)
+            session.conn.settimeout(1.0)
+            session.conn.sendall(data)
+        except OSError as exc:
+            log.warning("control connection: %s", exc)
+        finally:
+            with contextlib.suppress(OSError):
+                session.conn.setblocking(False)
+
+    # -- failover ----------------------------------------------------------------------------------
+
+    def failover(self, why: str) -> None:
+        """Move to the standby node now (the kill switch holds throughout)."""
+        with self.lock:
+            old = self.session
+            started = time.monotonic()
+            log.warning("node %s gone (%s): failing over", old.route.candidate.node.node_id.hex()[:12], why)
+            self.history.append(self._session_summary(old))
+            while True:
+                route = self.standby
+                self.standby = None
+                if route is None:
+                    self._prepare_standby()
+                    route = self.standby
+                    self.standby = None
+                if route is None:
+                    log.error("no other node to fail over to; traffic stays blocked")
+                    self.on_event("stalled", {"why": why})
+                    return
+                self.killswitch.set_endpoints([route.endpoint])
+                try:
+                    self._bring_up(route)
+                    break
+                except ConnectError as exc:
+                    log.warning("standby %s unusable: %s", route.candidate.node.node_id.hex()[:12], exc)
+            took = time.monotonic() - started
+            self.failovers.append({"from": old.route.candidate.node.node_id.hex(),
+                                   "to": route.candidate.node.node_id.hex(), "why": why,
+                                   "switch_s": round(took, 3)})
+            self.on_event("failover", self.failovers[-1])
+        with contextlib.suppress(OSError):
+            old.conn.close()
+        threading.Thread(target=self._after_failover, args=(old,), daemon=True).start()
+
+    def _after_failover(self, old: _Session) -> None:
+        with contextlib.suppress(Exception):
+            self.chain.start_close(old.route.channel)
+            log.info("unilateral close started on channel %s", old.route.channel.channel_id.hex()[:16])
+        with self.lock:
+            self._prepare_standby()
+
+    # -- leaving -----------------------------------------------------------------------------------
+
+    def disconnect(self) -> dict:
+        """Pay what is owed, close the channel cooperatively, stop paying; returns a summary.
+
+        The kill switch and routes are the caller's to remove (they outlive this object on purpose).
+        """
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=3)
+        summary = {}
+        with self.lock:
+            session = self.session
+            if session is None:
+                return summary
+            self._read_frames(session)
+            counters = self.tunnel.peer_counters(session.route.candidate.node.wg_public_key) or (0, 0)
+            session.meter.due((counters[0] - session.rx0) + (counters[1] - session.tx0), time.monotonic())
+            final = session.meter.final_receipt() or session.meter.last_signed
+            summary = self._session_summary(session)
+        if final is not None:
+            receipt, signature = final
+            self._write(session, encode(ControlKind.CLOSE_REQUEST, encode_receipt(receipt, signature)))
+            deadline = time.monotonic() + 3
+            while session.close_signature is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+                self._read_frames(session)
+            if session.close_signature is not None:
+                try:
+                    self.chain.cooperative_close(session.route.channel, receipt, signature, session.close_signature)
+                    summary["closed"] = "cooperative"
+                except Exception as exc:
+                    log.warning("cooperative close failed: %s; starting a unilateral close", exc)
+            if "closed" not in summary:
+                with contextlib.suppress(Exception):
+                    self.chain.start_close(session.route.channel)
+                    summary["closed"] = "unilateral"
+        with contextlib.suppress(OSError):
+            session.conn.close()
+        return summary
+
+    # -- status ------------------------------------------------------------------------------------
+
+    def _session_summary(self, session: _Session) -> dict:
+        node = session.route.candidate.node
+        latest = session.meter.signer.latest
+        return {"node_id": node.node_id.hex(), "region": node.region, "endpoint": _fmt(session.route.endpoint),
+                "channel_id": session.route.channel.channel_id.hex(), "own_bytes": session.meter.own_bytes,
+                "invoiced_bytes": session.meter.invoice or 0, "paid_bytes": latest.cumulative_bytes if latest else 0,
+                "spent": latest.cumulative_amount if latest else 0, "overclaim_bytes": session.meter.overclaim_bytes,
+                "refusals": dict(session.meter.refusals)}
+
+    def status(self) -> dict:
+        """What `warren status` shows."""
+        with self.lock:
+            session = self.session
+            if session is None:
+                return {"connected": False, "history": self.history}
+            stats = self.tunnel.peer(session.route.candidate.node.wg_public_key)
+            last = stats.last_handshake if stats else None
+            channel = session.route.channel
+            out = self._session_summary(session)
+            out.update({"connected": True, "tunnel_v4": session.terms.address_v4,
+                        "tunnel_v6": session.terms.address_v6, "deposit": channel.deposit,
+                        "channel_balance": channel.deposit - out["spent"],
+                        "since_handshake_s": round(time.time() - last, 1) if last else None,
+                        "standby": self.standby.candidate.node.node_id.hex() if self.standby else None,
+                        "failovers": self.failovers, "history": self.history})
+            return out
+
+
+def _fmt(endpoint: tuple[str, int]) -> str:
+    host, port = endpoint
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_v6(address: str) -> bool:
+    return isinstance(ipaddress.ip_address(address), ipaddress.IPv6Address)

@@ -1,0 +1,426 @@
+"""`warren node run`: the exit node's runtime around :class:`agents.node.session.NodeSessions`.
+
+Threads, each small:
+
+* the WireGuard tunnel (:class:`agents.wireguard.runtime.Tunnel`, its own threads), whose responder
+  asks :meth:`NodeSessions.admit_unknown` about keys it has never seen;
+* ``control``: accepts TCP connections on the node's tunnel addresses (port
+  :data:`agents.control.CONTROL_PORT`), one thread per connection: session setup (the channel is
+  read from the chain), receipts (stored before acknowledged), cooperative closes;
+* ``meter``: every :data:`METER_PERIOD_S`, turns tunnel counters minus exit drops into billed bytes,
+  ticks the session core (quarantine timeouts, credit cut-offs) and applies its actions to the tunnel
+  and the exit table; sends each session an invoice (which doubles as the client's heartbeat);
+* ``settle``: the settlement loop (:mod:`agents.node.settlement`);
+* ``status``: a unix socket (0600) answering ``warren node status`` with live figures.
+
+The exit (:class:`agents.node.exit.ExitTable`) and the in-tunnel resolver
+(:class:`agents.node.dns.NodeResolver`) are installed at start and removed at stop; SIGTERM and
+SIGINT stop cleanly (settle, remove the table, close the tunnel).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from agents.chain import eip712
+from agents.chain.bindings import node_id_of
+from agents.control import (
+    CONTROL_PORT,
+    ControlKind,
+    ControlReader,
+    SessionRequest,
+    decode_json,
+    encode,
+    encode_ack,
+    encode_invoice,
+    encode_json,
+)
+from agents.metering import RemoteProtocolError, decode_receipt
+from agents.node.session import (
+    QUARANTINE_PREFIX,
+    Admit,
+    AddressPool,
+    Forget,
+    NodeOffer,
+    NodeSessions,
+    RemovePeer,
+    Resume,
+    SetAllowedIPs,
+    SetupRefused,
+    Suspend,
+    quarantine_address,
+)
+from agents.wireguard.config import InterfaceConfig
+
+__all__ = ["NodeAgent", "billed_bytes"]
+
+log = logging.getLogger("warren.node")
+
+#: How often the meter thread samples counters, ticks the core and invoices (seconds). Also the
+#: client's heartbeat: its failover waits for a few of these to be missed.
+METER_PERIOD_S = 0.25
+#: A WireGuard transport message adds a 16-byte header and a 16-byte tag, and pads the payload to a
+#: multiple of 16: a dropped IP packet of n bytes was n + 32 .. n + 47 bytes of tunnel traffic. The
+#: node subtracts the upper bound, so dropped traffic is never billed (it may under-bill by up to 15
+#: bytes per dropped packet, in the client's favour).
+DROP_OVERHEAD = 47
+#: Bound on simultaneous control connections (a client needs one).
+MAX_CONTROL_CONNECTIONS = 256
+#: A control connection that sends nothing for this long is closed (seconds).
+CONTROL_IDLE_S = 120.0
+
+
+def billed_bytes(rx: int, tx: int, dropped_packets: int, dropped_bytes: int) -> int:
+    """Tunnel bytes minus what the exit dropped (never negative)."""
+    return max(0, rx + tx - dropped_bytes - DROP_OVERHEAD * dropped_packets)
+
+
+class NodeAgent:
+    """One running exit node.
+
+    Args:
+        tunnel_factory: ``(InterfaceConfig, admit_unknown) -> started Tunnel``.
+        chain: the node's chain port (``channel(channel_id)``, ``channel_id_of(node, client,
+            signer)``, ``sign_close(receipt) -> signature``).
+        offer: the node's terms.
+        pool: tunnel addresses.
+        ledger_for: channel ledgers over the node's store.
+        exit_table: the exit's nftables table (installed by :meth:`start`).
+        resolver: the in-tunnel DNS resolver (started by :meth:`start`), or None.
+        store: the node's database (sessions are recorded there), or None.
+        private_key: the node's WireGuard private key.
+        listen_port: WireGuard's UDP port.
+    """
+
+    def __init__(self, *, tunnel_factory: Callable, chain, offer: NodeOffer, pool: AddressPool,
+                 ledger_for, exit_table, resolver=None, store=None, private_key: bytes,
+                 listen_port: int, mtu: int | None = None, on_stop: Callable[[], None] | None = None) -> None:
+        self.chain = chain
+        self.offer = offer
+        self.pool = pool
+        self.exit = exit_table
+        self.resolver = resolver
+        self.store = store
+        self._tunnel_factory = tunnel_factory
+        self._private_key = private_key
+        self._listen_port = listen_port
+        self._mtu = mtu
+        self._on_stop = on_stop
+        self.core = NodeSessions(offer, pool, ledger_for, chain.channel_id_of)
+        self.lock = threading.RLock()
+        self.tunnel = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._listeners: list[socket.socket] = []
+        self._connections: dict[bytes, socket.socket] = {}
+        self._addr_key: dict[str, bytes] = {}
+        self._dropped: dict[str, tuple[int, int]] = {}
+        self._session_rows: dict[bytes, int] = {}
+        self.started_at = time.time()
+        self.counters = {"receipts_accepted": 0, "receipts_refused": 0, "sessions": 0,
+                         "setups_refused": 0}
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> NodeAgent:
+        """Bring up the tunnel, exit, resolver and control service."""
+        prefix_v4 = self.pool.v4.prefixlen
+        prefix_v6 = self.pool.v6.prefixlen
+        config = InterfaceConfig(private_key=self._private_key, listen_port=self._listen_port,
+                                 addresses=[f"{self.pool.node_v4}/{prefix_v4}", f"{self.pool.node_v6}/{prefix_v6}"],
+                                 mtu=self._mtu)
+        self.tunnel = self._tunnel_factory(config, self._admit_unknown)
+        self.tunnel.tun.add_route(self.core.quarantine_prefix)
+        self.exit.install()
+        if self.resolver is not None:
+            self.resolver.start()
+        for address in (self.pool.node_v4, self.pool.node_v6):
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.bind((address, CONTROL_PORT))
+            listener.listen(64)
+            listener.settimeout(0.5)
+            self._listeners.append(listener)
+            self._spawn(f"control-{family.name}", self._accept_loop, listener)
+        self._spawn("meter", self._meter_loop)
+        log.info("node %s serving on udp/%d; control %s and [%s]:%d", self.offer.node_id.hex()[:16],
+                 self._listen_port, self.pool.node_v4, self.pool.node_v6, CONTROL_PORT)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; end sessions; remove the exit table; close the tunnel (idempotent)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        for listener in self._listeners:
+            with contextlib.suppress(OSError):
+                listener.close()
+        with self.lock:
+            for conn in list(self._connections.values()):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            for wg_key in list(self.core.sessions):
+                self._end_session(wg_key)
+        for thread in self._threads:
+            thread.join(timeout=3)
+        if self.resolver is not None:
+            self.resolver.close()
+        with contextlib.suppress(Exception):
+            self.exit.remove()
+        if self.tunnel is not None:
+            self.tunnel.close()
+        if self._on_stop:
+            self._on_stop()
+
+    def _spawn(self, name: str, target, *args) -> None:
+        def run():
+            try:
+                target(*args)
+            except Exception:
+                if not self._stop.is_set():
+                    log.exception("node thread %s failed", name)
+        thread = threading.Thread(target=run, name=f"node-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # -- quarantine --------------------------------------------------------------------------------
+
+    def _admit_unknown(self, wg_key: bytes, source, now: float):
+        # Called by the WireGuard core: must not call back into the tunnel; the core's own lock
+        # may be held. Our lock is taken briefly.
+        with self.lock:
+            allowed = self.core.admit_unknown(wg_key, time.monotonic())
+            if allowed:
+                self._addr_key[quarantine_address(wg_key, self.core.quarantine_prefix)] = bytes(wg_key)
+                log.info("quarantine: %s from %s", _short(wg_key), _endpoint(source))
+            return allowed
+
+    # -- control connections -----------------------------------------------------------------------
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, peer = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                key = self._addr_key.get(_canonical(peer[0]))
+                if key is None or len(self._connections) >= MAX_CONTROL_CONNECTIONS:
+                    conn.close()  # not one of our tunnel peers (or too many): nothing to say
+                    continue
+                old = self._connections.pop(key, None)
+                self._connections[key] = conn
+            if old is not None:
+                with contextlib.suppress(OSError):
+                    old.close()
+            self._spawn(f"conn-{_short(key)}", self._serve, conn, key)
+
+    def _serve(self, conn: socket.socket, wg_key: bytes) -> None:
+        reader = ControlReader()
+        conn.settimeout(CONTROL_IDLE_S)
+        try:
+            while not self._stop.is_set():
+                try:
+                    data = conn.recv(65536)
+                except (TimeoutError, OSError):
+                    return
+                if not data:
+                    return
+                for frame in reader.feed(data):
+                    reply = self._handle(wg_key, frame)
+                    if reply:
+                        self._send(wg_key, reply, conn)
+                    if frame.kind is ControlKind.SESSION_REQUEST and wg_key not in self.core.sessions:
+                        return  # refused: close the connection
+        except RemoteProtocolError as exc:
+            log.warning("control %s: %s; closing", _short(wg_key), exc)
+        finally:
+            with self.lock:
+                if self._connections.get(wg_key) is conn:
+                    del self._connections[wg_key]
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def _send(self, wg_key: bytes, data: bytes, conn: socket.socket | None = None) -> None:
+        conn = conn or self._connections.get(wg_key)
+        if conn is None:
+            return
+        try:
+            conn.sendall(data)
+        except OSError:
+            pass
+
+    def _handle(self, wg_key: bytes, frame) -> bytes | None:
+        if frame.kind is ControlKind.SESSION_REQUEST:
+            return self._setup(wg_key, frame)
+        if frame.kind in (ControlKind.RECEIPT, ControlKind.CLOSE_REQUEST):
+            receipt, signature = decode_receipt(frame.body)
+            with self.lock:
+                try:
+                    decision, actions = self.core.on_receipt(wg_key, receipt, signature, time.monotonic())
+                except SetupRefused as refusal:
+                    return encode(ControlKind.REFUSED, refusal.reason.encode())
+                self._apply(actions)
+                if decision.accepted:
+                    self.counters["receipts_accepted"] += 1
+                else:
+                    self.counters["receipts_refused"] += 1
+            if not decision.accepted:
+                log.info("receipt refused from %s: %s %s", _short(wg_key), decision.reason.value, decision.detail)
+                latest = self.core.sessions[wg_key].ledger.latest() if wg_key in self.core.sessions else None
+                replayed_final = (frame.kind is ControlKind.CLOSE_REQUEST and latest is not None
+                                  and latest.receipt == receipt)
+                if not replayed_final:
+                    return encode(ControlKind.REFUSED, decision.reason.value.encode())
+            if frame.kind is ControlKind.CLOSE_REQUEST:
+                close = eip712.CooperativeClose(receipt.channel_id, receipt.cumulative_bytes,
+                                                receipt.cumulative_amount)
+                signature = self.chain.sign_close(close)
+                return encode(ControlKind.CLOSE_SIGNATURE, signature)
+            return encode_ack(receipt.cumulative_bytes, receipt.cumulative_amount)
+        return None  # node->client kinds from a client: ignored
+
+    def _setup(self, wg_key: bytes, frame) -> bytes:
+        try:
+            request, signature, names = SessionRequest.from_wire(decode_json(frame))
+        except RemoteProtocolError as exc:
+            return encode_json(ControlKind.SESSION_REFUSED, {"reason": exc.reason, "detail": str(exc)})
+        try:
+            channel = self.chain.channel(request.channel_id)
+        except Exception as exc:  # the chain is the authority: without it, no new session
+            log.warning("setup %s: chain read failed: %s", _short(wg_key), exc)
+            return encode_json(ControlKind.SESSION_REFUSED, {"reason": "chain_unavailable",
+                                                             "detail": "the node cannot read the chain; retry"})
+        with self.lock:
+            try:
+                session, terms, actions = self.core.setup(wg_key, request, signature, names, channel,
+                                                          time.monotonic(), time.time())
+            except SetupRefused as refusal:
+                self.counters["setups_refused"] += 1
+                log.info("setup refused for %s: %s %s", _short(wg_key), refusal.reason, refusal.detail)
+                return encode_json(ControlKind.SESSION_REFUSED, {"reason": refusal.reason, "detail": refusal.detail})
+            self._addr_key[session.v4] = wg_key
+            self._addr_key[_canonical(session.v6)] = wg_key
+            self._apply(actions)
+            self.counters["sessions"] += 1
+            if self.store is not None:
+                self._session_rows[wg_key] = self.store.start_session(
+                    channel_id=session.channel_id, client_key=wg_key.hex(), v4=session.v4, v6=session.v6,
+                    at=time.time())
+        log.info("session %s: channel %s, %s / %s", _short(wg_key), session.channel_id.hex()[:16],
+                 session.v4, session.v6)
+        return encode_json(ControlKind.SESSION_ACCEPT, terms.to_wire())
+
+    # -- metering ----------------------------------------------------------------------------------
+
+    def _meter_loop(self) -> None:
+        while not self._stop.wait(METER_PERIOD_S):
+            self.meter_once()
+
+    def meter_once(self) -> None:
+        """Sample counters, bill, tick the core, apply its actions, invoice every session."""
+        try:
+            dropped = self.exit.dropped()
+        except Exception as exc:
+            log.warning("reading the exit's drop counters failed: %s", exc)
+            dropped = self._dropped
+        self._dropped = dropped
+        now = time.monotonic()
+        invoices = []
+        with self.lock:
+            for wg_key, session in list(self.core.sessions.items()):
+                counters = self.tunnel.peer_counters(wg_key)
+                if counters is None:
+                    continue
+                packets = bytes_ = 0
+                for address in (session.v4, _canonical(session.v6)):
+                    p, b = dropped.get(address, (0, 0))
+                    packets, bytes_ = packets + p, bytes_ + b
+                self.core.update_billed(wg_key, billed_bytes(counters[0], counters[1], packets, bytes_), now)
+                invoices.append((wg_key, session.billed_bytes))
+            self._apply(self.core.tick(now))
+        for wg_key, billed in invoices:
+            self._send(wg_key, encode_invoice(billed))
+
+    def _apply(self, actions) -> None:
+        for action in actions:
+            if isinstance(action, SetAllowedIPs):
+                self.tunnel.set_allowed_ips(action.wg_key, list(action.cidrs))
+            elif isinstance(action, Admit):
+                self.exit.admit(action.v4, action.v6)
+            elif isinstance(action, Suspend):
+                log.info("cut off %s: %d bytes unpaid", action.v4, action.unpaid_bytes)
+                self.exit.suspend(action.v4, action.v6)
+            elif isinstance(action, Resume):
+                log.info("serving %s again: paid", action.v4)
+                self.exit.resume(action.v4, action.v6)
+            elif isinstance(action, Forget):
+                self.exit.forget(action.v4, action.v6)
+                self._addr_key.pop(action.v4, None)
+                self._addr_key.pop(_canonical(action.v6), None)
+            elif isinstance(action, RemovePeer):
+                self._forget_peer(action.wg_key)
+
+    def _forget_peer(self, wg_key: bytes) -> None:
+        self._addr_key.pop(quarantine_address(wg_key, self.core.quarantine_prefix), None)
+        with contextlib.suppress(Exception):
+            self.tunnel.remove_peer(wg_key)
+        conn = self._connections.pop(wg_key, None)
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def _end_session(self, wg_key: bytes) -> None:
+        session = self.core.sessions.get(wg_key)
+        row = self._session_rows.pop(wg_key, None)
+        if session is not None and row is not None and self.store is not None:
+            self.store.update_session_bytes(row, session.billed_bytes)
+            self.store.end_session(row, at=time.time())
+        self._apply(self.core.end(wg_key))
+
+    # -- status ------------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        """Live figures (what `warren node status` shows next to the chain's)."""
+        with self.lock:
+            sessions = [{
+                "client": _short(key), "channel_id": s.channel_id.hex(), "v4": s.v4, "v6": s.v6,
+                "billed_bytes": s.billed_bytes, "paid_bytes": s.ledger.paid_bytes(),
+                "paid_amount": (s.ledger.latest().receipt.cumulative_amount if s.ledger.latest() else 0),
+                "suspended": s.suspended, "age_s": round(time.monotonic() - s.started, 1),
+            } for key, s in self.core.sessions.items()]
+            return {
+                "node_id": self.offer.node_id.hex(), "uptime_s": round(time.time() - self.started_at, 1),
+                "price_per_gib": self.offer.price_per_gib, "pending": len(self.core.pending),
+                "sessions": sessions, "counters": dict(self.counters),
+                "refusals": dict(self.core.refusals),
+            }
+
+
+def _short(key: bytes) -> str:
+    return bytes(key).hex()[:12]
+
+
+def _endpoint(source) -> str:
+    return f"{source[0]}:{source[1]}" if source else "?"
+
+
+def _canonical(address: str) -> str:
+    """One spelling per address (IPv6 compressed; IPv4-mapped IPv6 as plain IPv4)."""
+    parsed = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped:
+        return str(parsed.ipv4_mapped)
+    return str(parsed)
