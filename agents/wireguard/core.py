@@ -16,6 +16,10 @@ buys safety, not parallelism: pyca/cryptography keeps the GIL during AEAD and X2
 Protocol behaviour follows the WireGuard paper and wireguard-go: the initiator uses a session as soon
 as the response arrives; the responder keeps its new session as "next" until the first data message
 proves the initiator has it (key confirmation); the timers are those of `timers.PeerTimers`.
+
+Admission of strangers (DESIGN.md "Sessions (exit mode)", step 2): with an ``admit_unknown`` callback
+the responder answers an initiator whose static key is not configured, once the initiation is fully
+authenticated and the owner's callback hands it allowed IPs; a stock WireGuard peer list cannot.
 """
 
 import os
@@ -31,12 +35,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from . import messages as _m
-from .allowed_ips import AllowedIPs
+from .allowed_ips import AllowedIPs, parse_prefix
 from .cookie import CookieChecker, CookieGenerator, SourceRateLimiter
 from .errors import LocalProtocolError, RemoteProtocolError
 from .noise import (
     KEY_SIZE,
     INITIAL_HASH,
+    ConsumedInitiation,
     StaticKey,
     consume_initiation,
     consume_response,
@@ -71,6 +76,7 @@ __all__ = [
     "SessionExpired",
     "EndpointChanged",
     "PeerStatus",
+    "AdmitUnknown",
     "WireGuardDevice",
 ]
 
@@ -81,6 +87,14 @@ DEFAULT_MTU = 1420
 _REKEY_ON_RECEIVE_AGE = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
 _NONCE_PREFIX = bytes(4)
 _TRANSPORT_HEADER = _m.TRANSPORT_HEADER
+#: How many removed peers' latest TAI64N timestamps are remembered, so that an initiation captured
+#: before a peer was removed cannot, replayed, bring the peer back through ``admit_unknown`` (each
+#: entry ~100 bytes; only `remove_peer` adds entries, so a remote sender cannot evict them).
+_REMEMBERED_TIMESTAMPS = 4096
+
+#: ``admit_unknown(remote_static_public_key, source_endpoint, now)`` -> allowed IPs to admit the
+#: initiator with, or None to refuse it (see `WireGuardDevice`).
+AdmitUnknown = Callable[[bytes, tuple[str, int], float], Iterable[str] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +223,7 @@ class WireGuardDevice:
             timestamps and ``last_handshake``). Default: measured once here from ``time.time() -
             time.monotonic()``, which suits a runtime passing ``time.monotonic()``; tests pass their own.
         mtu: the tunnel MTU; transport payloads are zero-padded to a multiple of 16 bytes up to it.
+        admit_unknown: see Attributes.
 
     Attributes:
         public_key: our 32-byte public key.
@@ -217,10 +232,25 @@ class WireGuardDevice:
             (the runtime sets it when its handshake rate or backlog grows).
         drop_counters: reason -> count of inputs dropped silently.
         mtu: see Args.
+        admit_unknown: None (the default: initiations from keys that are not peers are dropped, counted
+            as ``unknown_peer``), or ``admit_unknown(remote_static_public_key, source, now)``, called
+            for an initiation from a key that is not a peer, and only once it is fully authenticated:
+            mac1 valid, the under-load mac2/cookie and rate rules applied as for peers, and the
+            encrypted timestamp decrypted (which proves the sender holds the static private key; the
+            encrypted static alone does not) and newer than any timestamp of a removed peer with
+            that key. It returns allowed IPs (CIDR strings, possibly none) to admit the initiator
+            with: the device then adds it as a peer (no pre-shared key, endpoint = ``source``) and
+            answers as for any peer; or None to refuse: the initiation is dropped silently and
+            counted as ``unknown_peer``. It is called *without* the device's lock held, on the
+            thread that called `decapsulate`; it should be cheap and must bound admissions itself.
+            It must not call back into the device (the call is not reentrant-safe: a peer it added
+            or removed meanwhile would race the admission). Exceptions it raises propagate out of
+            `decapsulate`, as do `LocalProtocolError` for bad prefixes it returns (nothing is added).
     """
 
     def __init__(self, private_key: bytes, *, rng: Callable[[int], bytes] = os.urandom,
-                 wall_offset: float | None = None, mtu: int = DEFAULT_MTU) -> None:
+                 wall_offset: float | None = None, mtu: int = DEFAULT_MTU,
+                 admit_unknown: AdmitUnknown | None = None) -> None:
         self._static = StaticKey(private_key)
         self.public_key: bytes = self._static.public
         self._rng = rng
@@ -238,6 +268,9 @@ class WireGuardDevice:
         self.under_load = False
         self.drop_counters: dict[str, int] = {}
         self.mtu = mtu
+        self.admit_unknown: AdmitUnknown | None = admit_unknown
+        # Removed peers' public key -> latest TAI64N timestamp (oldest removal first; bounded).
+        self._removed_timestamps: dict[bytes, bytes] = {}
 
     # ------------------------------------------------------------------ configuration
 
@@ -300,6 +333,37 @@ class WireGuardDevice:
             self._zero_keys_locked(peer)
             peer.timers.clear()
             peer.staged.clear()
+            remembered = self._removed_timestamps
+            remembered.pop(peer.public_key, None)
+            remembered[peer.public_key] = peer.latest_timestamp
+            if len(remembered) > _REMEMBERED_TIMESTAMPS:
+                del remembered[next(iter(remembered))]
+
+    def set_allowed_ips(self, public_key: bytes, allowed_ips: Iterable[str]) -> None:
+        """Replace one peer's allowed IPs, keeping everything else (sessions, endpoint, key, keepalive).
+
+        Raises:
+            LocalProtocolError: unknown peer, or a bad prefix (the peer's routes are then unchanged).
+        """
+        prefixes = list(allowed_ips)
+        for cidr in prefixes:  # all of them checked before anything changes
+            parse_prefix(cidr)
+        with self._lock:
+            peer = self._peers.get(bytes(public_key))
+            if peer is None:
+                raise LocalProtocolError("unknown peer")
+            self._routes.remove_value(peer)
+            self._routes.insert_many(prefixes, peer)
+
+    def peer_counters(self, public_key: bytes) -> tuple[int, int] | None:
+        """(rx_bytes, tx_bytes) of one peer, as `peers` counts them; None if it is not a peer.
+
+        One dictionary lookup, no listing: cheap enough to poll per peer for metering.
+        """
+        peer = self._peers.get(bytes(public_key))
+        if peer is None:
+            return None
+        return peer.rx_bytes, peer.tx_bytes
 
     def initiate_handshake(self, public_key: bytes, now: float) -> None:
         """Start a handshake with a peer now (subject to the one-per-REKEY_TIMEOUT limit); see the outbox.
@@ -712,36 +776,73 @@ class WireGuardDevice:
             self._count(exc.reason)
 
     def _handle_initiation(self, message: _m.Initiation, source: tuple[str, int], now: float) -> None:
+        admit = self.admit_unknown
+        stranger_static_static: list[bytes] = []
         with self._lock:
             peers = self._peers
-            consumed = consume_initiation(
-                self._static, message, lambda key: peer.static_static if (peer := peers.get(key)) else None)
-            peer = peers[consumed.remote_static]
-            if consumed.timestamp <= peer.latest_timestamp:
+
+            def static_static(key: bytes) -> bytes | None:
+                peer = peers.get(key)
+                if peer is not None:
+                    return peer.static_static
+                if admit is None or key == self.public_key:
+                    return None
+                # A stranger: DH with its claimed key, so the timestamp AEAD proves it holds the
+                # private key before anyone is asked to admit it.
+                shared = dh(self._static.private, key)
+                stranger_static_static.append(shared)
+                return shared
+
+            consumed = consume_initiation(self._static, message, static_static)
+            peer = peers.get(consumed.remote_static)
+            if peer is not None:
+                self._answer_initiation_locked(peer, consumed, source, now)
+                return
+            if consumed.timestamp <= self._removed_timestamps.get(consumed.remote_static, bytes(12)):
                 raise RemoteProtocolError("replayed_initiation")
-            if peer.last_initiation_consumed is not None and now - peer.last_initiation_consumed < MIN_INITIATION_INTERVAL:
-                raise RemoteProtocolError("initiation_flood")
-            peer.latest_timestamp = consumed.timestamp
-            peer.last_initiation_consumed = now
-            peer.rx_bytes += _m.INITIATION_SIZE
-            self._roam_locked(peer, source, now)
-            timers = peer.timers
-            timers.any_authenticated_received()
-            timers.traversal(now, peer.persistent_keepalive)
-            index = self._new_index_locked()
-            ephemeral = X25519PrivateKey.from_private_bytes(self._rng(32))
-            response, send_key, receive_key = create_response(consumed, peer.remote, peer.preshared_key, index,
-                                                              ephemeral)
-            keypair = _Keypair(peer, send_key, receive_key, now, False, index, consumed.sender_index)
-            self._free_locked(peer.next)
-            self._free_locked(peer.previous)
-            peer.next = keypair
-            peer.previous = None
-            self._index[index] = keypair
-            self._send_locked(peer, peer.cookies.add_macs(response, now))
-            timers.session_derived(now)
-            timers.traversal(now, peer.persistent_keepalive)
-            timers.any_authenticated_sent()
+        # Outside the lock: the owner's callback may take its own locks (see the class docstring).
+        allowed = admit(consumed.remote_static, (str(source[0]), int(source[1])), now)
+        if allowed is None:
+            raise RemoteProtocolError("unknown_peer")
+        prefixes = list(allowed)
+        for cidr in prefixes:  # our caller's error: raised before anything changes
+            parse_prefix(cidr)
+        with self._lock:
+            peer = peers.get(consumed.remote_static)
+            if peer is None:  # else configured meanwhile by add_peer: its configuration stands
+                peer = _Peer(consumed.remote_static, stranger_static_static[0], self._jitter)
+                peers[peer.public_key] = peer
+                self._routes.insert_many(prefixes, peer)
+                self._removed_timestamps.pop(peer.public_key, None)
+            self._answer_initiation_locked(peer, consumed, source, now)
+
+    def _answer_initiation_locked(self, peer: _Peer, consumed: ConsumedInitiation, source: tuple[str, int], now: float) -> None:
+        """Replay and flood checks on an authenticated initiation from ``peer``, then the response."""
+        if consumed.timestamp <= peer.latest_timestamp:
+            raise RemoteProtocolError("replayed_initiation")
+        if peer.last_initiation_consumed is not None and now - peer.last_initiation_consumed < MIN_INITIATION_INTERVAL:
+            raise RemoteProtocolError("initiation_flood")
+        peer.latest_timestamp = consumed.timestamp
+        peer.last_initiation_consumed = now
+        peer.rx_bytes += _m.INITIATION_SIZE
+        self._roam_locked(peer, source, now)
+        timers = peer.timers
+        timers.any_authenticated_received()
+        timers.traversal(now, peer.persistent_keepalive)
+        index = self._new_index_locked()
+        ephemeral = X25519PrivateKey.from_private_bytes(self._rng(32))
+        response, send_key, receive_key = create_response(consumed, peer.remote, peer.preshared_key, index,
+                                                          ephemeral)
+        keypair = _Keypair(peer, send_key, receive_key, now, False, index, consumed.sender_index)
+        self._free_locked(peer.next)
+        self._free_locked(peer.previous)
+        peer.next = keypair
+        peer.previous = None
+        self._index[index] = keypair
+        self._send_locked(peer, peer.cookies.add_macs(response, now))
+        timers.session_derived(now)
+        timers.traversal(now, peer.persistent_keepalive)
+        timers.any_authenticated_sent()
 
     def _handle_response(self, message: _m.Response, source: tuple[str, int], now: float) -> None:
         with self._lock:

@@ -44,7 +44,7 @@ from collections.abc import Callable
 
 from agents.wireguard.backend import PeerStats, TunnelBackend
 from agents.wireguard.config import InterfaceConfig, PeerConfig, parse_endpoint
-from agents.wireguard.core import WireGuardDevice
+from agents.wireguard.core import AdmitUnknown, WireGuardDevice
 from agents.wireguard.errors import LocalProtocolError
 from agents.wireguard.tun import DEFAULT_FWMARK, DEFAULT_MTU, TunDevice
 from agents.wireguard.uapi import SOCKET_DIR, format_get, socket_path
@@ -103,11 +103,18 @@ class Tunnel(TunnelBackend):
         bind_address: local address of the UDP socket; the default "::" is dual-stack (IPv4 peers
             appear as themselves, not as ``::ffff:`` mapped addresses), falling back to IPv4 only
             where the host has no IPv6.
+        admit_unknown: the core's admission callback for initiators that are not peers (see
+            `WireGuardDevice`; settable later as :attr:`admit_unknown`). It runs on the UDP receive
+            thread without the core's lock, so it must be quick and must not call the tunnel or its
+            device. Here an exception it raises, or a bad prefix it returns, is logged and refuses
+            the initiator instead of stopping the tunnel; an admitted peer's routes are added by the
+            timer thread soon after, as :meth:`add_peer` adds them.
     """
 
     def __init__(self, config: InterfaceConfig, ifname: str = "warren0", *, time_scale: float = 1.0,
                  demux: DemuxCallback | None = None, uapi: bool = True,
-                 uapi_dir: str = SOCKET_DIR, bind_address: str = "::") -> None:
+                 uapi_dir: str = SOCKET_DIR, bind_address: str = "::",
+                 admit_unknown: AdmitUnknown | None = None) -> None:
         self.config = config
         self.ifname = ifname
         self.time_scale = time_scale
@@ -119,6 +126,12 @@ class Tunnel(TunnelBackend):
         #: The core's recent events (HandshakeCompleted, EndpointChanged, ...), oldest first.
         self.events: collections.deque = collections.deque(maxlen=EVENT_HISTORY)
         self.device = WireGuardDevice(config.private_key, mtu=config.mtu or DEFAULT_MTU)
+        self._admit_unknown: AdmitUnknown | None = None
+        # Set by an admission (UDP thread); the timer thread then syncs the TUN's routes.
+        self._routes_dirty = False
+        # _sync_routes runs on the caller's, the UAPI and the timer thread.
+        self._routes_lock = threading.Lock()
+        self.admit_unknown = admit_unknown
         #: Pre-shared keys by peer, for UAPI ``get`` (the core does not hand them back).
         self._psk: dict[bytes, bytes | None] = {}
         for peer in config.peers:
@@ -195,11 +208,56 @@ class Tunnel(TunnelBackend):
             del self._psk[public_key]
             self._sync_routes()
 
+    @property
+    def admit_unknown(self) -> AdmitUnknown | None:
+        """The admission callback for initiators that are not peers, or None (see the constructor)."""
+        return self._admit_unknown
+
+    @admit_unknown.setter
+    def admit_unknown(self, callback: AdmitUnknown | None) -> None:
+        self._admit_unknown = callback
+        self.device.admit_unknown = None if callback is None else self._admit
+
+    def _admit(self, public_key: bytes, source: tuple[str, int], now: float) -> list[str] | None:
+        """The core's admission callback: the owner's, guarded, plus the bookkeeping of a new peer."""
+        callback = self._admit_unknown
+        if callback is None:
+            return None
+        try:
+            allowed = callback(public_key, source, now)
+            if allowed is None:
+                return None
+            prefixes = [_prefix(c) for c in allowed]
+        except Exception:  # the owner's bug must not stop the receive thread
+            log.exception("%s: admit_unknown failed; initiator refused", self.ifname)
+            return None
+        self._psk.setdefault(public_key, None)
+        self._routes_dirty = True
+        self._wake.set()
+        return prefixes
+
+    def set_allowed_ips(self, public_key: bytes, cidrs: list[str]) -> None:
+        """Replace one peer's allowed IPs (its sessions, endpoint and keys stay); routes follow.
+
+        Raises:
+            LocalProtocolError: unknown peer or a bad prefix (nothing changes then).
+        """
+        self.device.set_allowed_ips(public_key, cidrs)
+        self._sync_routes()
+
+    def peer_counters(self, public_key: bytes) -> tuple[int, int] | None:
+        """(rx_bytes, tx_bytes) of one peer, or None if it is not a peer: no UAPI, no listing."""
+        return self.device.peer_counters(public_key)
+
     def _sync_routes(self) -> None:
         """Make the TUN's routes the union of the peers' allowed IPs (as wg-quick sets them up).
 
         Only routes this tunnel made are removed, so an operator's own routes are left alone.
         """
+        with self._routes_lock:
+            self._sync_routes_locked()
+
+    def _sync_routes_locked(self) -> None:
         wanted = {_prefix(c) for stats in self.device.peers() for c in stats.allowed_ips}
         for cidr in sorted(wanted - self._routed):
             try:
@@ -401,6 +459,9 @@ class Tunnel(TunnelBackend):
         while not self._stop.is_set():
             self.device.tick(self.now())
             self._flush()
+            if self._routes_dirty:
+                self._routes_dirty = False
+                self._sync_routes()
             for event in self.device.drain_events():
                 self.events.append(event)
                 log.info("%s: %s", self.ifname, type(event).__name__)
