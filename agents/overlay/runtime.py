@@ -85,6 +85,18 @@ class OverlayRuntime:
             return out
 
     def _flush(self) -> None:
+        self._send_outbox()
+        evs = self.node.drain_events()
+        if evs:
+            self.events.extend(evs)
+            for ev in evs:
+                for fn in self.listeners:
+                    fn(ev)
+            self.changed.notify_all()
+            if self.node.outbox:  # a listener queued messages (an echo reply): send them now
+                self._send_outbox()
+
+    def _send_outbox(self) -> None:
         for item in self.node.drain_outbox():
             try:
                 if len(item) > 2:
@@ -94,13 +106,6 @@ class OverlayRuntime:
                     self._send(item[1], item[0])
             except OSError as exc:  # unreachable peer, full buffer: the protocol's timeouts cope
                 log.debug("overlay send to %s failed: %s", item[0], exc)
-        evs = self.node.drain_events()
-        if evs:
-            self.events.extend(evs)
-            for ev in evs:
-                for fn in self.listeners:
-                    fn(ev)
-            self.changed.notify_all()
 
     def wait_for(self, predicate: Callable, timeout: float):
         """Wait until some kept event satisfies ``predicate``; returns it, or None on timeout."""

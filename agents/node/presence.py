@@ -1,0 +1,298 @@
+"""An exit node's presence in the overlay: ring membership, NAT traversal, its signed PeerRecord.
+
+Exit mode uses the overlay pieces mesh mode uses (:mod:`agents.overlay.mesh`), with the chain as
+authority instead of a group owner: the node id is ``keccak256(wg public key)`` and a PeerRecord is
+valid only when signed by the operator node_registry binds to that id (the ``directory``,
+:class:`agents.chain.directory.RegistryDirectory` in production).
+
+:class:`NodePresence` runs on the node's WireGuard tunnel socket (DESIGN.md: one UDP socket per host,
+:func:`~agents.overlay.runtime.attach_to_tunnel`):
+
+* **Public node** (``public_endpoint`` given): joins the ring through a bootstrap peer, or starts the
+  ring when it is its own bootstrap; it answers REGISTER/CONNECT as a rendezvous for every host (the
+  NAT agent always does), and with ``relay=True`` carries relay sessions within
+  :class:`~agents.overlay.nat.RelayLimits`. Its PeerRecord lists ``public_endpoint``.
+* **Node behind a NAT** (no ``public_endpoint``): does not join the ring (nobody could reach it
+  unsolicited); it routes its puts through a bootstrap peer (client mode,
+  :meth:`~agents.overlay.core.OverlayNode.use_gateway`) and registers with that peer as its
+  rendezvous, which keeps the NAT mapping alive. Its PeerRecord lists the *rendezvous'* endpoint,
+  never its own reflexive address (an unsolicited datagram there would leave the conntrack entry that
+  spoils a later punch, see :data:`agents.overlay.nat.PUNCH_SYNC_S`). A client tells the two cases
+  apart by the id in the PONG of an overlay PING to the endpoint (:mod:`agents.client.discovery`).
+
+Clients that reach us through a relay: the relay's session shows up here as ``PathUp(kind="relay")``;
+a :class:`~agents.overlay.wgrelay.RelayBridge` loopback port then injects the client's relayed
+WireGuard datagrams into the tunnel, whose core answers the port it saw them come from (WireGuard
+roaming), so replies go back through the relay with no peer configuration here. Relayed datagrams
+must fit one overlay datagram: tunnels that serve relayed clients use ``wgrelay.MESH_MTU``.
+
+Latency: an :data:`ECHO_REQUEST` in NAT DATA (direct) or RELAYED (relay) frames is answered with
+:data:`ECHO_REPLY` and the same nonce, so a client measures the round trip over its real path.
+
+The record is republished with a fresh expiry (and sequence number) every ``ttl_s / 2``, so it never
+lapses while the node runs and lapses within ``ttl_s`` after it stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+
+from agents.overlay.core import Joined, OverlayConfig, OverlayNode, PutDone
+from agents.overlay.errors import LocalProtocolError, RemoteProtocolError
+from agents.overlay.ids import node_id_from_wg_key
+from agents.overlay.nat import DataReceived, NatAgent, PathDown, PathUp, RelayLimits
+from agents.overlay.records import RecordValidator, RevocationAuthority, make_peer_record
+from agents.overlay.runtime import UdpReactor, attach_to_tunnel
+from agents.overlay.store import RecordStore
+from agents.overlay.wgrelay import RelayBridge
+
+__all__ = [
+    "DEFAULT_TTL_S",
+    "ECHO_REQUEST",
+    "ECHO_REPLY",
+    "JOIN_TIMEOUT_S",
+    "MAX_RELAYED_CLIENTS",
+    "NodePresence",
+    "make_overlay",
+]
+
+log = logging.getLogger(__name__)
+
+# One hour: a stale endpoint (node moved or stopped) is believed at most this long; republished every
+# half TTL, so one lost put is repaired before the record lapses. Well under records.MAX_TTL (1 day).
+DEFAULT_TTL_S = 3600
+JOIN_TIMEOUT_S = 10.0  # per bootstrap peer: a few overlay RPC timeouts (OverlayConfig.rpc_timeout 1 s)
+PUBLISH_TIMEOUT_S = 10.0  # one put: a lookup (bounded by lookup_deadline, 10 s) and a STORE
+# Loopback bridge ports for relayed clients (one socket each): the relay grants at most 64 sessions
+# (RelayLimits.max_sessions), and a node rarely has more relayed clients than that at once.
+MAX_RELAYED_CLIENTS = 64
+# Echo frames: first byte 0xff is no WireGuard message type (1..4), so RelayBridge never injects them.
+ECHO_REQUEST = b"\xffwarren-echo?"
+ECHO_REPLY = b"\xffwarren-echo!"
+ECHO_NONCE = 8  # bytes of nonce after the magic
+
+
+def make_overlay(tunnel, node_id: int, directory, *, authority: RevocationAuthority | None = None,
+                 config: OverlayConfig | None = None, relay: bool = False,
+                 limits: RelayLimits | None = None):
+    """An overlay node + NAT agent on ``tunnel``'s socket, timers on a reactor of its own.
+
+    Shared by the node (:class:`NodePresence`) and the client (:mod:`agents.client.discovery`).
+
+    Returns:
+        ``(reactor, runtime, nat)``; the caller closes the reactor (which stops the timers; the
+        tunnel's socket belongs to the tunnel).
+    """
+    store = RecordStore(RecordValidator(directory, authority))
+    node = OverlayNode(node_id, config or OverlayConfig(), store=store, rng=random.Random(node_id),
+                       now=time.time())
+    nat = NatAgent(node, relay_volunteer=relay, limits=limits or RelayLimits())
+    reactor = UdpReactor().start()
+    try:
+        rt = attach_to_tunnel(node, tunnel, reactor)
+    except Exception:
+        reactor.close()
+        raise
+    return reactor, rt, nat
+
+
+class NodePresence:
+    """An exit node in the overlay (see the module docstring).
+
+    Args:
+        tunnel: the node's running ``agents.wireguard.runtime.Tunnel``.
+        operator_key: the operator's Ethereum private key (signs the PeerRecord).
+        region: region label (as registered in node_registry, at most 32 ASCII characters).
+        price_per_gib: token wei per GiB (as registered; the record holds it in 16 bytes).
+        directory: the OperatorDirectory (node_registry on chain).
+        bootstrap: ``(host, port)`` of overlay peers to join through (a public node may list itself).
+        public_endpoint: our ``(host, port)`` reachable from anywhere, or None behind a NAT.
+        relay: volunteer as relay (public nodes only).
+        ttl_s: lifetime of each published PeerRecord, seconds.
+        relay_limits: what the relay grants one session.
+        authority: who may revoke (revocation records are refused without one).
+        config: overlay tunables.
+    """
+
+    def __init__(self, tunnel, *, operator_key, region: str, price_per_gib: int, directory,
+                 bootstrap: list, public_endpoint: tuple | None = None, relay: bool = False,
+                 ttl_s: int = DEFAULT_TTL_S, relay_limits: RelayLimits | None = None,
+                 authority: RevocationAuthority | None = None, config: OverlayConfig | None = None) -> None:
+        if relay and public_endpoint is None:
+            raise LocalProtocolError("presence: a relay must have a public endpoint")
+        if not bootstrap and public_endpoint is None:
+            raise LocalProtocolError("presence: a node behind a NAT needs a bootstrap peer")
+        if not 0 <= price_per_gib < 1 << 128:
+            raise LocalProtocolError("presence: price does not fit the PeerRecord (16 bytes)")
+        self.tunnel = tunnel
+        self.operator_key = operator_key
+        self.region = region
+        self.price_per_gib = price_per_gib
+        self.bootstrap = [tuple(b) for b in bootstrap]
+        self.public_endpoint = tuple(public_endpoint) if public_endpoint else None
+        self.relay = relay
+        self.ttl_s = int(ttl_s)
+        self.node_id = node_id_from_wg_key(tunnel.public_key)
+        self._reactor, self.rt, self.nat = make_overlay(tunnel, self.node_id, directory, authority=authority,
+                                                        config=config, relay=relay, limits=relay_limits)
+        self.rendezvous: tuple | None = None
+        self.joined = False
+        self.endpoints: tuple = ()
+        self.seq = 0
+        self.expires = 0
+        self.last_publish: str | None = None  # "ok" or the failure reason
+        self.bridge: RelayBridge | None = None
+        self._relayed: set[int] = set()  # client overlay ids with a bridge port
+        self._stop = threading.Event()
+        self._republisher: threading.Thread | None = None
+        self.rt.listeners.append(self._on_event)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> "NodePresence":
+        """Join (or start) the ring, register behind a NAT, publish the PeerRecord; returns self.
+
+        Raises:
+            RemoteProtocolError: no bootstrap peer answered, or the record could not be stored.
+            LocalProtocolError: our own record is invalid (e.g. the directory lists another operator).
+        """
+        if self.public_endpoint is not None:
+            self._join_ring()
+            self.endpoints = (self.public_endpoint,)
+        else:
+            self._use_rendezvous()
+            self.endpoints = (self.rendezvous,)
+        reason = self.publish()
+        if reason != "ok":
+            raise RemoteProtocolError(f"presence: PeerRecord not stored: {reason}")
+        self._republisher = threading.Thread(target=self._republish_loop, name="presence-republish", daemon=True)
+        self._republisher.start()
+        return self
+
+    def _join_ring(self) -> None:
+        others = [b for b in self.bootstrap if b != self.public_endpoint]
+        if not others:  # our own bootstrap: the first node of the ring
+            self.rt.call(lambda node, now: node.start_alone())
+            self.joined = True
+            return
+        for peer in others:
+            with self.rt.lock:
+                old = {id(e) for e in self.rt.events if isinstance(e, Joined)}
+            self.rt.call(lambda node, now, peer=peer: node.bootstrap(peer, now))
+            if self.rt.wait_for(lambda e: isinstance(e, Joined) and id(e) not in old, JOIN_TIMEOUT_S):
+                self.joined = True
+                return
+        raise RemoteProtocolError(f"presence: no bootstrap peer of {others} let us join")
+
+    def _use_rendezvous(self) -> None:
+        for peer in self.bootstrap:
+            self.rt.call(lambda node, now, peer=peer: node.use_gateway(peer, now))
+            self.rt.call(lambda node, now, peer=peer: self.nat.register(peer, now))
+            deadline = time.monotonic() + JOIN_TIMEOUT_S
+            while time.monotonic() < deadline and not self._stop.is_set():
+                if self.rt.node.gateway is not None and self.nat.reflexive is not None:
+                    self.rendezvous = peer
+                    return
+                time.sleep(0.05)
+        raise RemoteProtocolError(f"presence: no bootstrap peer of {self.bootstrap} answered")
+
+    def publish(self) -> str:
+        """Sign and store a fresh PeerRecord (seq and expiry from now); returns "ok" or why not."""
+        now = int(time.time())
+        self.seq = max(self.seq + 1, now)
+        expires = now + self.ttl_s
+        raw = make_peer_record(self.operator_key, self.tunnel.public_key, self.endpoints, seq=self.seq,
+                               expires=expires, region=self.region, price=self.price_per_gib)
+        op = self.rt.call(lambda node, t: node.put(raw, t))
+        ev = self.rt.wait_for(lambda e: isinstance(e, PutDone) and e.op_id == op, PUBLISH_TIMEOUT_S)
+        self.last_publish = "timed out" if ev is None else "ok" if ev.ok else (ev.reason or "refused")
+        if self.last_publish == "ok":
+            self.expires = expires
+        else:
+            log.warning("presence: PeerRecord put failed: %s", self.last_publish)
+        return self.last_publish
+
+    def _republish_loop(self) -> None:
+        interval = max(self.ttl_s / 2, 1.0)
+        retry = min(interval, 10.0)  # a failed put is retried sooner, still well within the TTL
+        wait = interval
+        while not self._stop.wait(wait):
+            try:
+                wait = interval if self.publish() == "ok" else retry
+            except LocalProtocolError as exc:  # e.g. the operator changed on chain: keep trying
+                log.warning("presence: cannot republish: %s", exc)
+                wait = retry
+
+    def close(self) -> None:
+        """Stop republishing, the relay bridge and the overlay timers (the tunnel is the caller's)."""
+        self._stop.set()
+        if self._republisher is not None:
+            self._republisher.join(timeout=PUBLISH_TIMEOUT_S + 1)
+        if self._on_event in self.rt.listeners:
+            self.rt.listeners.remove(self._on_event)
+        self.tunnel.set_demux(None)
+        self._reactor.close()
+        if self.bridge is not None:
+            self.bridge.close()
+            self.bridge = None
+
+    def status(self) -> dict:
+        """What the node's overlay presence looks like now (for `warren node status`)."""
+        with self.rt.lock:
+            return {
+                "node_id": "0x" + self.node_id.to_bytes(32, "big").hex(),
+                "mode": "public" if self.public_endpoint else "behind-nat",
+                "ring_joined": self.joined,
+                "gateway": self.rt.node.gateway.addr if self.rt.node.gateway else None,
+                "endpoints": list(self.endpoints),
+                "rendezvous": self.rendezvous,
+                "reflexive": self.nat.reflexive,
+                "relay": self.relay,
+                "relay_sessions": len(self.nat.sessions),
+                "relayed_bytes": self.nat.stats["relayed_bytes"],
+                "registered_here": len(self.nat.registry),
+                "relayed_clients": len(self._relayed),
+                "record_seq": self.seq,
+                "record_expires": self.expires,
+                "last_publish": self.last_publish,
+            }
+
+    # ------------------------------------------------------------------ events
+
+    def _on_event(self, ev) -> None:
+        # called by the runtime with its lock held: only quick work here
+        if isinstance(ev, PathUp):
+            if ev.kind == "relay":
+                if self.bridge is None:
+                    self.bridge = RelayBridge(self.tunnel, self._relay_send)
+                if ev.peer in self._relayed or len(self._relayed) < MAX_RELAYED_CLIENTS:
+                    self.bridge.endpoint(ev.peer)
+                    self._relayed.add(ev.peer)
+                else:
+                    log.warning("presence: too many relayed clients, refusing %x", ev.peer)
+            elif ev.peer in self._relayed:
+                # upgraded to a direct path: the client's WireGuard roams there, stop injecting
+                self._drop(ev.peer)
+        elif isinstance(ev, DataReceived):
+            if ev.data.startswith(ECHO_REQUEST) and len(ev.data) == len(ECHO_REQUEST) + ECHO_NONCE:
+                self.nat.send(ev.peer, ECHO_REPLY + ev.data[len(ECHO_REQUEST):], self.rt.clock())
+            elif ev.via == "relay" and self.bridge is not None:
+                self.bridge.deliver(ev.peer, ev.data)
+        elif isinstance(ev, PathDown) and ev.peer in self._relayed:
+            self._drop(ev.peer)
+
+    def _drop(self, peer: int) -> None:
+        self._relayed.discard(peer)
+        self.bridge.drop(peer)
+
+    def _relay_send(self, peer: int, datagram: bytes) -> None:
+        self.rt.call(lambda node, now: self.nat.send(peer, datagram, now))
+
+    def __enter__(self) -> "NodePresence":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
