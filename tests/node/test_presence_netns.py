@@ -1,0 +1,201 @@
+"""Exit mode in the overlay: nodes publish signed PeerRecords, clients find them and a path through NATs.
+
+Real parts only, in network namespaces on one "internet" bridge: a public node ``A`` (ring of one,
+its own bootstrap, rendezvous and volunteer relay); node ``B`` behind a port-restricted NAT; client
+``C`` public; client ``D`` behind a symmetric NAT. Every host runs Warren's WireGuard runtime (TUN +
+one UDP socket, which also carries the overlay). The node's WireGuard peer list holds the clients'
+keys directly (admission of unknown initiators is the session layer's part).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+
+import pytest
+from eth_account import Account
+
+from agents.client.discovery import ClientDiscovery
+from agents.netlab import Lab, NatType, is_root
+from agents.netlab.wireguard import start_python_tunnel
+from agents.node.presence import NodePresence
+from agents.overlay import wire
+from agents.overlay.errors import LocalProtocolError
+from agents.overlay.ids import id_to_bytes, node_id_from_wg_key
+from agents.overlay.records import InMemoryDirectory, make_peer_record
+from agents.overlay.wire import Msg
+from agents.overlay.wgrelay import MESH_MTU
+from agents.wireguard.config import InterfaceConfig, PeerConfig, generate_private_key, public_key
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(not is_root(), reason="network namespaces need root (CI runs as root)"),
+]
+
+PORT = 51820
+TUN = {"A": "10.98.0.1", "B": "10.98.0.2", "C": "10.98.0.3", "D": "10.98.0.4"}
+PRICE = 2 * 10**18  # token wei per GiB
+PAYLOAD = 128 * 1024
+
+
+@pytest.fixture
+def lab():
+    with Lab(prefix="wpr") as lab:
+        yield lab
+
+
+def _tunnel(lab, ns, name, wg_priv, peers=()):
+    config = InterfaceConfig(private_key=wg_priv, listen_port=PORT, mtu=MESH_MTU,
+                             addresses=[f"{TUN[name]}/32"], peers=list(peers))
+    return start_python_tunnel(lab, ns, config)
+
+
+def _serve_once(ns, address, port, sink: dict):
+    with ns.enter():
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((address, port))
+    srv.listen(1)
+    srv.settimeout(15)
+
+    def run():
+        with srv:
+            conn, _ = srv.accept()
+            with conn:
+                conn.settimeout(15)
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+                sink["data"] = data
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _tcp_exchange(lab, server_ns, client_ns, port) -> bool:
+    payload = os.urandom(PAYLOAD)
+    sink: dict = {}
+    server = _serve_once(server_ns, TUN["B"], port, sink)
+    with client_ns.enter():
+        conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with conn:
+        conn.settimeout(15)
+        conn.connect((TUN["B"], port))
+        conn.sendall(payload)
+    server.join(timeout=20)
+    return hashlib.sha256(sink.get("data", b"")).digest() == hashlib.sha256(payload).digest()
+
+
+def test_presence__nodes_behind_nats__clients_resolve_punch_or_relay_and_tunnel(lab):
+    inet = lab.add_internet("198.51.100.0/24")
+    ns_a, ns_c = lab.add_host("a"), lab.add_host("c")
+    ip_a, ip_c = inet.attach(ns_a), inet.attach(ns_c)
+    nat_b = lab.add_nat("natb", NatType.PORT_RESTRICTED, inet)
+    nat_d = lab.add_nat("natd", NatType.SYMMETRIC, inet)
+    ns_b, ns_d = lab.add_host("b"), lab.add_host("d")
+    nat_b.attach(ns_b)
+    nat_d.attach(ns_d)
+
+    keys = {name: generate_private_key() for name in "ABCD"}
+    pubs = {name: public_key(k) for name, k in keys.items()}
+    op_a, op_b, mallory = Account.create(), Account.create(), Account.create()
+    ids = {name: node_id_from_wg_key(pubs[name]) for name in "AB"}
+
+    def directory():  # each host asks the chain (node_registry) on its own: here, its own copy
+        return InMemoryDirectory({ids["A"]: op_a.address, ids["B"]: op_b.address})
+
+    # the node knows its clients' keys up front (no endpoints: it learns them when they handshake)
+    client_peers = [PeerConfig(public_key=pubs[c], allowed_ips=[f"{TUN[c]}/32"]) for c in "CD"]
+    tun_a = _tunnel(lab, ns_a, "A", keys["A"])
+    tun_b = _tunnel(lab, ns_b, "B", keys["B"], client_peers)
+    tun_c, tun_d = _tunnel(lab, ns_c, "C", keys["C"]), _tunnel(lab, ns_d, "D", keys["D"])
+    boot = [(ip_a, PORT)]
+
+    a = NodePresence(tun_a, operator_key=op_a.key, region="EU", price_per_gib=PRICE, directory=directory(),
+                     bootstrap=boot, public_endpoint=(ip_a, PORT), relay=True, ttl_s=600)
+    lab.defer(a.close)
+    a.start()
+    b = NodePresence(tun_b, operator_key=op_b.key, region="US", price_per_gib=PRICE, directory=directory(),
+                     bootstrap=boot, ttl_s=600)
+    lab.defer(b.close)
+    b.start()
+    status_a, status_b = a.status(), b.status()
+    assert status_a["ring_joined"] and status_a["endpoints"] == [(ip_a, PORT)] and status_a["relay"]
+    assert not status_b["ring_joined"] and status_b["rendezvous"] == (ip_a, PORT)
+    assert status_b["reflexive"][0] == nat_b.public_address and status_b["last_publish"] == "ok"
+    assert status_b["endpoints"] == [(ip_a, PORT)]  # behind a NAT: where to ask, not its own address
+
+    # a node whose operator the directory does not list refuses to publish (our misuse)
+    stranger = NodePresence(tun_c, operator_key=mallory.key, region="EU", price_per_gib=PRICE,
+                            directory=directory(), bootstrap=boot)
+    try:
+        with pytest.raises(LocalProtocolError, match="unknown-node"):
+            stranger.start()
+    finally:
+        stranger.close()
+
+    c = ClientDiscovery(tun_c, directory=directory(), bootstrap=boot)
+    lab.defer(c.close)
+    d = ClientDiscovery(tun_d, directory=directory(), bootstrap=boot)
+    lab.defer(d.close)
+
+    # C resolves B's signed record through the overlay
+    rec = c.resolve(id_to_bytes(ids["B"]))
+    assert rec is not None and rec.wg_key == pubs["B"] and rec.region == "US" and rec.price == PRICE
+    assert rec.expires > time.time() and rec.endpoints == ((ip_a, PORT),)
+
+    # A's record names its own endpoint: the path is that endpoint, and a ping says how far it is
+    assert c.path_to(id_to_bytes(ids["A"])) == (ip_a, PORT)
+    rtt_a = c.rtt(id_to_bytes(ids["A"]))
+    assert rtt_a is not None and 0 < rtt_a < 1.0
+
+    # C -> B: punched through B's port-restricted NAT, WireGuard handshakes, ping and TCP flow
+    path = c.path_to(id_to_bytes(ids["B"]))
+    assert path is not None and path[0] == nat_b.public_address
+    assert c.nat.path(ids["B"]) == "direct"
+    rtt_b = c.rtt(id_to_bytes(ids["B"]))
+    assert rtt_b is not None and 0 < rtt_b < 1.0
+    tun_c.add_peer(PeerConfig(public_key=pubs["B"], allowed_ips=[f"{TUN['B']}/32"], endpoint=path,
+                              persistent_keepalive=25))
+    assert ns_c.ping(TUN["B"])
+    assert _tcp_exchange(lab, ns_b, ns_c, 9001)
+    assert a.nat.stats["relayed_bytes"] == 0
+
+    # D (symmetric NAT) -> B: punching cannot work; WireGuard goes through A's relay
+    path = d.path_to(id_to_bytes(ids["B"]))
+    assert path is not None and path[0] == "127.0.0.1"  # the relay bridge's loopback port
+    assert d.nat.path(ids["B"]) == "relay"
+    tun_d.add_peer(PeerConfig(public_key=pubs["B"], allowed_ips=[f"{TUN['B']}/32"], endpoint=path,
+                              persistent_keepalive=25))
+    assert ns_d.ping(TUN["B"])
+    assert _tcp_exchange(lab, ns_b, ns_d, 9002)
+    assert a.nat.stats["relayed_bytes"] > PAYLOAD and a.status()["relay_sessions"] == 1
+    assert b.status()["relayed_clients"] == 1
+    rtt_relay = d.rtt(id_to_bytes(ids["B"]))
+    assert rtt_relay is not None and 0 < rtt_relay < 1.0
+
+    # a forged PeerRecord for B (signed by a non-operator, newer seq, pointing elsewhere) is refused
+    # by the holder, and B's genuine record still resolves
+    now = int(time.time())
+    forged = make_peer_record(mallory.key, pubs["B"], [(ip_c, PORT)], seq=now + 1000, expires=now + 600,
+                              region="US", price=1)
+    acks: list = []
+
+    def store_forged(node, t):  # a raw STORE: our own put() would refuse to publish it before sending
+        node._request(node.gateway, Msg(wire.STORE, node.id, flag=0, data=forged), wire.STORE_ACK,
+                      lambda m, sender, n: acks.append(m.data), lambda target, n: acks.append(None), t)
+
+    d.rt.call(store_forged)
+    assert lab.wait_for(lambda: acks, 5.0) and acks == [b"mis-signed"]
+    assert c.resolve(id_to_bytes(ids["B"])).endpoints == ((ip_a, PORT),)
+
+    # ... and a holder that accepts it (its directory believes mallory) is not believed by the client
+    fooled = directory()
+    fooled.register(ids["B"], mallory.address)
+    a.rt.node.store.validator.directory = fooled
+    a.rt.call(lambda node, t: node.store.put(forged, ("127.0.0.1", 1), t))
+    assert c.resolve(id_to_bytes(ids["B"])) is None
