@@ -169,7 +169,8 @@ class ClientDiscovery:
         """Stop the overlay timers and the relay bridge (the tunnel is the caller's)."""
         if self._on_event in self.rt.listeners:
             self.rt.listeners.remove(self._on_event)
-        self.tunnel.set_demux(None)
+        if getattr(self.tunnel, "_demux", None) == self.rt.on_datagram:  # not a later attachment's
+            self.tunnel.set_demux(None)
         self._reactor.close()
         if self.bridge is not None:
             self.bridge.close()
@@ -263,4 +264,7 @@ class ClientDiscovery:
             # thread (the runtime's lock is held here, and the tunnel updates routes)
             threading.Thread(target=self._upgrade, args=(ev.peer, tuple(ev.addr)), daemon=True).start()
         elif isinstance(ev, PathDown) and ev.peer in self.paths:
+            # the relay ended the session: the next path_to finds a path again
             self.paths.pop(ev.peer, None)
+            if self.bridge is not None and self.bridge.has(ev.peer):
+                self.bridge.drop(ev.peer)

@@ -87,7 +87,9 @@ def make_overlay(tunnel, node_id: int, directory, *, authority: RevocationAuthor
         tunnel's socket belongs to the tunnel).
     """
     store = RecordStore(RecordValidator(directory, authority))
-    node = OverlayNode(node_id, config or OverlayConfig(), store=store, rng=random.Random(node_id),
+    # SystemRandom: request ids (txids) must not be predictable from the public node id, or an
+    # off-path host could forge replies to our look-ups
+    node = OverlayNode(node_id, config or OverlayConfig(), store=store, rng=random.SystemRandom(),
                        now=time.time())
     nat = NatAgent(node, relay_volunteer=relay, limits=limits or RelayLimits())
     reactor = UdpReactor().start()
@@ -233,7 +235,8 @@ class NodePresence:
             self._republisher.join(timeout=PUBLISH_TIMEOUT_S + 1)
         if self._on_event in self.rt.listeners:
             self.rt.listeners.remove(self._on_event)
-        self.tunnel.set_demux(None)
+        if getattr(self.tunnel, "_demux", None) == self.rt.on_datagram:  # not a later attachment's
+            self.tunnel.set_demux(None)
         self._reactor.close()
         if self.bridge is not None:
             self.bridge.close()

@@ -39,6 +39,7 @@ PORT = 51820
 TUN = {"A": "10.98.0.1", "B": "10.98.0.2", "C": "10.98.0.3", "D": "10.98.0.4"}
 PRICE = 2 * 10**18  # token wei per GiB
 PAYLOAD = 128 * 1024
+B_TTL_S = 6  # short, so the test sees B republish (every TTL / 2) before its record would lapse
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ def test_presence__nodes_behind_nats__clients_resolve_punch_or_relay_and_tunnel(
     lab.defer(a.close)
     a.start()
     b = NodePresence(tun_b, operator_key=op_b.key, region="US", price_per_gib=PRICE, directory=directory(),
-                     bootstrap=boot, ttl_s=600)
+                     bootstrap=boot, ttl_s=B_TTL_S)
     lab.defer(b.close)
     b.start()
     status_a, status_b = a.status(), b.status()
@@ -177,6 +178,11 @@ def test_presence__nodes_behind_nats__clients_resolve_punch_or_relay_and_tunnel(
     assert b.status()["relayed_clients"] == 1
     rtt_relay = d.rtt(id_to_bytes(ids["B"]))
     assert rtt_relay is not None and 0 < rtt_relay < 1.0
+
+    # B republishes before its TTL runs out: a newer record with a later expiry replaces the first
+    assert lab.wait_for(lambda: b.status()["record_seq"] > status_b["record_seq"], B_TTL_S)
+    fresh = c.resolve(id_to_bytes(ids["B"]))
+    assert fresh.seq > rec.seq and fresh.expires > rec.expires
 
     # a forged PeerRecord for B (signed by a non-operator, newer seq, pointing elsewhere) is refused
     # by the holder, and B's genuine record still resolves
