@@ -18,7 +18,7 @@ Layout (big-endian)::
 
     version u8 (=1) | kind u8 | seq u64 | expires u64 (unix s) | node_id 32 | body_len u16 | body | sig
 
-    PEER (1):       wg_key 32 | region_len u8 | region ascii | price u128 (token wei per MB) |
+    PEER (1):       wg_key 32 | region_len u8 | region ascii | price u128 (token wei per GiB, as node_registry) |
                     n u8 | n endpoints (family u8 | ip | port u16)        key = node_id
     IP (2):         wg_key 32 | net_len u8 | network utf-8 | family u8 | ip  key = ip_key(network, ip)
     REVOCATION (3): evidence_hash 32 | nonce u64 | n u8 | n guardian sigs (65 each); no outer sig;
@@ -110,7 +110,7 @@ class Record:
         key: its DHT key.
         wg_key: WireGuard public key (PEER, IP).
         region: free-form region label (PEER).
-        price: token wei per megabyte (PEER).
+        price: token wei per GiB, as node_registry holds it (PEER).
         endpoints: (ip, port) endpoints (PEER).
         network: mesh network name (IP).
         ip: virtual IP address (IP).
