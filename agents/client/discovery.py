@@ -202,8 +202,7 @@ class ClientDiscovery:
             self.rt.call(lambda node, now: self.nat.register(rendezvous, now))
         with self.rt.lock:  # only a PathUp/PathDown after this call counts (the history is kept)
             old = {id(e) for e in self.rt.events if isinstance(e, (PathUp, PathDown))}
-            self.nat.connect(nid, self.rt.clock())
-            self.rt._flush()
+            self.rt.call(lambda node, now: self.nat.connect(nid, now))  # the lock is re-entrant
         ev = self.rt.wait_for(lambda e: isinstance(e, (PathUp, PathDown)) and e.peer == nid and id(e) not in old,
                               max(deadline - time.monotonic(), 0.1))
         if not isinstance(ev, PathUp):
