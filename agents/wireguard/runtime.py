@@ -109,13 +109,17 @@ class Tunnel(TunnelBackend):
             device. Here an exception it raises, or a bad prefix it returns, is logged and refuses
             the initiator instead of stopping the tunnel; an admitted peer's routes are added by the
             timer thread soon after, as :meth:`add_peer` adds them.
+        manage_routes: route the peers' allowed IPs into the TUN (wg-quick's behaviour). False when
+            the owner routes itself, e.g. the client agent, whose full-tunnel routes and kill switch
+            must outlive the tunnel (agents.client.routes).
     """
 
     def __init__(self, config: InterfaceConfig, ifname: str = "warren0", *, time_scale: float = 1.0,
                  demux: DemuxCallback | None = None, uapi: bool = True,
                  uapi_dir: str = SOCKET_DIR, bind_address: str = "::",
-                 admit_unknown: AdmitUnknown | None = None) -> None:
+                 admit_unknown: AdmitUnknown | None = None, manage_routes: bool = True) -> None:
         self.config = config
+        self.manage_routes = manage_routes
         self.ifname = ifname
         self.time_scale = time_scale
         self._demux = demux
@@ -159,7 +163,7 @@ class Tunnel(TunnelBackend):
         try:
             os.set_blocking(self.tun.fd, False)
             #: The prefixes this tunnel routes into its TUN: the union of its peers' allowed IPs.
-            self._routed = {_prefix(c) for p in config.peers for c in p.allowed_ips}
+            self._routed = {_prefix(c) for p in config.peers for c in p.allowed_ips} if manage_routes else set()
             self.tun.configure(config.addresses, config.mtu or DEFAULT_MTU, routes=sorted(self._routed),
                                fwmark=self.fwmark)
         except Exception:
@@ -254,6 +258,8 @@ class Tunnel(TunnelBackend):
 
         Only routes this tunnel made are removed, so an operator's own routes are left alone.
         """
+        if not self.manage_routes:
+            return
         with self._routes_lock:
             self._sync_routes_locked()
 
