@@ -1,7 +1,11 @@
-"""Capture UDP datagrams seen on a namespace's interfaces (for replay-attack tests).
+"""Capture what crosses a namespace's interfaces: UDP datagrams, or every frame (leak tests).
 
-An ``AF_PACKET`` socket opened inside the namespace sees every IPv4 packet its interfaces send or
-receive; a background thread keeps the UDP ones matching a port. No tcpdump, no pcap parsing.
+An ``AF_PACKET`` socket opened inside the namespace sees every packet its interfaces send or
+receive; a background thread keeps what the capture wants. :class:`UdpCapture` keeps IPv4 UDP
+datagrams matching a port (replay-attack tests); :class:`PacketCapture` keeps every frame of every
+protocol (IPv4, IPv6, ARP, anything else) on one interface or all, each parsed into what a leak test
+asks (family, protocol, addresses, ports, ICMP type). No tcpdump and no pcap library: the few header
+fields read here are fixed-offset reads, smaller than a dependency.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ import select
 import socket
 import struct
 import threading
+import time
 
 from agents.netlab.nsenter import enter_namespace
 
-__all__ = ["CapturedDatagram", "UdpCapture"]
+__all__ = ["CapturedDatagram", "CapturedFrame", "PacketCapture", "UdpCapture", "parse_frame"]
 
 #: ETH_P_IP from <linux/if_ether.h>: IPv4 frames only.
 _ETH_P_IP = 0x0800
@@ -23,6 +28,23 @@ _ETH_P_IP = 0x0800
 _IPPROTO_UDP = 17
 #: PACKET_OUTGOING from <linux/if_packet.h>: the frame was sent by this host.
 _PACKET_OUTGOING = 4
+#: ETH_P_ALL from <linux/if_ether.h>: every protocol, outgoing frames included.
+_ETH_P_ALL = 0x0003
+#: EtherTypes (IEEE registry) the parse names; 802.1Q tags are skipped.
+_ETHERTYPES = {0x0800: "ipv4", 0x86DD: "ipv6", 0x0806: "arp"}
+_ETH_P_8021Q = 0x8100
+#: ARPHRD_* from <linux/if_arp.h> of devices whose frames carry a 14-byte Ethernet header (a TUN is
+#: ARPHRD_NONE and hands over bare IP packets).
+_ARPHRD_WITH_ETHERNET = {1, 772}
+#: IANA protocol numbers the parse names.
+_PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+#: IPv6 extension headers walked to reach the transport header (RFC 8200 section 4).
+_IPV6_EXTENSIONS = {0, 43, 60}
+_IPV6_FRAGMENT = 44
+#: ICMPv6 types of neighbour discovery (RFC 4861): router/neighbour solicit/advert, redirect.
+_ND_TYPES = frozenset(range(133, 138))
+#: ICMPv6 types of multicast listener discovery (RFC 2710 query/report/done, RFC 3810 v2 report).
+_MLD_TYPES = frozenset({130, 131, 132, 143})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,3 +128,154 @@ def _parse_ipv4_udp(packet: bytes, outgoing: bool) -> CapturedDatagram | None:
     sport, dport, length = struct.unpack_from("!HHH", packet, ihl)
     payload = packet[ihl + 8 : min(total, ihl + length)]
     return CapturedDatagram((src, sport), (dst, dport), bytes(payload), outgoing)
+
+
+@dataclasses.dataclass(frozen=True)
+class CapturedFrame:
+    """One frame as it crossed an interface, parsed as far as a leak test needs.
+
+    Attributes:
+        ifname: the interface it crossed.
+        outgoing: sent by this host (else received).
+        kind: "ipv4", "ipv6", "arp" or "ether-0x...." for other EtherTypes.
+        proto: "udp", "tcp", "icmp", "icmpv6", "ip-<n>" for other IP protocols, None for non-IP.
+        src / dst: IP addresses (None for non-IP frames).
+        sport / dport: transport ports for UDP/TCP (None otherwise, and for non-first fragments).
+        icmp_type: ICMP/ICMPv6 type, else None.
+        length: bytes of the frame as captured.
+        at: time.monotonic() when the capture thread read it.
+    """
+
+    ifname: str
+    outgoing: bool
+    kind: str
+    proto: str | None
+    src: str | None
+    dst: str | None
+    sport: int | None
+    dport: int | None
+    icmp_type: int | None
+    length: int
+    at: float
+
+    @property
+    def neighbour_discovery(self) -> bool:
+        """ARP or ICMPv6 neighbour discovery: link-local housekeeping, not traffic."""
+        return self.kind == "arp" or (self.proto == "icmpv6" and self.icmp_type in _ND_TYPES)
+
+    @property
+    def multicast_listener(self) -> bool:
+        """ICMPv6 multicast listener discovery (hosts announcing groups on the link)."""
+        return self.proto == "icmpv6" and self.icmp_type in _MLD_TYPES
+
+
+class PacketCapture:
+    """Collect every frame on interface ``ifname`` (None: all) of namespace ``netns`` until stopped.
+
+    Use as a context manager; :attr:`frames` holds what was seen, in order.
+
+    Args:
+        netns: namespace name (``Namespace.name``).
+        ifname: only this interface (None: every interface of the namespace).
+        limit: stop keeping frames after this many (bounds memory); :attr:`overflowed` says so.
+    """
+
+    def __init__(self, netns: str, ifname: str | None = None, limit: int = 200_000) -> None:
+        self.netns = netns
+        self.ifname = ifname
+        self.limit = limit
+        self.frames: list[CapturedFrame] = []
+        self.overflowed = False
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        with enter_namespace(netns):
+            self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
+            if ifname:
+                self._sock.bind((ifname, _ETH_P_ALL))
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self._thread = threading.Thread(target=self._run, name=f"pcap-{netns}", daemon=True)
+
+    def __enter__(self) -> "PacketCapture":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop capturing and close the socket (idempotent)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self._sock.close()
+
+    def snapshot(self) -> list[CapturedFrame]:
+        """A copy of what has been captured so far."""
+        with self._lock:
+            return list(self.frames)
+
+    def clear(self) -> None:
+        """Forget what was captured so far (start a new phase of a test)."""
+        with self._lock:
+            self.frames.clear()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._sock], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                frame, addr = self._sock.recvfrom(65535)
+            except OSError:
+                return
+            parsed = parse_frame(frame, addr)
+            with self._lock:
+                if len(self.frames) < self.limit:
+                    self.frames.append(parsed)
+                else:
+                    self.overflowed = True
+
+
+def parse_frame(frame: bytes, addr: tuple) -> CapturedFrame:
+    """Parse one ``AF_PACKET``/``SOCK_RAW`` frame; ``addr`` is its ``recvfrom`` address."""
+    ifname, protocol, pkttype, hatype = addr[0], addr[1], addr[2], addr[3]
+    outgoing = pkttype == _PACKET_OUTGOING
+    now = time.monotonic()
+    if hatype in _ARPHRD_WITH_ETHERNET and len(frame) >= 14:
+        ethertype, offset = struct.unpack_from("!H", frame, 12)[0], 14
+        while ethertype == _ETH_P_8021Q and len(frame) >= offset + 4:
+            ethertype, offset = struct.unpack_from("!H", frame, offset + 2)[0], offset + 4
+    else:
+        ethertype, offset = protocol, 0
+    kind = _ETHERTYPES.get(ethertype, f"ether-0x{ethertype:04x}")
+    packet = frame[offset:]
+    proto = src = dst = sport = dport = icmp_type = None
+    if kind == "ipv4" and len(packet) >= 20:
+        ihl = (packet[0] & 0x0F) * 4
+        number = packet[9]
+        src = str(ipaddress.IPv4Address(packet[12:16]))
+        dst = str(ipaddress.IPv4Address(packet[16:20]))
+        first_fragment = struct.unpack_from("!H", packet, 6)[0] & 0x1FFF == 0
+        transport = packet[ihl:] if first_fragment else b""
+    elif kind == "ipv6" and len(packet) >= 40:
+        number = packet[6]
+        src = str(ipaddress.IPv6Address(packet[8:24]))
+        dst = str(ipaddress.IPv6Address(packet[24:40]))
+        at, first_fragment = 40, True
+        while number in _IPV6_EXTENSIONS | {_IPV6_FRAGMENT} and len(packet) >= at + 8:
+            if number == _IPV6_FRAGMENT:
+                first_fragment = struct.unpack_from("!H", packet, at + 2)[0] & 0xFFF8 == 0
+                number, at = packet[at], at + 8
+            else:
+                number, at = packet[at], at + (packet[at + 1] + 1) * 8
+        transport = packet[at:] if first_fragment else b""
+    else:
+        number, transport = None, b""
+    if number is not None:
+        proto = _PROTOCOLS.get(number, f"ip-{number}")
+        if proto in ("udp", "tcp") and len(transport) >= 4:
+            sport, dport = struct.unpack_from("!HH", transport, 0)
+        elif proto in ("icmp", "icmpv6") and transport:
+            icmp_type = transport[0]
+    return CapturedFrame(ifname, outgoing, kind, proto, src, dst, sport, dport, icmp_type,
+                         len(frame), now)
