@@ -15,8 +15,8 @@ it. While :class:`KillSwitch` is engaged the host sends:
   (``ndp``/``dhcp``, as Mullvad allows them), so the uplink keeps its addresses for hours.
 
 Input takes loopback, the tunnel, UDP from the endpoints, replies (conntrack established/related)
-from the exceptions and ICMP errors about flows that were let out (path MTU discovery); forwarding only into the tunnel (and its replies back). Everything else, IPv6
-included, is counted and dropped. Every change is one ``nft -f -`` transaction, so there is no
+from the exceptions and ICMP errors about flows that were let out (path MTU discovery); forwarding
+only into the tunnel (and its replies back). Everything else, IPv6 included, is counted and dropped. Every change is one ``nft -f -`` transaction, so there is no
 instant with no rules or with half of them: :meth:`KillSwitch.set_endpoints`, :meth:`set_allow`
 and :meth:`set_tun` flush and refill a set atomically (failover moves without a gap).
 """

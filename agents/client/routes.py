@@ -9,7 +9,10 @@ without a loop for the tunnel's own UDP packets:
   main table and leaves by the uplink;
 * ``ip rule add table main suppress_prefixlength 0``: the main table still answers for its specific
   routes (the LAN), but its default route is ignored;
-* ``net.ipv4.conf.all.src_valid_mark=1``: reverse-path filtering sees the mark of the replies.
+* ``net.ipv4.conf.all.src_valid_mark=1`` and an nftables table copying the WireGuard socket's mark
+  into conntrack and back onto its replies (wg-quick's ``premangle``/``postmangle`` chains): strict
+  reverse-path filtering (``rp_filter=1``) then checks a reply from an off-link endpoint against
+  the main table, as the request went, instead of against the tunnel, and lets it in.
 
 Beyond wg-quick, table T also gets an ``unreachable default`` at the worst metric: when the TUN
 device vanishes (the tunnel process died) its route goes with it, and unmarked traffic then finds
@@ -40,6 +43,16 @@ MAX_RULE_COPIES = 64
 _SRC_VALID_MARK = "net.ipv4.conf.all.src_valid_mark"
 
 
+def _conntrack_table(name: str, fwmark: int) -> str:
+    """wg-quick's mark-restoring chains (linux.bash ``add_default``), for IPv4 and IPv6 at once."""
+    return (f"table inet {name} {{\n"
+            "  chain premangle { type filter hook prerouting priority mangle; policy accept;\n"
+            "    meta l4proto udp meta mark set ct mark\n  }\n"
+            "  chain postmangle { type filter hook postrouting priority mangle; policy accept;\n"
+            f"    meta l4proto udp meta mark {fwmark} ct mark set meta mark\n  }}\n"
+            "}\n")
+
+
 class FullTunnelRoutes:
     """Route all IPv4 and IPv6 traffic into ``tun`` with wg-quick's fwmark policy routing.
 
@@ -64,6 +77,8 @@ class FullTunnelRoutes:
         self.installed = False
         #: src_valid_mark before install() changed it (None: install() left it alone).
         self.src_valid_mark_before: str | None = None
+        #: The nftables table (family inet) of the conntrack-mark chains.
+        self.nft_table = f"warren_routes_{self.table}"
 
     # -- persistence --------------------------------------------------------------------------------
 
@@ -88,7 +103,8 @@ class FullTunnelRoutes:
         """Add the routes, rules and sysctl (idempotent: what is already there is not doubled).
 
         Raises:
-            HostCommandError: `ip` or `sysctl` refused (no root, no such device, IPv6 disabled).
+            HostCommandError: `ip`, `nft` or `sysctl` refused (no root, no such device, IPv6
+                disabled).
         """
         for fam in self.families:
             self._ip(fam, "route", "replace", "default", "dev", self.tun, "table", str(self.table))
@@ -98,6 +114,8 @@ class FullTunnelRoutes:
                 self._ip(fam, "rule", "add", *self._mark_rule())
             if not self._rule_count(fam, _is_suppress_rule):
                 self._ip(fam, "rule", "add", *_SUPPRESS_RULE)
+        self._nft(f"table inet {self.nft_table} {{}}\ndelete table inet {self.nft_table}\n"
+                  + _conntrack_table(self.nft_table, self.fwmark))
         if "4" in self.families:
             current = self._sysctl_get(_SRC_VALID_MARK)
             if current != "1":
@@ -140,6 +158,7 @@ class FullTunnelRoutes:
                 if not self._rule_count(fam, _is_suppress_rule):
                     break
                 self._ip(fam, "rule", "del", *_SUPPRESS_RULE)
+        self._nft(f"table inet {self.nft_table} {{}}\ndelete table inet {self.nft_table}\n")
         if self.src_valid_mark_before is not None:
             self._sysctl_set(_SRC_VALID_MARK, self.src_valid_mark_before)
             self.src_valid_mark_before = None
@@ -174,6 +193,9 @@ class FullTunnelRoutes:
 
     def _ip(self, fam: str, *args: str, check: bool = True):
         return run(["ip", f"-{fam}", *args], netns=self.netns, check=check)
+
+    def _nft(self, script: str) -> None:
+        run(["nft", "-f", "-"], netns=self.netns, input=script)
 
     def _sysctl_get(self, key: str) -> str:
         return run(["sysctl", "-n", key], netns=self.netns).stdout.strip()

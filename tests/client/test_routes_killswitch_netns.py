@@ -2,8 +2,9 @@
 
 Topology (one "internet" bridge, 198.51.100.0/24 and fd00:51::/64):
 
-    client (.2, fd00:51::2) --+-- node A (.3, fd00:51::3; wireguard-go, forwards + masquerades)
+    client (.2, fd00:51::2) --+-- node A (.3, fd00:51::3; endpoint 192.0.2.3 off-link; wireguard-go)
                               +-- node B (.4; wireguard-go, another key: the failover target)
+    (both nodes forward and masquerade the client's tunnel traffic)
                               +-- server (.5; HTTP on 203.0.113.80, reachable only through a node)
 
 The client runs `warren tunnel up` (its own process, SO_MARK'd UDP socket) with every route through
@@ -39,6 +40,9 @@ pytestmark = [pytest.mark.netns,
 
 CLIENT, NODE_A, NODE_B, SERVER = "198.51.100.2", "198.51.100.3", "198.51.100.4", "198.51.100.5"
 CLIENT6, NODE_A6 = "fd00:51::2", "fd00:51::3"
+#: Node A's WireGuard endpoint: off the bridge's subnet, reached by the client's default route, so
+#: replies pass strict reverse-path filtering only with wg-quick's conntrack mark (B is on-link).
+ENDPOINT_A = "192.0.2.3"
 #: The web server's address: off the bridge's subnet, so only a node's forwarding reaches it.
 WEB = "203.0.113.80"
 WEB_PORT, PROBE_PORT, WG_PORT, CLIENT_WG_PORT = 8080, 9000, 51820, 51900
@@ -112,9 +116,9 @@ def _leaks(frames, endpoints):
     for f in frames:
         if f.neighbour_discovery or (f.multicast_listener and not f.outgoing):
             continue
-        wg_out = f.outgoing and (f.src, f.sport) == (CLIENT, CLIENT_WG_PORT) and (f.dst, f.dport) in endpoints
-        wg_in = not f.outgoing and (f.dst, f.dport) == (CLIENT, CLIENT_WG_PORT) and (f.src, f.sport) in endpoints
-        if not (f.kind == "ipv4" and f.proto == "udp" and (wg_out or wg_in)):
+        ours, theirs = ((f.src, f.sport), (f.dst, f.dport))[::1 if f.outgoing else -1]
+        wireguard = ours == (CLIENT, CLIENT_WG_PORT) and theirs in endpoints
+        if not (f.kind == "ipv4" and f.proto == "udp" and wireguard):
             bad.append(f)
     return bad
 
@@ -141,12 +145,14 @@ def test_killswitch_and_routes__download_leaks_failover_crash_release__only_wire
         client.ip("route", "add", "default", "via", NODE_A)
         client.ip("-6", "addr", "add", f"{CLIENT6}/64", "dev", "up0", "nodad")
         client.ip("-6", "route", "add", "default", "via", NODE_A6)
+        client.sysctl("net.ipv4.conf.all.rp_filter", 1)  # strict, as on many distributions
 
         client_key = generate_private_key()
         client_public = InterfaceConfig(private_key=client_key).public_key
         key_a, key_b = generate_private_key(), generate_private_key()
         node_a = _node(lab, internet, NODE_A, key_a, client_public)
         node_a.ip("-6", "addr", "add", f"{NODE_A6}/64", "dev", "eth0", "nodad")
+        node_a.ip("addr", "add", f"{ENDPOINT_A}/32", "dev", "lo")
         _node(lab, internet, NODE_B, key_b, client_public)
         public_a = InterfaceConfig(private_key=key_a).public_key
         public_b = InterfaceConfig(private_key=key_b).public_key
@@ -190,11 +196,11 @@ def test_killswitch_and_routes__download_leaks_failover_crash_release__only_wire
 
         # Leave "disconnected": kill switch first, with no tunnel yet, then the tunnel and routes.
         ks = KillSwitch(netns=client.name)
-        ks.engage(None, [(NODE_A, WG_PORT)])
+        ks.engage(None, [(ENDPOINT_A, WG_PORT)])
         assert _send_udp(client, NODE_A, 53) == errno.EPERM
         config = InterfaceConfig(private_key=client_key, listen_port=CLIENT_WG_PORT,
                                  addresses=["10.77.0.2/24"],
-                                 peers=[PeerConfig(public_key=public_a, endpoint=(NODE_A, WG_PORT),
+                                 peers=[PeerConfig(public_key=public_a, endpoint=(ENDPOINT_A, WG_PORT),
                                                    allowed_ips=["0.0.0.0/0", "::/0"])])
         tunnel = spawn_python_tunnel(lab, client, config, str(tmp_path))
         ks.set_tun(tunnel.ifname)
@@ -206,12 +212,13 @@ def test_killswitch_and_routes__download_leaks_failover_crash_release__only_wire
         with PacketCapture(client.name, "up0") as cap:
             # (1) download over the tunnel.
             assert hashlib.sha256(_fetch(client)).digest() == hashlib.sha256(BLOB).digest()
-            assert _wg_out(cap.snapshot(), (NODE_A, WG_PORT)) > 100
+            assert _wg_out(cap.snapshot(), (ENDPOINT_A, WG_PORT)) > 100
 
             # (2) DNS outside, plain TCP, IPv6, device-bound sockets, unmarked UDP to the endpoint.
             assert _send_udp(client, NODE_A, 53) == errno.EPERM          # DNS to a LAN resolver
             assert _send_udp(client, "8.8.8.8", 53, device="up0") == errno.EPERM  # bound: no routing
             assert _send_udp(client, NODE_A, WG_PORT) == errno.EPERM     # not the tunnel's socket
+            assert _send_udp(client, ENDPOINT_A, WG_PORT, device="up0") == errno.EPERM  # unmarked
             assert _send_udp(client, NODE_A6, 53) == errno.EPERM
             assert _send_udp(client, "9.9.9.9", 53) is None              # into the tunnel: allowed
             assert not _probe_tcp(client, NODE_A, PROBE_PORT)
@@ -220,7 +227,7 @@ def test_killswitch_and_routes__download_leaks_failover_crash_release__only_wire
             with pytest.raises(socket.timeout):
                 dns.recvfrom(512)
             time.sleep(0.3)
-            assert _leaks(cap.snapshot(), {(NODE_A, WG_PORT)}) == []
+            assert _leaks(cap.snapshot(), {(ENDPOINT_A, WG_PORT)}) == []
 
             # (4) failover A -> B: make-before-break sets, peer swapped over UAPI, with traffic on.
             dropped = ks.state().dropped_out
@@ -228,8 +235,8 @@ def test_killswitch_and_routes__download_leaks_failover_crash_release__only_wire
             worker = threading.Thread(target=lambda: results.append(_fetch(client)))
             worker.start()
             for _ in range(15):  # atomic replacement under load: no WireGuard packet dropped
-                ks.set_endpoints([(NODE_A, WG_PORT)])
-            ks.set_endpoints([(NODE_A, WG_PORT), (NODE_B, WG_PORT)])
+                ks.set_endpoints([(ENDPOINT_A, WG_PORT)])
+            ks.set_endpoints([(ENDPOINT_A, WG_PORT), (NODE_B, WG_PORT)])
             worker.join(timeout=30)
             assert results == [BLOB]
             tunnel.uapi.set([f"public_key={public_a.hex()}", "remove=true",
@@ -242,7 +249,7 @@ def test_killswitch_and_routes__download_leaks_failover_crash_release__only_wire
             assert ks.state().dropped_out == dropped
             assert ks.state().endpoints == ((NODE_B, WG_PORT),)
             assert _wg_out(cap.snapshot(), (NODE_B, WG_PORT)) > 100
-            assert _leaks(cap.snapshot(), {(NODE_A, WG_PORT), (NODE_B, WG_PORT)}) == []
+            assert _leaks(cap.snapshot(), {(ENDPOINT_A, WG_PORT), (NODE_B, WG_PORT)}) == []
 
             # (3) kill -9 of the tunnel process: the table stays and nothing leaves.
             cap.clear()
@@ -277,7 +284,7 @@ def test_killswitch_and_routes__download_leaks_failover_crash_release__only_wire
         assert {k: v for k, v in after.items() if v != before[k]} == {}
         assert _probe_tcp(client, NODE_A, PROBE_PORT)  # the host is back to normal
         with pytest.raises(KillSwitchError, match="not engaged"):
-            later_ks.set_endpoints([(NODE_A, WG_PORT)])
+            later_ks.set_endpoints([(ENDPOINT_A, WG_PORT)])
 
 
 @pytest.mark.parametrize("endpoints, allow", [
@@ -319,3 +326,28 @@ def test_engage__allow_exception_and_ipv6_endpoint__state_read_back_and_tcp_repl
         assert ks.state().tuns == ()
         ks.release()
         assert a.run(["nft", "list", "ruleset"]).stdout.strip() == b""
+
+
+def test_routes__install_set_tun_remove__others_rules_kept_and_state_restored():
+    with Lab("h4rt") as lab:
+        ns = lab.add_host("host")
+        for dev in ("tun1", "tun2"):
+            ns.ip("tuntap", "add", "dev", dev, "mode", "tun")
+            ns.ip("link", "set", dev, "up")
+        ns.ip("rule", "add", "fwmark", "7", "table", "100")  # someone else's policy routing
+        ns.ip("-6", "rule", "add", "not", "fwmark", "51821", "table", "51821")
+        before = _netstate(ns)
+        routes = FullTunnelRoutes("tun1", netns=ns.name)
+
+        routes.install()
+        for fam in ("-4", "-6"):
+            table = ns.ip(fam, "route", "show", "table", "51820").stdout.decode()
+            assert "default dev tun1" in table and "unreachable default" in table
+        assert ns.run(["sysctl", "-n", "net.ipv4.conf.all.src_valid_mark"]).stdout.strip() == b"1"
+        routes.set_tun("tun2")
+        table = ns.ip("-6", "route", "show", "table", "51820").stdout.decode()
+        assert "default dev tun2" in table and "tun1" not in table
+        FullTunnelRoutes.from_dict(routes.to_dict()).remove()
+
+        assert {k: v for k, v in _netstate(ns).items() if v != before[k]} == {}
+        assert ns.run(["sysctl", "-n", "net.ipv4.conf.all.src_valid_mark"]).stdout.strip() == b"0"
