@@ -139,6 +139,20 @@ class KillSwitch:
         """
         self._replace({"tunnels": [json.dumps(_ifname(tun))] if tun else []})
 
+    def set_open_ports(self, ports: Iterable[int]) -> None:
+        """Let the tunnel's own (fwmark-marked) socket on these local UDP ports talk to any address,
+        in one transaction; an empty list closes it again.
+
+        For discovery only: punching through a node's NAT sends to an address the rendezvous names
+        during the exchange, which no endpoint list can know in advance. Only sockets carrying the
+        fwmark (set with CAP_NET_ADMIN, i.e. by the tunnel) match, and they carry nothing but
+        WireGuard and overlay messages; DNS stays refused.
+
+        Raises:
+            KillSwitchError: malformed, or not engaged.
+        """
+        self._replace({"open_ports": [str(_check_port(p)) for p in ports]})
+
     def release(self) -> None:
         """Remove the table (idempotent). Only an explicit disconnect should call this."""
         self._nft(f"table inet {self.table} {{}}\ndelete table inet {self.table}\n")
@@ -220,11 +234,13 @@ class KillSwitch:
             f"{elements([_ex(e) for e in exc if ':' not in e[0]])} }}\n"
             f"  set allow6 {{ type ipv6_addr . inet_proto . inet_service;"
             f"{elements([_ex(e) for e in exc if ':' in e[0]])} }}\n"
+            "  set open_ports { type inet_service; }\n"
             "  counter dropped_out {}\n  counter dropped_in {}\n  counter dropped_forward {}\n"
             "  chain output {\n    type filter hook output priority filter; policy drop;\n"
             "    oifname \"lo\" accept\n    oifname @tunnels accept\n"
             f"    {mark}ip daddr . udp dport @endpoints4 accept\n"
             f"    {mark}ip6 daddr . udp dport @endpoints6 accept\n"
+            f"    {mark}udp sport @open_ports udp dport != 53 accept\n"
             "    ip daddr . meta l4proto . th dport @allow4 accept\n"
             "    ip6 daddr . meta l4proto . th dport @allow6 accept\n"
             f"{ndp_out}{dhcp_out}"
@@ -233,6 +249,7 @@ class KillSwitch:
             "    iifname \"lo\" accept\n    iifname @tunnels accept\n"
             "    ip saddr . udp sport @endpoints4 accept\n"
             "    ip6 saddr . udp sport @endpoints6 accept\n"
+            "    udp dport @open_ports udp sport != 53 accept\n"
             "    ct state related meta l4proto { icmp, ipv6-icmp } accept\n"
             "    ct state established,related ip saddr . meta l4proto . th sport @allow4 accept\n"
             "    ct state established,related ip6 saddr . meta l4proto . th sport @allow6 accept\n"
