@@ -146,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="accepted for `make bench`; the run is already quick")
     parser.parse_args(argv)
-    # ape logs to stdout (deployments, confirmations, "Stopping 'anvil' process" at exit); keep
-    # stdout for the figures, so the JSON object stays the last line.
+    # ape logs to stdout (deployments, confirmations, "Stopping 'anvil' process"); keep stdout for
+    # the figures. disconnect_after stops anvil when the block ends, so even at INFO level its
+    # "Stopping" line comes before the JSON object, which stays the last line.
     logger.set_level("ERROR")
-    with ape.networks.parse_network_choice("ethereum:local:foundry"):
+    with ape.networks.parse_network_choice("ethereum:local:foundry", disconnect_after=True):
         gas = measure()
     for name, value in gas.items():
         print(f"{name:32s} {value:>9,d}")

@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_chain:
             import ape
 
-            with ape.networks.parse_network_choice("ethereum:local:foundry"):
+            with ape.networks.parse_network_choice("ethereum:local:foundry", disconnect_after=True):
                 chain = chain_part(depth, pk, vk, circuit, prover)
             out.update(chain)
             print(f"gas: deposit {out['deposit_gas']} (mean hash count at depth {depth}; max "
