@@ -276,9 +276,9 @@ def _recover(message: Receipt, signature: bytes, terms: ChannelTerms) -> str | N
     s = int.from_bytes(signature[32:64], "big")
     if signature[64] not in (27, 28) or not 0 < r or not 0 < s <= _SECP256K1_HALF_N:
         return None
-    try:
-        return eip712.recover(message, signature, terms.chain_id, terms.verifying_contract)
-    except Exception:  # eth-account raises several types for unrecoverable signatures
+    try:  # the fast path (libsecp256k1); tests check it against eth-account's recover
+        return eip712.fast_recover(message, signature, terms.chain_id, terms.verifying_contract)
+    except ValueError:
         return None
 
 

@@ -4,12 +4,19 @@ All share one domain (name "Warren", version "1") and differ only in the verifyi
 payment_channels (or the voucher pool holding a voucher channel) for receipts, closes and close
 requests, revocation_registry for revocations (see DESIGN.md, "Money").
 eth-account does the hashing and signing; this module only fixes the types and fields.
+
+A node verifies thousands of receipts a second, and eth-account's generic typed-data encoder costs
+about 0.5 ms a receipt; :func:`fast_digest` / :func:`fast_recover` hash these fixed flat types
+directly (cached domain separator, keccak of the ABI words) and recover with libsecp256k1 through
+coincurve (about 20x faster). A test checks both paths agree on many random messages.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
+import coincurve
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
@@ -22,6 +29,9 @@ __all__ = [
     "Receipt",
     "Revocation",
     "digest",
+    "domain_separator",
+    "fast_digest",
+    "fast_recover",
     "recover",
     "sign",
     "typed_data",
@@ -148,3 +158,70 @@ def recover(message: Message, signature: bytes, chain_id: int, verifying_contrac
     """The checksummed address that signed a message (raises on a malformed signature)."""
     signable = encode_typed_data(full_message=typed_data(message, chain_id, verifying_contract))
     return Account.recover_message(signable, signature=signature)
+
+
+# -- the fast path (same digests; a test checks them against eth-account's) -----------------------
+
+#: keccak256 of the EIP712Domain type string (EIP-712, "Definition of domainSeparator").
+_DOMAIN_TYPEHASH = keccak(b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+#: secp256k1 group order n, and n / 2: a higher s is malleable (EIP-2), the contracts refuse it.
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_SECP256K1_HALF_N = _SECP256K1_N // 2
+
+
+@functools.lru_cache(maxsize=256)
+def domain_separator(chain_id: int, verifying_contract: str) -> bytes:
+    """The EIP-712 domain separator of Warren's domain on one contract (cached: a node has a few)."""
+    return keccak(_DOMAIN_TYPEHASH + keccak(DOMAIN_NAME.encode()) + keccak(DOMAIN_VERSION.encode())
+                  + chain_id.to_bytes(32, "big") + bytes(12) + bytes.fromhex(verifying_contract[2:]))
+
+
+@functools.lru_cache(maxsize=None)
+def _type_hash(cls) -> bytes:
+    fields = ",".join(f"{field['type']} {field['name']}" for field in cls.FIELDS)
+    return keccak(f"{cls.PRIMARY_TYPE}({fields})".encode())
+
+
+def _word(kind: str, value) -> bytes:
+    if kind == "bytes32":
+        if len(value) != 32:
+            raise ValueError(f"bytes32 field has {len(value)} bytes")
+        return bytes(value)
+    if kind == "uint256":
+        return value.to_bytes(32, "big")  # OverflowError for negative or >= 2**256
+    raise TypeError(f"no fast encoding for {kind}")  # pragma: no cover - every Warren type is flat
+
+
+def fast_digest(message: Message, chain_id: int, verifying_contract: str) -> bytes:
+    """:func:`digest`, computed directly: keccak256(0x19 0x01 || domain separator || struct hash).
+
+    Warren's types are flat (bytes32 and uint256 fields only), so the struct hash is keccak256 of the
+    type hash followed by each field as one 32-byte word (EIP-712, "Definition of encodeData").
+    """
+    cls = type(message)
+    body = b"".join(_word(field["type"], getattr(message, field["name"])) for field in cls.FIELDS)
+    struct_hash = keccak(_type_hash(cls) + body)
+    return keccak(b"\x19\x01" + domain_separator(chain_id, verifying_contract) + struct_hash)
+
+
+def fast_recover(message: Message, signature: bytes, chain_id: int, verifying_contract: str) -> str:
+    """The checksummed signer of a message, as :func:`recover`, but stricter like the contracts:
+    exactly 65 bytes, v in {27, 28}, 0 < r < n and 0 < s <= n / 2 (EIP-2).
+
+    Raises:
+        ValueError: the signature is malformed, malleable or unrecoverable.
+    """
+    if len(signature) != 65:
+        raise ValueError(f"a signature has 65 bytes, not {len(signature)}")
+    v = signature[64]
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    if v not in (27, 28) or not 0 < r < _SECP256K1_N or not 0 < s <= _SECP256K1_HALF_N:
+        raise ValueError("malleable or malformed signature")
+    try:
+        public = coincurve.PublicKey.from_signature_and_message(
+            bytes(signature[:64]) + bytes([v - 27]), fast_digest(message, chain_id, verifying_contract),
+            hasher=None)
+    except Exception as exc:  # coincurve raises plain Exception for an unrecoverable point
+        raise ValueError(f"unrecoverable signature: {exc}") from None
+    return to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:])
