@@ -25,8 +25,10 @@ inside a host with ``with host.enter(): ...``.
 
 from agents.netlab.capture import CapturedDatagram, UdpCapture
 from agents.netlab.errors import LabError
+from agents.netlab.http_server import make_random_file
 from agents.netlab.lab import Internet, Lab, Link, NatRouter, NatType, Namespace
 from agents.netlab.nsenter import enter_namespace, is_root
+from agents.netlab.rpc_bridge import RpcBridge
 
 __all__ = [
     "CapturedDatagram",
@@ -37,7 +39,9 @@ __all__ = [
     "Namespace",
     "NatRouter",
     "NatType",
+    "RpcBridge",
     "UdpCapture",
     "enter_namespace",
     "is_root",
+    "make_random_file",
 ]
