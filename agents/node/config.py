@@ -56,7 +56,7 @@ from agents.chain.deployment import default_path
 from agents.tomlconfig import ConfigError, Table, read_toml, wei_to_toml, write_toml
 from agents.wallet import AccountSpec, WalletError
 
-__all__ = ["ConfigError", "NodeConfig", "check_ifname", "check_region", "load_config", "write_config"]
+__all__ = ["ConfigError", "NodeConfig", "check_ifname", "check_region", "endpoint_text", "read_ifname", "load_config", "operator_spec", "read_chain", "write_config"]
 
 MIB = 1 << 20
 TOKEN = 10**18
@@ -150,15 +150,15 @@ class NodeConfig:
             "wg_key_file": str(self.wg_key_file),
             "interface": self.interface,
             "listen_port": self.listen_port,
-            "public_endpoint": _endpoint_text(self.public_endpoint),
+            "public_endpoint": endpoint_text(self.public_endpoint),
             "uplink": self.uplink,
             "pool_v4": self.pool_v4,
             "pool_v6": self.pool_v6,
             "control_port": self.control_port,
-            "dns_upstream": _endpoint_text(self.dns_upstream),
+            "dns_upstream": endpoint_text(self.dns_upstream),
             "max_pending": self.max_pending,
             "setup_timeout_s": self.setup_timeout_s,
-            "bootstrap": [_endpoint_text(b) for b in self.bootstrap],
+            "bootstrap": [endpoint_text(b) for b in self.bootstrap],
             "settlement": {
                 "threshold": (self.settlement_threshold if self.settlement_threshold == "auto"
                               else wei_to_toml(int(self.settlement_threshold))),
@@ -172,14 +172,14 @@ class NodeConfig:
         return {k: v for k, v in top.items() if v is not None}
 
 
-def _endpoint_text(endpoint: tuple[str, int] | None) -> str | None:
+def endpoint_text(endpoint: tuple[str, int] | None) -> str | None:
     if endpoint is None:
         return None
     host, port = endpoint
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _ifname(table: Table, key: str, default):
+def read_ifname(table: Table, key: str, default):
     value = table.string(key, default, "an interface name (1-15 of A-Za-z0-9_.-)")
     if value is None:
         return None
@@ -231,10 +231,10 @@ def load_config(path: str | os.PathLike) -> NodeConfig:
         "receipt_interval_s": top.number("receipt_interval_s", d["receipt_interval_s"].default),
         "data_dir": top.path_("data_dir", DEFAULT_DATA_DIR, base),
         "wg_key_file": top.path_("wg_key_file", None, base),
-        "interface": _ifname(top, "interface", d["interface"].default),
+        "interface": read_ifname(top, "interface", d["interface"].default),
         "listen_port": top.integer("listen_port", d["listen_port"].default, low=0, high=65535),
         "public_endpoint": top.endpoint("public_endpoint", None),
-        "uplink": _ifname(top, "uplink", None),
+        "uplink": read_ifname(top, "uplink", None),
         "pool_v4": top.network("pool_v4", d["pool_v4"].default, version=4),
         "pool_v6": top.network("pool_v6", d["pool_v6"].default, version=6),
         "control_port": top.integer("control_port", d["control_port"].default, low=1, high=65535),
@@ -253,6 +253,16 @@ def load_config(path: str | os.PathLike) -> NodeConfig:
     values["token_price_eth"] = settlement.number("token_price_eth", d["token_price_eth"].default)
     settlement.finish()
     values["exit"] = top.raw_table("exit")
+    values.update(read_chain(top, base))
+    operator = top.raw_table("operator")
+    top.finish()
+    values["operator"] = operator_spec(path, operator, base, values["network"])
+    check_exit_policy(path, values["exit"])
+    return NodeConfig(**values)
+
+
+def read_chain(top: Table, base: Path) -> dict:
+    """``[chain]``: rpc, network, deployment (checked), as keyword arguments of the config classes."""
     chain = top.table("chain")
     rpc = chain.string("rpc", DEFAULT_RPC, 'an RPC URL such as "http://127.0.0.1:8545"')
     if not rpc.startswith(("http://", "https://", "ws://", "wss://")):
@@ -260,13 +270,9 @@ def load_config(path: str | os.PathLike) -> NodeConfig:
     network = chain.string("network", DEFAULT_NETWORK, 'an ape network choice "ecosystem:network[:provider]"')
     if network.count(":") not in (1, 2) or "" in network.split(":")[:2]:
         raise chain.fail("network", 'an ape network choice "ecosystem:network[:provider]"', network)
-    values.update(rpc=rpc, network=network, deployment=chain.path_("deployment", None, base))
+    values = {"rpc": rpc, "network": network, "deployment": chain.path_("deployment", None, base)}
     chain.finish()
-    operator = top.raw_table("operator")
-    top.finish()
-    values["operator"] = operator_spec(path, operator, base, network)
-    check_exit_policy(path, values["exit"])
-    return NodeConfig(**values)
+    return values
 
 
 def operator_spec(path: Path, raw: dict, base: Path, network: str, section: str = "operator") -> AccountSpec:

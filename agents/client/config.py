@@ -1,0 +1,147 @@
+"""The client's config file (TOML, 0600): which chain and account pay, and how `warren connect` chooses.
+
+::
+
+    data_dir = "~/.warren/client"      # channel signers, control socket (relative paths: from this file)
+    interface = "warrenc0"             # TUN name
+    region = "DE"                      # default --region (omit: any)
+    max_price = 2000000000000000       # default --max-price, token wei per GiB (omit: any)
+    budget = "10000000000000000000"    # default --budget: a channel's deposit, token wei
+    bootstrap = ["198.51.100.1:51820"] # overlay peers to resolve nodes through
+
+    [failover]
+    keepalive_s = 1                    # how often the tunnel shows it is alive
+    dead_after_s = 1.5                 # silence after which the node is dead and we move
+    max_latency_ms = 500               # a node slower than this is left too
+
+    [killswitch]
+    exceptions = ["192.168.1.0/24"]    # destinations allowed outside the tunnel (the LAN printer)
+
+    [chain]
+    rpc = "http://127.0.0.1:8545"
+    network = "ethereum:local:foundry"
+    deployment = "deployments/ethereum-local.json"
+
+    [account]                          # funds the channel deposits: as the node's [operator]
+    keystore = "client.json"
+    passphrase_env = "WARREN_PASSPHRASE"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.chain.connect import DEFAULT_NETWORK, DEFAULT_RPC, REPO_ROOT
+from agents.chain.deployment import default_path
+from agents.node.config import endpoint_text, read_ifname, check_region, operator_spec, read_chain
+from agents.tomlconfig import ConfigError, Table, read_toml, wei_to_toml, write_toml
+from agents.wallet import AccountSpec
+
+__all__ = ["ClientConfig", "ConfigError", "load_config", "write_config"]
+
+TOKEN = 10**18
+DEFAULT_DATA_DIR = Path("~/.warren/client").expanduser()
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything `warren connect` needs (amounts in token wei, times in seconds).
+
+    ``[chain]``, ``[failover]`` and ``[killswitch]`` are flattened: :attr:`rpc`, :attr:`dead_after_s`,
+    :attr:`killswitch_exceptions`; ``[account]`` is :attr:`account`.
+    """
+
+    account: AccountSpec
+    data_dir: Path = DEFAULT_DATA_DIR
+    interface: str = "warrenc0"
+    region: str | None = None
+    max_price: int | None = None
+    #: One channel's deposit: 10 tokens buys 10 GiB at 1 token/GiB; the rest comes back on close.
+    budget: int = 10 * TOKEN
+    bootstrap: tuple[tuple[str, int], ...] = ()
+    keepalive_s: float = 1.0
+    #: agents.client.agent.ClientAgent's default: ~1.5 keepalives missed.
+    dead_after_s: float = 1.5
+    max_latency_ms: float = 500.0
+    killswitch_exceptions: tuple[str, ...] = ()
+    rpc: str = DEFAULT_RPC
+    network: str = DEFAULT_NETWORK
+    deployment: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.deployment is None:
+            object.__setattr__(self, "deployment", default_path(self.network, REPO_ROOT))
+        object.__setattr__(self, "bootstrap", tuple(tuple(b) for b in self.bootstrap))
+        object.__setattr__(self, "killswitch_exceptions", tuple(self.killswitch_exceptions))
+
+    def replace(self, **changes) -> ClientConfig:
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The TOML document (None values left out)."""
+        top = {
+            "data_dir": str(self.data_dir),
+            "interface": self.interface,
+            "region": self.region,
+            "max_price": None if self.max_price is None else wei_to_toml(self.max_price),
+            "budget": wei_to_toml(self.budget),
+            "bootstrap": [endpoint_text(b) for b in self.bootstrap],
+            "failover": {"keepalive_s": self.keepalive_s, "dead_after_s": self.dead_after_s,
+                         "max_latency_ms": self.max_latency_ms},
+            "killswitch": {"exceptions": list(self.killswitch_exceptions)},
+            "chain": {"rpc": self.rpc, "network": self.network, "deployment": str(self.deployment)},
+            "account": self.account.to_dict(),
+        }
+        return {k: v for k, v in top.items() if v is not None}
+
+
+def load_config(path: str | os.PathLike) -> ClientConfig:
+    """Read and check a client config file (relative paths from its folder).
+
+    Raises:
+        ConfigError: missing file, malformed TOML, unknown key or bad value (named in the message).
+    """
+    path = Path(path)
+    top = Table(path, read_toml(path))
+    base = path.resolve().parent
+    d = ClientConfig.__dataclass_fields__
+    region = top.string("region", None, 'an ISO 3166-1 alpha-2 region such as "DE"')
+    if region is not None:
+        try:
+            region = check_region(region)
+        except ValueError:
+            raise top.fail("region", 'an ISO 3166-1 alpha-2 region such as "DE"', region) from None
+    values: dict[str, object] = {
+        "data_dir": top.path_("data_dir", DEFAULT_DATA_DIR, base),
+        "interface": read_ifname(top, "interface", d["interface"].default),
+        "region": region,
+        "max_price": top.wei("max_price", None, "a whole number of token wei per GiB >= 0"),
+        "budget": top.wei("budget", d["budget"].default),
+        "bootstrap": top.endpoints("bootstrap", ()),
+    }
+    failover = top.table("failover")
+    values["keepalive_s"] = failover.number("keepalive_s", d["keepalive_s"].default)
+    values["dead_after_s"] = failover.number("dead_after_s", d["dead_after_s"].default)
+    values["max_latency_ms"] = failover.number("max_latency_ms", d["max_latency_ms"].default)
+    failover.finish()
+    if values["dead_after_s"] < values["keepalive_s"]:
+        raise failover.fail("dead_after_s", f"at least keepalive_s ({values['keepalive_s']:g})",
+                            values["dead_after_s"])
+    killswitch = top.table("killswitch")
+    values["killswitch_exceptions"] = killswitch.networks("exceptions", ())
+    killswitch.finish()
+    values.update(read_chain(top, base))
+    account = top.raw_table("account")
+    top.finish()
+    values["account"] = operator_spec(path, account, base, values["network"], section="account")
+    return ClientConfig(**values)
+
+
+def write_config(path: str | os.PathLike, config: ClientConfig, force: bool = False) -> None:
+    """Write ``config`` atomically with mode 0600; refuses to overwrite without ``force``."""
+    write_toml(path, config.to_dict(), force=force)
