@@ -3,6 +3,10 @@
 Each part of Warren contributes its own subcommands from a module named ``agents.<part>.cli`` that
 defines ``add_commands(subparsers)``; parsers set ``func`` to a callable taking the parsed args and
 returning an exit code. A part whose cli module does not exist yet simply adds no commands.
+
+A failure a person can fix (a :class:`agents.errors.UserError`, or anything
+:func:`agents.errors.explain` recognises: no gas money, no chain, a missing deployment file...)
+prints ``warren: <message>`` on stderr and exits 1, without a traceback.
 """
 
 from __future__ import annotations
@@ -12,14 +16,17 @@ import importlib
 import importlib.util
 import sys
 
+from agents.errors import explain
+
 __all__ = ["main", "build_parser"]
 
-# The parts that may contribute subcommands, in the order `warren --help` lists them.
+# The parts that contribute subcommands, in the order `warren --help` lists them.
 _PARTS = (
-    "agents.chain.cli",      # deploy info, balances
     "agents.wireguard.cli",  # warren tunnel ...
     "agents.overlay.cli",    # warren mesh ...
     "agents.prover.cli",     # warren voucher ...
+    "agents.node.cli",       # warren node ...
+    "agents.client.cli",     # warren connect / status / disconnect
     "agents.demo",           # warren demo
 )
 
@@ -52,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - plain words for what a person can fix; bugs keep their traceback
+        message = explain(exc)
+        if message is None:
+            raise
+        print(f"warren: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

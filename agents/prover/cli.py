@@ -48,6 +48,8 @@ def add_commands(subparsers) -> None:
                        f"{SIGNERS_NAME} beside the notes)")
         if chain:
             p.add_argument("--network", default="ethereum:local:foundry", help="ape network choice")
+            p.add_argument("--rpc", help="attach to the chain already running here (e.g. http://127.0.0.1:8545) "
+                           "instead of letting ape choose")
             p.add_argument("--account", default="0", help="ape account alias, or test account index")
             p.add_argument("--pool", help="voucher pool address (default: from the deployment file)")
             p.add_argument("--deployment", type=Path, help="deployment file (default deployments/<net>.json)")
@@ -109,6 +111,25 @@ def add_commands(subparsers) -> None:
     fees.add_argument("--withdraw", action="store_true", help="withdraw them to --account")
     fees.set_defaults(func=_fees)
 
+    for action in sub.choices.values():  # the voucher's own errors print as plain words (agents.cli)
+        action.set_defaults(func=_plain(action.get_default("func")))
+
+
+def _plain(func):
+    """``func`` with the prover's errors turned into UserError (printed as ``warren: ...``, exit 1)."""
+    import functools
+
+    from agents.errors import UserError
+
+    @functools.wraps(func)
+    def run(args):
+        try:
+            return func(args)
+        except (ProverError, ChainDataError, VoucherChannelError) as exc:
+            raise UserError(str(exc)) from exc
+
+    return run
+
 
 def _setup(args) -> int:
     from zk.keys import default_keys_dir, dev_keys
@@ -141,6 +162,10 @@ def _chain(args):
 
     from ape import networks
 
+    if getattr(args, "rpc", None):  # a plain error if nothing answers there (agents.chain.connect)
+        from agents.chain.connect import connect
+
+        return connect(args.rpc, args.network)
     provider = networks.active_provider
     if provider is not None and provider.is_connected:
         return nullcontext()

@@ -1,0 +1,179 @@
+"""`warren node ...`: run a Warren exit node. This module holds `init`; other actions add themselves
+the same way (a function ``_add_<action>(sub)`` called from :func:`add_commands`).
+
+    warren node init --config node.toml --region DE --price-per-gib 1000000000000000 \\
+        --keystore operator.json --passphrase-file passphrase [--data-dir D] [--rpc URL] ...
+
+`init` makes the WireGuard key (0600; an existing key file is kept, since the node id on chain is
+its hash), a new operator keystore encrypted with the passphrase when ``--keystore`` names a missing
+file (or uses the existing one, an ape alias, or a local test account), writes the config (0600),
+and prints the node id, the operator address and the next command. A passphrase is read from a file
+or an environment variable, never from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from agents.errors import UserError
+
+__all__ = ["add_commands"]
+
+
+def add_commands(subparsers) -> None:
+    """Register `warren node` and its actions."""
+    node = subparsers.add_parser("node", help="run an exit node: sell bandwidth, get paid on chain")
+    sub = node.add_subparsers(dest="node_command", metavar="ACTION", required=True)
+    _add_init(sub)
+
+
+def _add_init(sub) -> None:
+    from agents.node.config import DEFAULT_DATA_DIR, NodeConfig
+
+    d = NodeConfig.__dataclass_fields__
+    p = sub.add_parser("init", help="make the node's keys and config file")
+    p.add_argument("--config", type=Path, required=True, help="config file to write (mode 0600)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing config file")
+    p.add_argument("--region", required=True, help="ISO 3166-1 alpha-2 region, e.g. DE")
+    p.add_argument("--price-per-gib", type=_wei, required=True, help="price in token wei per GiB")
+    p.add_argument("--stake", type=_wei, default=d["stake"].default, help="stake in token wei")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"data folder (default {DEFAULT_DATA_DIR})")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--keystore", type=Path, help="operator keystore JSON (created if missing)")
+    who.add_argument("--ape-alias", help="an ape account alias as operator")
+    who.add_argument("--test-account", type=int, help="ape test account N as operator (local networks only)")
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument("--passphrase-file", type=Path, help="file holding the passphrase (mode 0600)")
+    secret.add_argument("--passphrase-env", metavar="VAR", help="environment variable holding the passphrase")
+    p.add_argument("--rpc", default=d["rpc"].default, help="chain RPC URL")
+    p.add_argument("--network", default=d["network"].default, help="ape network choice")
+    p.add_argument("--deployment", type=Path, help="deployment file (default deployments/<net>.json)")
+    p.add_argument("--listen-port", type=int, default=d["listen_port"].default, help="WireGuard UDP port")
+    p.add_argument("--public-endpoint", help="host:port reachable from the internet (omit behind a NAT)")
+    p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT", help="overlay peer (repeatable)")
+    p.add_argument("--interface", default=d["interface"].default, help="TUN interface name")
+    p.add_argument("--uplink", help="interface towards the internet (default: the default route's)")
+    p.set_defaults(func=_init)
+
+
+def _wei(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of token wei, found {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of token wei >= 0, found {text}")
+    return value
+
+
+def _endpoint(text: str | None, flag: str):
+    from agents.tomlconfig import parse_endpoint
+
+    if text is None:
+        return None
+    try:
+        return parse_endpoint(text)
+    except ValueError:
+        raise UserError(f"{flag}: expected host:port (IPv6 as [addr]:port), found {text!r}") from None
+
+
+def _operator(args):
+    """(AccountSpec, address, what happened) for the operator flags; makes a new keystore if asked."""
+    from agents.wallet import AccountSpec, create_keystore, read_passphrase
+
+    spec = AccountSpec(
+        keystore=args.keystore.resolve() if args.keystore else None,
+        passphrase_file=args.passphrase_file.resolve() if args.passphrase_file else None,
+        passphrase_env=args.passphrase_env,
+        ape_alias=args.ape_alias,
+        test_account=args.test_account,
+    )  # WalletError (a UserError) for a keystore without a passphrase source, and the like
+    if spec.test_account is not None:
+        if args.network.split(":")[1:2] != ["local"]:
+            raise UserError(f"--test-account works only on a local network, not {args.network!r}")
+        from ape import accounts
+
+        return spec, str(accounts.test_accounts[spec.test_account].address), f"test account {spec.test_account}"
+    if spec.ape_alias is not None:
+        from agents.wallet import load_account
+
+        # Unlocking checks the alias and passphrase now rather than at the first transaction.
+        return spec, str(load_account(spec, args.network).address), f"ape account {spec.ape_alias!r}"
+    passphrase = read_passphrase(spec)
+    if not spec.keystore.exists():
+        return spec, create_keystore(spec.keystore, passphrase), f"new keystore {spec.keystore} (0600)"
+    from eth_account import Account
+    from eth_utils import to_checksum_address
+
+    try:
+        keystore = json.loads(spec.keystore.read_text())
+        Account.decrypt(keystore, passphrase)  # a wrong passphrase is found now, not at `node run`
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"{spec.keystore} is not a keystore file ({exc})") from None
+    except ValueError:
+        raise UserError(f"wrong passphrase for keystore {spec.keystore}") from None
+    return spec, to_checksum_address("0x" + keystore["address"].removeprefix("0x")), f"existing keystore {spec.keystore}"
+
+
+def _wg_key(path: Path) -> tuple[bytes, str]:
+    """The node's WireGuard private key: the one in ``path``, or a new one written there (0600)."""
+    from agents.wireguard.config import decode_key, encode_key, generate_private_key
+
+    if path.exists():
+        try:
+            return decode_key(path.read_text()), f"existing WireGuard key {path}"
+        except Exception as exc:  # noqa: BLE001 - agents.wireguard's ConfigError or a read error
+            raise UserError(f"{path} does not hold a WireGuard key ({exc}): move it away and retry") from None
+    key = generate_private_key()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(encode_key(key) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return key, f"new WireGuard key {path} (0600)"
+
+
+def _init(args) -> int:
+    from agents.chain.bindings import node_id_of
+    from agents.node.config import NodeConfig, check_ifname, check_region, write_config
+    from agents.wireguard.config import public_key
+
+    if args.config.exists() and not args.force:  # before anything is made
+        raise UserError(f"config file {args.config} already exists: pass --force to overwrite it")
+    try:
+        region = check_region(args.region)
+        check_ifname(args.interface)
+        if args.uplink is not None:
+            check_ifname(args.uplink)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if not 0 <= args.listen_port <= 65535:
+        raise UserError(f"--listen-port: expected 0-65535, found {args.listen_port}")
+    public_endpoint = _endpoint(args.public_endpoint, "--public-endpoint")
+    bootstrap = tuple(_endpoint(b, "--bootstrap") for b in args.bootstrap)
+    if not args.rpc.startswith(("http://", "https://", "ws://", "wss://")):
+        raise UserError(f"--rpc: expected a URL such as http://127.0.0.1:8545, found {args.rpc!r}")
+    data_dir = args.data_dir.expanduser().resolve()
+    spec, address, account_note = _operator(args)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key, key_note = _wg_key(data_dir / "wg.key")
+    config = NodeConfig(
+        region=region, price_per_gib=args.price_per_gib, operator=spec, stake=args.stake, data_dir=data_dir,
+        interface=args.interface, listen_port=args.listen_port, public_endpoint=public_endpoint,
+        uplink=args.uplink, bootstrap=bootstrap, rpc=args.rpc, network=args.network,
+        deployment=args.deployment.resolve() if args.deployment else None,
+    )
+    write_config(args.config, config, force=args.force)
+    node_id = node_id_of(public_key(key))
+    print(f"config    {args.config} (0600)")
+    print(f"wireguard {key_note}")
+    print(f"operator  {address} ({account_note})")
+    print(f"node id   0x{node_id.hex()}")
+    print(f"next: fund {address} with ETH for gas and {args.stake} token wei of stake, then run")
+    print(f"  warren node run --config {args.config}")
+    return 0
