@@ -95,15 +95,18 @@ class RpcBridge:
         finally:
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
-            if pair_done.is_set():  # the second direction to finish closes both and frees the slot
+            # The second direction to finish closes both and frees the slot; test-and-set under
+            # the lock, or two pumps ending together could each think itself first and leak both.
+            with self._lock:
+                last = pair_done.is_set()
+                pair_done.set()
+                if last:
+                    self._socks.difference_update((src, dst))
+            if last:
                 for sock in (src, dst):
                     with contextlib.suppress(OSError):
                         sock.close()
-                with self._lock:
-                    self._socks.difference_update((src, dst))
                 self._active.release()
-            else:
-                pair_done.set()
 
     def close(self) -> None:
         """Stop accepting and cut every forwarded connection."""

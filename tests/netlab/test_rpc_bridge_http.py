@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from agents.netlab import Lab, RpcBridge, is_root, make_random_file
+from agents.netlab.rpc_bridge import MAX_CONNECTIONS
 from e2e.world import ANVIL_CHAIN_ID, run_in, spawn_in, start_anvil
 
 pytestmark = [
@@ -30,18 +31,20 @@ pytestmark = [
 FILE_SIZE = (1 << 20) + 12_345
 #: JSON-RPC requests made at once from inside the namespace.
 CONCURRENT = 16
+#: Requests in all (one connection each): more than the bridge's slots, so leaked slots would show.
+TOTAL = MAX_CONNECTIONS + 16
 
-#: A process inside the namespace: CONCURRENT eth_chainId calls at once, prints the answers.
+#: A process inside the namespace: N eth_chainId calls, W at once, prints the answers.
 _CONCURRENT_CLIENT = """
 import json, sys, urllib.request
 from concurrent.futures import ThreadPoolExecutor
-url, n = sys.argv[1], int(sys.argv[2])
+url, n, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def call(i):
     body = json.dumps({"jsonrpc": "2.0", "id": i, "method": "eth_chainId", "params": []}).encode()
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
-with ThreadPoolExecutor(n) as pool:
+with ThreadPoolExecutor(w) as pool:
     print(json.dumps(list(pool.map(call, range(n)))))
 """
 
@@ -70,10 +73,10 @@ def test_bridge__concurrent_chain_id_from_namespace__all_answered_by_anvil(lab, 
     host = lab.add_host("chain-user")
     with RpcBridge(host.name, ("127.0.0.1", anvil.port)) as bridge:
         assert bridge.url == "http://127.0.0.1:8545"
-        result = run_in(host, [sys.executable, "-c", _CONCURRENT_CLIENT, bridge.url, str(CONCURRENT)],
-                        timeout=30, check=True)
+        result = run_in(host, [sys.executable, "-c", _CONCURRENT_CLIENT, bridge.url, str(TOTAL),
+                               str(CONCURRENT)], timeout=60, check=True)
     answers = json.loads(result.stdout)
-    assert sorted(a["id"] for a in answers) == list(range(CONCURRENT))
+    assert sorted(a["id"] for a in answers) == list(range(TOTAL))
     assert {int(a["result"], 16) for a in answers} == {ANVIL_CHAIN_ID}
 
 
@@ -97,7 +100,7 @@ def test_bridge__close__port_freed_and_rebindable(lab, anvil):
         assert held.recv(1) == b""
     assert not _connects(host, "127.0.0.1", 8545)
     with RpcBridge(host.name, ("127.0.0.1", anvil.port)) as again:
-        result = run_in(host, [sys.executable, "-c", _CONCURRENT_CLIENT, again.url, "1"], timeout=30,
+        result = run_in(host, [sys.executable, "-c", _CONCURRENT_CLIENT, again.url, "1", "1"], timeout=30,
                         check=True)
         assert int(json.loads(result.stdout)[0]["result"], 16) == ANVIL_CHAIN_ID
 
