@@ -55,6 +55,10 @@ class _Handler(BaseHTTPRequestHandler):
         start, end = 0, size - 1
         header = self.headers.get("Range")
         status = HTTPStatus.OK
+        if header and (not header.strip().startswith("bytes=") or "," in header):
+            # RFC 9110 14.2: a Range of another unit MUST be ignored, and a server MAY ignore one
+            # it does not serve (several ranges would need multipart/byteranges): send it all.
+            header = None
         if header:
             match = _RANGE.match(header.strip())
             if not match or (not match.group(1) and not match.group(2)):

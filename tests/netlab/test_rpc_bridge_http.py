@@ -197,6 +197,19 @@ def test_http__unsatisfiable_range__416_with_size(web, spec):
     assert body == b""
 
 
+@pytest.mark.parametrize("spec", ["items=0-9", "bytes=0-1,5-6"])
+def test_http__other_unit_or_several_ranges__ignored_whole_file(web, spec):
+    status, headers, body = _request(web, "GET", headers={"Range": spec})
+    assert status == 200
+    assert "Content-Range" not in headers
+    assert body == web[2]
+
+
+def test_http__malformed_byte_range__416(web):
+    status, _, _ = _request(web, "GET", headers={"Range": "bytes=x-y"})
+    assert status == 416
+
+
 def test_http__head__headers_without_body(web):
     status, headers, body = _request(web, "HEAD")
     assert status == 200
