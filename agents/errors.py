@@ -57,14 +57,17 @@ def format_tokens(wei: int) -> str:
 
 
 def _gas_price() -> int:
-    """The price one unit of gas costs now (wei): base fee + tip as the provider reports it."""
+    """What one unit of gas costs now (wei): base fee + priority fee (EIP-1559), or the legacy gas price."""
     from ape import chain
 
     provider = chain.provider
-    try:
-        return int(provider.gas_price)
-    except Exception:  # noqa: BLE001 - some providers only know the base fee
-        return int(provider.base_fee)
+    prices = []
+    for read in (lambda: int(provider.base_fee) + int(provider.priority_fee), lambda: int(provider.gas_price)):
+        try:
+            prices.append(read())
+        except Exception:  # noqa: BLE001 - providers know one or the other
+            pass
+    return max(prices, default=0)
 
 
 def preflight(account, gas: int, what: str, value: int = 0) -> int:
@@ -120,7 +123,8 @@ def preflight_tokens(token, account, amount: int, what: str, spender=None) -> No
 # -- explain ---------------------------------------------------------------------------------------
 
 #: Substrings of node/ape messages that mean "cannot pay the gas" (geth, anvil, ape's own check).
-_NO_GAS_MONEY = ("insufficient funds", "not enough funds", "insufficientfunds")
+_NO_GAS_MONEY = ("insufficient funds", "not enough funds", "insufficientfunds",
+                 "meets or exceeds account balance")  # the last: ape's own check before it sends
 #: snekmate's ERC-20 revert strings (agents read balances first; these catch the rest).
 _TOKEN_BALANCE = ("erc20: transfer amount exceeds balance",)
 _TOKEN_ALLOWANCE = ("erc20: insufficient allowance",)
@@ -144,18 +148,26 @@ def _sender_of(exc: BaseException):
 
 
 def _explain_gas(exc: BaseException, action: str | None) -> str:
+    import re
+
     what = action or "this transaction"
+    text = " ".join(str(e) for e in _chain_of(exc))
     sender = _sender_of(exc)
-    txn = getattr(exc, "txn", None)
+    if sender is None:
+        found = re.search(r"0x[0-9a-fA-F]{40}", text)
+        sender = found.group(0) if found else None
     if sender is None:
         return f"the account cannot pay the gas for {what}: fund it with ETH and retry"
     try:
         from ape import chain
 
         balance = int(chain.provider.get_balance(sender))
-        gas = int(getattr(txn, "gas_limit", None) or 0) or None
-        need = f" needs about {format_eth(gas * _gas_price())}" if gas else " needs more"
-        return (f"account {sender} has {format_eth(balance)}; {what}{need} at the current gas price: "
+        txn = getattr(exc, "txn", None)
+        gas = int(getattr(txn, "gas_limit", None) or 0)
+        ape_need = re.search(r"transfer_value=(\d+)", text)  # ape's check: value + max gas cost, in wei
+        need = int(ape_need.group(1)) if ape_need else gas * _gas_price()
+        needs = f" needs about {format_eth(need)}" if need else " needs more"
+        return (f"account {sender} has {format_eth(balance)}; {what}{needs} at the current gas price: "
                 f"fund it and retry")
     except Exception:  # noqa: BLE001 - the chain may be gone too; say what we know
         return f"account {sender} cannot pay the gas for {what}: fund it with ETH and retry"
