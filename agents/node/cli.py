@@ -27,6 +27,10 @@ def add_commands(subparsers) -> None:
     node = subparsers.add_parser("node", help="run an exit node: sell bandwidth, get paid on chain")
     sub = node.add_subparsers(dest="node_command", metavar="ACTION", required=True)
     _add_init(sub)
+    _add_run(sub)
+    _add_status(sub)
+    _add_earnings(sub)
+    _add_stake_actions(sub)
 
 
 def _add_init(sub) -> None:
@@ -177,3 +181,184 @@ def _init(args) -> int:
     print(f"next: fund {address} with ETH for gas and {args.stake} token wei of stake, then run")
     print(f"  warren node run --config {args.config}")
     return 0
+
+
+# -- run / status / earnings / unbond / withdraw -----------------------------------------------------
+
+def _config_arg(parser) -> None:
+    parser.add_argument("--config", type=Path, required=True, help="the node's config file (TOML)")
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="serve as an exit until SIGTERM: register, publish, carry, get paid")
+    _config_arg(p)
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    import logging
+
+    from agents.node.config import load_config
+    from agents.node.service import run_node
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return run_node(load_config(args.config))
+
+
+def _add_status(sub) -> None:
+    p = sub.add_parser("status", help="registration, stake and score from the chain; live sessions from the node")
+    _config_arg(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_status)
+
+
+def _chain_facts(config) -> dict:
+    """What the chain says about this node (never what the node process remembers)."""
+    from agents.chain.bindings import node_id_of
+    from agents.chain.connect import connect, load_contracts
+    from agents.wireguard.config import decode_key, public_key
+
+    node_id = node_id_of(public_key(decode_key(Path(config.wg_key_file).read_text().strip())))
+    with connect(config.rpc, config.network) as project:
+        contracts = load_contracts(project, config.deployment, config.network)
+        info = contracts.node(node_id)
+        registered = int(info.operator, 16) != 0
+        return {
+            "node_id": "0x" + node_id.hex(), "registered": registered, "operator": info.operator,
+            "region": info.region, "price_per_gib": info.price_per_gib, "stake": info.stake,
+            "active": info.active, "revoked": info.revoked,
+            "unbond_at": int(contracts.registry.node_unbond_at(node_id)) if registered else 0,
+            "score_bps": int(contracts.reputation.score(node_id)),
+            "reports": int(contracts.reputation.report_count(node_id)),
+            "fee_bps": int(contracts.channels.fee_bps()),
+            "operator_balance": int(contracts.token.balanceOf(info.operator)) if registered else 0,
+        }
+
+
+def _status(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from agents.node.config import load_config
+    from agents.node.service import status_socket
+    from agents.unixctl import NotRunning, request
+
+    config = load_config(args.config)
+    facts = _chain_facts(config)
+    try:
+        live = request(status_socket(config), {"command": "status"})
+    except NotRunning:
+        live = None
+    if args.json:
+        print(json.dumps({"chain": facts, "live": live}))
+        return 0
+    console = Console()
+    table = Table(title=f"node {facts['node_id'][:18]}... (chain)", show_header=False)
+    for key in ("registered", "operator", "region", "price_per_gib", "stake", "active", "unbond_at", "revoked",
+                "score_bps", "reports"):
+        table.add_row(key, str(facts[key]))
+    console.print(table)
+    if live is None:
+        console.print("the node is not running (no answer at its status socket)")
+        return 0
+    sessions = Table(title=f"live: {len(live['sessions'])} sessions, {live['pending']} in quarantine")
+    for column in ("client", "channel", "billed bytes", "paid bytes", "paid (token wei)", "cut off"):
+        sessions.add_column(column)
+    for s in live["sessions"]:
+        sessions.add_row(s["client"], s["channel_id"][:16], str(s["billed_bytes"]), str(s["paid_bytes"]),
+                         str(s["paid_amount"]), "yes" if s["suspended"] else "")
+    console.print(sessions)
+    settlement = live.get("settlement") or {}
+    console.print(f"settlement: {json.dumps(settlement)}")
+    return 0
+
+
+def _add_earnings(sub) -> None:
+    p = sub.add_parser("earnings", help="earnings per day and per channel (settled + unsettled = total)")
+    _config_arg(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_earnings)
+
+
+def _earnings(args) -> int:
+    import dataclasses
+
+    from rich.console import Console
+
+    from agents.chain.connect import connect, load_contracts
+    from agents.node.config import load_config
+    from agents.node.earnings import from_store, render
+    from agents.node.store import NodeStore
+
+    config = load_config(args.config)
+    store = NodeStore(Path(config.data_dir) / "node.db")
+    try:
+        with connect(config.rpc, config.network) as project:
+            contracts = load_contracts(project, config.deployment, config.network)
+            fee_bps = int(contracts.channels.fee_bps())
+            chain_settled = {c.channel_id: contracts.channel(c.channel_id).settled
+                             for c in store.channels() if c.kind == "channels"}
+        report = from_store(store, fee_bps, chain_settled)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), default=lambda v: v.hex() if isinstance(v, bytes) else str(v)))
+    else:
+        Console().print(render(report))
+    return 0
+
+
+def _add_stake_actions(sub) -> None:
+    p = sub.add_parser("unbond", help="stop taking new channels and start the unbonding delay")
+    _config_arg(p)
+    p.set_defaults(func=_unbond)
+    p = sub.add_parser("withdraw", help="withdraw the stake once the unbonding delay has passed")
+    _config_arg(p)
+    p.set_defaults(func=_withdraw)
+
+
+def _stake_action(args, action: str) -> int:
+    from agents.chain.bindings import node_id_of
+    from agents.chain.connect import connect, load_contracts
+    from agents.errors import preflight
+    from agents.node.config import load_config
+    from agents.wallet import load_account
+    from agents.wireguard.config import decode_key, public_key
+
+    config = load_config(args.config)
+    node_id = node_id_of(public_key(decode_key(Path(config.wg_key_file).read_text().strip())))
+    with connect(config.rpc, config.network) as project:
+        contracts = load_contracts(project, config.deployment, config.network)
+        operator = load_account(config.operator, config.network)
+        info = contracts.node(node_id)
+        if int(info.operator, 16) == 0:
+            raise UserError(f"node 0x{node_id.hex()} is not registered")
+        registry = contracts.registry
+        unbond_at = int(registry.node_unbond_at(node_id))
+        if action == "unbond":
+            if unbond_at:
+                raise UserError(f"the node is already unbonding: its stake can be withdrawn from unix time {unbond_at}")
+            preflight(operator, 80_000, "unbonding")
+            registry.request_unbonding(node_id, sender=operator)
+            print(f"unbonding: withdraw after {int(registry.node_unbond_at(node_id))} (unix time) with "
+                  f"`warren node withdraw --config {args.config}`")
+        else:
+            import time as _time
+
+            if not unbond_at:
+                raise UserError("the node is not unbonding: run `warren node unbond` first")
+            if unbond_at > _time.time():
+                raise UserError(f"the unbonding delay ends at unix time {unbond_at}; withdraw after that")
+            preflight(operator, 100_000, "withdrawing the stake")
+            registry.withdraw_stake(node_id, sender=operator)
+            print(f"withdrew {info.stake} token wei of stake to {info.operator}")
+    return 0
+
+
+def _unbond(args) -> int:
+    return _stake_action(args, "unbond")
+
+
+def _withdraw(args) -> int:
+    return _stake_action(args, "withdraw")

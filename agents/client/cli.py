@@ -1,0 +1,66 @@
+"""`warren connect`, `warren status`, `warren disconnect`: the client's commands.
+
+    warren connect --config client.toml [--region NL] [--max-price WEI] [--budget WEI] [--node ID]
+    warren status --config client.toml
+    warren disconnect --config client.toml
+
+`connect` stays in the foreground (run it as a service); `status` and `disconnect` talk to it over
+its control socket, and `disconnect` also cleans up after a client that was killed (its kill switch
+stays up until then, on purpose).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+__all__ = ["add_commands"]
+
+
+def add_commands(subparsers) -> None:
+    """Register `warren connect`, `warren status`, `warren disconnect`."""
+    connect = subparsers.add_parser("connect", help="buy bandwidth from the best exit node and route everything "
+                                                    "through it (kill switch on until `warren disconnect`)")
+    _config(connect)
+    connect.add_argument("--region", help="only nodes of this region (ISO 3166-1 alpha-2)")
+    connect.add_argument("--max-price", type=int, help="skip nodes above this price, token wei per GiB")
+    connect.add_argument("--budget", type=int, help="deposit of each channel, token wei")
+    connect.add_argument("--node", help="use this node id only")
+    connect.add_argument("--log-level", default="INFO")
+    connect.set_defaults(func=_connect)
+    status = subparsers.add_parser("status", help="the running connection: node, bytes, spent, balance")
+    _config(status)
+    status.set_defaults(func=_status)
+    disconnect = subparsers.add_parser("disconnect", help="close the channel, remove the kill switch and routes")
+    _config(disconnect)
+    disconnect.set_defaults(func=_disconnect)
+
+
+def _config(parser) -> None:
+    parser.add_argument("--config", type=Path, required=True, help="client config file (TOML)")
+
+
+def _connect(args) -> int:
+    from agents.client.config import load_config
+    from agents.client.service import run_connect
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return run_connect(load_config(args.config), region=args.region, max_price=args.max_price,
+                       budget=args.budget, node=args.node)
+
+
+def _status(args) -> int:
+    from agents.client.config import load_config
+    from agents.client.service import status
+
+    print(json.dumps(status(load_config(args.config)), indent=1))
+    return 0
+
+
+def _disconnect(args) -> int:
+    from agents.client.config import load_config
+    from agents.client.service import disconnect
+
+    print(json.dumps(disconnect(load_config(args.config))))
+    return 0

@@ -1,0 +1,213 @@
+"""`warren connect`, `warren status`, `warren disconnect`, put together.
+
+`connect` runs in the foreground until `warren disconnect` (or SIGTERM/SIGINT, which disconnect the
+same way). What it changes on the host is written to a state file first (0600, in the data folder),
+so that `warren disconnect` can undo it even after the client process was killed: the kill switch's
+nftables table, the full-tunnel routes and rules, and resolv.conf. While the state file says
+"connected", the kill switch stays: a crash fails closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from agents.chain.connect import connect as chain_connect
+from agents.chain.connect import load_contracts
+from agents.chain.directory import RegistryDirectory
+from agents.client.agent import ClientAgent, ConnectError, Route
+from agents.client.chain import ClientChain
+from agents.client.config import ClientConfig
+from agents.client.discovery import ClientDiscovery
+from agents.client.killswitch import KillSwitch
+from agents.client.resolvconf import ResolvConf
+from agents.client.routes import FullTunnelRoutes
+from agents.client.selection import eligible, rank
+from agents.errors import UserError
+from agents.unixctl import ControlServer, NotRunning, request
+from agents.wireguard.config import InterfaceConfig, generate_private_key
+from agents.wireguard.runtime import Tunnel
+
+__all__ = ["disconnect", "run_connect", "status"]
+
+log = logging.getLogger("warren.client")
+
+#: Nodes whose endpoint and latency are looked up before choosing (the best, a standby, spares).
+LOOKUPS = 4
+#: The kill switch's nftables table.
+KILLSWITCH_TABLE = "warren_client"
+#: The resolver file `connect` points at the node's DNS (restored by `disconnect`).
+RESOLV_CONF = "/etc/resolv.conf"
+#: Tunnel MTU: relayed WireGuard datagrams must fit one overlay datagram (wgrelay.MESH_MTU), and a
+#: failover may land on a relayed path.
+CLIENT_MTU = 1152
+
+
+def _state_file(config: ClientConfig) -> Path:
+    return Path(config.data_dir) / "connection.json"
+
+
+def _socket(config: ClientConfig) -> Path:
+    return Path(config.data_dir) / "client.sock"
+
+
+def _write_state(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def run_connect(config: ClientConfig, *, region: str | None = None, max_price: int | None = None,
+                budget: int | None = None, node: str | None = None,
+                stop: threading.Event | None = None) -> int:
+    """Connect and stay connected (failing over as needed) until told to disconnect."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: stop.set())
+    region = region or config.region
+    max_price = max_price if max_price is not None else config.max_price
+    budget = budget or config.budget
+    state_path = _state_file(config)
+    if config.killswitch_exceptions:
+        raise UserError("kill switch exceptions are not supported yet: remove [killswitch] exceptions from the "
+                        "config (everything goes through the tunnel)")
+    killswitch = KillSwitch(KILLSWITCH_TABLE)
+    routes = FullTunnelRoutes(config.interface)
+    resolv = ResolvConf(RESOLV_CONF, str(Path(config.data_dir) / "resolv-backup"))
+    bootstrap = [tuple(b) for b in config.bootstrap]
+    allow: list = []
+    # Fail closed from the first moment: nothing leaves but what the kill switch names.
+    _write_state(state_path, {"status": "connecting", "pid": os.getpid(), "killswitch": KILLSWITCH_TABLE,
+                              "routes": routes.to_dict(), "resolv_conf": RESOLV_CONF,
+                              "resolv_backup": str(Path(config.data_dir) / "resolv-backup")})
+    killswitch.engage(config.interface, bootstrap, allow)
+    tunnel = Tunnel(InterfaceConfig(private_key=generate_private_key(), listen_port=0,
+                                    mtu=CLIENT_MTU), config.interface, uapi=False, manage_routes=False).start()
+    routes.install()
+    _write_state(state_path, {"status": "connected", "pid": os.getpid(), "killswitch": KILLSWITCH_TABLE,
+                              "routes": routes.to_dict(), "resolv_conf": RESOLV_CONF,
+                              "resolv_backup": str(Path(config.data_dir) / "resolv-backup")})
+    agent = control = discovery = None
+    try:
+        with chain_connect(config.rpc, config.network) as project:
+            contracts = load_contracts(project, config.deployment)
+            from agents.wallet import load_account
+            chain = ClientChain(contracts, load_account(config.account, config.network), Path(config.data_dir) / "channels")
+            candidates = eligible(chain.candidates(), region=region, max_price=max_price)
+            if node:
+                candidates = [c for c in candidates if c.node.node_id.hex() == node.lower().removeprefix("0x")]
+                if not candidates:
+                    raise UserError(f"node {node} is not an eligible registered node (revoked, unbonding, "
+                                    "inactive, over --max-price or outside --region?)")
+            if not candidates:
+                raise UserError("no registered node matches (region {}, max price {})".format(region or "any",
+                                                                                            max_price))
+            killswitch.set_open_ports([tunnel.listen_port])  # discovery window: punching needs it
+            discovery = ClientDiscovery(tunnel, directory=RegistryDirectory(contracts), bootstrap=bootstrap)
+            found = []
+            for candidate in rank(candidates)[:LOOKUPS]:
+                endpoint = discovery.path_to(candidate.node.node_id)
+                if endpoint is None:
+                    log.warning("node %s: no path found through the overlay", candidate.node.node_id.hex()[:12])
+                    continue
+                latency = discovery.rtt(candidate.node.node_id)
+                found.append((candidate.__class__(**{**candidate.__dict__, "latency_s": latency}), endpoint))
+            killswitch.set_open_ports([])
+            by_id = {c.node.node_id: e for c, e in found}
+            ranked = rank([c for c, _ in found])
+            if not ranked:
+                raise UserError("no eligible node could be reached through the overlay")
+            plan = [Route(c, by_id[c.node.node_id]) for c in ranked]
+            killswitch.set_endpoints(bootstrap + [r.endpoint for r in plan])
+            agent = ClientAgent(tunnel=tunnel, chain=chain, killswitch=_EndpointsWithBootstrap(killswitch, bootstrap),
+                                resolv=resolv, budget=budget, dead_after_s=config.dead_after_s)
+            agent.connect(plan)
+            control = ControlServer(_socket(config), lambda body: _handle(body, agent, stop))
+            print(json.dumps({"connected": agent.status()}), flush=True)
+            while not stop.wait(0.5):
+                pass
+            summary = agent.disconnect()
+            log.info("disconnected: %s", summary)
+    except ConnectError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        if control is not None:
+            control.close()
+        if discovery is not None:
+            with contextlib.suppress(Exception):
+                discovery.close()
+        if stop.is_set():  # an explicit disconnect (or SIGTERM): undo everything
+            _undo(state_path)
+        with contextlib.suppress(Exception):
+            tunnel.close()
+    return 0
+
+
+class _EndpointsWithBootstrap:
+    """The kill switch as the agent sees it: its endpoint list always keeps the overlay bootstrap."""
+
+    def __init__(self, killswitch: KillSwitch, bootstrap: list) -> None:
+        self._ks, self._bootstrap = killswitch, list(bootstrap)
+
+    def set_endpoints(self, endpoints) -> None:
+        self._ks.set_endpoints(self._bootstrap + [tuple(e) for e in endpoints])
+
+
+def _handle(body: dict, agent: ClientAgent, stop: threading.Event) -> dict:
+    command = body.get("command")
+    if command == "status":
+        return agent.status()
+    if command == "disconnect":
+        stop.set()
+        return {"disconnecting": True}
+    return {"error": f"unknown command {command!r}"}
+
+
+def _undo(state_path: Path) -> dict:
+    """Remove what a connection changed on the host, from its state file."""
+    try:
+        state = json.loads(state_path.read_text())
+    except FileNotFoundError:
+        return {"undone": False}
+    ResolvConf(state["resolv_conf"], state["resolv_backup"]).restore()
+    FullTunnelRoutes.from_dict(state["routes"]).remove()
+    KillSwitch(state["killswitch"]).release()
+    state_path.unlink()
+    return {"undone": True}
+
+
+def status(config: ClientConfig) -> dict:
+    """The running client's status (or what is left of a dead one)."""
+    try:
+        return request(_socket(config), {"command": "status"})
+    except NotRunning:
+        if _state_file(config).exists():
+            return {"connected": False, "note": "the client is not running but its kill switch is still up: "
+                                                "run `warren disconnect` to restore the network"}
+        return {"connected": False}
+
+
+def disconnect(config: ClientConfig, timeout: float = 30.0) -> dict:
+    """Ask the running client to disconnect; clean up after a dead one."""
+    try:
+        answer = request(_socket(config), {"command": "disconnect"})
+    except NotRunning:
+        return _undo(_state_file(config))
+    deadline = time.monotonic() + timeout
+    while _state_file(config).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _state_file(config).exists():
+        return {**_undo(_state_file(config)), "note": "the client did not finish in time; cleaned up"}
+    return {**answer, "undone": True}

@@ -1,0 +1,146 @@
+"""`warren node run`, put together: config -> chain, store, exit, tunnel, overlay, settlement, status.
+
+This module only wires parts that live (and are tested) elsewhere; it runs until SIGTERM/SIGINT,
+then stops in the safe order: no new sessions, sessions end, everything stored is settled, the exit
+table is removed, the tunnel closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+from agents.chain.bindings import node_id_of
+from agents.chain.connect import connect, load_contracts
+from agents.chain.directory import RegistryDirectory
+from agents.metering import ReceiptLedger
+from agents.node.agent import NodeAgent
+from agents.node.chain import NodeChain
+from agents.node.config import NodeConfig
+from agents.node.dns import NodeResolver
+from agents.node.exit import ExitTable
+from agents.node.policy import ExitPolicy
+from agents.node.presence import NodePresence
+from agents.node.session import QUARANTINE_PREFIX, AddressPool, NodeOffer
+from agents.node.settlement import ContractsChainPort, SettlementPolicy, Settler, default_threshold
+from agents.node.store import NodeStore
+from agents.unixctl import ControlServer
+from agents.wallet import load_account, private_key_of
+from agents.wireguard.config import decode_key, public_key
+from agents.wireguard.runtime import Tunnel
+from agents.wireguard.tun import DEFAULT_MTU
+
+__all__ = ["run_node", "status_socket"]
+
+log = logging.getLogger("warren.node")
+
+#: How often the settlement loop looks at the store and the chain (seconds).
+SETTLE_PERIOD_S = 2.0
+#: Gas of one settle on payment_channels (docs/BENCHMARKS.md, "Settlement gas": 61,882).
+SETTLE_GAS = 62_000
+#: Tunnel MTU when the node may serve relayed clients: a relayed datagram must fit one overlay
+#: datagram (agents.overlay.wgrelay.MESH_MTU).
+RELAY_MTU = 1152
+
+
+def status_socket(config: NodeConfig) -> Path:
+    """Where the running node answers `warren node status`."""
+    return Path(config.data_dir) / "node.sock"
+
+
+def _read_key(path) -> bytes:
+    return decode_key(Path(path).read_text().strip())
+
+
+def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
+             stop: threading.Event | None = None) -> int:
+    """Run the node until ``stop`` is set or SIGTERM/SIGINT arrives; returns an exit code."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: stop.set())
+    private_key = _read_key(config.wg_key_file)
+    wg_public = public_key(private_key)
+    node_id = node_id_of(wg_public)
+    with connect(config.rpc, config.network) as project:
+        contracts = load_contracts(project, config.deployment)
+        operator = load_account(config.operator, config.network)
+        chain = NodeChain(contracts, operator, wg_public)
+        done = chain.ensure_registered(config.region, config.price_per_gib, config.stake)
+        log.info("node %s: %s (region %s, price %d token wei/GiB)", node_id.hex(), done, config.region,
+                 config.price_per_gib)
+        store = NodeStore(Path(config.data_dir) / "node.db")
+        policy = ExitPolicy.from_dict(config.exit or {})
+        pool = AddressPool(config.pool_v4, config.pool_v6)
+        offer = NodeOffer(node_id=node_id, chain_id=contracts.chain_id, channels_address=str(contracts.channels.address),
+                          price_per_gib=config.price_per_gib, credit_bytes=config.credit_bytes,
+                          receipt_bytes=config.receipt_bytes, receipt_interval_s=config.receipt_interval_s,
+                          max_pending=config.max_pending, setup_timeout_s=config.setup_timeout_s)
+
+        def ledger_for(terms):
+            store.upsert_channel(terms)
+            return ReceiptLedger(terms, store.receipt_store(terms.channel_id))
+
+        exit_table = ExitTable(config.interface, config.uplink, node_v4=pool.node_v4, node_v6=pool.node_v6,
+                               pool_v4=config.pool_v4, pool_v6=config.pool_v6, quarantine_v6=QUARANTINE_PREFIX,
+                               control_port=config.control_port, dns_port=53, policy=policy)
+        resolver = NodeResolver([pool.node_v4, pool.node_v6], 53, upstream=config.dns_upstream,
+                                policy_getter=lambda: exit_table.policy, is_admitted=exit_table.is_admitted,
+                                on_resolved=exit_table.allow_resolved)
+        relay = bool(config.public_endpoint)
+        mtu = RELAY_MTU if (relay or not config.public_endpoint) else DEFAULT_MTU
+
+        def tunnel_factory(interface_config, admit):
+            return Tunnel(interface_config, config.interface, admit_unknown=admit, uapi=False).start()
+
+        agent = NodeAgent(tunnel_factory=tunnel_factory, chain=chain, offer=offer, pool=pool, ledger_for=ledger_for,
+                          exit_table=exit_table, resolver=resolver, store=store, private_key=private_key,
+                          listen_port=config.listen_port, mtu=mtu)
+        port = ContractsChainPort(contracts, operator)
+        threshold = (default_threshold(SETTLE_GAS, int(config.gas_price_gwei * 10**9),
+                                       int(config.token_price_eth * 10**18))
+                     if config.settlement_threshold == "auto" else int(config.settlement_threshold))
+        settler = Settler(store, port, SettlementPolicy(threshold))
+        presence = None
+        control = None
+        try:
+            agent.start()
+            directory = RegistryDirectory(contracts)
+            bootstrap = [tuple(b) for b in config.bootstrap]
+            public = config.public_endpoint
+            presence = NodePresence(agent.tunnel, operator_key=private_key_of(operator), region=config.region,
+                                    price_per_gib=config.price_per_gib, directory=directory,
+                                    bootstrap=bootstrap or ([public] if public else []),
+                                    public_endpoint=public, relay=relay)
+            presence.start()
+            settler.recover()  # a previous run's stored receipts that were never settled
+            control = ControlServer(status_socket(config), lambda request: _status(agent, presence, settler))
+            log.info("node %s ready: %s", node_id.hex()[:16], presence.status().get("endpoints"))
+            if ready is not None:
+                ready.set()
+            while not stop.wait(SETTLE_PERIOD_S):
+                settler.step(time.time())
+        finally:
+            log.info("stopping: ending sessions, settling, removing the exit")
+            if control is not None:
+                control.close()
+            if presence is not None:
+                presence.close()
+            agent.stop()
+            try:
+                settler.shutdown(time.time())
+            except Exception as exc:  # noqa: BLE001 - logged; stored receipts settle on the next start
+                log.error("settlement at shutdown failed (%s): the receipts are stored and settle on the next "
+                          "start", exc)
+            store.close()
+    return 0
+
+
+def _status(agent: NodeAgent, presence, settler) -> dict:
+    status = agent.status()
+    status["overlay"] = presence.status() if presence else None
+    status["settlement"] = settler.status()
+    return status
