@@ -19,6 +19,9 @@ Choices, and why:
 * TTLs handed to clients are capped at :data:`agents.node.exit.MAX_RESOLVED_TTL_S`, so a client never
   caches an address longer than the exit keeps it allowed.
 
+TCP queries are forwarded over the same UDP upstream socket (an answer too large for UDP reaches
+the TCP client truncated; queries over TCP are rare inside a tunnel whose MTU fits ordinary answers).
+
 Why not dnslib's own ``DNSServer``: it starts an unbounded thread per request and reads TCP with no
 timeout, so one slow client could pin the node's threads. dnslib still does all parsing and packing.
 """
@@ -206,16 +209,16 @@ class ResolverCore:
                 or questions[0].qtype != pending.qtype or questions[0].qclass != pending.qclass):
             return self._drop("upstream_mismatched")
         del self.pending[reply.header.id]
-        resolved: list[tuple[str, int]] = []
-        policy = self.policy_getter()
-        if (policy.allow_domains is not None and domain_allowed(policy, pending.qname)
-                and reply.header.rcode == RCODE.NOERROR):
-            resolved = self._addresses(reply, pending.qname)
         capped = False
         for rr in (*reply.rr, *reply.auth, *reply.ar):
             if rr.rtype != _OPT and rr.ttl > self.max_ttl:
                 rr.ttl = self.max_ttl
                 capped = True
+        resolved: list[tuple[str, int]] = []
+        policy = self.policy_getter()
+        if (policy.allow_domains is not None and domain_allowed(policy, pending.qname)
+                and reply.header.rcode == RCODE.NOERROR):
+            resolved = self._addresses(reply, pending.qname)
         body = reply.pack() if capped else data
         return Answer(struct.pack("!H", pending.client_id) + body[2:], pending.reply_to, pending.client,
                       resolved)
@@ -282,6 +285,7 @@ def _bound(address: str, port: int, kind: int) -> socket.socket:
         sock.bind((address, port))
         if kind == socket.SOCK_STREAM:
             sock.listen(MAX_TCP_CONNECTIONS)
+            sock.settimeout(TICK_S)  # accept() wakes up to notice close()
     except OSError as exc:
         sock.close()
         raise ResolverError(f"cannot listen on [{address}]:{port}: {exc}") from None
@@ -463,7 +467,6 @@ class NodeResolver:
     # -- TCP --------------------------------------------------------------------------------------
 
     def _accept_loop(self, listener: socket.socket) -> None:
-        listener.settimeout(TICK_S)
         while not self._stop.is_set():
             try:
                 conn, peer = listener.accept()
