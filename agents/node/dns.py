@@ -418,10 +418,17 @@ class NodeResolver:
                         if self._stop.is_set():
                             return
                         continue
-                    if key.data == "client":
-                        self._on_udp_query(key.fileobj, data, peer)
-                    else:
-                        self._on_upstream(data)
+                    if peer is None:  # a socket shut down by close()
+                        if self._stop.is_set():
+                            return
+                        continue
+                    try:
+                        if key.data == "client":
+                            self._on_udp_query(key.fileobj, data, peer)
+                        else:
+                            self._on_upstream(data)
+                    except Exception:  # noqa: BLE001 - one bad datagram must not stop the resolver
+                        log.exception("DNS datagram from %s not handled", peer)
                 with self._lock:
                     expired = self.core.expire(time.monotonic())
                 for reply in expired:
