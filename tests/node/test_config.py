@@ -23,7 +23,7 @@ bootstrap = ["198.51.100.1:51820", "[2001:db8::1]:51820"]
 threshold = 5000000000000000000
 
 [exit]
-ports = [80, 443]
+allow_ports = [80, 443]
 
 [chain]
 rpc = "http://127.0.0.1:9545"
@@ -55,7 +55,7 @@ def test_load__good_file__values_defaults_and_paths_from_its_folder(tmp_path):
     assert cfg.data_dir == tmp_path / "data" and cfg.wg_key_file == tmp_path / "data" / "wg.key"
     assert cfg.public_endpoint == ("203.0.113.7", 51820)
     assert cfg.bootstrap == (("198.51.100.1", 51820), ("2001:db8::1", 51820))
-    assert cfg.exit == {"ports": [80, 443]}
+    assert cfg.exit == {"allow_ports": [80, 443]}
     assert cfg.rpc == "http://127.0.0.1:9545" and cfg.deployment == tmp_path / "dep.json"
     assert cfg.operator == AccountSpec(keystore=tmp_path / "operator.json", passphrase_file=tmp_path / "passphrase")
     assert (cfg.credit_bytes, cfg.receipt_bytes, cfg.receipt_interval_s) == (4 << 20, 1 << 20, 5.0)
