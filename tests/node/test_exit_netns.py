@@ -300,6 +300,23 @@ def test_set_policy__during_download__download_completes(world):
     table.set_policy(POLICY)
 
 
+def test_allow_resolved__ttl_clamped_denied_skipped(world):
+    node, table = world["node"], world["table"]
+    table.allow_resolved([("203.0.113.9", 5), ("2001:db8:9::9", 10**7), ("10.0.0.1", 300),
+                          ("::ffff:203.0.113.10", 300)])
+
+    def timeouts(name):
+        out = json.loads(node.run(["nft", "-j", "list", "set", "inet", "warren_exit", name]).stdout)
+        elems = next(item["set"] for item in out["nftables"] if "set" in item).get("elem", [])
+        return {e["elem"]["val"]: e["elem"]["timeout"] for e in elems if isinstance(e, dict)}
+
+    v4, v6 = timeouts("resolved4"), timeouts("resolved6")
+    assert v4["203.0.113.9"] == 60 and "10.0.0.1" not in v4
+    assert v6["2001:db8:9::9"] == 86_400 and "::ffff:203.0.113.10" not in v6
+    table.allow_resolved([("203.0.113.9", 3600)])             # a longer TTL extends the entry
+    assert timeouts("resolved4")["203.0.113.9"] == 3600
+
+
 def test_remove__ruleset_and_sysctls_as_before(world):
     node, table = world["node"], world["table"]
     table.remove()
