@@ -44,9 +44,8 @@ LOOKUPS = 4
 KILLSWITCH_TABLE = "warren_client"
 #: The resolver file `connect` points at the node's DNS (restored by `disconnect`).
 RESOLV_CONF = "/etc/resolv.conf"
-#: Tunnel MTU: relayed WireGuard datagrams must fit one overlay datagram (wgrelay.MESH_MTU), and a
-#: failover may land on a relayed path.
-CLIENT_MTU = 1152
+#: Tunnel MTU: WireGuard's usual 1420 (IPv6 inside the tunnel needs at least 1280, RFC 8200).
+CLIENT_MTU = 1420
 
 
 def _state_file(config: ClientConfig) -> Path:

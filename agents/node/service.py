@@ -16,6 +16,7 @@ from pathlib import Path
 from agents.chain.bindings import node_id_of
 from agents.chain.connect import connect, load_contracts
 from agents.chain.directory import RegistryDirectory
+from agents.errors import UserError
 from agents.metering import ReceiptLedger
 from agents.node.agent import NodeAgent
 from agents.node.chain import NodeChain
@@ -41,9 +42,6 @@ log = logging.getLogger("warren.node")
 SETTLE_PERIOD_S = 2.0
 #: Gas of one settle on payment_channels (docs/BENCHMARKS.md, "Settlement gas": 61,882).
 SETTLE_GAS = 62_000
-#: Tunnel MTU when the node may serve relayed clients: a relayed datagram must fit one overlay
-#: datagram (agents.overlay.wgrelay.MESH_MTU).
-RELAY_MTU = 1152
 
 
 def status_socket(config: NodeConfig) -> Path:
@@ -52,7 +50,12 @@ def status_socket(config: NodeConfig) -> Path:
 
 
 def _read_key(path) -> bytes:
-    return decode_key(Path(path).read_text().strip())
+    try:
+        return decode_key(Path(path).read_text().strip())
+    except FileNotFoundError:
+        raise UserError(f"no WireGuard key at {path}: make one with `warren node init`") from None
+    except Exception as exc:  # noqa: BLE001 - agents.wireguard's ConfigError: not a key
+        raise UserError(f"{path} does not hold a WireGuard key ({exc})") from None
 
 
 def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
@@ -91,7 +94,10 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
                                 policy_getter=lambda: exit_table.policy, is_admitted=exit_table.is_admitted,
                                 on_resolved=exit_table.allow_resolved)
         relay = bool(config.public_endpoint)
-        mtu = RELAY_MTU if (relay or not config.public_endpoint) else DEFAULT_MTU
+        # IPv6 needs a link MTU of at least 1280 (RFC 8200), so the tunnel keeps WireGuard's 1420;
+        # relayed datagrams are bounded by the overlay's 1232 bytes (agents.overlay.wgrelay), which
+        # limits relayed exit sessions until relay frames may be larger (see docs: known limits).
+        mtu = DEFAULT_MTU
 
         def tunnel_factory(interface_config, admit):
             return Tunnel(interface_config, config.interface, admit_unknown=admit, uapi=False).start()

@@ -1,0 +1,125 @@
+"""End to end: `warren node run` on three lab hosts, `warren connect` on a client, real HTTP through the exit.
+
+One lab world per module (an internet with web + DNS servers, nodes NL and DE public, FR behind a
+port-restricted NAT, a client), one plain anvil with Warren deployed; every Warren part runs as the
+real command in its own namespace. Checked from outside: the file's SHA-256, the chain's balances,
+captures on the client's uplink.
+"""
+
+import hashlib
+import json
+import signal
+import time
+
+import pytest
+
+from agents.chain.connect import connect, load_contracts
+from agents.metering import price_of
+from agents.netlab import Lab, NatType, is_root
+from agents.netlab.capture import PacketCapture
+
+from e2e.warren_net import (
+    PRICE_PER_GIB,
+    WG_PORT,
+    client_config,
+    client_status,
+    deploy_chain,
+    start_node,
+    wait_for,
+)
+from e2e.world import build_world, run_in, spawn_in, start_anvil, warren_argv
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow,
+              pytest.mark.skipif(not is_root(), reason="the lab builds network namespaces: root only")]
+
+#: The file pulled through the exit (the issue's 50 MiB).
+FILE_SIZE = 50 << 20
+
+FETCH = """
+import hashlib, sys, time, urllib.request
+url, limit = sys.argv[1], int(sys.argv[2])
+h, got, t0 = hashlib.sha256(), 0, time.monotonic()
+with urllib.request.urlopen(url, timeout=30) as r:
+    while True:
+        chunk = r.read(1 << 16)
+        if not chunk:
+            break
+        h.update(chunk); got += len(chunk)
+print(h.hexdigest(), got, round(time.monotonic() - t0, 3))
+"""
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("e2e")
+    with start_anvil() as anvil, Lab(prefix="we2e") as lab:
+        chain = deploy_chain(anvil.url, workdir)
+        # The client sits behind a home router (NAT): on the lab's one internet subnet a public client
+        # would reach the servers on-link, past the tunnel's default route (as wg-quick's would).
+        world = build_world(lab, chain_port=anvil.port, file_size=FILE_SIZE, client_nat=NatType.PORT_RESTRICTED)
+        nodes = {"node_a": start_node(world, chain, world.node_a, workdir)}
+        for name in ("node_b", "node_c"):
+            nodes[name] = start_node(world, chain, getattr(world, name), workdir, bootstrap=world.node_a)
+        yield {"anvil": anvil, "lab": lab, "world": world, "chain": chain, "nodes": nodes, "workdir": workdir}
+
+
+def _balances(chain, *who):
+    with connect(chain.url) as project:
+        contracts = load_contracts(project, chain.deployment)
+        return [int(contracts.token.balanceOf(chain.addresses[w])) for w in who]
+
+
+def _fetch(world, timeout=120):
+    result = run_in(world.client, ["python3", "-c", FETCH, world.file_url, "0"], timeout=timeout)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+    digest, size, seconds = result.stdout.decode().split()
+    return digest, int(size), float(seconds)
+
+
+def _connect(net, *extra):
+    world, chain = net["world"], net["chain"]
+    config = client_config(world, chain, net["workdir"], world.node_a)
+    log = open(net["workdir"] / "client.log", "ab")
+    proc = spawn_in(world.client, warren_argv("connect", "--config", str(config), *extra), stdout=log, stderr=log)
+
+    def connected():
+        if proc.poll() is not None:
+            raise AssertionError((net["workdir"] / "client.log").read_text()[-4000:])
+        status = client_status(world, config)
+        return status if status.get("connected") else None
+
+    status = wait_for(connected, 120, interval=0.5, what="client connected")
+    return proc, config, status
+
+
+def _disconnect(net, config, proc):
+    result = run_in(net["world"].client, warren_argv("disconnect", "--config", str(config)), timeout=90)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    proc.wait(timeout=30)
+
+
+def test_download_through_exit__checksum_equal__node_paid_for_what_it_carried(net):
+    world, chain, nodes = net["world"], net["chain"], net["nodes"]
+    proc, config, status = _connect(net, "--node", nodes["node_a"].status()["node_id"])
+    assert status["node_id"] == nodes["node_a"].status()["node_id"]
+    digest, size, seconds = _fetch(world)
+    assert (digest, size) == (world.file_sha256, FILE_SIZE)
+    print(f"50 MiB through the exit in {seconds} s ({FILE_SIZE * 8 / seconds / 1e6:.0f} Mbit/s)")
+    live = wait_for(lambda: (s := client_status(world, config)).get("paid_bytes", 0) >= FILE_SIZE and s,
+                    30, what="receipts for the download")
+    node_before, client_before = _balances(chain, "node_a", "client")
+    _disconnect(net, config, proc)
+    node_after, client_after = _balances(chain, "node_a", "client")
+    # The client closed cooperatively with its final receipt: the node's operator got that amount less
+    # the protocol fee, and the client its deposit less the amount.
+    with connect(chain.url) as project:
+        contracts = load_contracts(project, chain.deployment)
+        channel = contracts.channel(bytes.fromhex(live["channel_id"]))
+        fee = int(contracts.channels.fee_of(channel.settled))
+    paid_bytes = channel.settled_bytes
+    assert paid_bytes >= FILE_SIZE
+    assert channel.settled == price_of(paid_bytes, PRICE_PER_GIB) or channel.settled > price_of(FILE_SIZE, PRICE_PER_GIB)
+    assert node_after - node_before == channel.settled - fee
+    assert client_after - client_before == channel.deposit - channel.settled
+    # Paid for what was carried, within one receipt interval (1 MiB) plus WireGuard's overhead (~4 %).
+    assert FILE_SIZE <= paid_bytes <= FILE_SIZE * 1.06 + (1 << 20)

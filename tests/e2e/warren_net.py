@@ -1,0 +1,158 @@
+"""A running Warren network in the lab world: chain deployed, `warren node run` on every node host.
+
+Used by the end-to-end tests: :func:`deploy_chain` deploys the contracts on a plain anvil (through a
+nested ape connection, so the test session's own chain is untouched) and funds the roles;
+:func:`start_node` writes a node's config and starts `warren node run` in its namespace;
+:func:`client_config` writes the client's. Everything runs as the real commands, as processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+from agents.chain.connect import connect
+from agents.chain.deploy import TOKEN, DeployParameters, deploy_all
+from agents.client.config import ClientConfig
+from agents.client.config import write_config as write_client_config
+from agents.node.config import NodeConfig, write_config
+from agents.unixctl import NotRunning, request
+from agents.wallet import AccountSpec
+from agents.wireguard.config import encode_key, generate_private_key
+
+from e2e.world import NodeHost, World, run_in, spawn_in, warren_argv
+
+__all__ = ["Chain", "NodeProcess", "client_config", "deploy_chain", "start_node", "wait_for"]
+
+#: The node's price: 1 token per GiB, so a few MiB cost a visible amount.
+PRICE_PER_GIB = TOKEN
+#: Stake each node registers with (deploy_all's minimum is 100 tokens).
+STAKE = 100 * TOKEN
+#: Test account indices: 0 deploys and owns; nodes and the client have their own.
+OWNER, NODE_ACCOUNTS, CLIENT_ACCOUNT = 0, {"node_a": 3, "node_b": 4, "node_c": 5}, 6
+#: WireGuard's port on every node.
+WG_PORT = 51820
+
+
+@dataclasses.dataclass
+class Chain:
+    """The deployed chain: the file agents read and the addresses of the roles."""
+
+    url: str
+    deployment: Path
+    addresses: dict[str, str]
+
+
+def deploy_chain(anvil_url: str, workdir: Path) -> Chain:
+    """Deploy Warren on the anvil at ``anvil_url`` and mint tokens to the nodes and the client."""
+    from ape import accounts, chain
+
+    with connect(anvil_url) as project:
+        owner = accounts.test_accounts[OWNER]
+        deployment = deploy_all(project, owner, chain, DeployParameters(
+            guardians=[accounts.test_accounts[i].address for i in (1, 2)], voucher_denominations=[]),
+                                log=lambda _: None)
+        path = workdir / "deployment.json"
+        deployment.save(path)
+        token = project.warren_token.at(deployment.address("warren_token"))
+        for index in (*NODE_ACCOUNTS.values(), CLIENT_ACCOUNT):
+            token.mint(accounts.test_accounts[index], 1_000 * TOKEN, sender=owner)
+        addresses = {name: str(accounts.test_accounts[i].address) for name, i in NODE_ACCOUNTS.items()}
+        addresses["client"] = str(accounts.test_accounts[CLIENT_ACCOUNT].address)
+        return Chain(anvil_url, path, addresses)
+
+
+@dataclasses.dataclass
+class NodeProcess:
+    """A `warren node run` process and its files."""
+
+    host: NodeHost
+    config_path: Path
+    config: NodeConfig
+    proc: object
+    log_path: Path
+
+    @property
+    def socket(self) -> Path:
+        return Path(self.config.data_dir) / "node.sock"
+
+    def status(self) -> dict | None:
+        try:
+            return request(self.socket, {"command": "status"}, timeout=5)
+        except (NotRunning, OSError, ValueError):
+            return None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; raise AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def start_node(world: World, chain: Chain, host: NodeHost, workdir: Path, *, exit_policy: dict | None = None,
+               bootstrap: NodeHost | None = None, credit_bytes: int = 4 << 20, extra: dict | None = None) -> NodeProcess:
+    """Write ``host``'s config and start `warren node run` there (returns once it is ready)."""
+    data_dir = workdir / host.name
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_file = data_dir / "wg.key"
+    if not key_file.exists():
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(encode_key(generate_private_key()) + "\n")
+    public = host.nat is None
+    boot = bootstrap or host
+    config = NodeConfig(
+        region=host.region, price_per_gib=PRICE_PER_GIB, operator=AccountSpec(test_account=NODE_ACCOUNTS[host.name]),
+        stake=STAKE, data_dir=data_dir, interface=f"wrn{host.name[-1]}0", listen_port=WG_PORT,
+        public_endpoint=(host.address, WG_PORT) if public else None,
+        bootstrap=((boot.public_address, WG_PORT),), rpc="http://127.0.0.1:8545", deployment=chain.deployment,
+        exit=exit_policy or {}, credit_bytes=credit_bytes, settlement_threshold=10**30, uplink="eth0",
+        **(extra or {}))
+    config_path = data_dir / "node.toml"
+    write_config(config_path, config, force=True)
+    log_path = data_dir / "node.log"
+    handle = open(log_path, "ab")
+    proc = spawn_in(host.ns, warren_argv("node", "run", "--config", str(config_path)), stdout=handle, stderr=handle)
+    node = NodeProcess(host, config_path, config, proc, log_path)
+    try:
+        wait_for(lambda: node.status() or (proc.poll() is not None and _died(node)), 90, what=f"{host.name} ready")
+    except AssertionError:
+        raise AssertionError(f"{host.name} did not become ready:\n{node.log()[-4000:]}") from None
+    return node
+
+
+def _died(node: NodeProcess):
+    raise AssertionError(f"{node.host.name} exited {node.proc.returncode}:\n{node.log()[-4000:]}")
+
+
+def client_config(world: World, chain: Chain, workdir: Path, bootstrap: NodeHost, *, budget: int = 5 * TOKEN,
+                  **extra) -> Path:
+    """Write the client's config; returns its path."""
+    data_dir = workdir / "client"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = ClientConfig(account=AccountSpec(test_account=CLIENT_ACCOUNT), data_dir=data_dir, interface="wrnc0",
+                          budget=budget, bootstrap=((bootstrap.public_address, WG_PORT),),
+                          rpc="http://127.0.0.1:8545", deployment=chain.deployment, **extra)
+    path = data_dir / "client.toml"
+    write_client_config(path, config, force=True)
+    return path
+
+
+def client_status(world: World, config_path: Path) -> dict:
+    """`warren status` in the client's namespace, parsed."""
+    result = run_in(world.client, warren_argv("status", "--config", str(config_path)), timeout=60)
+    with contextlib.suppress(ValueError):
+        return json.loads(result.stdout)
+    return {"error": result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")}
