@@ -19,8 +19,9 @@ Node -> client:
   * ``SESSION_REFUSED`` (JSON: reason, detail) then the node closes the connection.
   * ``ACK``: cumulative bytes/amount of the receipt now stored (2 x 32 bytes).
   * ``REFUSED``: a receipt refusal's reason (ASCII :class:`agents.metering.Refusal` value).
-  * ``INVOICE``: the node's billed byte count for this session (8 bytes), sent every receipt
-    interval so the client can compare it with its own counter.
+  * ``INVOICE``: the node's billed and unbilled byte counts for this session (2 x 8 bytes: what it
+    charges, and what it carried but does not charge because its exit dropped it), sent several
+    times a second; it doubles as the client's heartbeat.
   * ``CLOSE_SIGNATURE``: the operator's 65-byte CooperativeClose signature.
 
 This module is sans-I/O: codecs only.
@@ -155,16 +156,16 @@ def decode_ack(body: bytes) -> tuple[int, int]:
     return int.from_bytes(body[:32], "big"), int.from_bytes(body[32:], "big")
 
 
-def encode_invoice(billed_bytes: int) -> bytes:
-    """An INVOICE frame: the node's billed byte count for the session."""
-    return encode(ControlKind.INVOICE, billed_bytes.to_bytes(8, "big"))
+def encode_invoice(billed_bytes: int, unbilled_bytes: int) -> bytes:
+    """An INVOICE frame: the session's billed bytes, and the bytes carried but not billed."""
+    return encode(ControlKind.INVOICE, billed_bytes.to_bytes(8, "big") + unbilled_bytes.to_bytes(8, "big"))
 
 
-def decode_invoice(body: bytes) -> int:
-    """The billed byte count of an INVOICE body."""
-    if len(body) != 8:
+def decode_invoice(body: bytes) -> tuple[int, int]:
+    """(billed, unbilled) bytes of an INVOICE body."""
+    if len(body) != 16:
         raise RemoteProtocolError("bad_invoice", f"{len(body)} bytes")
-    return int.from_bytes(body, "big")
+    return int.from_bytes(body[:8], "big"), int.from_bytes(body[8:], "big")
 
 
 # -- session setup ---------------------------------------------------------------------------------

@@ -313,10 +313,11 @@ class ClientAgent:
                 return
             for frame in frames:
                 if frame.kind is ControlKind.INVOICE:
-                    session.meter.on_invoice(decode_invoice(frame.body))
-                    if session.meter.overclaim_bytes:
-                        log.warning("node claims %d bytes more than we counted plus the credit; paying "
-                                    "only what we counted plus the credit", session.meter.overclaim_bytes)
+                    before = session.meter.overclaim_bytes
+                    session.meter.on_invoice(*decode_invoice(frame.body))
+                    if session.meter.overclaim_bytes > before:
+                        log.warning("node bills %d bytes more than we counted plus the credit; paying only "
+                                    "what we counted", session.meter.overclaim_bytes)
                 elif frame.kind is ControlKind.ACK:
                     session.meter.on_ack(decode_ack(frame.body)[0])
                 elif frame.kind is ControlKind.REFUSED:

@@ -3,12 +3,18 @@
 The client pays by cumulative receipts (agents.metering.ReceiptSigner) every ``receipt_bytes`` of
 its own counter's growth or every ``receipt_interval_s``, whichever comes first (the node's terms).
 
-How much: what the node bills, but never more than the client's own counter saw plus the agreed
-credit. The node invoices its billed count (tunnel bytes minus what its exit policy dropped, which
-it never bills); the client signs ``min(invoice, own + credit)``. Without an invoice yet it pays its
-own count. When the node claims more than ``own + credit`` the client pays the cap and records the
-dispute (:attr:`ClientMeter.overclaim_bytes`), which status and the log show: a node that inflates its
-count gains at most the credit, once, and never more than what the client signed.
+How much: ``min(max(own - unbilled, invoice), own + credit)``. Invoices carry the node's billed
+count and the bytes it carried but does not bill (traffic its exit policy dropped).
+
+* ``own - unbilled``: what the client's own counter saw, less what the node does not charge. An
+  invoice is always a little stale (it crossed the tunnel behind the traffic it counts), so paying
+  the bill alone would fall behind by the invoice's delay on every receipt.
+* ``invoice``: the node counts bytes when it sends them, the client when they arrive; what is in
+  flight (socket buffers, queues: megabytes at tens of Mbit/s) is billed before the client sees it.
+  Paying the bill covers that.
+* ``own + credit``: the cap. A node that inflates its bill gains at most the agreed credit, once,
+  and the claim beyond the cap is recorded as a dispute (:attr:`ClientMeter.overclaim_bytes`),
+  shown in status and the log; the client never signs more.
 
 Liveness: the node sends an invoice at least every receipt interval; the runtime also sees the
 tunnel's receive counter. :class:`Liveness` says a node is dead when nothing arrived for
@@ -46,6 +52,7 @@ class ClientMeter:
             self.base_bytes = signer.latest.cumulative_bytes
         self.own_bytes = 0
         self.invoice: int | None = None
+        self.unbilled = 0
         self.acked_bytes = terms.paid_bytes
         self.overclaim_bytes = 0
         self.refusals: dict[str, int] = {}
@@ -54,9 +61,13 @@ class ClientMeter:
         #: The last (receipt, signature) signed in this session (what a close would present).
         self.last_signed: tuple | None = None
 
-    def on_invoice(self, billed_bytes: int) -> None:
-        """The node's billed count for this session."""
+    def on_invoice(self, billed_bytes: int, unbilled_bytes: int = 0) -> None:
+        """The node's billed and unbilled counts for this session."""
         self.invoice = max(self.invoice or 0, billed_bytes)
+        self.unbilled = max(self.unbilled, unbilled_bytes)
+        cap = self.own_bytes + self.terms.credit_bytes
+        if self.invoice > cap:
+            self.overclaim_bytes = max(self.overclaim_bytes, self.invoice - cap)
 
     def on_ack(self, cumulative_bytes: int) -> None:
         """The node stored a receipt."""
@@ -70,17 +81,16 @@ class ClientMeter:
         """Whether a receipt is due for the client's own session counter ``own_bytes``."""
         self.own_bytes = max(self.own_bytes, own_bytes)
         grown = self.own_bytes - self._last_paid_own
-        return grown > 0 and (grown >= self.terms.receipt_bytes
+        # The node's bill nearing its credit limit (it counts what is still in flight to us) makes a
+        # receipt due at once: waiting for our own counter could get us cut off.
+        behind = (self.invoice or 0) - (self.acked_bytes - self.base_bytes) > self.terms.credit_bytes // 2
+        return grown > 0 and (grown >= self.terms.receipt_bytes or behind
                               or now - self._last_paid_at >= self.terms.receipt_interval_s)
 
     def amount_to_pay(self) -> int:
-        """Session bytes to pay for now: the node's bill capped by our own count plus the credit."""
-        cap = self.own_bytes + self.terms.credit_bytes
-        claim = self.own_bytes if self.invoice is None else self.invoice
-        if claim > cap:
-            self.overclaim_bytes = max(self.overclaim_bytes, claim - cap)
-            return cap
-        return claim
+        """Session bytes to pay for now (see the module docstring)."""
+        ours = max(0, self.own_bytes - self.unbilled)
+        return min(max(ours, self.invoice or 0), self.own_bytes + self.terms.credit_bytes)
 
     def next_receipt(self, own_bytes: int, now: float) -> tuple[Receipt, bytes] | None:
         """A signed receipt if one is due and would pay for something new, else None.

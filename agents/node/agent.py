@@ -349,11 +349,12 @@ class NodeAgent:
                 for address in (session.v4, _canonical(session.v6)):
                     p, b = dropped.get(address, (0, 0))
                     packets, bytes_ = packets + p, bytes_ + b
-                self.core.update_billed(wg_key, billed_bytes(counters[0], counters[1], packets, bytes_), now)
-                invoices.append((wg_key, session.billed_bytes))
+                billed = billed_bytes(counters[0], counters[1], packets, bytes_)
+                self.core.update_billed(wg_key, billed, now)
+                invoices.append((wg_key, session.billed_bytes, max(0, counters[0] + counters[1] - billed)))
             self._apply(self.core.tick(now))
-        for wg_key, billed in invoices:
-            self._send(wg_key, encode_invoice(billed))
+        for wg_key, billed, unbilled in invoices:
+            self._send(wg_key, encode_invoice(billed, unbilled))
 
     def _apply(self, actions) -> None:
         for action in actions:

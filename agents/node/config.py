@@ -5,7 +5,7 @@
     region = "DE"                      # ISO 3166-1 alpha-2, as registered on chain
     price_per_gib = 1000000000000000   # token wei per GiB carried
     stake = "100000000000000000000"    # token wei (strings of digits past TOML's 2**63)
-    credit_bytes = 4194304             # unpaid bytes a client may run ahead (4 MiB)
+    credit_bytes = 16777216            # unpaid bytes the node carries before a cut-off (16 MiB)
     receipt_bytes = 1048576            # a receipt every 1 MiB ...
     receipt_interval_s = 5             # ... or every 5 s, whichever first
     data_dir = "/var/lib/warren/node"  # SQLite store, control socket (relative paths: from this file)
@@ -98,7 +98,10 @@ class NodeConfig:
     price_per_gib: int
     operator: AccountSpec
     stake: int = DEFAULT_STAKE
-    credit_bytes: int = 4 * MIB  # a few receipts' worth: a slow payer costs the node at most this
+    # What the node carries unpaid: it bills bytes as it sends them, so the credit must cover what is in
+    # flight to the client (buffers and queues: ~1 s at tens of Mbit/s). 16 MiB costs 0.016 tokens at
+    # 1 token/GiB: a non-paying client costs the node at most that.
+    credit_bytes: int = 16 * MIB
     receipt_bytes: int = 1 * MIB
     receipt_interval_s: float = 5.0
     settlement_threshold: int | str = "auto"

@@ -128,7 +128,7 @@ class NodeOffer:
     chain_id: int
     channels_address: str
     price_per_gib: int
-    credit_bytes: int = 4 << 20
+    credit_bytes: int = 16 << 20
     receipt_bytes: int = 1 << 20
     receipt_interval_s: float = 5.0
     max_pending: int = 32

@@ -30,16 +30,35 @@ def test_due__after_receipt_bytes_or_interval(meter):
     assert receipt.cumulative_amount == price_of(receipt.cumulative_bytes, PRICE)
 
 
-def test_invoice_below_own_count__pays_the_invoice(meter):
-    meter.on_invoice(600_000)  # the node dropped (and does not bill) part of what we sent
+def test_unbilled_bytes__not_paid(meter):
+    meter.on_invoice(600_000, 400_000)  # the node's exit dropped 400,000 bytes and does not bill them
     receipt, _ = meter.next_receipt(2 << 20, 0.1)
-    assert receipt.cumulative_bytes == 600_000 and meter.overclaim_bytes == 0
+    assert receipt.cumulative_bytes == (2 << 20) - 400_000 and meter.overclaim_bytes == 0
 
 
-def test_node_overclaims__paid_only_own_count_plus_credit__dispute_recorded(meter):
-    meter.on_invoice(10 << 20)
+def test_invoice_ahead__in_flight_bytes_paid_up_to_the_credit(meter):
+    meter.on_invoice((1 << 20) + 300_000, 0)  # sent by the node, still in flight to us
+    receipt, _ = meter.next_receipt(1 << 20, 0.1)
+    assert receipt.cumulative_bytes == (1 << 20) + 300_000
+
+
+def test_bill_nearing_credit__receipt_due_before_the_cadence(meter):
+    meter.on_invoice(CREDIT // 2 + 1, 0)
+    receipt, _ = meter.next_receipt(1000, 0.1)  # neither 1 MiB of our own nor 5 s
+    assert receipt.cumulative_bytes == CREDIT // 2 + 1
+
+
+def test_stale_invoice__client_pays_its_own_current_count(meter):
+    meter.on_invoice(1 << 20, 0)  # crossed the tunnel behind another MiB of traffic
     receipt, _ = meter.next_receipt(2 << 20, 0.1)
-    assert receipt.cumulative_bytes == (2 << 20) + CREDIT
+    assert receipt.cumulative_bytes == 2 << 20
+
+
+def test_node_overclaims__paid_only_own_count__dispute_recorded(meter):
+    meter.due(2 << 20, 0.0)
+    meter.on_invoice(10 << 20, 0)
+    receipt, _ = meter.next_receipt(2 << 20, 0.1)
+    assert receipt.cumulative_bytes == 2 << 20
     assert meter.overclaim_bytes == (10 << 20) - (2 << 20) - CREDIT
 
 

@@ -102,7 +102,7 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
 
 
 def start_node(world: World, chain: Chain, host: NodeHost, workdir: Path, *, exit_policy: dict | None = None,
-               bootstrap: NodeHost | None = None, credit_bytes: int = 4 << 20, extra: dict | None = None) -> NodeProcess:
+               bootstrap: NodeHost | None = None, credit_bytes: int = 16 << 20, extra: dict | None = None) -> NodeProcess:
     """Write ``host``'s config and start `warren node run` there (returns once it is ready)."""
     data_dir = workdir / host.name
     data_dir.mkdir(parents=True, exist_ok=True)
