@@ -18,7 +18,7 @@ from agents.metering import price_of
 from agents.netlab import Lab, NatType, is_root
 from agents.netlab.capture import PacketCapture
 
-from e2e.warren_net import (
+from agents.netlab.warren_net import (
     PRICE_PER_GIB,
     WG_PORT,
     client_config,
@@ -27,7 +27,7 @@ from e2e.warren_net import (
     start_node,
     wait_for,
 )
-from e2e.world import build_world, run_in, spawn_in, start_anvil, warren_argv
+from agents.netlab.world import build_world, run_in, spawn_in, start_anvil, warren_argv
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow,
               pytest.mark.skipif(not is_root(), reason="the lab builds network namespaces: root only")]

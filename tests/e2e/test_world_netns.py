@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agents.netlab import Lab, NatType, is_root
-from e2e.world import (ANVIL_CHAIN_ID, BLOCKED_NAME, FILES_NAME, build_world, dns_query, run_in,
+from agents.netlab.world import (ANVIL_CHAIN_ID, BLOCKED_NAME, FILES_NAME, build_world, dns_query, run_in,
                        start_anvil, warren_argv)
 
 pytestmark = [

@@ -20,7 +20,7 @@ import pytest
 
 from agents.netlab import Lab, RpcBridge, is_root, make_random_file
 from agents.netlab.rpc_bridge import MAX_CONNECTIONS
-from e2e.world import ANVIL_CHAIN_ID, run_in, spawn_in, start_anvil
+from agents.netlab.world import ANVIL_CHAIN_ID, run_in, spawn_in, start_anvil
 
 pytestmark = [
     pytest.mark.netns,

@@ -1,6 +1,6 @@
 """A running Warren network in the lab world: chain deployed, `warren node run` on every node host.
 
-Used by the end-to-end tests: :func:`deploy_chain` deploys the contracts on a plain anvil (through a
+Used by the end-to-end tests, the demo and the benchmarks: :func:`deploy_chain` deploys the contracts on a plain anvil (through a
 nested ape connection, so the test session's own chain is untouched) and funds the roles;
 :func:`start_node` writes a node's config and starts `warren node run` in its namespace;
 :func:`client_config` writes the client's. Everything runs as the real commands, as processes.
@@ -24,7 +24,7 @@ from agents.unixctl import NotRunning, request
 from agents.wallet import AccountSpec
 from agents.wireguard.config import encode_key, generate_private_key
 
-from e2e.world import NodeHost, World, run_in, spawn_in, warren_argv
+from agents.netlab.world import NodeHost, World, run_in, spawn_in, warren_argv
 
 __all__ = ["Chain", "NodeProcess", "client_config", "deploy_chain", "start_node", "wait_for"]
 

@@ -1,4 +1,4 @@
-"""The lab world of the end-to-end tests: an internet, three nodes, a client, a chain bridge each.
+"""The lab world of the end-to-end tests, the demo and the benchmarks: an internet, three nodes, a client.
 
     with start_anvil() as anvil, Lab() as lab:
         world = build_world(lab, chain_port=anvil.port)
