@@ -45,6 +45,8 @@ _IPV6_FRAGMENT = 44
 _ND_TYPES = frozenset(range(133, 138))
 #: ICMPv6 types of multicast listener discovery (RFC 2710 query/report/done, RFC 3810 v2 report).
 _MLD_TYPES = frozenset({130, 131, 132, 143})
+#: Bytes of a UDP/TCP payload a CapturedFrame keeps (WireGuard's header is 4; leak tests want a few more).
+PAYLOAD_HEAD = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +146,8 @@ class CapturedFrame:
         icmp_type: ICMP/ICMPv6 type, else None.
         length: bytes of the frame as captured.
         at: time.monotonic() when the capture thread read it.
+        head: the first PAYLOAD_HEAD bytes of the UDP/TCP payload (b"" otherwise), enough to tell a
+            WireGuard message (type 1..4, then three zero bytes) from anything else.
     """
 
     ifname: str
@@ -157,6 +161,12 @@ class CapturedFrame:
     icmp_type: int | None
     length: int
     at: float
+    head: bytes = b""
+
+    @property
+    def wireguard(self) -> bool:
+        """A UDP payload that starts like a WireGuard message (type 1..4, three reserved zeros)."""
+        return self.proto == "udp" and len(self.head) >= 4 and 1 <= self.head[0] <= 4 and self.head[1:4] == b"\0\0\0"
 
     @property
     def neighbour_discovery(self) -> bool:
@@ -250,6 +260,7 @@ def parse_frame(frame: bytes, addr: tuple) -> CapturedFrame:
     kind = _ETHERTYPES.get(ethertype, f"ether-0x{ethertype:04x}")
     packet = frame[offset:]
     proto = src = dst = sport = dport = icmp_type = None
+    head = b""
     if kind == "ipv4" and len(packet) >= 20:
         ihl = (packet[0] & 0x0F) * 4
         number = packet[9]
@@ -275,7 +286,12 @@ def parse_frame(frame: bytes, addr: tuple) -> CapturedFrame:
         proto = _PROTOCOLS.get(number, f"ip-{number}")
         if proto in ("udp", "tcp") and len(transport) >= 4:
             sport, dport = struct.unpack_from("!HH", transport, 0)
+            if proto == "udp":
+                head = bytes(transport[8:8 + PAYLOAD_HEAD])
+            elif len(transport) >= 13:
+                data_offset = (transport[12] >> 4) * 4
+                head = bytes(transport[data_offset:data_offset + PAYLOAD_HEAD])
         elif proto in ("icmp", "icmpv6") and transport:
             icmp_type = transport[0]
     return CapturedFrame(ifname, outgoing, kind, proto, src, dst, sport, dport, icmp_type,
-                         len(frame), now)
+                         len(frame), now, head)
