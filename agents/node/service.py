@@ -42,6 +42,9 @@ log = logging.getLogger("warren.node")
 SETTLE_PERIOD_S = 2.0
 #: Gas of one settle on payment_channels (docs/BENCHMARKS.md, "Settlement gas": 61,882).
 SETTLE_GAS = 62_000
+#: How long a stopping node keeps retrying settlements while the chain does not answer (seconds):
+#: long enough to ride out an RPC restart, short of systemd's 90 s stop timeout.
+SHUTDOWN_PATIENCE_S = 30.0
 
 
 def status_socket(config: NodeConfig) -> Path:
@@ -137,7 +140,7 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
                 presence.close()
             agent.stop()
             try:
-                settler.shutdown(time.time())
+                settler.shutdown(time.time(), patience_s=SHUTDOWN_PATIENCE_S)
             except Exception as exc:  # noqa: BLE001 - logged; stored receipts settle on the next start
                 log.error("settlement at shutdown failed (%s): the receipts are stored and settle on the next "
                           "start", exc)

@@ -283,12 +283,31 @@ class Settler:
         self._poll_closes()
         return self._run(now)
 
-    def shutdown(self, now: float | None = None) -> list[Outcome]:
-        """Settle everything unsettled (deferrals ignored)."""
-        now = self.clock() if now is None else now
-        self._deferred.clear()
-        self._poll_closes()
-        return self._run(now, shutting_down=True)
+    def shutdown(self, now: float | None = None, *, patience_s: float = 0.0) -> list[Outcome]:
+        """Settle everything unsettled (deferrals ignored).
+
+        While the chain is unavailable (a round had "unavailable" outcomes), rounds repeat with the
+        backoff's delays for up to ``patience_s`` seconds in all, so a node stopped during an RPC
+        outage still settles when the chain comes back soon; what is left settles on the next start.
+        """
+        started = self.clock()
+        now = started if now is None else now
+        outcomes: list[Outcome] = []
+        rounds = 0
+        while True:
+            self._deferred.clear()
+            self._poll_closes()
+            done = self._run(now, shutting_down=True)
+            outcomes += done
+            if not any(o.result == "unavailable" for o in done):
+                return outcomes
+            rounds += 1
+            delay = self.backoff.delay(rounds)
+            if self.clock() + delay - started > patience_s:
+                return outcomes
+            log.warning("chain unavailable at shutdown: trying again in %.1f s", delay)
+            self.sleep(delay)
+            now = self.clock()
 
     def status(self) -> dict:
         """Figures for ``warren node status`` (amounts in token wei)."""

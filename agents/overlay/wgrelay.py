@@ -24,6 +24,8 @@ endpoint that means "via relay R"), and it needs no change in the runtime or the
 
 Cost: 45 bytes per datagram (overlay header 37 + session 8), and an overlay datagram is at most
 ``wire.MAX_DATAGRAM`` (1232) bytes, so mesh tunnels use :data:`MESH_MTU` (1152) for every peer.
+RELAYED frames alone may reach ``wire.MAX_RELAYED_DATAGRAM`` (1497: a WireGuard datagram of an MTU
+1420 tunnel), so exit sessions relayed to a node keep MTU 1420 (fragmented over IPv4 if need be).
 """
 
 from __future__ import annotations

@@ -54,6 +54,8 @@ from .errors import LocalProtocolError, RemoteProtocolError
 __all__ = [
     "OVERLAY_TYPES",
     "MAX_DATAGRAM",
+    "MAX_RELAYED_DATAGRAM",
+    "MAX_WG_RELAYED",
     "MAX_CONTACTS",
     "Address",
     "Contact",
@@ -76,6 +78,7 @@ __all__ = [
     "is_overlay",
     "encode",
     "decode",
+    "max_size",
     "encode_address",
     "decode_address",
 ]
@@ -89,12 +92,19 @@ OVERLAY_TYPES = range(0x40, 0x50)  # 0x4f reserved
 # 1232 bytes: the largest UDP payload that fits a 1280-byte IPv6 minimum MTU (RFC 8200) after the
 # 40-byte IPv6 and 8-byte UDP headers, so overlay datagrams are never fragmented.
 MAX_DATAGRAM = 1232
+# RELAYED frames alone may be larger: one carries a whole WireGuard datagram of a tunnel with MTU
+# 1420 (the exit's, kept for IPv6's 1280 minimum): 1420 + 32 (WireGuard header and tag) = 1452 bytes,
+# plus the 37-byte header and the 8-byte session = 1497. Over IPv4 such a datagram may be fragmented
+# on a 1500-byte link; every other overlay message stays within MAX_DATAGRAM.
+MAX_WG_RELAYED = 1452
 MAX_CONTACTS = 16  # per FOUND/NEIGHBOURS: a successor list (ring.SUCCESSORS) fits in one datagram
 
 Address = tuple  # (host: str, port: int)
 
 _HEADER = struct.Struct(">B32sI")
 HEADER_SIZE = _HEADER.size
+#: A RELAYED frame around the largest relayed WireGuard datagram (see MAX_WG_RELAYED).
+MAX_RELAYED_DATAGRAM = HEADER_SIZE + 8 + MAX_WG_RELAYED
 
 
 @dataclass(slots=True)
@@ -261,14 +271,19 @@ def encode(m: Msg) -> bytes:
     else:
         raise LocalProtocolError(f"overlay: unknown message type {t:#x}")
     out = head + body
-    if len(out) > MAX_DATAGRAM:
-        raise LocalProtocolError(f"overlay: message of {len(out)} bytes exceeds {MAX_DATAGRAM}")
+    if len(out) > max_size(t):
+        raise LocalProtocolError(f"overlay: message of {len(out)} bytes exceeds {max_size(t)}")
     return out
+
+
+def max_size(message_type: int) -> int:
+    """The largest datagram of this type: MAX_DATAGRAM, or MAX_RELAYED_DATAGRAM for RELAYED."""
+    return MAX_RELAYED_DATAGRAM if message_type == RELAYED else MAX_DATAGRAM
 
 
 def decode(buf: bytes) -> Msg:
     """Parse a datagram; raises RemoteProtocolError on anything malformed."""
-    if len(buf) < HEADER_SIZE or len(buf) > MAX_DATAGRAM:
+    if len(buf) < HEADER_SIZE or len(buf) > max_size(buf[0]):
         raise RemoteProtocolError("overlay: bad datagram length")
     t, sender, txid = _HEADER.unpack_from(buf)
     m = Msg(t, int.from_bytes(sender, "big"), txid)
