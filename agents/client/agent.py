@@ -195,14 +195,19 @@ class ClientAgent:
         my_key = self.tunnel.public_key
         quarantine = quarantine_address(my_key)
         tun = self.tunnel.tun
-        with contextlib.suppress(Exception):
-            tun.ip("addr", "flush", "dev", tun.name)
-        tun.ip("addr", "add", f"{quarantine}/128", "dev", tun.name, "nodad")
+        # Addresses are replaced, never flushed: a TUN left without an IPv4 address loses its IPv4
+        # routes (the kernel drops them), and with them the full-tunnel default route.
+        tun.ip("addr", "replace", f"{quarantine}/128", "dev", tun.name, "nodad")
         tun.ip("-6", "route", "replace", f"{NODE_CONTROL_V6}/128", "dev", tun.name, "src", quarantine)
         rx0, tx0 = self.tunnel.peer_counters(node.wg_public_key) or (0, 0)
         conn, terms = self._setup(route, my_key, quarantine)
-        tun.ip("addr", "add", f"{terms.address_v4}/32", "dev", tun.name)
-        tun.ip("addr", "add", f"{terms.address_v6}/128", "dev", tun.name, "nodad")
+        tun.ip("addr", "replace", f"{terms.address_v4}/32", "dev", tun.name)
+        tun.ip("addr", "replace", f"{terms.address_v6}/128", "dev", tun.name, "nodad")
+        if old is not None:
+            for family, address, prefix in (("-4", old.terms.address_v4, 32), ("-6", old.terms.address_v6, 128)):
+                if address not in (terms.address_v4, terms.address_v6):
+                    with contextlib.suppress(Exception):
+                        tun.ip(family, "addr", "del", f"{address}/{prefix}", "dev", tun.name)
         if self.resolv is not None:
             self.resolv.point_to(list(terms.dns))
         if channel.receipt_signer is None:

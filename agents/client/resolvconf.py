@@ -37,6 +37,11 @@ BACKUP_NAME = "resolv.conf.warren-backup.json"
 MAXNS = 3
 
 
+#: resolv.conf(5) options while connected: seconds per try and tries per server.
+LOOKUP_TIMEOUT_S = 1
+LOOKUP_ATTEMPTS = 3
+
+
 class ResolvConfError(ValueError):
     """Our misuse: no or malformed resolver addresses, or an unreadable backup."""
 
@@ -81,6 +86,9 @@ class ResolvConf:
         domains = [d for d in search if d]
         if domains:
             lines.append("search " + " ".join(domains))
+        # glibc waits 5 s per server by default: a lookup made while the client fails over to another
+        # node (a second or so) would then stall for 10 s. The resolvers are one tunnel hop away.
+        lines.append(f"options timeout:{LOOKUP_TIMEOUT_S} attempts:{LOOKUP_ATTEMPTS}")
         _write_file(self.path, ("\n".join(lines) + "\n").encode(), 0o644)
 
     def restore(self) -> bool:

@@ -390,7 +390,7 @@ def _resolv_conf(lab: Lab, ns: Namespace, server: str) -> None:
 
 def build_world(lab: Lab, *, chain_port: int, file_size: int = 8 << 20, nat_node: bool = True,
                 client_nat: NatType | None = None, internet_subnet: str = "198.51.100.0/24",
-                ) -> World:
+                regions: tuple[str, str, str] = ("NL", "DE", "FR")) -> World:
     """Build the e2e world inside ``lab`` (see the module docstring); ``lab.close()`` undoes it.
 
     Args:
@@ -400,6 +400,7 @@ def build_world(lab: Lab, *, chain_port: int, file_size: int = 8 << 20, nat_node
         nat_node: whether to add ``node_c`` behind a port-restricted NAT.
         client_nat: put the client behind a NAT of this type (None: a public client).
         internet_subnet: the internet's IPv4 subnet (RFC 5737 TEST-NET-2 by default).
+        regions: the regions of node_a, node_b and node_c.
 
     Raises:
         LabError: a command or a server failed to start.
@@ -419,12 +420,12 @@ def build_world(lab: Lab, *, chain_port: int, file_size: int = 8 << 20, nat_node
         address = internet.attach(ns)
         return NodeHost(name, ns, region, address, address)
 
-    node_a, node_b = public_node("node_a", "NL"), public_node("node_b", "DE")
+    node_a, node_b = public_node("node_a", regions[0]), public_node("node_b", regions[1])
     node_c = None
     if nat_node:
         nat_c = lab.add_nat("nat-c", NatType.PORT_RESTRICTED, internet)
         ns_c = lab.add_host("node-c")
-        node_c = NodeHost("node_c", ns_c, "FR", nat_c.attach(ns_c), nat_c.public_address, nat_c)
+        node_c = NodeHost("node_c", ns_c, regions[2], nat_c.attach(ns_c), nat_c.public_address, nat_c)
     client = lab.add_host("client")
     nat = None
     if client_nat is None:
