@@ -20,9 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Bound on the whole demo (it takes ~20 s here: anvil start, contract compilation and the depth-20
 #: proof of the anonymous leg dominate).
 DEMO_TIMEOUT_S = 600
-#: The demo's constants (agents/demo.py): deposit 5 tokens, 4 quick rounds of 1 MiB.
-DEPOSIT = 5 * 10**18
-QUICK_ROUNDS, QUICK_ROUND_BYTES = 4, 1 << 20
+#: The demo's figures (agents/demo.py, agents/netlab/warren_net.py): 16 MiB in quick mode, 1 token per
+#: GiB, 1,000 tokens minted to each role, 100 staked by each node, 5 deposited per channel.
+QUICK_FILE_BYTES = 16 << 20
+PRICE_PER_GIB = 10**18
+MINTED, STAKE, DEPOSIT = 1_000 * 10**18, 100 * 10**18, 5 * 10**18
 DEMO_NETNS_PREFIX = "wdemo-"
 
 
@@ -53,41 +55,21 @@ def test_demo_quick__every_check_passes_and_money_adds_up():
     assert summary["checks"] and all(summary["checks"].values()), summary["checks"]
     assert f"all {len(summary['checks'])} checks passed" in result.stdout
 
-    # Data really moved, and was paid for by receipts the node stored.
-    assert summary["rounds"] == QUICK_ROUNDS and summary["round_bytes"] == QUICK_ROUND_BYTES
-    assert summary["data_bytes"] >= QUICK_ROUNDS * QUICK_ROUND_BYTES
-    assert summary["final_bytes"] > summary["data_bytes"]  # WireGuard counts headers and ACKs too
-    # The payer sends a receipt per 256 KiB of counter growth: several per round.
-    assert summary["receipts_accepted"] >= QUICK_ROUNDS + 2
-    assert summary["refusals"] == ["wrong_signer", "replayed", "underpriced"]
-    assert summary["cut_offs"] == 1 and summary["pauses"] >= 1  # the client that stopped paying
+    # The download went through two exits (one killed mid-way) and the user waited a few seconds.
+    assert summary["file_bytes"] == QUICK_FILE_BYTES
+    assert summary["failover_gap_s"] is not None and summary["failover_gap_s"] < 15
+    closing = [c for c in summary["channels"] if c["status"] == "closing"]
+    finalised = [c for c in summary["channels"] if c["status"] == "finalised"]
+    assert len(closing) == 1 and len(finalised) == 1, summary["channels"]
 
-    # The money: price of the counted bytes; node + treasury got it; the client got the rest back.
-    final = summary["final_amount_wei"]
-    assert final == price_of(summary["final_bytes"], summary["price_per_gib_wei"])
-    assert 0 < summary["settled_mid_wei"] < final
-    assert summary["operator_earned_wei"] + summary["treasury_fee_wei"] == final
-    assert summary["treasury_fee_wei"] == final * 100 // 10_000  # fee_bps = 100
-    assert summary["client_refund_wei"] == DEPOSIT - final
-
-    # The anonymous leg: a voucher redeemed by the node, paid by receipts, settled and closed on the pool.
-    voucher = summary["voucher"]
-    assert voucher["depth"] == 20 and voucher["depositor_in_anonymous_txs"] == []
-    assert voucher["deposit_wei"] == voucher["denomination_wei"] - voucher["relayer_fee_wei"]
-    assert voucher["data_bytes"] >= 2 * QUICK_ROUND_BYTES and voucher["final_bytes"] > voucher["data_bytes"]
-    assert voucher["final_amount_wei"] == price_of(voucher["final_bytes"], summary["price_per_gib_wei"])
-    assert 0 < voucher["settled_mid_wei"] < voucher["final_amount_wei"]
-    assert voucher["refusals"] == ["wrong_signer"]  # the same signer's receipt for payment_channels' domain
-    assert voucher["treasury_fee_wei"] == voucher["final_amount_wei"] * 100 // 10_000
-    assert voucher["signer_refund_wei"] == voucher["deposit_wei"] - voucher["final_amount_wei"]
-    assert voucher["operator_earned_wei"] == (voucher["final_amount_wei"] - voucher["treasury_fee_wei"]
-                                              + voucher["relayer_fee_wei"])
-
-    gas = summary["gas"]
-    for tx in ("node_registry.register_node", "payment_channels.open_channel",
-               "payment_channels.settle", "payment_channels.cooperative_close", "voucher_pool.deposit",
-               "voucher_pool.redeem", "voucher_pool.settle", "voucher_pool.cooperative_close"):
-        assert gas[tx] > 21_000, tx
+    # The money, from the chain: the live channel paid the bytes the client counted at the node's
+    # price; the node's operator got it less the fee; the client got the rest of its deposit back.
+    live = finalised[0]
+    assert live["settled"] == price_of(live["settled_bytes"], PRICE_PER_GIB)
+    assert live["settled_bytes"] > 0
+    fee = live["settled"] * summary["fee_bps"] // 10_000
+    assert sorted(b - (MINTED - STAKE) for b in summary["operator_balances"].values())[-1] == live["settled"] - fee
+    assert summary["client_balance"] == MINTED - live["settled"] - DEPOSIT  # the dead channel's deposit is still closing
     assert _demo_namespaces() == before, "the demo left network namespaces behind"
 
 
