@@ -38,7 +38,7 @@ import struct
 from eth_utils import to_checksum_address
 
 from agents.chain import eip712
-from agents.metering import RemoteProtocolError
+from agents.metering import Frame, FrameReader, RemoteProtocolError
 
 __all__ = [
     "CONTROL_PORT",
@@ -62,7 +62,7 @@ __all__ = [
 CONTROL_PORT = 7700
 #: Largest frame body: a setup message is a few hundred bytes; anything near this is hostile.
 MAX_BODY = 4096
-_HEADER = struct.Struct(">BH")
+_HEADER = struct.Struct(">BH")  # the metering codec's header: kind, body length
 
 
 class ControlKind(enum.IntEnum):
@@ -79,12 +79,8 @@ class ControlKind(enum.IntEnum):
     INVOICE = 0x84
 
 
-@dataclasses.dataclass(frozen=True)
-class ControlFrame:
-    """One frame."""
-
-    kind: ControlKind
-    body: bytes
+#: One control frame (kind, body): the metering codec's frame, with a :class:`ControlKind`.
+ControlFrame = Frame
 
 
 def encode(kind: ControlKind, body: bytes = b"") -> bytes:
@@ -114,34 +110,12 @@ def decode_json(frame: ControlFrame) -> dict:
     return value
 
 
-class ControlReader:
-    """Turns a TCP byte stream into control frames (feed it what ``recv`` returned)."""
+class ControlReader(FrameReader):
+    """Turns the control connection's byte stream into frames (the metering codec, with the control
+    channel's kinds and its larger bound)."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[ControlFrame]:
-        """Add bytes; return every complete frame.
-
-        Raises:
-            RemoteProtocolError: an unknown kind or an oversized frame (drop the connection).
-        """
-        self._buffer += data
-        frames = []
-        while len(self._buffer) >= _HEADER.size:
-            kind, length = _HEADER.unpack_from(self._buffer)
-            try:
-                kind = ControlKind(kind)
-            except ValueError:
-                raise RemoteProtocolError("unknown_kind", str(kind)) from None
-            if length > MAX_BODY:
-                raise RemoteProtocolError("frame_too_long", f"{length} bytes")
-            end = _HEADER.size + length
-            if len(self._buffer) < end:
-                break
-            frames.append(ControlFrame(kind, bytes(self._buffer[_HEADER.size:end])))
-            del self._buffer[:end]
-        return frames
+        super().__init__(ControlKind, MAX_BODY)
 
 
 def encode_ack(cumulative_bytes: int, cumulative_amount: int) -> bytes:

@@ -25,11 +25,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 from decimal import Decimal
 from pathlib import Path

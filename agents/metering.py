@@ -462,7 +462,7 @@ MAX_BODY = 96 + MAX_SIGNATURE_ON_WIRE
 class Frame:
     """One framed message."""
 
-    kind: FrameKind
+    kind: FrameKind  # or the kind enum of the stream's FrameReader (agents.control.ControlKind)
     body: bytes
 
 
@@ -496,26 +496,33 @@ def decode_receipt(body: bytes) -> tuple[Receipt, bytes]:
 
 
 class FrameReader:
-    """Turns a byte stream into frames (sans-I/O: feed it whatever ``recv`` returned)."""
+    """Turns a byte stream into frames (sans-I/O: feed it whatever ``recv`` returned).
 
-    def __init__(self) -> None:
+    Args:
+        kinds: the enum of frame kinds this stream may carry (an unknown first byte ends it).
+        max_body: the longest body accepted, bytes.
+    """
+
+    def __init__(self, kinds: type[enum.IntEnum] = FrameKind, max_body: int = MAX_BODY) -> None:
         self._buffer = bytearray()
+        self._kinds = kinds
+        self._max_body = max_body
 
     def feed(self, data: bytes) -> list[Frame]:
         """Add bytes; return every complete frame.
 
         Raises:
-            RemoteProtocolError: an unknown kind or a frame longer than :data:`MAX_BODY`.
+            RemoteProtocolError: an unknown kind or a frame longer than the maximum body.
         """
         self._buffer += data
         frames = []
         while len(self._buffer) >= _HEADER.size:
             kind, length = _HEADER.unpack_from(self._buffer)
             try:
-                kind = FrameKind(kind)
+                kind = self._kinds(kind)
             except ValueError:
                 raise RemoteProtocolError("unknown_kind", str(kind)) from None
-            if length > MAX_BODY:
+            if length > self._max_body:
                 raise RemoteProtocolError("frame_too_long", f"{length} bytes")
             if len(self._buffer) < _HEADER.size + length:
                 break

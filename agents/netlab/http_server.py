@@ -12,7 +12,6 @@ import argparse
 import hashlib
 import os
 import re
-import shutil
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path

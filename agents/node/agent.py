@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import logging
-import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 
 from agents.chain import eip712
-from agents.chain.bindings import node_id_of
 from agents.control import (
     CONTROL_PORT,
     ControlKind,
@@ -45,7 +42,6 @@ from agents.control import (
 )
 from agents.metering import RemoteProtocolError, decode_receipt
 from agents.node.session import (
-    QUARANTINE_PREFIX,
     Admit,
     AddressPool,
     Forget,

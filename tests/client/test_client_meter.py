@@ -54,11 +54,11 @@ def test_stale_invoice__client_pays_its_own_current_count(meter):
     assert receipt.cumulative_bytes == 2 << 20
 
 
-def test_node_overclaims__paid_only_own_count__dispute_recorded(meter):
+def test_node_overclaims__paid_own_count_plus_credit_at_most__dispute_recorded(meter):
     meter.due(2 << 20, 0.0)
     meter.on_invoice(10 << 20, 0)
     receipt, _ = meter.next_receipt(2 << 20, 0.1)
-    assert receipt.cumulative_bytes == 2 << 20
+    assert receipt.cumulative_bytes == (2 << 20) + CREDIT
     assert meter.overclaim_bytes == (10 << 20) - (2 << 20) - CREDIT
 
 
