@@ -318,6 +318,9 @@ class NodeSessions:
         wg_key = bytes(wg_key)
         offer = self.offer
         try:
+            # A replay is named as one even while the session it was taken from is live.
+            if (request.channel_id, request.nonce) in self._seen:
+                raise SetupRefused("replayed_request")
             if wg_key in self.sessions:
                 raise SetupRefused("already_set_up", "this tunnel already has a session")
             if wg_key not in self.pending:
@@ -329,8 +332,6 @@ class NodeSessions:
             if abs(wall_time - request.timestamp) > REQUEST_WINDOW_S:
                 raise SetupRefused("stale_request", f"timestamp {request.timestamp} is more than "
                                    f"{REQUEST_WINDOW_S:.0f} s from the node's clock {wall_time:.0f}")
-            if (request.channel_id, request.nonce) in self._seen:
-                raise SetupRefused("replayed_request")
             if "pool" in names:
                 raise SetupRefused("unsupported_channel", "voucher-pool channels are settled by "
                                    "`warren voucher`; this node serves payment_channels channels")
