@@ -18,11 +18,16 @@ from eth_utils import to_checksum_address
 from agents.chain.bindings import ChannelStatus, WarrenContracts
 from agents.client.agent import OpenChannel
 from agents.client.selection import Candidate, list_candidates
-from agents.errors import UserError
+from agents.errors import preflight, preflight_tokens
 
 __all__ = ["ClientChain"]
 
 log = logging.getLogger("warren.client")
+
+#: Gas of payment_channels.open_channel (docs/BENCHMARKS.md, "Settlement gas": 97,528) and of an
+#: ERC-20 approve, rounded up: what the ETH check before opening a channel asks for.
+OPEN_GAS = 110_000
+APPROVE_GAS = 50_000
 
 
 class ClientChain:
@@ -83,7 +88,7 @@ class ClientChain:
         """Reuse an open channel to this node with room left, or open one with a fresh signer.
 
         Raises:
-            UserError: too few tokens (said in plain words, before any gas is spent).
+            InsufficientTokens / InsufficientEth: said in plain words, before any gas is spent.
         """
         node_id = candidate.node.node_id
         reused = self._reusable(node_id, max(1, deposit // 10))
@@ -92,12 +97,11 @@ class ClientChain:
             return reused
         token, channels = self.contracts.token, self.contracts.channels
         client = self.client_address
-        balance = int(token.balanceOf(client))
-        if balance < deposit:
-            raise UserError(f"account {client} holds {balance / 1e18:.4f} tokens; a channel with this budget "
-                            f"needs {deposit / 1e18:.4f}: fund it or lower --budget")
+        preflight_tokens(token, client, deposit, "a channel with this budget (--budget)")
+        needs_approval = int(token.allowance(client, channels.address)) < deposit
+        preflight(self.account, OPEN_GAS + (APPROVE_GAS if needs_approval else 0), "opening the channel")
         signer = Account.create()
-        if int(token.allowance(client, channels.address)) < deposit:
+        if needs_approval:
             token.approve(channels.address, deposit, sender=self.account)
         channels.open_channel(node_id, client, signer.address, deposit, sender=self.account)
         channel_id = self.contracts.channel_id_of(node_id, client, signer.address)

@@ -14,13 +14,15 @@ from eth_utils import keccak, to_checksum_address
 
 from agents.chain import eip712
 from agents.chain.bindings import ChannelState, WarrenContracts, node_id_of
-from agents.errors import UserError
+from agents.errors import UserError, preflight, preflight_tokens
 
 __all__ = ["NodeChain", "channel_id_of"]
 
 log = logging.getLogger("warren.node")
 
 ZERO_ADDRESS = "0x" + "00" * 20
+#: Gas asked for by the ETH checks before each transaction (generous round figures of what they use).
+REGISTER_GAS, UPDATE_GAS, APPROVE_GAS = 250_000, 60_000, 50_000
 
 
 def channel_id_of(chain_id: int, channels_address: str, node_id: bytes, client: str, signer: str) -> bytes:
@@ -85,11 +87,10 @@ class NodeChain:
             raise UserError(f"node {self.node_id.hex()} is revoked on chain: it can never serve again "
                             "(make a new WireGuard key with `warren node init --force`)")
         if info.operator in ("", ZERO_ADDRESS):
-            balance = int(token.balanceOf(operator))
-            if balance < stake:
-                raise UserError(f"operator {operator} holds {balance} token wei; registering needs a stake of "
-                                f"{stake}: fund it and retry")
-            if int(token.allowance(operator, registry.address)) < stake:
+            preflight_tokens(token, operator, stake, "registering the node (its stake)")
+            needs_approval = int(token.allowance(operator, registry.address)) < stake
+            preflight(self.operator, REGISTER_GAS + (APPROVE_GAS if needs_approval else 0), "registering the node")
+            if needs_approval:
                 token.approve(registry.address, stake, sender=self.operator)
             registry.register_node(self.wg_public_key, region, price_per_gib, stake, sender=self.operator)
             log.info("registered node %s (region %s, price %d token wei/GiB, stake %d)", self.node_id.hex()[:16],
@@ -99,6 +100,7 @@ class NodeChain:
             raise UserError(f"node id {self.node_id.hex()} is registered by {info.operator}, not by this "
                             f"operator ({operator})")
         if info.region != region or info.price_per_gib != price_per_gib:
+            preflight(self.operator, UPDATE_GAS, "updating the node's region and price")
             registry.update_node(self.node_id, region, price_per_gib, sender=self.operator)
             log.info("updated node: region %s -> %s, price %d -> %d", info.region, region, info.price_per_gib,
                      price_per_gib)

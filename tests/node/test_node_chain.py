@@ -52,7 +52,7 @@ def test_ensure_registered__key_of_another_operator__plain_error(warren, node, s
 
 def test_ensure_registered__too_few_tokens__plain_error(warren, accounts):
     poor = accounts[9]  # has ETH for gas, holds no tokens
-    with pytest.raises(UserError, match="registering needs a stake"):
+    with pytest.raises(UserError, match="registering the node .its stake. needs"):
         NodeChain(warren, poor, os.urandom(32)).ensure_registered("NL", PRICE, 10**30)
 
 
@@ -94,3 +94,13 @@ def test_selection__drops_unbonding_and_ranks_reputable_cheap_first(warren, oper
     ids = [c.node.node_id for c in rank(found)]
     assert ids == [cheap.node_id, dear.node_id]
     assert [c.node.node_id for c in eligible(found, max_price=PRICE)] == [cheap.node_id]
+
+
+def test_client_open__too_few_tokens__plain_error_before_any_gas(warren, node, accounts, tmp_path):
+    node.ensure_registered("NL", PRICE, STAKE)
+    poor = accounts[9]  # ETH for gas, no tokens
+    candidate = next(c for c in list_candidates(warren) if c.node.node_id == node.node_id)
+    nonce = poor.nonce
+    with pytest.raises(UserError, match=rf"account {poor.address} has 0\.0000 tokens .*a channel with this budget .--budget. needs 5\.0000 tokens"):
+        ClientChain(warren, poor, tmp_path).open_channel(candidate, DEPOSIT)
+    assert poor.nonce == nonce
