@@ -208,6 +208,10 @@ class ClientAgent:
                 if address not in (terms.address_v4, terms.address_v6):
                     with contextlib.suppress(Exception):
                         tun.ip(family, "addr", "del", f"{address}/{prefix}", "dev", tun.name)
+        # The node's control address is also its IPv6 resolver (agents.node.session): once admitted,
+        # reach it from the session address, which the node's exit admits for DNS; from the quarantine
+        # address only the control port answers (the control connection binds that address itself).
+        tun.ip("-6", "route", "replace", f"{NODE_CONTROL_V6}/128", "dev", tun.name, "src", terms.address_v6)
         if self.resolv is not None:
             self.resolv.point_to(list(terms.dns))
         if channel.receipt_signer is None:
