@@ -13,7 +13,6 @@ The module's tests run in file order on one scenario (:func:`scenario`): failove
 during the download and the failover, the old channel's unilateral close, the client's crash.
 """
 
-import hashlib
 import json
 import signal
 import subprocess
@@ -24,11 +23,14 @@ import pytest
 
 from agents.chain.bindings import ChannelStatus
 from agents.chain.connect import connect, load_contracts
+from agents.client.killswitch import KillSwitch
 from agents.client.resolvconf import MARKER as RESOLV_MARKER
+from agents.client.service import KILLSWITCH_TABLE
 from agents.netlab import Lab, NatType, is_root
 from agents.netlab.capture import PacketCapture
 from agents.netlab.warren_net import WG_PORT, client_config, client_status, deploy_chain, start_node, wait_for
 from agents.netlab.world import build_world, run_in, spawn_in, start_anvil, warren_argv, warren_env
+from agents.wireguard.tun import DEFAULT_FWMARK
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow,
               pytest.mark.skipif(not is_root(), reason="the lab builds network namespaces: root only")]
@@ -239,7 +241,10 @@ def scenario(net):
     capture.clear()
     after = wait_for(lambda: (s := client_status(world, config)).get("failovers") and s, 30,
                      what="a failover in the client's status")
-    yield {"config": config, "client": client, "capture": capture, "phases": phases, "probes": probes,
+    killswitch = KillSwitch(KILLSWITCH_TABLE, netns=world.client.name).state()
+    tunnel_routes = {fam: run_in(world.client, ["ip", f"-{fam}", "route", "show", "table", str(DEFAULT_FWMARK)],
+                                 check=True).stdout.decode() for fam in ("4", "6")}
+    yield {"killswitch": killswitch, "tunnel_routes": tunnel_routes, "config": config, "client": client, "capture": capture, "phases": phases, "probes": probes,
            "first": first, "after": after, "exit_node": exit_node, "by_id": by_id, "killed_at": killed_at,
            "events": lines, "downloader_rc": downloader.returncode,
            "downloader_err": downloader.stderr.read().decode(errors="replace"), "endpoints": endpoints,
@@ -268,6 +273,18 @@ def test_exit_killed_mid_download__traffic_resumes_through_standby__file_intact(
                                           for k, v in e.items()} for e in s["events"] if e.get("first", e.get("stall", 0))
                                          and e.get("first", e.get("stall", 0)) > s["killed_at"] - 1])
     assert took < FAILOVER_BOUND_S
+    # The full-tunnel default routes are still on the TUN (both families), and the kill switch lets
+    # through the new exit and the bootstrap, and the dead exit only if it is the bootstrap.
+    for fam, routes in s["tunnel_routes"].items():
+        assert "default dev wrnc0" in routes, (fam, routes)
+    ks = s["killswitch"]
+    assert ks is not None and "wrnc0" in ks.tuns, ks
+    host, port = s["after"]["endpoint"].rsplit(":", 1)
+    assert (host, int(port)) in ks.endpoints, ks
+    bootstrap = (net["world"].node_a.public_address, WG_PORT)
+    dead = s["exit_node"].host
+    assert dead.name == "node_a" or (dead.public_address, WG_PORT) not in ks.endpoints, ks
+    assert bootstrap in ks.endpoints and len(ks.endpoints) <= 3, ks
     # DNS after the failover: the stub resolver still points into the tunnel and the new node answers.
     world = net["world"]
     lookup = run_in(world.client, ["python3", "-c", "import socket; print(socket.gethostbyname('files.example'))"],
