@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ipaddress
-import json
 import logging
 import os
 import socket
