@@ -84,3 +84,21 @@ def test_bench__counts_verified_and_stored_receipts(tmp_path, batch):
     latest = store.latest_receipts()
     assert len(latest) == 8 and all(r.receipt.cumulative_bytes == 25 << 20 for r in latest.values())
     store.close()
+
+
+def test_fast_sign__equals_eth_account_signature__for_every_message_type():
+    import os
+
+    from eth_account import Account
+
+    from agents.chain import eip712
+
+    for _ in range(30):
+        key = Account.create().key
+        contract = "0x" + os.urandom(20).hex()
+        for message in (eip712.Receipt(os.urandom(32), int.from_bytes(os.urandom(8), "big"),
+                                       int.from_bytes(os.urandom(12), "big")),
+                        eip712.CooperativeClose(os.urandom(32), 1, 2), eip712.CloseRequest(os.urandom(32))):
+            fast = eip712.fast_sign(message, key, 31337, contract)
+            assert fast == eip712.sign(message, key, 31337, contract)
+            assert eip712.fast_recover(message, fast, 31337, contract) == Account.from_key(key).address
