@@ -266,7 +266,10 @@ class NodeAgent:
             receipt, signature = decode_receipt(frame.body)
             with self.lock:
                 try:
-                    decision, actions = self.core.on_receipt(wg_key, receipt, signature, time.monotonic())
+                    counters = self.tunnel.peer_counters(wg_key) if wg_key in self.core.sessions else None
+                    counter = None if counters is None else self._billed(self.core.sessions[wg_key], counters,
+                                                                         self._dropped)
+                    decision, actions = self.core.on_receipt(wg_key, receipt, signature, time.monotonic(), counter)
                 except SetupRefused as refusal:
                     return encode(ControlKind.REFUSED, refusal.reason.encode())
                 self._apply(actions)
@@ -341,16 +344,21 @@ class NodeAgent:
                 counters = self.tunnel.peer_counters(wg_key)
                 if counters is None:
                     continue
-                packets = bytes_ = 0
-                for address in (session.v4, _canonical(session.v6)):
-                    p, b = dropped.get(address, (0, 0))
-                    packets, bytes_ = packets + p, bytes_ + b
-                billed = billed_bytes(counters[0], counters[1], packets, bytes_)
+                billed = self._billed(session, counters, dropped)
                 self.core.update_billed(wg_key, billed, now)
                 invoices.append((wg_key, session.billed_bytes, max(0, counters[0] + counters[1] - billed)))
             self._apply(self.core.tick(now))
         for wg_key, billed, unbilled in invoices:
             self._send(wg_key, encode_invoice(billed, unbilled))
+
+    @staticmethod
+    def _billed(session, counters: tuple[int, int], dropped: dict) -> int:
+        """A session's billed bytes from its tunnel counters and the exit's drop counters."""
+        packets = bytes_ = 0
+        for address in (session.v4, _canonical(session.v6)):
+            p, b = dropped.get(address, (0, 0))
+            packets, bytes_ = packets + p, bytes_ + b
+        return billed_bytes(counters[0], counters[1], packets, bytes_)
 
     def _apply(self, actions) -> None:
         for action in actions:

@@ -399,8 +399,14 @@ class NodeSessions:
 
     # -- metering ----------------------------------------------------------------------------------
 
-    def on_receipt(self, wg_key: bytes, receipt, signature: bytes, now: float) -> tuple[Decision, list[Action]]:
+    def on_receipt(self, wg_key: bytes, receipt, signature: bytes, now: float,
+                   counter_bytes: int | None = None) -> tuple[Decision, list[Action]]:
         """A receipt from a session's control connection: verify, store, maybe resume.
+
+        ``counter_bytes`` is the runtime's session count read just now (tunnel bytes less the drops
+        last sampled), when it has one: the billed count is sampled only every meter period, in which
+        a fast download moves megabytes, so a receipt for bytes already carried would look "beyond
+        the counter" against the sample. It is never billed from (drops since the sample are in it).
 
         Raises:
             SetupRefused: the key has no session (``"no_session"``).
@@ -408,7 +414,10 @@ class NodeSessions:
         session = self.sessions.get(bytes(wg_key))
         if session is None:
             raise SetupRefused("no_session", "set up a session first")
-        decision = session.ledger.accept(receipt, signature, session.observed_bytes)
+        observed = session.observed_bytes
+        if counter_bytes is not None:
+            observed = max(observed, session.base_bytes + counter_bytes)
+        decision = session.ledger.accept(receipt, signature, observed)
         actions: list[Action] = []
         if decision.accepted:
             session.last_activity = now
