@@ -227,6 +227,7 @@ class NodeAgent:
     def _serve(self, conn: socket.socket, wg_key: bytes) -> None:
         reader = ControlReader()
         conn.settimeout(CONTROL_IDLE_S)
+        leaving = False
         try:
             while not self._stop.is_set():
                 try:
@@ -241,12 +242,18 @@ class NodeAgent:
                         self._send(wg_key, reply, conn)
                     if frame.kind is ControlKind.SESSION_REQUEST and wg_key not in self.core.sessions:
                         return  # refused: close the connection
+                    if frame.kind is ControlKind.CLOSE_REQUEST and reply and reply[0] == ControlKind.CLOSE_SIGNATURE:
+                        # The client is leaving. It may still need the tunnel to submit the close (its RPC
+                        # goes through it), so the session ends when it hangs up, not now.
+                        leaving = True
         except RemoteProtocolError as exc:
             log.warning("control %s: %s; closing", _short(wg_key), exc)
         finally:
             with self.lock:
                 if self._connections.get(wg_key) is conn:
                     del self._connections[wg_key]
+                if leaving and wg_key in self.core.sessions:  # receipts stored: free its exit
+                    self._end_session(wg_key)
             with contextlib.suppress(OSError):
                 conn.close()
 
@@ -331,6 +338,11 @@ class NodeAgent:
 
     def meter_once(self) -> None:
         """Sample counters, bill, tick the core, apply its actions, invoice every session."""
+        # Tunnel counters first, the exit's drops after: a packet the tunnel has counted but the exit
+        # has not yet dropped (a flood at a blocked address, in the TUN's queue) would otherwise be
+        # billed, and billed bytes never go down. This order errs the other way, for one period.
+        with self.lock:
+            sampled = {key: self.tunnel.peer_counters(key) for key in self.core.sessions}
         try:
             dropped = self.exit.dropped()
         except Exception as exc:
@@ -341,7 +353,7 @@ class NodeAgent:
         invoices = []
         with self.lock:
             for wg_key, session in list(self.core.sessions.items()):
-                counters = self.tunnel.peer_counters(wg_key)
+                counters = sampled.get(wg_key)
                 if counters is None:
                     continue
                 billed = self._billed(session, counters, dropped)
