@@ -203,7 +203,7 @@ def _run(args) -> int:
     from agents.node.service import run_node
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return run_node(load_config(args.config))
+    return run_node(load_config(args.config), config_path=args.config)
 
 
 def _add_status(sub) -> None:

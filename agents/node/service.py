@@ -62,12 +62,15 @@ def _read_key(path) -> bytes:
 
 
 def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
-             stop: threading.Event | None = None) -> int:
+             stop: threading.Event | None = None, config_path: Path | None = None) -> int:
     """Run the node until ``stop`` is set or SIGTERM/SIGINT arrives; returns an exit code."""
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: stop.set())
+        # SIGHUP: read the config file's [exit] policy again and apply it without dropping sessions.
+        signal.signal(signal.SIGHUP, lambda signum, frame: reload.set())
+    reload = threading.Event()
     private_key = _read_key(config.wg_key_file)
     wg_public = public_key(private_key)
     node_id = node_id_of(wg_public)
@@ -130,7 +133,10 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
             log.info("node %s ready: %s", node_id.hex()[:16], presence.status().get("endpoints"))
             if ready is not None:
                 ready.set()
-            while not stop.wait(SETTLE_PERIOD_S):
+            while not stop.wait(SETTLE_PERIOD_S):  # a SIGHUP is applied within one period
+                if reload.is_set():
+                    reload.clear()
+                    _reload_policy(config_path, exit_table)
                 settler.step(time.time())
         finally:
             log.info("stopping: ending sessions, settling, removing the exit")
@@ -146,6 +152,22 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
                           "start", exc)
             store.close()
     return 0
+
+
+def _reload_policy(config_path: Path | None, exit_table: ExitTable) -> None:
+    """Apply the config file's current exit policy (a bad file keeps the policy in force)."""
+    from agents.node.config import load_config
+
+    if config_path is None:
+        log.warning("SIGHUP: no config file to reload the exit policy from")
+        return
+    try:
+        policy = ExitPolicy.from_dict(load_config(config_path).exit or {})
+        exit_table.set_policy(policy)
+    except Exception as exc:  # noqa: BLE001 - a config error must not stop a serving node
+        log.error("SIGHUP: exit policy not changed: %s", exc)
+        return
+    log.info("SIGHUP: exit policy now %s", policy.to_dict())
 
 
 def _status(agent: NodeAgent, presence, settler) -> dict:

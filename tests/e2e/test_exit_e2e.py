@@ -123,3 +123,37 @@ def test_download_through_exit__checksum_equal__node_paid_for_what_it_carried(ne
     assert client_after - client_before == channel.deposit - channel.settled
     # Paid for what was carried, within one receipt interval (1 MiB) plus WireGuard's overhead (~4 %).
     assert FILE_SIZE <= paid_bytes <= FILE_SIZE * 1.06 + (1 << 20)
+
+
+RESOLVE = """
+import socket, sys
+try:
+    print(socket.getaddrinfo(sys.argv[1], 80, socket.AF_INET)[0][4][0])
+except socket.gaierror as exc:
+    print("unresolved", exc.errno)
+"""
+
+
+def test_policy_change__sighup__applied_without_dropping_the_session(net):
+    from agents.node.config import load_config, write_config
+
+    world, nodes = net["world"], net["nodes"]
+    node = nodes["node_a"]
+    proc, config, status = _connect(net, "--node", node.status()["node_id"])
+    try:
+        def resolve(name):
+            return run_in(world.client, ["python3", "-c", RESOLVE, name], timeout=30).stdout.decode().strip()
+
+        assert resolve("files.example") == world.web_address
+        write_config(node.config_path, load_config(node.config_path).replace(exit={"allow_domains": ["blocked.example"]}),
+                     force=True)
+        node.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: resolve("files.example").startswith("unresolved"), 20, what="the new policy")
+        assert resolve("blocked.example") == world.blocked_address
+        after = client_status(world, config)
+        assert after["connected"] and after["channel_id"] == status["channel_id"]  # same session, same channel
+        assert node.status()["sessions"][0]["channel_id"] == status["channel_id"]
+    finally:
+        write_config(node.config_path, load_config(node.config_path).replace(exit={}), force=True)
+        node.proc.send_signal(signal.SIGHUP)
+        _disconnect(net, config, proc)
