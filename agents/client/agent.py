@@ -133,6 +133,9 @@ class ClientAgent:
         self.session: _Session | None = None
         self.standby: Route | None = None
         self.spare: list[Route] = []
+        #: Every route chosen at connect: the spares are refilled from it (a dead node may come back).
+        self.plan: list[Route] = []
+        self._retry_at = 0.0
         self.history: list[dict] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -156,6 +159,7 @@ class ClientAgent:
                 errors.append(f"{route.candidate.node.node_id.hex()[:12]}: {exc}")
                 log.warning("node %s unusable: %s", route.candidate.node.node_id.hex()[:12], exc)
                 continue
+            self.plan = list(routes)
             self.spare = routes[index + 1:]
             self._prepare_standby()
             self._thread = threading.Thread(target=self._pay_loop, name="client-payer", daemon=True)
@@ -166,6 +170,9 @@ class ClientAgent:
     def _prepare_standby(self) -> None:
         """Pick the next route and open its channel ahead of need (a failover then costs only the
         handshake and setup)."""
+        if not self.spare and self.standby is None:
+            current = self.session.route.candidate.node.node_id if self.session else None
+            self.spare = [Route(r.candidate, r.endpoint) for r in self.plan if r.candidate.node.node_id != current]
         while self.spare and self.standby is None:
             route = self.spare.pop(0)
             try:
@@ -351,19 +358,24 @@ class ClientAgent:
     def failover(self, why: str) -> None:
         """Move to the standby node now (the kill switch holds throughout)."""
         with self.lock:
+            if time.monotonic() < self._retry_at:
+                return  # every node failed a moment ago: try again after a pause, not every poll
             old = self.session
             started = time.monotonic()
             log.warning("node %s gone (%s): failing over", old.route.candidate.node.node_id.hex()[:12], why)
             self.history.append(self._session_summary(old))
+            attempts = 0
             while True:
                 route = self.standby
                 self.standby = None
-                if route is None:
+                if route is None and attempts < max(1, len(self.plan)):
                     self._prepare_standby()
                     route = self.standby
                     self.standby = None
+                attempts += 1
                 if route is None:
-                    log.error("no other node to fail over to; traffic stays blocked")
+                    self._retry_at = time.monotonic() + max(self.dead_after_s, 1.0)
+                    log.error("no other node to fail over to; traffic stays blocked (retrying)")
                     self.on_event("stalled", {"why": why})
                     return
                 self.killswitch.set_endpoints([route.endpoint])
