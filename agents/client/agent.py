@@ -61,6 +61,10 @@ PAY_POLL_S = 0.05
 SETUP_TIMEOUT_S = 10.0
 #: WireGuard keepalive towards the node (seconds): keeps NAT mappings open and liveness fresh.
 KEEPALIVE_S = 1
+#: A node failed over away from is not the standby again for this long (see _prepare_standby);
+#: the payer looks for a standby this often while it has none.
+RECENTLY_LEFT_S = 60.0
+STANDBY_RETRY_S = 15.0
 
 
 class ConnectError(Exception):
@@ -136,6 +140,8 @@ class ClientAgent:
         #: Every route chosen at connect: the spares are refilled from it (a dead node may come back).
         self.plan: list[Route] = []
         self._retry_at = 0.0
+        #: node id -> when the client failed over away from it (monotonic seconds).
+        self._left_at: dict[bytes, float] = {}
         self.history: list[dict] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -167,12 +173,26 @@ class ClientAgent:
             return
         raise ConnectError("no node could be used: " + "; ".join(errors))
 
-    def _prepare_standby(self) -> None:
+    def _prepare_standby(self, *, desperate: bool = False) -> None:
         """Pick the next route and open its channel ahead of need (a failover then costs only the
-        handshake and setup)."""
+        handshake and setup).
+
+        A node the client left less than :data:`RECENTLY_LEFT_S` ago is passed over (a channel opened
+        to a node just seen dead locks a deposit for nothing), unless ``desperate``: the current node
+        is gone and nothing else is left (then every node of the plan is tried, the one just left
+        too: it may have come back).
+        """
+        now = time.monotonic()
+        current = self.session.route.candidate.node.node_id if self.session else None
+
+        def wanted(route: Route) -> bool:
+            node_id = route.candidate.node.node_id
+            left = self._left_at.get(node_id)
+            return desperate or (node_id != current and (left is None or now - left >= RECENTLY_LEFT_S))
+
         if not self.spare and self.standby is None:
-            current = self.session.route.candidate.node.node_id if self.session else None
-            self.spare = [Route(r.candidate, r.endpoint) for r in self.plan if r.candidate.node.node_id != current]
+            self.spare = [Route(r.candidate, r.endpoint) for r in self.plan]
+        self.spare = [r for r in self.spare if wanted(r)]
         while self.spare and self.standby is None:
             route = self.spare.pop(0)
             try:
@@ -278,9 +298,14 @@ class ClientAgent:
     # -- paying ------------------------------------------------------------------------------------
 
     def _pay_loop(self) -> None:
+        standby_check = time.monotonic() + STANDBY_RETRY_S
         while not self._stop.wait(PAY_POLL_S):
             try:
                 self.pay_once()
+                if self.standby is None and time.monotonic() >= standby_check:
+                    standby_check = time.monotonic() + STANDBY_RETRY_S
+                    with self.lock:
+                        self._prepare_standby()
             except Exception:
                 log.exception("payer step failed")
 
@@ -363,13 +388,14 @@ class ClientAgent:
             old = self.session
             started = time.monotonic()
             log.warning("node %s gone (%s): failing over", old.route.candidate.node.node_id.hex()[:12], why)
+            self._left_at[old.route.candidate.node.node_id] = started
             self.history.append(self._session_summary(old))
             attempts = 0
             while True:
                 route = self.standby
                 self.standby = None
                 if route is None and attempts < max(1, len(self.plan)):
-                    self._prepare_standby()
+                    self._prepare_standby(desperate=True)
                     route = self.standby
                     self.standby = None
                 attempts += 1
