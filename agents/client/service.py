@@ -40,6 +40,9 @@ log = logging.getLogger("warren.client")
 
 #: Nodes whose endpoint and latency are looked up before choosing (the best, a standby, spares).
 LOOKUPS = 4
+#: When no node is reachable through the overlay: keep looking this long, pausing between rounds.
+DISCOVERY_PATIENCE_S = 40.0
+DISCOVERY_PAUSE_S = 5.0
 #: The kill switch's nftables table.
 KILLSWITCH_TABLE = "warren_client"
 #: The resolver file `connect` points at the node's DNS (restored by `disconnect`).
@@ -115,14 +118,7 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
                                                                                             max_price))
             killswitch.set_open_ports([tunnel.listen_port])  # discovery window: punching needs it
             discovery = ClientDiscovery(tunnel, directory=RegistryDirectory(contracts), bootstrap=bootstrap)
-            found = []
-            for candidate in rank(candidates)[:LOOKUPS]:
-                endpoint = discovery.path_to(candidate.node.node_id)
-                if endpoint is None:
-                    log.warning("node %s: no path found through the overlay", candidate.node.node_id.hex()[:12])
-                    continue
-                latency = discovery.rtt(candidate.node.node_id)
-                found.append((candidate.__class__(**{**candidate.__dict__, "latency_s": latency}), endpoint))
+            found = _find_paths(discovery, rank(candidates)[:LOOKUPS], stop)
             killswitch.set_open_ports([])
             by_id = {c.node.node_id: e for c, e in found}
             ranked = rank([c for c, _ in found])
@@ -152,6 +148,29 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
         with contextlib.suppress(Exception):
             tunnel.close()
     return 0
+
+
+def _find_paths(discovery: ClientDiscovery, candidates: list, stop: threading.Event) -> list:
+    """``(candidate with its latency, endpoint)`` for each candidate the overlay leads to.
+
+    When none is found, looks again for up to :data:`DISCOVERY_PATIENCE_S`: the overlay heals within
+    a few stabilisation rounds (a restarted bootstrap node, a node republishing its record).
+    """
+    deadline = time.monotonic() + DISCOVERY_PATIENCE_S
+    while True:
+        found = []
+        for candidate in candidates:
+            endpoint = discovery.path_to(candidate.node.node_id)
+            if endpoint is None:
+                log.warning("node %s: no path found through the overlay", candidate.node.node_id.hex()[:12])
+                continue
+            latency = discovery.rtt(candidate.node.node_id)
+            found.append((candidate.__class__(**{**candidate.__dict__, "latency_s": latency}), endpoint))
+        if found or time.monotonic() + DISCOVERY_PAUSE_S >= deadline:
+            return found
+        log.warning("no node reachable through the overlay yet: looking again in %.0f s", DISCOVERY_PAUSE_S)
+        if stop.wait(DISCOVERY_PAUSE_S):
+            return found
 
 
 class _EndpointsWithBootstrap:

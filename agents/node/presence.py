@@ -31,14 +31,23 @@ Latency: an :data:`ECHO_REQUEST` in NAT DATA (direct) or RELAYED (relay) frames 
 
 The record is republished with a fresh expiry (and sequence number) every ``ttl_s / 2``, so it never
 lapses while the node runs and lapses within ``ttl_s`` after it stops.
+
+Known peers survive a restart (``peers_file``, as Bitcoin's peers.dat or a BitTorrent DHT's saved
+nodes): the ring members we know are written there whenever they change, and a restarting public node
+joins through them after its configured bootstrap peers. Without that, the ring's first node (its own
+bootstrap) restarted alone while the others, having dropped it as dead, kept a ring of their own:
+the overlay stayed split and clients asking the first node found nobody else.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import threading
 import time
+from pathlib import Path
 
 from agents.overlay.core import Joined, OverlayConfig, OverlayNode, PutDone
 from agents.overlay.errors import LocalProtocolError, RemoteProtocolError
@@ -66,6 +75,10 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL_S = 3600
 JOIN_TIMEOUT_S = 10.0  # per bootstrap peer: a few overlay RPC timeouts (OverlayConfig.rpc_timeout 1 s)
 PUBLISH_TIMEOUT_S = 10.0  # one put: a lookup (bounded by lookup_deadline, 10 s) and a STORE
+# Known peers tried on a restart: each dead one costs JOIN_TIMEOUT_S, so a few of the closest.
+REJOIN_PEERS = 4
+# How often the known-peer list is compared with the saved one (written only when it changed).
+PEERS_SAVE_S = 5.0
 # Loopback bridge ports for relayed clients (one socket each): the relay grants at most 64 sessions
 # (RelayLimits.max_sessions), and a node rarely has more relayed clients than that at once.
 MAX_RELAYED_CLIENTS = 64
@@ -117,12 +130,14 @@ class NodePresence:
         relay_limits: what the relay grants one session.
         authority: who may revoke (revocation records are refused without one).
         config: overlay tunables.
+        peers_file: where the ring members we know are kept across restarts (None: not kept).
     """
 
     def __init__(self, tunnel, *, operator_key, region: str, price_per_gib: int, directory,
                  bootstrap: list, public_endpoint: tuple | None = None, relay: bool = False,
                  ttl_s: int = DEFAULT_TTL_S, relay_limits: RelayLimits | None = None,
-                 authority: RevocationAuthority | None = None, config: OverlayConfig | None = None) -> None:
+                 authority: RevocationAuthority | None = None, config: OverlayConfig | None = None,
+                 peers_file: Path | None = None) -> None:
         if relay and public_endpoint is None:
             raise LocalProtocolError("presence: a relay must have a public endpoint")
         if not bootstrap and public_endpoint is None:
@@ -137,6 +152,8 @@ class NodePresence:
         self.public_endpoint = tuple(public_endpoint) if public_endpoint else None
         self.relay = relay
         self.ttl_s = int(ttl_s)
+        self.peers_file = Path(peers_file) if peers_file is not None else None
+        self._saved_peers: list[tuple] = self._load_peers()
         self.node_id = node_id_from_wg_key(tunnel.public_key)
         self._reactor, self.rt, self.nat = make_overlay(tunnel, self.node_id, directory, authority=authority,
                                                         config=config, relay=relay, limits=relay_limits)
@@ -175,19 +192,48 @@ class NodePresence:
         return self
 
     def _join_ring(self) -> None:
-        others = [b for b in self.bootstrap if b != self.public_endpoint]
-        if not others:  # our own bootstrap: the first node of the ring
-            self.rt.call(lambda node, now: node.start_alone())
-            self.joined = True
-            return
-        for peer in others:
+        configured = [b for b in self.bootstrap if b != self.public_endpoint]
+        known = [p for p in self._saved_peers if p != self.public_endpoint and p not in configured]
+        for peer in configured + known[:REJOIN_PEERS]:
             with self.rt.lock:
                 old = {id(e) for e in self.rt.events if isinstance(e, Joined)}
             self.rt.call(lambda node, now, peer=peer: node.bootstrap(peer, now))
             if self.rt.wait_for(lambda e: isinstance(e, Joined) and id(e) not in old, JOIN_TIMEOUT_S):
                 self.joined = True
+                if peer not in configured:
+                    log.info("presence: rejoined the ring through known peer %s:%d", *peer)
                 return
-        raise RemoteProtocolError(f"presence: no bootstrap peer of {others} let us join")
+        if configured:
+            raise RemoteProtocolError(f"presence: no bootstrap peer of {configured} let us join")
+        # our own bootstrap and no known peer answered: the first node of a ring
+        self.rt.call(lambda node, now: node.start_alone())
+        self.joined = True
+
+    # ------------------------------------------------------------------ known peers
+
+    def known_peers(self) -> list[tuple]:
+        """``(host, port)`` of the ring members in our routing table, closest successors first."""
+        with self.rt.lock:
+            return [tuple(c.addr) for c in self.rt.node.table.contacts() if c.node_id != self.node_id]
+
+    def _load_peers(self) -> list[tuple]:
+        if self.peers_file is None or not self.peers_file.exists():
+            return []
+        try:
+            return [(str(h), int(p)) for h, p in json.loads(self.peers_file.read_text())]
+        except (ValueError, TypeError, OSError) as exc:  # a damaged file is only a lost hint
+            log.warning("presence: ignoring known-peers file %s: %s", self.peers_file, exc)
+            return []
+
+    def save_peers(self) -> None:
+        """Write the known peers (atomically) if they changed since the last write."""
+        peers = self.known_peers()
+        if self.peers_file is None or not peers or peers == self._saved_peers:
+            return
+        tmp = self.peers_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(peers))
+        os.replace(tmp, self.peers_file)
+        self._saved_peers = peers
 
     def _use_rendezvous(self) -> None:
         for peer in self.bootstrap:
@@ -220,19 +266,29 @@ class NodePresence:
     def _republish_loop(self) -> None:
         interval = max(self.ttl_s / 2, 1.0)
         retry = min(interval, 10.0)  # a failed put is retried sooner, still well within the TTL
-        wait = interval
-        while not self._stop.wait(wait):
+        due = time.monotonic() + interval
+        while not self._stop.wait(min(PEERS_SAVE_S, max(due - time.monotonic(), 0.0))):
             try:
-                wait = interval if self.publish() == "ok" else retry
+                self.save_peers()
+            except OSError as exc:
+                log.warning("presence: cannot save known peers: %s", exc)
+            if time.monotonic() < due:
+                continue
+            try:
+                due = time.monotonic() + (interval if self.publish() == "ok" else retry)
             except LocalProtocolError as exc:  # e.g. the operator changed on chain: keep trying
                 log.warning("presence: cannot republish: %s", exc)
-                wait = retry
+                due = time.monotonic() + retry
 
     def close(self) -> None:
         """Stop republishing, the relay bridge and the overlay timers (the tunnel is the caller's)."""
         self._stop.set()
         if self._republisher is not None:
             self._republisher.join(timeout=PUBLISH_TIMEOUT_S + 1)
+        try:
+            self.save_peers()
+        except OSError as exc:
+            log.warning("presence: cannot save known peers: %s", exc)
         if self._on_event in self.rt.listeners:
             self.rt.listeners.remove(self._on_event)
         if getattr(self.tunnel, "_demux", None) == self.rt.on_datagram:  # not a later attachment's

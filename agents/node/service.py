@@ -126,7 +126,8 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
             presence = NodePresence(agent.tunnel, operator_key=private_key_of(operator), region=config.region,
                                     price_per_gib=config.price_per_gib, directory=directory,
                                     bootstrap=bootstrap or ([public] if public else []),
-                                    public_endpoint=public, relay=relay)
+                                    public_endpoint=public, relay=relay,
+                                    peers_file=Path(config.data_dir) / "overlay-peers.json")
             presence.start()
             settler.recover()  # a previous run's stored receipts that were never settled
             control = ControlServer(status_socket(config), lambda request: _status(agent, presence, settler))

@@ -10,6 +10,7 @@ keys directly (admission of unknown initiators is the session layer's part).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -23,6 +24,7 @@ from agents.netlab import Lab, NatType, is_root
 from agents.netlab.wireguard import start_python_tunnel
 from agents.node.presence import NodePresence
 from agents.overlay import wire
+from agents.overlay.core import OverlayConfig
 from agents.overlay.errors import LocalProtocolError
 from agents.overlay.ids import id_to_bytes, node_id_from_wg_key
 from agents.overlay.records import InMemoryDirectory, make_peer_record
@@ -205,3 +207,58 @@ def test_presence__nodes_behind_nats__clients_resolve_punch_or_relay_and_tunnel(
     a.rt.node.store.validator.directory = fooled
     a.rt.call(lambda node, t: node.store.put(forged, ("127.0.0.1", 1), t))
     assert c.resolve(id_to_bytes(ids["B"])) is None
+
+
+def test_presence__first_node_restarted__rejoins_through_its_saved_peers_not_alone(lab, tmp_path):
+    """The ring's first node (its own bootstrap) restarted after the others dropped it rejoins them
+    through its known-peers file before it serves. It used to start a ring of one, healed only if the
+    others happened to re-bootstrap through it: CI once saw a client, asking it for another node right
+    after its restart, find nobody."""
+    inet = lab.add_internet("198.51.100.0/24")
+    hosts = {name: lab.add_host(name.lower()) for name in "AEFC"}
+    ips = {name: inet.attach(ns) for name, ns in hosts.items()}
+    keys = {name: generate_private_key() for name in "AEF"}
+    ops = {name: Account.create() for name in "AEF"}
+    ids = {name: node_id_from_wg_key(public_key(k)) for name, k in keys.items()}
+    # fast ring upkeep, so that dropping a dead node takes about a second
+    fast = OverlayConfig(stabilize_interval=1.0, rpc_timeout=0.4)
+    peers_file = tmp_path / "overlay-peers.json"
+    boot = [(ips["A"], PORT)]
+
+    def directory():
+        return InMemoryDirectory({ids[n]: ops[n].address for n in "AEF"})
+
+    def node(name, bootstrap, peers=None):
+        tun = start_python_tunnel(lab, hosts[name], InterfaceConfig(private_key=keys[name], listen_port=PORT,
+                                                                  mtu=MESH_MTU))
+        presence = NodePresence(tun, operator_key=ops[name].key, region="EU", price_per_gib=PRICE,
+                                directory=directory(), bootstrap=bootstrap, public_endpoint=(ips[name], PORT),
+                                config=fast, peers_file=peers)
+        lab.defer(presence.close)
+        return tun, presence.start()
+
+    def ring_ids(presence):
+        with presence.rt.lock:
+            return {c.node_id for c in presence.rt.node.table.contacts()}
+
+    def stop(tun, presence):
+        presence.close()
+        tun.close()
+
+    tun_a, a = node("A", boot, peers_file)
+    others = [node(name, boot)[1] for name in "EF"]
+    assert lab.wait_for(lambda: ring_ids(a) >= {ids["E"], ids["F"]}, 10)
+    stop(tun_a, a)  # a clean stop writes the known peers
+    saved = {tuple(p) for p in json.loads(peers_file.read_text())}
+    assert saved >= {(ips["E"], PORT), (ips["F"], PORT)}
+    assert lab.wait_for(lambda: all(ids["A"] not in ring_ids(o) for o in others), 15), "A was never dropped"
+
+    # A rejoins through E or F before start() returns, and every record resolves through A again.
+    tun_a, a = node("A", boot, peers_file)
+    assert ring_ids(a) & {ids["E"], ids["F"]}, "A started a ring of its own"
+    client = ClientDiscovery(start_python_tunnel(lab, hosts["C"], InterfaceConfig(
+        private_key=generate_private_key(), listen_port=PORT, mtu=MESH_MTU)), directory=directory(), bootstrap=boot)
+    lab.defer(client.close)
+    for name in "EF":
+        assert lab.wait_for(lambda name=name: client.resolve(id_to_bytes(ids[name]), timeout=5) is not None, 20)
+    assert lab.wait_for(lambda: all(ids["A"] in ring_ids(o) for o in others), 15)
