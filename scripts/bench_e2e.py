@@ -9,8 +9,10 @@ over the same path (client -> its NAT -> node_a -> web server) and the same file
   masquerades to the web server with a plain nftables rule): the anchor;
 * ``through_exit_mbps``: `warren connect --node <node_a>` through `warren node run` (metering, receipts,
   exit policy and NAT on); ``metering_overhead_pct`` = (plain - through) / plain * 100;
-* ``cpu_s_per_gib``: user + sys CPU seconds (from /proc/<pid>/stat, the process and its descendants)
-  of the node and client processes, and of the plain tunnel's two, per GiB downloaded;
+* ``cpu_s_per_gib``: user + sys CPU seconds (from /proc/<pid>/stat, the process, its descendants and
+  the children they reaped, such as the node's `nft` calls) of the node and client processes, and of
+  the plain tunnel's two, per GiB downloaded; ``cpu_split_s_per_gib`` splits each into user, sys and
+  reaped children;
 * ``failover_s``: SIGKILL the exit while the client loops small HTTP requests; seconds from the kill
   to the first response byte of a request started after it (through the standby node); median over
   ``--repeats`` kills (the killed node is restarted in between), ``failover_s_max`` the worst;
@@ -106,15 +108,23 @@ def log(message: str) -> None:
 # -- CPU of process trees --------------------------------------------------------------------------
 
 
-def _stat(pid: int) -> tuple[int, int, int]:
-    """(ppid, utime + stime ticks) of ``pid`` from /proc/<pid>/stat."""
+#: Fields of /proc/<pid>/stat after the command name, counted from its state (man 5 proc): utime,
+#: stime, and cutime/cstime (children waited for, e.g. each `nft` the node runs).
+_UTIME, _STIME, _CUTIME, _CSTIME = 11, 12, 13, 14
+#: The parts a tree's CPU time is split into.
+CPU_PARTS = ("user", "sys", "children")
+
+
+def _stat(pid: int) -> tuple[int, tuple[int, int, int]]:
+    """(ppid, (utime, stime, cutime + cstime) ticks) of ``pid`` from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return int(fields[1]), int(fields[11]) + int(fields[12])
+        f = handle.read().rsplit(")", 1)[1].split()
+    return int(f[1]), (int(f[_UTIME]), int(f[_STIME]), int(f[_CUTIME]) + int(f[_CSTIME]))
 
 
-def tree_cpu_s(pid: int) -> float:
-    """User + sys CPU seconds of ``pid`` and its living descendants (threads included)."""
+def tree_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of ``pid`` and its living descendants (threads included), by :data:`CPU_PARTS`:
+    user, sys, and the children they have reaped (short-lived helpers such as `nft`)."""
     parents, ticks = {}, {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -128,11 +138,13 @@ def tree_cpu_s(pid: int) -> float:
         children = [p for p, pp in parents.items() if pp == parent and p not in tree]
         tree.update(children)
         frontier += children
-    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+    hz = os.sysconf("SC_CLK_TCK")
+    return {part: sum(ticks[p][i] for p in tree if p in ticks) / hz for i, part in enumerate(CPU_PARTS)}
 
 
 def fetch(world, pids: dict[str, int]) -> dict:
-    """Download the lab file in the client's namespace; Mbit/s and CPU-s per GiB of each of ``pids``."""
+    """Download the lab file in the client's namespace; Mbit/s and CPU-s per GiB of each of ``pids``
+    (``cpu_s_per_gib`` the total, ``cpu_split`` by :data:`CPU_PARTS`)."""
     before = {name: tree_cpu_s(pid) for name, pid in pids.items()}
     result = run_in(world.client, ["python3", "-c", FETCH, world.file_url], timeout=300)
     after = {name: tree_cpu_s(pid) for name, pid in pids.items()}
@@ -142,8 +154,10 @@ def fetch(world, pids: dict[str, int]) -> dict:
     if (digest, int(size)) != (world.file_sha256, world.file_size):
         raise RuntimeError(f"download corrupt: {size} bytes, sha256 {digest}")
     gib = int(size) / GIB
+    split = {name: {part: (after[name][part] - before[name][part]) / gib for part in CPU_PARTS} for name in pids}
     return {"mbps": int(size) * 8 / float(seconds) / 1e6,
-            "cpu_s_per_gib": {name: (after[name] - before[name]) / gib for name in pids}}
+            "cpu_s_per_gib": {name: sum(parts.values()) for name, parts in split.items()},
+            "cpu_split": split}
 
 
 # -- the two ways through node_a ---------------------------------------------------------------------
@@ -319,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_exit_to_plain": round((cpu["exit_node"] + cpu["exit_client"])
                                          / (cpu["plain_node"] + cpu["plain_client"]), 3),
         },
+        "cpu_split_s_per_gib": {f"{kind}_{side}": {part: _median([s["cpu_split"][side][part]
+                                                                  for s in samples[kind]], 2)
+                                                    for part in CPU_PARTS}
+                                for kind in ("plain", "exit") for side in ("node", "client")},
         "load_avg": {"before": [round(x, 2) for x in load_before],
                      "after": [round(x, 2) for x in os.getloadavg()]},
         "goals": {"metering_overhead_pct": GOAL_OVERHEAD_PCT, "failover_s": GOAL_FAILOVER_S,
