@@ -12,6 +12,13 @@ ones DESIGN.md lists: the channel exists, pays this node, is open and has room, 
 by the channel's payment signer, binds this tunnel's key and this node, is fresh, and was not seen
 before. On success the client gets tunnel addresses from the pool and its exit opens.
 
+Voucher-pool channels (DESIGN.md, "Money": a channel a voucher redemption opened, held by the pool)
+are checked the same way against the pool: the request names the pool and the channel's terms
+(signer, deposit; the node is this one), the pool stores their hash, and the request is signed for
+the pool's EIP-712 domain, as every receipt of that channel is. A request may carry the redemption
+that opens its channel: :meth:`NodeSessions.check_redemption` says whether it is worth submitting
+(see :mod:`agents.node.chain` for why it travels inside the tunnel).
+
 Receipts then go to the session's :class:`~agents.metering.ReceiptLedger` against the node's billed
 counter (tunnel bytes minus what the exit dropped, computed by the runtime); :meth:`NodeSessions.tick`
 suspends a session whose unpaid bytes pass the credit and resumes it once paid.
@@ -27,7 +34,10 @@ import hashlib
 import ipaddress
 from collections.abc import Callable
 
-from agents.chain.bindings import ChannelState, ChannelStatus
+from eth_abi import encode as abi_encode
+from eth_utils import keccak, to_checksum_address
+
+from agents.chain.bindings import ChannelState, ChannelStatus, VoucherChannel
 from agents.control import SessionRequest, SessionTerms, request_signer
 from agents.metering import ChannelTerms, Decision, ReceiptLedger, price_of
 
@@ -45,6 +55,7 @@ __all__ = [
     "SetAllowedIPs",
     "Suspend",
     "quarantine_address",
+    "voucher_channel_id",
 ]
 
 #: Default quarantine prefix: a not-yet-paid client's control address lives here.
@@ -63,6 +74,13 @@ def quarantine_address(wg_key: bytes, prefix: str = QUARANTINE_PREFIX) -> str:
     network = ipaddress.IPv6Network(prefix)
     interface_id = int.from_bytes(hashlib.blake2s(bytes(wg_key), digest_size=8).digest(), "big")
     return str(network.network_address + (interface_id & ((1 << (128 - max(network.prefixlen, 64))) - 1)))
+
+
+def voucher_channel_id(chain_id: int, pool: str, nullifier_hash: int) -> bytes:
+    """The id of the channel a note's redemption opens: keccak256(abi_encode(chain.id, pool,
+    nullifier_hash)) (contracts/voucher_pool.vy ``_channel_id``; a test checks both agree)."""
+    return keccak(abi_encode(["uint256", "address", "uint256"],
+                             [chain_id, to_checksum_address(pool), int(nullifier_hash)]))
 
 
 class PoolExhausted(Exception):
@@ -122,6 +140,10 @@ class NodeOffer:
         max_pending: clients in quarantine at once.
         setup_timeout_s: a quarantined client must complete setup within this.
         idle_timeout_s: a session with no traffic and no receipt for this long ends.
+        voucher_pools: checksummed addresses of the voucher pools whose channels this node accepts
+            (the deployment's; a pool named by a client alone could be any contract).
+        min_relayer_fee: the smallest relayer fee (token wei) for which the node submits a client's
+            redemption (it pays the redemption's gas, ~270,000).
     """
 
     node_id: bytes
@@ -134,6 +156,8 @@ class NodeOffer:
     max_pending: int = 32
     setup_timeout_s: float = 20.0
     idle_timeout_s: float = 600.0
+    voucher_pools: tuple[str, ...] = ()
+    min_relayer_fee: int = 0
 
 
 # -- actions ---------------------------------------------------------------------------------------
@@ -250,8 +274,9 @@ class Session:
         return self.ledger.unpaid_bytes(self.observed_bytes)
 
 
-#: Builds a channel's ledger: (terms) -> ReceiptLedger over the node's durable store.
-LedgerFactory = Callable[[ChannelTerms], ReceiptLedger]
+#: Builds a channel's ledger: (terms[, voucher channel record]) -> ReceiptLedger over the node's durable
+#: store; the record is passed only for voucher-pool channels.
+LedgerFactory = Callable[..., ReceiptLedger]
 #: Recomputes a payment_channels id: (node_id, client, signer) -> 32 bytes.
 ChannelIdOf = Callable[[bytes, str, str], bytes]
 
@@ -299,21 +324,17 @@ class NodeSessions:
 
     # -- setup -------------------------------------------------------------------------------------
 
-    def setup(self, wg_key: bytes, request: SessionRequest, signature: bytes, names: dict,
-              channel: ChannelState, now: float, wall_time: float) -> tuple[Session, SessionTerms, list[Action]]:
-        """Check a session request against the chain's view of its channel; open the session.
-
-        Args:
-            wg_key: the WireGuard key of the tunnel the request came through (authenticated).
-            request / signature / names: the parsed SESSION_REQUEST.
-            channel: the channel as the chain shows it now.
-            now: the caller's monotonic clock; wall_time: unix seconds (requests carry unix time).
+    def check_request(self, wg_key: bytes, request: SessionRequest, signature: bytes, names: dict,
+                      wall_time: float) -> str:
+        """The checks of a session request that need no chain: the runtime makes them before it
+        spends gas on a redemption, and :meth:`setup` makes them again.
 
         Returns:
-            The session, the terms to send, and the actions that open its exit.
+            The verifying contract the request (and the channel's receipts) are signed for.
 
         Raises:
-            SetupRefused: any check failed (nothing changed).
+            SetupRefused: replayed, not in quarantine, bound to another tunnel or node, stale,
+                naming a pool this node does not settle on, or not signed by the named signer.
         """
         wg_key = bytes(wg_key)
         offer = self.offer
@@ -332,26 +353,98 @@ class NodeSessions:
             if abs(wall_time - request.timestamp) > REQUEST_WINDOW_S:
                 raise SetupRefused("stale_request", f"timestamp {request.timestamp} is more than "
                                    f"{REQUEST_WINDOW_S:.0f} s from the node's clock {wall_time:.0f}")
+            signer = names.get("signer")
             if "pool" in names:
-                raise SetupRefused("unsupported_channel", "voucher-pool channels are settled by "
-                                   "`warren voucher`; this node serves payment_channels channels")
-            client, signer = names.get("client"), names.get("signer")
-            if client is None or signer is None:
-                raise SetupRefused("bad_request", "client and signer are required")
-            if self._channel_id_of(offer.node_id, client, signer) != request.channel_id:
-                raise SetupRefused("wrong_channel", "client, signer and node do not give this channel id")
+                if names["pool"] not in offer.voucher_pools:
+                    raise SetupRefused("foreign_pool", f"this node settles only on the voucher pools "
+                                       f"{', '.join(offer.voucher_pools) or '(none)'}")
+                if signer is None or not isinstance(names.get("deposit"), int) or names["deposit"] <= 0:
+                    raise SetupRefused("bad_request", "a voucher channel needs its signer and deposit")
+                domain = names["pool"]
+            else:
+                if names.get("client") is None or signer is None:
+                    raise SetupRefused("bad_request", "client and signer are required")
+                domain = offer.channels_address
+            recovered = request_signer(request, signature, offer.chain_id, domain)
+            if recovered is None or recovered != signer:
+                raise SetupRefused("bad_signature", "not signed by the channel's payment signer")
+        except SetupRefused as refusal:
+            self._refuse(refusal.reason)
+            raise
+        return domain
+
+    def check_redemption(self, request: SessionRequest, names: dict, redemption) -> None:
+        """Whether a redemption carried by a (checked) voucher session request is worth submitting.
+
+        ``redemption`` is an :class:`agents.prover.redemption.Redemption` (duck-typed: pool, node_id,
+        signer, nullifier_hash, relayer_fee). Its proof is not checked here: the runtime simulates
+        the transaction first (an ``eth_call``, free), which runs the pool's own verifier.
+
+        Raises:
+            SetupRefused: it pays another node (``foreign_redemption``), names another pool, signer
+                or channel than the request (``wrong_redemption``), or offers too small a fee.
+        """
+        try:
+            if "pool" not in names:
+                raise SetupRefused("wrong_redemption", "a redemption goes with a voucher-pool channel")
+            if redemption.node_id.lower() != "0x" + self.offer.node_id.hex():
+                raise SetupRefused("foreign_redemption", "the redemption pays another node: not submitted")
+            if (to_checksum_address(redemption.pool) != names["pool"]
+                    or to_checksum_address(redemption.signer) != names["signer"]):
+                raise SetupRefused("wrong_redemption", "the redemption names another pool or signer than "
+                                   "the request")
+            if voucher_channel_id(self.offer.chain_id, names["pool"], redemption.nullifier_hash) != request.channel_id:
+                raise SetupRefused("wrong_redemption", "the redemption opens another channel than the request names")
+            if redemption.relayer_fee < self.offer.min_relayer_fee:
+                raise SetupRefused("fee_too_low", f"this node submits redemptions for a relayer fee of at least "
+                                   f"{self.offer.min_relayer_fee} token wei")
+        except SetupRefused as refusal:
+            self._refuse(refusal.reason)
+            raise
+
+    def setup(self, wg_key: bytes, request: SessionRequest, signature: bytes, names: dict,
+              channel: ChannelState, now: float, wall_time: float) -> tuple[Session, SessionTerms, list[Action]]:
+        """Check a session request against the chain's view of its channel; open the session.
+
+        Args:
+            wg_key: the WireGuard key of the tunnel the request came through (authenticated).
+            request / signature / names: the parsed SESSION_REQUEST.
+            channel: the channel as the chain shows it now (for a voucher channel: as the pool shows
+                the terms the request names; the chain port refuses terms the pool does not hold).
+            now: the caller's monotonic clock; wall_time: unix seconds (requests carry unix time).
+
+        Returns:
+            The session, the terms to send, and the actions that open its exit.
+
+        Raises:
+            SetupRefused: any check failed (nothing changed).
+        """
+        wg_key = bytes(wg_key)
+        offer = self.offer
+        domain = self.check_request(wg_key, request, signature, names, wall_time)
+        signer = names["signer"]
+        voucher = None
+        try:
+            if "pool" in names:
+                voucher = VoucherChannel(pool=names["pool"], chain_id=offer.chain_id, channel_id=request.channel_id,
+                                         node_id=offer.node_id, signer=signer, deposit=names["deposit"])
+            else:
+                client = names["client"]
+                if self._channel_id_of(offer.node_id, client, signer) != request.channel_id:
+                    raise SetupRefused("wrong_channel", "client, signer and node do not give this channel id")
+            if channel.channel_id != request.channel_id:
+                raise SetupRefused("wrong_channel", "the chain's channel is another one")
             if channel.status is ChannelStatus.NONE:
                 raise SetupRefused("unknown_channel", "no such channel on chain")
             if channel.status is not ChannelStatus.OPEN:
                 raise SetupRefused("channel_not_open", channel.status.name.lower())
             if channel.node_id != offer.node_id:
                 raise SetupRefused("foreign_channel", "the channel pays another node")
-            if channel.client != client:
+            if channel.client != (signer if voucher else names["client"]):
                 raise SetupRefused("wrong_channel", "the chain's client differs")
-            recovered = request_signer(request, signature, offer.chain_id, offer.channels_address)
-            if recovered is None or recovered != signer:
-                raise SetupRefused("bad_signature", "not signed by the channel's payment signer")
-            ledger = self._ledger(channel, signer)
+            if voucher is not None and channel.deposit != voucher.deposit:
+                raise SetupRefused("wrong_channel", "the pool's deposit differs")
+            ledger = self._ledger(channel, signer, domain, voucher)
             latest = ledger.latest()
             paid_amount = latest.receipt.cumulative_amount if latest else 0
             room = channel.deposit - max(paid_amount, channel.settled)
@@ -383,13 +476,19 @@ class NodeSessions:
         quarantine = quarantine_address(wg_key, self.quarantine_prefix) + "/128"
         return session, terms, [SetAllowedIPs(wg_key, (quarantine, f"{v4}/32", f"{v6}/128")), Admit(v4, v6)]
 
-    def _ledger(self, channel: ChannelState, signer: str) -> ReceiptLedger:
+    def _ledger(self, channel: ChannelState, signer: str, domain: str,
+                voucher: VoucherChannel | None = None) -> ReceiptLedger:
+        """The channel's ledger; receipts are checked for ``domain`` (payment_channels or the pool).
+
+        A voucher channel's ledger is made with its :class:`VoucherChannel` record, which the store
+        keeps (kind ``"voucher"``) so that the settler can settle it on the pool.
+        """
         ledger = self._ledgers.get(channel.channel_id)
         if ledger is None:
             terms = ChannelTerms(channel_id=channel.channel_id, signer=signer, deposit=channel.deposit,
                                  price_per_gib=self.offer.price_per_gib, credit_bytes=self.offer.credit_bytes,
-                                 chain_id=self.offer.chain_id, verifying_contract=self.offer.channels_address)
-            ledger = self._ledger_for(terms)
+                                 chain_id=self.offer.chain_id, verifying_contract=domain)
+            ledger = self._ledger_for(terms) if voucher is None else self._ledger_for(terms, voucher)
             self._ledgers[channel.channel_id] = ledger
         elif ledger.terms.signer != signer:
             raise SetupRefused("wrong_signer", "the channel's stored signer differs")
@@ -461,6 +560,10 @@ class NodeSessions:
     def ledgers(self) -> dict[bytes, ReceiptLedger]:
         """Every channel ledger this node holds (for settlement)."""
         return dict(self._ledgers)
+
+    def count_refusal(self, reason: str) -> None:
+        """Count a refusal the runtime made on the core's behalf (a chain port's, e.g. ``wrong_channel``)."""
+        self._refuse(reason)
 
     def _refuse(self, reason: str) -> None:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
