@@ -301,11 +301,23 @@ class NodeAgent:
 
     def _setup(self, wg_key: bytes, frame) -> bytes:
         try:
-            request, signature, names = SessionRequest.from_wire(decode_json(frame))
+            body = decode_json(frame)
+            request, signature, names = SessionRequest.from_wire(body)
         except RemoteProtocolError as exc:
             return encode_json(ControlKind.SESSION_REFUSED, {"reason": exc.reason, "detail": str(exc)})
+        redemption = None
+        if "redemption" in body:  # a voucher channel to open first (agents.node.chain says why here)
+            try:
+                redemption = self._checked_redemption(wg_key, request, signature, names, body["redemption"])
+            except SetupRefused as refusal:  # counted by the core
+                return self._refused(wg_key, refusal)
         try:
-            channel = self.chain.channel(request.channel_id)
+            if redemption is not None:
+                self.chain.redeem(redemption)
+            channel = self.chain.session_channel(request.channel_id, names)
+        except SetupRefused as refusal:
+            self.core.count_refusal(refusal.reason)
+            return self._refused(wg_key, refusal)
         except Exception as exc:  # the chain is the authority: without it, no new session
             log.warning("setup %s: chain read failed: %s", _short(wg_key), exc)
             return encode_json(ControlKind.SESSION_REFUSED, {"reason": "chain_unavailable",
@@ -315,9 +327,7 @@ class NodeAgent:
                 session, terms, actions = self.core.setup(wg_key, request, signature, names, channel,
                                                           time.monotonic(), time.time())
             except SetupRefused as refusal:
-                self.counters["setups_refused"] += 1
-                log.info("setup refused for %s: %s %s", _short(wg_key), refusal.reason, refusal.detail)
-                return encode_json(ControlKind.SESSION_REFUSED, {"reason": refusal.reason, "detail": refusal.detail})
+                return self._refused(wg_key, refusal)
             self._addr_key[session.v4] = wg_key
             self._addr_key[_canonical(session.v6)] = wg_key
             self._apply(actions)
@@ -329,6 +339,35 @@ class NodeAgent:
         log.info("session %s: channel %s, %s / %s", _short(wg_key), session.channel_id.hex()[:16],
                  session.v4, session.v6)
         return encode_json(ControlKind.SESSION_ACCEPT, terms.to_wire())
+
+    def _refused(self, wg_key: bytes, refusal: SetupRefused) -> bytes:
+        self.counters["setups_refused"] += 1
+        log.info("setup refused for %s: %s %s", _short(wg_key), refusal.reason, refusal.detail)
+        return encode_json(ControlKind.SESSION_REFUSED, {"reason": refusal.reason, "detail": refusal.detail})
+
+    def _checked_redemption(self, wg_key: bytes, request, signature: bytes, names: dict, doc):
+        """The redemption a voucher session request carries, parsed and checked by the core before
+        any chain call (the request itself first: signed by the channel's signer for this tunnel,
+        this node and this minute).
+
+        Raises:
+            SetupRefused: the request or the redemption fails a check (counted by the core).
+        """
+        import json
+
+        from agents.prover.errors import ProverError
+        from agents.prover.redemption import Redemption
+
+        with self.lock:
+            self.core.check_request(wg_key, request, signature, names, time.time())
+        try:
+            redemption = Redemption.from_json(json.dumps(doc))
+        except (ProverError, TypeError, ValueError) as exc:
+            self.core.count_refusal("bad_redemption")
+            raise SetupRefused("bad_redemption", str(exc)) from None
+        with self.lock:
+            self.core.check_redemption(request, names, redemption)
+        return redemption
 
     # -- metering ----------------------------------------------------------------------------------
 

@@ -2,6 +2,26 @@
 
 Everything the node asks the chain goes through here (the session core and runtime never touch ape),
 so a test can give the runtime the real contracts on anvil and the core a plain object.
+
+Voucher-pool channels. A client paying anonymously (``warren connect --pay voucher``) holds a note
+in a voucher pool; the channel its redemption opens is held by the pool and named by its terms. Why
+the client's redemption reaches the node *inside the tunnel, during session setup* (the quarantine
+control channel), rather than as a file the user hands to the operator for ``warren voucher submit``:
+
+* the user runs one command. A file handed over out of band needs a second channel between a
+  stranger and an operator (mail, a web form) that would itself link the two, and a wait for a person;
+* the redemption is sent by the node's operator (it earns the relayer fee), so the transaction that
+  opens the channel carries no address of the client's, and the client's signer needs no ETH
+  (funding it would link it to the depositor);
+* the redemption travels only inside WireGuard, bound to a request signed by the channel's fresh
+  signer for this tunnel, this node and this minute, so a captured one is useless elsewhere; the
+  node refuses one that pays another node before spending anything, and simulates the transaction
+  (a free ``eth_call``, which runs the pool's own verifier) before sending it, so a bad proof costs
+  a quarantined client's setup attempt and not the node's gas;
+* a retried setup (a client whose first attempt timed out) finds the note already redeemed: the node
+  skips the submission and reads the channel, so nothing is redeemed twice.
+
+``warren voucher submit`` stays for operators who want to take redemptions by hand.
 """
 
 from __future__ import annotations
@@ -13,8 +33,16 @@ from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
 from agents.chain import eip712
-from agents.chain.bindings import ChannelState, WarrenContracts, node_id_of
+from agents.chain.bindings import (
+    ChannelState,
+    VoucherChannel,
+    VoucherChannelError,
+    VoucherChannels,
+    WarrenContracts,
+    node_id_of,
+)
 from agents.errors import UserError, preflight, preflight_tokens
+from agents.node.session import SetupRefused
 
 __all__ = ["NodeChain", "channel_id_of"]
 
@@ -23,6 +51,8 @@ log = logging.getLogger("warren.node")
 ZERO_ADDRESS = "0x" + "00" * 20
 #: Gas asked for by the ETH checks before each transaction (generous round figures of what they use).
 REGISTER_GAS, UPDATE_GAS, APPROVE_GAS = 250_000, 60_000, 50_000
+#: voucher_pool.redeem as relayer: 269,593 steady, 286,681 for a relayer's first (docs/BENCHMARKS.md).
+REDEEM_GAS = 290_000
 
 
 def channel_id_of(chain_id: int, channels_address: str, node_id: bytes, client: str, signer: str) -> bytes:
@@ -41,13 +71,19 @@ class NodeChain:
         operator: the operator's ape account (sends registration and settlement transactions, signs
             cooperative closes).
         wg_public_key: the node's WireGuard public key.
+        voucher_pools: the deployment's voucher pools (by checksummed address) whose channels the
+            node accepts (:func:`agents.prover.chain.deployment_pools`).
     """
 
-    def __init__(self, contracts: WarrenContracts, operator, wg_public_key: bytes) -> None:
+    def __init__(self, contracts: WarrenContracts, operator, wg_public_key: bytes,
+                 voucher_pools: dict[str, VoucherChannels] | None = None) -> None:
         self.contracts = contracts
         self.operator = operator
         self.wg_public_key = bytes(wg_public_key)
         self.node_id = node_id_of(self.wg_public_key)
+        self.voucher_pools = dict(voucher_pools or {})
+        #: voucher channel id -> its pool's address (the EIP-712 domain of its close signature).
+        self._voucher_domain: dict[bytes, str] = {}
 
     @property
     def chain_id(self) -> int:
@@ -65,9 +101,78 @@ class NodeChain:
         """See :func:`channel_id_of` (no RPC)."""
         return channel_id_of(self.chain_id, self.channels_address, node_id, client, signer)
 
+    def session_channel(self, channel_id: bytes, names: dict) -> ChannelState:
+        """The channel a session request names, read now: a payment channel by its id, a voucher
+        channel (``names`` has ``pool``) as the pool shows the terms the request names, with this
+        node as the node.
+
+        Raises:
+            SetupRefused: a pool that is not the deployment's (``foreign_pool``), malformed terms
+                (``bad_request``), or terms the pool does not hold for this channel (``wrong_channel``:
+                another node's channel, another signer or deposit).
+        """
+        if "pool" not in names:
+            return self.channel(channel_id)
+        binding = self.voucher_pools.get(names["pool"])
+        if binding is None:
+            raise SetupRefused("foreign_pool", "this node settles only on its deployment's voucher pools")
+        try:
+            record = VoucherChannel(pool=names["pool"], chain_id=self.chain_id, channel_id=bytes(channel_id),
+                                    node_id=self.node_id, signer=names.get("signer"), deposit=names.get("deposit"))
+        except VoucherChannelError as exc:
+            raise SetupRefused("bad_request", str(exc)) from None
+        try:
+            state = binding.channel(record)
+        except VoucherChannelError:
+            raise SetupRefused("wrong_channel", "the pool holds other terms for this channel (another node, "
+                               "signer or deposit)") from None
+        self._voucher_domain[record.channel_id] = record.pool
+        return state
+
+    def redeem(self, redemption) -> str:
+        """Submit a client's redemption as relayer (see the module docstring for why the node does).
+
+        Args:
+            redemption: an :class:`agents.prover.redemption.Redemption` the session core checked
+                (:meth:`agents.node.session.NodeSessions.check_redemption`).
+
+        Returns:
+            ``"redeemed"``, or ``"already"`` when the note was redeemed before (a retried setup).
+
+        Raises:
+            SetupRefused: the pool is not ours, the pool would refuse it (``bad_redemption``: an
+                invalid proof, an unknown root, ...), or the operator cannot pay the gas
+                (``node_unavailable``; the operator's log says why in plain words).
+        """
+        from ape.exceptions import ContractLogicError
+
+        from agents.prover.chain import submit_redemption
+
+        binding = self.voucher_pools.get(to_checksum_address(redemption.pool))
+        if binding is None:
+            raise SetupRefused("foreign_pool", "this node settles only on its deployment's voucher pools")
+        pool = binding.pool
+        if pool.nullifier_spent(redemption.nullifier_hash):
+            return "already"
+        try:
+            pool.redeem.call(*redemption.args(), sender=self.operator)  # eth_call: the pool's verifier, no gas
+        except ContractLogicError as exc:
+            raise SetupRefused("bad_redemption", getattr(exc, "message", None) or str(exc)) from None
+        try:
+            preflight(self.operator, REDEEM_GAS, "submitting a client's voucher redemption")
+        except UserError as exc:
+            log.error("%s", exc)
+            raise SetupRefused("node_unavailable", "the node cannot submit redemptions now") from None
+        submission = submit_redemption(pool, redemption, self.operator)
+        log.info("redeemed a voucher as relayer: channel %s, fee %d token wei, gas %d",
+                 submission.channel.channel_id.hex()[:16], redemption.relayer_fee, submission.gas_used)
+        return "redeemed"
+
     def sign_close(self, close: eip712.CooperativeClose) -> bytes:
-        """The operator's EIP-712 CooperativeClose signature (r || s || v)."""
-        signable = encode_typed_data(full_message=eip712.typed_data(close, self.chain_id, self.channels_address))
+        """The operator's EIP-712 CooperativeClose signature (r || s || v), for the domain of the
+        contract holding the channel (its voucher pool, or payment_channels)."""
+        domain = self._voucher_domain.get(bytes(close.channel_id), self.channels_address)
+        signable = encode_typed_data(full_message=eip712.typed_data(close, self.chain_id, domain))
         sig = self.operator.sign_message(signable)
         return bytes(sig.r) + bytes(sig.s) + bytes([sig.v])
 

@@ -28,6 +28,7 @@ from agents.node.presence import NodePresence
 from agents.node.session import QUARANTINE_PREFIX, AddressPool, NodeOffer
 from agents.node.settlement import ContractsChainPort, SettlementPolicy, Settler, default_threshold
 from agents.node.store import NodeStore
+from agents.prover.chain import deployment_pools
 from agents.unixctl import ControlServer
 from agents.wallet import load_account, private_key_of
 from agents.wireguard.config import decode_key, public_key
@@ -77,7 +78,8 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
     with connect(config.rpc, config.network) as project:
         contracts = load_contracts(project, config.deployment)
         operator = load_account(config.operator, config.network)
-        chain = NodeChain(contracts, operator, wg_public)
+        pools = deployment_pools(project, config.deployment, contracts.chain_id)  # voucher channels: these pools
+        chain = NodeChain(contracts, operator, wg_public, voucher_pools=pools)
         done = chain.ensure_registered(config.region, config.price_per_gib, config.stake)
         log.info("node %s: %s (region %s, price %d token wei/GiB)", node_id.hex(), done, config.region,
                  config.price_per_gib)
@@ -87,10 +89,14 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
         offer = NodeOffer(node_id=node_id, chain_id=contracts.chain_id, channels_address=str(contracts.channels.address),
                           price_per_gib=config.price_per_gib, credit_bytes=config.credit_bytes,
                           receipt_bytes=config.receipt_bytes, receipt_interval_s=config.receipt_interval_s,
-                          max_pending=config.max_pending, setup_timeout_s=config.setup_timeout_s)
+                          max_pending=config.max_pending, setup_timeout_s=config.setup_timeout_s,
+                          voucher_pools=tuple(pools))
 
-        def ledger_for(terms):
-            store.upsert_channel(terms)
+        def ledger_for(terms, voucher=None):
+            if voucher is None:
+                store.upsert_channel(terms)
+            else:  # kind "voucher": the settler settles it on its pool, with these terms
+                store.upsert_channel(terms, kind="voucher", pool=voucher.pool, voucher_terms=voucher.to_json())
             return ReceiptLedger(terms, store.receipt_store(terms.channel_id))
 
         exit_table = ExitTable(config.interface, config.uplink, node_v4=pool.node_v4, node_v6=pool.node_v6,
@@ -111,7 +117,7 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
         agent = NodeAgent(tunnel_factory=tunnel_factory, chain=chain, offer=offer, pool=pool, ledger_for=ledger_for,
                           exit_table=exit_table, resolver=resolver, store=store, private_key=private_key,
                           listen_port=config.listen_port, mtu=mtu)
-        port = ContractsChainPort(contracts, operator)
+        port = ContractsChainPort(contracts, operator, pools)
         threshold = (default_threshold(SETTLE_GAS, int(config.gas_price_gwei * 10**9),
                                        int(config.token_price_eth * 10**18))
                      if config.settlement_threshold == "auto" else int(config.settlement_threshold))

@@ -22,6 +22,7 @@ from zk.merkle import LeanIMT
 __all__ = [
     "Submission",
     "channel_from_event",
+    "deployment_pools",
     "deposit_note",
     "fetch_deposits",
     "find_channel",
@@ -29,6 +30,22 @@ __all__ = [
     "submit_redemption",
     "sync_spent",
 ]
+
+
+def deployment_pools(project: Any, deployment_path, chain_id: int) -> dict:
+    """The voucher pools a deployment file names (``voucher_pool*`` entries), as
+    :class:`~agents.chain.bindings.VoucherChannels` by checksummed address.
+
+    These are the pools an agent trusts: a pool named only by the other side could be any contract.
+    """
+    from eth_utils import to_checksum_address
+
+    from agents.chain.bindings import VoucherChannels
+    from agents.chain.deployment import Deployment
+
+    deployment = Deployment.load(deployment_path)
+    return {to_checksum_address(address): VoucherChannels(project.voucher_pool.at(address), chain_id)
+            for name, address in deployment.addresses.items() if name.startswith("voucher_pool")}
 
 
 def deposit_note(store: NoteStore, pool: Any, token: Any, sender: Any, amount: int) -> StoredNote:
