@@ -73,7 +73,13 @@ class ConnectError(Exception):
 
 @dataclasses.dataclass
 class OpenChannel:
-    """A channel this client holds to one node, with its payment signer."""
+    """A channel this client holds to one node, with its payment signer.
+
+    ``channels_address`` is the contract holding the channel (payment_channels, or a voucher pool):
+    the EIP-712 domain of its session requests and receipts. ``session_names`` are the naming fields
+    of the session request (None: a payment channel's client and signer); ``redemption`` is a voucher
+    redemption the node submits during setup to open the channel (None once it is open).
+    """
 
     channel_id: bytes
     node_id: bytes
@@ -83,6 +89,8 @@ class OpenChannel:
     chain_id: int
     channels_address: str
     receipt_signer: ReceiptSigner | None = None
+    session_names: dict | None = None
+    redemption: dict | None = None
 
 
 @dataclasses.dataclass
@@ -273,9 +281,11 @@ class ClientAgent:
             raise ConnectError("no answer from the node's control address (handshake or quarantine failed)")
         request = SessionRequest(channel.channel_id, node.node_id, my_key, int(time.time()), os.urandom(32))
         signature = sign_request(request, channel.signer_key, channel.chain_id, channel.channels_address)
-        client = self.chain.client_address
-        conn.sendall(encode_json(ControlKind.SESSION_REQUEST,
-                                 request.to_wire(signature, client=client, signer=channel.signer)))
+        names = channel.session_names or {"client": self.chain.client_address, "signer": channel.signer}
+        body = request.to_wire(signature, **names)
+        if channel.redemption is not None:  # the node submits it as relayer before checking the channel
+            body["redemption"] = channel.redemption
+        conn.sendall(encode_json(ControlKind.SESSION_REQUEST, body))
         reader = ControlReader()
         conn.settimeout(max(0.5, deadline - time.monotonic()))
         try:
@@ -285,6 +295,7 @@ class ClientAgent:
                     raise ConnectError("the node closed the control connection")
                 for frame in reader.feed(data):
                     if frame.kind is ControlKind.SESSION_ACCEPT:
+                        channel.redemption = None  # submitted: the channel is open now
                         conn.settimeout(None)
                         conn.setblocking(False)
                         return conn, SessionTerms.from_wire(decode_json(frame))
@@ -455,8 +466,9 @@ class ClientAgent:
                 self._read_frames(session)
             if session.close_signature is not None:
                 try:
-                    self.chain.cooperative_close(session.route.channel, receipt, signature, session.close_signature)
-                    summary["closed"] = "cooperative"
+                    closed = self.chain.cooperative_close(session.route.channel, receipt, signature,
+                                                          session.close_signature)
+                    summary["closed"] = closed or "cooperative"  # a voucher channel is "left_open"
                 except Exception as exc:
                     log.warning("cooperative close failed: %s; starting a unilateral close", exc)
             if "closed" not in summary:

@@ -1,6 +1,7 @@
 """`warren connect`, `warren status`, `warren disconnect`: the client's commands.
 
     warren connect --config client.toml [--region NL] [--max-price WEI] [--budget WEI] [--node ID]
+                   [--pay channel|voucher]
     warren status --config client.toml
     warren disconnect --config client.toml
 
@@ -27,6 +28,9 @@ def add_commands(subparsers) -> None:
     connect.add_argument("--max-price", type=int, help="skip nodes above this price, token wei per GiB")
     connect.add_argument("--budget", type=int, help="deposit of each channel, token wei")
     connect.add_argument("--node", help="use this node id only")
+    connect.add_argument("--pay", choices=("channel", "voucher"),
+                         help="channel: a payment channel funded by [account]; voucher: a note deposited with "
+                              "`warren voucher deposit`, unlinkable on chain (default: the config's pay)")
     connect.add_argument("--log-level", default="INFO")
     connect.set_defaults(func=_connect)
     status = subparsers.add_parser("status", help="the running connection: node, bytes, spent, balance")
@@ -47,7 +51,7 @@ def _connect(args) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return run_connect(load_config(args.config), region=args.region, max_price=args.max_price,
-                       budget=args.budget, node=args.node)
+                       budget=args.budget, node=args.node, pay=args.pay)
 
 
 def _status(args) -> int:

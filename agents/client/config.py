@@ -23,8 +23,17 @@
     deployment = "deployments/ethereum-local.json"
 
     [account]                          # funds the channel deposits: as the node's [operator]
-    keystore = "client.json"
+    keystore = "client.json"           # (not needed with pay = "voucher": that never uses it)
     passphrase_env = "WARREN_PASSPHRASE"
+
+Paying anonymously (README, "Pay anonymously")::
+
+    pay = "voucher"                    # default "channel": a payment channel from [account]
+    [voucher]
+    notes = "~/.warren/notes.json"     # `warren voucher deposit`'s notes (0600); signers.json beside it
+    keys = "keys/voucher-depth20"      # proving key of the pool's circuit (`warren voucher setup`)
+    relayer_fee = "10000000000000000"  # paid from the voucher to the node that submits its redemption
+    pool = "0x..."                     # which of the deployment's pools (omit: the one we hold notes of)
 """
 
 from __future__ import annotations
@@ -34,16 +43,22 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from eth_utils import is_address, to_checksum_address
+
 from agents.chain.connect import DEFAULT_NETWORK, DEFAULT_RPC, REPO_ROOT
 from agents.chain.deployment import default_path
 from agents.node.config import endpoint_text, read_ifname, check_region, operator_spec, read_chain
 from agents.tomlconfig import ConfigError, Table, read_toml, wei_to_toml, write_toml
 from agents.wallet import AccountSpec
 
-__all__ = ["ClientConfig", "ConfigError", "load_config", "write_config"]
+__all__ = ["PAY_CHOICES", "ClientConfig", "ConfigError", "load_config", "write_config"]
 
 TOKEN = 10**18
 DEFAULT_DATA_DIR = Path("~/.warren/client").expanduser()
+#: How `warren connect` pays: a payment channel funded from [account], or a voucher note.
+PAY_CHOICES = ("channel", "voucher")
+#: `warren voucher`'s default notes file (agents.prover.cli.DEFAULT_NOTES).
+DEFAULT_NOTES = Path("~/.warren/notes.json").expanduser()
 
 
 @dataclass(frozen=True)
@@ -54,7 +69,7 @@ class ClientConfig:
     :attr:`killswitch_exceptions`; ``[account]`` is :attr:`account`.
     """
 
-    account: AccountSpec
+    account: AccountSpec | None = None
     data_dir: Path = DEFAULT_DATA_DIR
     interface: str = "warrenc0"
     region: str | None = None
@@ -70,8 +85,22 @@ class ClientConfig:
     rpc: str = DEFAULT_RPC
     network: str = DEFAULT_NETWORK
     deployment: Path | None = None
+    pay: str = "channel"
+    voucher_notes: Path = DEFAULT_NOTES
+    #: None: beside the notes file (as `warren voucher` keeps them).
+    voucher_signers: Path | None = None
+    #: None: keys/voucher-depth<pool depth> in the repository (where `warren voucher setup` writes).
+    voucher_keys: Path | None = None
+    #: 0.01 token: what the node earns for paying the redemption's gas (~270,000).
+    relayer_fee: int = TOKEN // 100
+    voucher_pool: str | None = None
 
     def __post_init__(self) -> None:
+        if self.pay not in PAY_CHOICES:
+            raise ConfigError(f"pay must be one of {', '.join(PAY_CHOICES)}, not {self.pay!r}")
+        if self.account is None and self.pay != "voucher":
+            raise ConfigError("a client that pays by channel needs an [account] (or pay = \"voucher\")")
+        object.__setattr__(self, "voucher_notes", Path(self.voucher_notes))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         if self.deployment is None:
             object.__setattr__(self, "deployment", default_path(self.network, REPO_ROOT))
@@ -95,7 +124,13 @@ class ClientConfig:
                          "max_latency_ms": self.max_latency_ms},
             "killswitch": {"exceptions": list(self.killswitch_exceptions)},
             "chain": {"rpc": self.rpc, "network": self.network, "deployment": str(self.deployment)},
-            "account": self.account.to_dict(),
+            "account": None if self.account is None else self.account.to_dict(),
+            "pay": self.pay,
+            "voucher": {k: v for k, v in {
+                "notes": str(self.voucher_notes),
+                "signers": None if self.voucher_signers is None else str(self.voucher_signers),
+                "keys": None if self.voucher_keys is None else str(self.voucher_keys),
+                "relayer_fee": wei_to_toml(self.relayer_fee), "pool": self.voucher_pool}.items() if v is not None},
         }
         return {k: v for k, v in top.items() if v is not None}
 
@@ -136,9 +171,23 @@ def load_config(path: str | os.PathLike) -> ClientConfig:
     values["killswitch_exceptions"] = killswitch.networks("exceptions", ())
     killswitch.finish()
     values.update(read_chain(top, base))
+    values["pay"] = top.string("pay", "channel", " or ".join(f'"{c}"' for c in PAY_CHOICES))
+    if values["pay"] not in PAY_CHOICES:
+        raise top.fail("pay", " or ".join(f'"{c}"' for c in PAY_CHOICES), values["pay"])
+    voucher = top.table("voucher")
+    values["voucher_notes"] = voucher.path_("notes", DEFAULT_NOTES, base)
+    values["voucher_signers"] = voucher.path_("signers", None, base)
+    values["voucher_keys"] = voucher.path_("keys", None, base)
+    values["relayer_fee"] = voucher.wei("relayer_fee", d["relayer_fee"].default)
+    pool = voucher.string("pool", None, "a voucher pool address (0x + 40 hex digits)")
+    if pool is not None and not is_address(pool):
+        raise voucher.fail("pool", "a voucher pool address (0x + 40 hex digits)", pool)
+    values["voucher_pool"] = None if pool is None else to_checksum_address(pool)
+    voucher.finish()
     account = top.raw_table("account")
     top.finish()
-    values["account"] = operator_spec(path, account, base, values["network"], section="account")
+    if account or values["pay"] != "voucher":  # a voucher client needs no account: it never sends a transaction
+        values["account"] = operator_spec(path, account, base, values["network"], section="account")
     return ClientConfig(**values)
 
 

@@ -22,7 +22,7 @@ from agents.chain.connect import connect as chain_connect
 from agents.chain.connect import load_contracts
 from agents.chain.directory import RegistryDirectory
 from agents.client.agent import ClientAgent, ConnectError, Route
-from agents.client.chain import ClientChain
+from agents.client.chain import client_port
 from agents.client.config import ClientConfig
 from agents.client.discovery import ClientDiscovery
 from agents.client.killswitch import KillSwitch
@@ -71,7 +71,7 @@ def _write_state(path: Path, state: dict) -> None:
 
 
 def run_connect(config: ClientConfig, *, region: str | None = None, max_price: int | None = None,
-                budget: int | None = None, node: str | None = None,
+                budget: int | None = None, node: str | None = None, pay: str | None = None,
                 stop: threading.Event | None = None) -> int:
     """Connect and stay connected (failing over as needed) until told to disconnect."""
     stop = stop or threading.Event()
@@ -81,6 +81,7 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
     region = region or config.region
     max_price = max_price if max_price is not None else config.max_price
     budget = budget or config.budget
+    pay = pay or config.pay  # "voucher": agents.client.chain.VoucherChain (the account is never loaded)
     state_path = _state_file(config)
     if config.killswitch_exceptions:
         raise UserError("kill switch exceptions are not supported yet: remove [killswitch] exceptions from the "
@@ -105,8 +106,7 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
     try:
         with chain_connect(config.rpc, config.network) as project:
             contracts = load_contracts(project, config.deployment)
-            from agents.wallet import load_account
-            chain = ClientChain(contracts, load_account(config.account, config.network), Path(config.data_dir) / "channels")
+            chain = client_port(project, contracts, config, pay)
             candidates = eligible(chain.candidates(), region=region, max_price=max_price)
             if node:
                 candidates = [c for c in candidates if c.node.node_id.hex() == node.lower().removeprefix("0x")]
