@@ -47,14 +47,19 @@ class Chain:
     addresses: dict[str, str]
 
 
-def deploy_chain(anvil_url: str, workdir: Path) -> Chain:
-    """Deploy Warren on the anvil at ``anvil_url`` and mint tokens to the nodes and the client."""
+def deploy_chain(anvil_url: str, workdir: Path, voucher_denominations: tuple[int, ...] = ()) -> Chain:
+    """Deploy Warren on the anvil at ``anvil_url`` and mint tokens to the nodes and the client.
+
+    ``voucher_denominations``: one voucher pool per amount (token wei), with the checked-in depth-20
+    development verifier (none by default: they add a few seconds of deployment).
+    """
     from ape import accounts, chain
 
     with connect(anvil_url) as project:
         owner = accounts.test_accounts[OWNER]
         deployment = deploy_all(project, owner, chain, DeployParameters(
-            guardians=[accounts.test_accounts[i].address for i in (1, 2)], voucher_denominations=[]),
+            guardians=[accounts.test_accounts[i].address for i in (1, 2)],
+            voucher_denominations=list(voucher_denominations)),
                                 log=lambda _: None)
         path = workdir / "deployment.json"
         deployment.save(path)

@@ -26,6 +26,7 @@ __all__ = [
     "deposit_note",
     "fetch_deposits",
     "find_channel",
+    "mentions",
     "pool_tree",
     "submit_redemption",
     "sync_spent",
@@ -173,6 +174,22 @@ def find_channel(pool: Any, nullifier_hash: int, start_block: int = 0) -> Vouche
     if len(events) != 1:
         raise ChainDataError(f"{len(events)} Redeemed events for channel 0x{channel_id.hex()}")
     return channel_from_event(pool, events[0])
+
+
+def mentions(tx: Any, address: str) -> bool:
+    """Whether a transaction (an ape receipt) names ``address``: as its sender, in its call data, or in
+    any topic or data of its logs. What the unlinkability checks search: a voucher's redemption and
+    channel transactions must not name the depositor.
+    """
+    needle = bytes.fromhex(address[2:].lower())
+    if str(tx.sender).lower() == address.lower():
+        return True
+    blobs = [bytes(tx.transaction.data)]
+    for entry in tx.logs:
+        blobs += [bytes(topic) for topic in entry["topics"]]
+        data = entry["data"]
+        blobs.append(bytes.fromhex(data[2:]) if isinstance(data, str) else bytes(data))
+    return any(needle in blob for blob in blobs)
 
 
 def sync_spent(store: NoteStore, pool: Any) -> int:

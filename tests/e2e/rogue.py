@@ -38,7 +38,8 @@ from agents.control import (
     encode_json,
     sign_request,
 )
-from agents.metering import ChannelTerms, ReceiptSigner, RemoteProtocolError, encode_receipt
+from agents.chain import eip712
+from agents.metering import ChannelTerms, ReceiptSigner, RemoteProtocolError, encode_receipt, price_of
 from agents.node.agent import NodeAgent
 from agents.node.session import quarantine_address
 from agents.wireguard.config import InterfaceConfig, PeerConfig, decode_key, generate_private_key
@@ -156,8 +157,14 @@ class RogueClient:
                                  base64.b64decode(cmd["wg_key"]) if "wg_key" in cmd else self.key,
                                  timestamp, os.urandom(32))
         key = os.urandom(32) if cmd.get("forge") else bytes.fromhex(channel["signer_key"])
-        signature = sign_request(request, key, self.setup["chain_id"], self.setup["channels_address"])
-        body = request.to_wire(signature, client=channel["client"], signer=channel["signer"])
+        signature = sign_request(request, key, self.setup["chain_id"], _domain(self.setup, channel))
+        if "pool" in channel:  # a voucher-pool channel: named by its pool and terms
+            body = request.to_wire(signature, signer=channel["signer"], pool=channel["pool"],
+                                   voucher_deposit=channel["deposit"])
+        else:
+            body = request.to_wire(signature, client=channel["client"], signer=channel["signer"])
+        if "redemption" in cmd:  # the voucher redemption the node is asked to submit first
+            body["redemption"] = cmd["redemption"]
         self.requests.append(body)
         return body
 
@@ -167,7 +174,7 @@ class RogueClient:
         self.signer = ReceiptSigner(ChannelTerms(
             channel_id=bytes.fromhex(channel["channel_id"]), signer=channel["signer"], deposit=channel["deposit"],
             price_per_gib=terms.price_per_gib, credit_bytes=terms.credit_bytes, chain_id=self.setup["chain_id"],
-            verifying_contract=self.setup["channels_address"]), bytes.fromhex(channel["signer_key"]))
+            verifying_contract=_domain(self.setup, channel)), bytes.fromhex(channel["signer_key"]))
         tun = self.tunnel.tun
         tun.ip("addr", "add", f"{terms.address_v4}/32", "dev", tun.name)
         for target in [*terms.dns[:1], *cmd.get("routes", [])]:
@@ -201,7 +208,12 @@ class RogueClient:
         with self._lock:
             billed = self.invoice[0]
         cumulative = self.terms.paid_bytes + billed + int(cmd.get("extra", 0))
-        receipt, signature = self.signer.sign(cumulative)
+        if cmd.get("wrong_key"):  # the channel's domain and terms, signed by a key that is not its signer
+            terms = self.signer.terms
+            receipt = eip712.Receipt(terms.channel_id, cumulative, price_of(cumulative, terms.price_per_gib))
+            signature = eip712.sign(receipt, os.urandom(32), terms.chain_id, terms.verifying_contract)
+        else:
+            receipt, signature = self.signer.sign(cumulative)
         kind = ControlKind.CLOSE_REQUEST if cmd.get("close") else ControlKind.RECEIPT
         self.close_signature = None
         self.conn.sendall(encode(kind, encode_receipt(receipt, signature)))
@@ -258,6 +270,11 @@ class RogueClient:
         """What the node told this client so far."""
         with self._lock:
             return {"invoice": self.invoice, "acks": self.acks[-3:], "refused": self.refused}
+
+
+def _domain(setup: dict, channel: dict) -> str:
+    """The EIP-712 verifying contract of a channel: its voucher pool, or payment_channels."""
+    return channel.get("pool") or setup["channels_address"]
 
 
 def _client_main() -> int:
