@@ -198,6 +198,24 @@ class Link:
     b_address: str
 
 
+#: Router hops the lab's internet stands for between any two attached hosts. A bridge forwards without
+#: touching the TTL, so the core drops a UDP datagram that would not survive that many routers:
+#: without it the "low-TTL" first punch of NAT traversal (agents.overlay.nat.LOW_TTL), which on the
+#: real internet expires between the two NATs, reached the peer's NAT router one bridge away and left
+#: there the conntrack entry that makes its masquerade pick another port (no punched path ever).
+INTERNET_HOPS = 2
+#: The internet namespace's nftables table (bridge family: it sees frames crossing br0).
+INTERNET_CORE = f"""
+table bridge internet_core {{
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+        meta l4proto udp ip ttl <= {INTERNET_HOPS} drop
+        meta l4proto udp ip6 hoplimit <= {INTERNET_HOPS} drop
+    }}
+}}
+"""
+
+
 class Internet:
     """A shared LAN standing for the public internet: a Linux bridge in its own namespace.
 
@@ -372,6 +390,7 @@ class Lab:
         ns = self.add_host(name)
         ns.ip("link", "add", "br0", "type", "bridge")
         ns.ip("link", "set", "br0", "up")
+        ns.run(["nft", "-f", "-"], input=INTERNET_CORE.encode())
         return Internet(self, ns, ipaddress.IPv4Network(subnet))
 
     def add_nat(self, name: str, nat_type: NatType, internet: Internet,

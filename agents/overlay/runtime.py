@@ -234,12 +234,14 @@ def attach_to_tunnel(node: OverlayNode, tunnel, reactor: UdpReactor) -> OverlayR
 
     The tunnel (``agents.wireguard.runtime.Tunnel``) hands every non-WireGuard datagram to the
     runtime through its demultiplexer hook; the runtime sends with ``tunnel.send_datagram``; the
-    reactor runs the node's timers. The tunnel cannot set a per-datagram TTL, so low-TTL punches are
-    not sent (punching then relies on both ends starting together, nat.PUNCH_SYNC_S).
+    reactor runs the node's timers. Low-TTL punches (nat.LOW_TTL) go out with a per-datagram TTL
+    (``tunnel.send_datagram(..., ttl=)``); without them two port-restricted NATs only met when the
+    punches happened to cross in time (nat.PUNCH_SYNC_S), which in the lab they rarely did.
     """
     if not hasattr(tunnel, "set_demux") or not hasattr(tunnel, "send_datagram"):
         raise LocalProtocolError("overlay: tunnel lacks set_demux/send_datagram")
     rt = OverlayRuntime(node, lambda data, addr: tunnel.send_datagram(data, addr))
+    rt.send_ttl = lambda data, addr, ttl: tunnel.send_datagram(data, addr, ttl=ttl)
     tunnel.set_demux(rt.on_datagram)
     reactor.add_runtime(rt)
     return rt

@@ -38,6 +38,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -292,9 +293,23 @@ class Tunnel(TunnelBackend):
         """
         self._demux = callback
 
-    def send_datagram(self, data: bytes, address: tuple) -> None:
-        """Send a non-WireGuard datagram (e.g. an overlay message) from the tunnel's socket."""
-        self._sendto(data, address)
+    def send_datagram(self, data: bytes, address: tuple, ttl: int | None = None) -> None:
+        """Send a non-WireGuard datagram (e.g. an overlay message) from the tunnel's socket.
+
+        ``ttl``: this datagram's IP TTL (hop limit for IPv6), for NAT punching's low-TTL first punch.
+        It travels as a control message of this one ``sendmsg``: setting the socket's IP_TTL instead
+        would, for that moment, give the data threads' datagrams the low TTL too.
+        """
+        if ttl is None:
+            self._sendto(data, address)
+            return
+        wire = self._wire_address(address) if self._dual_stack else address
+        v6 = ":" in wire[0] and not wire[0].startswith("::ffff:")
+        level, opt = (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT) if v6 else (socket.IPPROTO_IP, socket.IP_TTL)
+        try:
+            self.sock.sendmsg([data], [(level, opt, struct.pack("i", ttl))], 0, wire)
+        except OSError as exc:  # best effort, as _sendto (a full buffer loses this one punch)
+            log.debug("%s: send to %s with TTL %d: %s", self.ifname, address, ttl, exc)
 
     # -- lifecycle --------------------------------------------------------------------------------
 

@@ -224,8 +224,6 @@ def test_chain_down_mid_session__node_stopped_meanwhile__settles_once_chain_is_b
 
 # -- NAT traversal ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="known bug: a client behind a port-restricted NAT gets node_c through "
-                   "node_a's relay (endpoint 127.0.0.1:P), not a punched path; see the resilience report")
 def test_client_behind_nat__node_behind_port_restricted_nat__punched_download_checksum_equal(net):
     world, chain, workdir, node = net["world"], net["chain"], net["workdir"], net["nodes"]["node_c"]
     proc, config, status = _connect(world, chain, workdir, node.status()["node_id"], world.node_a)

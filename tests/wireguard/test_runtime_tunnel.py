@@ -4,6 +4,7 @@ import errno
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 
@@ -22,6 +23,9 @@ from agents.wireguard.backend import TunnelBackend
 from agents.wireguard.config import PeerConfig, encode_key, generate_private_key, public_key
 from agents.wireguard.runtime import is_wireguard_datagram
 from agents.wireguard.uapi import UapiClient, socket_path
+
+#: <linux/in.h>: ask for each datagram's TTL as a control message (Python's socket module lacks it).
+IP_RECVTTL = 12
 
 
 def test_tunnel_up__python_to_python_processes__ping_show_and_sigterm(lab, hosts, tmp_path):
@@ -170,6 +174,29 @@ def test_demux__non_wireguard_datagrams_reach_callback_and_replies_share_the_soc
     # WireGuard traffic on the same socket is unaffected.
     assert a.ping(B_TUNNEL) and go.peers()[0].last_handshake is not None
     assert len(seen) == 1
+
+
+def test_send_datagram_with_ttl__only_that_datagram_has_it__data_plane_keeps_the_default(lab, hosts):
+    """NAT punching's low-TTL punch: one datagram with TTL 2, the next (and WireGuard's) with the default."""
+    a, b, link = hosts
+    a_config, b_config = tunnel_pair(link.a_address, link.b_address)
+    tunnel = start_python_tunnel(lab, a, a_config)
+    start_wireguard_go_in(lab, b, b_config)
+    with b.enter():
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with other:
+        other.settimeout(2)
+        other.bind((link.b_address, 0))
+        other.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        ttls = []
+        for ttl in (2, None, 7):
+            tunnel.send_datagram(b"\x10punch", other.getsockname(), ttl=ttl)
+            data, ancillary, _, _ = other.recvmsg(64, socket.CMSG_SPACE(4))
+            assert data == b"\x10punch"
+            ttls += [struct.unpack("i", c[:4])[0] for level, kind, c in ancillary
+                     if (level, kind) == (socket.IPPROTO_IP, socket.IP_TTL)]
+    assert ttls[0] == 2 and ttls[1] > 7 and ttls[2] == 7
+    assert a.ping(B_TUNNEL)  # the tunnel's own datagrams are unaffected
 
 
 def test_empty_and_short_datagrams__tunnel_keeps_running(lab, hosts):
