@@ -37,6 +37,10 @@ nodes): the ring members we know are written there whenever they change, and a r
 joins through them after its configured bootstrap peers. Without that, the ring's first node (its own
 bootstrap) restarted alone while the others, having dropped it as dead, kept a ring of their own:
 the overlay stayed split and clients asking the first node found nobody else.
+
+Records live in memory on their holders. A public node holds its own (it owns its id's key); a node
+behind a NAT looks its record up every ``record_check_s`` and publishes it again when it is gone, so
+a record outlives the restart of all of its holders by seconds, not by half a TTL.
 """
 
 from __future__ import annotations
@@ -49,11 +53,11 @@ import threading
 import time
 from pathlib import Path
 
-from agents.overlay.core import Joined, OverlayConfig, OverlayNode, PutDone
+from agents.overlay.core import GetDone, Joined, OverlayConfig, OverlayNode, PutDone
 from agents.overlay.errors import LocalProtocolError, RemoteProtocolError
 from agents.overlay.ids import node_id_from_wg_key
 from agents.overlay.nat import DataReceived, NatAgent, PathDown, PathUp, RelayLimits
-from agents.overlay.records import RecordValidator, RevocationAuthority, make_peer_record
+from agents.overlay.records import PEER, RecordValidator, RevocationAuthority, make_peer_record
 from agents.overlay.runtime import UdpReactor, attach_to_tunnel
 from agents.overlay.store import RecordStore
 from agents.overlay.wgrelay import RelayBridge
@@ -79,6 +83,9 @@ PUBLISH_TIMEOUT_S = 10.0  # one put: a lookup (bounded by lookup_deadline, 10 s)
 REJOIN_PEERS = 4
 # How often the known-peer list is compared with the saved one (written only when it changed).
 PEERS_SAVE_S = 5.0
+# A node behind a NAT does not hold its own record (it is not in the ring): this often it looks the
+# record up and publishes it again when it is gone (every holder restarted: stores are in memory).
+RECORD_CHECK_S = 15.0
 # Loopback bridge ports for relayed clients (one socket each): the relay grants at most 64 sessions
 # (RelayLimits.max_sessions), and a node rarely has more relayed clients than that at once.
 MAX_RELAYED_CLIENTS = 64
@@ -131,13 +138,14 @@ class NodePresence:
         authority: who may revoke (revocation records are refused without one).
         config: overlay tunables.
         peers_file: where the ring members we know are kept across restarts (None: not kept).
+        record_check_s: behind a NAT, how often to check that our record can still be found.
     """
 
     def __init__(self, tunnel, *, operator_key, region: str, price_per_gib: int, directory,
                  bootstrap: list, public_endpoint: tuple | None = None, relay: bool = False,
                  ttl_s: int = DEFAULT_TTL_S, relay_limits: RelayLimits | None = None,
                  authority: RevocationAuthority | None = None, config: OverlayConfig | None = None,
-                 peers_file: Path | None = None) -> None:
+                 peers_file: Path | None = None, record_check_s: float = RECORD_CHECK_S) -> None:
         if relay and public_endpoint is None:
             raise LocalProtocolError("presence: a relay must have a public endpoint")
         if not bootstrap and public_endpoint is None:
@@ -153,6 +161,7 @@ class NodePresence:
         self.relay = relay
         self.ttl_s = int(ttl_s)
         self.peers_file = Path(peers_file) if peers_file is not None else None
+        self.record_check_s = record_check_s
         self._saved_peers: list[tuple] = self._load_peers()
         self.node_id = node_id_from_wg_key(tunnel.public_key)
         self._reactor, self.rt, self.nat = make_overlay(tunnel, self.node_id, directory, authority=authority,
@@ -267,11 +276,18 @@ class NodePresence:
         interval = max(self.ttl_s / 2, 1.0)
         retry = min(interval, 10.0)  # a failed put is retried sooner, still well within the TTL
         due = time.monotonic() + interval
-        while not self._stop.wait(min(PEERS_SAVE_S, max(due - time.monotonic(), 0.0))):
+        check_due = time.monotonic() + self.record_check_s
+        while not self._stop.wait(min(PEERS_SAVE_S, self.record_check_s, max(due - time.monotonic(), 0.0))):
             try:
                 self.save_peers()
             except OSError as exc:
                 log.warning("presence: cannot save known peers: %s", exc)
+            if self.public_endpoint is None and time.monotonic() >= check_due:
+                check_due = time.monotonic() + self.record_check_s
+                if not self.record_findable():
+                    log.info("presence: our PeerRecord is no longer in the overlay (its holders restarted?): "
+                             "publishing it again")
+                    due = 0.0
             if time.monotonic() < due:
                 continue
             try:
@@ -279,6 +295,14 @@ class NodePresence:
             except LocalProtocolError as exc:  # e.g. the operator changed on chain: keep trying
                 log.warning("presence: cannot republish: %s", exc)
                 due = time.monotonic() + retry
+
+    def record_findable(self) -> bool:
+        """Whether a look-up of our id finds our current PeerRecord (True when we cannot tell)."""
+        op = self.rt.call(lambda node, t: node.get(self.node_id, t))
+        ev = self.rt.wait_for(lambda e: isinstance(e, GetDone) and e.op_id == op, PUBLISH_TIMEOUT_S)
+        if ev is None:  # the overlay did not answer: a put would not get through either
+            return True
+        return any(r.kind == PEER and r.node_id == self.node_id and r.seq >= self.seq for r in ev.records)
 
     def close(self) -> None:
         """Stop republishing, the relay bridge and the overlay timers (the tunnel is the caller's)."""

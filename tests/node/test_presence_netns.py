@@ -262,3 +262,51 @@ def test_presence__first_node_restarted__rejoins_through_its_saved_peers_not_alo
     for name in "EF":
         assert lab.wait_for(lambda name=name: client.resolve(id_to_bytes(ids[name]), timeout=5) is not None, 20)
     assert lab.wait_for(lambda: all(ids["A"] in ring_ids(o) for o in others), 15)
+
+
+def test_presence__record_holder_restarted__node_behind_nat_publishes_again(lab):
+    """B (behind a NAT) is not in the ring: its record lives on A alone. A restarts with an empty
+    store; B notices its record is gone and publishes it again, and clients find B within seconds."""
+    inet = lab.add_internet("198.51.100.0/24")
+    ns_a, ns_c = lab.add_host("a"), lab.add_host("c")
+    ip_a = inet.attach(ns_a)
+    inet.attach(ns_c)
+    nat_b = lab.add_nat("natb", NatType.PORT_RESTRICTED, inet)
+    ns_b = lab.add_host("b")
+    nat_b.attach(ns_b)
+    keys = {name: generate_private_key() for name in "ABC"}
+    ops = {name: Account.create() for name in "AB"}
+    ids = {name: node_id_from_wg_key(public_key(keys[name])) for name in "AB"}
+    boot = [(ip_a, PORT)]
+
+    def directory():
+        return InMemoryDirectory({ids[n]: ops[n].address for n in "AB"})
+
+    def tunnel(ns, name):
+        return start_python_tunnel(lab, ns, InterfaceConfig(private_key=keys[name], listen_port=PORT, mtu=MESH_MTU))
+
+    def node_a():
+        tun = tunnel(ns_a, "A")
+        presence = NodePresence(tun, operator_key=ops["A"].key, region="EU", price_per_gib=PRICE,
+                                directory=directory(), bootstrap=boot, public_endpoint=(ip_a, PORT))
+        lab.defer(presence.close)
+        return tun, presence.start()
+
+    tun_a, a = node_a()
+    b = NodePresence(tunnel(ns_b, "B"), operator_key=ops["B"].key, region="US", price_per_gib=PRICE,
+                     directory=directory(), bootstrap=boot, ttl_s=600, record_check_s=1.0)
+    lab.defer(b.close)
+    b.start()
+    client = ClientDiscovery(tunnel(ns_c, "C"), directory=directory(), bootstrap=boot)
+    lab.defer(client.close)
+    first = client.resolve(id_to_bytes(ids["B"]))
+    assert first is not None
+
+    a.close()
+    tun_a.close()
+    tun_a, a = node_a()  # same key and address, empty record store
+    with a.rt.lock:
+        assert ids["B"] not in {key for key, _ in a.rt.node.store.items()}
+    # the next republication by schedule would be 300 s away (ttl_s / 2)
+    assert lab.wait_for(lambda: (r := client.resolve(id_to_bytes(ids["B"]), timeout=3)) is not None
+                        and r.seq > first.seq, 15)
