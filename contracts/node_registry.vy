@@ -112,6 +112,9 @@ event SlasherSet:
 event RevokerSet:
     revoker: indexed(address)
 
+event UpdateEpochSet:
+    seconds: uint256
+
 
 # CONSTANTS
 
@@ -168,6 +171,10 @@ challenger_unbond_at: public(HashMap[address, uint256])
 is_slasher: public(HashMap[address, bool])
 # @dev The only contract that may call `revoke` (the revocation registry).
 revoker: public(address)
+# @dev Seconds per epoch of the once-per-epoch listing rule (the reputation/rewards epoch; 0: no limit).
+update_epoch_length: public(uint256)
+# @dev index -> epoch of its last `update_node` plus one (0: never updated).
+_updated_epoch: HashMap[uint256, uint256]
 
 
 @deploy
@@ -231,12 +238,21 @@ def update_node(node_id: bytes32, region: String[2], price_per_gib: uint256):
     """
     @notice Change a node's advertised region and price (operator only;
             not once revoked, so a revoked node cannot advertise again).
+            At most once per epoch of `update_epoch_length` seconds, so a
+            price follows demand at the pace rewards measure it and clients
+            see a price that holds for the rest of the epoch (a channel's
+            own price is fixed at open: payment_channels logs it).
     @param node_id The node.
     @param region ISO 3166-1 alpha-2 code.
     @param price_per_gib Price per GiB in token wei (below 2**240).
     """
     index: uint256 = self._operated(node_id)
     assert self.node_head[index] & _REVOKED_BIT == 0, "node_registry: key revoked"
+    epoch_length: uint256 = self.update_epoch_length
+    if epoch_length != 0:
+        mark: uint256 = block.timestamp // epoch_length + 1
+        assert self._updated_epoch[index] != mark, "node_registry: updated this epoch"
+        self._updated_epoch[index] = mark
     self._listing[index] = self._listing_word(region, price_per_gib)
     log NodeUpdated(node_id=node_id, region=region, price_per_gib=price_per_gib)
 
@@ -458,6 +474,18 @@ def set_revoker(revoker: address):
     log RevokerSet(revoker=revoker)
 
 
+@external
+def set_update_epoch_length(seconds: uint256):
+    """
+    @notice Limit `update_node` to once per epoch of `seconds` (owner only;
+            deploy_all sets the reputation epoch; 0 lifts the limit).
+    @param seconds Epoch length in seconds.
+    """
+    ownable._check_owner()
+    self.update_epoch_length = seconds
+    log UpdateEpochSet(seconds=seconds)
+
+
 # VIEWS
 
 @external
@@ -569,6 +597,19 @@ def node_price(node_id: bytes32) -> uint256:
     @return price Price per GiB in token wei (0 if not registered).
     """
     return self._listing[self.node_index[node_id]] & _MAX_PRICE
+
+
+@external
+@view
+def listing_at(index: uint256) -> uint256:
+    """
+    @notice A registration's packed listing word, for payment_channels
+            (the price at open, the region paid at close) and rewards.
+    @param index Registration index.
+    @return listing Price per GiB in token wei (bits 0-239) | the region's
+            two ASCII bytes (bits 240-255), kept after withdrawal; 0 if never used.
+    """
+    return self._listing[index]
 
 
 @external

@@ -89,6 +89,7 @@ event ChannelOpened:
     client: indexed(address)
     signer: address
     deposit: uint256
+    price_per_gib: uint256
 
 event ChannelToppedUp:
     channel_id: indexed(bytes32)
@@ -149,6 +150,9 @@ _MAX_BYTES: constant(uint256) = (1 << 64) - 1
 
 # @dev node_registry head word bits (see node_registry.vy).
 _REVOKED_BIT: constant(uint256) = 1 << 160
+# @dev node_registry listing word: price (bits 0-239) | region's ASCII bytes (240-255).
+_REGION_SHIFT: constant(uint256) = 240
+_PRICE_MASK: constant(uint256) = (1 << 240) - 1
 
 
 # STORAGE
@@ -168,6 +172,10 @@ challenge_period: public(immutable(uint256))
 _meta: HashMap[bytes32, uint256]
 # @dev channel_id -> packed deposit | settled amount | settled bytes.
 _amounts: HashMap[bytes32, uint256]
+# @dev region (its two ASCII bytes as a number, e.g. 0x4445 for "DE") -> cumulative amount paid
+# by closed channels to nodes listed there, fee included, token wei: the demand rewards.vy weighs
+# regions by. Counted at close, once per channel, so settle pays nothing for it.
+region_paid: public(HashMap[uint256, uint256])
 
 
 @deploy
@@ -347,7 +355,7 @@ def cooperative_close(
     paid: uint256 = self._node_share(cumulative_amount) - self._node_share(settled)
     if paid != 0:
         self._push(operator, paid)
-    self._pay_out(channel_id, _KIND_COOPERATIVE, deposit, cumulative_amount)
+    self._pay_out(channel_id, _KIND_COOPERATIVE, deposit, cumulative_amount, (meta >> 160) & _INDEX_MASK)
 
 
 @external
@@ -509,7 +517,12 @@ def _open(node_id: bytes32, client: address, signer: address, deposit: uint256) 
     self._meta[channel_id] = convert(client, uint256) | (index << 160) | (_OPEN << 248)
     self._amounts[channel_id] = deposit
     self._pull(msg.sender, deposit)
-    log ChannelOpened(channel_id=channel_id, node_id=node_id, client=client, signer=signer, deposit=deposit)
+    # The channel's price: the listing at open. Receipts are signed by the client at this price, so
+    # a later update_node never changes what an open channel pays (docs/ECONOMICS.md).
+    price: uint256 = (staticcall registry.listing_at(index)) & _PRICE_MASK
+    log ChannelOpened(
+        channel_id=channel_id, node_id=node_id, client=client, signer=signer, deposit=deposit, price_per_gib=price,
+    )
     return channel_id
 
 
@@ -517,14 +530,18 @@ def _open(node_id: bytes32, client: address, signer: address, deposit: uint256) 
 def _finalise(channel_id: bytes32, meta: uint256, kind: uint8):
     amounts: uint256 = self._amounts[channel_id]
     self._meta[channel_id] = (meta & _ADDRESS_MASK) | (_FINALISED << 248)
-    self._pay_out(channel_id, kind, amounts & _AMOUNT_MASK, (amounts >> 96) & _AMOUNT_MASK)
+    self._pay_out(channel_id, kind, amounts & _AMOUNT_MASK, (amounts >> 96) & _AMOUNT_MASK, (meta >> 160) & _INDEX_MASK)
 
 
 @internal
-def _pay_out(channel_id: bytes32, kind: uint8, deposit: uint256, settled: uint256):
-    # The channel is already marked finalised: refund the client, pay the fee.
+def _pay_out(channel_id: bytes32, kind: uint8, deposit: uint256, settled: uint256, index: uint256):
+    # The channel is already marked finalised: count its payments as demand in the region of the
+    # registration it paid (`index`; its listing now: where it serves), refund the client, pay the fee.
     refund: uint256 = deposit - settled
     fee: uint256 = settled * fee_bps // _BPS
+    if settled != 0:
+        listing: uint256 = staticcall registry.listing_at(index)
+        self.region_paid[listing >> _REGION_SHIFT] += settled
     if refund != 0:
         self._push(convert(self._meta[channel_id] & _ADDRESS_MASK, address), refund)
     if fee != 0:

@@ -100,6 +100,17 @@ _REPORTS_SHIFT: constant(uint256) = 16
 _THROUGHPUT_SHIFT: constant(uint256) = 80
 _LATENCY_SHIFT: constant(uint256) = 168
 
+# @dev Per-epoch service histogram, for the median rewards.vy pays on: 32 buckets of 8-bit counts
+# in one word (bucket b's count in bits 8b..8b+7), so a report writes one word and a median reads
+# one, whatever the number of challengers. Bucket 0: failed, or below 1 Mbit/s. Bucket b >= 1:
+# throughput from SERVICE_BASE_KBPS * 2**((b - 1) / 2), half-octave steps (x1.414), b = 31 from
+# 32 Gbit/s up. A count stops at 255 (more reports in that bucket in one epoch are not counted).
+SERVICE_BUCKETS: constant(uint256) = 32
+SERVICE_BASE_KBPS: constant(uint256) = 1_000
+_MASK_8: constant(uint256) = 2**8 - 1
+# @dev sqrt(2) in units of 1/10,000, for the half-octave bucket edges (rounded down).
+_SQRT2_E4: constant(uint256) = 14_142
+
 
 # ---------------------------------------------------------------------------------------------
 # STORAGE
@@ -128,6 +139,9 @@ _last_report: HashMap[bytes32, HashMap[address, uint256]]
 
 # @dev node_id -> epoch -> first challengers (up to quorum) who reported a failure.
 _failures: HashMap[bytes32, HashMap[uint256, DynArray[address, MAX_QUORUM]]]
+
+# @dev node_id -> epoch -> service histogram of that epoch's reports (see SERVICE_BUCKETS).
+service_histogram: public(HashMap[bytes32, HashMap[uint256, uint256]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,6 +210,7 @@ def report(node_id: bytes32, epoch: uint256, throughput_kbps: uint256, latency_m
         stats.latency_ms = self._average(stats.latency_ms, latency_ms)
     stats.reports += 1
     self._store(node_id, stats)
+    self._count_service(node_id, epoch, throughput_kbps, passed)
     log ReportPosted(
         node_id=node_id,
         epoch=epoch,
@@ -215,6 +230,61 @@ def report(node_id: bytes32, epoch: uint256, throughput_kbps: uint256, latency_m
     self._failures[node_id][epoch].append(msg.sender)
     if len(self._failures[node_id][epoch]) == quorum:
         self._slash(node_id, epoch)
+
+
+@internal
+def _count_service(node_id: bytes32, epoch: uint256, throughput_kbps: uint256, passed: bool):
+    """
+    @dev Add one report to the node's service histogram of the epoch (saturating at 255).
+    @param node_id The node's id.
+    @param epoch The report's epoch.
+    @param throughput_kbps The measured throughput.
+    @param passed Whether the challenge passed (a failure counts in bucket 0).
+    """
+    bucket: uint256 = 0
+    if passed:
+        bucket = self._bucket_of(throughput_kbps)
+    word: uint256 = self.service_histogram[node_id][epoch]
+    if (word >> (8 * bucket)) & _MASK_8 != _MASK_8:
+        self.service_histogram[node_id][epoch] = word + (1 << (8 * bucket))
+
+
+@internal
+@pure
+def _bucket_of(throughput_kbps: uint256) -> uint256:
+    """
+    @dev The histogram bucket of a passing measurement.
+    @param throughput_kbps Kilobits per second.
+    @return uint256 0 below SERVICE_BASE_KBPS, else 1 + 2k + h for SERVICE_BASE_KBPS * 2**k * (1 or
+            sqrt 2) <= x, at most SERVICE_BUCKETS - 1.
+    """
+    if throughput_kbps < SERVICE_BASE_KBPS:
+        return 0
+    octave: uint256 = 0
+    for k: uint256 in range(1, 16):
+        if throughput_kbps < SERVICE_BASE_KBPS << k:
+            break
+        octave = k
+    bucket: uint256 = 1 + 2 * octave
+    if throughput_kbps * 10_000 >= (SERVICE_BASE_KBPS << octave) * _SQRT2_E4:
+        bucket += 1
+    return min(bucket, SERVICE_BUCKETS - 1)
+
+
+@internal
+@pure
+def _bucket_floor(bucket: uint256) -> uint256:
+    """
+    @dev The lowest throughput a bucket holds (0 for bucket 0): what a median in it is worth.
+    @param bucket 0 to SERVICE_BUCKETS - 1.
+    @return uint256 Kilobits per second.
+    """
+    if bucket == 0:
+        return 0
+    low: uint256 = SERVICE_BASE_KBPS << ((bucket - 1) // 2)
+    if (bucket - 1) % 2 == 1:
+        low = low * _SQRT2_E4 // 10_000
+    return low
 
 
 @internal
@@ -337,6 +407,34 @@ def report_count(node_id: bytes32) -> uint256:
     @return uint256 Number of reports (0 means unrated).
     """
     return self._load(node_id).reports
+
+
+@external
+@view
+def epoch_service(node_id: bytes32, epoch: uint256) -> (uint256, uint256):
+    """
+    @notice The median of the challengers' measurements of a node in one epoch, a failed challenge
+            counting as zero: what rewards.vy pays for. A minority of challengers (lying, or the
+            node's own second identities) cannot move it outside the honest reports' range, and a
+            node that fails half its challenges or more has a zero median (uptime).
+    @param node_id The node's id.
+    @param epoch The epoch number.
+    @return median_kbps The lower median, as the floor of its half-octave bucket, kilobits per second.
+    @return reports Reports counted (at most 255 per bucket).
+    """
+    word: uint256 = self.service_histogram[node_id][epoch]
+    reports: uint256 = 0
+    for b: uint256 in range(SERVICE_BUCKETS):
+        reports += (word >> (8 * b)) & _MASK_8
+    if reports == 0:
+        return 0, 0
+    target: uint256 = (reports + 1) // 2
+    seen: uint256 = 0
+    for b: uint256 in range(SERVICE_BUCKETS):
+        seen += (word >> (8 * b)) & _MASK_8
+        if seen >= target:
+            return self._bucket_floor(b), reports
+    return 0, reports  # unreachable: seen ends at reports >= target
 
 
 @external

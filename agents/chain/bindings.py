@@ -30,6 +30,7 @@ __all__ = [
     "ChannelState",
     "ChannelStatus",
     "NodeInfo",
+    "RewardEntry",
     "VoucherChannel",
     "VoucherChannelError",
     "VoucherChannels",
@@ -88,6 +89,26 @@ class NodeInfo:
 
 
 @dataclass(frozen=True)
+class RewardEntry:
+    """A node's entry in one rewards epoch (contracts/rewards.vy).
+
+    Attributes:
+        epoch: the epoch number.
+        service_kbps: the median of the challengers' measurements it entered with (0: not entered).
+        region: its region at entry ("" if not entered).
+        claimed: whether its reward was minted.
+        pending: what a claim mints (0 when claimed or not entered; may still shrink while the
+            epoch's submission window is open).
+    """
+
+    epoch: int
+    service_kbps: int
+    region: str
+    claimed: bool
+    pending: int
+
+
+@dataclass(frozen=True)
 class WarrenContracts:
     """The contracts of one deployment, as ape instances, plus the chain id receipts are bound to."""
 
@@ -97,6 +118,7 @@ class WarrenContracts:
     reputation: object
     revocations: object
     chain_id: int
+    rewards: object = None  # contracts/rewards.vy; None for a deployment made before it existed
 
     @classmethod
     def at(cls, project, deployment: Deployment, chain_id: int) -> WarrenContracts:
@@ -116,6 +138,8 @@ class WarrenContracts:
             reputation=project.reputation.at(deployment.address("reputation")),
             revocations=project.revocation_registry.at(deployment.address("revocation_registry")),
             chain_id=chain_id,
+            rewards=(project.rewards.at(deployment.addresses["rewards"]) if "rewards" in deployment.addresses
+                     else None),
         )
 
     def node(self, node_id: bytes) -> NodeInfo:
@@ -131,6 +155,24 @@ class WarrenContracts:
             active=bool(registry.is_active(node_id)),
             revoked=bool(registry.is_revoked(node_id)),
         )
+
+    def reward_entry(self, node_id: bytes, epoch: int) -> RewardEntry:
+        """A node's rewards entry for an epoch.
+
+        Raises:
+            ValueError: when this deployment has no rewards contract.
+        """
+        if self.rewards is None:
+            raise ValueError("this deployment has no rewards contract: deploy again with `ape run deploy`")
+        service, region, claimed = self.rewards.entry(node_id, epoch)
+        return RewardEntry(epoch=int(epoch), service_kbps=int(service), region=str(region),
+                           claimed=bool(claimed), pending=int(self.rewards.pending(node_id, epoch)))
+
+    def region_paid(self, region: str) -> int:
+        """What clients have paid nodes listed in ``region`` so far, token wei (fee included)."""
+        if len(region) != 2:
+            raise ValueError(f"a region is two letters (ISO 3166-1 alpha-2), not {region!r}")
+        return int(self.channels.region_paid(int.from_bytes(region.encode("ascii"), "big")))
 
     def channel(self, channel_id: bytes) -> ChannelState:
         """A channel's state (status NONE for an id never opened)."""

@@ -2,8 +2,9 @@
 
 One function does it, for `ape run deploy`, the demo and the benchmarks alike: deploy the token
 (local networks only, or reuse an existing one), the node registry, payment channels, reputation and
-the revocation registry, then authorise reputation as a slasher and the revocation registry as the
-revoker on node_registry; finally one voucher pool per denomination, sharing the Groth16 verifier
+the revocation registry and rewards, then authorise reputation as a slasher and the revocation
+registry as the revoker on node_registry, make rewards a minter of the token and limit node updates to
+one per reputation epoch; finally one voucher pool per denomination, sharing the Groth16 verifier
 (contracts/groth16_verifier.vy, the checked-in development key) and the Poseidon bytecode contract.
 """
 
@@ -40,6 +41,13 @@ class DeployParameters:
         token: an existing Warren token to use instead of deploying one.
         voucher_denominations: one voucher pool per amount, token wei (none: no pools).
         voucher_depth: the voucher circuit's tree depth the pools are made for.
+        emission_per_epoch: rewards minted per epoch before the first halving, token wei.
+        halving_epochs: epochs between halvings of the emission.
+        demand_share_bps: largest share of an epoch's emission paid by regional demand, basis points.
+        fee_rebate_bps: cap of that demand pool as a share of the epoch's protocol fees, basis
+            points (below 10,000: docs/ECONOMICS.md, wash traffic).
+        min_reports: challenger reports a node needs in an epoch to earn rewards for it.
+        limit_updates: allow one region/price update per node and epoch (node_registry).
         voucher_vk: the circuit's verification key (snarkjs ``verification_key.json``) to generate
             the pools' verifier from; empty: the checked-in contracts/groth16_verifier.vy, whose
             key is the depth-20 development key, so ``voucher_depth`` must then be 20.
@@ -57,6 +65,12 @@ class DeployParameters:
     revocation_quorum: int = 2
     treasury: str = ""
     token: str = ""
+    emission_per_epoch: int = 1_000 * TOKEN
+    halving_epochs: int = 365
+    demand_share_bps: int = 5_000
+    fee_rebate_bps: int = 8_000
+    min_reports: int = 3
+    limit_updates: bool = True
     voucher_denominations: list[int] = field(default_factory=lambda: [10 * TOKEN])
     voucher_depth: int = 20
     voucher_vk: str = ""
@@ -120,7 +134,7 @@ def deploy_all(
             params.unbonding_delay,
         ),
     )
-    step(
+    channels = step(
         "payment_channels",
         deployer.deploy(
             project.payment_channels, token, registry, params.fee_bps, treasury, params.challenge_period
@@ -138,9 +152,23 @@ def deploy_all(
             project.revocation_registry, registry, treasury, params.guardians, params.revocation_quorum
         ),
     )
+    rewards = step(
+        "rewards",
+        deployer.deploy(
+            project.rewards, token, channels, reputation, params.emission_per_epoch, params.halving_epochs,
+            params.demand_share_bps, params.fee_rebate_bps, params.min_reports,
+        ),
+    )
     registry.set_slasher(reputation, True, sender=deployer)
     registry.set_revoker(revocations, sender=deployer)
-    log("  wired: reputation may slash, revocation_registry may revoke")
+    if params.limit_updates:
+        registry.set_update_epoch_length(params.epoch_length, sender=deployer)
+    if str(token.owner()) == deployer.address:
+        token.set_minter(rewards, True, sender=deployer)
+        log("  wired: reputation may slash, revocation_registry may revoke, rewards may mint")
+    else:
+        log(f"  wired: reputation may slash, revocation_registry may revoke; the token's owner "
+            f"{token.owner()} must still call set_minter({rewards.address}, true) for rewards")
     _deploy_voucher_pools(project, deployer, addresses["payment_channels"], params, step)
     recorded = asdict(params) | {"treasury": treasury}
     return Deployment(chain_id=chain.chain_id, addresses=addresses, parameters=recorded, block=first_block)

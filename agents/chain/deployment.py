@@ -21,7 +21,11 @@ CONTRACT_NAMES = (
     "payment_channels",
     "reputation",
     "revocation_registry",
+    "rewards",
 )
+# Contracts a deployment file may lack: files written before rewards.vy existed still load (the
+# bindings then have no rewards contract).
+OPTIONAL_CONTRACT_NAMES = frozenset({"rewards"})
 
 
 class DeploymentError(Exception):
@@ -86,7 +90,8 @@ class Deployment:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DeploymentError(f"deployment file {path} is incomplete: {exc}") from None
-        missing = [name for name in CONTRACT_NAMES if name not in deployment.addresses]
+        missing = [name for name in CONTRACT_NAMES
+                   if name not in deployment.addresses and name not in OPTIONAL_CONTRACT_NAMES]
         if missing:
             raise DeploymentError(f"deployment file {path} lacks {', '.join(missing)}")
         return deployment
