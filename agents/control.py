@@ -71,12 +71,18 @@ class ControlKind(enum.IntEnum):
     SESSION_REQUEST = 0x10
     RECEIPT = 0x01
     CLOSE_REQUEST = 0x02
+    PING = 0x03  # body: a nonce of at most PING_MAX bytes; the node answers PONG with the same body
     SESSION_ACCEPT = 0x90
     SESSION_REFUSED = 0x91
     ACK = 0x81
     REFUSED = 0x82
     CLOSE_SIGNATURE = 0x83
     INVOICE = 0x84
+    PONG = 0x85
+
+
+#: Largest PING body the node echoes (the client sends an 8-byte counter).
+PING_MAX = 16
 
 
 #: One control frame (kind, body): the metering codec's frame, with a :class:`ControlKind`.

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 
 from agents.client.selection import Candidate
-from agents.client.session import ClientMeter, Liveness
+from agents.client.session import ClientMeter, LatencyProbe, Liveness
 from agents.control import (
     CONTROL_PORT,
     ControlKind,
@@ -57,6 +57,9 @@ log = logging.getLogger("warren.client")
 NODE_CONTROL_V6 = "fd77:7272::1"
 #: How often the payer loop looks at the counters (seconds).
 PAY_POLL_S = 0.05
+#: Control-channel round trip above which (three probes in a row) the node counts as gone. It is
+#: measured inside the tunnel, behind the user's own traffic: a saturated home uplink adds its queue.
+DEFAULT_MAX_LATENCY_S = 2.0
 #: Setup must finish within this (seconds): handshake, control connection, chain check.
 SETUP_TIMEOUT_S = 10.0
 #: WireGuard keepalive towards the node (seconds): keeps NAT mappings open and liveness fresh.
@@ -106,13 +109,14 @@ class _Session:
     """One live session: the control connection, the meter, liveness."""
 
     def __init__(self, route: Route, conn: socket.socket, terms: SessionTerms, meter: ClientMeter,
-                 rx0: int, tx0: int) -> None:
+                 rx0: int, tx0: int, liveness: Liveness) -> None:
         self.route = route
         self.conn = conn
         self.terms = terms
         self.meter = meter
         self.rx0, self.tx0 = rx0, tx0
-        self.liveness = Liveness()
+        self.liveness = liveness
+        self.probe = LatencyProbe()
         self.reader = ControlReader()
         self.started = time.monotonic()
         self.close_signature: bytes | None = None
@@ -129,17 +133,20 @@ class ClientAgent:
         killswitch: the engaged kill switch (``set_endpoints``).
         resolv: DNS pointing (``point_to``/``restore``), or None.
         budget: deposit per channel (token wei).
-        liveness: (dead_after_s, max_latency_s).
+        dead_after_s: silence (nothing received) after which the node counts as gone.
+        max_latency_s: control-channel round trip above which, three probes in a row, it does too.
     """
 
     def __init__(self, *, tunnel, chain, killswitch, resolv=None, budget: int,
-                 dead_after_s: float = 1.5, on_event: Callable[[str, dict], None] | None = None) -> None:
+                 dead_after_s: float = 1.5, max_latency_s: float = DEFAULT_MAX_LATENCY_S,
+                 on_event: Callable[[str, dict], None] | None = None) -> None:
         self.tunnel = tunnel
         self.chain = chain
         self.killswitch = killswitch
         self.resolv = resolv
         self.budget = budget
         self.dead_after_s = dead_after_s
+        self.max_latency_s = max_latency_s
         self.on_event = on_event or (lambda kind, data: None)
         self.lock = threading.RLock()
         self.session: _Session | None = None
@@ -255,7 +262,8 @@ class ClientAgent:
                 chain_id=channel.chain_id, verifying_contract=channel.channels_address), channel.signer_key)
         meter = ClientMeter(channel.receipt_signer, terms, time.monotonic())
         with self.lock:
-            self.session = _Session(route, conn, terms, meter, rx0, tx0)
+            self.session = _Session(route, conn, terms, meter, rx0, tx0,
+                                    Liveness(dead_after_s=self.dead_after_s, max_latency_s=self.max_latency_s))
             self.session.liveness.heard(1, time.monotonic())
         log.info("connected through %s (%s) at %s: tunnel %s / %s", node.node_id.hex()[:12], node.region,
                  _fmt(route.endpoint), terms.address_v4, terms.address_v6)
@@ -343,8 +351,13 @@ class ClientAgent:
                     receipt, signature = signed
                     self.spent = receipt.cumulative_amount
                     self._write(session, encode(ControlKind.RECEIPT, encode_receipt(receipt, signature)))
+            nonce, waited = session.probe.due(now)
+            if waited is not None:
+                session.liveness.waiting(waited)
+            if nonce is not None:
+                self._write(session, encode(ControlKind.PING, nonce))
             dead = session.liveness.dead(now) if now - session.started > self.dead_after_s else None
-            if dead and now - session.liveness.last_heard > self.dead_after_s:
+            if dead:
                 self.failover(dead)
 
     def _read_frames(self, session: _Session) -> None:
@@ -377,6 +390,10 @@ class ClientAgent:
                     log.warning("node refused a receipt: %s", reason)
                 elif frame.kind is ControlKind.CLOSE_SIGNATURE:
                     session.close_signature = frame.body
+                elif frame.kind is ControlKind.PONG:
+                    rtt = session.probe.on_pong(frame.body, time.monotonic())
+                    if rtt is not None:
+                        session.liveness.latency(rtt)
 
     def _write(self, session: _Session, data: bytes) -> None:
         try:
@@ -504,6 +521,8 @@ class ClientAgent:
                         "tunnel_v6": session.terms.address_v6, "deposit": channel.deposit,
                         "channel_balance": channel.deposit - out["spent"],
                         "since_handshake_s": round(time.time() - last, 1) if last else None,
+                        "latency_ms": (round(session.probe.last_rtt_s * 1000, 1)
+                                       if session.probe.last_rtt_s is not None else None),
                         "standby": self.standby.candidate.node.node_id.hex() if self.standby else None,
                         "failovers": self.failovers, "history": self.history})
             return out

@@ -12,7 +12,7 @@
     [failover]
     keepalive_s = 1                    # how often the tunnel shows it is alive
     dead_after_s = 1.5                 # silence after which the node is dead and we move
-    max_latency_ms = 500               # a node slower than this is left too
+    max_latency_ms = 2000              # a node slower than this (3 probes in a row) is left too
 
     [killswitch]
     exceptions = ["192.168.1.0/24"]    # destinations allowed outside the tunnel (the LAN printer)
@@ -80,7 +80,8 @@ class ClientConfig:
     keepalive_s: float = 1.0
     #: agents.client.agent.ClientAgent's default: ~1.5 keepalives missed.
     dead_after_s: float = 1.5
-    max_latency_ms: float = 500.0
+    #: agents.client.agent.DEFAULT_MAX_LATENCY_S: the control channel's round trip, queueing included.
+    max_latency_ms: float = 2000.0
     killswitch_exceptions: tuple[str, ...] = ()
     rpc: str = DEFAULT_RPC
     network: str = DEFAULT_NETWORK

@@ -127,7 +127,8 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
             plan = [Route(c, by_id[c.node.node_id]) for c in ranked]
             killswitch.set_endpoints(bootstrap + [r.endpoint for r in plan])
             agent = ClientAgent(tunnel=tunnel, chain=chain, killswitch=_EndpointsWithBootstrap(killswitch, bootstrap),
-                                resolv=resolv, budget=budget, dead_after_s=config.dead_after_s)
+                                resolv=resolv, budget=budget, dead_after_s=config.dead_after_s,
+                                max_latency_s=config.max_latency_ms / 1000)
             agent.connect(plan)
             control = ControlServer(_socket(config), lambda body: _handle(body, agent, stop))
             print(json.dumps({"connected": agent.status()}), flush=True)

@@ -18,7 +18,9 @@ count and the bytes it carried but does not bill (traffic its exit policy droppe
 
 Liveness: the node sends an invoice at least every receipt interval; the runtime also sees the
 tunnel's receive counter. :class:`Liveness` says a node is dead when nothing arrived for
-``dead_after_s``, or its measured latency stays above ``max_latency_s``.
+``dead_after_s``, or its measured latency stays above ``max_latency_s``: :class:`LatencyProbe`
+measures it as the round trip of PING/PONG frames on the control channel (inside the tunnel, so it
+includes queueing behind the user's own traffic: the default threshold is generous).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from agents.chain.eip712 import Receipt
 from agents.control import SessionTerms
 from agents.metering import LocalProtocolError, ReceiptSigner
 
-__all__ = ["ClientMeter", "Liveness"]
+__all__ = ["ClientMeter", "LatencyProbe", "Liveness"]
 
 
 class ClientMeter:
@@ -149,6 +151,11 @@ class Liveness:
         """One latency sample."""
         self._slow = self._slow + 1 if seconds > self.max_latency_s else 0
 
+    def waiting(self, seconds: float) -> None:
+        """An unanswered probe has waited this long: a slow sample above the threshold, else no news."""
+        if seconds > self.max_latency_s:
+            self._slow += 1
+
     def dead(self, now: float) -> str | None:
         """Why the node counts as gone, or None."""
         if now - self.last_heard > self.dead_after_s:
@@ -156,3 +163,42 @@ class Liveness:
         if self._slow >= self.slow_samples:
             return f"latency above {self.max_latency_s * 1000:.0f} ms {self._slow} times in a row"
         return None
+
+
+@dataclasses.dataclass
+class LatencyProbe:
+    """Round trips of the control channel, one PING outstanding at a time (sans-I/O).
+
+    Every ``interval_s`` :meth:`due` says what to do: send a new PING (its nonce), and/or count the
+    time an unanswered PING has waited as a sample (a node whose control service hangs while its
+    WireGuard keepalives still arrive is slow, not fine). A PING unanswered for ``resend_after_s`` is
+    replaced by a new one; a late PONG for a replaced nonce is ignored.
+    """
+
+    interval_s: float = 1.0
+    resend_after_s: float = 5.0
+    nonce: bytes | None = None
+    sent_at: float = 0.0
+    next_at: float = 0.0
+    last_rtt_s: float | None = None
+    _count: int = 0
+
+    def due(self, now: float) -> tuple[bytes | None, float | None]:
+        """``(nonce to send now or None, waiting sample in seconds or None)``."""
+        if now < self.next_at:
+            return None, None
+        self.next_at = now + self.interval_s
+        waited = now - self.sent_at if self.nonce is not None else None
+        if waited is not None and waited < self.resend_after_s:
+            return None, waited
+        self._count += 1
+        self.nonce, self.sent_at = self._count.to_bytes(8, "big"), now
+        return self.nonce, waited
+
+    def on_pong(self, body: bytes, now: float) -> float | None:
+        """The round trip in seconds if ``body`` answers the outstanding PING, else None."""
+        if self.nonce is None or body != self.nonce:
+            return None
+        self.nonce = None
+        self.last_rtt_s = now - self.sent_at
+        return self.last_rtt_s

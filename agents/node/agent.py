@@ -31,6 +31,7 @@ from collections.abc import Callable
 from agents.chain import eip712
 from agents.control import (
     CONTROL_PORT,
+    PING_MAX,
     ControlKind,
     ControlReader,
     SessionRequest,
@@ -297,7 +298,9 @@ class NodeAgent:
                 signature = self.chain.sign_close(close)
                 return encode(ControlKind.CLOSE_SIGNATURE, signature)
             return encode_ack(receipt.cumulative_bytes, receipt.cumulative_amount)
-        return None  # node->client kinds from a client: ignored
+        if frame.kind is ControlKind.PING and wg_key in self.core.sessions and len(frame.body) <= PING_MAX:
+            return encode(ControlKind.PONG, frame.body)  # the client's latency probe: answered at once
+        return None  # node->client kinds (and pings outside a session) from a client: ignored
 
     def _setup(self, wg_key: bytes, frame) -> bytes:
         try:

@@ -5,7 +5,7 @@ import os
 import pytest
 from eth_account import Account
 
-from agents.client.session import ClientMeter, Liveness
+from agents.client.session import ClientMeter, LatencyProbe, Liveness
 from agents.control import SessionTerms
 from agents.metering import ChannelTerms, ReceiptSigner, price_of
 
@@ -85,3 +85,37 @@ def test_liveness__silence_and_slow_latency():
     assert live.dead(11.8) is None
     live.latency(0.7)
     assert "latency" in live.dead(11.8)
+
+
+def test_latency_probe__one_ping_outstanding__rtt_waiting_samples_and_resend():
+    probe = LatencyProbe(interval_s=1.0, resend_after_s=3.0)
+    nonce, waited = probe.due(0.0)
+    assert nonce is not None and waited is None
+    assert probe.due(0.5) == (None, None)  # not due yet
+    assert probe.on_pong(b"other nonce", 0.2) is None  # forged or stale: ignored
+    assert probe.on_pong(nonce, 0.25) == 0.25 and probe.last_rtt_s == 0.25
+    assert probe.on_pong(nonce, 0.3) is None  # answered once only
+    second, waited = probe.due(1.0)
+    assert second != nonce and waited is None
+    # unanswered: each due time counts the wait so far, no new PING until resend_after_s
+    assert probe.due(2.0) == (None, 1.0)
+    assert probe.due(3.0) == (None, 2.0)
+    third, waited = probe.due(4.0)
+    assert third not in (None, second) and waited == 3.0
+    assert probe.on_pong(second, 4.1) is None  # the replaced PING's late answer
+
+
+def test_latency_probe__hung_control_channel__liveness_says_dead():
+    live, probe = Liveness(dead_after_s=1.5, max_latency_s=2.0, slow_samples=3), LatencyProbe()
+    probe.due(0.0)
+    for t in range(1, 5):
+        live.heard(100 + t, float(t))  # WireGuard keepalives still arrive
+        _, waited = probe.due(float(t))
+        live.waiting(waited)  # 1 and 2 s: no news; 3 and 4 s: slow
+    assert live.dead(4.0) is None
+    live.heard(105, 5.0)
+    _, waited = probe.due(5.0)  # replaced by a new PING; the old one waited 5 s
+    live.waiting(waited)
+    assert "latency above 2000 ms 3 times" in live.dead(5.0)
+    live.waiting(probe.due(6.0)[1])  # the new PING has waited 1 s: still no news, still dead
+    assert live.dead(6.0) is not None

@@ -107,6 +107,8 @@ def test_download_through_exit__checksum_equal__node_paid_for_what_it_carried(ne
     print(f"50 MiB through the exit in {seconds} s ({FILE_SIZE * 8 / seconds / 1e6:.0f} Mbit/s)")
     live = wait_for(lambda: (s := client_status(world, config)).get("paid_bytes", 0) >= FILE_SIZE and s,
                     30, what="receipts for the download")
+    # the control channel's PING/PONG round trip, measured through the tunnel (lab RTT ~1 ms)
+    assert live["latency_ms"] is not None and 0 < live["latency_ms"] < 500, live["latency_ms"]
     node_before, client_before = _balances(chain, "node_a", "client")
     _disconnect(net, config, proc)
     node_after, client_after = _balances(chain, "node_a", "client")

@@ -183,7 +183,7 @@ def test_client_config__round_trip_and_defaults(tmp_path):
     path = _write(tmp_path, CLIENT, "client.toml")
     cfg = client_config.load_config(path)
     assert (cfg.region, cfg.budget, cfg.max_price) == ("NL", 20 * 10**18, None)
-    assert (cfg.keepalive_s, cfg.dead_after_s, cfg.max_latency_ms) == (1.0, 2.5, 500.0)
+    assert (cfg.keepalive_s, cfg.dead_after_s, cfg.max_latency_ms) == (1.0, 2.5, 2000.0)
     assert cfg.killswitch_exceptions == ("192.168.1.0/24",)
     assert cfg.account == AccountSpec(keystore=tmp_path / "client.json", passphrase_env="WARREN_PASSPHRASE")
     out = tmp_path / "again.toml"
