@@ -12,6 +12,7 @@ from eth_utils import keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents.economy.sim import bucket_floor_kbps
 from contract_fixtures import FEE_BPS, MIN_NODE_STAKE, TOKEN
 
 EPOCH = 86_400  # seconds: reputation's epoch, also the rewards and update epoch
@@ -106,17 +107,9 @@ def pay(open_channel, sign_receipt, sign_close, channels, operator, make_signer)
 
 
 def _floor(kbps: int) -> int:
-    """reputation's bucket floor for a passing measurement (half-octaves from 1 Mbit/s)."""
-    if kbps < 1000:
-        return 0
-    k = 0
-    while k < 15 and kbps >= 1000 << (k + 1):
-        k += 1
-    low = 1000 << k
-    bucket = 1 + 2 * k + (kbps * 10_000 >= low * 14_142)
-    bucket = min(bucket, 31)
-    k, half = divmod(bucket - 1, 2)
-    return (1000 << k) * 14_142 // 10_000 if half else 1000 << k
+    """reputation's bucket floor for a passing measurement: the simulation's copy of the rule, so
+    these tests also hold the model (agents/economy/sim.py) to the contract."""
+    return bucket_floor_kbps(kbps)
 
 
 # -- reputation's per-epoch median -----------------------------------------------------------------

@@ -1,0 +1,488 @@
+"""Agent-based model of Warren's rewards and prices, to show which strategies pay (docs/ECONOMICS.md).
+
+A pure core: no chain, no clock, no I/O. ``scripts/sim_economy.py`` measures the contracts' gas on
+anvil and feeds it in as :class:`Gas`; everything else is a parameter of :class:`Params`.
+
+One run is ``Params.epochs`` epochs (days) of a network of nodes in several regions:
+
+* clients' demand (GiB per epoch) moves between regions by a random walk, and rises by
+  ``shock_factor`` in ``shock_region`` at ``shock_epoch``;
+* clients split a region's demand among its nodes by the service they get, cheaper nodes first
+  (weight ``service x cheapest / price``), never above a node's capacity;
+* nodes price automatically (``price = "auto"``): once per epoch towards a target utilisation,
+  between a floor and a ceiling, paying the gas of an update when the price moves;
+* each channel pays ``channel_usd`` on average and is closed by the node with one cooperative close;
+  the node pays the protocol fee, that gas, and the gas of entering and claiming each epoch;
+* honest challengers probe every node each epoch and measure what a customer would get, with
+  lognormal noise; reputation keeps the half-octave histogram, rewards pays on its lower median
+  (:func:`median_service`, the contract's rule to the bucket);
+* rewards follow contracts/rewards.vy: a service pool by median service and a demand pool
+  ``min(E x demand_share, fees x fee_rebate)`` split by region payments over region service
+  (:func:`epoch_rewards`);
+* a few nodes per epoch move to the region that paid most per unit of capacity (new supply, in
+  effect), so supply follows demand.
+
+Node 0 (region ``tracked_region``) is the one whose strategy changes; :func:`run` returns its profit
+and the network's figures, and :func:`compare` runs every strategy against the honest run with the
+same seed (same demand, same noise), so ``profit_vs_honest`` isolates the strategy.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+import statistics
+from dataclasses import dataclass, field, replace
+
+__all__ = [
+    "Gas",
+    "Params",
+    "RunResult",
+    "Strategy",
+    "bucket_floor_kbps",
+    "compare",
+    "epoch_rewards",
+    "mean_ci95",
+    "median_service",
+    "next_price",
+    "run",
+]
+
+#: Kilobits per second in one Mbit/s.
+KBPS_PER_MBPS = 1_000
+#: GiB one Mbit/s carries in a day: 1e6 / 8 bytes/s x 86,400 s / 2**30.
+GIB_PER_MBPS_DAY = 1e6 / 8 * 86_400 / 2**30
+#: contracts/reputation.vy: bucket 0 is a failure or < 1 Mbit/s; then half-octaves; 32 buckets.
+SERVICE_BASE_KBPS = 1_000
+SERVICE_BUCKETS = 32
+_SQRT2_E4 = 14_142
+
+
+class Strategy(enum.Enum):
+    """What node 0's operator does (docs/ECONOMICS.md explains why each one loses)."""
+
+    HONEST = "honest"
+    WASH = "wash_traffic"                    # pays its own node to inflate its region's demand
+    SYBIL = "sybil_split"                    # one uplink registered as several nodes
+    THROTTLE = "throttling"                  # serves everyone at a fraction of its capacity
+    OVERCLAIM = "overclaiming_receipts"      # tries to settle more bytes than clients counted
+    FAVOR_CHALLENGERS = "serve_challengers_only"  # guesses which flows are probes, throttles the rest
+    LYING_MINORITY = "lying_challenger_minority"  # runs challengers that fail its competitors
+    SELF_DEALING = "self_dealing_challengers"     # runs challengers that praise its own node
+
+
+@dataclass(frozen=True)
+class Gas:
+    """Gas of the transactions a node pays for (measured on anvil by scripts/sim_economy.py)."""
+
+    open_channel: int = 100_330
+    cooperative_close: int = 95_000
+    settle: int = 61_882
+    submit: int = 90_000
+    claim: int = 60_000
+    update_price: int = 35_000
+    report: int = 90_000
+    register: int = 197_162
+
+
+@dataclass(frozen=True)
+class Params:
+    """Everything a run depends on. Money in US dollars, traffic in GiB, time in epochs (days)."""
+
+    regions: tuple[str, ...] = ("DE", "US", "BR", "TR", "JP")
+    nodes_per_region: int = 8
+    epochs: int = 90
+    tracked_region: str = "DE"
+    # Demand: GiB per region and epoch, a lognormal random walk, and a shock.
+    demand_gib: float = 1_500.0
+    demand_walk: float = 0.05
+    shock_region: str = "TR"
+    shock_epoch: int = 30
+    shock_factor: float = 3.0
+    # Supply: uplink in Mbit/s (lognormal), the share of a day's capacity a home node sells.
+    capacity_mbps: float = 100.0
+    capacity_sigma: float = 0.4
+    duty: float = 0.25
+    uptime: float = 0.98
+    migration: float = 0.03          # chance per epoch that a node reconsiders its region
+    migration_gain: float = 1.25     # it moves if another region paid this much more per capacity
+    # Prices: price = "auto" (floor, ceiling, step towards a target utilisation).
+    price_start: float = 0.05
+    price_floor: float = 0.01
+    price_ceiling: float = 0.20
+    price_step: float = 0.5
+    target_utilisation: float = 0.7
+    # Costs of running a node.
+    bandwidth_cost: float = 0.002    # $ per GiB carried (ISP / electricity margin)
+    fixed_cost: float = 0.05         # $ per node and epoch (a small always-on box)
+    capital_rate: float = 0.10       # yearly opportunity cost of staked tokens
+    # Token and rewards (contracts/rewards.vy, agents/chain/deploy.py defaults).
+    token_usd: float = 0.10
+    emission_tokens: float = 1_000.0
+    demand_share: float = 0.5
+    fee_rebate: float = 0.8
+    fee: float = 0.01
+    min_reports: int = 3
+    node_stake_tokens: float = 100.0
+    # A challenger's stake: what a self-dealing operator must lock per extra identity. 2,000 tokens
+    # makes its one-order-statistic gain a loss (docs/ECONOMICS.md); deploy_all's local default is 10.
+    challenger_stake_tokens: float = 2_000.0
+    # Challengers.
+    challengers: int = 5
+    noise: float = 0.15
+    # Gas: a rollup's gas price (gwei, lognormal per epoch) and ETH's price.
+    gas_gwei: float = 0.05
+    gas_sigma: float = 0.5
+    eth_usd: float = 3_000.0
+    channel_usd: float = 2.0          # what one channel pays on average: the "settle size"
+    gas: Gas = field(default_factory=Gas)
+    # Strategy knobs.
+    wash_multiple: float = 5.0        # wash volume per epoch, as a multiple of the node's own revenue
+    sybil_nodes: int = 4
+    sybil_shared_probes: bool = True  # challengers probe nodes behind one address at once
+    throttle: float = 0.5
+    overclaim: float = 0.2
+    overclaim_churn: float = 0.3      # share of its clients that notice wrong receipts and leave
+    favor_accuracy: float = 0.5       # chance of telling a probe from a customer (0.5: indistinguishable)
+    favor_customer_share: float = 0.3
+    cheat_challengers: int = 2
+
+    @property
+    def gas_usd(self) -> float:
+        """Median dollars per unit of gas."""
+        return self.gas_gwei * 1e-9 * self.eth_usd
+
+    def stake_cost(self, tokens: float) -> float:
+        """Dollars per epoch that holding ``tokens`` of stake costs."""
+        return tokens * self.token_usd * self.capital_rate / 365
+
+
+# -- pure rules shared with the contracts ------------------------------------------------------------
+
+def bucket_floor_kbps(kbps: float, passed: bool = True) -> int:
+    """What reputation.vy's histogram keeps of one measurement: its half-octave bucket's floor."""
+    kbps = int(kbps)
+    if not passed or kbps < SERVICE_BASE_KBPS:
+        return 0
+    octave = min(15, (kbps // SERVICE_BASE_KBPS).bit_length() - 1)
+    bucket = 1 + 2 * octave + (kbps * 10_000 >= (SERVICE_BASE_KBPS << octave) * _SQRT2_E4)
+    bucket = min(bucket, SERVICE_BUCKETS - 1)
+    octave, half = divmod(bucket - 1, 2)
+    low = SERVICE_BASE_KBPS << octave
+    return low * _SQRT2_E4 // 10_000 if half else low
+
+
+def median_service(floors: list[int], min_reports: int) -> int:
+    """reputation.epoch_service + rewards.submit: the lower median of the bucket floors, or 0 when
+    there are fewer than ``min_reports`` reports (the node cannot enter the epoch)."""
+    if len(floors) < min_reports:
+        return 0
+    ordered = sorted(floors)
+    return ordered[(len(ordered) + 1) // 2 - 1]
+
+
+def epoch_rewards(emission: float, fee: float, demand_share: float, fee_rebate: float,
+                  services: list[float], regions: list[str], region_paid: dict[str, float]) -> list[float]:
+    """rewards.vy's split of one epoch among the nodes that entered it.
+
+    Args:
+        emission: the epoch's emission.
+        fee, demand_share, fee_rebate: fractions (the contract's basis points / 10,000).
+        services: each entered node's median service (> 0).
+        regions: each entered node's region.
+        region_paid: what clients paid in each region (regions without an entered node do not count).
+
+    Returns:
+        Each node's reward, in the unit of ``emission``; they add up to at most ``emission``.
+    """
+    total_service = sum(services)
+    if total_service <= 0:
+        return [0.0] * len(services)
+    region_service: dict[str, float] = {}
+    for service, region in zip(services, regions, strict=True):
+        region_service[region] = region_service.get(region, 0.0) + service
+    demand = {r: region_paid.get(r, 0.0) for r in region_service}
+    total_demand = sum(demand.values())
+    pool = min(emission * demand_share, total_demand * fee * fee_rebate)
+    out = []
+    for service, region in zip(services, regions, strict=True):
+        reward = (emission - pool) * service / total_service
+        if pool > 0:
+            reward += pool * demand[region] / total_demand * service / region_service[region]
+        out.append(reward)
+    return out
+
+
+def next_price(price: float, utilisation: float, p: Params) -> float:
+    """``price = "auto"``: one step towards the target utilisation, within the floor and ceiling."""
+    moved = price * (1 + p.price_step * (utilisation - p.target_utilisation))
+    return min(p.price_ceiling, max(p.price_floor, moved))
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of its 95 % confidence interval (Student's t)."""
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return mean, math.inf
+    t = _T975.get(n - 1, 1.96)
+    return mean, t * statistics.stdev(values) / math.sqrt(n)
+
+
+# Student's t 0.975 quantiles for small degrees of freedom (above 30 the normal 1.96 is within 2 %).
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+         10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
+         18: 2.101, 19: 2.093, 20: 2.086, 24: 2.064, 29: 2.045, 30: 2.042}
+for _df in range(21, 30):
+    _T975.setdefault(_df, 2.08 - (_df - 20) * 0.0035)
+
+
+# -- the model ------------------------------------------------------------------------------------------
+
+@dataclass
+class _Node:
+    region: str
+    mbps: float              # uplink, Mbit/s (a Sybil part: its share)
+    price: float
+    owner: int               # operator id; node 0's operator is 0
+    customer_quality: float = 1.0    # share of its capacity customers get
+    probe_quality: float = 1.0       # share challengers measure
+    pinned: bool = False
+    last_income: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)  # its probes' noise and its moves
+
+
+    @property
+    def capacity_gib(self) -> float:
+        return self.mbps * GIB_PER_MBPS_DAY
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One run's figures.
+
+    Attributes:
+        profit: node 0's operator's profit over the run ($), after every cost.
+        income: its revenue plus rewards ($).
+        fees_and_gas: its protocol fees and gas ($).
+        supply_response_epochs: epochs after the shock until the shocked region's demand per
+            unit of capacity came within 25 % of the other regions' median (``epochs - shock``
+            if never).
+        honest_fee_share: fees and gas over income of all honest nodes together.
+    """
+
+    profit: float
+    income: float
+    fees_and_gas: float
+    supply_response_epochs: int
+    honest_fee_share: float
+
+
+def _make_nodes(p: Params, seed: int, rng: random.Random) -> list[_Node]:
+    nodes = []
+    owner = 1
+    for region in p.regions:
+        for _ in range(p.nodes_per_region):
+            mbps = p.capacity_mbps * math.exp(rng.gauss(0, p.capacity_sigma))
+            nodes.append(_Node(region=region, mbps=mbps, price=p.price_start, owner=owner,
+                               rng=random.Random(f"{seed}/{owner}")))
+            owner += 1
+    nodes[0].owner, nodes[0].pinned = 0, True
+    nodes[0].region = p.tracked_region
+    nodes[0].mbps = p.capacity_mbps  # the tracked operator has a median uplink in every run
+    return nodes
+
+
+def _apply_strategy(nodes: list[_Node], strategy: Strategy, p: Params) -> list[_Node]:
+    tracked = nodes[0]
+    if strategy is Strategy.SYBIL:
+        parts = [replace(tracked, mbps=tracked.mbps / p.sybil_nodes, rng=tracked.rng if j == 0 else random.Random(f"sybil/{j}"))
+                 for j in range(p.sybil_nodes)]
+        return parts + nodes[1:]
+    if strategy is Strategy.THROTTLE:
+        tracked.customer_quality = tracked.probe_quality = p.throttle
+    elif strategy is Strategy.FAVOR_CHALLENGERS:
+        # Flows it takes for probes get full service, the rest `favor_customer_share`; with
+        # indistinguishable probes (accuracy 0.5) both see the same average.
+        a, low = p.favor_accuracy, p.favor_customer_share
+        tracked.customer_quality = a * low + (1 - a)
+        tracked.probe_quality = a + (1 - a) * low
+    return nodes
+
+
+def run(p: Params, strategy: Strategy, seed: int) -> RunResult:
+    """One run of ``p.epochs`` epochs with node 0's operator playing ``strategy``."""
+    # Common random numbers: demand, capacities and gas come from one stream, each node's probe noise
+    # and moves from its own, so a strategy changes nothing in the world it plays in but its own
+    # moves, and (cheat - honest) with the same seed measures the strategy alone.
+    world = random.Random(seed)
+    nodes = _apply_strategy(_make_nodes(p, seed, world), strategy, p)
+    demand = {r: p.demand_gib for r in p.regions}
+    ours = [i for i, n in enumerate(nodes) if n.owner == 0]
+
+    profit = income = fees_gas = 0.0
+    honest_income = honest_fees_gas = 0.0
+    response = None
+    emission = p.emission_tokens * p.token_usd
+    for epoch in range(p.epochs):
+        gas_usd = p.gas_usd * math.exp(world.gauss(0, p.gas_sigma) - p.gas_sigma**2 / 2)
+        for r in p.regions:
+            demand[r] *= math.exp(world.gauss(0, p.demand_walk))
+        if epoch == p.shock_epoch:
+            demand[p.shock_region] *= p.shock_factor
+
+        # Clients split each region's demand by service and price; nobody is given more than it can carry.
+        served = [0.0] * len(nodes)
+        for r in p.regions:
+            members = [i for i, n in enumerate(nodes) if n.region == r]
+            if not members:
+                continue
+            cheapest = min(nodes[i].price for i in members)
+            weights = {}
+            for i in members:
+                n = nodes[i]
+                w = n.capacity_gib * n.customer_quality * cheapest / n.price
+                if i in ours and strategy is Strategy.OVERCLAIM:
+                    w *= 1 - p.overclaim_churn
+                weights[i] = w
+            total = sum(weights.values())
+            for i in members:
+                sellable = nodes[i].capacity_gib * p.duty * nodes[i].customer_quality
+                served[i] = min(demand[r] * weights[i] / total, sellable)
+        revenue = [served[i] * nodes[i].price for i in range(len(nodes))]
+        paid = {r: 0.0 for r in p.regions}
+        for i, n in enumerate(nodes):
+            paid[n.region] += revenue[i]
+
+        # Node 0's extra moves this epoch.
+        extra_cost = 0.0
+        own_revenue = sum(revenue[i] for i in ours)
+        if strategy is Strategy.WASH:
+            wash = p.wash_multiple * max(own_revenue, 1.0)
+            paid[nodes[0].region] += wash
+            extra_cost += wash * p.fee + (p.gas.open_channel + p.gas.cooperative_close) * gas_usd
+        elif strategy is Strategy.OVERCLAIM:
+            # Each inflated settlement is refused on chain (the client signed less): gas for nothing.
+            extra_cost += own_revenue / p.channel_usd * p.gas.settle * gas_usd
+
+        # Challengers' reports -> median service per node.
+        liars = p.cheat_challengers if strategy in (Strategy.LYING_MINORITY, Strategy.SELF_DEALING) else 0
+        medians = []
+        for i, n in enumerate(nodes):
+            floors = []
+            for _ in range(p.challengers):
+                up = n.rng.random() < p.uptime
+                mbps = n.mbps * n.probe_quality
+                if not p.sybil_shared_probes and strategy is Strategy.SYBIL and i in ours:
+                    mbps = n.mbps * p.sybil_nodes  # each part probed alone shows the whole uplink
+                kbps = mbps * KBPS_PER_MBPS * math.exp(n.rng.gauss(0, p.noise))
+                floors.append(bucket_floor_kbps(kbps, up))
+            if liars:
+                if i in ours:
+                    floors += [bucket_floor_kbps(2**64)] * liars
+                elif strategy is Strategy.LYING_MINORITY and n.region == nodes[0].region:
+                    floors += [0] * liars
+            medians.append(median_service(floors, p.min_reports))
+        if liars:
+            reports = len(ours) if strategy is Strategy.SELF_DEALING else sum(
+                1 for n in nodes if n.region == nodes[0].region)
+            extra_cost += liars * (reports * p.gas.report * gas_usd + p.stake_cost(p.challenger_stake_tokens))
+
+        entered = [i for i in range(len(nodes)) if medians[i] > 0]
+        shares = epoch_rewards(emission, p.fee, p.demand_share, p.fee_rebate, [medians[i] for i in entered],
+                               [nodes[i].region for i in entered], paid)
+        reward = [0.0] * len(nodes)
+        for i, share in zip(entered, shares, strict=True):
+            reward[i] = share
+
+        # Each node's books for the epoch; auto prices for the next one.
+        for i, n in enumerate(nodes):
+            gas = revenue[i] / p.channel_usd * p.gas.cooperative_close * gas_usd
+            if reward[i] > 0:
+                gas += (p.gas.submit + p.gas.claim) * gas_usd
+            utilisation = served[i] / max(n.capacity_gib * p.duty * n.customer_quality, 1e-9)
+            price = next_price(n.price, utilisation, p)
+            if abs(price - n.price) > 0.01 * n.price:
+                gas += p.gas.update_price * gas_usd
+                n.price = price
+            fee = revenue[i] * p.fee
+            cost = served[i] * p.bandwidth_cost + p.stake_cost(p.node_stake_tokens)
+            cost += p.fixed_cost if (n.owner != 0 or i == ours[0]) else 0.0  # Sybil parts share one box
+            n.last_income = revenue[i] + reward[i]
+            if n.owner == 0:
+                profit += n.last_income - fee - gas - cost
+                income += n.last_income
+                fees_gas += fee + gas
+            else:
+                honest_income += n.last_income
+                honest_fees_gas += fee + gas
+        profit -= extra_cost
+        fees_gas += extra_cost
+
+        # Supply follows pay: a few nodes move where a unit of capacity earned most (read from the
+        # other operators' books, so node 0's own strategy moves no one through its own income).
+        per_capacity = {}
+        for r in p.regions:
+            others = [n for n in nodes if n.region == r and n.owner != 0]
+            caps = sum(n.capacity_gib for n in others)
+            per_capacity[r] = sum(n.last_income for n in others) / caps if caps else math.inf
+        best = max(per_capacity, key=per_capacity.get)
+        for n in nodes:
+            if n.pinned or n.owner == 0 or n.rng.random() >= p.migration:
+                continue
+            if per_capacity[best] > p.migration_gain * per_capacity[n.region]:
+                n.region = best
+                n.price = statistics.fmean([m.price for m in nodes if m.region == best])
+
+        if epoch > p.shock_epoch and response is None:
+            ratio = {r: demand[r] / max(sum(n.capacity_gib * p.duty for n in nodes if n.region == r), 1e-9)
+                     for r in p.regions}
+            others = statistics.median([ratio[r] for r in p.regions if r != p.shock_region])
+            if ratio[p.shock_region] <= 1.25 * others:
+                response = epoch - p.shock_epoch
+
+    return RunResult(
+        profit=profit, income=income, fees_and_gas=fees_gas,
+        supply_response_epochs=response if response is not None else p.epochs - p.shock_epoch,
+        honest_fee_share=honest_fees_gas / honest_income if honest_income else 0.0,
+    )
+
+
+def compare(p: Params, seeds: list[int], strategies: list[Strategy] | None = None) -> dict:
+    """Every strategy against the honest run of the same seed.
+
+    Returns:
+        ``{"strategies": {name: {"profit_vs_honest", "ci95", "profit_usd"}}, "honest_profit_usd",
+        "honest_fee_share", "honest_fee_share_ci95", "supply_response_epochs",
+        "supply_response_epochs_ci95"}``; ``profit_vs_honest`` is (cheat - honest) / |honest| of
+        node 0's operator's profit over the run, averaged over seeds.
+    """
+    if strategies is None:
+        strategies = [s for s in Strategy if s is not Strategy.HONEST]
+    honest = {seed: run(p, Strategy.HONEST, seed) for seed in seeds}
+    out: dict = {"strategies": {}}
+    for strategy in strategies:
+        rel, usd = [], []
+        for seed in seeds:
+            cheat = run(p, strategy, seed)
+            base = honest[seed].profit
+            rel.append((cheat.profit - base) / abs(base))
+            usd.append(cheat.profit - base)
+        mean, half = mean_ci95(rel)
+        out["strategies"][strategy.value] = {
+            "profit_vs_honest": round(mean, 4),
+            "ci95": [round(mean - half, 4), round(mean + half, 4)],
+            "profit_delta_usd": round(statistics.fmean(usd), 2),
+        }
+    profit, _ = mean_ci95([r.profit for r in honest.values()])
+    share, share_half = mean_ci95([r.honest_fee_share for r in honest.values()])
+    response, response_half = mean_ci95([float(r.supply_response_epochs) for r in honest.values()])
+    out.update(
+        honest_profit_usd=round(profit, 2),
+        honest_fee_share=round(share, 5),
+        honest_fee_share_ci95=[round(share - share_half, 5), round(share + share_half, 5)],
+        supply_response_epochs=round(response, 1),
+        supply_response_epochs_ci95=[round(response - response_half, 1), round(response + response_half, 1)],
+    )
+    return out
