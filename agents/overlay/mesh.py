@@ -233,13 +233,15 @@ class MeshHost:
         with self._lock:
             if self.peers.get(node_id) != "relay":
                 return
-            del self.peers[node_id]
             if self.bridge is not None:
                 self.bridge.drop(node_id)
             if cert is not None:
                 self.tunnel.remove_peer(cert.wg_key)
                 with contextlib.suppress(TunnelError):  # the route, so OnDemand sees packets again
                     self.tunnel.tun.ip("route", "del", f"{cert.ip}/{32 if ':' not in cert.ip else 128}")
+            # last: whoever sees the peer gone from ``peers`` (status, tests: they read without the
+            # lock) finds its WireGuard peer and route gone too (CI once saw the peer still there)
+            del self.peers[node_id]
         log.info("mesh: relay path to %x ended", node_id)
 
     def _relay_send(self, peer: int, datagram: bytes) -> None:
