@@ -27,6 +27,7 @@ control channel), rather than as a file the user hands to the operator for ``war
 from __future__ import annotations
 
 import logging
+import threading
 
 from eth_abi import encode as abi_encode
 from eth_account.messages import encode_typed_data
@@ -73,12 +74,18 @@ class NodeChain:
         wg_public_key: the node's WireGuard public key.
         voucher_pools: the deployment's voucher pools (by checksummed address) whose channels the
             node accepts (:func:`agents.prover.chain.deployment_pools`).
+        tx_lock: held while the operator sends a transaction. Share it with every other sender of
+            the same account (the settler): ape takes the nonce from the chain when it signs, so two
+            threads sending at once (a redemption in a session setup, a settlement) could take the
+            same one and lose a transaction.
     """
 
     def __init__(self, contracts: WarrenContracts, operator, wg_public_key: bytes,
-                 voucher_pools: dict[str, VoucherChannels] | None = None) -> None:
+                 voucher_pools: dict[str, VoucherChannels] | None = None,
+                 tx_lock: threading.Lock | None = None) -> None:
         self.contracts = contracts
         self.operator = operator
+        self.tx_lock = tx_lock or threading.Lock()
         self.wg_public_key = bytes(wg_public_key)
         self.node_id = node_id_of(self.wg_public_key)
         self.voucher_pools = dict(voucher_pools or {})
@@ -163,7 +170,8 @@ class NodeChain:
         except UserError as exc:
             log.error("%s", exc)
             raise SetupRefused("node_unavailable", "the node cannot submit redemptions now") from None
-        submission = submit_redemption(pool, redemption, self.operator)
+        with self.tx_lock:
+            submission = submit_redemption(pool, redemption, self.operator)
         log.info("redeemed a voucher as relayer: channel %s, fee %d token wei, gas %d",
                  submission.channel.channel_id.hex()[:16], redemption.relayer_fee, submission.gas_used)
         return "redeemed"

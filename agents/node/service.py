@@ -79,7 +79,8 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
         contracts = load_contracts(project, config.deployment)
         operator = load_account(config.operator, config.network)
         pools = deployment_pools(project, config.deployment, contracts.chain_id)  # voucher channels: these pools
-        chain = NodeChain(contracts, operator, wg_public, voucher_pools=pools)
+        tx_lock = threading.Lock()  # one sender of the operator's transactions at a time (nonces)
+        chain = NodeChain(contracts, operator, wg_public, voucher_pools=pools, tx_lock=tx_lock)
         done = chain.ensure_registered(config.region, config.price_per_gib, config.stake)
         log.info("node %s: %s (region %s, price %d token wei/GiB)", node_id.hex(), done, config.region,
                  config.price_per_gib)
@@ -117,7 +118,7 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
         agent = NodeAgent(tunnel_factory=tunnel_factory, chain=chain, offer=offer, pool=pool, ledger_for=ledger_for,
                           exit_table=exit_table, resolver=resolver, store=store, private_key=private_key,
                           listen_port=config.listen_port, mtu=mtu)
-        port = ContractsChainPort(contracts, operator, pools)
+        port = ContractsChainPort(contracts, operator, pools, tx_lock=tx_lock)
         threshold = (default_threshold(SETTLE_GAS, int(config.gas_price_gwei * 10**9),
                                        int(config.token_price_eth * 10**18))
                      if config.settlement_threshold == "auto" else int(config.settlement_threshold))

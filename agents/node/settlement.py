@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import threading
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -442,13 +443,17 @@ class ContractsChainPort:
         operator: the operator's ape account (sends ``settle``).
         voucher_channels: voucher pool bindings by pool address, for channels the store marks
             ``"voucher"`` (their terms come from the store's voucher_terms JSON).
+        tx_lock: held while ``settle`` is sent; shared with the node's other senders of the same
+            account (:class:`agents.node.chain.NodeChain`'s redemptions), so no two pick one nonce.
     """
 
-    def __init__(self, contracts, operator, voucher_channels: dict[str, VoucherChannels] | None = None) -> None:
+    def __init__(self, contracts, operator, voucher_channels: dict[str, VoucherChannels] | None = None,
+                 tx_lock: threading.Lock | None = None) -> None:
         from eth_utils import to_checksum_address
 
         self.contracts = contracts
         self.operator = operator
+        self.tx_lock = tx_lock or threading.Lock()
         self.voucher_channels = {to_checksum_address(k): v for k, v in (voucher_channels or {}).items()}
 
     def _voucher(self, channel: StoredChannel) -> tuple[VoucherChannels, VoucherChannel]:
@@ -479,13 +484,14 @@ class ContractsChainPort:
 
         receipt = record.receipt
         try:
-            if channel.kind == "voucher":
-                pool, voucher = self._voucher(channel)
-                tx = pool.settle(voucher, receipt, record.signature, sender=self.operator)
-            else:
-                tx = self.contracts.channels.settle(receipt.channel_id, receipt.cumulative_bytes,
-                                                    receipt.cumulative_amount, record.signature,
-                                                    sender=self.operator)
+            with self.tx_lock:
+                if channel.kind == "voucher":
+                    pool, voucher = self._voucher(channel)
+                    tx = pool.settle(voucher, receipt, record.signature, sender=self.operator)
+                else:
+                    tx = self.contracts.channels.settle(receipt.channel_id, receipt.cumulative_bytes,
+                                                        receipt.cumulative_amount, record.signature,
+                                                        sender=self.operator)
         except (ContractLogicError, VirtualMachineError, OutOfGasError) as exc:
             raise SettlementRejected(getattr(exc, "message", None) or str(exc)) from exc
         except LocalProtocolError:
