@@ -15,8 +15,9 @@ valid only when signed by the operator node_registry binds to that id (the ``dir
 * **Node behind a NAT** (no ``public_endpoint``): does not join the ring (nobody could reach it
   unsolicited); it routes its puts through a bootstrap peer (client mode,
   :meth:`~agents.overlay.core.OverlayNode.use_gateway`) and registers with that peer as its
-  rendezvous, which keeps the NAT mapping alive. Its PeerRecord lists the *rendezvous'* endpoint,
-  never its own reflexive address (an unsolicited datagram there would leave the conntrack entry that
+  rendezvous, which keeps the NAT mapping alive; it also stays registered with the next bootstrap
+  peer (:data:`BACKUP_RENDEZVOUS`), so clients still reach it when its first rendezvous dies. Its
+  PeerRecord lists the *rendezvous'* endpoints, never its own reflexive address (an unsolicited datagram there would leave the conntrack entry that
   spoils a later punch, see :data:`agents.overlay.nat.PUNCH_SYNC_S`). A client tells the two cases
   apart by the id in the PONG of an overlay PING to the endpoint (:mod:`agents.client.discovery`).
 
@@ -79,6 +80,10 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL_S = 3600
 JOIN_TIMEOUT_S = 10.0  # per bootstrap peer: a few overlay RPC timeouts (OverlayConfig.rpc_timeout 1 s)
 PUBLISH_TIMEOUT_S = 10.0  # one put: a lookup (bounded by lookup_deadline, 10 s) and a STORE
+# Behind a NAT: besides the first rendezvous, stay registered with this many more bootstrap peers
+# (listed in the PeerRecord after it), waiting at most BACKUP_WAIT_S for their answers at start.
+BACKUP_RENDEZVOUS = 1
+BACKUP_WAIT_S = 3.0
 # Known peers tried on a restart: each dead one costs JOIN_TIMEOUT_S, so a few of the closest.
 REJOIN_PEERS = 4
 # How often the known-peer list is compared with the saved one (written only when it changed).
@@ -167,6 +172,7 @@ class NodePresence:
         self._reactor, self.rt, self.nat = make_overlay(tunnel, self.node_id, directory, authority=authority,
                                                         config=config, relay=relay, limits=relay_limits)
         self.rendezvous: tuple | None = None
+        self.backup_rendezvous: tuple = ()
         self.joined = False
         self.endpoints: tuple = ()
         self.seq = 0
@@ -192,7 +198,7 @@ class NodePresence:
             self.endpoints = (self.public_endpoint,)
         else:
             self._use_rendezvous()
-            self.endpoints = (self.rendezvous,)
+            self.endpoints = (self.rendezvous, *self.backup_rendezvous)
         reason = self.publish()
         if reason != "ok":
             raise RemoteProtocolError(f"presence: PeerRecord not stored: {reason}")
@@ -245,16 +251,31 @@ class NodePresence:
         self._saved_peers = peers
 
     def _use_rendezvous(self) -> None:
-        for peer in self.bootstrap:
+        for i, peer in enumerate(self.bootstrap):
             self.rt.call(lambda node, now, peer=peer: node.use_gateway(peer, now))
             self.rt.call(lambda node, now, peer=peer: self.nat.register(peer, now))
             deadline = time.monotonic() + JOIN_TIMEOUT_S
             while time.monotonic() < deadline and not self._stop.is_set():
                 if self.rt.node.gateway is not None and self.nat.reflexive is not None:
                     self.rendezvous = peer
+                    self._add_backup_rendezvous(self.bootstrap[i + 1:])
                     return
                 time.sleep(0.05)
         raise RemoteProtocolError(f"presence: no bootstrap peer of {self.bootstrap} answered")
+
+    def _add_backup_rendezvous(self, candidates: list) -> None:
+        """Stay registered with up to :data:`BACKUP_RENDEZVOUS` more bootstrap peers that answer, so
+        that clients still reach us through one of them when our first rendezvous dies."""
+        for peer in candidates[:BACKUP_RENDEZVOUS]:
+            self.rt.call(lambda node, now, peer=peer: self.nat.register_backup(peer, now))
+        deadline = time.monotonic() + BACKUP_WAIT_S
+        while time.monotonic() < deadline and not self._stop.is_set():
+            with self.rt.lock:
+                if all(tuple(p) in self.nat.registered_at for p in candidates[:BACKUP_RENDEZVOUS]):
+                    break
+            time.sleep(0.05)
+        with self.rt.lock:
+            self.backup_rendezvous = tuple(p for p in self.nat.backups if p in self.nat.registered_at)
 
     def publish(self) -> str:
         """Sign and store a fresh PeerRecord (seq and expiry from now); returns "ok" or why not."""
@@ -332,6 +353,7 @@ class NodePresence:
                 "gateway": self.rt.node.gateway.addr if self.rt.node.gateway else None,
                 "endpoints": list(self.endpoints),
                 "rendezvous": self.rendezvous,
+                "backup_rendezvous": list(self.backup_rendezvous),
                 "reflexive": self.nat.reflexive,
                 "relay": self.relay,
                 "relay_sessions": len(self.nat.sessions),

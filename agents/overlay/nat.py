@@ -163,6 +163,11 @@ class NatAgent:
     relay_volunteer: bool = False
     limits: RelayLimits = field(default_factory=RelayLimits)
     rendezvous: tuple | None = None
+    #: More rendezvous we stay registered with (kept alive with the first), so that peers still find
+    #: us through one of them when another dies; only the first's answer sets :attr:`reflexive`.
+    backups: list = field(default_factory=list)
+    #: Rendezvous (first and backups) that have answered REGISTERED.
+    registered_at: set = field(default_factory=set)
     reflexive: tuple | None = None
     peers: dict = field(default_factory=dict)
     registry: dict = field(default_factory=dict)  # rendezvous side: node id -> (addr, last seen)
@@ -201,8 +206,16 @@ class NatAgent:
     def register(self, rendezvous: tuple, now: float) -> None:
         """Register with a public overlay peer (and keep doing so every KEEPALIVE_S)."""
         self.rendezvous = tuple(rendezvous)
-        self._send(self.rendezvous, _REGISTER)
+        for addr in [self.rendezvous, *self.backups]:
+            self._send(addr, _REGISTER)
         self._next_register = now + KEEPALIVE_S
+
+    def register_backup(self, rendezvous: tuple, now: float) -> None:
+        """Also stay registered with ``rendezvous`` (see :attr:`backups`)."""
+        addr = tuple(rendezvous)
+        if addr != self.rendezvous and addr not in self.backups:
+            self.backups.append(addr)
+        self._send(addr, _REGISTER)
 
     def connect(self, peer: int, now: float) -> None:
         """Set up a path to ``peer`` (registered at the same rendezvous); PathUp/PathDown report."""
@@ -233,7 +246,10 @@ class NatAgent:
             self._send(src, _REGISTERED, encode_address(src))
         elif sub == _REGISTERED:
             addr, _ = decode_address(body, 0)
-            if addr != self.reflexive:
+            if src != self.rendezvous and src not in self.backups:
+                return  # nobody we registered with
+            self.registered_at.add(src)
+            if src == self.rendezvous and addr != self.reflexive:
                 self.reflexive = addr
                 self._emit(Registered(addr))
         elif sub == _CONNECT and len(body) >= 32:

@@ -310,3 +310,48 @@ def test_presence__record_holder_restarted__node_behind_nat_publishes_again(lab)
     # the next republication by schedule would be 300 s away (ttl_s / 2)
     assert lab.wait_for(lambda: (r := client.resolve(id_to_bytes(ids["B"]), timeout=3)) is not None
                         and r.seq > first.seq, 15)
+
+
+def test_presence__first_rendezvous_dies__client_reaches_node_behind_nat_through_the_backup(lab):
+    """B behind a port-restricted NAT lists two rendezvous (A1 and A2, both public ring members); A1
+    stops; a client that knows only A2 still resolves B and punches a direct path through A2."""
+    inet = lab.add_internet("198.51.100.0/24")
+    hosts = {name: lab.add_host(name.lower()) for name in ("A1", "A2", "C")}
+    ips = {name: inet.attach(ns) for name, ns in hosts.items()}
+    nat_b = lab.add_nat("natb", NatType.PORT_RESTRICTED, inet)
+    hosts["B"] = lab.add_host("b")
+    nat_b.attach(hosts["B"])
+    keys = {name: generate_private_key() for name in ("A1", "A2", "B", "C")}
+    ops = {name: Account.create() for name in ("A1", "A2", "B")}
+    ids = {name: node_id_from_wg_key(public_key(keys[name])) for name in ops}
+
+    def directory():
+        return InMemoryDirectory({ids[n]: ops[n].address for n in ops})
+
+    def presence(name, bootstrap, public=True):
+        tun = start_python_tunnel(lab, hosts[name], InterfaceConfig(private_key=keys[name], listen_port=PORT,
+                                                                  mtu=MESH_MTU))
+        node = NodePresence(tun, operator_key=ops[name].key, region="EU", price_per_gib=PRICE,
+                            directory=directory(), bootstrap=bootstrap,
+                            public_endpoint=(ips[name], PORT) if public else None, relay=public)
+        lab.defer(node.close)
+        return tun, node.start()
+
+    a1 = (ips["A1"], PORT)
+    a2 = (ips["A2"], PORT)
+    tun_a1, node_a1 = presence("A1", [a1])
+    presence("A2", [a1])
+    _, b = presence("B", [a1, a2], public=False)
+    assert b.status()["rendezvous"] == a1 and b.status()["backup_rendezvous"] == [a2]
+    assert b.status()["endpoints"] == [a1, a2]
+
+    node_a1.close()  # the first rendezvous dies
+    tun_a1.close()
+    client = ClientDiscovery(start_python_tunnel(lab, hosts["C"], InterfaceConfig(
+        private_key=keys["C"], listen_port=PORT, mtu=MESH_MTU)), directory=directory(), bootstrap=[a2])
+    lab.defer(client.close)
+    record = client.resolve(id_to_bytes(ids["B"]))
+    assert record is not None and record.endpoints == (a1, a2)  # A2 holds a replica
+    path = client.path_to(id_to_bytes(ids["B"]))
+    assert path is not None and path[0] == nat_b.public_address, path
+    assert client.nat.path(ids["B"]) == "direct"
