@@ -148,8 +148,9 @@ def run_demo(workdir: Path, *, file_bytes: int = FILE_BYTES) -> int:
 
         console.rule("[bold cyan]2. three exit nodes: `warren node run`", align="left")
         nodes = {"node_a": start_node(world, chain, world.node_a, workdir)}
-        for name in ("node_b", "node_c"):
-            nodes[name] = start_node(world, chain, getattr(world, name), workdir, bootstrap=world.node_a)
+        nodes["node_b"] = start_node(world, chain, world.node_b, workdir, bootstrap=world.node_a)
+        # node_c (behind a NAT) also registers with node_b: still reachable after node_a is killed
+        nodes["node_c"] = start_node(world, chain, world.node_c, workdir, bootstrap=(world.node_a, world.node_b))
         for name, node in nodes.items():
             status = node.status()
             where = "behind a NAT" if node.host.nat else f"public {node.host.address}"
@@ -217,8 +218,7 @@ def run_demo(workdir: Path, *, file_bytes: int = FILE_BYTES) -> int:
                      and "warren connect" not in Path(f"/etc/netns/{world.client.name}/resolv.conf").read_text())
         channel_leg = _channel_summary(chain, workdir, nodes, first, after, checks)
 
-        # The voucher user takes the exit that is still serving (the NAT'd node_c loses its rendezvous
-        # when the killed exit was node_a, so it is not always reachable here).
+        # The voucher user takes the exit the client failed over to (it is serving for certain).
         live_name = next(n for n, p in nodes.items() if p.proc.poll() is None and p.status()
                          and p.status()["node_id"] == after.get("node_id"))
         console.rule(f"[bold cyan]6. pay anonymously: `warren connect --pay voucher` to {live_name}", align="left")

@@ -107,8 +107,13 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
 
 
 def start_node(world: World, chain: Chain, host: NodeHost, workdir: Path, *, exit_policy: dict | None = None,
-               bootstrap: NodeHost | None = None, credit_bytes: int = 16 << 20, extra: dict | None = None) -> NodeProcess:
-    """Write ``host``'s config and start `warren node run` there (returns once it is ready)."""
+               bootstrap: NodeHost | tuple[NodeHost, ...] | None = None, credit_bytes: int = 16 << 20,
+               extra: dict | None = None) -> NodeProcess:
+    """Write ``host``'s config and start `warren node run` there (returns once it is ready).
+
+    ``bootstrap``: the public node(s) to join through (None: ``host`` starts the ring); a node behind
+    a NAT keeps the second as its backup rendezvous.
+    """
     data_dir = workdir / host.name
     data_dir.mkdir(parents=True, exist_ok=True)
     key_file = data_dir / "wg.key"
@@ -117,12 +122,13 @@ def start_node(world: World, chain: Chain, host: NodeHost, workdir: Path, *, exi
         with os.fdopen(fd, "w") as handle:
             handle.write(encode_key(generate_private_key()) + "\n")
     public = host.nat is None
-    boot = bootstrap or host
+    boots = bootstrap if isinstance(bootstrap, tuple) else (bootstrap or host,)
     config = NodeConfig(
         region=host.region, price_per_gib=PRICE_PER_GIB, operator=AccountSpec(test_account=NODE_ACCOUNTS[host.name]),
         stake=STAKE, data_dir=data_dir, interface=f"wrn{host.name[-1]}0", listen_port=WG_PORT,
         public_endpoint=(host.address, WG_PORT) if public else None,
-        bootstrap=((boot.public_address, WG_PORT),), rpc="http://127.0.0.1:8545", deployment=chain.deployment,
+        bootstrap=tuple((b.public_address, WG_PORT) for b in boots), rpc="http://127.0.0.1:8545",
+        deployment=chain.deployment,
         exit=exit_policy or {}, credit_bytes=credit_bytes, settlement_threshold=10**30, uplink="eth0",
         **(extra or {}))
     config_path = data_dir / "node.toml"
