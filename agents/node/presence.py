@@ -266,12 +266,13 @@ class NodePresence:
     def _add_backup_rendezvous(self, candidates: list) -> None:
         """Stay registered with up to :data:`BACKUP_RENDEZVOUS` more bootstrap peers that answer, so
         that clients still reach us through one of them when our first rendezvous dies."""
-        for peer in candidates[:BACKUP_RENDEZVOUS]:
+        backups = [tuple(p) for p in candidates[:BACKUP_RENDEZVOUS]]
+        for peer in backups:
             self.rt.call(lambda node, now, peer=peer: self.nat.register_backup(peer, now))
         deadline = time.monotonic() + BACKUP_WAIT_S
         while time.monotonic() < deadline and not self._stop.is_set():
             with self.rt.lock:
-                if all(tuple(p) in self.nat.registered_at for p in candidates[:BACKUP_RENDEZVOUS]):
+                if self.nat.registered_at.issuperset(backups):
                     break
             time.sleep(0.05)
         with self.rt.lock:
