@@ -82,9 +82,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from agents.netlab import is_root
+    from agents.netlab import can_build_namespaces
 
-    if not is_root():
+    if not can_build_namespaces():
         print("warren demo: needs root: it builds network namespaces, TUN devices and nftables tables "
               "for its hosts (run `sudo make demo`, or `sudo .venv/bin/warren demo`)", file=sys.stderr)
         return 2

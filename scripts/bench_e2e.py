@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agents.netlab import Lab, NatType, is_root
+from agents.netlab import Lab, NatType, can_build_namespaces
 from agents.netlab.warren_net import client_config, client_status, deploy_chain, start_node, wait_for
 from agents.netlab.wireguard import spawn_python_tunnel, tunnel_pair
 from agents.netlab.world import build_world, run_in, spawn_in, start_anvil, warren_argv
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.size_mib, args.receipts = 1, QUICK_SIZE >> 20, 2_000
-    if not is_root():
+    if not can_build_namespaces():
         print("bench_e2e: needs root (network namespaces, TUN devices, nftables)", file=sys.stderr)
         return 1
 

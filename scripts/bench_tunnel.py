@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from agents.netlab import Lab, is_root
+from agents.netlab import Lab, can_build_namespaces
 from agents.netlab.wireguard import (
     B_TUNNEL,
     spawn_python_tunnel,
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.repeats, args.handshake_seconds = 2.0, 1, 1.0
-    if not is_root():
+    if not can_build_namespaces():
         print("bench_tunnel: needs root (network namespaces, TUN devices)", file=sys.stderr)
         return 1
 

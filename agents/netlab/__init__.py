@@ -27,7 +27,7 @@ from agents.netlab.capture import CapturedDatagram, UdpCapture
 from agents.netlab.errors import LabError
 from agents.netlab.http_server import make_random_file
 from agents.netlab.lab import Internet, Lab, Link, NatRouter, NatType, Namespace
-from agents.netlab.nsenter import enter_namespace, is_root
+from agents.netlab.nsenter import can_build_namespaces, enter_namespace
 from agents.netlab.rpc_bridge import RpcBridge
 
 __all__ = [
@@ -42,6 +42,6 @@ __all__ = [
     "RpcBridge",
     "UdpCapture",
     "enter_namespace",
-    "is_root",
+    "can_build_namespaces",
     "make_random_file",
 ]

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from agents.netlab.errors import LabError
 
-__all__ = ["enter_namespace", "is_root", "NETNS_DIR"]
+__all__ = ["can_build_namespaces", "enter_namespace", "NETNS_DIR"]
 
 #: Where `ip netns add NAME` bind-mounts a namespace (iproute2's NETNS_RUN_DIR).
 NETNS_DIR = "/var/run/netns"
@@ -26,9 +26,23 @@ _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def is_root() -> bool:
-    """Whether this process may build namespaces (tests skip the lab unless this holds)."""
-    return os.geteuid() == 0
+#: Capability bits (<linux/capability.h>) that `ip netns add`, TUN devices and nftables need.
+_CAP_NET_ADMIN, _CAP_SYS_ADMIN = 12, 21
+
+
+def can_build_namespaces() -> bool:
+    """Whether this process may build the lab: namespaces, TUN devices, nftables tables.
+
+    Reads the effective capability set rather than the uid: root with its capabilities dropped (a
+    container, ``setpriv --bounding-set=-all``) is refused by the kernel all the same.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            line = next(line for line in status if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return os.geteuid() == 0
+    effective = int(line.split()[1], 16)
+    return all(effective >> bit & 1 for bit in (_CAP_NET_ADMIN, _CAP_SYS_ADMIN))
 
 
 def _setns(fd: int) -> None:

@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from agents.client.killswitch import KillSwitch
-from agents.netlab import Lab, is_root
+from agents.netlab import Lab, can_build_namespaces
 
-pytestmark = [pytest.mark.netns, pytest.mark.skipif(not is_root(), reason="needs root (netns)")]
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(not can_build_namespaces(), reason="needs root (netns)")]
 
 SEND = """
 import socket, sys

@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from agents.client.resolvconf import BACKUP_NAME, MARKER, ResolvConf, ResolvConfError
-from agents.netlab import Lab, is_root
+from agents.netlab import Lab, can_build_namespaces
 
 ORIGINAL = b"# from the DHCP client\nnameserver 192.168.1.1\nsearch home.lan\n"
 
@@ -141,7 +141,7 @@ def test_restore__corrupt_backup__clear_error(resolv, tmp_path):
 
 
 @pytest.mark.netns
-@pytest.mark.skipif(not is_root(), reason="needs root for network namespaces")
+@pytest.mark.skipif(not can_build_namespaces(), reason="needs root for network namespaces")
 def test_point_to__netns_resolv_conf__seen_inside_ip_netns_exec(tmp_path):
     real = open("/etc/resolv.conf", "rb").read() if os.path.exists("/etc/resolv.conf") else None
     with Lab("h4rc") as lab:

@@ -30,13 +30,13 @@ import pytest
 
 from agents.client.killswitch import KillSwitch, KillSwitchError
 from agents.client.routes import FullTunnelRoutes
-from agents.netlab import Lab, is_root
+from agents.netlab import Lab, can_build_namespaces
 from agents.netlab.capture import PacketCapture
 from agents.netlab.wireguard import spawn_python_tunnel, start_wireguard_go_in
 from agents.wireguard.config import InterfaceConfig, PeerConfig, generate_private_key
 
 pytestmark = [pytest.mark.netns,
-              pytest.mark.skipif(not is_root(), reason="needs root for network namespaces")]
+              pytest.mark.skipif(not can_build_namespaces(), reason="needs root for network namespaces")]
 
 CLIENT, NODE_A, NODE_B, SERVER = "198.51.100.2", "198.51.100.3", "198.51.100.4", "198.51.100.5"
 CLIENT6, NODE_A6 = "fd00:51::2", "fd00:51::3"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agents.metering import price_of
-from agents.netlab import is_root
+from agents.netlab import can_build_namespaces
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Bound on the whole demo (it takes ~20 s here: anvil start, contract compilation and the depth-20
@@ -41,7 +41,7 @@ def _demo_namespaces():
 
 @pytest.mark.netns
 @pytest.mark.slow
-@pytest.mark.skipif(not is_root(), reason="the demo builds network namespaces: root only (CI is root)")
+@pytest.mark.skipif(not can_build_namespaces(), reason="the demo builds network namespaces: root only (CI is root)")
 def test_demo_quick__every_check_passes_and_money_adds_up():
     before = _demo_namespaces()
     result = _warren("demo", "--quick")
@@ -73,10 +73,11 @@ def test_demo_quick__every_check_passes_and_money_adds_up():
     assert _demo_namespaces() == before, "the demo left network namespaces behind"
 
 
-@pytest.mark.skipif(is_root() and not shutil.which("setpriv"), reason="needs setpriv to drop root")
+@pytest.mark.skipif(can_build_namespaces() and not shutil.which("setpriv"), reason="needs setpriv to drop capabilities")
 def test_demo__not_root__clear_error():
-    # As root, drop to nobody for this one run; otherwise we are already unprivileged.
-    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if is_root() else []
+    # As root, drop every capability for this one run (the uid stays, so a checkout in a 0700
+    # folder stays readable); otherwise we are already unprivileged.
+    drop = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"] if can_build_namespaces() else []
     result = _warren("demo", "--quick", preexec=drop, timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "warren demo: needs root" in result.stderr

@@ -22,7 +22,7 @@ import pytest
 
 from agents.chain.connect import connect, load_contracts
 from agents.control import MAX_BODY, ControlKind
-from agents.netlab import Lab, NatType, is_root
+from agents.netlab import Lab, NatType, can_build_namespaces
 from agents.netlab.warren_net import (
     NODE_ACCOUNTS,
     PRICE_PER_GIB,
@@ -41,7 +41,7 @@ from agents.wallet import AccountSpec
 from agents.wireguard.config import decode_key, encode_key, generate_private_key, public_key
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow,
-              pytest.mark.skipif(not is_root(), reason="the lab builds network namespaces: root only")]
+              pytest.mark.skipif(not can_build_namespaces(), reason="the lab builds network namespaces: root only")]
 
 #: The served file: big enough to pass node_a's credit several times over, small enough to be quick.
 FILE_SIZE = 8 << 20

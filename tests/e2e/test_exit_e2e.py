@@ -15,7 +15,7 @@ import pytest
 
 from agents.chain.connect import connect, load_contracts
 from agents.metering import price_of
-from agents.netlab import Lab, NatType, is_root
+from agents.netlab import Lab, NatType, can_build_namespaces
 from agents.netlab.capture import PacketCapture
 
 from agents.netlab.warren_net import (
@@ -30,7 +30,7 @@ from agents.netlab.warren_net import (
 from agents.netlab.world import build_world, run_in, spawn_in, start_anvil, warren_argv
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow,
-              pytest.mark.skipif(not is_root(), reason="the lab builds network namespaces: root only")]
+              pytest.mark.skipif(not can_build_namespaces(), reason="the lab builds network namespaces: root only")]
 
 #: The file pulled through the exit (the issue's 50 MiB).
 FILE_SIZE = 50 << 20

@@ -26,14 +26,14 @@ from agents.chain.connect import connect, load_contracts
 from agents.client.killswitch import KillSwitch
 from agents.client.resolvconf import MARKER as RESOLV_MARKER
 from agents.client.service import KILLSWITCH_TABLE
-from agents.netlab import Lab, NatType, is_root
+from agents.netlab import Lab, NatType, can_build_namespaces
 from agents.netlab.capture import PacketCapture
 from agents.netlab.warren_net import WG_PORT, client_config, client_status, deploy_chain, start_node, wait_for
 from agents.netlab.world import build_world, run_in, spawn_in, start_anvil, warren_argv, warren_env
 from agents.wireguard.tun import DEFAULT_FWMARK
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow,
-              pytest.mark.skipif(not is_root(), reason="the lab builds network namespaces: root only")]
+              pytest.mark.skipif(not can_build_namespaces(), reason="the lab builds network namespaces: root only")]
 
 #: The file pulled through the exits (big enough to be mid-transfer when the exit dies).
 FILE_SIZE = 32 << 20

@@ -21,12 +21,12 @@ import time
 import pytest
 
 from agents.chain.connect import connect, load_contracts
-from agents.netlab import Lab, NatType, is_root
+from agents.netlab import Lab, NatType, can_build_namespaces
 from agents.netlab.warren_net import client_config, client_status, deploy_chain, start_node, wait_for
 from agents.netlab.world import build_world, run_in, spawn_in, start_anvil, warren_argv
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow,
-              pytest.mark.skipif(not is_root(), reason="the lab builds network namespaces: root only")]
+              pytest.mark.skipif(not can_build_namespaces(), reason="the lab builds network namespaces: root only")]
 
 #: The served file: big enough for a slow download to span many receipts (one per MiB).
 FILE_SIZE = 32 << 20

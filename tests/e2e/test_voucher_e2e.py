@@ -25,7 +25,7 @@ from agents.chain.connect import connect, load_contracts
 from agents.client.config import ClientConfig
 from agents.client.config import write_config as write_client_config
 from agents.metering import price_of
-from agents.netlab import Lab, NatType, is_root
+from agents.netlab import Lab, NatType, can_build_namespaces
 from agents.netlab.warren_net import (
     CLIENT_ACCOUNT,
     PRICE_PER_GIB,
@@ -39,7 +39,7 @@ from agents.netlab.world import REPO_ROOT, build_world, run_in, spawn_in, start_
 from agents.prover.chain import mentions
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow,
-              pytest.mark.skipif(not is_root(), reason="the lab builds network namespaces: root only")]
+              pytest.mark.skipif(not can_build_namespaces(), reason="the lab builds network namespaces: root only")]
 
 #: The file pulled through the exit.
 FILE_SIZE = 8 << 20

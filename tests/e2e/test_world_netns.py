@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from agents.netlab import Lab, NatType, is_root
+from agents.netlab import Lab, NatType, can_build_namespaces
 from agents.netlab.world import (ANVIL_CHAIN_ID, BLOCKED_NAME, FILES_NAME, build_world, dns_query, run_in,
                        start_anvil, warren_argv)
 
 pytestmark = [
     pytest.mark.netns,
-    pytest.mark.skipif(not is_root(), reason="network namespaces need root (CI runs as root)"),
+    pytest.mark.skipif(not can_build_namespaces(), reason="network namespaces need root (CI runs as root)"),
 ]
 
 #: Served file size here: big enough for several TCP windows, small enough to stay fast.

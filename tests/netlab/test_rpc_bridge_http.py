@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from agents.netlab import Lab, RpcBridge, is_root, make_random_file
+from agents.netlab import Lab, RpcBridge, can_build_namespaces, make_random_file
 from agents.netlab.rpc_bridge import MAX_CONNECTIONS
 from agents.netlab.world import ANVIL_CHAIN_ID, run_in, spawn_in, start_anvil
 
 pytestmark = [
     pytest.mark.netns,
-    pytest.mark.skipif(not is_root(), reason="network namespaces need root (CI runs as root)"),
+    pytest.mark.skipif(not can_build_namespaces(), reason="network namespaces need root (CI runs as root)"),
 ]
 
 #: Bytes of the served file: more than one send chunk (1 MiB), so ranges cross chunk borders.

@@ -23,14 +23,14 @@ import time
 import pytest
 from dnslib import RCODE, DNSRecord
 
-from agents.netlab import Lab, is_root
+from agents.netlab import Lab, can_build_namespaces
 from agents.node.dns import NodeResolver
 from agents.node.exit import ExitTable
 from agents.node.policy import ExitPolicy
 
 pytestmark = [
     pytest.mark.netns,
-    pytest.mark.skipif(not is_root(), reason="network namespaces need root (CI runs as root)"),
+    pytest.mark.skipif(not can_build_namespaces(), reason="network namespaces need root (CI runs as root)"),
 ]
 
 NODE4, NODE6 = "10.77.0.1", "fd77:7272::1"

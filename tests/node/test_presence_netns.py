@@ -20,7 +20,7 @@ import pytest
 from eth_account import Account
 
 from agents.client.discovery import ClientDiscovery
-from agents.netlab import Lab, NatType, is_root
+from agents.netlab import Lab, NatType, can_build_namespaces
 from agents.netlab.wireguard import start_python_tunnel
 from agents.node.presence import NodePresence
 from agents.overlay import wire
@@ -34,7 +34,7 @@ from agents.wireguard.config import InterfaceConfig, PeerConfig, generate_privat
 
 pytestmark = [
     pytest.mark.netns,
-    pytest.mark.skipif(not is_root(), reason="network namespaces need root (CI runs as root)"),
+    pytest.mark.skipif(not can_build_namespaces(), reason="network namespaces need root (CI runs as root)"),
 ]
 
 PORT = 51820

@@ -11,7 +11,7 @@ import time
 import pytest
 from eth_account import Account
 
-from agents.netlab import NatType, is_root
+from agents.netlab import NatType, can_build_namespaces
 from agents.overlay.mesh import GroupDirectory
 from agents.overlay.records import MEMBER, RecordValidator
 from agents.wireguard.config import encode_key, generate_private_key, public_key
@@ -66,7 +66,7 @@ def _read_line(proc, needle: str, timeout: float) -> str:
 
 
 @pytest.mark.netns
-@pytest.mark.skipif(not is_root(), reason="network namespaces need root (CI runs as root)")
+@pytest.mark.skipif(not can_build_namespaces(), reason="network namespaces need root (CI runs as root)")
 def test_mesh_up__processes_behind_nats__ping_by_virtual_ip(lab, internet, tmp_path):
     public_host, nat_host = internet
     gw, gw_ip = public_host("gw")

@@ -19,7 +19,7 @@ import pytest
 from eth_account import Account
 
 from agents.chain.eip712 import Revocation, sign
-from agents.netlab import NatType, is_root
+from agents.netlab import NatType, can_build_namespaces
 from agents.netlab.wireguard import start_python_tunnel
 from agents.overlay.core import OverlayConfig, OverlayNode, PutDone
 from agents.overlay.ids import node_id_from_wg_key
@@ -34,7 +34,7 @@ from agents.wireguard.config import InterfaceConfig, generate_private_key, publi
 
 pytestmark = [
     pytest.mark.netns,
-    pytest.mark.skipif(not is_root(), reason="network namespaces need root (CI runs as root)"),
+    pytest.mark.skipif(not can_build_namespaces(), reason="network namespaces need root (CI runs as root)"),
 ]
 
 NETWORK = "lab"

@@ -13,13 +13,13 @@ import random
 
 import pytest
 
-from agents.netlab import NatType, is_root
+from agents.netlab import NatType, can_build_namespaces
 from agents.overlay.core import OverlayConfig, OverlayNode
 from agents.overlay.nat import PUNCH_TIMEOUT_S, DataReceived, NatAgent, PathUp, Registered, RelayLimits
 
 pytestmark = [
     pytest.mark.netns,
-    pytest.mark.skipif(not is_root(), reason="network namespaces need root (CI runs as root)"),
+    pytest.mark.skipif(not can_build_namespaces(), reason="network namespaces need root (CI runs as root)"),
 ]
 
 PORT = 51900

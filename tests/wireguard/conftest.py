@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.netlab import Lab, is_root
+from agents.netlab import Lab, can_build_namespaces
 from agents.wireguard.perf import LoopbackPair
 
 _HERE = Path(__file__).parent
@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture
 def root():
     """Skip unless root: namespaces, TUN devices and wireguard-go need it."""
-    if not is_root():
+    if not can_build_namespaces():
         pytest.skip("network namespaces and TUN devices need root (CI runs as root)")
 
 
