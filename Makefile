@@ -9,8 +9,9 @@ ANVIL := tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 PY_STAMP := $(VENV)/.installed
 DEB_STAMP := $(VENV)/.debs
 # Debian packages the netns lab and the benchmarks use (iproute2 for `ip netns`, nftables/iptables
-# for NAT, wireguard-go + wireguard-tools as the reference WireGuard, iperf3 for throughput).
-DEB_PKGS := iproute2 iptables nftables iputils-ping iperf3 wireguard-go wireguard-tools procps
+# for NAT, wireguard-go + wireguard-tools as the reference WireGuard, iperf3 for throughput;
+# chromium + chromium-driver for the dashboard's browser test, systemd for `systemd-analyze verify`).
+DEB_PKGS := iproute2 iptables nftables iputils-ping iperf3 wireguard-go wireguard-tools procps chromium chromium-driver systemd
 
 export PATH := $(BIN):$(PATH)
 

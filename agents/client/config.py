@@ -17,6 +17,10 @@
     [killswitch]
     exceptions = ["192.168.1.0/24"]    # destinations allowed outside the tunnel (the LAN printer)
 
+    [metrics]                          # Prometheus endpoint (agents.metrics), loopback by default
+    enabled = true
+    listen = "127.0.0.1:9471"
+
     [chain]
     rpc = "http://127.0.0.1:8545"
     network = "ethereum:local:foundry"
@@ -47,6 +51,7 @@ from eth_utils import is_address, to_checksum_address
 
 from agents.chain.connect import DEFAULT_NETWORK, DEFAULT_RPC, REPO_ROOT
 from agents.chain.deployment import default_path
+from agents.metrics import DEFAULT_CLIENT_PORT, ListenSettings, read_listen
 from agents.node.config import endpoint_text, read_ifname, check_region, operator_spec, read_chain
 from agents.tomlconfig import ConfigError, Table, read_toml, wei_to_toml, write_toml
 from agents.wallet import AccountSpec
@@ -95,6 +100,7 @@ class ClientConfig:
     #: 0.01 token: what the node earns for paying the redemption's gas (~270,000).
     relayer_fee: int = TOKEN // 100
     voucher_pool: str | None = None
+    metrics: ListenSettings = ListenSettings(True, ("127.0.0.1", DEFAULT_CLIENT_PORT))
 
     def __post_init__(self) -> None:
         if self.pay not in PAY_CHOICES:
@@ -124,6 +130,7 @@ class ClientConfig:
             "failover": {"keepalive_s": self.keepalive_s, "dead_after_s": self.dead_after_s,
                          "max_latency_ms": self.max_latency_ms},
             "killswitch": {"exceptions": list(self.killswitch_exceptions)},
+            "metrics": self.metrics.to_dict(),
             "chain": {"rpc": self.rpc, "network": self.network, "deployment": str(self.deployment)},
             "account": None if self.account is None else self.account.to_dict(),
             "pay": self.pay,
@@ -171,6 +178,7 @@ def load_config(path: str | os.PathLike) -> ClientConfig:
     killswitch = top.table("killswitch")
     values["killswitch_exceptions"] = killswitch.networks("exceptions", ())
     killswitch.finish()
+    values["metrics"] = read_listen(top, "metrics", DEFAULT_CLIENT_PORT)
     values.update(read_chain(top, base))
     values["pay"] = top.string("pay", "channel", " or ".join(f'"{c}"' for c in PAY_CHOICES))
     if values["pay"] not in PAY_CHOICES:

@@ -25,11 +25,13 @@ from agents.client.agent import ClientAgent, ConnectError, Route
 from agents.client.chain import client_port
 from agents.client.config import ClientConfig
 from agents.client.discovery import ClientDiscovery
+from agents.client import metrics as client_metrics
 from agents.client.killswitch import KillSwitch
 from agents.client.resolvconf import ResolvConf
 from agents.client.routes import FullTunnelRoutes
 from agents.client.selection import eligible, rank
 from agents.errors import UserError
+from agents.metrics import serve as serve_metrics
 from agents.unixctl import ControlServer, NotRunning, request
 from agents.wireguard.config import InterfaceConfig, generate_private_key
 from agents.wireguard.runtime import Tunnel
@@ -102,7 +104,7 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
     _write_state(state_path, {"status": "connected", "pid": os.getpid(), "killswitch": KILLSWITCH_TABLE,
                               "routes": routes.to_dict(), "resolv_conf": RESOLV_CONF,
                               "resolv_backup": str(Path(config.data_dir) / "resolv-backup")})
-    agent = control = discovery = None
+    agent = control = discovery = metrics = None
     try:
         with chain_connect(config.rpc, config.network) as project:
             contracts = load_contracts(project, config.deployment)
@@ -131,6 +133,8 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
                                 max_latency_s=config.max_latency_ms / 1000)
             agent.connect(plan)
             control = ControlServer(_socket(config), lambda body: _handle(body, agent, stop))
+            metrics = serve_metrics(config.metrics, lambda: client_metrics.families(
+                client_metrics.snapshot(agent, tunnel)))
             print(json.dumps({"connected": agent.status()}), flush=True)
             while not stop.wait(0.5):
                 pass
@@ -141,6 +145,8 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
     finally:
         if control is not None:
             control.close()
+        if metrics is not None:
+            metrics.close()
         if discovery is not None:
             with contextlib.suppress(Exception):
                 discovery.close()

@@ -124,6 +124,8 @@ class NodeAgent:
         self.started_at = time.time()
         self.counters = {"receipts_accepted": 0, "receipts_refused": 0, "sessions": 0,
                          "setups_refused": 0}
+        #: Refused receipts by reason (the metering core's refusal names), for status and metrics.
+        self.receipt_refusals: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -285,6 +287,8 @@ class NodeAgent:
                     self.counters["receipts_accepted"] += 1
                 else:
                     self.counters["receipts_refused"] += 1
+                    reason = decision.reason.value
+                    self.receipt_refusals[reason] = self.receipt_refusals.get(reason, 0) + 1
             if not decision.accepted:
                 log.info("receipt refused from %s: %s %s", _short(wg_key), decision.reason.value, decision.detail)
                 latest = self.core.sessions[wg_key].ledger.latest() if wg_key in self.core.sessions else None
@@ -457,16 +461,22 @@ class NodeAgent:
         with self.lock:
             sessions = [{
                 "client": _short(key), "channel_id": s.channel_id.hex(), "v4": s.v4, "v6": s.v6,
+                "rx_bytes": rx, "tx_bytes": tx,  # the tunnel's counters: from and to the client
                 "billed_bytes": s.billed_bytes, "paid_bytes": s.ledger.paid_bytes(),
                 "paid_amount": (s.ledger.latest().receipt.cumulative_amount if s.ledger.latest() else 0),
                 "suspended": s.suspended, "age_s": round(time.monotonic() - s.started, 1),
-            } for key, s in self.core.sessions.items()]
+            } for key, s in self.core.sessions.items()
+                for rx, tx in [self._counters_of(key)]]
             return {
                 "node_id": self.offer.node_id.hex(), "uptime_s": round(time.time() - self.started_at, 1),
                 "price_per_gib": self.offer.price_per_gib, "pending": len(self.core.pending),
                 "sessions": sessions, "counters": dict(self.counters),
-                "refusals": dict(self.core.refusals),
+                "refusals": dict(self.core.refusals), "receipt_refusals": dict(self.receipt_refusals),
             }
+
+    def _counters_of(self, wg_key: bytes) -> tuple[int, int]:
+        counters = self.tunnel.peer_counters(wg_key) if self.tunnel is not None else None
+        return counters or (0, 0)
 
 
 def _short(key: bytes) -> str:

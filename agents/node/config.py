@@ -29,6 +29,14 @@
 
     [exit]                             # agents.node.policy.ExitPolicy.from_dict reads this table
 
+    [metrics]                          # Prometheus endpoint (agents.metrics)
+    enabled = true
+    listen = "127.0.0.1:9470"          # loopback by default
+
+    [dashboard]                        # the operator's page (agents.node.dashboard)
+    enabled = true
+    listen = "127.0.0.1:9480"          # loopback by default; login token in <data_dir>/dashboard.token
+
     [chain]
     rpc = "http://127.0.0.1:8545"
     network = "ethereum:local:foundry"
@@ -53,6 +61,7 @@ from pathlib import Path
 
 from agents.chain.connect import DEFAULT_NETWORK, DEFAULT_RPC, REPO_ROOT
 from agents.chain.deployment import default_path
+from agents.metrics import DEFAULT_NODE_PORT, ListenSettings, read_listen
 from agents.tomlconfig import ConfigError, Table, read_toml, wei_to_toml, write_toml
 from agents.wallet import AccountSpec, WalletError
 
@@ -66,6 +75,8 @@ DEFAULT_STAKE = 100 * TOKEN
 #: Linux IFNAMSIZ is 16 with the NUL; names also go into nft scripts, hence the narrow class.
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _REGION = re.compile(r"[A-Z]{2}")
+#: The dashboard's default port (agents.node.dashboard), beside the metrics' 9470.
+DEFAULT_DASHBOARD_PORT = 9480
 
 
 def check_region(text: str) -> str:
@@ -126,6 +137,8 @@ class NodeConfig:
     rpc: str = DEFAULT_RPC
     network: str = DEFAULT_NETWORK
     deployment: Path | None = None  # None: deployments/<ecosystem>-<network>.json in the repository
+    metrics: ListenSettings = ListenSettings(True, ("127.0.0.1", DEFAULT_NODE_PORT))
+    dashboard: ListenSettings = ListenSettings(True, ("127.0.0.1", DEFAULT_DASHBOARD_PORT))
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir)
@@ -169,6 +182,8 @@ class NodeConfig:
                 "token_price_eth": self.token_price_eth,
             },
             "exit": dict(self.exit),
+            "metrics": self.metrics.to_dict(),
+            "dashboard": self.dashboard.to_dict(),
             "chain": {"rpc": self.rpc, "network": self.network, "deployment": str(self.deployment)},
             "operator": self.operator.to_dict(),
         }
@@ -256,6 +271,8 @@ def load_config(path: str | os.PathLike) -> NodeConfig:
     values["token_price_eth"] = settlement.number("token_price_eth", d["token_price_eth"].default)
     settlement.finish()
     values["exit"] = top.raw_table("exit")
+    values["metrics"] = read_listen(top, "metrics", DEFAULT_NODE_PORT)
+    values["dashboard"] = read_listen(top, "dashboard", DEFAULT_DASHBOARD_PORT)
     values.update(read_chain(top, base))
     operator = top.raw_table("operator")
     top.finish()

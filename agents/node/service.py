@@ -18,6 +18,8 @@ from agents.chain.connect import connect, load_contracts
 from agents.chain.directory import RegistryDirectory
 from agents.errors import UserError
 from agents.metering import ReceiptLedger
+from agents.metrics import serve as serve_metrics
+from agents.node import metrics as node_metrics
 from agents.node.agent import NodeAgent
 from agents.node.chain import NodeChain
 from agents.node.config import NodeConfig
@@ -124,7 +126,7 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
                      if config.settlement_threshold == "auto" else int(config.settlement_threshold))
         settler = Settler(store, port, SettlementPolicy(threshold))
         presence = None
-        control = None
+        control = metrics = None
         try:
             agent.start()
             directory = RegistryDirectory(contracts)
@@ -138,6 +140,8 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
             presence.start()
             settler.recover()  # a previous run's stored receipts that were never settled
             control = ControlServer(status_socket(config), lambda request: _status(agent, presence, settler))
+            metrics = serve_metrics(config.metrics, lambda: node_metrics.families(
+                node_metrics.snapshot(agent, settler, store)))
             log.info("node %s ready: %s", node_id.hex()[:16], presence.status().get("endpoints"))
             if ready is not None:
                 ready.set()
@@ -150,6 +154,8 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
             log.info("stopping: ending sessions, settling, removing the exit")
             if control is not None:
                 control.close()
+            if metrics is not None:
+                metrics.close()
             if presence is not None:
                 presence.close()
             agent.stop()

@@ -130,6 +130,8 @@ class Tunnel(TunnelBackend):
         self._threads: list[threading.Thread] = []
         #: The core's recent events (HandshakeCompleted, EndpointChanged, ...), oldest first.
         self.events: collections.deque = collections.deque(maxlen=EVENT_HISTORY)
+        #: How many of each event type since start (metrics: handshakes), not bounded like ``events``.
+        self.event_counts: collections.Counter = collections.Counter()
         self.device = WireGuardDevice(config.private_key, mtu=config.mtu or DEFAULT_MTU)
         self._admit_unknown: AdmitUnknown | None = None
         # Set by an admission (UDP thread); the timer thread then syncs the TUN's routes.
@@ -485,6 +487,7 @@ class Tunnel(TunnelBackend):
                 self._sync_routes()
             for event in self.device.drain_events():
                 self.events.append(event)
+                self.event_counts[type(event).__name__] += 1
                 log.info("%s: %s", self.ifname, type(event).__name__)
             deadline = self.device.next_deadline()
             wait = TIMER_MAX_SLEEP / max(1.0, self.time_scale)
