@@ -13,7 +13,6 @@ stays up until then, on purpose).
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 __all__ = ["add_commands"]
@@ -31,7 +30,9 @@ def add_commands(subparsers) -> None:
     connect.add_argument("--pay", choices=("channel", "voucher"),
                          help="channel: a payment channel funded by [account]; voucher: a note deposited with "
                               "`warren voucher deposit`, unlinkable on chain (default: the config's pay)")
-    connect.add_argument("--log-level", default="INFO")
+    from agents.logs import add_argument
+
+    add_argument(connect)
     connect.set_defaults(func=_connect)
     status = subparsers.add_parser("status", help="the running connection: node, bytes, spent, balance")
     _config(status)
@@ -48,9 +49,13 @@ def _config(parser) -> None:
 def _connect(args) -> int:
     from agents.client.config import load_config
     from agents.client.service import run_connect
+    from agents.logs import configure, protect
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return run_connect(load_config(args.config), region=args.region, max_price=args.max_price,
+    configure(args.log_level, args.log_format)
+    config = load_config(args.config)
+    if config.account is not None:
+        protect(config.account)  # the passphrase never appears in a log line
+    return run_connect(config, region=args.region, max_price=args.max_price,
                        budget=args.budget, node=args.node, pay=args.pay)
 
 

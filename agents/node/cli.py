@@ -190,19 +190,20 @@ def _config_arg(parser) -> None:
 
 
 def _add_run(sub) -> None:
+    from agents.logs import add_argument
+
     p = sub.add_parser("run", help="serve as an exit until SIGTERM: register, publish, carry, get paid")
     _config_arg(p)
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
+    add_argument(p)
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
-    import logging
-
+    from agents.logs import configure
     from agents.node.config import load_config
     from agents.node.service import run_node
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure(args.log_level, args.log_format)
     return run_node(load_config(args.config), config_path=args.config)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from agents.chain.bindings import node_id_of
 from agents.chain.connect import connect, load_contracts
 from agents.chain.directory import RegistryDirectory
+from agents import logs
 from agents.errors import UserError
 from agents.metering import ReceiptLedger
 from agents.metrics import serve as serve_metrics
@@ -80,6 +81,7 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
     with connect(config.rpc, config.network) as project:
         contracts = load_contracts(project, config.deployment)
         operator = load_account(config.operator, config.network)
+        logs.protect(config.operator, private_key, private_key_of(operator))  # never in a log line
         pools = deployment_pools(project, config.deployment, contracts.chain_id)  # voucher channels: these pools
         tx_lock = threading.Lock()  # one sender of the operator's transactions at a time (nonces)
         chain = NodeChain(contracts, operator, wg_public, voucher_pools=pools, tx_lock=tx_lock)
