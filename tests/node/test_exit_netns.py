@@ -27,6 +27,7 @@ from agents.netlab import Lab, can_build_namespaces
 from agents.node.dns import NodeResolver
 from agents.node.exit import ExitTable
 from agents.node.policy import ExitPolicy
+from agents.node.set_counters import SetCounters
 
 pytestmark = [
     pytest.mark.netns,
@@ -178,9 +179,12 @@ def world(tmp_path_factory):
         _wait(lambda: ask(inet, WEB, WEB, "allowed.example", timeout=0.3) is not None, "zone server")
 
         before = node.run(["nft", "list", "ruleset"]).stdout
+        with node.enter():  # the counters' netlink socket belongs to the node's namespace
+            counters = SetCounters("warren_exit")
         table = ExitTable("wrn0", None, node_v4=NODE4, node_v6=NODE6, pool_v4="10.77.0.0/16",
                           pool_v6="fd77:7272::/64", quarantine_v6="fd77:7272:0:ffff::/64",
-                          control_port=CONTROL_PORT, dns_port=53, policy=POLICY, run=node.run)
+                          control_port=CONTROL_PORT, dns_port=53, policy=POLICY, run=node.run,
+                          counters=counters)
         table.install()
         resolver = NodeResolver([NODE4, NODE6], 53, upstream=(WEB, 53), policy_getter=lambda: table.policy,
                                 is_admitted=table.is_admitted, on_resolved=table.allow_resolved)
@@ -194,6 +198,7 @@ def world(tmp_path_factory):
         finally:
             resolver.close()
             table.remove()
+            counters.close()
             for sock in listeners:
                 sock.close()
 
