@@ -31,6 +31,7 @@ def add_commands(subparsers) -> None:
     _add_status(sub)
     _add_earnings(sub)
     _add_stake_actions(sub)
+    _add_install_service(sub)
 
 
 def _add_init(sub) -> None:
@@ -363,3 +364,32 @@ def _unbond(args) -> int:
 
 def _withdraw(args) -> int:
     return _stake_action(args, "withdraw")
+
+
+def _add_install_service(sub) -> None:
+    from agents.node.systemd import DEFAULT_UNIT_DIR, DEFAULT_USER
+
+    p = sub.add_parser("install-service", help="write a systemd unit that runs the node as its own user")
+    _config_arg(p)
+    p.add_argument("--user", default=DEFAULT_USER, help=f"system user the node runs as (default {DEFAULT_USER})")
+    p.add_argument("--name", default="warren-node", help="unit name (default warren-node)")
+    p.add_argument("--unit-dir", type=Path, default=DEFAULT_UNIT_DIR, help=f"where to write (default {DEFAULT_UNIT_DIR})")
+    p.add_argument("--force", action="store_true", help="overwrite an existing unit file")
+    p.set_defaults(func=_install_service)
+
+
+def _install_service(args) -> int:
+    from agents.node.config import load_config
+    from agents.node.systemd import install
+
+    config = load_config(args.config)  # a broken config is found now, not at the service's first start
+    owned = tuple(p for p in (config.operator.keystore, config.operator.passphrase_file,
+                              None if Path(config.wg_key_file).is_relative_to(config.data_dir) else config.wg_key_file)
+                  if p is not None)
+    path, steps = install(config=args.config.resolve(), data_dir=Path(config.data_dir), unit_dir=args.unit_dir,
+                          name=args.name, user=args.user, force=args.force, owned=owned)
+    print(f"wrote {path}")
+    print("enable it (as root):")
+    for step in steps:
+        print(f"  {step}")
+    return 0
