@@ -18,8 +18,10 @@
         - A channel id is keccak256(abi_encode(chain.id, self, node_id,
           client, signer)): one channel per (node, client, payment signer),
           ever, at this contract (the design gives each channel a fresh
-          signer key). A finalised channel keeps its state, so an id is
-          never reused and old receipts can never pay again. The signer is
+          signer key). A finalised channel keeps its state (client, node
+          registration, amounts, and the time it closed), so an id is
+          never reused, old receipts can never pay again, and its history
+          reads from `channel` without the logs. The signer is
           not stored: settle recomputes the id from the stored client, the
           node id of the stored registration index (`registry.node_id_at`)
           and the recovered address, which keeps a channel in two storage
@@ -350,7 +352,7 @@ def cooperative_close(
     digest = self._close_digest(channel_id, cumulative_bytes, cumulative_amount)
     assert signature_recovery._recover(digest, node_signature) == operator, "payment_channels: wrong node signature"
 
-    self._meta[channel_id] = (meta & _ADDRESS_MASK) | (_FINALISED << 248)
+    self._meta[channel_id] = self._finalised_meta(meta)
     self._amounts[channel_id] = deposit | (cumulative_amount << 96) | (cumulative_bytes << 192)
     paid: uint256 = self._node_share(cumulative_amount) - self._node_share(settled)
     if paid != 0:
@@ -424,7 +426,8 @@ def channel(channel_id: bytes32) -> (bytes32, address, uint256, uint256, uint256
     @return deposit Deposit in token wei.
     @return settled Cumulative settled amount in token wei (fee included).
     @return settled_bytes Cumulative bytes of the last settled receipt.
-    @return close_at End of the challenge period (0 unless closing).
+    @return close_at While closing, the end of the challenge period; once finalised, the time
+            (unix seconds) it was finalised; 0 while open.
     @return state 0 none, 1 open, 2 closing, 3 finalised.
     """
     meta: uint256 = self._meta[channel_id]
@@ -529,8 +532,17 @@ def _open(node_id: bytes32, client: address, signer: address, deposit: uint256) 
 @internal
 def _finalise(channel_id: bytes32, meta: uint256, kind: uint8):
     amounts: uint256 = self._amounts[channel_id]
-    self._meta[channel_id] = (meta & _ADDRESS_MASK) | (_FINALISED << 248)
+    self._meta[channel_id] = self._finalised_meta(meta)
     self._pay_out(channel_id, kind, amounts & _AMOUNT_MASK, (amounts >> 96) & _AMOUNT_MASK, (meta >> 160) & _INDEX_MASK)
+
+
+@internal
+@view
+def _finalised_meta(meta: uint256) -> uint256:
+    # Keeps the client and the registration index (so `channel` still names the node) and puts the
+    # time of finalisation in close_at: history stays readable without the logs, and it costs no
+    # more than clearing them, since the word is written either way.
+    return (meta & ((1 << 192) - 1)) | (block.timestamp << 192) | (_FINALISED << 248)
 
 
 @internal

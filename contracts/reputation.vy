@@ -18,6 +18,10 @@
                  stake and a quorum large enough that collusion costs more than `slash_bps` of a
                  node's stake. Reports on one's own node are refused, but one person can hold both
                  an operator and a challenger account: Sybil resistance comes only from stake.
+                 Everything here is keyed by the node's registration (node_registry's
+                 `node_index`), not by its node id: a key that withdraws and registers again (by
+                 anyone, even in the same epoch) starts with a clean score, no reports and no
+                 failure reports, so an earlier registration's failures never slash the new one.
 """
 
 
@@ -100,6 +104,10 @@ _REPORTS_SHIFT: constant(uint256) = 16
 _THROUGHPUT_SHIFT: constant(uint256) = 80
 _LATENCY_SHIFT: constant(uint256) = 168
 
+# @dev node_registry's head word: operator (bits 0-159) | revoked (bit 160), see node_registry.vy.
+_OPERATOR_MASK: constant(uint256) = 2**160 - 1
+_REVOKED_BIT: constant(uint256) = 1 << 160
+
 # @dev Per-epoch service histogram, for the median rewards.vy pays on: 32 buckets of 8-bit counts
 # in one word (bucket b's count in bits 8b..8b+7), so a report writes one word and a median reads
 # one, whatever the number of challengers. Bucket 0: failed, or below 1 Mbit/s. Bucket b >= 1:
@@ -131,17 +139,17 @@ quorum: public(immutable(uint256))
 # @dev Fraction of the remaining stake a quorum slash takes, in basis points.
 slash_bps: public(immutable(uint256))
 
-# @dev Per-node moving averages, packed (see _LATENCY_SHIFT and neighbours).
-_stats: HashMap[bytes32, uint256]
+# @dev registration index -> moving averages, packed (see _LATENCY_SHIFT and neighbours).
+_stats: HashMap[uint256, uint256]
 
-# @dev node_id -> challenger -> last epoch reported plus one (0 = never); one report per epoch.
-_last_report: HashMap[bytes32, HashMap[address, uint256]]
+# @dev registration index -> challenger -> last epoch reported plus one (0 = never); one per epoch.
+_last_report: HashMap[uint256, HashMap[address, uint256]]
 
-# @dev node_id -> epoch -> first challengers (up to quorum) who reported a failure.
-_failures: HashMap[bytes32, HashMap[uint256, DynArray[address, MAX_QUORUM]]]
+# @dev registration index -> epoch -> first challengers (up to quorum) who reported a failure.
+_failures: HashMap[uint256, HashMap[uint256, DynArray[address, MAX_QUORUM]]]
 
-# @dev node_id -> epoch -> service histogram of that epoch's reports (see SERVICE_BUCKETS).
-service_histogram: public(HashMap[bytes32, HashMap[uint256, uint256]])
+# @dev registration index -> epoch -> service histogram of that epoch's reports (see SERVICE_BUCKETS).
+_service: HashMap[uint256, HashMap[uint256, uint256]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,17 +197,21 @@ def report(node_id: bytes32, epoch: uint256, throughput_kbps: uint256, latency_m
     assert epoch == block.timestamp // epoch_length, "reputation: wrong epoch"
     assert throughput_kbps <= MAX_MEASUREMENT and latency_ms <= MAX_MEASUREMENT, "reputation: measurement out of range"
     assert staticcall registry.is_challenger(msg.sender), "reputation: not a challenger"
-    operator: address = staticcall registry.node_operator(node_id)
+    # The node's current registration and its head word (operator | revoked) in two reads: the
+    # same cost as node_operator + is_revoked, and every record below is keyed by the index.
+    index: uint256 = staticcall registry.node_index(node_id)
+    head: uint256 = staticcall registry.node_head(index)
+    operator: address = convert(head & _OPERATOR_MASK, address)
     assert operator != empty(address), "reputation: unknown node"
     assert operator != msg.sender, "reputation: own node"
-    assert not staticcall registry.is_revoked(node_id), "reputation: node revoked"
-    assert self._last_report[node_id][msg.sender] <= epoch, "reputation: already reported"
-    self._last_report[node_id][msg.sender] = epoch + 1
+    assert head & _REVOKED_BIT == 0, "reputation: node revoked"
+    assert self._last_report[index][msg.sender] <= epoch, "reputation: already reported"
+    self._last_report[index][msg.sender] = epoch + 1
 
     sample: uint256 = 0
     if passed:
         sample = BPS
-    stats: NodeStats = self._load(node_id)
+    stats: NodeStats = self._load(index)
     if stats.reports == 0:
         stats.score = sample
         stats.throughput_kbps = throughput_kbps
@@ -209,8 +221,8 @@ def report(node_id: bytes32, epoch: uint256, throughput_kbps: uint256, latency_m
         stats.throughput_kbps = self._average(stats.throughput_kbps, throughput_kbps)
         stats.latency_ms = self._average(stats.latency_ms, latency_ms)
     stats.reports += 1
-    self._store(node_id, stats)
-    self._count_service(node_id, epoch, throughput_kbps, passed)
+    self._store(index, stats)
+    self._count_service(index, epoch, throughput_kbps, passed)
     log ReportPosted(
         node_id=node_id,
         epoch=epoch,
@@ -225,18 +237,18 @@ def report(node_id: bytes32, epoch: uint256, throughput_kbps: uint256, latency_m
         return
     # Only the first `quorum` failure reporters are recorded (and paid); once the list is full the
     # epoch's slash has happened and later failure reports only move the score.
-    if len(self._failures[node_id][epoch]) >= quorum:
+    if len(self._failures[index][epoch]) >= quorum:
         return
-    self._failures[node_id][epoch].append(msg.sender)
-    if len(self._failures[node_id][epoch]) == quorum:
-        self._slash(node_id, epoch)
+    self._failures[index][epoch].append(msg.sender)
+    if len(self._failures[index][epoch]) == quorum:
+        self._slash(node_id, index, epoch)
 
 
 @internal
-def _count_service(node_id: bytes32, epoch: uint256, throughput_kbps: uint256, passed: bool):
+def _count_service(index: uint256, epoch: uint256, throughput_kbps: uint256, passed: bool):
     """
     @dev Add one report to the node's service histogram of the epoch (saturating at 255).
-    @param node_id The node's id.
+    @param index The node's registration index.
     @param epoch The report's epoch.
     @param throughput_kbps The measured throughput.
     @param passed Whether the challenge passed (a failure counts in bucket 0).
@@ -244,9 +256,9 @@ def _count_service(node_id: bytes32, epoch: uint256, throughput_kbps: uint256, p
     bucket: uint256 = 0
     if passed:
         bucket = self._bucket_of(throughput_kbps)
-    word: uint256 = self.service_histogram[node_id][epoch]
+    word: uint256 = self._service[index][epoch]
     if (word >> (8 * bucket)) & _MASK_8 != _MASK_8:
-        self.service_histogram[node_id][epoch] = word + (1 << (8 * bucket))
+        self._service[index][epoch] = word + (1 << (8 * bucket))
 
 
 @internal
@@ -301,13 +313,13 @@ def _average(old: uint256, sample: uint256) -> uint256:
 
 @internal
 @view
-def _load(node_id: bytes32) -> NodeStats:
+def _load(index: uint256) -> NodeStats:
     """
-    @dev Unpack a node's stats word.
-    @param node_id The node's id.
+    @dev Unpack a registration's stats word.
+    @param index The node's registration index.
     @return NodeStats The node's averages and report count.
     """
-    word: uint256 = self._stats[node_id]
+    word: uint256 = self._stats[index]
     return NodeStats(
         score=word & _MASK_16,
         throughput_kbps=(word >> _THROUGHPUT_SHIFT) & _MASK_88,
@@ -317,13 +329,13 @@ def _load(node_id: bytes32) -> NodeStats:
 
 
 @internal
-def _store(node_id: bytes32, stats: NodeStats):
+def _store(index: uint256, stats: NodeStats):
     """
-    @dev Pack and store a node's stats (fields fit: score <= BPS, averages <= MAX_MEASUREMENT).
-    @param node_id The node's id.
+    @dev Pack and store a registration's stats (fields fit: score <= BPS, averages <= MAX_MEASUREMENT).
+    @param index The node's registration index.
     @param stats The node's averages and report count.
     """
-    self._stats[node_id] = (
+    self._stats[index] = (
         stats.score
         | (stats.reports << _REPORTS_SHIFT)
         | (stats.throughput_kbps << _THROUGHPUT_SHIFT)
@@ -332,14 +344,15 @@ def _store(node_id: bytes32, stats: NodeStats):
 
 
 @internal
-def _slash(node_id: bytes32, epoch: uint256):
+def _slash(node_id: bytes32, index: uint256, epoch: uint256):
     """
     @dev Take `slash_bps` of the node's remaining stake and split it equally among the epoch's
          failure reporters; the rounding remainder goes to the last one, who paid the gas.
-    @param node_id The node's id.
+    @param node_id The node's id (node_registry slashes its current registration, `index`).
+    @param index The registration whose failure quorum was reached.
     @param epoch The epoch whose quorum was reached.
     """
-    reporters: DynArray[address, MAX_QUORUM] = self._failures[node_id][epoch]
+    reporters: DynArray[address, MAX_QUORUM] = self._failures[index][epoch]
     amount: uint256 = staticcall registry.node_stake(node_id) * slash_bps // BPS
     taken: uint256 = 0
     if amount != 0:
@@ -368,12 +381,12 @@ def _slash(node_id: bytes32, epoch: uint256):
 @view
 def score(node_id: bytes32) -> uint256:
     """
-    @notice The node's pass-rate moving average.
+    @notice The pass-rate moving average of the node's current registration.
     @param node_id The node's id.
     @return uint256 Score in basis points (0 to 10,000); 0 also for a node never reported on
-            (tell the two apart with report_count).
+            or not registered (tell them apart with report_count).
     """
-    return self._load(node_id).score
+    return self._load(self._index(node_id)).score
 
 
 @external
@@ -384,7 +397,7 @@ def throughput_kbps(node_id: bytes32) -> uint256:
     @param node_id The node's id.
     @return uint256 Kilobits per second.
     """
-    return self._load(node_id).throughput_kbps
+    return self._load(self._index(node_id)).throughput_kbps
 
 
 @external
@@ -395,7 +408,7 @@ def latency_ms(node_id: bytes32) -> uint256:
     @param node_id The node's id.
     @return uint256 Milliseconds.
     """
-    return self._load(node_id).latency_ms
+    return self._load(self._index(node_id)).latency_ms
 
 
 @external
@@ -406,7 +419,7 @@ def report_count(node_id: bytes32) -> uint256:
     @param node_id The node's id.
     @return uint256 Number of reports (0 means unrated).
     """
-    return self._load(node_id).reports
+    return self._load(self._index(node_id)).reports
 
 
 @external
@@ -422,7 +435,7 @@ def epoch_service(node_id: bytes32, epoch: uint256) -> (uint256, uint256):
     @return median_kbps The lower median, as the floor of its half-octave bucket, kilobits per second.
     @return reports Reports counted (at most 255 per bucket).
     """
-    word: uint256 = self.service_histogram[node_id][epoch]
+    word: uint256 = self._service[self._index(node_id)][epoch]
     reports: uint256 = 0
     for b: uint256 in range(SERVICE_BUCKETS):
         reports += (word >> (8 * b)) & _MASK_8
@@ -456,4 +469,27 @@ def failure_reporters(node_id: bytes32, epoch: uint256) -> DynArray[address, MAX
     @param epoch The epoch number.
     @return DynArray The reporters, in report order.
     """
-    return self._failures[node_id][epoch]
+    return self._failures[self._index(node_id)][epoch]
+
+
+@external
+@view
+def service_histogram(node_id: bytes32, epoch: uint256) -> uint256:
+    """
+    @notice The packed service histogram of a node's current registration in one epoch.
+    @param node_id The node's id.
+    @param epoch The epoch number.
+    @return uint256 32 buckets of 8-bit counts (see SERVICE_BUCKETS).
+    """
+    return self._service[self._index(node_id)][epoch]
+
+
+@internal
+@view
+def _index(node_id: bytes32) -> uint256:
+    """
+    @dev The node's current registration index (0, whose records are all empty, if not registered).
+    @param node_id The node's id.
+    @return uint256 node_registry's node_index.
+    """
+    return staticcall registry.node_index(node_id)

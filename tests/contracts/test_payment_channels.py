@@ -405,9 +405,15 @@ def test_exit_revoked__node_withdrew__refunds(channels, registry, token, operato
     assert token.balanceOf(client) == before + DEPOSIT
 
 
-def test_settle__while_node_unbonding__still_pays(channels, registry, operator, node_id, channel_id, sign_receipt):
+def test_settle__while_node_unbonding__still_pays(channels, registry, token, operator, node_id, channel_id, sign_receipt):
     registry.request_unbonding(node_id, sender=operator)
-    channels.settle(channel_id, 1, 1, sign_receipt(channel_id, 1, 1), sender=operator)
+    before = token.balanceOf(operator)
+    amount = 10_000
+    tx = channels.settle(channel_id, 1, amount, sign_receipt(channel_id, 1, amount), sender=operator)
+    assert token.balanceOf(operator) == before + share(channels, amount)
+    [log] = tx.decode_logs(channels.ReceiptSettled)
+    assert (log.cumulative_bytes, log.cumulative_amount, log.node_amount) == (1, amount, share(channels, amount))
+    assert tuple(channels.channel(channel_id))[3:5] == (amount, 1)
 
 
 # --- unilateral close and its challenge period --------------------------------------------------
@@ -484,6 +490,39 @@ def test_challenge_period__after_end__anyone_finalizes_for_the_client(channels, 
     assert token.balanceOf(client) == before + DEPOSIT
 
 
+@pytest.mark.parametrize("how", ["cooperative", "unilateral", "exit_revoked"])
+def test_channel__finalised__keeps_node_id_client_and_close_time(
+    channels, registry, revoker, treasury, operator, client, chain, node_id, channel_id, sign_receipt, sign_close, how
+):
+    # Outside review: the view returned a zero node id and close time once finalised, so a channel's
+    # history could be read only from the logs. Each way of finalising keeps them.
+    channels.settle(channel_id, 10, 100, sign_receipt(channel_id, 10, 100), sender=operator)
+    if how == "cooperative":
+        tx = channels.cooperative_close(
+            channel_id, 20, 200, sign_receipt(channel_id, 20, 200), sign_close(channel_id, 20, 200), sender=client
+        )
+        settled = (200, 20)
+    elif how == "unilateral":
+        chain.pending_timestamp = start_close(channels, channel_id, client, chain) + 5
+        tx = channels.finalize_close(channel_id, sender=client)
+        settled = (100, 10)
+    else:
+        registry.revoke(node_id, treasury, sender=revoker)
+        tx = channels.exit_revoked(channel_id, sender=client)
+        settled = (100, 10)
+    assert tuple(channels.channel(channel_id)) == (node_id, client, DEPOSIT, *settled, tx.timestamp, 3)
+
+
+def test_channel__finalised_after_node_withdrew__still_names_the_node(
+    channels, registry, operator, client, chain, node_id, channel_id
+):
+    tx = registry.request_unbonding(node_id, sender=operator)
+    chain.pending_timestamp = tx.decode_logs(registry.NodeUnbondingRequested)[0].unbond_at
+    registry.withdraw_stake(node_id, sender=operator)
+    tx = channels.exit_revoked(channel_id, sender=client)
+    assert tuple(channels.channel(channel_id)) == (node_id, client, DEPOSIT, 0, 0, tx.timestamp, 3)
+
+
 def test_finalize_close__twice__reverts(channels, client, chain, channel_id):
     close_at = start_close(channels, channel_id, client, chain)
     chain.pending_timestamp = close_at
@@ -525,14 +564,38 @@ def test_cooperative_close__pays_everyone_at_once_and_logs(
     assert channels.channel(channel_id)[6] == 3
 
 
-def test_cooperative_close__at_settled_amount__refunds_the_rest(channels, operator, client, channel_id, sign_receipt, sign_close):
+def test_cooperative_close__at_settled_amount__refunds_the_rest(
+    channels, token, treasury, operator, client, channel_id, sign_receipt, sign_close
+):
     channels.settle(channel_id, 10, 150, sign_receipt(channel_id, 10, 150), sender=operator)
-    channels.cooperative_close(channel_id, 10, 150, sign_receipt(channel_id, 10, 150), sign_close(channel_id, 10, 150), sender=client)
+    balances = [token.balanceOf(a) for a in (operator, client, treasury)]
+    tx = channels.cooperative_close(
+        channel_id, 10, 150, sign_receipt(channel_id, 10, 150), sign_close(channel_id, 10, 150), sender=client
+    )
+    # Nothing new to pay the node; the client gets everything above the settled 150 back.
+    assert token.balanceOf(operator) == balances[0]
+    assert token.balanceOf(client) == balances[1] + DEPOSIT - 150
+    assert token.balanceOf(treasury) == balances[2] + fee(channels, 150)
+    assert token.balanceOf(channels) == 0
+    [log] = tx.decode_logs(channels.ChannelClosed)
+    assert (log.kind, log.settled, log.refund, log.fee) == (COOPERATIVE, 150, DEPOSIT - 150, fee(channels, 150))
 
 
-def test_cooperative_close__during_challenge_period__works(channels, client, chain, channel_id, sign_receipt, sign_close):
+def test_cooperative_close__during_challenge_period__works(
+    channels, token, treasury, operator, client, chain, channel_id, sign_receipt, sign_close
+):
     start_close(channels, channel_id, client, chain)
-    channels.cooperative_close(channel_id, 1, 1, sign_receipt(channel_id, 1, 1), sign_close(channel_id, 1, 1), sender=client)
+    amount = 10_000
+    balances = [token.balanceOf(a) for a in (operator, client, treasury)]
+    tx = channels.cooperative_close(
+        channel_id, 5, amount, sign_receipt(channel_id, 5, amount), sign_close(channel_id, 5, amount), sender=client
+    )
+    assert token.balanceOf(operator) == balances[0] + share(channels, amount)
+    assert token.balanceOf(client) == balances[1] + DEPOSIT - amount
+    assert token.balanceOf(treasury) == balances[2] + fee(channels, amount)
+    [log] = tx.decode_logs(channels.ChannelClosed)
+    assert (log.kind, log.settled, log.refund) == (COOPERATIVE, amount, DEPOSIT - amount)
+    assert tuple(channels.channel(channel_id))[3:] == (amount, 5, tx.timestamp, 3)
 
 
 def test_cooperative_close__challenge_period_edges(channels, operator, client, chain, channel_id, sign_receipt, sign_close):
@@ -547,8 +610,8 @@ def test_cooperative_close__challenge_period_edges(channels, operator, client, c
         channels.cooperative_close(*args, sender=operator)
     chain.restore(before_end)  # the reverted transaction was mined at close_at: go back in time
     chain.pending_timestamp = close_at - 1
-    channels.cooperative_close(*args, sender=operator)
-    assert tuple(channels.channel(channel_id))[3:] == (200, 20, 0, 3)
+    tx = channels.cooperative_close(*args, sender=operator)
+    assert tuple(channels.channel(channel_id))[3:] == (200, 20, tx.timestamp, 3)
 
 
 def test_cooperative_close__wrong_node_signature__reverts(channels, client, signer_key, channel_id, sign_receipt, sign_close):

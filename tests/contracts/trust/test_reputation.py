@@ -234,3 +234,57 @@ def test_report__any_parameters__slash_never_exceeds_stake(
             stake = remaining
         assert token.balanceOf(contract) == 0
         assert paid_out + registry.node_stake(node_id) == registry.min_node_stake() + extra_stake
+
+
+def test_report__key_registered_again__starts_clean_and_old_failures_do_not_count(
+    reputation, registry, token, operator, stranger, panel, register_node, start_epoch, chain
+):
+    # Outside review: failure reports were keyed by node id, so after a node withdrew and the same
+    # WireGuard key registered again in the same epoch (by anyone), the earlier registration's
+    # failure reports counted towards slashing the new one. They are keyed by registration now.
+    key = bytes(range(1, 33))
+    node_id = register_node(wg_key=key)
+    reputation.report(node_id, start_epoch(reputation), 50_000, 20, True, sender=panel[3])
+    tx = registry.request_unbonding(node_id, sender=operator)
+    chain.pending_timestamp = tx.decode_logs(registry.NodeUnbondingRequested)[0].unbond_at
+    epoch = start_epoch(reputation)
+    for member in panel[: REPORT_QUORUM - 1]:
+        reputation.report(node_id, epoch, 1, 1, False, sender=member)
+    assert len(reputation.failure_reporters(node_id, epoch)) == REPORT_QUORUM - 1
+    registry.withdraw_stake(node_id, sender=operator)
+
+    assert register_node(sender=stranger, wg_key=key) == node_id
+    assert reputation.current_epoch() == epoch
+    stake = registry.node_stake(node_id)
+    assert (reputation.score(node_id), reputation.report_count(node_id)) == (0, 0)
+    assert list(reputation.failure_reporters(node_id, epoch)) == []
+    assert reputation.epoch_service(node_id, epoch) == (0, 0)
+
+    # The earlier reporters may report on the new registration in the same epoch, and the quorum
+    # counts only failures of this registration: one short of it, nothing is slashed.
+    tx = reputation.report(node_id, epoch, 1, 1, False, sender=panel[REPORT_QUORUM - 1])
+    assert not list(tx.events.filter(reputation.QuorumSlashed))
+    for member in panel[: REPORT_QUORUM - 2]:
+        reputation.report(node_id, epoch, 1, 1, False, sender=member)
+    assert registry.node_stake(node_id) == stake
+    assert reputation.report_count(node_id) == REPORT_QUORUM - 1
+    # The quorum's last report, from the registration's own reporters, slashes it.
+    tx = reputation.report(node_id, epoch, 1, 1, False, sender=panel[REPORT_QUORUM - 2])
+    [slashed] = tx.events.filter(reputation.QuorumSlashed)
+    assert slashed.amount == stake * SLASH_BPS // BPS
+    assert registry.node_stake(node_id) == stake - slashed.amount
+
+
+def test_report__node_withdrew__unknown_node(reputation, registry, operator, panel, node, start_epoch, chain):
+    tx = registry.request_unbonding(node, sender=operator)
+    chain.pending_timestamp = tx.decode_logs(registry.NodeUnbondingRequested)[0].unbond_at
+    registry.withdraw_stake(node, sender=operator)
+    with ape.reverts("reputation: unknown node"):
+        reputation.report(node, start_epoch(reputation), 1, 1, False, sender=panel[0])
+
+
+def test_report__challenger_slashed_below_minimum__reverts(reputation, registry, slasher, panel, node, start_epoch):
+    # A challenger's stake is what makes lying cost something: below the minimum it may not report.
+    registry.slash_challenger(panel[0], registry.challenger_stake(panel[0]), slasher, sender=slasher)
+    with ape.reverts("reputation: not a challenger"):
+        reputation.report(node, start_epoch(reputation), 1, 1, False, sender=panel[0])
