@@ -21,6 +21,7 @@ from pathlib import Path
 from agents.chain.connect import connect as chain_connect
 from agents.chain.connect import load_contracts
 from agents.chain.directory import RegistryDirectory
+from agents.chain.revocations import ChainRevocationPort, RevocationFollower
 from agents.client.agent import ClientAgent, ConnectError, Route
 from agents.client.chain import client_port
 from agents.client.config import ClientConfig
@@ -29,6 +30,8 @@ from agents.client import metrics as client_metrics
 from agents.client.killswitch import KillSwitch
 from agents.client.resolvconf import ResolvConf
 from agents.client.routes import FullTunnelRoutes
+from agents.client.revocation import ClientRevocations
+from agents.overlay.revocation import RevocationList
 from agents.client.selection import eligible, rank
 from agents.errors import UserError
 from agents.metrics import serve as serve_metrics
@@ -104,11 +107,13 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
     _write_state(state_path, {"status": "connected", "pid": os.getpid(), "killswitch": KILLSWITCH_TABLE,
                               "routes": routes.to_dict(), "resolv_conf": RESOLV_CONF,
                               "resolv_backup": str(Path(config.data_dir) / "resolv-backup")})
-    agent = control = discovery = metrics = None
+    agent = control = discovery = metrics = revocations = None
     try:
         with chain_connect(config.rpc, config.network) as project:
             contracts = load_contracts(project, config.deployment)
             chain = client_port(project, contracts, config, pay)
+            revocation_port = ChainRevocationPort(contracts)
+            first_block = revocation_port.head()  # revocations from here on are followed while connected
             candidates = eligible(chain.candidates(), region=region, max_price=max_price)
             if node:
                 candidates = [c for c in candidates if c.node.node_id.hex() == node.lower().removeprefix("0x")]
@@ -132,6 +137,8 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
                                 resolv=resolv, budget=budget, dead_after_s=config.dead_after_s,
                                 max_latency_s=config.max_latency_ms / 1000)
             agent.connect(plan)
+            revocations = ClientRevocations(agent, RevocationFollower(revocation_port, RevocationList(),
+                                                                      start_block=first_block)).start()
             control = ControlServer(_socket(config), lambda body: _handle(body, agent, stop))
             metrics = serve_metrics(config.metrics, lambda: client_metrics.families(
                 client_metrics.snapshot(agent, tunnel)))
@@ -143,6 +150,8 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
     except ConnectError as exc:
         raise UserError(str(exc)) from None
     finally:
+        if revocations is not None:
+            revocations.close()
         if control is not None:
             control.close()
         if metrics is not None:

@@ -102,10 +102,12 @@ ECHO_NONCE = 8  # bytes of nonce after the magic
 
 def make_overlay(tunnel, node_id: int, directory, *, authority: RevocationAuthority | None = None,
                  config: OverlayConfig | None = None, relay: bool = False,
-                 limits: RelayLimits | None = None):
+                 limits: RelayLimits | None = None, revocations=None):
     """An overlay node + NAT agent on ``tunnel``'s socket, timers on a reactor of its own.
 
     Shared by the node (:class:`NodePresence`) and the client (:mod:`agents.client.discovery`).
+    With ``revocations`` (an :class:`agents.overlay.revocation.RevocationList`), revoked ids are
+    refused everywhere: their datagrams, records and routing entries.
 
     Returns:
         ``(reactor, runtime, nat)``; the caller closes the reactor (which stops the timers; the
@@ -116,6 +118,10 @@ def make_overlay(tunnel, node_id: int, directory, *, authority: RevocationAuthor
     # off-path host could forge replies to our look-ups
     node = OverlayNode(node_id, config or OverlayConfig(), store=store, rng=random.SystemRandom(),
                        now=time.time())
+    if revocations is not None:
+        store.validator.revoked = revocations.ids  # one set: a certificate the store applies counts too
+        node.refuse = revocations.ids.__contains__
+        node.table.admit = lambda nid: nid not in revocations.ids
     nat = NatAgent(node, relay_volunteer=relay, limits=limits or RelayLimits())
     reactor = UdpReactor().start()
     try:
@@ -144,13 +150,15 @@ class NodePresence:
         config: overlay tunables.
         peers_file: where the ring members we know are kept across restarts (None: not kept).
         record_check_s: behind a NAT, how often to check that our record can still be found.
+        revocations: the node's :class:`agents.overlay.revocation.RevocationList` (None: none kept).
     """
 
     def __init__(self, tunnel, *, operator_key, region: str, price_per_gib: int, directory,
                  bootstrap: list, public_endpoint: tuple | None = None, relay: bool = False,
                  ttl_s: int = DEFAULT_TTL_S, relay_limits: RelayLimits | None = None,
                  authority: RevocationAuthority | None = None, config: OverlayConfig | None = None,
-                 peers_file: Path | None = None, record_check_s: float = RECORD_CHECK_S) -> None:
+                 peers_file: Path | None = None, record_check_s: float = RECORD_CHECK_S,
+                 revocations=None) -> None:
         if relay and public_endpoint is None:
             raise LocalProtocolError("presence: a relay must have a public endpoint")
         if not bootstrap and public_endpoint is None:
@@ -170,7 +178,8 @@ class NodePresence:
         self._saved_peers: list[tuple] = self._load_peers()
         self.node_id = node_id_from_wg_key(tunnel.public_key)
         self._reactor, self.rt, self.nat = make_overlay(tunnel, self.node_id, directory, authority=authority,
-                                                        config=config, relay=relay, limits=relay_limits)
+                                                        config=config, relay=relay, limits=relay_limits,
+                                                        revocations=revocations)
         self.rendezvous: tuple | None = None
         self.backup_rendezvous: tuple = ()
         self.joined = False

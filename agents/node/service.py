@@ -16,6 +16,7 @@ from pathlib import Path
 from agents.chain.bindings import node_id_of
 from agents.chain.connect import connect, load_contracts
 from agents.chain.directory import RegistryDirectory
+from agents.chain.revocations import ChainRevocationAuthority, ChainRevocationPort, RevocationFollower
 from agents import logs
 from agents.errors import UserError
 from agents.metering import ReceiptLedger
@@ -24,13 +25,16 @@ from agents.node import metrics as node_metrics
 from agents.node.agent import NodeAgent
 from agents.node.chain import NodeChain
 from agents.node.config import NodeConfig
+from agents.node.dashboard import start as start_dashboard
 from agents.node.dns import NodeResolver
 from agents.node.exit import ExitTable
 from agents.node.policy import ExitPolicy
 from agents.node.presence import NodePresence
+from agents.node.revocations import NodeRevocations
 from agents.node.session import QUARANTINE_PREFIX, AddressPool, NodeOffer
 from agents.node.settlement import ContractsChainPort, SettlementPolicy, Settler, default_threshold
 from agents.node.store import NodeStore
+from agents.overlay.revocation import RevocationList, SqliteRevocations
 from agents.prover.chain import deployment_pools
 from agents.unixctl import ControlServer
 from agents.wallet import load_account, private_key_of
@@ -127,8 +131,13 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
                                        int(config.token_price_eth * 10**18))
                      if config.settlement_threshold == "auto" else int(config.settlement_threshold))
         settler = Settler(store, port, SettlementPolicy(threshold))
+        # revoked node ids: refused by the WireGuard admission and the overlay from the first handshake
+        # (the list persists: a key revoked before a restart stays refused before any chain read)
+        revoked = RevocationList(SqliteRevocations(Path(config.data_dir) / "revocations.db"))
+        revocations = NodeRevocations(revoked, RevocationFollower(ChainRevocationPort(contracts), revoked),
+                                      agent=agent)
         presence = None
-        control = metrics = None
+        control = metrics = dashboard = None
         try:
             agent.start()
             directory = RegistryDirectory(contracts)
@@ -138,12 +147,18 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
                                     price_per_gib=config.price_per_gib, directory=directory,
                                     bootstrap=bootstrap or ([public] if public else []),
                                     public_endpoint=public, relay=relay,
-                                    peers_file=Path(config.data_dir) / "overlay-peers.json")
+                                    peers_file=Path(config.data_dir) / "overlay-peers.json",
+                                    authority=ChainRevocationAuthority(contracts), revocations=revoked)
+            revocations.attach_presence(presence)
             presence.start()
+            revocations.step()  # revocations made while this node was down, before serving
+            revocations.start()
             settler.recover()  # a previous run's stored receipts that were never settled
             control = ControlServer(status_socket(config), lambda request: _status(agent, presence, settler))
             metrics = serve_metrics(config.metrics, lambda: node_metrics.families(
                 node_metrics.snapshot(agent, settler, store)))
+            dashboard = start_dashboard(config, config_path, contracts=contracts, chain=chain, agent=agent,
+                                        store=store, settler=settler, exit_table=exit_table, presence=presence)
             log.info("node %s ready: %s", node_id.hex()[:16], presence.status().get("endpoints"))
             if ready is not None:
                 ready.set()
@@ -154,10 +169,13 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
                 settler.step(time.time())
         finally:
             log.info("stopping: ending sessions, settling, removing the exit")
+            revocations.close()
             if control is not None:
                 control.close()
             if metrics is not None:
                 metrics.close()
+            if dashboard is not None:
+                dashboard.close()
             if presence is not None:
                 presence.close()
             agent.stop()
@@ -190,4 +208,7 @@ def _status(agent: NodeAgent, presence, settler) -> dict:
     status = agent.status()
     status["overlay"] = presence.status() if presence else None
     status["settlement"] = settler.status()
+    revocations = getattr(agent, "revocations", None)
+    if revocations is not None:
+        status["revocations"] = revocations.status()
     return status

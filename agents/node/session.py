@@ -304,6 +304,9 @@ class NodeSessions:
         self._ledgers: dict[bytes, ReceiptLedger] = {}  # channel id -> ledger (shared across sessions)
         self._seen: dict[tuple[bytes, bytes], float] = {}  # (channel id, nonce) -> request timestamp
         self.refusals: dict[str, int] = {}
+        #: ``revoked(wg_key) -> bool``: keys of revoked nodes (agents.overlay.revocation), refused at
+        #: the handshake, before any data flows; None: nothing is revoked here.
+        self.revoked: Callable[[bytes], bool] | None = None
 
     # -- quarantine --------------------------------------------------------------------------------
 
@@ -316,6 +319,9 @@ class NodeSessions:
         wg_key = bytes(wg_key)
         if wg_key in self.sessions:
             return None  # a live session's key re-handshakes as a known peer, never through here
+        if self.revoked is not None and self.revoked(wg_key):
+            self._refuse("revoked")
+            return None
         if wg_key not in self.pending and len(self.pending) >= self.offer.max_pending:
             self._refuse("quarantine_full")
             return None
@@ -556,6 +562,11 @@ class NodeSessions:
             return [RemovePeer(bytes(wg_key))]
         self.pool.release(session.v4)
         return [Forget(session.v4, session.v6), RemovePeer(session.wg_key)]
+
+    def keys_of_node(self, node_id: int) -> list[bytes]:
+        """The WireGuard keys in quarantine or in session whose node id (keccak256 of the key) is
+        ``node_id``: what a revocation of that node must tear down (each one through :meth:`end`)."""
+        return [key for key in {*self.pending, *self.sessions} if int.from_bytes(keccak(key), "big") == node_id]
 
     def ledgers(self) -> dict[bytes, ReceiptLedger]:
         """Every channel ledger this node holds (for settlement)."""

@@ -30,18 +30,8 @@ from .records import REVOCATION
 from .ring import SUCCESSORS, RoutingTable
 from .wire import Contact, Msg
 
-__all__ = [
-    "TENTATIVE_EXTRA_QUERIES",
-    "RECENTLY_DEAD_MAX",
-    "OverlayConfig",
-    "OverlayNode",
-    "LookupDone",
-    "Joined",
-    "PutDone",
-    "GetDone",
-    "BroadcastDelivered",
-    "ReflexiveAddress",
-]
+__all__ = ["TENTATIVE_EXTRA_QUERIES", "RECENTLY_DEAD_MAX", "OverlayConfig", "OverlayNode", "LookupDone", "Joined",
+           "PutDone", "GetDone", "BroadcastDelivered", "ReflexiveAddress"]
 
 
 # Queries a lookup may still spend looking for a better owner after a tentative answer (a node that
@@ -230,6 +220,9 @@ class OverlayNode:
         self.alive = True
         self.debug_lookups: list | None = None  # tests/diagnostics: keep lookup traces here
         self.gateway: Contact | None = None  # client mode: a ring member that routes our lookups
+        self.refuse: Callable | None = None  # refuse(id): drop every datagram from it (revoked nodes)
+        self.vet_owner: Callable | None = None  # vet_owner(key, id): believe its claim to own key?
+        self.auth = None  # agents.overlay.auth.OverlayAuth: sender ids proven per datagram, or None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -255,7 +248,7 @@ class OverlayNode:
         """Datagrams to send, as ``(address, bytes)`` pairs, or ``(address, bytes, ttl)`` for the
         few that need a given IP TTL (low-TTL NAT punches); clears the queue."""
         out, self.outbox = self.outbox, []
-        return out
+        return out if self.auth is None else self.auth.seal(out)
 
     def drain_events(self) -> list:
         """Events since the last call; clears the queue."""
@@ -280,13 +273,13 @@ class OverlayNode:
     # ------------------------------------------------------------------ input
 
     def receive_datagram(self, data: bytes, addr: tuple, now: float) -> None:
-        """Feed one datagram received from ``addr``; malformed ones are counted and dropped."""
+        """Feed one datagram received from ``addr``; malformed (or, with auth, unproven) ones are dropped."""
         try:
-            m = wire.decode(data)
+            m = wire.decode(data if self.auth is None else self.auth.open(data, tuple(addr), now))
         except RemoteProtocolError:
             self.stats["dropped"] += 1
             return
-        if m.sender == self.id:
+        if m.sender == self.id or (self.refuse is not None and self.refuse(m.sender)):
             self.stats["dropped"] += 1
             return
         self.stats["received"] += 1
@@ -709,6 +702,10 @@ class OverlayNode:
                 return
             if lk.trace is not None:
                 lk.trace.append((sender.node_id, m.flag, [c.node_id for c in m.contacts]))
+            if m.flag == 1 and self.vet_owner is not None and not self.vet_owner(lk.key, sender.node_id):
+                lk.dead.append(sender.node_id)  # an implausible claim (agents.overlay.trust): ask on
+                self._lookup_step(lk, now)
+                return
             if m.flag == 1:
                 lk.finished = True
                 lk.done(Contact(sender.node_id, sender.addr), lk.hops, now, m.contacts[1:])
@@ -729,7 +726,8 @@ class OverlayNode:
                 self._lookup_step(lk, now)
                 return
             state = (len(lk.dead), lk.live_before)
-            fresh = [c for c in m.contacts if lk.queried.get(c.node_id) != state and c.node_id not in lk.dead]
+            fresh = [c for c in m.contacts if lk.queried.get(c.node_id) != state and c.node_id not in lk.dead
+                     and self.table.admits(c.node_id)]
             if m.flag == 2 and m.contacts:
                 lk.contacts[sender.node_id] = sender
                 if lk.live_before is None or in_open(sender.node_id, lk.live_before, key):
@@ -930,6 +928,7 @@ class OverlayNode:
         rec = self.store.validator.validate(payload, now)
         if rec.kind == REVOCATION:
             self.store.apply_revocation(rec)  # refuse the node's records from now on, drop held ones
+            self.table.remove(rec.node_id)
 
     def _bcast_forward(self, bid: bytes, limit: int, depth: int, payload: bytes, now: float) -> None:
         for target, sub_limit in self.bcast.plan(self.id, limit, self.table.links()):

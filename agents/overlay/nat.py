@@ -236,6 +236,13 @@ class NatAgent:
             return "relay"
         return ""
 
+    def forget(self, peer: int, now: float) -> None:
+        """Drop everything held for ``peer`` (a revoked node): its registration, paths, relay sessions."""
+        self.registry.pop(peer, None)
+        self.peers.pop(peer, None)
+        for sid in [sid for sid, s in self.sessions.items() if peer in (s.a, s.b)]:
+            self._end_session(sid)
+
     # ------------------------------------------------------------------ input
 
     def _on_nat(self, m: Msg, sender: Contact, now: float) -> None:

@@ -39,7 +39,7 @@ class RoutingTable:
         successors: successor list length.
     """
 
-    __slots__ = ("self_id", "successors", "predecessor", "pred2", "pred_lost", "fingers", "r")
+    __slots__ = ("self_id", "successors", "predecessor", "pred2", "pred_lost", "fingers", "r", "admit")
 
     def __init__(self, self_id: int, successors: int = SUCCESSORS) -> None:
         self.self_id = self_id
@@ -51,6 +51,13 @@ class RoutingTable:
         self.pred2: Contact | None = None
         self.pred_lost = False  # our predecessor stopped answering and no other has notified us yet
         self.fingers: dict[int, Contact] = {}
+        # ids allowed into the table: ``admit(node_id) -> bool`` (not revoked; registered with stake or a
+        # certified mesh member when the overlay authenticates senders); None admits every id
+        self.admit = None
+
+    def admits(self, node_id: int) -> bool:
+        """Whether ``node_id`` may be a successor, predecessor or finger (see :attr:`admit`)."""
+        return self.admit is None or self.admit(node_id)
 
     # ------------------------------------------------------------------ queries
 
@@ -161,7 +168,7 @@ class RoutingTable:
     def observe(self, c: Contact) -> None:
         """Learn from a node we just heard from directly (so it is alive)."""
         me = self.self_id
-        if c.node_id == me:
+        if c.node_id == me or not self.admits(c.node_id):
             return
         d = (c.node_id - me) % RING
         p = self.predecessor
@@ -193,7 +200,7 @@ class RoutingTable:
 
     def set_finger(self, i: int, c: Contact) -> None:
         """Set finger ``i`` to the result of a lookup for its target."""
-        if c.node_id == self.self_id:
+        if c.node_id == self.self_id or not self.admits(c.node_id):
             self.fingers.pop(i, None)
         else:
             self.fingers[i] = c
@@ -201,9 +208,9 @@ class RoutingTable:
     def merge_successors(self, first: Contact, theirs) -> None:
         """Stabilisation: our successor list becomes ``first`` followed by its successor list."""
         me = self.self_id
-        out, seen = [first], {first.node_id, me}
+        out, seen = ([first] if self.admits(first.node_id) else []), {first.node_id, me}
         for c in theirs:
-            if c.node_id not in seen:
+            if c.node_id not in seen and self.admits(c.node_id):
                 seen.add(c.node_id)
                 out.append(c)
         out.sort(key=lambda x: (x.node_id - me) % RING)
@@ -212,8 +219,10 @@ class RoutingTable:
     def notified(self, c: Contact, its_pred: Contact | None = None) -> bool:
         """Chord's notify: adopt ``c`` as predecessor if it is closer than the current one."""
         p = self.predecessor
-        if c.node_id == self.self_id:
+        if c.node_id == self.self_id or not self.admits(c.node_id):
             return False
+        if its_pred is not None and not self.admits(its_pred.node_id):
+            its_pred = None
         p2 = self.pred2
         if p is None and p2 is not None and p2.node_id != c.node_id and not in_open(c.node_id, p2.node_id, self.self_id):
             # Our predecessor died; its own predecessor is closer than the notifier, which has not
