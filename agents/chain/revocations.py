@@ -16,13 +16,15 @@ while the chain does not answer.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Callable
 
 from agents.chain import eip712
 from agents.overlay.revocation import RevocationFacts, RevocationList
 
-__all__ = ["ChainRevocationAuthority", "ChainRevocationPort", "RevocationFollower"]
+__all__ = ["ChainRevocationAuthority", "ChainRevocationPort", "Poller", "RevocationFollower"]
 
 
 class ChainRevocationAuthority:
@@ -152,3 +154,29 @@ class RevocationFollower:
         self.next_block = end + 1
         self.list.set_last_block(self.next_block)
         return fresh
+
+
+class Poller:
+    """Runs ``step()`` every ``period_s`` on a daemon thread until :meth:`close` (node and client
+    follow revocations this way); a failing step is logged and the next one runs as usual."""
+
+    def __init__(self, step: Callable[[], object], period_s: float, name: str) -> None:
+        self._step, self._period, self._name = step, period_s, name
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> "Poller":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            try:
+                self._step()
+            except Exception:  # noqa: BLE001 - logged; the next step tries again
+                logging.getLogger(__name__).exception("%s: step failed", self._name)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)

@@ -11,9 +11,9 @@ throughout, as for a dead node: traffic is blocked, never sent in clear, until t
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
+from agents.chain.revocations import Poller
 from agents.overlay.revocation import RevocationFacts
 
 __all__ = ["POLL_S", "ClientRevocations", "drop_revoked"]
@@ -55,8 +55,7 @@ class ClientRevocations:
         self.agent = agent
         self.follower = follower
         self.revoked: list[dict] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller: Poller | None = None
 
     def step(self, now: float | None = None) -> list[RevocationFacts]:
         """Read the chain once and act on what is new."""
@@ -69,18 +68,10 @@ class ClientRevocations:
         return fresh
 
     def start(self, period_s: float = POLL_S) -> "ClientRevocations":
-        def run():
-            while not self._stop.wait(period_s):
-                try:
-                    self.step()
-                except Exception:  # noqa: BLE001 - logged; the next step tries again
-                    log.exception("revocation step failed")
-
-        self._thread = threading.Thread(target=run, name="client-revocations", daemon=True)
-        self._thread.start()
+        """Follow the chain on a thread of its own."""
+        self._poller = Poller(self.step, period_s, "client-revocations").start()
         return self
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._poller is not None:
+            self._poller.close()

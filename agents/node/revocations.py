@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 
+from agents.chain.revocations import Poller
 from agents.overlay.core import BroadcastDelivered
 from agents.overlay.errors import LocalProtocolError
 from agents.overlay.records import REVOCATION, decode_record, revocation_key
@@ -70,8 +71,7 @@ class NodeRevocations:
         self.broadcasts = 0
         self._heard_broadcast: set[int] = set()
         self._backup_due: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller: Poller | None = None
         revocations.listeners.append(self.apply)
         if agent is not None:
             agent.core.revoked = revocations.is_revoked_key
@@ -171,21 +171,12 @@ class NodeRevocations:
 
     def start(self, period_s: float = POLL_S) -> "NodeRevocations":
         """Follow the chain on a thread of its own."""
-        def run():
-            while not self._stop.wait(period_s):
-                try:
-                    self.step()
-                except Exception:  # noqa: BLE001 - logged; the next step tries again
-                    log.exception("revocation step failed")
-
-        self._thread = threading.Thread(target=run, name="node-revocations", daemon=True)
-        self._thread.start()
+        self._poller = Poller(self.step, period_s, "node-revocations").start()
         return self
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._poller is not None:
+            self._poller.close()
 
     def status(self) -> dict:
         """For `warren node status`."""
