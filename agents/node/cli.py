@@ -221,21 +221,11 @@ def _chain_facts(config) -> dict:
     from agents.chain.connect import connect, load_contracts
     from agents.wireguard.config import decode_key, public_key
 
+    from agents.node.status import chain_facts
+
     node_id = node_id_of(public_key(decode_key(Path(config.wg_key_file).read_text().strip())))
     with connect(config.rpc, config.network) as project:
-        contracts = load_contracts(project, config.deployment, config.network)
-        info = contracts.node(node_id)
-        registered = int(info.operator, 16) != 0
-        return {
-            "node_id": "0x" + node_id.hex(), "registered": registered, "operator": info.operator,
-            "region": info.region, "price_per_gib": info.price_per_gib, "stake": info.stake,
-            "active": info.active, "revoked": info.revoked,
-            "unbond_at": int(contracts.registry.node_unbond_at(node_id)) if registered else 0,
-            "score_bps": int(contracts.reputation.score(node_id)),
-            "reports": int(contracts.reputation.report_count(node_id)),
-            "fee_bps": int(contracts.channels.fee_bps()),
-            "operator_balance": int(contracts.token.balanceOf(info.operator)) if registered else 0,
-        }
+        return chain_facts(load_contracts(project, config.deployment, config.network), node_id)
 
 
 def _status(args) -> int:
@@ -290,7 +280,7 @@ def _earnings(args) -> int:
 
     from agents.chain.connect import connect, load_contracts
     from agents.node.config import load_config
-    from agents.node.earnings import from_store, render
+    from agents.node.earnings import from_chain, render
     from agents.node.store import NodeStore
 
     config = load_config(args.config)
@@ -298,10 +288,7 @@ def _earnings(args) -> int:
     try:
         with connect(config.rpc, config.network) as project:
             contracts = load_contracts(project, config.deployment, config.network)
-            fee_bps = int(contracts.channels.fee_bps())
-            chain_settled = {c.channel_id: contracts.channel(c.channel_id).settled
-                             for c in store.channels() if c.kind == "channels"}
-        report = from_store(store, fee_bps, chain_settled)
+            report = from_chain(store, contracts)
     finally:
         store.close()
     if args.json:

@@ -25,7 +25,8 @@ from rich.table import Table
 from agents.metering import AcceptedReceipt
 from agents.node.store import CONFIRMED, NodeStore, SettlementRow
 
-__all__ = ["ChannelEarnings", "DayEarnings", "Earnings", "compute", "from_store", "render"]
+__all__ = ["ChannelEarnings", "DayEarnings", "Earnings", "chain_settled", "compute", "from_chain", "from_store",
+           "render"]
 
 #: Basis points in one whole (payment_channels' _BPS).
 BPS = 10_000
@@ -46,12 +47,22 @@ class ChannelEarnings:
 
 @dataclasses.dataclass(frozen=True)
 class DayEarnings:
-    """One UTC day: growth of what was earned (receipts stored) and settled (confirmed) that day."""
+    """One UTC day: growth of what was earned (receipts stored) and settled (confirmed) that day.
+
+    ``unsettled`` is what was earned but not settled at the end of the day (a running balance, from
+    the store's settlements: the last day's can differ from the total's chain figure when settlements
+    were made elsewhere); ``fee`` the protocol fee on that day's earnings (rounded down per day, so
+    the days' fees may sum a few wei under the per-channel total); ``gas`` the gas that day's
+    confirmed settlements used.
+    """
 
     day: str
     earned: int
     settled: int
     receipts: int
+    unsettled: int = 0
+    fee: int = 0
+    gas: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,10 +108,13 @@ def compute(history: Iterable[tuple[AcceptedReceipt, float]], settlements: Itera
         count[cid] += 1
     store_settled: dict[bytes, int] = {}
     day_settled: dict[str, int] = defaultdict(int)
+    day_gas: dict[str, int] = defaultdict(int)
     for row in sorted((r for r in settlements if r.status == CONFIRMED), key=lambda r: (r.finished_at or 0, r.id)):
+        day = _day(row.finished_at or row.started_at)
+        day_gas[day] += row.gas or 0
         previous = store_settled.get(row.channel_id, 0)
         if row.amount > previous:
-            day_settled[_day(row.finished_at or row.started_at)] += row.amount - previous
+            day_settled[day] += row.amount - previous
             store_settled[row.channel_id] = row.amount
     settled_of = dict(store_settled)
     settled_of.update(chain_settled or {})
@@ -110,8 +124,11 @@ def compute(history: Iterable[tuple[AcceptedReceipt, float]], settlements: Itera
         earned = max(latest.get(cid, 0), settled)
         fee = earned * fee_bps // BPS
         rows.append(ChannelEarnings(cid, earned, settled, earned - settled, fee, earned - fee, count.get(cid, 0)))
-    days = [DayEarnings(d, day_earned.get(d, 0), day_settled.get(d, 0), day_receipts.get(d, 0))
-            for d in sorted(set(day_earned) | set(day_settled))]
+    days, owed = [], 0
+    for d in sorted(set(day_earned) | set(day_settled)):
+        owed += day_earned.get(d, 0) - day_settled.get(d, 0)
+        days.append(DayEarnings(d, day_earned.get(d, 0), day_settled.get(d, 0), day_receipts.get(d, 0),
+                                max(0, owed), day_earned.get(d, 0) * fee_bps // BPS, day_gas.get(d, 0)))
     return Earnings(rows, days, sum(r.earned for r in rows), sum(r.settled for r in rows),
                     sum(r.unsettled for r in rows), sum(r.fee for r in rows), sum(r.net for r in rows))
 
@@ -119,6 +136,17 @@ def compute(history: Iterable[tuple[AcceptedReceipt, float]], settlements: Itera
 def from_store(store: NodeStore, fee_bps: int, chain_settled: dict[bytes, int] | None = None) -> Earnings:
     """:func:`compute` over everything in the node's store."""
     return compute(store.receipt_history(), store.settlements(), fee_bps, chain_settled)
+
+
+def chain_settled(store: NodeStore, contracts) -> dict[bytes, int]:
+    """The chain's settled amount of each payment channel in the store (voucher channels: the store's)."""
+    return {c.channel_id: contracts.channel(c.channel_id).settled for c in store.channels() if c.kind == "channels"}
+
+
+def from_chain(store: NodeStore, contracts) -> Earnings:
+    """The report `warren node earnings` and the dashboard show: the store's receipts, the chain's fee
+    and settled amounts (one source of numbers for both)."""
+    return from_store(store, int(contracts.channels.fee_bps()), chain_settled(store, contracts))
 
 
 def render(report: Earnings) -> Group:
