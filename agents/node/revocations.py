@@ -181,7 +181,11 @@ class NodeRevocations:
     def status(self) -> dict:
         """For `warren node status`."""
         return {"revoked": len(self.list), "broadcasts": self.broadcasts,
-                "chain_error": getattr(self.follower, "last_error", None)}
+                "chain_error": getattr(self.follower, "last_error", None),
+                # node id -> (wall time this node began refusing it, how it heard, sessions ended)
+                "refusing": {f"{nid:064x}": {"since": at, "source": getattr(self.list.facts(nid), "source", "?"),
+                                              "ended": self.torn_down.get(nid, 0)}
+                             for nid, at in list(self.refused_at.items())}}
 
 
 def _forget(presence, node, node_id: int, now: float) -> None:
