@@ -30,11 +30,14 @@ from agents.chain.deployment import default_path
 @click.option("--voucher-denomination", "denominations", type=int, multiple=True, default=(10,),
               show_default=True, help="a voucher pool for this many whole tokens (repeat; 0: no pools)")
 @click.option("--voucher-depth", type=int, default=20, show_default=True, help="voucher circuit tree depth")
-@click.option("--voucher-vk", type=click.Path(exists=True, dir_okay=False), default="",
-              help="the circuit's verification_key.json (default: the checked-in depth-20 development verifier)")
+@click.option("--voucher-vk", type=str, default=None,
+              help="the circuit's verification_key.json (default, local networks only: the checked-in depth-20 "
+                   "development verifier)")
+@click.option("--i-know-the-dev-key-is-public", "allow_dev_verifier", is_flag=True,
+              help="deploy voucher pools with the development verifier on a network that is not local")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="deployment file to write")
 def cli(network, account_alias, guardians, revocation_quorum, fee_bps, treasury, token, min_node_stake,
-        challenge_period, denominations, voucher_depth, voucher_vk, out):
+        challenge_period, denominations, voucher_depth, voucher_vk, allow_dev_verifier, out):
     """Deploy token, node_registry, payment_channels, reputation, revocation_registry, voucher pools."""
     local = networks.provider.network.is_local
     if account_alias:
@@ -47,6 +50,12 @@ def cli(network, account_alias, guardians, revocation_quorum, fee_bps, treasury,
         if not local:
             raise click.UsageError("give the guardian set with --guardian on a live network")
         guardians = tuple(a.address for a in accounts.test_accounts[7:10])
+    if voucher_vk is not None:  # given, even as "": it must name a file (never a silent fallback)
+        if not voucher_vk.strip():
+            raise click.UsageError("--voucher-vk is empty: give the circuit's verification_key.json, or leave the "
+                                   "option out to use the development verifier (local networks only)")
+        if not Path(voucher_vk).is_file():
+            raise click.UsageError(f"--voucher-vk: no file {voucher_vk}")
     quorum = revocation_quorum or (len(guardians) // 2 + 1)
     params = DeployParameters(
         guardians=list(guardians),
@@ -58,11 +67,12 @@ def cli(network, account_alias, guardians, revocation_quorum, fee_bps, treasury,
         challenge_period=challenge_period,
         voucher_denominations=[d * TOKEN for d in denominations if d > 0],
         voucher_depth=voucher_depth,
-        voucher_vk=str(voucher_vk),
+        voucher_vk=voucher_vk or "",
+        allow_dev_verifier=allow_dev_verifier,
     )
     click.echo(f"deploying Warren on {networks.provider.network_choice} (chain id {chain.chain_id}) from {account.address}")
     try:
-        deployment = deploy_all(project, account, chain, params, log=click.echo)
+        deployment = deploy_all(project, account, chain, params, log=click.echo, local=local)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     path = out or default_path(networks.provider.network_choice, Path.cwd())

@@ -15,7 +15,7 @@ from typing import Callable
 
 from agents.chain.deployment import Deployment
 
-__all__ = ["DeployParameters", "deploy_all", "voucher_pool_name"]
+__all__ = ["DeployParameters", "check_verifier", "deploy_all", "voucher_pool_name"]
 
 TOKEN = 10**18  # token wei per token (18 decimals, as ERC-20 tokens usually have)
 #: The tree depth of the key contracts/groth16_verifier.vy was generated from (zk/vk/voucher-depth20.json).
@@ -51,6 +51,8 @@ class DeployParameters:
         voucher_vk: the circuit's verification key (snarkjs ``verification_key.json``) to generate
             the pools' verifier from; empty: the checked-in contracts/groth16_verifier.vy, whose
             key is the depth-20 development key, so ``voucher_depth`` must then be 20.
+        allow_dev_verifier: deploy pools with that development key on a network that is not local
+            (refused otherwise: its setup is public, so anyone can forge proofs against it).
     """
 
     min_node_stake: int = 100 * TOKEN
@@ -74,6 +76,21 @@ class DeployParameters:
     voucher_denominations: list[int] = field(default_factory=lambda: [10 * TOKEN])
     voucher_depth: int = 20
     voucher_vk: str = ""
+    allow_dev_verifier: bool = False
+
+
+def check_verifier(params: DeployParameters, local: bool) -> None:
+    """Refuse voucher pools on the development verifier outside a local network (unless allowed).
+
+    Raises:
+        ValueError: the pools would use the checked-in key on a network that is not local.
+    """
+    if params.voucher_denominations and not params.voucher_vk and not local and not params.allow_dev_verifier:
+        raise ValueError(
+            "deploy: the checked-in voucher verifier uses the development key, whose setup is public: anyone "
+            "can forge voucher proofs against it. On a network that is not local give --voucher-vk with your "
+            "circuit's verification_key.json (from a ceremony), or --voucher-denomination 0 for no pools; "
+            "--i-know-the-dev-key-is-public deploys it anyway (a rehearsal)")
 
 
 def voucher_pool_name(denomination: int) -> str:
@@ -82,7 +99,8 @@ def voucher_pool_name(denomination: int) -> str:
 
 
 def deploy_all(
-    project, deployer, chain, params: DeployParameters, log: Callable[[str], None] = print
+    project, deployer, chain, params: DeployParameters, log: Callable[[str], None] = print,
+    local: bool | None = None,
 ) -> Deployment:
     """Deploy and wire every settlement contract.
 
@@ -92,6 +110,7 @@ def deploy_all(
         chain: the ape chain manager (``ape.chain``) of the connected network.
         params: constructor parameters.
         log: receives one progress line per step.
+        local: whether the network is a local one (None: ask ape's connected provider).
 
     Returns:
         The addresses, parameters and first block of the deployment.
@@ -111,6 +130,11 @@ def deploy_all(
             f"deploy: the checked-in verifier is for depth {CHECKED_IN_DEPTH}; a depth-"
             f"{params.voucher_depth} pool needs that circuit's verification key (voucher_vk)"
         )
+    if local is None:
+        from ape import networks
+
+        local = bool(networks.provider.network.is_local)
+    check_verifier(params, local)
     treasury = params.treasury or deployer.address
     first_block = chain.blocks.height + 1  # event scans start at the first deployment transaction
     addresses: dict[str, str] = {}

@@ -120,3 +120,25 @@ def test_deploy_all__pool_with_its_own_key__redeems_a_real_proof(project, accoun
     proof = proof_calldata(prove(pk, circuit, witness))
     pool.redeem(proof, tree.root, note.nullifier_hash, node_id, signer, 0, sender=deployer)
     assert pool.nullifier_spent(note.nullifier_hash)
+
+
+def test_check_verifier__dev_key_outside_a_local_network__refused_unless_acknowledged():
+    from agents.chain.deploy import check_verifier
+
+    pools = DeployParameters(voucher_denominations=[TOKEN])
+    check_verifier(pools, local=True)  # a local chain: the development key is fine
+    with pytest.raises(ValueError, match="development key, whose setup is public"):
+        check_verifier(pools, local=False)
+    check_verifier(DeployParameters(voucher_denominations=[TOKEN], allow_dev_verifier=True), local=False)
+    check_verifier(DeployParameters(voucher_denominations=[TOKEN], voucher_vk="vk.json"), local=False)
+    check_verifier(DeployParameters(voucher_denominations=[]), local=False)  # no pools, no verifier
+
+
+def test_deploy_all__not_local__dev_verifier_refused_before_any_transaction(project, accounts, chain,
+                                                                            guardian_addresses):
+    before = chain.blocks.height
+    with pytest.raises(ValueError, match="--i-know-the-dev-key-is-public"):
+        deploy_all(project, accounts[0], chain, DeployParameters(guardians=guardian_addresses,
+                                                                 voucher_denominations=[TOKEN]),
+                   log=lambda _: None, local=False)
+    assert chain.blocks.height == before
