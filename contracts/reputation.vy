@@ -50,6 +50,15 @@ event ReportPosted:
     score: uint256
 
 
+# @dev The hash of the challenger's transcript behind a report (kept off chain by the challenger;
+# guardians check a tampering node's evidence against it).
+event ReportTranscript:
+    node_id: indexed(bytes32)
+    epoch: indexed(uint256)
+    challenger: indexed(address)
+    transcript_hash: bytes32
+
+
 # @dev The failure quorum was reached: `amount` (token wei) was taken from the node's stake.
 event QuorumSlashed:
     node_id: indexed(bytes32)
@@ -182,17 +191,23 @@ def __init__(registry_: address, epoch_length_: uint256, quorum_: uint256, slash
 
 @external
 @nonreentrant
-def report(node_id: bytes32, epoch: uint256, throughput_kbps: uint256, latency_ms: uint256, passed: bool):
+def report(
+    node_id: bytes32, epoch: uint256, throughput_kbps: uint256, latency_ms: uint256, passed: bool,
+    transcript_hash: bytes32 = empty(bytes32),
+):
     """
     @notice Post the caller's measurement of a node for the current epoch. The caller must be a
             staked challenger, not the node's operator, and may report once per node per epoch.
             The report that completes a failure quorum slashes the node and pays the bounty.
+            With a non-zero `transcript_hash` the report also logs ReportTranscript, committing
+            the challenger to the transcript it keeps (the evidence of a revocation proposal).
     @param node_id The node's id (keccak256 of its WireGuard public key).
     @param epoch The current epoch number (block timestamp // epoch_length); a report mined in
            another epoch than the one it was written for is refused.
     @param throughput_kbps Measured throughput in kilobits per second (at most 2**64 - 1).
     @param latency_ms Measured round-trip latency in milliseconds (at most 2**64 - 1).
     @param passed Whether the node passed the challenge.
+    @param transcript_hash SHA-256 of the challenger's canonical transcript (optional; 0 for none).
     """
     assert epoch == block.timestamp // epoch_length, "reputation: wrong epoch"
     assert throughput_kbps <= MAX_MEASUREMENT and latency_ms <= MAX_MEASUREMENT, "reputation: measurement out of range"
@@ -232,6 +247,8 @@ def report(node_id: bytes32, epoch: uint256, throughput_kbps: uint256, latency_m
         passed=passed,
         score=stats.score,
     )
+    if transcript_hash != empty(bytes32):
+        log ReportTranscript(node_id=node_id, epoch=epoch, challenger=msg.sender, transcript_hash=transcript_hash)
 
     if passed:
         return

@@ -288,3 +288,17 @@ def test_report__challenger_slashed_below_minimum__reverts(reputation, registry,
     registry.slash_challenger(panel[0], registry.challenger_stake(panel[0]), slasher, sender=slasher)
     with ape.reverts("reputation: not a challenger"):
         reputation.report(node, start_epoch(reputation), 1, 1, False, sender=panel[0])
+
+
+def test_report__with_transcript_hash__logs_it_beside_the_report(reputation, panel, node, start_epoch):
+    epoch = start_epoch(reputation)
+    digest = bytes(range(32))
+    tx = reputation.report(node, epoch, 40_000, 30, False, digest, sender=panel[0])
+    [posted] = tx.events.filter(reputation.ReportPosted)
+    assert (posted.passed, posted.throughput_kbps) == (False, 40_000)
+    [committed] = tx.events.filter(reputation.ReportTranscript)
+    assert (bytes(committed.node_id), committed.epoch, committed.challenger) == (node, epoch, panel[0].address)
+    assert bytes(committed.transcript_hash) == digest
+    # Without one (the five-argument form) nothing more is logged.
+    tx = reputation.report(node, epoch, 40_000, 30, True, sender=panel[1])
+    assert not list(tx.events.filter(reputation.ReportTranscript))
