@@ -6,6 +6,9 @@ can never disagree: they are two views of one set of numbers. prometheus_client 
 and the HTTP server; its default registry (process and GC metrics of whoever imports it) is not used,
 so an endpoint shows Warren's figures only.
 
+Prometheus values are 64-bit floats: an amount in token wei past 2**53 (0.009 token) is rounded to
+about one part in 10**16. Good for graphs and alerts; the exact figures are `warren node earnings`'s.
+
 Config (node and client alike)::
 
     [metrics]

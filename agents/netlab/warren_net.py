@@ -108,11 +108,13 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
 
 def start_node(world: World, chain: Chain, host: NodeHost, workdir: Path, *, exit_policy: dict | None = None,
                bootstrap: NodeHost | tuple[NodeHost, ...] | None = None, credit_bytes: int = 16 << 20,
-               extra: dict | None = None) -> NodeProcess:
+               extra: dict | None = None, operator: AccountSpec | None = None,
+               args: tuple[str, ...] = ()) -> NodeProcess:
     """Write ``host``'s config and start `warren node run` there (returns once it is ready).
 
     ``bootstrap``: the public node(s) to join through (None: ``host`` starts the ring); a node behind
-    a NAT keeps the second as its backup rendezvous.
+    a NAT keeps the second as its backup rendezvous. ``operator``: instead of the host's test
+    account (e.g. a keystore of it). ``args``: more `warren node run` flags (``--log-format json``).
     """
     data_dir = workdir / host.name
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -124,7 +126,7 @@ def start_node(world: World, chain: Chain, host: NodeHost, workdir: Path, *, exi
     public = host.nat is None
     boots = bootstrap if isinstance(bootstrap, tuple) else (bootstrap or host,)
     config = NodeConfig(
-        region=host.region, price_per_gib=PRICE_PER_GIB, operator=AccountSpec(test_account=NODE_ACCOUNTS[host.name]),
+        region=host.region, price_per_gib=PRICE_PER_GIB, operator=operator or AccountSpec(test_account=NODE_ACCOUNTS[host.name]),
         stake=STAKE, data_dir=data_dir, interface=f"wrn{host.name[-1]}0", listen_port=WG_PORT,
         public_endpoint=(host.address, WG_PORT) if public else None,
         bootstrap=tuple((b.public_address, WG_PORT) for b in boots), rpc="http://127.0.0.1:8545",
@@ -135,7 +137,7 @@ def start_node(world: World, chain: Chain, host: NodeHost, workdir: Path, *, exi
     write_config(config_path, config, force=True)
     log_path = data_dir / "node.log"
     handle = open(log_path, "ab")
-    proc = spawn_in(host.ns, warren_argv("node", "run", "--config", str(config_path)), stdout=handle, stderr=handle)
+    proc = spawn_in(host.ns, warren_argv("node", "run", "--config", str(config_path), *args), stdout=handle, stderr=handle)
     node = NodeProcess(host, config_path, config, proc, log_path)
     try:
         wait_for(lambda: node.status() or (proc.poll() is not None and _died(node)), 90, what=f"{host.name} ready")
