@@ -5,7 +5,9 @@ a home NAT) and one plain anvil with Warren and a voucher pool deployed. The cli
 with `warren voucher deposit` (its account appears on chain there and nowhere else); `warren connect
 --pay voucher` proves a note for the chosen node, and the node submits the redemption as relayer
 inside the tunnel during setup. Checked from outside: the file's SHA-256, the pool's channel and
-settlement, every redemption and settlement transaction searched for the depositor's address.
+settlement, every redemption and settlement transaction searched for the depositor's address. With
+two notes, the standby is paid by the second: the exit is killed and the client moves on, the standby
+node submitting that redemption during setup.
 
 Attacks (tests/e2e/rogue.py's hand-driven client): a redemption for another node is refused without
 being submitted, a replayed setup is refused, a receipt signed by a key that is not the channel's
@@ -170,20 +172,19 @@ def test_voucher_setup__wrong_signer_receipt_refused__replayed_setup_refused(net
         rogue.quit()
 
 
-def test_connect_pay_voucher__download__node_settles_on_pool__depositor_unlinked(net):
-    world, chain, node_a = net["world"], net["chain"], net["nodes"]["node_a"]
-    node_id = node_a.status()["node_id"]
-    data_dir = net["workdir"] / "client"
+def _connect_voucher(net, data_dir, notes, *extra: str):
+    """`warren connect --pay voucher` (a config with no [account]) in the client's namespace; returns
+    the process, its config and its status once connected."""
+    world, chain = net["world"], net["chain"]
     config_path = data_dir / "client.toml"
     # No [account] at all: a voucher client never sends a transaction.
     write_client_config(config_path, ClientConfig(
         account=None, pay="voucher", data_dir=data_dir, interface="wrnc0",
         bootstrap=((world.node_a.public_address, WG_PORT),), rpc="http://127.0.0.1:8545",
-        deployment=chain.deployment, voucher_notes=net["notes"], voucher_keys=net["keys"],
+        deployment=chain.deployment, voucher_notes=notes, voucher_keys=net["keys"],
         relayer_fee=RELAYER_FEE), force=True)
     log = open(net["workdir"] / "client.log", "ab")
-    proc = spawn_in(world.client, warren_argv("connect", "--config", str(config_path), "--node", node_id),
-                    stdout=log, stderr=log)
+    proc = spawn_in(world.client, warren_argv("connect", "--config", str(config_path), *extra), stdout=log, stderr=log)
 
     def connected():
         if proc.poll() is not None:
@@ -191,12 +192,23 @@ def test_connect_pay_voucher__download__node_settles_on_pool__depositor_unlinked
         status = client_status(world, config_path)
         return status if status.get("connected") else None
 
-    status = wait_for(connected, 120, interval=0.5, what="the voucher client connected")
-    assert status["node_id"] == node_id and status["deposit"] == DENOMINATION - RELAYER_FEE
+    return proc, config_path, wait_for(connected, 120, interval=0.5, what="the voucher client connected")
+
+
+def _fetch(world) -> dict:
     fetch = run_in(world.client, [sys.executable, "-m", "agents.netlab.fetch", world.file_url, "--deadline-s", "120"],
                    timeout=150)
     result = json.loads(fetch.stdout or b"{}")
     assert (result.get("sha256"), result.get("bytes")) == (world.file_sha256, FILE_SIZE), fetch.stderr[-2000:]
+    return result
+
+
+def test_connect_pay_voucher__download__node_settles_on_pool__depositor_unlinked(net):
+    world, chain, node_a = net["world"], net["chain"], net["nodes"]["node_a"]
+    node_id = node_a.status()["node_id"]
+    proc, config_path, status = _connect_voucher(net, net["workdir"] / "client", net["notes"], "--node", node_id)
+    assert status["node_id"] == node_id and status["deposit"] == DENOMINATION - RELAYER_FEE
+    _fetch(world)
     paid = wait_for(lambda: (s := client_status(world, config_path)).get("paid_bytes", 0) >= FILE_SIZE and s,
                     30, what="receipts for the download")
     channel_id = bytes.fromhex(paid["channel_id"])
@@ -254,3 +266,49 @@ def test_connect_pay_voucher__download__node_settles_on_pool__depositor_unlinked
         deposits = {e.transaction_hash for e in pool.Deposit.range(0, head + 1)}
         assert all(mentions(ape_chain.provider.get_receipt(tx), depositor) for tx in deposits)  # the check sees it
 
+
+
+def test_connect_pay_voucher__exit_killed__fails_over_paid_by_a_second_note(net):
+    """The standby is paid by its own note (proved while the first node serves); when the exit dies,
+    the client moves to it and the node submits that redemption during setup."""
+    world, chain, workdir = net["world"], net["chain"], net["workdir"]
+    nodes = net["nodes"]
+    if nodes["node_a"].proc.poll() is not None:  # stopped by the test above: back with its keys and stake
+        nodes["node_a"] = start_node(world, chain, world.node_a, workdir)
+    notes = workdir / "client2" / "notes.json"
+    for _ in range(2):
+        _voucher(net, "deposit", "--amount", str(DENOMINATION), "--notes", str(notes), "--account", str(CLIENT_ACCOUNT))
+    proc, config_path, _ = _connect_voucher(net, workdir / "client2", notes)
+    status = wait_for(lambda: (s := client_status(world, config_path)).get("standby") and s, 60,
+                      what="a standby paid by the second note")
+    names = {node.status()["node_id"]: name for name, node in nodes.items()}
+    current, standby = names[status["node_id"]], names[status["standby"]]
+    try:
+        nodes[current].proc.send_signal(signal.SIGKILL)
+        moved = wait_for(lambda: (s := client_status(world, config_path)).get("node_id") == status["standby"] and s,
+                         30, interval=0.2, what="the client on the standby node")
+        assert len(moved["failovers"]) == 1 and moved["deposit"] == DENOMINATION - RELAYER_FEE
+        _fetch(world)
+        paid = wait_for(lambda: (s := client_status(world, config_path)).get("paid_bytes", 0) >= FILE_SIZE and s,
+                        30, what="receipts for the download through the standby")
+        assert paid["channel_id"] != status["channel_id"]
+    finally:
+        _disconnect(world, config_path, proc)
+    from agents.prover.notes import NoteStore
+
+    with connect(chain.url) as project:
+        from ape import chain as ape_chain
+
+        pool = _pool(project, net)
+        spent = [pool.nullifier_spent(n.note.nullifier_hash) for n in NoteStore(notes).notes]
+        # Two redemptions: one per node the session used, each for that node.
+        assert spent == [True, True], spent
+        redeemed = {bytes(e.node_id) for e in pool.Redeemed.range(net["after_deposits"],
+                                                                   int(ape_chain.blocks.head.number) + 1)}
+    assert {bytes.fromhex(status["node_id"]), bytes.fromhex(status["standby"])} <= redeemed, (current, standby)
+
+
+def _disconnect(world, config_path, proc) -> bool:
+    done = run_in(world.client, warren_argv("disconnect", "--config", str(config_path)), timeout=90)
+    proc.wait(timeout=30)
+    return done.returncode == 0
