@@ -71,7 +71,7 @@ __all__ = [
 
 PEER, IP, REVOCATION, MEMBER = 1, 2, 3, 4
 _VERSION = 1
-# 1024 bytes: a record must fit one overlay datagram (wire.MAX_DATAGRAM = 1232) with the 37-byte
+# 1024 bytes: a record must fit one overlay datagram (wire.MAX_DATAGRAM = 1216) with the 37-byte
 # header and the STORE/BROADCAST framing; a revocation with a 10-guardian quorum is 2 + 16 + 32 + 2 +
 # 41 + 650 = 743 bytes.
 MAX_RECORD_SIZE = 1024

@@ -40,6 +40,8 @@ class SimNetwork:
         config: the OverlayConfig every node gets.
         store_factory: called per node to build its record store (None: routing-only nodes).
         start: initial clock value (unix seconds when records with expiry times are involved).
+        authenticate: every node gets an X25519 key, its id is keccak256 of the public key, and it
+            proves its sender id on every datagram (:mod:`agents.overlay.auth`).
     """
 
     def __init__(
@@ -50,12 +52,14 @@ class SimNetwork:
         config: OverlayConfig | None = None,
         store_factory: Callable | None = None,
         start: float = 0.0,
+        authenticate: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
         self.latency = latency
         self.loss = loss
         self.config = config or OverlayConfig()
         self.store_factory = store_factory
+        self.authenticate = authenticate
         self.now = float(start)
         self._live_set: set[int] = set()
         self.nodes: dict[tuple, OverlayNode] = {}
@@ -136,11 +140,22 @@ class SimNetwork:
 
     def new_node(self, node_id: int | None = None) -> OverlayNode:
         """Create a node (random id unless given) on a fresh address; it is not in the ring yet."""
-        nid = node_id if node_id is not None else self.rng.getrandbits(256)
+        auth = None
+        if self.authenticate:
+            from .auth import OverlayAuth
+
+            node_rng = random.Random(self.rng.getrandbits(64))
+            auth = OverlayAuth(self.rng.getrandbits(256).to_bytes(32, "big"),
+                               rng=lambda n, r=node_rng: r.getrandbits(8 * n).to_bytes(n, "big"))
+            nid = auth.id
+        else:
+            nid = node_id if node_id is not None else self.rng.getrandbits(256)
         addr = sim_address(self._next_host)
         self._next_host += 1
         store = self.store_factory() if self.store_factory else None
         node = OverlayNode(nid, self.config, store=store, rng=random.Random(self.rng.getrandbits(64)), now=self.now)
+        if auth is not None:
+            auth.attach(node)
         self.nodes[addr] = node
         self.addr_of[nid] = addr
         return node

@@ -128,14 +128,16 @@ def revocation_propagation(nodes: int = 1000, seed: int = 1, *, chain_share: flo
     }
 
 
-def measure(nodes: int = 1000, seed: int = 1) -> dict:
+def measure(nodes: int = 1000, seed: int = 1, lookups: int = 500) -> dict:
     """The overlay's trust figures for scripts/bench_trust.py (see the module docstring).
 
     Returns:
         ``revocation_propagation_s`` (every node follows the chain and hears the broadcast),
         ``revocation_broadcast_only_s`` (no node reads the chain but the announcer: the broadcast's own
-        reach), ``revocation_broadcast_messages``, ``revocation_reached``, and the eclipse figures of
-        :func:`agents.overlay.trust.eclipse` when available; ``sim_wall_s``.
+        reach), ``revocation_broadcast_messages``, ``revocation_reached``; the eclipse figures of
+        :func:`agents.overlay.trust.eclipse` with 10 % attackers, authenticated and (``_unauthenticated``)
+        as today, each for the attacker's better strategy: ``eclipse_lookup_success``, ``eclipse_rate``,
+        ``lookup_median_s``; ``sim_wall_s``.
     """
     started = time.monotonic()
     both = revocation_propagation(nodes, seed)
@@ -148,5 +150,18 @@ def measure(nodes: int = 1000, seed: int = 1) -> dict:
         "revocation_broadcast_messages": alone["messages"],
         "revocation_reached": alone["reached"],
     }
+    from .trust import eclipse
+
+    for authenticated in (False, True):
+        runs = [eclipse(nodes, seed, lookups=lookups, authenticated=authenticated, strategy=st)
+                for st in ("spoof", "claim")]
+        worst = min(runs, key=lambda r: r["success"])  # the attacker picks the better strategy
+        tag = "" if authenticated else "_unauthenticated"
+        out[f"eclipse_lookup_success{tag}"] = worst["success"]
+        out[f"eclipse_rate{tag}"] = worst["eclipsed"]
+        out[f"eclipse_strategy{tag}"] = worst["strategy"]
+        out[f"lookup_median_s{tag}"] = worst["median_s"]
+    out["eclipse_attackers"] = 0.10
+    out["eclipse_lookups"] = lookups
     out["sim_wall_s"] = round(time.monotonic() - started, 1)
     return out

@@ -23,7 +23,7 @@ with the relay's limits; the loopback port is the only piece the WireGuard runti
 endpoint that means "via relay R"), and it needs no change in the runtime or the core.
 
 Cost: 45 bytes per datagram (overlay header 37 + session 8), and an overlay datagram is at most
-``wire.MAX_DATAGRAM`` (1232) bytes, so mesh tunnels use :data:`MESH_MTU` (1152) for every peer.
+``wire.MAX_DATAGRAM`` (1216) bytes, so mesh tunnels use :data:`MESH_MTU` (1136) for every peer.
 RELAYED frames alone may reach ``wire.MAX_RELAYED_DATAGRAM`` (1497: a WireGuard datagram of an MTU
 1420 tunnel), so exit sessions relayed to a node keep MTU 1420 (fragmented over IPv4 if need be).
 """
@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 
 RELAY_OVERHEAD = wire.HEADER_SIZE + 8  # RELAYED frame around a WireGuard datagram (wire.py)
 WG_DATA_OVERHEAD = 32  # WireGuard transport message: type, reserved, receiver, counter (16) + tag (16)
-# The largest inner packet whose relayed datagram fits an overlay datagram (wire.MAX_DATAGRAM, 1232:
-# never fragmented): 1232 - 45 - 32 = 1155, rounded down to WireGuard's 16-byte padding: 1152.
+# The largest inner packet whose relayed datagram fits an overlay datagram (wire.MAX_DATAGRAM, 1216:
+# never fragmented): 1216 - 45 - 32 = 1139, rounded down to WireGuard's 16-byte padding: 1136.
 MESH_MTU = (wire.MAX_DATAGRAM - RELAY_OVERHEAD - WG_DATA_OVERHEAD) // 16 * 16
 SIOCGSKNS = 0x894C  # <linux/sockios.h>: an fd of the network namespace a socket belongs to
 POLL_S = 0.1  # the bridge thread notices close() this often

@@ -38,7 +38,11 @@ type name              body after the header
 0x4c BROADCAST_ACK     bid 16
 0x4d NAT               sub-type u8 | body (see :mod:`agents.overlay.nat`)
 0x4e RELAYED           session 8 | inner datagram (relay data path, see :mod:`agents.overlay.nat`)
+0x4f AUTH              sub-type u8 | body: the sender-id handshake (see :mod:`agents.overlay.auth`)
 ==== ================= ===========================================================================
+
+With sender authentication (:mod:`agents.overlay.auth`), every datagram but AUTH ends with a 16-byte
+tag (:data:`AUTH_TAG`) after the body above.
 
 Datagrams are at most :data:`MAX_DATAGRAM` bytes.
 """
@@ -75,6 +79,8 @@ __all__ = [
     "BROADCAST_ACK",
     "NAT",
     "RELAYED",
+    "AUTH",
+    "AUTH_TAG",
     "is_overlay",
     "encode",
     "decode",
@@ -87,11 +93,15 @@ PING, PONG, FIND, FOUND = 0x40, 0x41, 0x42, 0x43
 GET_NEIGHBOURS, NEIGHBOURS, NOTIFY = 0x44, 0x45, 0x46
 STORE, STORE_ACK, FETCH, VALUE = 0x47, 0x48, 0x49, 0x4A
 BROADCAST, BROADCAST_ACK, NAT, RELAYED = 0x4B, 0x4C, 0x4D, 0x4E
-OVERLAY_TYPES = range(0x40, 0x50)  # 0x4f reserved
+AUTH = 0x4F  # handled by agents.overlay.auth before decoding, never by encode/decode
+OVERLAY_TYPES = range(0x40, 0x50)
 
-# 1232 bytes: the largest UDP payload that fits a 1280-byte IPv6 minimum MTU (RFC 8200) after the
-# 40-byte IPv6 and 8-byte UDP headers, so overlay datagrams are never fragmented.
-MAX_DATAGRAM = 1232
+# 16 bytes: the sender tag appended to every authenticated datagram (BLAKE2s-128, agents.overlay.auth).
+AUTH_TAG = 16
+# 1232 bytes is the largest UDP payload that fits a 1280-byte IPv6 minimum MTU (RFC 8200) after the
+# 40-byte IPv6 and 8-byte UDP headers; a message is at most that less the sender tag, so overlay
+# datagrams are never fragmented.
+MAX_DATAGRAM = 1232 - AUTH_TAG
 # RELAYED frames alone may be larger: one carries a whole WireGuard datagram of a tunnel with MTU
 # 1420 (the exit's, kept for IPv6's 1280 minimum): 1420 + 32 (WireGuard header and tag) = 1452 bytes,
 # plus the 37-byte header and the 8-byte session = 1497. Over IPv4 such a datagram may be fragmented
