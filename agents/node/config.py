@@ -20,6 +20,7 @@
     dns_upstream = "9.9.9.9:53"        # omit: the host's resolver
     max_pending = 32
     setup_timeout_s = 20
+    min_relayer_fee = "10000000000000000"  # token wei a voucher client pays for the redemption's gas
     bootstrap = ["198.51.100.1:51820"]
 
     [settlement]
@@ -133,6 +134,11 @@ class NodeConfig:
     dns_upstream: tuple[str, int] | None = None
     max_pending: int = 32  # quarantined (handshaken, unpaid) clients at once
     setup_timeout_s: float = 20.0  # a quarantined client that has not set up by then is dropped
+    #: A voucher client's redemption is submitted by the node, which pays its gas (~270,000); the
+    #: smallest fee the node takes for that, from the voucher. Size it as gas x gas price / token
+    #: price (0.01 token covers 270,000 gas at 1 gwei and 0.027 ETH per token); the default is the
+    #: client's default offer, so defaults work together.
+    min_relayer_fee: int = TOKEN // 100
     bootstrap: tuple[tuple[str, int], ...] = ()
     rpc: str = DEFAULT_RPC
     network: str = DEFAULT_NETWORK
@@ -173,6 +179,7 @@ class NodeConfig:
             "control_port": self.control_port,
             "dns_upstream": endpoint_text(self.dns_upstream),
             "max_pending": self.max_pending,
+            "min_relayer_fee": wei_to_toml(self.min_relayer_fee),
             "setup_timeout_s": self.setup_timeout_s,
             "bootstrap": [endpoint_text(b) for b in self.bootstrap],
             "settlement": {
@@ -259,6 +266,7 @@ def load_config(path: str | os.PathLike) -> NodeConfig:
         "dns_upstream": top.endpoint("dns_upstream", None),
         "max_pending": top.integer("max_pending", d["max_pending"].default, low=1),
         "setup_timeout_s": top.number("setup_timeout_s", d["setup_timeout_s"].default),
+        "min_relayer_fee": top.wei("min_relayer_fee", d["min_relayer_fee"].default),
         "bootstrap": top.endpoints("bootstrap", ()),
     }
     settlement = top.table("settlement")

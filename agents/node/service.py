@@ -99,7 +99,7 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
                           price_per_gib=config.price_per_gib, credit_bytes=config.credit_bytes,
                           receipt_bytes=config.receipt_bytes, receipt_interval_s=config.receipt_interval_s,
                           max_pending=config.max_pending, setup_timeout_s=config.setup_timeout_s,
-                          voucher_pools=tuple(pools))
+                          voucher_pools=tuple(pools), min_relayer_fee=config.min_relayer_fee)
 
         def ledger_for(terms, voucher=None):
             if voucher is None:

@@ -61,11 +61,13 @@ def test_load__good_file__values_defaults_and_paths_from_its_folder(tmp_path):
     assert (cfg.credit_bytes, cfg.receipt_bytes, cfg.receipt_interval_s) == (16 << 20, 1 << 20, 5.0)
     assert (cfg.listen_port, cfg.control_port, cfg.max_pending, cfg.setup_timeout_s) == (51820, 7700, 32, 20.0)
     assert (cfg.pool_v4, cfg.pool_v6) == ("10.77.0.0/16", "fd77:7272::/64")
+    assert cfg.min_relayer_fee == 10**16  # the client's default offer: default node and client agree
 
 
 def test_write__then_load__same_config_file_mode_0600(tmp_path):
     cfg = NodeConfig(region="US", price_per_gib=3, operator=AccountSpec(ape_alias="op"), stake=10**21,
-                     dns_upstream=("9.9.9.9", 53), uplink="eth0", bootstrap=[("10.0.0.1", 1)], data_dir=tmp_path)
+                     dns_upstream=("9.9.9.9", 53), uplink="eth0", bootstrap=[("10.0.0.1", 1)], data_dir=tmp_path,
+                     min_relayer_fee=10**20)
     path = tmp_path / "node.toml"
     write_config(path, cfg)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -118,6 +120,7 @@ def test_load__unknown_key_in_table__names_table(tmp_path):
     ('bootstrap = "1.2.3.4:5"', "bootstrap: expected a list of endpoints \"host:port\", found '1.2.3.4:5'"),
     ('uplink = "eth0; drop"', "uplink: expected an interface name (1-15 of A-Za-z0-9_.-), found 'eth0; drop'"),
     ('receipt_interval_s = 0', "receipt_interval_s: expected a number > 0, found 0"),
+    ('min_relayer_fee = -1', "min_relayer_fee: expected a whole number of token wei >= 0, found -1"),
 ])
 def test_load__bad_value__names_key_expected_and_found(tmp_path, line, expected):
     key = line.split(" =")[0]
