@@ -27,6 +27,8 @@ _PARTS = (
     "agents.prover.cli",     # warren voucher ...
     "agents.node.cli",       # warren node ...
     "agents.client.cli",     # warren connect / status / disconnect
+    "agents.challenger.cli", # warren challenger run
+    "agents.guardian.cli",   # warren guardian review / sign / submit
     "agents.demo",           # warren demo
 )
 
