@@ -22,7 +22,7 @@ import statistics
 
 from agents.challenger.payload import CHUNK_SIZE, chunk_hashes, payload
 
-__all__ = ["Policy", "Transcript", "UptimeTally", "Verdict", "check_transcript", "judge", "record"]
+__all__ = ["Policy", "Transcript", "UptimeTally", "Verdict", "check_transcript", "judge", "record", "service_reasons"]
 
 #: Transcript format version (in the canonical JSON, so a changed format changes the hash).
 VERSION = 1
@@ -190,6 +190,21 @@ class Verdict:
     transcript_hash: bytes
 
 
+def service_reasons(throughput_kbps: float, advertised_kbps: int, latency_ms: float | None, uptime: float | None,
+                    policy: Policy = Policy()) -> list[str]:
+    """Why measured service fails the policy (empty: it passes); the figures' half of :func:`judge`,
+    also what the trust simulator applies to its simulated measurements."""
+    reasons = []
+    floor = int(advertised_kbps * policy.min_throughput_fraction) if advertised_kbps else policy.min_kbps
+    if throughput_kbps < floor:
+        reasons.append(f"slow: {int(throughput_kbps)} kbit/s, below {floor}")
+    if latency_ms is not None and latency_ms > policy.max_latency_ms:
+        reasons.append(f"latency: {latency_ms:.0f} ms above {policy.max_latency_ms:.0f}")
+    if uptime is not None and uptime < policy.min_uptime:
+        reasons.append(f"uptime: {uptime:.0%} of probes answered")
+    return reasons
+
+
 def judge(transcript: Transcript, policy: Policy = Policy(), uptime: float | None = None) -> Verdict:
     """The verdict on one challenge (``uptime``: answered share of the epoch's probes, if any)."""
     reasons = []
@@ -203,15 +218,8 @@ def judge(transcript: Transcript, policy: Policy = Policy(), uptime: float | Non
         reasons.append(f"truncated: {transcript.bytes_received} of {transcript.size} bytes")
     elif transcript.bytes_received > transcript.size:
         reasons.append(f"overlong: {transcript.bytes_received} of {transcript.size} bytes")
-    floor = (int(transcript.advertised_kbps * policy.min_throughput_fraction) if transcript.advertised_kbps
-             else policy.min_kbps)
-    if transcript.throughput_kbps < floor:
-        reasons.append(f"slow: {transcript.throughput_kbps} kbit/s, below {floor}")
     latency = transcript.median_latency_ms
-    if latency is not None and latency > policy.max_latency_ms:
-        reasons.append(f"latency: {latency:.0f} ms above {policy.max_latency_ms:.0f}")
-    if uptime is not None and uptime < policy.min_uptime:
-        reasons.append(f"uptime: {uptime:.0%} of probes answered")
+    reasons.extend(service_reasons(transcript.throughput_kbps, transcript.advertised_kbps, latency, uptime, policy))
     return Verdict(passed=not reasons, throughput_kbps=transcript.throughput_kbps,
                    latency_ms=int(round(latency or 0)), tampered=tampered, reasons=tuple(reasons),
                    transcript_hash=transcript.digest())

@@ -1,0 +1,87 @@
+"""Trust-layer benchmark (issue 14): challengers, slashing and revocation over a simulated network.
+
+Challenges (agents.challenger.sim, pure): ``--nodes`` nodes (default 1,000; 5 % throttled to a tenth
+of what they advertise), ``--challengers`` challengers (30) each planning ``--per-epoch`` challenges
+an epoch with the real planner and judging measurements with realistic noise (log-normal path
+factor, sigma 0.25; 1 % of challenges fail outright) by the real verdict rule, for ``--epochs``
+epochs (100); reputation.vy's slashing mirrored (a quorum of 3 failure reports in an epoch slashes
+10 %). Run with no lying challenger and with ``--liars`` (3: a 10 % minority reporting honest nodes
+failed and throttled nodes passed), under today's rule (``count``) and the proposed one
+(``majority``: the quorum *and* at least half of the epoch's reports failed). Figures:
+``false_slash_rate`` (honest nodes slashed at least once / honest nodes; goal 0 in 100 epochs, also
+with liars), ``detect_throttled_epochs`` (epochs until the last throttled node is first slashed;
+goal <= 2).
+
+Revocation and eclipse figures come from the overlay simulator (agents.overlay.trust_sim.measure,
+issue 14's other half) when that module exists: ``revocation_propagation_s``,
+``revocation_broadcast_messages``, ``eclipse_lookup_success``.
+
+Usage:
+    .venv/bin/python scripts/bench_trust.py [--quick] [--nodes N] [--epochs N] [--per-epoch N]
+
+``--quick``: 300 nodes, 10 epochs, overlay figures at 300 nodes. Last stdout line: one JSON object;
+top-level challenge figures are today's contract rule with the lying minority, the ``_honest``
+suffix without liars, ``majority`` holds the proposed rule's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agents.challenger.sim import SimConfig, simulate  # noqa: E402
+
+KEYS = ("false_slash_rate", "false_slashed_nodes", "detect_throttled_epochs", "detect_throttled_epochs_median")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="300 nodes, 10 epochs (smoke run)")
+    parser.add_argument("--nodes", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--challengers", type=int, default=30)
+    parser.add_argument("--liars", type=int, default=3)
+    parser.add_argument("--per-epoch", type=int, default=600, help="challenges per challenger per epoch")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    nodes = args.nodes or (300 if args.quick else 1000)
+    epochs = args.epochs or (10 if args.quick else 100)
+    per_epoch = min(args.per_epoch, nodes)
+    started = time.monotonic()
+    runs = {}
+    for rule in ("count", "majority"):
+        for liars in (0, args.liars):
+            config = SimConfig(nodes=nodes, challengers=args.challengers, liars=liars, epochs=epochs,
+                               per_epoch=per_epoch, rule=rule, seed=args.seed)
+            runs[(rule, liars)] = simulate(config)
+            print(json.dumps(runs[(rule, liars)]), file=sys.stderr, flush=True)
+    today, today_honest = runs[("count", args.liars)], runs[("count", 0)]
+    out = {"nodes": nodes, "challengers": args.challengers, "lying_challengers": args.liars, "epochs": epochs,
+           "challenges_per_node_epoch": today["challenges_per_node_epoch"], "rule": "count",
+           "quorum": today["quorum"], "throttled_nodes": today["throttled_nodes"]}
+    for key in KEYS:
+        out[key] = today[key]
+        out[key + "_honest"] = today_honest[key]
+    out["majority"] = {k: runs[("majority", args.liars)][k] for k in KEYS}
+    out["majority"].update({k + "_honest": runs[("majority", 0)][k] for k in KEYS})
+    out["challenge_sim_s"] = round(time.monotonic() - started, 1)
+    if importlib.util.find_spec("agents.overlay.trust_sim") is not None:
+        from agents.overlay.trust_sim import measure
+
+        overlay = measure(nodes=nodes, lookups=100 if args.quick else 500)
+        out.update({k: v for k, v in overlay.items() if k != "nodes"})
+    else:
+        out["revocation_propagation_s"] = out["revocation_broadcast_messages"] = out["eclipse_lookup_success"] = None
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
