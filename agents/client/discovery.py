@@ -4,7 +4,8 @@ DESIGN.md, "Sessions (exit mode)", step 1: the chain lists the nodes; the overla
 now. :class:`ClientDiscovery` runs an overlay node in client mode on the client's WireGuard socket
 (:func:`agents.node.presence.make_overlay`, as the node does): it routes look-ups through a bootstrap
 peer and registers there as its rendezvous (which also keeps a NAT mapping open for introductions and
-relayed frames). Its overlay id is random, never derived from a key, so it links nothing.
+relayed frames). Its overlay id is the hash of a fresh overlay-only key (the overlay proves every
+sender's id with its key, :mod:`agents.overlay.auth`), never of the tunnel's key, so it links nothing.
 
 * :meth:`ClientDiscovery.resolve`: the node's PeerRecord from the DHT, accepted only when it validates
   here (signature of the operator the ``directory`` lists for that node id, not expired, not revoked):
@@ -24,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import threading
 import time
 
@@ -33,7 +33,9 @@ from agents.overlay.core import GetDone, OverlayConfig
 from agents.overlay.nat import PUNCH_SYNC_S, PUNCH_TIMEOUT_S, DataReceived, PathDown, PathUp
 from agents.overlay.records import PEER, Record, RevocationAuthority
 from agents.overlay.wgrelay import RelayBridge
+from agents.overlay.ids import node_id_from_wg_key
 from agents.overlay.wire import Contact
+from agents.wireguard.config import generate_private_key, public_key
 
 __all__ = ["ClientDiscovery", "PATH_TIMEOUT_S"]
 
@@ -60,9 +62,12 @@ class ClientDiscovery:
                  config: OverlayConfig | None = None) -> None:
         self.tunnel = tunnel
         self.bootstrap = [tuple(b) for b in bootstrap]
-        self.client_id = random.SystemRandom().getrandbits(256)
+        # A key of its own for the overlay (not the tunnel's): the id it proves is unlinkable to the
+        # WireGuard key the exit sees, as the random id it replaces was.
+        overlay_key = generate_private_key()
+        self.client_id = node_id_from_wg_key(public_key(overlay_key))
         self._reactor, self.rt, self.nat = make_overlay(tunnel, self.client_id, directory, authority=authority,
-                                                        config=config)
+                                                        config=config, auth_key=overlay_key)
         self.bridge: RelayBridge | None = None
         self.paths: dict[int, tuple[str, tuple]] = {}  # node id -> (kind, WireGuard endpoint)
         self._echoes: dict[bytes, list] = {}  # nonce -> [event, receive time]

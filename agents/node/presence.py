@@ -59,8 +59,10 @@ from agents.overlay.errors import LocalProtocolError, RemoteProtocolError
 from agents.overlay.ids import node_id_from_wg_key
 from agents.overlay.nat import DataReceived, NatAgent, PathDown, PathUp, RelayLimits
 from agents.overlay.records import PEER, RecordValidator, RevocationAuthority, make_peer_record
+from agents.overlay.auth import OverlayAuth
 from agents.overlay.runtime import UdpReactor, attach_to_tunnel
 from agents.overlay.store import RecordStore
+from agents.overlay.trust import admit_registered, owner_vetter
 from agents.overlay.wgrelay import RelayBridge
 
 __all__ = [
@@ -102,12 +104,17 @@ ECHO_NONCE = 8  # bytes of nonce after the magic
 
 def make_overlay(tunnel, node_id: int, directory, *, authority: RevocationAuthority | None = None,
                  config: OverlayConfig | None = None, relay: bool = False,
-                 limits: RelayLimits | None = None, revocations=None):
+                 limits: RelayLimits | None = None, revocations=None, auth_key: bytes | None = None):
     """An overlay node + NAT agent on ``tunnel``'s socket, timers on a reactor of its own.
 
     Shared by the node (:class:`NodePresence`) and the client (:mod:`agents.client.discovery`).
     With ``revocations`` (an :class:`agents.overlay.revocation.RevocationList`), revoked ids are
     refused everywhere: their datagrams, records and routing entries.
+
+    With ``auth_key`` (the X25519 private key ``node_id`` is the keccak256 of the public key of), every
+    datagram proves its sender id (:mod:`agents.overlay.auth`), only ids the directory lists (registered
+    with stake on chain) enter routing state, and lookups refuse implausible ownership claims
+    (:mod:`agents.overlay.trust`).
 
     Returns:
         ``(reactor, runtime, nat)``; the caller closes the reactor (which stops the timers; the
@@ -118,10 +125,15 @@ def make_overlay(tunnel, node_id: int, directory, *, authority: RevocationAuthor
     # off-path host could forge replies to our look-ups
     node = OverlayNode(node_id, config or OverlayConfig(), store=store, rng=random.SystemRandom(),
                        now=time.time())
+    revoked = revocations.ids if revocations is not None else set()
     if revocations is not None:
-        store.validator.revoked = revocations.ids  # one set: a certificate the store applies counts too
-        node.refuse = revocations.ids.__contains__
-        node.table.admit = lambda nid: nid not in revocations.ids
+        store.validator.revoked = revoked  # one set: a certificate the store applies counts too
+        node.refuse = revoked.__contains__
+        node.table.admit = lambda nid: nid not in revoked
+    if auth_key is not None:
+        OverlayAuth(auth_key).attach(node)  # raises if node_id is not this key's
+        node.table.admit = admit_registered(directory, revoked)
+        node.vet_owner = owner_vetter(node)
     nat = NatAgent(node, relay_volunteer=relay, limits=limits or RelayLimits())
     reactor = UdpReactor().start()
     try:
@@ -179,7 +191,8 @@ class NodePresence:
         self.node_id = node_id_from_wg_key(tunnel.public_key)
         self._reactor, self.rt, self.nat = make_overlay(tunnel, self.node_id, directory, authority=authority,
                                                         config=config, relay=relay, limits=relay_limits,
-                                                        revocations=revocations)
+                                                        revocations=revocations,
+                                                        auth_key=tunnel.config.private_key)
         self.rendezvous: tuple | None = None
         self.backup_rendezvous: tuple = ()
         self.joined = False

@@ -188,6 +188,9 @@ class OverlayAuth:
             if node_id_from_wg_key(pub) != int.from_bytes(sender_raw, "big") or pub == self.public:
                 self.stats["rejected"] += 1
                 return
+            # a HELLO means the peer holds no session with us (it sends one only then): one we
+            # initiated is dead on its side (a restart), so do not seal with it any more
+            self._init.pop(addr, None)
             n_r = self._rng(16)
             k_i2r, k_r2i = self._keys(pub, sender_raw, self._id_bytes, n_i, n_r)
             self._keep(self._resp, addr, _Session(int.from_bytes(sender_raw, "big"), k_r2i, k_i2r, now))

@@ -16,7 +16,6 @@ asked to help with, unauthenticated (today's overlay) vs authenticated.
 from __future__ import annotations
 
 import random
-import threading
 from typing import Callable
 
 from .core import LookupDone, OverlayConfig
@@ -24,62 +23,42 @@ from .ids import in_open
 from .sim import SimNetwork
 from .wire import FOUND, Contact, Msg
 
-__all__ = ["StakedIds", "admit_registered", "eclipse", "owner_vetter"]
+__all__ = ["admit_registered", "eclipse", "owner_vetter"]
 
 
 def owner_vetter(node) -> Callable[[int, int], bool]:
     """``vet(key, claimer) -> bool`` for ``node``: False when ``node``'s own table holds an admitted
-    contact (or ``node`` itself) strictly between ``key`` and ``claimer``, or the claimer is not
-    admitted."""
+    contact (or ``node`` itself, once in the ring) strictly between ``key`` and ``claimer``, or the
+    claimer is not admitted."""
     tb = node.table
 
     def vet(key: int, claimer: int) -> bool:
-        if not tb.admits(claimer) or in_open(node.id, key, claimer):
+        if not tb.admits(claimer):
             return False
+        if claimer == key:
+            return True  # nothing lies between (a PeerRecord's key is its node's own id)
+        if node._joined and in_open(node.id, key, claimer):
+            return False  # (a client outside the ring is no ring position: its own id proves nothing)
         return not any(in_open(c.node_id, key, claimer) for c in tb.contacts())
 
     return vet
 
 
-class StakedIds:
-    """Admission by stake, answered without blocking the overlay: ``admits(id)`` returns what is
-    known; an id never seen is looked up on a thread of its own (``lookup(id) -> bool``, e.g. the
-    registry) and refused until the answer is in. Answers are kept for ``ttl_s`` (``clock`` seconds).
-    """
-
-    def __init__(self, lookup: Callable[[int], bool], *, clock, ttl_s: float = 300.0, max_ids: int = 50_000) -> None:
-        self._lookup, self._clock, self._ttl, self._max = lookup, clock, ttl_s, max_ids
-        self._known: dict[int, tuple[float, bool]] = {}
-        self._asking: set[int] = set()
-        self._lock = threading.Lock()
-
-    def admits(self, node_id: int) -> bool:
-        hit = self._known.get(node_id)
-        if hit is not None and hit[0] > self._clock():
-            return hit[1]
-        with self._lock:
-            if node_id in self._asking or len(self._asking) > 64:
-                return bool(hit and hit[1])
-            self._asking.add(node_id)
-        threading.Thread(target=self._ask, args=(node_id,), daemon=True).start()
-        return bool(hit and hit[1])  # a stale yes stays a yes until the chain says otherwise
-
-    def _ask(self, node_id: int) -> None:
-        try:
-            answer = bool(self._lookup(node_id))
-        except Exception:  # noqa: BLE001 - the chain did not answer: ask again on the next contact
-            answer = None
-        with self._lock:
-            self._asking.discard(node_id)
-            if answer is not None:
-                if len(self._known) > self._max:
-                    self._known.clear()
-                self._known[node_id] = (self._clock() + self._ttl, answer)
-
-
 def admit_registered(directory, revoked=frozenset()) -> Callable[[int], bool]:
-    """Plain admission through an OperatorDirectory: registered (an operator) and not revoked."""
-    return lambda nid: nid not in revoked and not directory.is_revoked(nid) and directory.operator_of(nid) is not None
+    """Admission through an OperatorDirectory: registered (an operator, so staked) and not revoked.
+
+    The directory caches its answers (RegistryDirectory: 30 s), so this is a dict look-up for known
+    ids; an id the chain cannot be asked about now is refused, and asked about again on its next
+    contact (a chain outage keeps the routing state as it is, it does not let strangers in)."""
+    def admit(nid: int) -> bool:
+        if nid in revoked:
+            return False
+        try:
+            return not directory.is_revoked(nid) and directory.operator_of(nid) is not None
+        except Exception:  # noqa: BLE001 - RPC errors of every kind
+            return False
+
+    return admit
 
 
 # ---------------------------------------------------------------------------------------- the attack

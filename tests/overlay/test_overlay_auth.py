@@ -97,6 +97,7 @@ def test_owner_vetter__claim_past_a_known_node__refused():
     a.table.observe(Contact(key + 10, ("10.0.0.9", 1)))
     vet = owner_vetter(a)
     assert vet(key, key + 10) and not vet(key, key + 50)
+    assert vet(key + 50, key + 50)  # a node owns its own id: nothing can lie between
 
 
 def test_eclipse__ten_percent_attackers__unauthenticated_eclipsed__authenticated_all_found():
