@@ -42,6 +42,9 @@ def cli(network, account_alias, guardians, revocation_quorum, fee_bps, treasury,
     local = networks.provider.network.is_local
     if account_alias:
         account = accounts.load(account_alias)
+        # Once, now: from APE_ACCOUNTS_<alias>_PASSPHRASE when set (non-interactive), else a prompt. Each
+        # transaction still asks "Sign:" (answer y, or pipe `yes y` after reading what will be sent).
+        account.unlock()
     elif local:
         account = accounts.test_accounts[0]
     else:

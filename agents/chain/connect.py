@@ -91,6 +91,18 @@ def _ensure_venv_on_path() -> None:
         os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
 
 
+def _ape_logs_to_stderr() -> None:
+    """ape prints its INFO lines ("Connecting to a 'anvil' node.", "Confirmed 0x...") on stdout, which
+    is a command's answer (`warren node status --json`): every level goes to stderr instead."""
+    import logging
+
+    import ape.logging  # noqa: F401 - installs ape's handler on the "ape" logger, which we then adjust
+
+    for handler in logging.getLogger("ape").handlers:
+        if hasattr(handler, "echo_kwargs"):  # ape.logging.ClickHandler: click.echo(msg, **kwargs[level])
+            handler.echo_kwargs = {level: {"err": True} for level in ("error", "warning", "success", "info", "debug")}
+
+
 def repo_project():
     """The ape project of the repository (contracts compile from here wherever we run)."""
     _ensure_venv_on_path()
@@ -117,10 +129,10 @@ def connect(rpc_url: str | None = DEFAULT_RPC, network: str = DEFAULT_NETWORK,
             wait_s: float = DEFAULT_WAIT_S) -> Iterator[object]:
     """Attach ape to the running chain at ``rpc_url`` for the duration of the block; yields the project.
 
-    For a local network (``ethereum:local:foundry``) ape is pointed at ``rpc_url``; for any other
-    network the choice is used as given (its URI comes from ape-config.yaml) and ``rpc_url``, when
-    set, is only probed. If ape is already connected to that same endpoint (inside ``ape test``, or
-    a nested call) the existing connection is used.
+    ape is pointed at ``rpc_url`` (foundry's ``host`` on a local network, the node provider's
+    ``uri`` on any other), so the RPC probed is the RPC used; without ``rpc_url`` the network's URI
+    comes from ape-config.yaml. If ape is already connected to that same endpoint (inside ``ape
+    test``, or a nested call) the existing connection is used.
 
     Raises:
         ChainUnavailable: nothing answered eth_chainId within ``wait_s`` seconds.
@@ -128,6 +140,7 @@ def connect(rpc_url: str | None = DEFAULT_RPC, network: str = DEFAULT_NETWORK,
     _ensure_venv_on_path()
     from ape import networks
 
+    _ape_logs_to_stderr()
     if rpc_url:
         _wait_for_chain(rpc_url, wait_s)
     project = repo_project()
@@ -135,7 +148,7 @@ def connect(rpc_url: str | None = DEFAULT_RPC, network: str = DEFAULT_NETWORK,
     if active is not None and active.is_connected and (not rpc_url or _same_endpoint(active, rpc_url)):
         yield project
         return
-    settings = {"host": rpc_url} if (rpc_url and _is_local(network)) else {}
+    settings = ({"host": rpc_url} if _is_local(network) else {"uri": rpc_url}) if rpc_url else {}
     try:
         context = networks.parse_network_choice(network, provider_settings=settings or None)
     except Exception as exc:  # noqa: BLE001 - an unknown ecosystem/network/provider name
