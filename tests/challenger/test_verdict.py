@@ -129,3 +129,23 @@ def test_uptime_tally__share_per_node_and_epoch():
     for answered in (True, False, True, True):
         tally.add(NODE, 1, answered)
     assert tally.share(NODE, 1) == 0.75 and tally.share(NODE, 2) is None
+
+
+def test_endpoint__serves_the_seeds_payload_over_http():
+    import threading
+    import urllib.request
+
+    from agents.challenger.endpoint import serve
+
+    server = serve("127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{payload_path(SEED, 700_000)}", timeout=10) as reply:
+            assert reply.read() == payload(SEED, 700_000)
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/etc/passwd", timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()

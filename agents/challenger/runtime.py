@@ -1,0 +1,227 @@
+"""The challenger's runtime: one epoch's challenges as a customer would buy them, reports, proposals.
+
+:class:`Challenger` is what both `warren challenger run` (the silverback app, agents.challenger.app)
+and `warren challenger once` drive: :meth:`Challenger.tick` plans the epoch
+(:func:`agents.challenger.plan.plan_epoch`, by chain time), runs each challenge that is due and not
+yet done, stores its transcript, and sends every report still unsent (so a restart, an RPC outage or
+a restarted chain only delays reports: they go out at the next tick of the same epoch).
+
+A challenge (:meth:`Challenger.challenge`) *is* a `warren connect` session: a fresh WireGuard key,
+the node found through the overlay (agents.client.discovery), a channel from the client config's
+payer (``pay = "voucher"``: opened by the node redeeming a voucher, so the payer on chain is the
+pool), the same session setup, receipts and close (agents.client.agent.ClientAgent). Only routing
+differs: instead of the whole host, one host route sends the payload endpoint through the tunnel
+(the node sees a customer downloading something). The bytes are checked against the seed's payload,
+and the latency is the TCP connect round trip through the tunnel and the session's control-channel
+ping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import os
+import time
+from urllib.parse import urlparse
+
+from agents.challenger.config import ChallengerConfig
+from agents.challenger.payload import payload_path
+from agents.challenger.plan import NodeInfo, plan_epoch
+from agents.challenger.proposal import propose
+from agents.challenger.store import TranscriptStore
+from agents.challenger.verdict import Transcript, Verdict, judge, record
+
+__all__ = ["Challenger"]
+
+log = logging.getLogger("warren.challenger")
+
+#: A challenge's download must finish within this (seconds): a node slower than payload / this fails.
+DOWNLOAD_TIMEOUT_S = 60.0
+#: Bytes read per recv of the download.
+_READ = 256 * 1024
+
+
+class _NoKillSwitch:
+    """ClientAgent's kill-switch port, for a challenge: the challenger's host is not hiding anything,
+    and only the payload endpoint's host route enters the tunnel."""
+
+    def set_endpoints(self, endpoints) -> None:
+        pass
+
+
+class Challenger:
+    """Args:
+        config: the challenger config.
+        contracts: the deployment (agents.chain.bindings.WarrenContracts).
+        payer: the client chain port challenges pay through (agents.client.chain.client_port).
+        account: the staked challenger account (reports are sent from it).
+        store: the transcript store.
+        chain_time: the chain's current time in seconds (default: the latest block's timestamp).
+    """
+
+    def __init__(self, config: ChallengerConfig, contracts, payer, account, store: TranscriptStore, *,
+                 chain_time=None) -> None:
+        self.config = config
+        self.contracts = contracts
+        self.payer = payer
+        self.account = account
+        self.store = store
+        self.secret = config.secret()
+        self.epoch_length = int(contracts.reputation.epoch_length())
+        self._chain_time = chain_time or self._head_time
+        os.makedirs(config.proposals_dir, exist_ok=True)
+
+    @staticmethod
+    def _head_time() -> float:
+        from ape import chain
+
+        return float(chain.blocks.head.timestamp)
+
+    # -- planning -----------------------------------------------------------------------------------
+
+    def candidates(self) -> dict[bytes, object]:
+        """Registered, active, unrevoked nodes not operated by this challenger, by node id."""
+        from agents.client.selection import list_candidates
+
+        mine = str(self.account.address).lower()
+        return {c.node.node_id: c for c in list_candidates(self.contracts)
+                if c.node.active and not c.node.revoked and c.node.operator.lower() != mine}
+
+    def tick(self, *, now_all: bool = False) -> list[dict]:
+        """Run the challenges due now (``now_all``: all of the epoch's plan not yet run), then report.
+
+        Returns one summary per challenge run."""
+        now = self._chain_time()
+        epoch = int(now // self.epoch_length)
+        self.store.expire(epoch)
+        self.report_pending(epoch)  # backfill first: the reports of a previous run of this epoch
+        candidates = self.candidates()
+        nodes = [NodeInfo(node_id) for node_id in candidates]
+        last_start = (epoch + 1) * self.epoch_length - self.config.plan.margin_s / 2
+        ran = []
+        for planned in plan_epoch(nodes, epoch, self.epoch_length, self.secret, self.config.plan):
+            if (planned.at > now and not now_all) or self.store.challenged(planned.node_id, epoch):
+                continue
+            if self._chain_time() >= last_start:
+                log.warning("epoch %d is ending: the rest of its challenges are left out", epoch)
+                break
+            transcript, verdict = self.challenge(candidates[planned.node_id], epoch)
+            self.store.save(transcript, verdict)
+            ran.append({"node_id": transcript.node_id, "epoch": epoch, "passed": verdict.passed,
+                        "throughput_kbps": verdict.throughput_kbps, "latency_ms": verdict.latency_ms,
+                        "tampered": verdict.tampered, "reasons": list(verdict.reasons),
+                        "transcript_hash": verdict.transcript_hash.hex()})
+            log.info("challenge of %s: %s", transcript.node_id[:12], ran[-1])
+        self.report_pending(epoch)
+        return ran
+
+    # -- one challenge ------------------------------------------------------------------------------
+
+    def challenge(self, candidate, epoch: int) -> tuple[Transcript, Verdict]:
+        """One challenge of ``candidate`` (see the module docstring); never raises for the node's faults."""
+        from agents.chain.directory import RegistryDirectory
+        from agents.client.agent import ClientAgent, Route
+        from agents.client.discovery import ClientDiscovery
+        from agents.client.service import CLIENT_MTU
+        from agents.wireguard.config import InterfaceConfig, generate_private_key
+        from agents.wireguard.runtime import Tunnel
+
+        node_id = candidate.node.node_id
+        seed = os.urandom(32)
+        size = self.config.payload_bytes
+        url = self.config.endpoint + payload_path(seed, size)
+        target = urlparse(self.config.endpoint)
+        started, received, elapsed, latency, error = time.time(), b"", 0.0, [], ""
+        client = self.config.client
+        tunnel = Tunnel(InterfaceConfig(private_key=generate_private_key(), listen_port=0, mtu=CLIENT_MTU),
+                        self.config.interface, uapi=False, manage_routes=False).start()
+        discovery = agent = None
+        try:
+            discovery = ClientDiscovery(tunnel, directory=RegistryDirectory(self.contracts),
+                                        bootstrap=[tuple(b) for b in client.bootstrap])
+            endpoint = discovery.path_to(node_id)
+            if endpoint is None:
+                raise ConnectionError("the overlay found no path to the node")
+            agent = ClientAgent(tunnel=tunnel, chain=self.payer, killswitch=_NoKillSwitch(), budget=client.budget,
+                                dead_after_s=max(client.dead_after_s, 5.0), max_latency_s=client.max_latency_ms / 1000)
+            agent.connect([Route(candidate, endpoint)])
+            source = agent.session.terms.address_v4
+            tunnel.tun.ip("route", "replace", f"{target.hostname}/32", "dev", tunnel.tun.name, "src", source)
+            received, elapsed, rtt = self._download(target, url, source)
+            latency.append(rtt * 1000)
+            probe = agent.session.probe.last_rtt_s
+            if probe is not None:
+                latency.append(probe * 1000)
+        except Exception as exc:  # noqa: BLE001 - every failure of the node's is a failed challenge
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("challenge of %s failed: %s", node_id.hex()[:12], error)
+        finally:
+            if agent is not None:
+                with contextlib.suppress(Exception):
+                    agent.disconnect()
+            if discovery is not None:
+                with contextlib.suppress(Exception):
+                    discovery.close()
+            with contextlib.suppress(Exception):
+                tunnel.close()
+        transcript = record(node_id=node_id, epoch=epoch, challenger=str(self.account.address), started_at=started,
+                            seed=seed, size=size, url=url, advertised_kbps=self.config.expected_kbps,
+                            received=received, elapsed_s=elapsed, latency_ms=latency, error=error)
+        uptime = None if not error else 0.0
+        return transcript, judge(transcript, self.config.policy, uptime)
+
+    @staticmethod
+    def _download(target, url: str, source: str) -> tuple[bytes, float, float]:
+        """``(body, request-to-last-byte seconds, TCP connect seconds)`` of a GET through the tunnel."""
+        conn = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=10,
+                                          source_address=(source, 0))
+        t0 = time.monotonic()
+        conn.connect()
+        rtt = time.monotonic() - t0
+        conn.request("GET", urlparse(url).path, headers={"User-Agent": "curl/8.5.0", "Accept": "*/*"})
+        reply = conn.getresponse()
+        chunks, deadline = [], t0 + DOWNLOAD_TIMEOUT_S
+        try:
+            while time.monotonic() < deadline:
+                chunk = reply.read(_READ)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except (OSError, http.client.HTTPException) as exc:
+            log.info("download ended early: %s", exc)
+        finally:
+            conn.close()
+        return b"".join(chunks), time.monotonic() - t0, rtt
+
+    # -- reports ------------------------------------------------------------------------------------
+
+    def report_pending(self, epoch: int) -> int:
+        """Send the epoch's unsent reports (and write proposals for tampering); returns how many went out.
+        A failed send stays pending for the next tick."""
+        sent = 0
+        for pending in self.store.unreported(epoch):
+            try:
+                tx = self.contracts.reputation.report(
+                    pending.node_id, epoch, pending.throughput_kbps, pending.latency_ms, pending.passed,
+                    bytes.fromhex(pending.hash), sender=self.account)
+            except Exception as exc:  # noqa: BLE001 - RPC down, chain restarted, a revert: try again next tick
+                if "already reported" in str(exc):
+                    self.store.mark_reported(pending.hash, "already")
+                    continue
+                log.warning("report on %s not sent (%s): kept for the next tick", pending.node_id.hex()[:12], exc)
+                continue
+            self.store.mark_reported(pending.hash, str(tx.txn_hash))
+            sent += 1
+            if pending.tampered:
+                self._propose(pending.hash)
+        return sent
+
+    def _propose(self, digest: str) -> None:
+        transcript = self.store.transcript(digest)
+        verdict = judge(transcript, self.config.policy)
+        proposal = propose(transcript, verdict, chain_id=self.contracts.chain_id,
+                           registry=str(self.contracts.revocations.address), proposer=str(self.account.address))
+        path = proposal.save(self.config.proposals_dir / f"{transcript.node_id}.json")
+        log.warning("node %s tampered with the payload: revocation proposal %s (send it to the guardians)",
+                    transcript.node_id[:12], path)

@@ -1,0 +1,124 @@
+"""Challengers in the lab (netns + anvil): as customers, through `warren node run`, reporting on chain.
+
+Two public nodes: node_a honest, node_b throttled with tc to a tenth of what the challengers expect
+of it; the challengers' payload endpoint runs on the internet's web host. Three staked challengers,
+each with its own `warren connect` client config (fresh WireGuard key per challenge, a payment
+channel from the client account, the client's session setup and receipts), run `warren challenger
+once --all` in the client's namespace one after the other. Checked on chain: node_a's three reports
+pass and its score is full; node_b's three fail, the third slashes it by slash_bps and the bounty
+is split among the three; every report carries the hash of a transcript the challenger stored.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.chain.connect import connect, load_contracts
+from agents.challenger.store import TranscriptStore
+from agents.client.config import ClientConfig
+from agents.client.config import write_config as write_client_config
+from agents.netlab import Lab, can_build_namespaces
+from agents.netlab.warren_net import CLIENT_ACCOUNT, WG_PORT, deploy_chain, start_node
+from agents.netlab.world import build_world, run_in, spawn_in, start_anvil, warren_argv
+from agents.tomlconfig import write_toml
+from agents.wallet import AccountSpec
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow,
+              pytest.mark.skipif(not can_build_namespaces(), reason="the lab builds network namespaces: root only")]
+
+#: ape test accounts of the three challengers (0 owner, 1-2 guardians, 3-5 nodes, 6 client).
+CHALLENGERS = (7, 8, 9)
+TOKEN = 10**18
+#: What the challengers expect of every node (kbit/s): node_b is shaped to a tenth of it.
+EXPECTED_KBPS = 20_000
+ENDPOINT_PORT = 8080
+PAYLOAD = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("challenger")
+    with start_anvil() as anvil, Lab(prefix="wchl") as lab:
+        chain = deploy_chain(anvil.url, workdir)
+        world = build_world(lab, chain_port=anvil.port, file_size=1 << 16, nat_node=False)
+        endpoint = spawn_in(world.web, [*warren_argv("challenger", "endpoint", "--listen",
+                                                     f"{world.web_address}:{ENDPOINT_PORT}")])
+        nodes = {"node_a": start_node(world, chain, world.node_a, workdir)}
+        nodes["node_b"] = start_node(world, chain, world.node_b, workdir, bootstrap=world.node_a)
+        world.node_b.ns.shape("eth0", rate_mbit=EXPECTED_KBPS / 1000 / 10)
+        addresses = []
+        with connect(chain.url) as project:
+            from ape import accounts
+
+            contracts = load_contracts(project, chain.deployment)
+            owner = accounts.test_accounts[0]
+            for index in CHALLENGERS:
+                account = accounts.test_accounts[index]
+                contracts.token.mint(account, 100 * TOKEN, sender=owner)
+                contracts.token.approve(contracts.registry, 10 * TOKEN, sender=account)
+                contracts.registry.register_challenger(10 * TOKEN, sender=account)
+                addresses.append(str(account.address))
+            stakes = {n: int(contracts.registry.node_stake(bytes.fromhex(p.status()["node_id"])))
+                      for n, p in nodes.items()}
+        configs = []
+        for k, index in enumerate(CHALLENGERS):
+            folder = workdir / f"challenger{k}"
+            folder.mkdir()
+            client = ClientConfig(account=AccountSpec(test_account=CLIENT_ACCOUNT), data_dir=folder / "client",
+                                  interface=f"wrnq{k}", budget=TOKEN, bootstrap=((world.node_a.public_address, WG_PORT),),
+                                  rpc="http://127.0.0.1:8545", deployment=chain.deployment)
+            write_client_config(folder / "client.toml", client, force=True)
+            path = folder / "challenger.toml"
+            write_toml(path, {"client": "client.toml", "data_dir": str(folder / "data"), "interface": f"wrnk{k}",
+                              "endpoint": f"http://{world.web_address}:{ENDPOINT_PORT}", "payload_bytes": PAYLOAD,
+                              "challenge": {"per_epoch": 8, "expected_kbps": EXPECTED_KBPS},
+                              "account": {"test_account": index}})
+            configs.append(path)
+        yield {"anvil": anvil, "world": world, "chain": chain, "nodes": nodes, "configs": configs,
+               "challengers": addresses, "stakes": stakes, "endpoint": endpoint, "workdir": workdir}
+
+
+def _once(net, config) -> list[dict]:
+    result = run_in(net["world"].client, warren_argv("challenger", "once", "--config", str(config), "--all"),
+                    timeout=240)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()[-4000:]
+    return json.loads(result.stdout.decode().strip().splitlines()[-1])["challenges"]
+
+
+def test_three_challengers__honest_passes__throttled_slashed_with_bounty_split(net):
+    ids = {n: p.status()["node_id"] for n, p in net["nodes"].items()}
+    runs = [_once(net, config) for config in net["configs"]]
+    for ran in runs:
+        by_node = {r["node_id"]: r for r in ran}
+        assert set(by_node) == set(ids.values()), ran
+        honest, throttled = by_node[ids["node_a"]], by_node[ids["node_b"]]
+        assert honest["passed"] and not honest["tampered"], honest
+        assert honest["throughput_kbps"] >= EXPECTED_KBPS // 2
+        assert not throttled["passed"] and not throttled["tampered"], throttled
+        assert throttled["reasons"][0].startswith("slow: ") and throttled["throughput_kbps"] < EXPECTED_KBPS // 2
+    with connect(net["chain"].url) as project:
+        contracts = load_contracts(project, net["chain"].deployment)
+        rep, registry = contracts.reputation, contracts.registry
+        node_a, node_b = bytes.fromhex(ids["node_a"]), bytes.fromhex(ids["node_b"])
+        assert (int(rep.score(node_a)), int(rep.report_count(node_a))) == (10_000, 3)
+        assert (int(rep.score(node_b)), int(rep.report_count(node_b))) == (0, 3)
+        head = project.provider.get_block("latest").number + 1
+        [slashed] = list(rep.QuorumSlashed.range(0, head))
+        taken = net["stakes"]["node_b"] * int(rep.slash_bps()) // 10_000
+        assert (bytes(slashed.node_id), int(slashed.amount)) == (node_b, taken)
+        assert int(registry.node_stake(node_b)) == net["stakes"]["node_b"] - taken
+        assert int(registry.node_stake(node_a)) == net["stakes"]["node_a"]
+        bounties = [log for log in rep.BountyPaid.range(0, head)]
+        assert sorted(str(b.challenger) for b in bounties) == sorted(net["challengers"])
+        assert sum(int(b.amount) for b in bounties) == taken
+        committed = {(str(e.challenger), bytes(e.node_id).hex()): bytes(e.transcript_hash).hex()
+                     for e in rep.ReportTranscript.range(0, head)}
+    assert len(committed) == 6
+    for k, (config, ran) in enumerate(zip(net["configs"], runs)):
+        store = TranscriptStore(config.parent / "data" / "transcripts.sqlite")
+        for r in ran:
+            assert committed[(net["challengers"][k], r["node_id"])] == r["transcript_hash"]
+            assert store.transcript(r["transcript_hash"]).digest().hex() == r["transcript_hash"]
+        store.close()
