@@ -83,7 +83,7 @@ def start_wireguard_go_in(lab: Lab, ns: Namespace, config: InterfaceConfig) -> U
 
 
 def start_python_tunnel(lab: Lab, ns: Namespace, config: InterfaceConfig, *,
-                        time_scale: float = 1.0):
+                        time_scale: float = 1.0, offloads: bool | None = None):
     """Warren's tunnel in this process, its TUN device and socket inside ``ns``; started.
 
     Returns:
@@ -94,7 +94,7 @@ def start_python_tunnel(lab: Lab, ns: Namespace, config: InterfaceConfig, *,
     name = lab.unique_ifname("wpy")
     lab.track_file(socket_path(name))
     with ns.enter():
-        tunnel = Tunnel(config, name, time_scale=time_scale)
+        tunnel = Tunnel(config, name, time_scale=time_scale, offloads=offloads)
     lab.defer(tunnel.close)
     return tunnel.start()
 

@@ -47,6 +47,9 @@ from agents.wireguard.backend import PeerStats, TunnelBackend
 from agents.wireguard.config import InterfaceConfig, PeerConfig, parse_endpoint
 from agents.wireguard.core import AdmitUnknown, WireGuardDevice
 from agents.wireguard.errors import LocalProtocolError
+from agents.wireguard.offload import BATCH_PACKETS, GRO_ANCILLARY, GRO_BUFFER, enable_gro, gro_segment_size, gso_cmsg
+from agents.wireguard.offload import runs as offload_runs
+from agents.wireguard.offload import split as offload_split
 from agents.wireguard.tun import DEFAULT_FWMARK, DEFAULT_MTU, TunDevice
 from agents.wireguard.uapi import SOCKET_DIR, format_get, socket_path
 
@@ -80,6 +83,11 @@ ADDRESS_CACHE = 4096
 EVENT_HISTORY = 1000
 #: WireGuard message types (paper section 5.4): initiation, response, cookie reply, data.
 _WG_TYPES = (1, 2, 3, 4)
+#: Whether tunnels use UDP GSO/GRO: off with WARREN_OFFLOADS=0 in the environment, so tests and
+#: benchmarks can run the same path both ways (the wire format is the same either way).
+OFFLOADS = os.environ.get("WARREN_OFFLOADS", "1") != "0"
+#: A GSO send refused for want of the feature (no checksum offload on the device, an old kernel).
+_GSO_REFUSED = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
 
 
 def is_wireguard_datagram(data: bytes) -> bool:
@@ -113,12 +121,15 @@ class Tunnel(TunnelBackend):
         manage_routes: route the peers' allowed IPs into the TUN (wg-quick's behaviour). False when
             the owner routes itself, e.g. the client agent, whose full-tunnel routes and kill switch
             must outlive the tunnel (agents.client.routes).
+        offloads: use UDP GSO and GRO where the kernel offers them (agents.wireguard.offload);
+            None: :data:`OFFLOADS`, on unless WARREN_OFFLOADS=0.
     """
 
     def __init__(self, config: InterfaceConfig, ifname: str = "warren0", *, time_scale: float = 1.0,
                  demux: DemuxCallback | None = None, uapi: bool = True,
                  uapi_dir: str = SOCKET_DIR, bind_address: str = "::",
-                 admit_unknown: AdmitUnknown | None = None, manage_routes: bool = True) -> None:
+                 admit_unknown: AdmitUnknown | None = None, manage_routes: bool = True,
+                 offloads: bool | None = None) -> None:
         self.config = config
         self.manage_routes = manage_routes
         self.ifname = ifname
@@ -159,6 +170,14 @@ class Tunnel(TunnelBackend):
             with contextlib.suppress(PermissionError):  # needs CAP_NET_ADMIN; harmless unused
                 self.sock.setsockopt(socket.SOL_SOCKET, SO_MARK, self.fwmark)
             self.sock.setblocking(False)
+            #: UDP segmentation offloads in use (agents.wireguard.offload): GSO is tried until the
+            #: kernel refuses it once; GRO only if the kernel took the option.
+            offloads = OFFLOADS if offloads is None else offloads
+            self._gso = offloads
+            self._gro = offloads and enable_gro(self.sock)
+            #: GSO sends ("gso_runs", "gso_segments") and coalesced receives ("gro_receives",
+            #: "gro_segments") so far: counted per system call, not per packet.
+            self.offload_counts: collections.Counter = collections.Counter()
             self.tun = TunDevice(ifname)
         except Exception:
             self.sock.close()
@@ -408,7 +427,7 @@ class Tunnel(TunnelBackend):
 
     def _tun_loop(self) -> None:
         fd, read, device, now = self.tun.fd, os.read, self.device, self.now
-        sendto, stop = self._sendto, self._stop
+        sendto, stop, send_batch = self._sendto, self._stop, self._send_batch
         # A TUN device without offloads hands over packets of at most its MTU: reading just that
         # much spares os.read a 64 KiB allocation and shrink per packet.
         size = self.tun.mtu + 64
@@ -422,23 +441,88 @@ class Tunnel(TunnelBackend):
                 if stop.is_set():
                     return
                 raise
-            result = device.encapsulate(packet, now())
-            outbox = device.drain_outbox()
+            # Take what else is queued already (never wait for more), so that equal datagrams to
+            # one peer leave in one GSO send (agents.wireguard.offload).
+            t = now()
+            batch = []
+            result = device.encapsulate(packet, t)
             if result is not None:
-                sendto(result[0], result[1])
+                batch.append(result)
+            for _ in range(BATCH_PACKETS - 1):
+                try:
+                    packet = read(fd, size)
+                except OSError:  # BlockingIOError: the queue is empty; a real error shows next read
+                    break
+                result = device.encapsulate(packet, t)
+                if result is not None:
+                    batch.append(result)
+            outbox = device.drain_outbox()
+            send_batch(batch)
             for datagram, endpoint in outbox:
                 sendto(datagram, endpoint)
             if outbox:
                 self._wake.set()
+
+    def _send_batch(self, batch: list[tuple[bytes, tuple]]) -> None:
+        """Send encrypted datagrams in order: runs to one endpoint in one GSO send each."""
+        if not self._gso or len(batch) == 1:
+            for datagram, endpoint in batch:
+                self._sendto(datagram, endpoint)
+            return
+        i = 0
+        while i < len(batch):
+            endpoint, j = batch[i][1], i + 1
+            while j < len(batch) and batch[j][1] == endpoint:
+                j += 1
+            for run in offload_runs([datagram for datagram, _ in batch[i:j]]):
+                if len(run) == 1 or not self._gso:
+                    for datagram in run:
+                        self._sendto(datagram, endpoint)
+                else:
+                    self._send_run(run, endpoint)
+            i = j
+
+    def _send_run(self, run: list[bytes], endpoint: tuple) -> None:
+        address = self._wire_address(endpoint) if self._dual_stack else endpoint
+        for _ in range(20):  # bounded, as _sendto
+            try:
+                self.sock.sendmsg(run, gso_cmsg(len(run[0])), 0, address)
+                counts = self.offload_counts
+                counts["gso_runs"] += 1
+                counts["gso_segments"] += len(run)
+                return
+            except BlockingIOError:
+                select.select([], [self.sock], [], POLL_S)
+            except OSError as exc:
+                if exc.errno in _GSO_REFUSED:  # this kernel or device cannot: one at a time from now
+                    log.info("%s: UDP GSO refused (%s): sending datagram by datagram", self.ifname, exc)
+                    self._gso = False
+                    for datagram in run:
+                        self._sendto(datagram, endpoint)
+                else:  # lost, as a single datagram would be (see _sendto)
+                    log.debug("%s: send to %s: %s", self.ifname, address, exc)
+                return
 
     def _udp_loop(self) -> None:
         recvfrom, fd, write = self.sock.recvfrom, self.tun.fd, os.write
         device, now, stop, sendto = self.device, self.now, self._stop, self._sendto
         sock, dual_stack, core_address = self.sock, self._dual_stack, self._core_address
         window_start, handshakes, load_until = 0.0, 0, 0.0
+        recvmsg, gro, offload_counts = sock.recvmsg, self._gro, self.offload_counts
         while not stop.is_set():
             try:
-                data, source = recvfrom(MAX_PACKET)
+                if gro:  # possibly several datagrams of one source, coalesced (offload.split)
+                    data, ancdata, _flags, source = recvmsg(GRO_BUFFER, GRO_ANCILLARY)
+                    segment = gro_segment_size(ancdata)
+                    if segment:
+                        datagrams = offload_split(data, segment)
+                        offload_counts["gro_receives"] += 1
+                        offload_counts["gro_segments"] += len(datagrams)
+                    else:
+                        datagrams = (data,)
+                else:
+                    data, source = recvfrom(MAX_PACKET)
+                    datagrams = (data,)
             except BlockingIOError:
                 select.select([sock], [], [], POLL_S)
                 continue
@@ -446,37 +530,38 @@ class Tunnel(TunnelBackend):
                 if stop.is_set():
                     return
                 raise
-            if not data:  # a zero-length datagram: nothing to demultiplex (and no data[0])
-                continue
             if dual_stack:
                 source = core_address(source)
-            if not (data[0] in _WG_TYPES and data[1:4] == b"\0\0\0"):
-                demux = self._demux
-                if demux is not None:
+            for data in datagrams:
+                if not data:  # a zero-length datagram: nothing to demultiplex (and no data[0])
+                    continue
+                if not (data[0] in _WG_TYPES and data[1:4] == b"\0\0\0"):
+                    demux = self._demux
+                    if demux is not None:
+                        try:
+                            demux(data, source)
+                        except Exception:
+                            log.exception("%s: demux callback failed", self.ifname)
+                    continue
+                if data[0] != 4:  # handshake traffic: watch its rate for cookie (DoS) mode
+                    t = time.monotonic()
+                    if t - window_start >= 1.0:
+                        window_start, handshakes = t, 0
+                        device.under_load = t < load_until
+                    handshakes += 1
+                    if handshakes > UNDER_LOAD_HANDSHAKES_PER_S:
+                        device.under_load, load_until = True, t + UNDER_LOAD_AFTER_S
+                inner = device.decapsulate(data, source, now())
+                outbox = device.drain_outbox()
+                if inner:
                     try:
-                        demux(data, source)
-                    except Exception:
-                        log.exception("%s: demux callback failed", self.ifname)
-                continue
-            if data[0] != 4:  # handshake traffic: watch its rate for cookie (DoS) mode
-                t = time.monotonic()
-                if t - window_start >= 1.0:
-                    window_start, handshakes = t, 0
-                    device.under_load = t < load_until
-                handshakes += 1
-                if handshakes > UNDER_LOAD_HANDSHAKES_PER_S:
-                    device.under_load, load_until = True, t + UNDER_LOAD_AFTER_S
-            inner = device.decapsulate(data, source, now())
-            outbox = device.drain_outbox()
-            if inner:
-                try:
-                    write(fd, inner)
-                except OSError as exc:  # e.g. EINVAL for a packet the kernel refuses
-                    log.debug("%s: TUN write: %s", self.ifname, exc)
-            for datagram, endpoint in outbox:
-                sendto(datagram, endpoint)
-            if outbox or data[0] != 4:
-                self._wake.set()
+                        write(fd, inner)
+                    except OSError as exc:  # e.g. EINVAL for a packet the kernel refuses
+                        log.debug("%s: TUN write: %s", self.ifname, exc)
+                for datagram, endpoint in outbox:
+                    sendto(datagram, endpoint)
+                if outbox or data[0] != 4:
+                    self._wake.set()
 
     def _timer_loop(self) -> None:
         while not self._stop.is_set():

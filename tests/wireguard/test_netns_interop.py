@@ -102,6 +102,26 @@ def test_wireguard_go_initiator__python_responder(lab, hosts, psk):
     assert go.peers()[0].tx_bytes > TRANSFER_BYTES
 
 
+@pytest.mark.parametrize("offloads", [True, False], ids=["offloads", "no-offloads"])
+def test_python_to_python__bulk_transfer__offloads_on_and_off(lab, hosts, offloads):
+    """With offloads the sender's datagrams leave in GSO runs and arrive coalesced (GRO); the bytes are
+    the same either way, and wireguard-go (tests above, offloads on our side) reads our runs too."""
+    a, b, link = hosts
+    a_config, b_config = tunnel_pair(link.a_address, link.b_address)
+    b_config.peers[0].endpoint = None
+    receiver = start_python_tunnel(lab, b, b_config, offloads=offloads)
+    sender = start_python_tunnel(lab, a, a_config, offloads=offloads)
+    assert a.ping(B_TUNNEL)
+    sent, received = tcp_transfer(a, b, B_TUNNEL, seed=13)
+    assert sent == received == [str(TRANSFER_BYTES), sent[1]]
+    if offloads:
+        assert sender.offload_counts["gso_runs"] > 0
+        assert sender.offload_counts["gso_segments"] > 2 * sender.offload_counts["gso_runs"]
+        assert receiver.offload_counts["gro_receives"] > 0
+    else:
+        assert not sender.offload_counts and not receiver.offload_counts
+
+
 def test_wrong_psk__no_handshake_no_traffic(lab, hosts):
     a, b, link = hosts
     python_config, go_config = tunnel_pair(link.a_address, link.b_address, psk=True)
