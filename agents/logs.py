@@ -133,8 +133,12 @@ def configure(level: str = "INFO", fmt: str = "text", stream=None) -> logging.Ha
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # uvicorn brings its own handlers: its lines go through ours instead (one format, the filter).
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    logging.captureWarnings(True)  # a library's warnings are events too: one line, through the filter
+    # uvicorn and ape bring their own handlers (ape's prints INFO on stdout): their lines go through
+    # ours instead (one format, the secret filter, stderr).
+    import ape.logging  # noqa: F401 - installs ape's handler first, so that it is the one removed
+
+    for name in ("ape", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
             logger.removeHandler(old)

@@ -27,13 +27,13 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow,
 
 FILE_SIZE = 24 << 20
 PASSPHRASE = "operator passphrase: correct horse battery staple"
-#: A reader that takes ~2 MiB/s, so a download lasts long enough to be watched (~12 s).
+#: A reader that takes ~1.2 MiB/s, so a download lasts long enough to be watched (~20 s).
 SLOW_FETCH = """
 import hashlib, sys, time, urllib.request
 h, got = hashlib.sha256(), 0
 with urllib.request.urlopen(sys.argv[1], timeout=60) as r:
     while chunk := r.read(1 << 16):
-        h.update(chunk); got += len(chunk); time.sleep(0.03)
+        h.update(chunk); got += len(chunk); time.sleep(0.05)
 print(h.hexdigest(), got)
 """
 GET = """
@@ -167,7 +167,6 @@ def test_dashboard__chromium_while_downloading__live_numbers_and_a_price_change_
         result = run_in(world.node_a.ns, [sys.executable, "tests/dashboard_browser.py", "http://127.0.0.1:9480",
                                           token_file.read_text().strip(), str(tmp_path), str(new_price)], timeout=240)
         assert result.returncode == 0, result.stderr.decode()[-4000:]
-        assert fetch.poll() is None, "the download ended before the page was read: nothing was flowing"
     finally:
         fetch.wait(timeout=120)
     shown = json.loads(result.stdout.decode().strip().splitlines()[-1])
@@ -180,7 +179,8 @@ def test_dashboard__chromium_while_downloading__live_numbers_and_a_price_change_
     assert page["stake"] == str(facts["stake"]) and page["score_bps"] == str(facts["score_bps"])
     assert page["revoked"] == "no" and page["price_per_gib"] == str(old_price)
     (row,) = [s for s in page["sessions"] if s["channel_id"] == net["channel_id"]]
-    assert row["tx_bytes"] > 0 and row["rate"].endswith("Mbit/s") and not row["rate"].startswith("0.00")
+    # A rate above zero between two polls: the download was flowing while the page was read.
+    assert row["tx_bytes"] > 0 and row["rate"].endswith("Mbit/s") and float(row["rate"].split()[0]) > 1
     # The page's totals are `warren node earnings`'s (the page was read first: receipts only grow since).
     assert int(page["totals"]["earned"]) <= earnings["earned"]
     assert int(page["totals"]["earned"]) == int(page["totals"]["settled"]) + int(page["totals"]["unsettled"])
@@ -208,9 +208,10 @@ def test_logs__real_run__json_lines_and_no_secret_anywhere(net):
     operator_key = net["operator_key"]
     for secret in (PASSPHRASE, wg_key, token, operator_key.hex(), "0x" + operator_key.hex()):
         assert secret not in node_log and secret not in client_log, "a secret reached a log"
-    ours = [line for line in node_log.splitlines() if line.startswith("{")]
-    assert len(ours) > 10
-    events = [json.loads(line) for line in ours]  # each line is one whole JSON object
+    lines = node_log.splitlines()
+    assert len(lines) > 10
+    events = [json.loads(line) for line in lines]  # every line is one whole JSON object (ape's and warnings too)
     assert {"ts", "level", "logger", "msg"} <= set(events[0])
     assert any("dashboard: price now" in e["msg"] for e in events)
     assert any(e["logger"].startswith("warren.node") for e in events)
+    assert any(e["logger"] == "ape" for e in events)  # "Confirmed 0x..." lines, in the same format
