@@ -482,16 +482,22 @@ class ContractsChainPort:
     def settle(self, channel: StoredChannel, record: AcceptedReceipt) -> tuple[bytes, int]:
         from ape.exceptions import ContractLogicError, OutOfGasError, TransactionError, VirtualMachineError
 
+        from agents.chain.txsend import NonceInUse, send_as
+
         receipt = record.receipt
         try:
             with self.tx_lock:
                 if channel.kind == "voucher":
                     pool, voucher = self._voucher(channel)
-                    tx = pool.settle(voucher, receipt, record.signature, sender=self.operator)
+                    call = lambda: pool.settle(voucher, receipt, record.signature, sender=self.operator)  # noqa: E731
                 else:
-                    tx = self.contracts.channels.settle(receipt.channel_id, receipt.cumulative_bytes,
-                                                        receipt.cumulative_amount, record.signature,
-                                                        sender=self.operator)
+                    call = lambda: self.contracts.channels.settle(  # noqa: E731
+                        receipt.channel_id, receipt.cumulative_bytes, receipt.cumulative_amount, record.signature,
+                        sender=self.operator)
+                # A transaction of the operator's sent elsewhere takes ape's nonce: wait it out, send again.
+                tx = send_as(self.operator, call, f"settling channel 0x{receipt.channel_id.hex()[:16]}")
+        except NonceInUse as exc:
+            raise ChainUnavailable(str(exc)) from exc  # retried with backoff, its words in last_error
         except (ContractLogicError, VirtualMachineError, OutOfGasError) as exc:
             raise SettlementRejected(getattr(exc, "message", None) or str(exc)) from exc
         except LocalProtocolError:
