@@ -59,10 +59,9 @@ from agents.overlay.errors import LocalProtocolError, RemoteProtocolError
 from agents.overlay.ids import node_id_from_wg_key
 from agents.overlay.nat import DataReceived, NatAgent, PathDown, PathUp, RelayLimits
 from agents.overlay.records import PEER, RecordValidator, RevocationAuthority, make_peer_record
-from agents.overlay.auth import OverlayAuth
 from agents.overlay.runtime import UdpReactor, attach_to_tunnel
 from agents.overlay.store import RecordStore
-from agents.overlay.trust import admit_registered, owner_vetter
+from agents.overlay.trust import guard
 from agents.overlay.wgrelay import RelayBridge
 
 __all__ = [
@@ -125,15 +124,7 @@ def make_overlay(tunnel, node_id: int, directory, *, authority: RevocationAuthor
     # off-path host could forge replies to our look-ups
     node = OverlayNode(node_id, config or OverlayConfig(), store=store, rng=random.SystemRandom(),
                        now=time.time())
-    revoked = revocations.ids if revocations is not None else set()
-    if revocations is not None:
-        store.validator.revoked = revoked  # one set: a certificate the store applies counts too
-        node.refuse = revoked.__contains__
-        node.table.admit = lambda nid: nid not in revoked
-    if auth_key is not None:
-        OverlayAuth(auth_key).attach(node)  # raises if node_id is not this key's
-        node.table.admit = admit_registered(directory, revoked)
-        node.vet_owner = owner_vetter(node)
+    guard(node, revocations=revocations, directory=directory, auth_key=auth_key)
     nat = NatAgent(node, relay_volunteer=relay, limits=limits or RelayLimits())
     reactor = UdpReactor().start()
     try:

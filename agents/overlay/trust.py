@@ -23,7 +23,7 @@ from .ids import in_open
 from .sim import SimNetwork
 from .wire import FOUND, Contact, Msg
 
-__all__ = ["admit_registered", "eclipse", "owner_vetter"]
+__all__ = ["admit_registered", "eclipse", "guard", "owner_vetter"]
 
 
 def owner_vetter(node) -> Callable[[int, int], bool]:
@@ -59,6 +59,36 @@ def admit_registered(directory, revoked=frozenset()) -> Callable[[int], bool]:
             return False
 
     return admit
+
+
+def guard(node, *, revocations=None, directory=None, auth_key: bytes | None = None,
+          admit: Callable[[int], bool] | None = None) -> None:
+    """Put ``node`` (with a record store) under the trust rules, as every Warren host runs it.
+
+    Args:
+        revocations: an :class:`agents.overlay.revocation.RevocationList`: its ids are refused
+            everywhere (datagrams, records, routing entries); the store's validator shares its set.
+        directory: who is registered (routing admission with ``auth_key``).
+        auth_key: the X25519 key ``node.id`` is made of: senders are authenticated
+            (:mod:`agents.overlay.auth`), only admitted ids enter routing state, ownership claims
+            are vetted.
+        admit: admission to use instead of the directory's (the simulator's set of registered ids).
+    """
+    revoked = revocations.ids if revocations is not None else set()
+    if revocations is not None:
+        if node.store is not None:
+            node.store.validator.revoked = revoked  # one set: a certificate the store applies counts too
+        node.refuse = revoked.__contains__
+        node.table.admit = lambda nid: nid not in revoked
+    if auth_key is not None:
+        from .auth import OverlayAuth
+
+        OverlayAuth(auth_key).attach(node)  # raises if node.id is not this key's
+        if admit is None:
+            admit = admit_registered(directory, revoked)
+    if admit is not None:
+        node.table.admit = lambda nid: nid not in revoked and admit(nid)
+        node.vet_owner = owner_vetter(node)
 
 
 # ---------------------------------------------------------------------------------------- the attack
@@ -101,8 +131,9 @@ def eclipse(nodes: int = 1000, seed: int = 1, *, attackers: float = 0.10, lookup
         if n.id in bad:
             _attack(n, strategy)
         elif authenticated:
-            n.table.admit = registered.__contains__
-            n.vet_owner = owner_vetter(n) if vet else None
+            guard(n, admit=registered.__contains__)  # (the sim attached the auth layer itself)
+            if not vet:
+                n.vet_owner = None
     honest = [n for n in ring if n.id not in bad]
     done: dict = {}
     net.on_event = lambda node, ev, now: isinstance(ev, LookupDone) and done.setdefault((node.id, ev.lookup_id),

@@ -27,6 +27,7 @@ from .records import InMemoryDirectory, RecordValidator, RevocationAuthority, de
 from .revocation import RevocationFacts, RevocationList, certificate, facts_from_record
 from .sim import SimNetwork
 from .store import RecordStore
+from .trust import guard
 
 __all__ = ["measure", "revocation_propagation"]
 
@@ -75,9 +76,7 @@ def revocation_propagation(nodes: int = 1000, seed: int = 1, *, chain_share: flo
     lists: dict[int, RevocationList] = {}
     for node in ring:
         rl = lists[node.id] = RevocationList()
-        node.store.validator.revoked = rl.ids
-        node.refuse = rl.ids.__contains__
-        node.table.admit = lambda nid, ids=rl.ids: nid not in ids
+        guard(node, revocations=rl)
         rl.listeners.append(lambda f, nid=node.id: refused.setdefault(nid, net.now - t0))
     delivered: dict[int, float] = {}
     announced = {}

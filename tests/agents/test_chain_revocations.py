@@ -7,13 +7,13 @@ import pytest
 from eth_account import Account
 
 from agents.chain import eip712
-from agents.chain.bindings import WarrenContracts, node_id_of
-from agents.chain.deploy import TOKEN, DeployParameters, deploy_all
+from agents.chain.bindings import WarrenContracts
+from agents.chain.deploy import DeployParameters, deploy_all
 from agents.chain.revocations import ChainRevocationAuthority, ChainRevocationPort, RevocationFollower
 from agents.overlay.records import RecordValidator, InMemoryDirectory
 from agents.overlay.revocation import RevocationList, certificate
 
-STAKE = 100 * TOKEN
+from revocation_helpers import register_and_revoke
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +27,8 @@ def warren(project, chain, owner, guardians):
 @pytest.fixture
 def revoked_node(owner, operator, guardians, warren):
     """Register a node, revoke it with 2 guardian signatures; returns (node id bytes, signatures)."""
-    key = bytes(range(7, 39))
-    warren.token.mint(operator, STAKE, sender=owner)
-    warren.token.approve(warren.registry, STAKE, sender=operator)
-    warren.registry.register_node(key, "NL", TOKEN, STAKE, sender=operator)
-    node_id = node_id_of(key)
-    revocation = eip712.Revocation(node_id, b"\x0e" * 32, 3)
-    signers = sorted(guardians[:2], key=lambda g: int(g.address, 16))
-    signatures = [warren.sign_revocation(revocation, g.private_key) for g in signers]
-    warren.revocations.revoke(node_id, revocation.evidence_hash, 3, signatures, sender=owner)
-    return node_id, signatures
+    return register_and_revoke(warren, owner, operator, guardians, bytes(range(7, 39)), evidence=b"\x0e" * 32,
+                               nonce=3)
 
 
 def test_follower__revoke_tx__facts_with_the_transactions_signatures(chain, warren, revoked_node):
