@@ -46,9 +46,11 @@ def _run(args) -> int:
     if silverback is None:
         raise UserError("silverback is not installed: run `make` (it is in the project's dependencies)")
     network = config.client.network
-    if network.split(":")[1] == "local":
-        network = f"{network}:{config.client.rpc}" if network.count(":") == 2 else network
     env = dict(os.environ, WARREN_CHALLENGER_CONFIG=str(Path(args.config).resolve()))
+    if network.split(":")[1] == "local":
+        # ape-foundry attaches to the config's RPC as agents.chain.connect does (its host setting, from
+        # the environment: silverback's --network takes no provider settings).
+        env["APE_FOUNDRY_HOST"] = config.client.rpc
     os.execve(silverback, [silverback, "run", APP, "--network", network], env)
     return 0  # not reached
 

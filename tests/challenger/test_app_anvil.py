@@ -1,0 +1,91 @@
+"""`warren challenger run` starts the silverback app, whose startup backfills reports a previous run left.
+
+A real anvil with Warren deployed, a registered node and a staked challenger. A transcript of the
+current epoch is stored as a crashed run would leave it (saved, report not sent); `warren challenger
+run` (silverback run agents.challenger.app:bot) starts and its startup task sends that report with
+the transcript's hash: ReportPosted and ReportTranscript on chain. Then the process is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from agents.chain.connect import connect, load_contracts
+from agents.challenger.payload import payload
+from agents.challenger.store import TranscriptStore
+from agents.challenger.verdict import judge, record
+from agents.client.config import ClientConfig
+from agents.client.config import write_config as write_client_config
+from agents.netlab.warren_net import CLIENT_ACCOUNT, deploy_chain, wait_for
+from agents.netlab.world import REPO_ROOT, start_anvil, warren_argv, warren_env
+from agents.tomlconfig import write_toml
+from agents.wallet import AccountSpec
+
+pytestmark = pytest.mark.slow
+
+CHALLENGER, OPERATOR, TOKEN = 7, 3, 10**18
+
+
+def test_run__silverback_app_starts_and_backfills_an_unsent_report(tmp_path):
+    with start_anvil() as anvil:
+        chain = deploy_chain(anvil.url, tmp_path)
+        with connect(anvil.url) as project:
+            from ape import accounts
+
+            contracts = load_contracts(project, chain.deployment)
+            challenger, operator = accounts.test_accounts[CHALLENGER], accounts.test_accounts[OPERATOR]
+            contracts.token.mint(challenger, 100 * TOKEN, sender=accounts.test_accounts[0])
+            contracts.token.approve(contracts.registry, 10 * TOKEN, sender=challenger)
+            contracts.registry.register_challenger(10 * TOKEN, sender=challenger)
+            key = os.urandom(32)
+            contracts.token.approve(contracts.registry, 100 * TOKEN, sender=operator)
+            contracts.registry.register_node(key, "DE", TOKEN, 100 * TOKEN, sender=operator)
+            node_id = bytes(contracts.registry.node_id_at(contracts.registry.node_count()))
+            epoch = int(contracts.reputation.current_epoch())
+        client = ClientConfig(account=AccountSpec(test_account=CLIENT_ACCOUNT), data_dir=tmp_path / "client",
+                              rpc=anvil.url, deployment=chain.deployment)
+        write_client_config(tmp_path / "client.toml", client, force=True)
+        write_toml(tmp_path / "challenger.toml", {"client": "client.toml", "data_dir": str(tmp_path / "data"),
+                                                  "endpoint": "http://192.0.2.1:8080",
+                                                  "account": {"test_account": CHALLENGER}})
+        seed = bytes(range(32))
+        transcript = record(node_id=node_id, epoch=epoch, challenger=str(challenger.address), started_at=time.time(),
+                            seed=seed, size=100_000, url="http://192.0.2.1:8080/p", advertised_kbps=0,
+                            received=payload(seed, 100_000), elapsed_s=0.05, latency_ms=(12.0,))
+        store = TranscriptStore(tmp_path / "data" / "transcripts.sqlite")
+        digest = store.save(transcript, judge(transcript))
+        store.close()
+
+        log = open(tmp_path / "run.log", "wb")
+        proc = subprocess.Popen(warren_argv("challenger", "run", "--config", str(tmp_path / "challenger.toml")),
+                                cwd=REPO_ROOT, env=warren_env(), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: b"Startup complete" in (tmp_path / "run.log").read_bytes() or proc.poll() is not None,
+                     120, what="the silverback app's startup")
+            text = (tmp_path / "run.log").read_text(errors="replace")
+            assert proc.poll() is None, text[-3000:]
+            assert "backfilled: 1" in text, text[-3000:]
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+        with connect(anvil.url) as project:
+            contracts = load_contracts(project, chain.deployment)
+            rep = contracts.reputation
+            head = project.provider.get_block("latest").number + 1
+            [posted] = list(rep.ReportPosted.range(0, head))
+            [committed] = list(rep.ReportTranscript.range(0, head))
+        assert (bytes(posted.node_id), posted.passed, int(posted.epoch)) == (node_id, True, epoch)
+        assert bytes(committed.transcript_hash).hex() == digest
+        reopened = TranscriptStore(tmp_path / "data" / "transcripts.sqlite")
+        assert reopened.unreported(epoch) == [] and reopened.reports(epoch)[0].report_tx.startswith("0x")
+        reopened.close()
