@@ -90,5 +90,5 @@ def rpc_nonces(address: str) -> tuple[int, int]:
 
 def send_as(account, call: Callable[[], object], what: str, **kwargs):
     """:func:`send` for an ape account on ape's connected chain."""
-    address = str(account.address)
+    address = str(getattr(account, "address", account))  # read only for a conflict's messages and counts
     return send(call, nonces=lambda: rpc_nonces(address), what=what, address=address, **kwargs)
