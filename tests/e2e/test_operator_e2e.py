@@ -25,9 +25,9 @@ from agents.wallet import AccountSpec, create_keystore
 pytestmark = [pytest.mark.netns, pytest.mark.slow,
               pytest.mark.skipif(not can_build_namespaces(), reason="the lab builds network namespaces: root only")]
 
-FILE_SIZE = 24 << 20
+FILE_SIZE = 16 << 20
 PASSPHRASE = "operator passphrase: correct horse battery staple"
-#: A reader that takes ~1.2 MiB/s, so a download lasts long enough to be watched (~20 s).
+#: A reader that takes ~1.2 MiB/s, so a download lasts long enough to be watched (~13 s).
 SLOW_FETCH = """
 import hashlib, sys, time, urllib.request
 h, got = hashlib.sha256(), 0
