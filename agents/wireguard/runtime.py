@@ -3,17 +3,21 @@
 Threads, not asyncio: measured here, an asyncio datagram callback costs ~28 us per packet while a
 blocking receive loop costs several times less, and a VPN moves tens of thousands of packets a second.
 
-* ``tun->udp``: reads IP packets from the TUN device, encrypts (``encapsulate``), sends datagrams.
-* ``udp->tun``: receives datagrams; WireGuard ones (first byte 1..4, then three zero bytes) go to
-  ``decapsulate`` and their inner packets to the TUN device; any other datagram goes to the
-  demultiplexer callback (the overlay's messages share the socket) or is dropped.
+* ``tun->udp``: reads IP packets from the TUN device, encrypts (``encapsulate``), sends datagrams
+  (equal ones to one peer in one GSO send: agents.wireguard.offload).
+* ``udp->tun``: receives datagrams (coalesced by GRO where the kernel does it); transport ones go to
+  ``decapsulate`` and their inner packets to the TUN device; handshake messages (types 1-3) are
+  queued for the handshake thread; any other datagram goes to the demultiplexer callback (the
+  overlay's messages share the socket) or is dropped.
+* ``handshakes``: ``decapsulate`` of the queued handshake messages (DH, cookie replies, the
+  admission callback), so that a flood of initiations delays no established session's data.
 * ``timers``: calls ``tick`` at the core's next deadline and sends what it queued.
 * ``uapi``: serves ``/var/run/wireguard/<ifname>.sock`` so `wg show <ifname>`, ``warren tunnel
   show`` and :class:`~agents.wireguard.uapi.UapiClient` work against this tunnel as against
   wireguard-go.
 
 Both data threads drain their file descriptor in non-blocking mode and only ``select`` when it is
-empty: under load there is one system call per packet and no wake-up cost. The core is thread-safe
+empty: under load there are no wake-up costs, and with offloads one send per run of datagrams. The core is thread-safe
 (one short internal lock; the AEAD work runs outside it), so the two data threads call it directly.
 pyca/cryptography keeps the GIL during ChaCha20-Poly1305 (measured: two threads encrypting take twice
 as long as one), so the threads overlap system calls with crypto, not crypto with crypto; one tunnel
@@ -21,8 +25,10 @@ uses about one core.
 
 The socket is dual-stack ("::"), so peers may have IPv4 or IPv6 endpoints; IPv4 ones are handed to
 the core as plain ``("192.0.2.1", port)``. When handshake messages arrive faster than
-UNDER_LOAD_HANDSHAKES_PER_S the core is put "under load" and answers initiations that lack a valid
-mac2 with cookie replies (WireGuard paper 5.3), as wireguard-go does.
+UNDER_LOAD_HANDSHAKES_PER_S, or UNDER_LOAD_QUEUE of them wait, the core is put "under load" and
+answers initiations that lack a valid mac2 with cookie replies (WireGuard paper 5.3), as wireguard-go
+does; then each source address may queue only what its token bucket allows (20 a second, bursts of
+5: what the core allows a source with a valid mac2), and the queue is bounded (HANDSHAKE_QUEUE).
 
 The clock handed to the core is monotonic, sped up by ``time_scale`` for tests (``time_scale=30``
 turns REKEY_AFTER_TIME's 120 s into 4 s); the core adds its wall offset for TAI64N labels.
@@ -45,6 +51,7 @@ from collections.abc import Callable
 
 from agents.wireguard.backend import PeerStats, TunnelBackend
 from agents.wireguard.config import InterfaceConfig, PeerConfig, parse_endpoint
+from agents.wireguard.cookie import SourceRateLimiter
 from agents.wireguard.core import AdmitUnknown, WireGuardDevice
 from agents.wireguard.errors import LocalProtocolError
 from agents.wireguard.offload import BATCH_PACKETS, GRO_ANCILLARY, GRO_BUFFER, enable_gro, gro_segment_size, gso_cmsg
@@ -75,6 +82,11 @@ MAX_PACKET = 65535
 UNDER_LOAD_HANDSHAKES_PER_S = 400
 #: wireguard-go UnderLoadAfterTime: stay under load this long after the rate drops (seconds).
 UNDER_LOAD_AFTER_S = 1.0
+#: Handshake messages waiting for the handshake thread at most (wireguard-go's QueueHandshakeSize);
+#: past it they are dropped on arrival, so a flood never delays the data of established sessions.
+HANDSHAKE_QUEUE = 1024
+#: Queue depth from which the device is under load (wireguard-go: an eighth of the queue).
+UNDER_LOAD_QUEUE = HANDSHAKE_QUEUE // 8
 #: From <asm-generic/socket.h>; Python's socket module lacks it before 3.12.
 SO_MARK = 36
 #: Bound on the endpoint-spelling caches (spoofed sources must not grow them without limit).
@@ -113,9 +125,9 @@ class Tunnel(TunnelBackend):
             appear as themselves, not as ``::ffff:`` mapped addresses), falling back to IPv4 only
             where the host has no IPv6.
         admit_unknown: the core's admission callback for initiators that are not peers (see
-            `WireGuardDevice`; settable later as :attr:`admit_unknown`). It runs on the UDP receive
-            thread without the core's lock, so it must be quick and must not call the tunnel or its
-            device. Here an exception it raises, or a bad prefix it returns, is logged and refuses
+            `WireGuardDevice`; settable later as :attr:`admit_unknown`). It runs on the handshake
+            thread without the core's lock, so it must not call the tunnel or its device, and should
+            be quick: handshakes queue behind it (data of established sessions does not). Here an exception it raises, or a bad prefix it returns, is logged and refuses
             the initiator instead of stopping the tunnel; an admitted peer's routes are added by the
             timer thread soon after, as :meth:`add_peer` adds them.
         manage_routes: route the peers' allowed IPs into the TUN (wg-quick's behaviour). False when
@@ -143,6 +155,13 @@ class Tunnel(TunnelBackend):
         self.events: collections.deque = collections.deque(maxlen=EVENT_HISTORY)
         #: How many of each event type since start (metrics: handshakes), not bounded like ``events``.
         self.event_counts: collections.Counter = collections.Counter()
+        # Handshake messages for the handshake thread (see _udp_loop): (datagram, source), and the
+        # per-source limit on what one address may queue while under load.
+        self._handshakes: collections.deque = collections.deque()
+        self._handshake_ready = threading.Event()
+        self._flood_limiter = SourceRateLimiter()
+        #: Handshake messages dropped on arrival: "handshake_queue_full", "handshake_rate_limited".
+        self.drop_counts: collections.Counter = collections.Counter()
         self.device = WireGuardDevice(config.private_key, mtu=config.mtu or DEFAULT_MTU)
         self._admit_unknown: AdmitUnknown | None = None
         # Set by an admission (UDP thread); the timer thread then syncs the TUN's routes.
@@ -335,9 +354,9 @@ class Tunnel(TunnelBackend):
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> "Tunnel":
-        """Start the data, timer and UAPI threads; returns self."""
+        """Start the data, handshake, timer and UAPI threads; returns self."""
         targets = [("tun->udp", self._tun_loop), ("udp->tun", self._udp_loop),
-                   ("timers", self._timer_loop)]
+                   ("handshakes", self._handshake_loop), ("timers", self._timer_loop)]
         if self._uapi_sock is not None:
             targets.append(("uapi", self._uapi_loop))
         for name, target in targets:
@@ -509,6 +528,7 @@ class Tunnel(TunnelBackend):
         sock, dual_stack, core_address = self.sock, self._dual_stack, self._core_address
         window_start, handshakes, load_until = 0.0, 0, 0.0
         recvmsg, gro, offload_counts = sock.recvmsg, self._gro, self.offload_counts
+        queue, ready, flood_limiter, drops = self._handshakes, self._handshake_ready, self._flood_limiter, self.drop_counts
         while not stop.is_set():
             try:
                 if gro:  # possibly several datagrams of one source, coalesced (offload.split)
@@ -543,14 +563,26 @@ class Tunnel(TunnelBackend):
                         except Exception:
                             log.exception("%s: demux callback failed", self.ifname)
                     continue
-                if data[0] != 4:  # handshake traffic: watch its rate for cookie (DoS) mode
+                if data[0] != 4:
+                    # Handshake traffic goes to the handshake thread, so that its work (DH, cookie
+                    # replies) never holds up the data of established sessions. Under load (a high
+                    # rate, or a backlog) the device asks for cookies and each source address may
+                    # queue only its token bucket's worth; past the queue's bound, drop on arrival.
                     t = time.monotonic()
                     if t - window_start >= 1.0:
                         window_start, handshakes = t, 0
                         device.under_load = t < load_until
                     handshakes += 1
-                    if handshakes > UNDER_LOAD_HANDSHAKES_PER_S:
+                    if handshakes > UNDER_LOAD_HANDSHAKES_PER_S or len(queue) >= UNDER_LOAD_QUEUE:
                         device.under_load, load_until = True, t + UNDER_LOAD_AFTER_S
+                    if device.under_load and not flood_limiter.allow(source[0], t):
+                        drops["handshake_rate_limited"] += 1
+                    elif len(queue) >= HANDSHAKE_QUEUE:
+                        drops["handshake_queue_full"] += 1
+                    else:
+                        queue.append((data, source))
+                        ready.set()
+                    continue
                 inner = device.decapsulate(data, source, now())
                 outbox = device.drain_outbox()
                 if inner:
@@ -560,8 +592,23 @@ class Tunnel(TunnelBackend):
                         log.debug("%s: TUN write: %s", self.ifname, exc)
                 for datagram, endpoint in outbox:
                     sendto(datagram, endpoint)
-                if outbox or data[0] != 4:
+                if outbox:
                     self._wake.set()
+
+    def _handshake_loop(self) -> None:
+        queue, ready, device, now = self._handshakes, self._handshake_ready, self.device, self.now
+        stop, sendto = self._stop, self._sendto
+        while not stop.is_set():
+            try:
+                data, source = queue.popleft()
+            except IndexError:
+                ready.wait(POLL_S)
+                ready.clear()  # then look again: an append after the failed pop is not lost
+                continue
+            device.decapsulate(data, source, now())
+            for datagram, endpoint in device.drain_outbox():
+                sendto(datagram, endpoint)
+            self._wake.set()  # timers may have changed (a session, a retry)
 
     def _timer_loop(self) -> None:
         while not self._stop.is_set():
