@@ -5,24 +5,35 @@ In one run and over the same path (two namespaces joined by a veth pair, tunnel 
 * ``wireguard_go_mbps``: wireguard-go <-> wireguard-go (the anchor);
 * ``python_mbps``: Warren's Python tunnel <-> Python tunnel (each a `warren tunnel up` process);
 * ``mixed_mbps``: Python (sending side) <-> wireguard-go; ``mixed_reverse_mbps``: the other way;
+* ``cpu_s_per_gib``: user + sys CPU seconds of both tunnel processes per GiB received, per mode, and
+  ``cpu_ratio_python_to_wg_go`` (ours over theirs): on an idle machine throughput alone flatters
+  nobody, on a loaded one it flatters the side with fewer threads (docs/BENCHMARKS.md);
 * ``handshakes_per_s``: complete handshakes per second on one core of the Python core
-  (``agents.wireguard.perf.handshakes_per_second``).
+  (``agents.wireguard.perf.handshakes_per_second``);
+* ``flood``: agents.netlab.flood.run_flood against our tunnel and against wireguard-go: valid-MAC1
+  initiations from a third host as fast as one process sends them while the established peer pings;
+  ``flood_peer_delivery`` (share of its pings answered) for each, and what the flooder got back.
 
-The modes are interleaved over ``--repeats`` rounds and the medians reported, since the machine is
-shared and noisy; ``ratio_python_to_wg_go`` is the ratio of the medians. Needs root. The last stdout
-line is one JSON object. ``--quick`` is a smoke run (one 2-second round).
+The throughput modes are interleaved over ``--repeats`` rounds and the medians reported, since the
+machine is shared and noisy; ``ratio_python_to_wg_go`` is the ratio of the medians; the load average
+is read at the start and the end. ``WARREN_OFFLOADS=0`` measures our tunnel without UDP GSO/GRO.
+Needs root. The last stdout line is one JSON object. ``--quick`` is a smoke run (one 2-second round,
+a 4-second flood).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
 
 from agents.netlab import Lab, can_build_namespaces
+from agents.netlab.cpu import tree_cpu_s
+from agents.netlab.flood import run_flood
 from agents.netlab.wireguard import (
     B_TUNNEL,
     spawn_python_tunnel,
@@ -40,25 +51,46 @@ MODES = {
 }
 
 
-def measure(sender: str, receiver: str, seconds: float) -> float:
-    """iperf3 TCP from namespace a (``sender`` tunnel) to b (``receiver`` tunnel), in Mbit/s."""
+#: One GiB, the unit of the CPU figures.
+GIB = 1 << 30
+
+
+def _busy_s(pids: list[int]) -> float:
+    return sum(cpu["user"] + cpu["sys"] for cpu in map(tree_cpu_s, pids))
+
+
+def measure(sender: str, receiver: str, seconds: float) -> tuple[float, float]:
+    """iperf3 TCP from namespace a (``sender`` tunnel) to b (``receiver`` tunnel): Mbit/s, and CPU
+    seconds of the two tunnel processes per GiB received."""
     with Lab(prefix="wbench") as lab, tempfile.TemporaryDirectory() as workdir:
         a, b = lab.add_host("a"), lab.add_host("b")
         link = lab.connect(a, b)
         configs = tunnel_pair(link.a_address, link.b_address)
+        pids = []
         for ns, kind, config in ((a, sender, configs[0]), (b, receiver, configs[1])):
             if kind == "py":
-                spawn_python_tunnel(lab, ns, config, workdir)
+                pids.append(spawn_python_tunnel(lab, ns, config, workdir).process.pid)
             else:
-                start_wireguard_go_in(lab, ns, config)
+                pids.append(start_wireguard_go_in(lab, ns, config).process.pid)
         b.spawn(["iperf3", "-s", "-1", "-B", B_TUNNEL])
         lab.wait_for(lambda: b.run(["ss", "-Hltn", "sport = :5201"]).stdout.strip())
         if not lab.wait_for(lambda: a.ping(B_TUNNEL, count=1), timeout=15):
             raise RuntimeError(f"{sender}->{receiver}: tunnel did not come up")
+        busy = _busy_s(pids)
         result = a.run(["iperf3", "-c", B_TUNNEL, "-t", str(seconds), "-J"],
                        timeout=seconds + 30)
-        report = json.loads(result.stdout)
-        return report["end"]["sum_received"]["bits_per_second"] / 1e6
+        busy = _busy_s(pids) - busy
+        received = json.loads(result.stdout)["end"]["sum_received"]
+        return received["bits_per_second"] / 1e6, busy / (received["bytes"] / GIB)
+
+
+def flood(responder: str, seconds: float) -> dict:
+    """agents.netlab.flood.run_flood against ``responder`` ("py" or "go") in a lab of its own."""
+    with Lab(prefix="wflood") as lab, tempfile.TemporaryDirectory() as workdir:
+        result = run_flood(lab, workdir, responder=responder, seconds=seconds,
+                           pings=max(4, int((seconds - 2) / 0.25)))
+    result["flood_peer_delivery"] = round(result["pings_received"] / result["pings"], 3)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,29 +98,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="iperf3 duration per run")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--handshake-seconds", type=float, default=3.0)
+    parser.add_argument("--flood-seconds", type=float, default=12.0)
     parser.add_argument("--quick", action="store_true", help="smoke run: one 2 s round")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seconds, args.repeats, args.handshake_seconds = 2.0, 1, 1.0
+        args.seconds, args.repeats, args.handshake_seconds, args.flood_seconds = 2.0, 1, 1.0, 4.0
     if not can_build_namespaces():
         print("bench_tunnel: needs root (network namespaces, TUN devices)", file=sys.stderr)
         return 1
 
     samples: dict[str, list[float]] = {name: [] for name in MODES}
-    started = time.monotonic()
+    cpu: dict[str, list[float]] = {name: [] for name in MODES}
+    started, load_start = time.monotonic(), os.getloadavg()
     for round_number in range(args.repeats):
         for name, (sender, receiver) in MODES.items():
-            mbps = measure(sender, receiver, args.seconds)
+            mbps, cpu_per_gib = measure(sender, receiver, args.seconds)
             samples[name].append(mbps)
-            print(f"round {round_number + 1} {name:<20} {sender}->{receiver} {mbps:8.1f} Mbit/s",
-                  flush=True)
+            cpu[name].append(cpu_per_gib)
+            print(f"round {round_number + 1} {name:<20} {sender}->{receiver} {mbps:8.1f} Mbit/s, "
+                  f"{cpu_per_gib:5.2f} CPU-s/GiB, load {os.getloadavg()[0]:.2f}", flush=True)
     handshakes = handshakes_per_second(args.handshake_seconds)
     print(f"handshakes per second (one core, both ends): {handshakes:.0f}", flush=True)
+    floods = {}
+    for responder in ("py", "go"):
+        floods[responder] = flood(responder, args.flood_seconds)
+        print(f"flood against {responder}: {floods[responder]}", flush=True)
+    load_end = os.getloadavg()
 
     result = {name: round(statistics.median(values), 1) for name, values in samples.items()}
     result["ratio_python_to_wg_go"] = round(result["python_mbps"] / result["wireguard_go_mbps"], 3)
+    result["cpu_s_per_gib"] = {name: round(statistics.median(values), 2) for name, values in cpu.items()}
+    result["cpu_ratio_python_to_wg_go"] = round(result["cpu_s_per_gib"]["python_mbps"]
+                                                / result["cpu_s_per_gib"]["wireguard_go_mbps"], 3)
     result["handshakes_per_s"] = round(handshakes, 1)
+    result["flood_peer_delivery"] = floods["py"]["flood_peer_delivery"]
+    result["flood_peer_delivery_wg_go"] = floods["go"]["flood_peer_delivery"]
+    result["flood"] = floods
+    result["offloads"] = os.environ.get("WARREN_OFFLOADS", "1") != "0"
+    result["load_average_start"] = [round(x, 2) for x in load_start]
+    result["load_average_end"] = [round(x, 2) for x in load_end]
     result["samples"] = {name: [round(v, 1) for v in values] for name, values in samples.items()}
+    result["cpu_samples"] = {name: [round(v, 2) for v in values] for name, values in cpu.items()}
     result["seconds_per_run"] = args.seconds
     result["wall_s"] = round(time.monotonic() - started, 1)
     print(json.dumps(result))
