@@ -78,8 +78,8 @@ class _Session:
 @dataclass
 class _Pending:
     nonce: bytes
-    started: float
-    sent: float
+    started: float | None  # None: queued from the outbox, which carries no time; set by open/tick
+    sent: float | None
     queue: list = field(default_factory=list)
 
 
@@ -143,22 +143,30 @@ class OverlayAuth:
         return out
 
     def _queue(self, addr: tuple, data: bytes) -> None:
+        # The outbox carries no time (a lookup may be started long after the last datagram or tick
+        # we saw), so a new contact's times are taken at the next open/tick (_stamp).
         p = self._pending.get(addr)
-        now = self._now
         if p is None:
-            p = self._pending[addr] = _Pending(self._rng(16), now, now - RESEND_S)
+            p = self._pending[addr] = _Pending(self._rng(16), None, None)
+            self._out.append((addr, self._msg(HELLO, self.public + p.nonce)))
+        elif p.sent is not None and self._now - p.sent >= RESEND_S:
+            p.sent = self._now
+            self._out.append((addr, self._msg(HELLO, self.public + p.nonce)))
         if len(p.queue) < MAX_QUEUED:
             p.queue.append(data)
-        if now - p.sent >= RESEND_S:
-            p.sent = now
-            self._out.append((addr, self._msg(HELLO, self.public + p.nonce)))
+
+    def _stamp(self, now: float) -> None:
+        self._now = now
+        for p in self._pending.values():
+            if p.started is None:
+                p.started = p.sent = now
 
     # ------------------------------------------------------------------ incoming
 
     def open(self, data: bytes, addr: tuple, now: float) -> bytes:
         """The datagram without its tag if its sender is proven; raises RemoteProtocolError to drop it
         (handshake messages are consumed here, their answers queued for :meth:`seal`)."""
-        self._now = now
+        self._stamp(now)
         if len(data) >= _HEAD.size and data[0] == AUTH:
             self._handshake(data, addr, now)
             raise RemoteProtocolError("overlay: authentication handshake")
@@ -221,12 +229,12 @@ class OverlayAuth:
     # ------------------------------------------------------------------ time (a core component)
 
     def next_deadline(self) -> float:
-        if not self._pending:
-            return float("inf")
-        return min(p.started for p in self._pending.values()) + PENDING_TIMEOUT_S
+        # a contact not stamped yet is stamped by the next open or tick, whenever that comes
+        started = [p.started for p in self._pending.values() if p.started is not None]
+        return min(started) + PENDING_TIMEOUT_S if started else float("inf")
 
     def tick(self, now: float) -> None:
-        self._now = now
+        self._stamp(now)
         for addr in [a for a, p in self._pending.items() if now - p.started >= PENDING_TIMEOUT_S]:
             del self._pending[addr]
 

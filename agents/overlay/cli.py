@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
 import signal
 import sys
 import threading
@@ -120,8 +119,15 @@ def _gateway(args: argparse.Namespace) -> int:
     from .nat import NatAgent
     from .runtime import UdpReactor
 
-    _, store = _store(args.owner, args.network)
-    node = OverlayNode(random.SystemRandom().getrandbits(256), OverlayConfig(), store=store, now=time.time())
+    from agents.wireguard.config import generate_private_key, public_key
+
+    from .ids import node_id_from_wg_key
+    from .mesh import guard_mesh
+
+    directory, store = _store(args.owner, args.network)
+    key = generate_private_key()  # the gateway's overlay identity: it proves its id like every host
+    node = OverlayNode(node_id_from_wg_key(public_key(key)), OverlayConfig(), store=store, now=time.time())
+    guard_mesh(node, directory, key)
     nat = NatAgent(node, relay_volunteer=args.relay)
     with UdpReactor() as reactor:
         rt = reactor.add_udp(node, bind=_hostport(args.listen))
@@ -140,7 +146,7 @@ def _up(args: argparse.Namespace) -> int:
     from .core import OverlayConfig, OverlayNode
     from .errors import RecordRejected
     from .ids import node_id_from_wg_key
-    from .mesh import MeshHost
+    from .mesh import MeshHost, guard_mesh
     from .nat import NatAgent
     from .runtime import UdpReactor, attach_to_tunnel
     from .ondemand import OnDemand
@@ -165,6 +171,7 @@ def _up(args: argparse.Namespace) -> int:
                                     addresses=[f"{cert.ip}/{own_prefix}"]), args.ifname).start()
     try:
         node = OverlayNode(node_id_from_wg_key(public_key(wg_priv)), OverlayConfig(), store=store, now=time.time())
+        guard_mesh(node, directory, wg_priv)
         nat = NatAgent(node)
         with UdpReactor() as reactor:
             rt = attach_to_tunnel(node, tunnel, reactor)

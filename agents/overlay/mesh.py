@@ -22,6 +22,11 @@ later punch succeeds the endpoint moves to the direct address, keeping the WireG
 
 Peers are set up on demand too: :class:`~agents.overlay.ondemand.OnDemand` turns the first packet to
 an unknown virtual IP into :meth:`MeshHost.connect` (packets queued meanwhile).
+
+Every overlay datagram proves its sender (:func:`guard_mesh`, :mod:`agents.overlay.auth`): a host
+with its WireGuard key, the gateway with a key of its own. Without it anyone could register at the
+gateway as a member's id and take that member's introductions and relay sessions. Only certified
+members (and the host's own gateway) enter routing state.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from .records import (
     make_ip_record,
 )
 
-__all__ = ["GroupDirectory", "MeshHost", "group_authority", "ZERO_ADDRESS"]
+__all__ = ["GroupDirectory", "MeshHost", "group_authority", "guard_mesh", "ZERO_ADDRESS"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,17 @@ MESH_CHAIN_ID = 0  # mesh revocations are not on chain: EIP-712 domain with chai
 def group_authority(owner: str) -> RevocationAuthority:
     """Who may revoke a mesh member: the group owner alone."""
     return RevocationAuthority({to_checksum_address(owner)}, 1, MESH_CHAIN_ID, ZERO_ADDRESS)
+
+
+def guard_mesh(node, directory: "GroupDirectory", key: bytes) -> None:
+    """Authenticate ``node``'s overlay senders with ``key`` (the X25519 key its id is made of) and
+    admit into its routing state only certified members and the gateway it uses."""
+    from .trust import guard
+
+    def admit(nid: int) -> bool:
+        return nid in directory.members or (node.gateway is not None and nid == node.gateway.node_id)
+
+    guard(node, auth_key=key, admit=admit)
 
 
 class GroupDirectory(InMemoryDirectory):

@@ -370,7 +370,7 @@ class NatAgent:
             self.node._send(dst, Msg(wire.RELAYED, sender.node_id, sub=m.sub, data=m.data))
             return
         p = self.peers.get(sender.node_id)  # we are an end: the frame keeps its origin's id
-        if p is not None and p.relay and p.relay[1] == m.sub:
+        if p is not None and p.relay and p.relay[1] == m.sub and tuple(p.relay[0]) == tuple(sender.addr):
             self._emit(DataReceived(sender.node_id, m.data, "relay"))
 
     # ------------------------------------------------------------------ time

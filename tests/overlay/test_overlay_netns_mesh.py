@@ -23,7 +23,7 @@ from agents.netlab import NatType, can_build_namespaces
 from agents.netlab.wireguard import start_python_tunnel
 from agents.overlay.core import OverlayConfig, OverlayNode, PutDone
 from agents.overlay.ids import node_id_from_wg_key
-from agents.overlay.mesh import ZERO_ADDRESS, GroupDirectory, MeshHost, group_authority
+from agents.overlay.mesh import ZERO_ADDRESS, GroupDirectory, MeshHost, group_authority, guard_mesh
 from agents.overlay.nat import PUNCH_TIMEOUT_S, RETRY_DIRECT_S, NatAgent, RelayLimits
 from agents.overlay.ondemand import OnDemand
 from agents.overlay.records import RecordValidator, make_ip_record, make_member_certificate, make_revocation_record
@@ -64,6 +64,7 @@ def _mesh_host(lab, reactor, ns, owner, gw_addr, name, prefix=24):
     directory, store = _store(owner)
     node = OverlayNode(node_id_from_wg_key(public_key(wg_priv)), OverlayConfig(stabilize_interval=3600),
                        store=store, rng=random.Random(name))
+    guard_mesh(node, directory, wg_priv)  # senders authenticated, as `warren mesh up` runs it
     nat = NatAgent(node)
     rt = attach_to_tunnel(node, tunnel, reactor)
     rt.call(lambda n, now: n.use_gateway(gw_addr, now))
@@ -76,9 +77,11 @@ def _mesh_host(lab, reactor, ns, owner, gw_addr, name, prefix=24):
 
 
 def _gateway(lab, reactor, gw, gw_ip, owner, limits=None):
-    _, gw_store = _store(owner)
-    gw_node = OverlayNode(random.Random(1).getrandbits(256), OverlayConfig(stabilize_interval=3600),
+    gw_directory, gw_store = _store(owner)
+    gw_key = generate_private_key()
+    gw_node = OverlayNode(node_id_from_wg_key(public_key(gw_key)), OverlayConfig(stabilize_interval=3600),
                           store=gw_store, rng=random.Random(1))
+    guard_mesh(gw_node, gw_directory, gw_key)
     gw_nat = NatAgent(gw_node, relay_volunteer=True, limits=limits or RelayLimits())
     with gw.enter():
         gw_rt = reactor.add_udp(gw_node, bind=("0.0.0.0", PORT))
