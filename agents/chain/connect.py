@@ -35,6 +35,7 @@ __all__ = [
     "chain_id_at",
     "connect",
     "load_contracts",
+    "load_deployment",
     "repo_project",
 ]
 
@@ -160,6 +161,23 @@ def connect(rpc_url: str | None = DEFAULT_RPC, network: str = DEFAULT_NETWORK,
         yield project
 
 
+def load_deployment(path: str | os.PathLike) -> Deployment:
+    """The deployment file at ``path``, checked against the connected chain's id.
+
+    Raises:
+        DeploymentError: the file is missing, not JSON or incomplete (plain message).
+        ChainMismatch: the file was written for another chain id.
+    """
+    from ape import chain
+
+    deployment = Deployment.load(path)
+    connected = int(chain.chain_id)
+    if deployment.chain_id != connected:
+        raise ChainMismatch(f"deployment file {path} is for chain {deployment.chain_id}, but the chain at the "
+                            f"RPC is chain {connected}: point --deployment/--rpc at the same chain")
+    return deployment
+
+
 def load_contracts(project, deployment_path: str | os.PathLike | None = None,
                    network: str = DEFAULT_NETWORK) -> WarrenContracts:
     """Warren's contracts as the deployment file names them, on the connected chain.
@@ -177,11 +195,8 @@ def load_contracts(project, deployment_path: str | os.PathLike | None = None,
     from ape import chain
 
     path = Path(deployment_path) if deployment_path else default_path(network, REPO_ROOT)
-    deployment = Deployment.load(path)
+    deployment = load_deployment(path)
     connected = int(chain.chain_id)
-    if deployment.chain_id != connected:
-        raise ChainMismatch(f"deployment file {path} is for chain {deployment.chain_id}, but the chain at the "
-                            f"RPC is chain {connected}: point --deployment/--rpc at the same chain")
     try:
         return WarrenContracts.at(project, deployment, connected)
     except DeploymentError:

@@ -185,10 +185,11 @@ def _pool(args, amount: int | None = None):
 
     if args.pool:
         return project.voucher_pool.at(args.pool)
-    from agents.chain.deployment import Deployment, default_path
+    from agents.chain.connect import load_deployment
+    from agents.chain.deployment import default_path
 
     path = args.deployment or default_path(args.network)
-    dep = Deployment.load(path)
+    dep = load_deployment(path)
     candidates = [a for name, a in dep.addresses.items() if name.startswith("voucher_pool")]
     pools = [project.voucher_pool.at(a) for a in candidates]
     if amount is not None:
@@ -424,11 +425,12 @@ def _trusted_pool(args, address: str):
     if args.pool:
         trusted = [args.pool]
     else:
-        from agents.chain.deployment import Deployment, DeploymentError, default_path
+        from agents.chain.connect import load_deployment
+        from agents.chain.deployment import DeploymentError, default_path
 
         path = args.deployment or default_path(args.network)
         try:
-            deployment = Deployment.load(path)
+            deployment = load_deployment(path)
         except DeploymentError as exc:
             raise ProverError(f"{exc} (or pass --pool)") from exc
         trusted = [a for name, a in deployment.addresses.items() if name.startswith("voucher_pool")]

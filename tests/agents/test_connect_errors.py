@@ -136,3 +136,16 @@ def test_cli__lists_only_parts_that_exist():
     assert "node" in commands and "voucher" in commands
     missing = [p for p in cli._PARTS if importlib.util.find_spec(p) is None]
     assert set(missing) <= {"agents.client.cli"}  # written in parallel; every other part exists
+
+
+def test_voucher_command__foreign_deployment__refused_in_words_before_any_transaction(tmp_path, rpc, chain, capsys):
+    from ape import accounts
+
+    from agents.cli import main
+
+    nonce = accounts.test_accounts[0].nonce
+    code = main(["voucher", "deposit", "--amount", "1", "--notes", str(tmp_path / "notes.json"), "--account", "0",
+                 "--rpc", rpc, "--deployment", str(_deployment(tmp_path, 5))])
+    assert code == 1
+    assert f"is for chain 5, but the chain at the RPC is chain {chain.chain_id}" in capsys.readouterr().err
+    assert accounts.test_accounts[0].nonce == nonce
