@@ -105,3 +105,21 @@ def test_eclipse__ten_percent_attackers__unauthenticated_eclipsed__authenticated
     authed = [eclipse(200, seed=2, lookups=120, authenticated=True, strategy=s) for s in ("spoof", "claim")]
     assert today["eclipsed"] > 0.1, today
     assert all(r["success"] >= 0.99 and r["eclipsed"] == 0 for r in authed), authed
+
+
+def test_auth__first_datagram_long_after_start__handshake_not_expired_by_a_stale_clock():
+    # the outbox carries no time: a contact's handshake is timed from the next open/tick, so a tick
+    # right after the first send (at a wall-clock time far from the auth layer's last one) keeps it
+    a, b = _host(A_ADDR), _host(B_ADDR)
+    now = 1_800_000_000.0
+    got = []
+    a.ping(Contact(0, B_ADDR), now, lambda s, n: got.append(s.node_id))
+    hello = a.drain_outbox()
+    a.tick(now + 0.1)
+    assert a.auth._pending, "the handshake was dropped before its reply could come"
+    for dst, data in hello:
+        b.receive_datagram(data, A_ADDR, now + 0.2)
+    for dst, data in b.drain_outbox():
+        a.receive_datagram(data, B_ADDR, now + 0.3)
+    _pump({A_ADDR: a, B_ADDR: b}, now + 0.3)
+    assert got == [b.id]
