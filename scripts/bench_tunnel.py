@@ -8,6 +8,10 @@ In one run and over the same path (two namespaces joined by a veth pair, tunnel 
 * ``cpu_s_per_gib``: user + sys CPU seconds of both tunnel processes per GiB received, per mode, and
   ``cpu_ratio_python_to_wg_go`` (ours over theirs): on an idle machine throughput alone flatters
   nobody, on a loaded one it flatters the side with fewer threads (docs/BENCHMARKS.md);
+* ``multi_client``: an exit's hot path, one `warren tunnel up` responder serving 1, 8 and 32
+  wireguard-go clients (each its own host on one bridge) downloading from it at once (iperf3
+  reverse, one server per client on the responder's host): aggregate Mbit/s and the responder's
+  CPU-s per GiB (the clients share the same two cores, so this is what the machine does in all);
 * ``handshakes_per_s``: complete handshakes per second on one core of the Python core
   (``agents.wireguard.perf.handshakes_per_second``);
 * ``flood``: agents.netlab.flood.run_flood against our tunnel and against wireguard-go: valid-MAC1
@@ -27,6 +31,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -84,6 +89,45 @@ def measure(sender: str, receiver: str, seconds: float) -> tuple[float, float]:
         return received["bits_per_second"] / 1e6, busy / (received["bytes"] / GIB)
 
 
+def multi_client(clients: int, seconds: float) -> dict:
+    """``clients`` wireguard-go clients downloading at once through one Python responder."""
+    from agents.wireguard.config import InterfaceConfig, PeerConfig, generate_private_key
+
+    with Lab(prefix="wmulti") as lab, tempfile.TemporaryDirectory() as workdir:
+        internet = lab.add_internet()
+        node = lab.add_host("node")
+        node_ip = internet.attach(node)
+        responder = InterfaceConfig(private_key=generate_private_key(), listen_port=51820,
+                                    addresses=["10.78.0.1/16"])
+        hosts = []
+        for i in range(clients):
+            host = lab.add_host(f"c{i}")
+            internet.attach(host)
+            address = f"10.78.{1 + i // 250}.{1 + i % 250}"
+            config = InterfaceConfig(private_key=generate_private_key(), addresses=[f"{address}/16"])
+            config.peers.append(PeerConfig(public_key=responder.public_key, allowed_ips=["10.78.0.1/32"],
+                                           endpoint=(node_ip, 51820)))
+            responder.peers.append(PeerConfig(public_key=config.public_key, allowed_ips=[f"{address}/32"]))
+            hosts.append((host, config))
+        pid = spawn_python_tunnel(lab, node, responder, workdir).process.pid
+        for i, (host, config) in enumerate(hosts):
+            start_wireguard_go_in(lab, host, config)
+            node.spawn(["iperf3", "-s", "-1", "-B", "10.78.0.1", "-p", str(5300 + i)])
+        for host, _ in hosts:
+            if not lab.wait_for(lambda: host.ping("10.78.0.1", count=1), timeout=20):
+                raise RuntimeError(f"multi_client: client {host.short} did not come up")
+        busy = _busy_s([pid])
+        runs = [host.spawn(["iperf3", "-c", "10.78.0.1", "-p", str(5300 + i), "-R", "-t", str(seconds), "-J"],
+                           stdout=subprocess.PIPE) for i, (host, _) in enumerate(hosts)]
+        reports = [json.loads(run.communicate(timeout=seconds + 60)[0]) for run in runs]
+        busy = _busy_s([pid]) - busy
+    received = [r["end"]["sum_received"] for r in reports]
+    total_bytes = sum(r["bytes"] for r in received)
+    return {"clients": clients, "mbps": round(sum(r["bits_per_second"] for r in received) / 1e6, 1),
+            "min_client_mbps": round(min(r["bits_per_second"] for r in received) / 1e6, 1),
+            "responder_cpu_s_per_gib": round(busy / (total_bytes / GIB), 2)}
+
+
 def flood(responder: str, seconds: float) -> dict:
     """agents.netlab.flood.run_flood against ``responder`` ("py" or "go") in a lab of its own."""
     with Lab(prefix="wflood") as lab, tempfile.TemporaryDirectory() as workdir:
@@ -119,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{cpu_per_gib:5.2f} CPU-s/GiB, load {os.getloadavg()[0]:.2f}", flush=True)
     handshakes = handshakes_per_second(args.handshake_seconds)
     print(f"handshakes per second (one core, both ends): {handshakes:.0f}", flush=True)
+    multi = {}
+    for clients in (1, 8, 32):
+        multi[str(clients)] = multi_client(clients, args.seconds)
+        print(f"multi_client {clients}: {multi[str(clients)]}, load {os.getloadavg()[0]:.2f}", flush=True)
     floods = {}
     for responder in ("py", "go"):
         floods[responder] = flood(responder, args.flood_seconds)
@@ -131,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     result["cpu_ratio_python_to_wg_go"] = round(result["cpu_s_per_gib"]["python_mbps"]
                                                 / result["cpu_s_per_gib"]["wireguard_go_mbps"], 3)
     result["handshakes_per_s"] = round(handshakes, 1)
+    result["multi_client"] = multi
     result["flood_peer_delivery"] = floods["py"]["flood_peer_delivery"]
     result["flood_peer_delivery_wg_go"] = floods["go"]["flood_peer_delivery"]
     result["flood"] = floods
