@@ -15,6 +15,7 @@ from pathlib import Path
 
 from agents.chain.bindings import node_id_of
 from agents.chain.connect import connect, load_contracts
+from agents.chain.deployment import Deployment
 from agents.chain.directory import RegistryDirectory
 from agents.chain.revocations import ChainRevocationAuthority, ChainRevocationPort, RevocationFollower
 from agents import logs
@@ -22,6 +23,7 @@ from agents.errors import UserError
 from agents.metering import ReceiptLedger
 from agents.metrics import serve as serve_metrics
 from agents.node import metrics as node_metrics
+from agents.node import tamper
 from agents.node.agent import NodeAgent
 from agents.node.chain import NodeChain
 from agents.node.config import NodeConfig
@@ -121,7 +123,8 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
         mtu = DEFAULT_MTU
 
         def tunnel_factory(interface_config, admit):
-            return Tunnel(interface_config, config.interface, admit_unknown=admit, uapi=False).start()
+            tunnel = Tunnel(interface_config, config.interface, admit_unknown=admit, uapi=False).start()
+            return tamper.install(tunnel)  # TEST ONLY, off unless WARREN_TEST_TAMPER=1 (agents.node.tamper)
 
         agent = NodeAgent(tunnel_factory=tunnel_factory, chain=chain, offer=offer, pool=pool, ledger_for=ledger_for,
                           exit_table=exit_table, resolver=resolver, store=store, private_key=private_key,
@@ -134,8 +137,10 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
         # revoked node ids: refused by the WireGuard admission and the overlay from the first handshake
         # (the list persists: a key revoked before a restart stays refused before any chain read)
         revoked = RevocationList(SqliteRevocations(Path(config.data_dir) / "revocations.db"))
-        revocations = NodeRevocations(revoked, RevocationFollower(ChainRevocationPort(contracts), revoked),
-                                      agent=agent)
+        # first start: every revocation since the deployment's first block (a node revoked earlier)
+        follower = RevocationFollower(ChainRevocationPort(contracts), revoked,
+                                      start_block=Deployment.load(config.deployment).block)
+        revocations = NodeRevocations(revoked, follower, agent=agent)
         presence = None
         control = metrics = dashboard = None
         try:

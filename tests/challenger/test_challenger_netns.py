@@ -1,17 +1,22 @@
 """Challengers in the lab (netns + anvil): as customers, through `warren node run`, reporting on chain.
 
-Two public nodes: node_a honest, node_b throttled with tc to a tenth of what the challengers expect
-of it; the challengers' payload endpoint runs on the internet's web host. Three staked challengers,
+Three nodes: node_a honest, node_b throttled with tc to a tenth of what the challengers expect of it,
+node_c (behind a home NAT) tampering (agents.node.tamper, the test-only hook: it inverts a byte of
+every TCP segment it forwards). The challengers' payload endpoint runs on the internet's web host. Three staked challengers,
 each with its own `warren connect` client config (fresh WireGuard key per challenge, a payment
 channel from the client account, the client's session setup and receipts), run `warren challenger
 once --all` in the client's namespace one after the other. Checked on chain: node_a's three reports
 pass and its score is full; node_b's three fail, the third slashes it by slash_bps and the bounty
 is split among the three; every report carries the hash of a transcript the challenger stored.
+node_c's transcripts show the changed bytes: each challenger wrote a revocation proposal; two
+guardians review and sign it with `warren guardian sign`, `warren guardian submit` revokes node_c
+and its remaining stake goes to the treasury, with the transcript hash as the evidence hash.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -21,7 +26,8 @@ from agents.client.config import ClientConfig
 from agents.client.config import write_config as write_client_config
 from agents.netlab import Lab, can_build_namespaces
 from agents.netlab.warren_net import CLIENT_ACCOUNT, WG_PORT, deploy_chain, start_node
-from agents.netlab.world import build_world, run_in, spawn_in, start_anvil, warren_argv
+from agents.netlab.world import REPO_ROOT, build_world, run_in, spawn_in, start_anvil, warren_argv, warren_env
+from agents.node.tamper import ENV as TAMPER_ENV
 from agents.tomlconfig import write_toml
 from agents.wallet import AccountSpec
 
@@ -42,11 +48,16 @@ def net(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("challenger")
     with start_anvil() as anvil, Lab(prefix="wchl") as lab:
         chain = deploy_chain(anvil.url, workdir)
-        world = build_world(lab, chain_port=anvil.port, file_size=1 << 16, nat_node=False)
+        world = build_world(lab, chain_port=anvil.port, file_size=1 << 16, nat_node=True)
         endpoint = spawn_in(world.web, [*warren_argv("challenger", "endpoint", "--listen",
                                                      f"{world.web_address}:{ENDPOINT_PORT}")])
         nodes = {"node_a": start_node(world, chain, world.node_a, workdir)}
         nodes["node_b"] = start_node(world, chain, world.node_b, workdir, bootstrap=world.node_a)
+        os.environ[TAMPER_ENV] = "1"  # read by node_c's process only (its environment is copied at spawn)
+        try:
+            nodes["node_c"] = start_node(world, chain, world.node_c, workdir, bootstrap=(world.node_a, world.node_b))
+        finally:
+            del os.environ[TAMPER_ENV]
         world.node_b.ns.shape("eth0", rate_mbit=EXPECTED_KBPS / 1000 / 10)
         addresses = []
         with connect(chain.url) as project:
@@ -93,7 +104,8 @@ def test_three_challengers__honest_passes__throttled_slashed_with_bounty_split(n
     for ran in runs:
         by_node = {r["node_id"]: r for r in ran}
         assert set(by_node) == set(ids.values()), ran
-        honest, throttled = by_node[ids["node_a"]], by_node[ids["node_b"]]
+        honest, throttled, tampering = by_node[ids["node_a"]], by_node[ids["node_b"]], by_node[ids["node_c"]]
+        assert not tampering["passed"] and tampering["tampered"], json.dumps(tampering)
         assert honest["passed"] and not honest["tampered"], honest
         assert honest["throughput_kbps"] >= EXPECTED_KBPS // 2
         assert not throttled["passed"] and not throttled["tampered"], throttled
@@ -105,20 +117,73 @@ def test_three_challengers__honest_passes__throttled_slashed_with_bounty_split(n
         assert (int(rep.score(node_a)), int(rep.report_count(node_a))) == (10_000, 3)
         assert (int(rep.score(node_b)), int(rep.report_count(node_b))) == (0, 3)
         head = project.provider.get_block("latest").number + 1
-        [slashed] = list(rep.QuorumSlashed.range(0, head))
+        [slashed] = [e for e in rep.QuorumSlashed.range(0, head) if bytes(e.node_id) == node_b]
         taken = net["stakes"]["node_b"] * int(rep.slash_bps()) // 10_000
         assert (bytes(slashed.node_id), int(slashed.amount)) == (node_b, taken)
         assert int(registry.node_stake(node_b)) == net["stakes"]["node_b"] - taken
         assert int(registry.node_stake(node_a)) == net["stakes"]["node_a"]
-        bounties = [log for log in rep.BountyPaid.range(0, head)]
+        bounties = [log for log in rep.BountyPaid.range(0, head) if bytes(log.node_id) == node_b]
         assert sorted(str(b.challenger) for b in bounties) == sorted(net["challengers"])
         assert sum(int(b.amount) for b in bounties) == taken
         committed = {(str(e.challenger), bytes(e.node_id).hex()): bytes(e.transcript_hash).hex()
                      for e in rep.ReportTranscript.range(0, head)}
-    assert len(committed) == 6
+    assert len(committed) == 9
     for k, (config, ran) in enumerate(zip(net["configs"], runs)):
         store = TranscriptStore(config.parent / "data" / "transcripts.sqlite")
         for r in ran:
             assert committed[(net["challengers"][k], r["node_id"])] == r["transcript_hash"]
             assert store.transcript(r["transcript_hash"]).digest().hex() == r["transcript_hash"]
         store.close()
+
+
+def _warren(net, *args, timeout=120) -> str:
+    """`warren ...` on the host (the chain's RPC is the host's anvil)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "agents.cli", *args], cwd=REPO_ROOT, env=warren_env(),
+                            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_tampering_node__proposed__guardians_sign__revoked_and_stake_taken(net):
+    node_c = net["nodes"]["node_c"].status()["node_id"]
+    proposals = [config.parent / "data" / "proposals" / f"{node_c}.json" for config in net["configs"]]
+    if not all(p.exists() for p in proposals):  # the first test ran the challenges; alone, run them here
+        for config in net["configs"]:
+            _once(net, config)
+    assert all(p.exists() for p in proposals)
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "-m", "agents.cli", "guardian", "review", str(proposals[0])],
+                           cwd=REPO_ROOT, env=warren_env(), capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert json.loads(shown.stdout)["ok"] is True
+    signed = []
+    for guardian in (1, 2):  # deploy_chain's guardians: test accounts 1 and 2, quorum 2
+        out = net["workdir"] / f"signed-{guardian}.json"
+        _warren(net, "guardian", "sign", str(proposals[0]), "--test-account", str(guardian), "--out", str(out))
+        signed.append(str(out))
+    with connect(net["chain"].url) as project:
+        contracts = load_contracts(project, net["chain"].deployment)
+        node_id = bytes.fromhex(node_c)
+        stake_before = int(contracts.registry.node_stake(node_id))
+        treasury = str(contracts.revocations.treasury())
+        treasury_before = int(contracts.token.balanceOf(treasury))
+    result = json.loads(_warren(net, "guardian", "submit", *signed, "--test-account", "0", "--rpc", net["chain"].url,
+                                "--deployment", str(net["chain"].deployment)))
+    assert result["revoked"] == "0x" + node_c and len(result["signers"]) == 2 and result["refused"] == []
+    with connect(net["chain"].url) as project:
+        contracts = load_contracts(project, net["chain"].deployment)
+        head = project.provider.get_block("latest").number + 1
+        [event] = list(contracts.revocations.NodeRevoked.range(0, head))
+        assert bytes(event.node_id) == node_id and int(event.slashed) == stake_before > 0
+        assert bool(contracts.registry.is_revoked(node_id)) and int(contracts.registry.node_stake(node_id)) == 0
+        assert int(contracts.token.balanceOf(treasury)) == treasury_before + stake_before
+        evidence = bytes(event.evidence_hash).hex()
+    store = TranscriptStore(net["configs"][0].parent / "data" / "transcripts.sqlite")
+    transcript = store.transcript(evidence)  # the evidence is the first challenger's stored transcript
+    store.close()
+    assert transcript.node_id == node_c and transcript.diffs
