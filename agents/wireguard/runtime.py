@@ -193,6 +193,8 @@ class Tunnel(TunnelBackend):
             #: kernel refuses it once; GRO only if the kernel took the option.
             offloads = OFFLOADS if offloads is None else offloads
             self._gso = offloads
+            # Largest GSO segment per endpoint, known once a run to it exceeded the path MTU.
+            self._gso_max_segment: dict[tuple, int] = {}
             self._gro = offloads and enable_gro(self.sock)
             #: GSO sends ("gso_runs", "gso_segments") and coalesced receives ("gro_receives",
             #: "gro_segments") so far: counted per system call, not per packet.
@@ -494,7 +496,7 @@ class Tunnel(TunnelBackend):
             while j < len(batch) and batch[j][1] == endpoint:
                 j += 1
             for run in offload_runs([datagram for datagram, _ in batch[i:j]]):
-                if len(run) == 1 or not self._gso:
+                if len(run) == 1 or not self._gso or len(run[0]) > self._gso_max_segment.get(endpoint, MAX_PACKET):
                     for datagram in run:
                         self._sendto(datagram, endpoint)
                 else:
@@ -513,7 +515,18 @@ class Tunnel(TunnelBackend):
             except BlockingIOError:
                 select.select([], [self.sock], [], POLL_S)
             except OSError as exc:
-                if exc.errno in _GSO_REFUSED:  # this kernel or device cannot: one at a time from now
+                if exc.errno == errno.EMSGSIZE:
+                    # Segments larger than the path's MTU: GSO cannot fragment them, single sends
+                    # are fragmented by IP. Datagrams this large to this endpoint go one by one.
+                    log.info("%s: %d-byte segments exceed the path MTU to %s: sent one by one", self.ifname,
+                             len(run[0]), address)
+                    limits = self._gso_max_segment
+                    if len(limits) >= ADDRESS_CACHE and endpoint not in limits:
+                        limits.clear()
+                    limits[endpoint] = min(limits.get(endpoint, MAX_PACKET), len(run[0]) - 1)
+                    for datagram in run:
+                        self._sendto(datagram, endpoint)
+                elif exc.errno in _GSO_REFUSED:  # this kernel or device cannot: one at a time from now
                     log.info("%s: UDP GSO refused (%s): sending datagram by datagram", self.ifname, exc)
                     self._gso = False
                     for datagram in run:

@@ -122,6 +122,21 @@ def test_python_to_python__bulk_transfer__offloads_on_and_off(lab, hosts, offloa
         assert not sender.offload_counts and not receiver.offload_counts
 
 
+@pytest.mark.parametrize("offloads", [True, False], ids=["offloads", "no-offloads"])
+@pytest.mark.parametrize("underlay_mtu", [1280, 1420, 1500])
+def test_python_to_python__underlay_mtu_edges__bytes_intact(lab, underlay_mtu, offloads):
+    """Tunnel MTU 1420 over a smaller, equal or larger link: datagrams bigger than the link are
+    fragmented by IP (a GSO run of them is refused once and the tunnel sends one by one)."""
+    a, b = lab.add_host("a"), lab.add_host("b")
+    link = lab.connect(a, b, mtu=underlay_mtu)
+    a_config, b_config = tunnel_pair(link.a_address, link.b_address)
+    start_python_tunnel(lab, b, b_config, offloads=offloads)
+    start_python_tunnel(lab, a, a_config, offloads=offloads)
+    assert lab.wait_for(lambda: a.ping(B_TUNNEL, count=1), timeout=15)
+    sent, received = tcp_transfer(a, b, B_TUNNEL, size=4 << 20, seed=underlay_mtu)
+    assert sent == received == [str(4 << 20), sent[1]]
+
+
 def test_wrong_psk__no_handshake_no_traffic(lab, hosts):
     a, b, link = hosts
     python_config, go_config = tunnel_pair(link.a_address, link.b_address, psk=True)
