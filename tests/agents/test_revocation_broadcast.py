@@ -11,7 +11,7 @@ import pytest
 from agents.chain.bindings import WarrenContracts
 from agents.chain.deploy import DeployParameters, deploy_all
 from agents.chain.revocations import ChainRevocationAuthority, ChainRevocationPort, RevocationFollower
-from agents.node.revocations import NodeRevocations
+from agents.node.revocations import BACKUP_BROADCAST_S, NodeRevocations
 from agents.overlay.core import Joined, OverlayConfig, OverlayNode
 from agents.overlay.ids import node_id_from_wg_key
 from agents.overlay.records import InMemoryDirectory, RecordValidator, revocation_key
@@ -33,7 +33,17 @@ def warren(project, chain, owner, guardians):
     return WarrenContracts.at(project, deployment, chain.chain_id)
 
 
-def test_certificate__broadcast_by_the_chain_reader__every_other_node_refuses(warren, owner, operator, guardians):
+class _NatStub:
+    """No NAT traversal in this ring: forgetting a peer is a no-op."""
+
+    def forget(self, peer, now):
+        pass
+
+
+@pytest.fixture
+def ring(warren, owner, operator, guardians):
+    """Five authenticated overlay nodes on loopback, each with a revocation list, and a victim key
+    revoked on chain (not running); yields (runtimes, lists, victim id)."""
     victim_key = public_key(generate_private_key())
     keys = [generate_private_key() for _ in range(HOSTS)]
     ids = [node_id_from_wg_key(public_key(k)) for k in keys]
@@ -53,42 +63,58 @@ def test_certificate__broadcast_by_the_chain_reader__every_other_node_refuses(wa
         for rt in rts[1:]:
             rt.call(lambda n, now: n.bootstrap(rts[0].address, now))
             assert rt.wait_for(lambda e: isinstance(e, Joined), 10)
-        # the ring settles: every node knows the others
-        deadline = time.time() + 15
+        deadline = time.time() + 15  # the ring settles: every node knows the others
         while time.time() < deadline and not all(len(list(rt.node.table.contacts())) >= HOSTS - 1 for rt in rts):
             time.sleep(0.1)
-        victim_id = int.from_bytes(register_and_revoke(warren, owner, operator, guardians, victim_key,
-                                                       evidence=b"\x0b" * 32, nonce=2)[0], "big")
-        # who announces: the owner of revocation_key(victim) by the ring's own reckoning
-        key = revocation_key(victim_id)
-        owner_index = next(i for i, rt in enumerate(rts) if rt.node.table.owns(key))
-        glue = []
-        for i, (rt, rl) in enumerate(zip(rts, lists)):
-            follower = RevocationFollower(ChainRevocationPort(warren), rl) if i == owner_index else None
-            presence = types.SimpleNamespace(rt=rt, nat=_NatStub(), joined=True)
-            glue.append(NodeRevocations(rl, follower, presence=presence))
-        fresh = glue[owner_index].step()  # reads the chain, then broadcasts
-        started = time.time()
-        assert [f.node_id for f in fresh if f.node_id == victim_id] == [victim_id]
-        assert glue[owner_index].broadcasts == 1
-        others = [g for i, g in enumerate(glue) if i != owner_index]
-        deadline = time.time() + 5
-        while time.time() < deadline and not all(victim_id in g.refused_at for g in others):
-            time.sleep(0.02)
-        took = {i: round(g.refused_at.get(victim_id, float("nan")) - started, 3) for i, g in enumerate(others)}
-        # (each receiver asks the chain for the quorum and each signer's guardian role once: RPC-bound)
-        print(f"\ncertificate broadcast -> refused at {len(others)} nodes over loopback: {took} s")
-        assert all(victim_id in g.refused_at for g in others), took
-        assert all(g.list.facts(victim_id).source == "overlay" for g in others)
-        for rt in rts:
-            assert rt.node.refuse(victim_id) and not rt.node.table.admits(victim_id)
-            assert rt.node.store.validator.is_revoked(victim_id)
-        # the certificate is in the DHT too: its key's owner holds it
-        assert rts[owner_index].node.store.get(key, time.time())
+        node_id, _ = register_and_revoke(warren, owner, operator, guardians, victim_key, evidence=b"\x0b" * 32,
+                                         nonce=2)
+        yield rts, lists, int.from_bytes(node_id, "big")
 
 
-class _NatStub:
-    """No NAT traversal in this ring: forgetting a peer is a no-op."""
+def _glue(warren, rts, lists, readers):
+    """NodeRevocations per node; only the nodes in ``readers`` follow the chain."""
+    return [NodeRevocations(rl, RevocationFollower(ChainRevocationPort(warren), rl) if i in readers else None,
+                            presence=types.SimpleNamespace(rt=rt, nat=_NatStub(), joined=True))
+            for i, (rt, rl) in enumerate(zip(rts, lists))]
 
-    def forget(self, peer, now):
-        pass
+
+def _refused_by_all(others, victim_id, timeout=5.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not all(victim_id in g.refused_at for g in others):
+        time.sleep(0.02)
+    return all(victim_id in g.refused_at for g in others)
+
+
+def test_certificate__broadcast_by_the_chain_reader__every_other_node_refuses(warren, ring):
+    rts, lists, victim_id = ring
+    key = revocation_key(victim_id)
+    announcer = next(i for i, rt in enumerate(rts) if rt.node.table.owns(key))  # by the ring's own reckoning
+    glue = _glue(warren, rts, lists, {announcer})
+    started = time.time()
+    fresh = glue[announcer].step()  # reads the chain, then broadcasts
+    assert [f.node_id for f in fresh if f.node_id == victim_id] == [victim_id]
+    assert glue[announcer].broadcasts == 1
+    others = [g for i, g in enumerate(glue) if i != announcer]
+    assert _refused_by_all(others, victim_id)
+    took = {i: round(g.refused_at[victim_id] - started, 3) for i, g in enumerate(others)}
+    print(f"\nannouncer's chain read + broadcast -> refused at {len(others)} nodes over loopback: {took} s")
+    assert all(g.list.facts(victim_id).source == "overlay" for g in others)
+    for rt in rts:
+        assert rt.node.refuse(victim_id) and not rt.node.table.admits(victim_id)
+        assert rt.node.store.validator.is_revoked(victim_id)
+    assert rts[announcer].node.store.get(key, time.time())  # the DHT holds the certificate too
+
+
+def test_announcer_not_reading__another_reader_broadcasts_after_the_backup_delay(warren, ring):
+    rts, lists, victim_id = ring
+    key = revocation_key(victim_id)
+    reader = next(i for i, rt in enumerate(rts) if not rt.node.table.owns(key))  # not the announcer
+    glue = _glue(warren, rts, lists, {reader})
+    now = time.time()
+    glue[reader].step(now)
+    assert glue[reader].broadcasts == 0 and victim_id in glue[reader].refused_at  # refuses, waits
+    glue[reader].step(now + BACKUP_BROADCAST_S / 2)
+    assert glue[reader].broadcasts == 0
+    glue[reader].step(now + BACKUP_BROADCAST_S + 0.1)  # nobody broadcast it: it does
+    assert glue[reader].broadcasts == 1
+    assert _refused_by_all([g for i, g in enumerate(glue) if i != reader], victim_id)
