@@ -198,9 +198,13 @@ class OverlayAuth:
                 return
             # a HELLO means the peer holds no session with us (it sends one only then): one we
             # initiated is dead on its side (a restart), so do not seal with it any more
-            self._init.pop(addr, None)
             n_r = self._rng(16)
-            k_i2r, k_r2i = self._keys(pub, sender_raw, self._id_bytes, n_i, n_r)
+            try:
+                k_i2r, k_r2i = self._keys(pub, sender_raw, self._id_bytes, n_i, n_r)
+            except ValueError:  # a low-order point: the shared secret would be zero
+                self.stats["rejected"] += 1
+                return
+            self._init.pop(addr, None)
             self._keep(self._resp, addr, _Session(int.from_bytes(sender_raw, "big"), k_r2i, k_i2r, now))
             head = self._msg(REPLY, self.public + n_r + n_i)
             self._out.append((addr, head + _mac(k_r2i, head)))
@@ -210,7 +214,11 @@ class OverlayAuth:
             if p is None or n_i != p.nonce or node_id_from_wg_key(pub) != int.from_bytes(sender_raw, "big"):
                 self.stats["rejected"] += 1
                 return
-            k_i2r, k_r2i = self._keys(pub, self._id_bytes, sender_raw, n_i, n_r)
+            try:
+                k_i2r, k_r2i = self._keys(pub, self._id_bytes, sender_raw, n_i, n_r)
+            except ValueError:  # a low-order point
+                self.stats["rejected"] += 1
+                return
             if not hmac.compare_digest(_mac(k_r2i, data[:-TAG_SIZE]), tag):
                 self.stats["rejected"] += 1
                 return

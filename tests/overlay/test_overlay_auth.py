@@ -4,6 +4,8 @@ against an eclipse (simulator, 10 % attackers)."""
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.overlay import wire
 from agents.overlay.auth import OverlayAuth
@@ -123,3 +125,28 @@ def test_auth__first_datagram_long_after_start__handshake_not_expired_by_a_stale
         a.receive_datagram(data, B_ADDR, now + 0.3)
     _pump({A_ADDR: a, B_ADDR: b}, now + 0.3)
     assert got == [b.id]
+
+
+def test_auth__hello_with_a_low_order_key__refused_without_raising():
+    from eth_utils import keccak
+
+    b = _host(B_ADDR)
+    zero = bytes(32)  # X25519 of a low-order point is all zero: cryptography raises ValueError
+    hello = bytes([wire.AUTH]) + keccak(zero) + bytes(4) + b"\x01" + zero + bytes(16)
+    with pytest.raises(RemoteProtocolError):
+        b.auth.open(hello, EVE_ADDR, 1.0)
+    assert b.auth.stats["rejected"] == 1 and b.auth.peer_at(EVE_ADDR) is None
+
+
+@given(st.binary(max_size=200), st.integers(1, 3))
+@settings(max_examples=300, deadline=None)
+def test_auth__any_bytes__only_remote_protocol_errors(data, sub):
+    b = _FUZZ_HOST
+    for blob in (data, bytes([wire.AUTH]) + data[:32].ljust(32, b"\0") + bytes(4) + bytes([sub]) + data[32:]):
+        try:
+            b.auth.open(blob, EVE_ADDR, 1.0)
+        except RemoteProtocolError:
+            pass
+
+
+_FUZZ_HOST = _host(B_ADDR)
