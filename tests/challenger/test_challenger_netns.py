@@ -3,9 +3,10 @@
 Three nodes: node_a honest, node_b throttled with tc to a tenth of what the challengers expect of it,
 node_c (behind a home NAT) tampering (agents.node.tamper, the test-only hook: it inverts a byte of
 every TCP segment it forwards). The challengers' payload endpoint runs on the internet's web host. Three staked challengers,
-each with its own `warren connect` client config (fresh WireGuard key per challenge, a payment
-channel from the client account, the client's session setup and receipts), run `warren challenger
-once --all` in the client's namespace one after the other. Checked on chain: node_a's three reports
+each with its own `warren connect` client config (fresh WireGuard key per challenge, the client's
+session setup and receipts), run `warren challenger once --all` in the client's namespace one after
+the other. The first pays by voucher (`pay = "voucher"`: each node redeems a note in the tunnel, so
+the payer on chain is the pool), the other two by payment channel from the client account. Checked on chain: node_a's three reports
 pass and its score is full; node_b's three fail, the third slashes it by slash_bps and the bounty
 is split among the three; every report carries the hash of a transcript the challenger stored.
 node_c's transcripts show the changed bytes: each challenger wrote a revocation proposal; two
@@ -41,13 +42,16 @@ TOKEN = 10**18
 EXPECTED_KBPS = 20_000
 ENDPOINT_PORT = 8080
 PAYLOAD = 1 << 20
+#: The voucher pool's denomination and the relayer fee the voucher-paying challenger offers, token wei.
+DENOMINATION = 2 * TOKEN
+RELAYER_FEE = 10**16
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("challenger")
     with start_anvil() as anvil, Lab(prefix="wchl") as lab:
-        chain = deploy_chain(anvil.url, workdir)
+        chain = deploy_chain(anvil.url, workdir, voucher_denominations=(DENOMINATION,))
         world = build_world(lab, chain_port=anvil.port, file_size=1 << 16, nat_node=True)
         endpoint = spawn_in(world.web, [*warren_argv("challenger", "endpoint", "--listen",
                                                      f"{world.web_address}:{ENDPOINT_PORT}")])
@@ -77,9 +81,16 @@ def net(tmp_path_factory):
         for k, index in enumerate(CHALLENGERS):
             folder = workdir / f"challenger{k}"
             folder.mkdir()
-            client = ClientConfig(account=AccountSpec(test_account=CLIENT_ACCOUNT), data_dir=folder / "client",
-                                  interface=f"wrnq{k}", budget=TOKEN, bootstrap=((world.node_a.public_address, WG_PORT),),
-                                  rpc="http://127.0.0.1:8545", deployment=chain.deployment)
+            paying = ({"account": None, "pay": "voucher", "voucher_notes": folder / "notes.json",
+                       "relayer_fee": RELAYER_FEE} if k == 0 else {"account": AccountSpec(test_account=CLIENT_ACCOUNT)})
+            client = ClientConfig(data_dir=folder / "client", interface=f"wrnq{k}", budget=TOKEN,
+                                  bootstrap=((world.node_a.public_address, WG_PORT),), rpc="http://127.0.0.1:8545",
+                                  deployment=chain.deployment, **paying)
+            if k == 0:  # one note per node, deposited from the client account (the only time it shows)
+                for _ in nodes:
+                    _host_warren("voucher", "deposit", "--amount", str(DENOMINATION), "--notes",
+                                 str(folder / "notes.json"), "--account", str(CLIENT_ACCOUNT), "--rpc", chain.url,
+                                 "--deployment", str(chain.deployment))
             write_client_config(folder / "client.toml", client, force=True)
             path = folder / "challenger.toml"
             write_toml(path, {"client": "client.toml", "data_dir": str(folder / "data"), "interface": f"wrnk{k}",
@@ -89,6 +100,17 @@ def net(tmp_path_factory):
             configs.append(path)
         yield {"anvil": anvil, "world": world, "chain": chain, "nodes": nodes, "configs": configs,
                "challengers": addresses, "stakes": stakes, "endpoint": endpoint, "workdir": workdir}
+
+
+def _host_warren(*args, timeout=120) -> str:
+    """`warren ...` on the host (the chain's RPC is the host's anvil); its last stdout line."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "agents.cli", *args], cwd=REPO_ROOT, env=warren_env(),
+                            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
 
 
 def _once(net, config) -> list[dict]:
@@ -127,6 +149,11 @@ def test_three_challengers__honest_passes__throttled_slashed_with_bounty_split(n
         assert sum(int(b.amount) for b in bounties) == taken
         committed = {(str(e.challenger), bytes(e.node_id).hex()): bytes(e.transcript_hash).hex()
                      for e in rep.ReportTranscript.range(0, head)}
+        # The voucher-paying challenger's sessions were paid from the pool: one redemption per node.
+        pool = project.voucher_pool.at(next(a for n, a in json.loads(net["chain"].deployment.read_text())
+                                            ["addresses"].items() if n.startswith("voucher_pool")))
+        redeemed = sorted(bytes(e.node_id).hex() for e in pool.Redeemed.range(0, head))
+        assert redeemed == sorted(ids.values())
     assert len(committed) == 9
     for k, (config, ran) in enumerate(zip(net["configs"], runs)):
         store = TranscriptStore(config.parent / "data" / "transcripts.sqlite")
@@ -134,17 +161,6 @@ def test_three_challengers__honest_passes__throttled_slashed_with_bounty_split(n
             assert committed[(net["challengers"][k], r["node_id"])] == r["transcript_hash"]
             assert store.transcript(r["transcript_hash"]).digest().hex() == r["transcript_hash"]
         store.close()
-
-
-def _warren(net, *args, timeout=120) -> str:
-    """`warren ...` on the host (the chain's RPC is the host's anvil)."""
-    import subprocess
-    import sys
-
-    result = subprocess.run([sys.executable, "-m", "agents.cli", *args], cwd=REPO_ROOT, env=warren_env(),
-                            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout.strip().splitlines()[-1]
 
 
 def test_tampering_node__proposed__guardians_sign__revoked_and_stake_taken(net):
@@ -164,7 +180,7 @@ def test_tampering_node__proposed__guardians_sign__revoked_and_stake_taken(net):
     signed = []
     for guardian in (1, 2):  # deploy_chain's guardians: test accounts 1 and 2, quorum 2
         out = net["workdir"] / f"signed-{guardian}.json"
-        _warren(net, "guardian", "sign", str(proposals[0]), "--test-account", str(guardian), "--out", str(out))
+        _host_warren("guardian", "sign", str(proposals[0]), "--test-account", str(guardian), "--out", str(out))
         signed.append(str(out))
     with connect(net["chain"].url) as project:
         contracts = load_contracts(project, net["chain"].deployment)
@@ -172,7 +188,7 @@ def test_tampering_node__proposed__guardians_sign__revoked_and_stake_taken(net):
         stake_before = int(contracts.registry.node_stake(node_id))
         treasury = str(contracts.revocations.treasury())
         treasury_before = int(contracts.token.balanceOf(treasury))
-    result = json.loads(_warren(net, "guardian", "submit", *signed, "--test-account", "0", "--rpc", net["chain"].url,
+    result = json.loads(_host_warren("guardian", "submit", *signed, "--test-account", "0", "--rpc", net["chain"].url,
                                 "--deployment", str(net["chain"].deployment)))
     assert result["revoked"] == "0x" + node_c and len(result["signers"]) == 2 and result["refused"] == []
     with connect(net["chain"].url) as project:
