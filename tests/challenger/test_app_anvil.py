@@ -89,3 +89,58 @@ def test_run__silverback_app_starts_and_backfills_an_unsent_report(tmp_path):
         reopened = TranscriptStore(tmp_path / "data" / "transcripts.sqlite")
         assert reopened.unreported(epoch) == [] and reopened.reports(epoch)[0].report_tx.startswith("0x")
         reopened.close()
+
+
+def test_once__chain_down_then_restarted__the_stored_report_goes_out_after(tmp_path):
+    """RPC down: `warren challenger once` fails in plain words and keeps the transcript unreported; the
+    chain restarted (anvil --state: the same chain, as after a node restart) takes the report."""
+    from agents.netlab.world import free_port
+
+    port, state = free_port(), tmp_path / "anvil-state.json"
+    with start_anvil(port, "--state", str(state)) as anvil:
+        chain = deploy_chain(anvil.url, tmp_path)
+        with connect(anvil.url) as project:
+            from ape import accounts
+
+            contracts = load_contracts(project, chain.deployment)
+            challenger, operator = accounts.test_accounts[CHALLENGER], accounts.test_accounts[OPERATOR]
+            contracts.token.mint(challenger, 100 * TOKEN, sender=accounts.test_accounts[0])
+            contracts.token.approve(contracts.registry, 10 * TOKEN, sender=challenger)
+            contracts.registry.register_challenger(10 * TOKEN, sender=challenger)
+            contracts.token.approve(contracts.registry, 100 * TOKEN, sender=operator)
+            contracts.registry.register_node(os.urandom(32), "DE", TOKEN, 100 * TOKEN, sender=operator)
+            node_id = bytes(contracts.registry.node_id_at(contracts.registry.node_count()))
+            # Unbonding: still reportable, but no longer a candidate, so `once` runs no challenge here.
+            contracts.registry.request_unbonding(node_id, sender=operator)
+            epoch = int(contracts.reputation.current_epoch())
+    client = ClientConfig(account=AccountSpec(test_account=CLIENT_ACCOUNT), data_dir=tmp_path / "client",
+                          rpc=f"http://127.0.0.1:{port}", deployment=chain.deployment)
+    write_client_config(tmp_path / "client.toml", client, force=True)
+    config = tmp_path / "challenger.toml"
+    write_toml(config, {"client": "client.toml", "data_dir": str(tmp_path / "data"), "endpoint": "http://192.0.2.1:8080",
+                        "account": {"test_account": CHALLENGER}})
+    seed = bytes(range(32))
+    transcript = record(node_id=node_id, epoch=epoch, challenger=str(challenger.address), started_at=time.time(),
+                        seed=seed, size=100_000, url="http://192.0.2.1:8080/p", advertised_kbps=0,
+                        received=payload(seed, 100_000)[:50_000], elapsed_s=0.05, latency_ms=(12.0,))
+    store = TranscriptStore(tmp_path / "data" / "transcripts.sqlite")
+    digest = store.save(transcript, judge(transcript))
+    store.close()
+    once = warren_argv("challenger", "once", "--config", str(config))
+
+    down = subprocess.run(once, cwd=REPO_ROOT, env=warren_env(), capture_output=True, text=True, timeout=120)
+    assert down.returncode == 1 and "no chain answers" in down.stderr, down.stdout + down.stderr
+    store = TranscriptStore(tmp_path / "data" / "transcripts.sqlite")
+    assert [r.hash for r in store.unreported(epoch)] == [digest]
+    store.close()
+
+    with start_anvil(port, "--state", str(state)) as anvil:
+        up = subprocess.run(once, cwd=REPO_ROOT, env=warren_env(), capture_output=True, text=True, timeout=180)
+        assert up.returncode == 0, up.stdout + up.stderr
+        with connect(anvil.url) as project:
+            contracts = load_contracts(project, chain.deployment)
+            head = project.provider.get_block("latest").number + 1
+            [posted] = list(contracts.reputation.ReportPosted.range(0, head))
+            [committed] = list(contracts.reputation.ReportTranscript.range(0, head))
+    assert (bytes(posted.node_id), posted.passed) == (node_id, False)  # truncated: half the payload
+    assert bytes(committed.transcript_hash).hex() == digest
