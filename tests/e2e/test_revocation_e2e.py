@@ -9,7 +9,9 @@ namespace, holding the exit's own WireGuard key, handshakes with every other pub
 transaction on the prober sends a fresh handshake initiation every 0.2 s until each node stops
 answering. Measured: transaction -> each node's revocation list holding the id (its status), and
 transaction -> its WireGuard responder refusing the key (the prober). The client's status must show a
-failover "revoked" to another node, the kill switch still engaged, and traffic flowing again.
+failover "revoked" to another node, the kill switch still engaged, and traffic flowing again; the
+channel to the revoked node is closed at once with exit_revoked (finalised on chain, no challenge
+period).
 """
 
 import json
@@ -18,6 +20,7 @@ import time
 import pytest
 
 from agents.chain import eip712
+from agents.chain.bindings import ChannelStatus
 from agents.chain.connect import connect, load_contracts
 from agents.client.killswitch import KillSwitch
 from agents.client.service import KILLSWITCH_TABLE
@@ -105,6 +108,11 @@ def _public_key(node) -> str:
     return public_key(decode_key(node.config.wg_key_file.read_text().strip())).hex()
 
 
+def _channel_status(chain, channel_id: str) -> ChannelStatus:
+    with connect(chain.url) as project:
+        return load_contracts(project, chain.deployment).channel(bytes.fromhex(channel_id)).status
+
+
 def _revoke(chain, node_id: bytes) -> float:
     """Send revocation_registry.revoke with the deployment's two guardians; returns the send time."""
     from ape import accounts
@@ -147,7 +155,9 @@ def scenario(net):
     moved = wait_for(lambda: (s := client_status(world, config)).get("failovers") and s.get("node_id") != first["node_id"]
                      and s, 30, what="the client's failover away from the revoked node")
     killswitch = KillSwitch(KILLSWITCH_TABLE, netns=world.client.name).state()
-    yield {"first": first, "revoked": revoked, "others": others, "public_others": public_others, "before": before,
+    refunded = wait_for(lambda: _channel_status(net["chain"], first["channel_id"]) is ChannelStatus.FINALISED, 30,
+                        what="the revoked node's channel closed by exit_revoked")
+    yield {"refunded": refunded, "first": first, "revoked": revoked, "others": others, "public_others": public_others, "before": before,
            "after": after, "sent": sent, "lists": lists, "moved": moved, "killswitch": killswitch,
            "config": config, "client": client}
     run_in(world.client, warren_argv("disconnect", "--config", str(config)), timeout=90)
@@ -188,6 +198,7 @@ def test_client_on_revoked_node__fails_over_at_once__kill_switch_holds(scenario,
     assert s["moved"]["node_id"] != s["first"]["node_id"]
     ks = s["killswitch"]
     assert ks is not None and "wrnc0" in ks.tuns, ks
+    assert s["refunded"]  # its channel finalised at once (exit_revoked), not after a challenge period
     revoked = s["revoked"].host
     assert revoked.name == "node_a" or (revoked.public_address, WG_PORT) not in ks.endpoints, ks
     world = net["world"]
