@@ -54,6 +54,8 @@ __all__ = [
     "encode_invoice",
     "encode_json",
     "decode_json",
+    "MAX_RELAY_TARGETS",
+    "parse_relay_to",
     "sign_request",
     "request_signer",
 ]
@@ -62,6 +64,8 @@ __all__ = [
 CONTROL_PORT = 7700
 #: Largest frame body: a setup message is a few hundred bytes; anything near this is hostile.
 MAX_BODY = 4096
+#: Exit endpoints one relay session may name (`warren connect --hops 2`: the exit and its standbys).
+MAX_RELAY_TARGETS = 8
 _HEADER = struct.Struct(">BH")  # the metering codec's header: kind, body length
 
 
@@ -227,6 +231,36 @@ class SessionRequest:
         if not 0 <= request.timestamp < 1 << 63:
             raise RemoteProtocolError("bad_request", "timestamp out of range")
         return request, signature, names
+
+
+def parse_relay_to(body: dict) -> tuple[tuple[str, int], ...] | None:
+    """The ``relay_to`` field of a SESSION_REQUEST: the IPv4 WireGuard endpoints a relay session's
+    datagrams may go to (None: an ordinary exit session).
+
+    The field travels inside the WireGuard tunnel (authenticated by it), so it needs no signature of
+    its own: only the tunnel's owner can have sent it.
+
+    Raises:
+        RemoteProtocolError: not a list of 1-8 ``[IPv4 address, port]`` pairs.
+    """
+    import ipaddress
+
+    if "relay_to" not in body:
+        return None
+    raw = body["relay_to"]
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_RELAY_TARGETS:
+        raise RemoteProtocolError("bad_request", f"relay_to: expected 1-{MAX_RELAY_TARGETS} endpoints")
+    out = []
+    for item in raw:
+        try:
+            address, port = item
+            address = str(ipaddress.IPv4Address(address))
+        except (TypeError, ValueError):
+            raise RemoteProtocolError("bad_request", f"relay_to: {item!r} is not [IPv4 address, port]") from None
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise RemoteProtocolError("bad_request", f"relay_to: bad port in {item!r}")
+        out.append((address, port))
+    return tuple(dict.fromkeys(out))
 
 
 def sign_request(request: SessionRequest, private_key: bytes | str, chain_id: int, verifying_contract: str) -> bytes:

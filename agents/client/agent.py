@@ -68,6 +68,8 @@ KEEPALIVE_S = 1
 #: the payer looks for a standby this often while it has none.
 RECENTLY_LEFT_S = 60.0
 STANDBY_RETRY_S = 15.0
+#: Priority of the rule of a tunnel with its own control table (before wg-quick's rules and main).
+CONTROL_RULE_PRIORITY = 100
 
 
 class ConnectError(Exception):
@@ -135,11 +137,19 @@ class ClientAgent:
         budget: deposit per channel (token wei).
         dead_after_s: silence (nothing received) after which the node counts as gone.
         max_latency_s: control-channel round trip above which, three probes in a row, it does too.
+        allowed_ips: what the node's peer carries (full tunnel by default; the relay hop of
+            `--hops 2` carries only the exit endpoints and the control address, agents.client.hops).
+        control_table: put the route to the node's control address in this routing table, looked
+            up for this tunnel's quarantine address only (a rule), instead of the main table: two
+            tunnels at once (relay and exit) each reach their own node's control address.
+        request_extra: more fields of the session request (the relay hop's ``relay_to``).
     """
 
     def __init__(self, *, tunnel, chain, killswitch, resolv=None, budget: int,
                  dead_after_s: float = 1.5, max_latency_s: float = DEFAULT_MAX_LATENCY_S,
-                 on_event: Callable[[str, dict], None] | None = None) -> None:
+                 on_event: Callable[[str, dict], None] | None = None,
+                 allowed_ips: tuple[str, ...] = ("0.0.0.0/0", "::/0"), control_table: int | None = None,
+                 request_extra: dict | None = None) -> None:
         self.tunnel = tunnel
         self.chain = chain
         self.killswitch = killswitch
@@ -148,6 +158,11 @@ class ClientAgent:
         self.dead_after_s = dead_after_s
         self.max_latency_s = max_latency_s
         self.on_event = on_event or (lambda kind, data: None)
+        self.allowed_ips = list(allowed_ips)
+        self.control_table = control_table
+        self.request_extra = dict(request_extra or {})
+        #: The control rule added (``ip -6 rule`` arguments), for whoever undoes the connection.
+        self.control_rule: tuple[str, ...] | None = None
         self.lock = threading.RLock()
         self.session: _Session | None = None
         self.standby: Route | None = None
@@ -226,7 +241,7 @@ class ClientAgent:
         if route.channel is None:
             route.channel = self.chain.open_channel(route.candidate, self.budget)
         channel = route.channel
-        peer = PeerConfig(public_key=node.wg_public_key, allowed_ips=["0.0.0.0/0", "::/0"],
+        peer = PeerConfig(public_key=node.wg_public_key, allowed_ips=list(self.allowed_ips),
                           endpoint=route.endpoint, persistent_keepalive=KEEPALIVE_S)
         old = self.session
         self.tunnel.add_peer(peer)  # takes /0 from the previous peer in one step: no gap, no leak
@@ -239,7 +254,7 @@ class ClientAgent:
         # Addresses are replaced, never flushed: a TUN left without an IPv4 address loses its IPv4
         # routes (the kernel drops them), and with them the full-tunnel default route.
         tun.ip("addr", "replace", f"{quarantine}/128", "dev", tun.name, "nodad")
-        tun.ip("-6", "route", "replace", f"{NODE_CONTROL_V6}/128", "dev", tun.name, "src", quarantine)
+        self._control_route(quarantine, quarantine)
         rx0, tx0 = self.tunnel.peer_counters(node.wg_public_key) or (0, 0)
         conn, terms = self._setup(route, my_key, quarantine)
         tun.ip("addr", "replace", f"{terms.address_v4}/32", "dev", tun.name)
@@ -252,7 +267,7 @@ class ClientAgent:
         # The node's control address is also its IPv6 resolver (agents.node.session): once admitted,
         # reach it from the session address, which the node's exit admits for DNS; from the quarantine
         # address only the control port answers (the control connection binds that address itself).
-        tun.ip("-6", "route", "replace", f"{NODE_CONTROL_V6}/128", "dev", tun.name, "src", terms.address_v6)
+        self._control_route(quarantine, terms.address_v6)
         if self.resolv is not None:
             self.resolv.point_to(list(terms.dns))
         if channel.receipt_signer is None:
@@ -269,6 +284,21 @@ class ClientAgent:
                  _fmt(route.endpoint), terms.address_v4, terms.address_v6)
         self.on_event("connected", {"node_id": node.node_id.hex(), "region": node.region,
                                     "endpoint": _fmt(route.endpoint)})
+
+    def _control_route(self, quarantine: str, source: str) -> None:
+        """Route the node's control address into this tunnel, from ``source``.
+
+        With :attr:`control_table`, the route goes to that table and a rule (added once) sends only
+        this tunnel's quarantine address there: the control connection binds that address.
+        """
+        tun = self.tunnel.tun
+        table = () if self.control_table is None else ("table", str(self.control_table))
+        tun.ip("-6", "route", "replace", f"{NODE_CONTROL_V6}/128", "dev", tun.name, "src", source, *table)
+        if self.control_table is not None and self.control_rule is None:
+            rule = ("from", f"{quarantine}/128", "table", str(self.control_table),
+                    "priority", str(CONTROL_RULE_PRIORITY))
+            tun.ip("-6", "rule", "add", *rule)
+            self.control_rule = rule
 
     def _setup(self, route: Route, my_key: bytes, quarantine: str) -> tuple[socket.socket, SessionTerms]:
         node, channel = route.candidate.node, route.channel
@@ -290,7 +320,7 @@ class ClientAgent:
         request = SessionRequest(channel.channel_id, node.node_id, my_key, int(time.time()), os.urandom(32))
         signature = sign_request(request, channel.signer_key, channel.chain_id, channel.channels_address)
         names = channel.session_names or {"client": self.chain.client_address, "signer": channel.signer}
-        body = request.to_wire(signature, **names)
+        body = {**request.to_wire(signature, **names), **self.request_extra}
         if channel.redemption is not None:  # the node submits it as relayer before checking the channel
             body["redemption"] = channel.redemption
         conn.sendall(encode_json(ControlKind.SESSION_REQUEST, body))

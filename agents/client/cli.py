@@ -1,7 +1,7 @@
 """`warren connect`, `warren status`, `warren disconnect`: the client's commands.
 
     warren connect --config client.toml [--region NL] [--max-price WEI] [--budget WEI] [--node ID]
-                   [--pay channel|voucher]
+                   [--pay channel|voucher] [--hops 1|2] [--relay-region DE]
     warren status --config client.toml
     warren disconnect --config client.toml
 
@@ -30,6 +30,10 @@ def add_commands(subparsers) -> None:
     connect.add_argument("--pay", choices=("channel", "voucher"),
                          help="channel: a payment channel funded by [account]; voucher: a note deposited with "
                               "`warren voucher deposit`, unlinkable on chain (default: the config's pay)")
+    connect.add_argument("--hops", type=int, choices=(1, 2), default=1,
+                         help="2: through a relay node of another operator, so the exit never learns your "
+                              "address (both are paid; --region and --node choose the exit)")
+    connect.add_argument("--relay-region", help="with --hops 2: a relay of this region (ISO 3166-1 alpha-2)")
     from agents.logs import add_argument
 
     add_argument(connect)
@@ -56,7 +60,8 @@ def _connect(args) -> int:
     if config.account is not None:
         protect(config.account)  # the passphrase never appears in a log line
     return run_connect(config, region=args.region, max_price=args.max_price,
-                       budget=args.budget, node=args.node, pay=args.pay)
+                       budget=args.budget, node=args.node, pay=args.pay, hops=args.hops,
+                       relay_region=args.relay_region)
 
 
 def _status(args) -> int:

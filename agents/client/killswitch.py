@@ -137,7 +137,16 @@ class KillSwitch:
         Raises:
             KillSwitchError: malformed, or not engaged.
         """
-        self._replace({"tunnels": [json.dumps(_ifname(tun))] if tun else []})
+        self.set_tuns([tun] if tun else [])
+
+    def set_tuns(self, tuns: Iterable[str]) -> None:
+        """Let traffic through all these interfaces (`--hops 2`: the exit's tunnel and the relay's,
+        which carries the first one's datagrams), in one transaction.
+
+        Raises:
+            KillSwitchError: malformed, or not engaged.
+        """
+        self._replace({"tunnels": [json.dumps(_ifname(t)) for t in tuns]})
 
     def set_open_ports(self, ports: Iterable[int]) -> None:
         """Let the tunnel's own (fwmark-marked) socket on these local UDP ports talk to any address,

@@ -27,6 +27,8 @@ from agents.client.chain import client_port
 from agents.client.config import ClientConfig
 from agents.client.discovery import ClientDiscovery
 from agents.client import metrics as client_metrics
+from agents.client.hops import INNER_MTU, TwoHops, exit_endpoint, pair_plans
+from agents.client.hostcmd import run as run_host
 from agents.client.killswitch import KillSwitch
 from agents.client.resolvconf import ResolvConf
 from agents.client.routes import FullTunnelRoutes
@@ -77,8 +79,14 @@ def _write_state(path: Path, state: dict) -> None:
 
 def run_connect(config: ClientConfig, *, region: str | None = None, max_price: int | None = None,
                 budget: int | None = None, node: str | None = None, pay: str | None = None,
-                stop: threading.Event | None = None) -> int:
-    """Connect and stay connected (failing over as needed) until told to disconnect."""
+                stop: threading.Event | None = None, hops: int = 1, relay_region: str | None = None) -> int:
+    """Connect and stay connected (failing over as needed) until told to disconnect.
+
+    ``hops=2``: through a relay node of another operator (``relay_region``: of that region) to the
+    exit (agents.client.hops); ``region`` and ``node`` choose the exit.
+    """
+    if hops not in (1, 2):
+        raise UserError(f"--hops {hops}: only 1 or 2 hops are supported")
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -102,7 +110,14 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
                               "resolv_backup": str(Path(config.data_dir) / "resolv-backup")})
     killswitch.engage(config.interface, bootstrap, allow)
     tunnel = Tunnel(InterfaceConfig(private_key=generate_private_key(), listen_port=0,
-                                    mtu=CLIENT_MTU), config.interface, uapi=False, manage_routes=False).start()
+                                    mtu=CLIENT_MTU if hops == 1 else INNER_MTU), config.interface, uapi=False,
+                    manage_routes=False).start()
+    # Two hops: the relay's tunnel carries the exit's; it alone talks to the uplink (and the overlay).
+    outer = tunnel if hops == 1 else Tunnel(
+        InterfaceConfig(private_key=generate_private_key(), listen_port=0, mtu=CLIENT_MTU),
+        (config.interface[:14] + "r"), uapi=False, manage_routes=False).start()
+    if outer is not tunnel:
+        killswitch.set_tuns([config.interface, outer.tun.name])
     routes.install()
     _write_state(state_path, {"status": "connected", "pid": os.getpid(), "killswitch": KILLSWITCH_TABLE,
                               "routes": routes.to_dict(), "resolv_conf": RESOLV_CONF,
@@ -114,7 +129,8 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
             chain = client_port(project, contracts, config, pay)
             revocation_port = ChainRevocationPort(contracts)
             first_block = revocation_port.head()  # revocations from here on are followed while connected
-            candidates = eligible(chain.candidates(), region=region, max_price=max_price)
+            everyone = chain.candidates()
+            candidates = eligible(everyone, region=region, max_price=max_price)
             if node:
                 candidates = [c for c in candidates if c.node.node_id.hex() == node.lower().removeprefix("0x")]
                 if not candidates:
@@ -123,22 +139,32 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
             if not candidates:
                 raise UserError("no registered node matches (region {}, max price {})".format(region or "any",
                                                                                             max_price))
-            killswitch.set_open_ports([tunnel.listen_port])  # discovery window: punching needs it
-            discovery = ClientDiscovery(tunnel, directory=RegistryDirectory(contracts), bootstrap=bootstrap)
-            found = _find_paths(discovery, rank(candidates)[:LOOKUPS], stop)
+            killswitch.set_open_ports([outer.listen_port])  # discovery window: punching needs it
+            discovery = ClientDiscovery(outer, directory=RegistryDirectory(contracts), bootstrap=bootstrap)
+            if hops == 2:
+                relays = eligible(everyone, region=relay_region, max_price=max_price)
+                agent = _two_hops(discovery, candidates, relays, stop, outer=outer, tunnel=tunnel, chain=chain,
+                                  killswitch=killswitch, resolv=resolv, budget=budget, config=config)
+                discovery = None
+                _write_state(state_path, {**json.loads(state_path.read_text()), "ip_rules": agent.ip_rules})
+                found = []
+            else:
+                found = _find_paths(discovery, rank(candidates)[:LOOKUPS], stop)
             killswitch.set_open_ports([])
-            by_id = {c.node.node_id: e for c, e in found}
-            ranked = rank([c for c, _ in found])
-            if not ranked:
-                raise UserError("no eligible node could be reached through the overlay")
-            plan = [Route(c, by_id[c.node.node_id]) for c in ranked]
-            killswitch.set_endpoints(bootstrap + [r.endpoint for r in plan])
-            agent = ClientAgent(tunnel=tunnel, chain=chain, killswitch=_EndpointsWithBootstrap(killswitch, bootstrap),
-                                resolv=resolv, budget=budget, dead_after_s=config.dead_after_s,
-                                max_latency_s=config.max_latency_ms / 1000)
-            agent.connect(plan)
-            revocations = ClientRevocations(agent, RevocationFollower(revocation_port, RevocationList(),
-                                                                      start_block=first_block)).start()
+            if hops == 1:
+                by_id = {c.node.node_id: e for c, e in found}
+                ranked = rank([c for c, _ in found])
+                if not ranked:
+                    raise UserError("no eligible node could be reached through the overlay")
+                plan = [Route(c, by_id[c.node.node_id]) for c in ranked]
+                killswitch.set_endpoints(bootstrap + [r.endpoint for r in plan])
+                agent = ClientAgent(tunnel=tunnel, chain=chain,
+                                    killswitch=_EndpointsWithBootstrap(killswitch, bootstrap),
+                                    resolv=resolv, budget=budget, dead_after_s=config.dead_after_s,
+                                    max_latency_s=config.max_latency_ms / 1000)
+                agent.connect(plan)
+            revocations = ClientRevocations(agent if hops == 1 else agent.exit, RevocationFollower(
+                revocation_port, RevocationList(), start_block=first_block)).start()
             control = ControlServer(_socket(config), lambda body: _handle(body, agent, stop))
             metrics = serve_metrics(config.metrics, lambda: client_metrics.families(
                 client_metrics.snapshot(agent, tunnel)))
@@ -161,9 +187,44 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
                 discovery.close()
         if stop.is_set():  # an explicit disconnect (or SIGTERM): undo everything
             _undo(state_path)
-        with contextlib.suppress(Exception):
-            tunnel.close()
+        for each in {id(t): t for t in (tunnel, outer)}.values():
+            with contextlib.suppress(Exception):
+                each.close()
     return 0
+
+
+def _two_hops(discovery: ClientDiscovery, exits: list, relays: list, stop: threading.Event, *, outer, tunnel,
+              chain, killswitch, resolv, budget: int, config: ClientConfig) -> TwoHops:
+    """Choose and connect a relay and an exit of different operators (agents.client.hops).
+
+    Relays are probed through the overlay as single-hop nodes are; exits only resolved (their signed
+    PeerRecord): our address never reaches an exit. The overlay is closed before the tunnels come
+    up, so from then on the uplink carries nothing but WireGuard to the relays.
+    """
+    found = _find_paths(discovery, rank(relays)[:LOOKUPS], stop)
+    relay_endpoints = {c.node.node_id: e for c, e in found}
+    exit_endpoints = {}
+    for candidate in rank(exits)[:LOOKUPS]:
+        endpoint = exit_endpoint(discovery.resolve(candidate.node.node_id))
+        if endpoint is None:
+            log.warning("exit %s: no public IPv4 endpoint in its record", candidate.node.node_id.hex()[:12])
+        else:
+            exit_endpoints[candidate.node.node_id] = endpoint
+    exit_plan, relay_plan = pair_plans([c for c in rank(exits) if c.node.node_id in exit_endpoints],
+                                       rank([c for c, _ in found]))
+    if not exit_plan:
+        raise UserError("no relay and exit of different operators could be reached through the overlay "
+                        "(two hops need at least two operators; is --relay-region too narrow?)")
+    with contextlib.suppress(Exception):
+        discovery.close()
+    relay_routes = [Route(c, relay_endpoints[c.node.node_id]) for c in relay_plan]
+    killswitch.set_endpoints([r.endpoint for r in relay_routes])
+    agent = TwoHops(outer_tunnel=outer, inner_tunnel=tunnel, chain=chain,
+                    killswitch=_EndpointsWithBootstrap(killswitch, []), resolv=resolv, budget=budget,
+                    exit_routes=[Route(c, exit_endpoints[c.node.node_id]) for c in exit_plan],
+                    dead_after_s=config.dead_after_s, max_latency_s=config.max_latency_ms / 1000)
+    agent.connect(relay_routes)
+    return agent
 
 
 def _find_paths(discovery: ClientDiscovery, candidates: list, stop: threading.Event) -> list:
@@ -215,6 +276,9 @@ def _undo(state_path: Path) -> dict:
         state = json.loads(state_path.read_text())
     except FileNotFoundError:
         return {"undone": False}
+    for args in state.get("ip_rules", []):  # --hops 2: the relay hop's control rule
+        with contextlib.suppress(Exception):
+            run_host(["ip", *args])
     ResolvConf(state["resolv_conf"], state["resolv_backup"]).restore()
     FullTunnelRoutes.from_dict(state["routes"]).remove()
     KillSwitch(state["killswitch"]).release()

@@ -26,7 +26,8 @@ from agents.wireguard.config import encode_key, generate_private_key
 
 from agents.netlab.world import NodeHost, World, run_in, spawn_in, warren_argv
 
-__all__ = ["Chain", "NodeProcess", "client_config", "deploy_chain", "start_node", "wait_for"]
+__all__ = ["FETCH_SCRIPT", "Chain", "NodeProcess", "client_config", "deploy_chain", "fetch", "start_node",
+           "start_nodes", "wait_for"]
 
 #: The node's price: 1 token per GiB, so a few MiB cost a visible amount.
 PRICE_PER_GIB = TOKEN
@@ -169,3 +170,37 @@ def client_status(world: World, config_path: Path) -> dict:
     with contextlib.suppress(ValueError):
         return json.loads(result.stdout)
     return {"error": result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")}
+
+
+def start_nodes(world: World, chain: Chain, workdir: Path) -> dict[str, NodeProcess]:
+    """`warren node run` on every node host of ``world``: node_a starts the ring, the others join it."""
+    nodes = {"node_a": start_node(world, chain, world.node_a, workdir)}
+    for host in world.nodes[1:]:
+        nodes[host.name] = start_node(world, chain, host, workdir, bootstrap=world.node_a)
+    return nodes
+
+
+#: Downloads argv[1] (read timeout argv[2] seconds) to nowhere; prints "sha256 size seconds".
+FETCH_SCRIPT = """
+import hashlib, sys, time, urllib.request
+url, timeout = sys.argv[1], float(sys.argv[2])
+h, got, t0 = hashlib.sha256(), 0, time.monotonic()
+with urllib.request.urlopen(url, timeout=timeout) as r:
+    while True:
+        chunk = r.read(1 << 16)
+        if not chunk:
+            break
+        h.update(chunk); got += len(chunk)
+print(h.hexdigest(), got, round(time.monotonic() - t0, 3))
+"""
+
+
+def fetch(world: World, *, read_timeout: float = 30.0, timeout: float = 120.0) -> tuple[str, int, float] | None:
+    """The lab file downloaded in the client's namespace: (sha256 hex, bytes, seconds), or None when
+    the download failed (the caller asserts)."""
+    result = run_in(world.client, ["python3", "-c", FETCH_SCRIPT, world.file_url, str(read_timeout)],
+                    timeout=timeout)
+    if result.returncode != 0:
+        return None
+    digest, size, seconds = result.stdout.decode().split()
+    return digest, int(size), float(seconds)

@@ -40,8 +40,10 @@ from agents.control import (
     encode_ack,
     encode_invoice,
     encode_json,
+    parse_relay_to,
 )
 from agents.metering import RemoteProtocolError, decode_receipt
+from agents.node.policy import address_denied
 from agents.node.session import (
     Admit,
     AddressPool,
@@ -312,6 +314,11 @@ class NodeAgent:
             request, signature, names = SessionRequest.from_wire(body)
         except RemoteProtocolError as exc:
             return encode_json(ControlKind.SESSION_REFUSED, {"reason": exc.reason, "detail": str(exc)})
+        try:
+            relay_to = self._relay_targets(body)
+        except SetupRefused as refusal:
+            self.core.count_refusal(refusal.reason)
+            return self._refused(wg_key, refusal)
         redemption = None
         if "redemption" in body:  # a voucher channel to open first (agents.node.chain says why here)
             try:
@@ -332,7 +339,7 @@ class NodeAgent:
         with self.lock:
             try:
                 session, terms, actions = self.core.setup(wg_key, request, signature, names, channel,
-                                                          time.monotonic(), time.time())
+                                                          time.monotonic(), time.time(), relay_to)
             except SetupRefused as refusal:
                 return self._refused(wg_key, refusal)
             self._addr_key[session.v4] = wg_key
@@ -346,6 +353,22 @@ class NodeAgent:
         log.info("session %s: channel %s, %s / %s", _short(wg_key), session.channel_id.hex()[:16],
                  session.v4, session.v6)
         return encode_json(ControlKind.SESSION_ACCEPT, terms.to_wire())
+
+    def _relay_targets(self, body: dict) -> tuple[tuple[str, int], ...]:
+        """A relay session's exit endpoints (``relay_to``), refused when the policy denies one (a
+        client must not aim this node's uplink at a private range through a relay session).
+
+        Raises:
+            SetupRefused: malformed, or a denied address.
+        """
+        try:
+            targets = parse_relay_to(body) or ()
+        except RemoteProtocolError as exc:
+            raise SetupRefused(exc.reason, str(exc)) from None
+        for address, port in targets:
+            if address_denied(self.exit.policy, address):
+                raise SetupRefused("relay_denied", f"this node's exit policy refuses {address}")
+        return targets
 
     def _refused(self, wg_key: bytes, refusal: SetupRefused) -> bytes:
         self.counters["setups_refused"] += 1
@@ -423,7 +446,7 @@ class NodeAgent:
             if isinstance(action, SetAllowedIPs):
                 self.tunnel.set_allowed_ips(action.wg_key, list(action.cidrs))
             elif isinstance(action, Admit):
-                self.exit.admit(action.v4, action.v6)
+                self.exit.admit(action.v4, action.v6, action.relay_to or None)
             elif isinstance(action, Suspend):
                 log.info("cut off %s: %d bytes unpaid", action.v4, action.unpaid_bytes)
                 self.exit.suspend(action.v4, action.v6)

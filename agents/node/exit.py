@@ -13,7 +13,12 @@ that come in on the WireGuard TUN interface:
   then established and related flows pass; new flows need an allowed port and, if the policy has an
   allow list, a destination in ``allow_cidrs`` or in the sets of addresses the node's resolver
   answered for allowed domains (entries expire with the record's TTL); replies come back only to
-  admitted clients; the pools are masqueraded (IPv4 and IPv6) on the uplink.
+  admitted clients; the pools are masqueraded (IPv4 and IPv6) on the uplink;
+* a relay session (the outer hop of `warren connect --hops 2`) is not in the admitted sets but in
+  ``relaying4``: its IPv4 address may send only UDP to the exit endpoints it named at setup
+  (``relay4``: client . address . port), only WireGuard messages (first payload byte 1-4, then three
+  zero bytes), only out of the uplink, and gets only the replies; no DNS, no IPv6, nothing else. The
+  relay never holds the inner keys, so it forwards ciphertext it cannot read or alter undetected.
 
 Because established flows pass before the allow lists, a policy change or an expired DNS entry never
 cuts a flow that was allowed when it started, and a running download survives :meth:`set_policy`;
@@ -72,6 +77,9 @@ COMMAND_TIMEOUT_S = 20.0
 #: the quotes of an nft script.
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+#: The first 32 bits of every WireGuard message (the paper's message types 1-4, then three reserved
+#: zero bytes), as ``@th,64,32`` reads them: the UDP payload's first word, big-endian.
+WG_FIRST_WORDS = ", ".join(f"0x{kind:02x}000000" for kind in (1, 2, 3, 4))
 
 Runner = Callable[..., subprocess.CompletedProcess]
 
@@ -118,6 +126,12 @@ def _ifname(text: str, what: str) -> str:
     if not _IFNAME.match(text):
         raise ValueError(f"{what}: {text!r} is not an interface name")
     return text
+
+
+def _port(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"expected a port 1-65535, got {value!r}")
+    return value
 
 
 def _elements(items: Iterable[str]) -> str:
@@ -174,6 +188,7 @@ class ExitTable:
         self._installed = False
         self._saved_sysctls: dict[str, str] = {}
         self._known: dict[str, str] = {}      # v4 -> v6 of every client not forgotten
+        self._relays: dict[str, tuple[tuple[str, int], ...]] = {}  # v4 -> exit endpoints of a relay session
         self._active: set[str] = set()        # v4 of clients admitted and not suspended
         self._resolved: dict[str, float] = {}  # address -> monotonic expiry of its set entry
 
@@ -256,6 +271,8 @@ table inet {t} {{
     set resolved4 {{ type ipv4_addr; size {SET_SIZE}; flags timeout; }}
     set resolved6 {{ type ipv6_addr; size {SET_SIZE}; flags timeout; }}
     set ports {{ type inet_service; flags interval; auto-merge; }}
+    set relaying4 {{ type ipv4_addr; size {SET_SIZE}; }}
+    set relay4 {{ type ipv4_addr . ipv4_addr . inet_service; size {SET_SIZE}; }}
 
     chain drop_src4 {{
         ip saddr @drops4 drop
@@ -275,6 +292,11 @@ table inet {t} {{
         ip6 daddr {q6} update @qdrops6 {{ ip6 daddr }} drop
         counter drop
     }}
+    chain relay4 {{
+        oifname != "{up}" goto drop_src4
+        meta l4proto udp ip saddr . ip daddr . udp dport @relay4 @th,64,32 {{ {WG_FIRST_WORDS} }} accept
+        goto drop_src4
+    }}
     chain policy4 {{ }}
     chain policy6 {{ }}
 
@@ -290,6 +312,7 @@ table inet {t} {{
         drop
     }}
     chain from_tun {{
+        ip saddr @relaying4 goto relay4
         ip saddr @admitted4 goto policy4
         ip6 saddr @admitted6 goto policy6
         meta nfproto ipv4 goto drop_src4
@@ -297,6 +320,7 @@ table inet {t} {{
         drop
     }}
     chain to_tun {{
+        ip daddr @relaying4 ct state established,related accept
         ip daddr @admitted4 ct state established,related accept
         ip6 daddr @admitted6 ct state established,related accept
         meta nfproto ipv4 goto drop_dst4
@@ -335,6 +359,7 @@ table inet {t} {{
             self._installed = True
             self._known.clear()
             self._active.clear()
+            self._relays.clear()
             self._resolved.clear()
             try:
                 wanted = {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"}
@@ -369,6 +394,7 @@ table inet {t} {{
                     self._counters = None
                 self._known.clear()
                 self._active.clear()
+                self._relays.clear()
                 self._resolved.clear()
                 saved, self._saved_sysctls = self._saved_sysctls, {}
                 for key, value in saved.items():
@@ -380,14 +406,30 @@ table inet {t} {{
         if not self._installed:
             raise ExitError("the exit table is not installed")
 
-    def admit(self, v4: str, v6: str) -> None:
-        """Open the exit for a client's tunnel addresses (idempotent; resumes a suspended client)."""
+    def admit(self, v4: str, v6: str, relay_to: Iterable[tuple[str, int]] | None = None) -> None:
+        """Open the exit for a client's tunnel addresses (idempotent; resumes a suspended client).
+
+        Args:
+            relay_to: for a relay session, the IPv4 WireGuard endpoints ``(address, port)`` its
+                datagrams may go to (and nothing else: see the module docstring); None: as at the
+                first admission (a plain exit client, unless it was admitted as a relay).
+        """
         v4, v6 = _addr(v4, 4), _addr(v6, 6)
         with self._lock:
             self._check_installed()
             t = self.table
-            self._nft(f"add element inet {t} drops4 {{ {v4} }}\nadd element inet {t} drops6 {{ {v6} }}\n"
-                      f"add element inet {t} admitted4 {{ {v4} }}\nadd element inet {t} admitted6 {{ {v6} }}\n")
+            if relay_to is not None and v4 not in self._relays and relay_to:
+                self._relays[v4] = tuple((_addr(a, 4), _port(p)) for a, p in relay_to)
+            relays = self._relays.get(v4)
+            script = f"add element inet {t} drops4 {{ {v4} }}\nadd element inet {t} drops6 {{ {v6} }}\n"
+            if relays:
+                targets = ", ".join(f"{v4} . {a} . {p}" for a, p in relays)
+                script += (f"add element inet {t} relay4 {{ {targets} }}\n"
+                           f"add element inet {t} relaying4 {{ {v4} }}\n")
+            else:
+                script += (f"add element inet {t} admitted4 {{ {v4} }}\n"
+                           f"add element inet {t} admitted6 {{ {v6} }}\n")
+            self._nft(script)
             self._known[v4] = v6
             self._active.add(v4)
 
@@ -399,9 +441,7 @@ table inet {t} {{
             if v4 not in self._known:
                 raise ValueError(f"suspend: {v4} was never admitted")
             if v4 in self._active:
-                t = self.table
-                self._nft(f"delete element inet {t} admitted4 {{ {v4} }}\n"
-                          f"delete element inet {t} admitted6 {{ {v6} }}\n")
+                self._nft("\n".join(self._admission_lines(v4, v6)) + "\n")
                 self._active.discard(v4)
 
     def resume(self, v4: str, v6: str) -> None:
@@ -418,11 +458,21 @@ table inet {t} {{
             lines = [f"delete element inet {t} drops4 {{ {v4} }}",
                      f"delete element inet {t} drops6 {{ {v6} }}"]
             if v4 in self._active:
-                lines += [f"delete element inet {t} admitted4 {{ {v4} }}",
-                          f"delete element inet {t} admitted6 {{ {v6} }}"]
+                lines += self._admission_lines(v4, v6)
+            relays = self._relays.pop(v4, ())
+            if relays:
+                lines.append(f"delete element inet {t} relay4 {{ "
+                             + ", ".join(f"{v4} . {a} . {p}" for a, p in relays) + " }")
             self._nft("\n".join(lines) + "\n")
             self._known.pop(v4, None)
             self._active.discard(v4)
+
+    def _admission_lines(self, v4: str, v6: str) -> list[str]:
+        """The deletions that stop forwarding for an active client (relay or exit)."""
+        t = self.table
+        if v4 in self._relays:
+            return [f"delete element inet {t} relaying4 {{ {v4} }}"]
+        return [f"delete element inet {t} admitted4 {{ {v4} }}", f"delete element inet {t} admitted6 {{ {v6} }}"]
 
     def is_admitted(self, address: str) -> bool:
         """Whether ``address`` (either family) belongs to an admitted, not suspended client."""
@@ -434,9 +484,10 @@ table inet {t} {{
             addr = addr.ipv4_mapped
         text = str(addr)
         with self._lock:
+            active = self._active - self._relays.keys()  # a relay session gets no DNS, no exit
             if addr.version == 4:
-                return text in self._active
-            return any(self._known[v4] == text for v4 in self._active)
+                return text in active
+            return any(self._known[v4] == text for v4 in active)
 
     # -- policy -----------------------------------------------------------------------------------
 

@@ -184,10 +184,11 @@ class RemovePeer(Action):
 
 @dataclasses.dataclass(frozen=True)
 class Admit(Action):
-    """Open the exit for a session's addresses."""
+    """Open the exit for a session's addresses (``relay_to``: a relay session's only destinations)."""
 
     v4: str
     v6: str
+    relay_to: tuple[tuple[str, int], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +258,8 @@ class Session:
     suspended: bool = False
     last_activity: float = 0.0
     session_id: int | None = None
+    #: A relay session's exit endpoints (the outer hop of `warren connect --hops 2`); () for an exit.
+    relay_to: tuple[tuple[str, int], ...] = ()
 
     @property
     def channel_id(self) -> bytes:
@@ -409,7 +412,8 @@ class NodeSessions:
             raise
 
     def setup(self, wg_key: bytes, request: SessionRequest, signature: bytes, names: dict,
-              channel: ChannelState, now: float, wall_time: float) -> tuple[Session, SessionTerms, list[Action]]:
+              channel: ChannelState, now: float, wall_time: float,
+              relay_to: tuple[tuple[str, int], ...] = ()) -> tuple[Session, SessionTerms, list[Action]]:
         """Check a session request against the chain's view of its channel; open the session.
 
         Args:
@@ -418,6 +422,8 @@ class NodeSessions:
             channel: the channel as the chain shows it now (for a voucher channel: as the pool shows
                 the terms the request names; the chain port refuses terms the pool does not hold).
             now: the caller's monotonic clock; wall_time: unix seconds (requests carry unix time).
+            relay_to: a relay session's exit endpoints (checked by the caller against the policy):
+                the exit then forwards only WireGuard datagrams to them for this session.
 
         Returns:
             The session, the terms to send, and the actions that open its exit.
@@ -473,14 +479,15 @@ class NodeSessions:
         self._seen[(request.channel_id, request.nonce)] = request.timestamp
         del self.pending[wg_key]
         session = Session(wg_key=wg_key, channel=channel, ledger=ledger, v4=v4, v6=v6,
-                          base_bytes=ledger.paid_bytes(), started=now, last_activity=now)
+                          base_bytes=ledger.paid_bytes(), started=now, last_activity=now,
+                          relay_to=tuple(relay_to))
         self.sessions[wg_key] = session
         terms = SessionTerms(address_v4=v4, address_v6=v6, dns=(self.pool.node_v4, self.pool.node_v6),
                              price_per_gib=offer.price_per_gib, credit_bytes=offer.credit_bytes,
                              receipt_bytes=offer.receipt_bytes, receipt_interval_s=offer.receipt_interval_s,
                              paid_bytes=ledger.paid_bytes(), paid_amount=paid_amount)
         quarantine = quarantine_address(wg_key, self.quarantine_prefix) + "/128"
-        return session, terms, [SetAllowedIPs(wg_key, (quarantine, f"{v4}/32", f"{v6}/128")), Admit(v4, v6)]
+        return session, terms, [SetAllowedIPs(wg_key, (quarantine, f"{v4}/32", f"{v6}/128")), Admit(v4, v6, tuple(relay_to))]
 
     def _ledger(self, channel: ChannelState, signer: str, domain: str,
                 voucher: VoucherChannel | None = None) -> ReceiptLedger:

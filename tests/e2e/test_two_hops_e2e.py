@@ -1,0 +1,239 @@
+"""End to end: `warren connect --hops 2`: the exit's tunnel inside a tunnel to a relay node.
+
+One lab world (as tests/e2e/test_exit_e2e.py: nodes NL = node_a, DE = node_b, FR = node_c behind a NAT,
+three operators; the client behind a home NAT), one anvil. The client connects with ``--node node_a
+--relay-region DE``: exit node_a, relay node_b. The tests run in file order on that one connection:
+
+1. a download through both hops while the relay's and the exit's uplinks are captured whole: the
+   file's checksum matches; at the exit every datagram of the session comes from the relay's address
+   and nothing from the client's; at the relay no 16-byte piece of the file appears (the same search
+   finds them on the exit's uplink, where the HTTP is clear) and no packet names the web server;
+2. a relay that rewrites the datagrams it forwards and injects forged ones (an nftables rule and a
+   raw socket in node_b's namespace) gets nothing out of the exit's TUN; once it stops, the same
+   tunnel carries a download again;
+3. disconnect: both channels close cooperatively, each node paid at least for what it carried (the
+   exit the inner bytes, the relay the outer ones, which include the exit's WireGuard overhead).
+"""
+
+import os
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from agents.chain.connect import connect, load_contracts
+from agents.netlab import Lab, NatType, can_build_namespaces
+from agents.netlab.capture import PacketCapture
+from agents.netlab.nsenter import enter_namespace
+from agents.netlab.warren_net import (
+    WG_PORT,
+    client_config,
+    client_status,
+    deploy_chain,
+    fetch,
+    start_nodes,
+    wait_for,
+)
+from agents.netlab.world import build_world, run_in, spawn_in, start_anvil, warren_argv
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow,
+              pytest.mark.skipif(not can_build_namespaces(), reason="the lab builds network namespaces: root only")]
+
+FILE_SIZE = 16 << 20
+#: Pieces of the file searched for in the captures (16 bytes each, spread over the file).
+MARKERS = 64
+MARKER_LEN = 16
+
+
+
+class RawCapture:
+    """Every whole frame on one interface of a namespace (PacketCapture keeps only 16 payload bytes;
+    a cleartext search needs them all). Bounded by ``limit`` bytes."""
+
+    def __init__(self, netns: str, ifname: str, limit: int = 256 << 20) -> None:
+        with enter_namespace(netns):
+            self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+            self._sock.bind((ifname, 0x0003))
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+        self._sock.settimeout(0.1)
+        self.frames: list[bytes] = []
+        self.limit, self._size = limit, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                frame = self._sock.recv(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self._size < self.limit:
+                self.frames.append(frame)
+                self._size += len(frame)
+
+    def stop(self) -> bytes:
+        """Stop; return every frame's bytes joined by a separator no 16-byte marker spans."""
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._sock.close()
+        return b"\n--frame--\n".join(self.frames)
+
+
+def _markers(path) -> list[bytes]:
+    data = path.read_bytes()
+    step = len(data) // MARKERS
+    return [data[i * step + 1000: i * step + 1000 + MARKER_LEN] for i in range(MARKERS)]
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("hops")
+    with start_anvil() as anvil, Lab(prefix="whop") as lab:
+        chain = deploy_chain(anvil.url, workdir)
+        world = build_world(lab, chain_port=anvil.port, file_size=FILE_SIZE, client_nat=NatType.PORT_RESTRICTED)
+        nodes = start_nodes(world, chain, workdir)
+        # The client's overlay gateway is the relay: it never needs to talk to the exit directly.
+        config = client_config(world, chain, workdir, world.node_b)
+        log = open(workdir / "client.log", "ab")
+        exit_id = nodes["node_a"].status()["node_id"]
+        proc = spawn_in(world.client, warren_argv("connect", "--config", str(config), "--hops", "2",
+                                                  "--node", exit_id, "--relay-region", "DE"),
+                        stdout=log, stderr=log)
+
+        def connected():
+            if proc.poll() is not None:
+                raise AssertionError((workdir / "client.log").read_text()[-4000:])
+            status = client_status(world, config)
+            return status if status.get("connected") else None
+
+        status = wait_for(connected, 120, interval=0.5, what="two-hop client connected")
+        state = {"anvil": anvil, "world": world, "chain": chain, "nodes": nodes, "workdir": workdir,
+                 "config": config, "proc": proc, "status": status, "fetched": 0}
+        try:
+            yield state
+        finally:
+            if proc.poll() is None:
+                run_in(world.client, warren_argv("disconnect", "--config", str(config)), timeout=90)
+                proc.wait(timeout=30)
+
+
+def test_two_hops__exit_sees_only_the_relay__relay_sees_no_cleartext(net):
+    world, nodes, status = net["world"], net["nodes"], net["status"]
+    assert status["hops"] == 2
+    assert status["node_id"] == nodes["node_a"].status()["node_id"]
+    assert status["relay"]["node_id"] == nodes["node_b"].status()["node_id"]
+    exit_ns, relay_ns = world.node_a.ns.name, world.node_b.ns.name
+    client_public = world.client_nat.public_address
+    relay_address, exit_address = world.node_b.address, world.node_a.address
+    exit_parsed, relay_parsed = PacketCapture(exit_ns, "eth0").__enter__(), PacketCapture(relay_ns, "eth0").__enter__()
+    exit_raw, relay_raw = RawCapture(exit_ns, "eth0"), RawCapture(relay_ns, "eth0")
+    try:
+        digest, size, seconds = fetch(world) or pytest.fail("the download through two hops failed")
+    finally:
+        exit_bytes, relay_bytes = exit_raw.stop(), relay_raw.stop()
+        exit_parsed.stop()
+        relay_parsed.stop()
+    net["fetched"] += size
+    assert (digest, size) == (world.file_sha256, FILE_SIZE)
+    print(f"16 MiB through two hops in {seconds} s ({FILE_SIZE * 8 / seconds / 1e6:.0f} Mbit/s)")
+
+    # The exit: WireGuard into its port comes from the relay, and nothing at all from the client.
+    into_wg = [f for f in exit_parsed.frames if not f.outgoing and f.proto == "udp" and f.dport == WG_PORT]
+    assert len(into_wg) > 50, len(into_wg)  # the request and the TCP acks (coalesced: a few hundred)
+    assert {f.src for f in into_wg} == {relay_address}
+    assert not [f for f in exit_parsed.frames if client_public in (f.src, f.dst)]
+
+    # The relay: only WireGuard between the client and itself, and on the flow it forwards to the
+    # exit's port (masqueraded, so from another port than the relay's own socket, whose overlay
+    # messages to the exit are the relay's business).
+    def forwarded(f):
+        if {f.src, f.dst} == {client_public, relay_address}:
+            return True
+        return {f.src, f.dst} == {relay_address, exit_address} and WG_PORT not in (
+            f.sport if f.src == relay_address else f.dport,)
+
+    traffic = [f for f in relay_parsed.frames if f.kind == "ipv4" and forwarded(f)]
+    assert traffic and all(f.wireguard for f in traffic), [f for f in traffic if not f.wireguard][:3]
+    assert not [f for f in relay_parsed.frames if world.web_address in (f.src, f.dst)]
+    to_exit = [f for f in traffic if f.dst == exit_address]
+    assert to_exit and {f.dport for f in to_exit} == {WG_PORT}
+
+    # Cleartext: none of the file at the relay; the same search finds it at the exit (clear HTTP).
+    markers = _markers(world.file_path)
+    assert sum(m in exit_bytes for m in markers) >= MARKERS // 2
+    assert [m for m in markers if m in relay_bytes] == []
+    assert b"GET /" not in relay_bytes and world.web_address.encode() not in relay_bytes
+
+
+#: The relay turns tamperer: every datagram it forwards to the exit's WireGuard port gets four bytes
+#: of its ciphertext overwritten (the UDP checksum cleared so the kernel still delivers it).
+TAMPER = """table inet hop_tamper {{
+    chain post {{
+        type filter hook postrouting priority 0; policy accept;
+        ip daddr {exit} udp dport {port} @th,192,32 set 0x5a5a5a5a udp checksum set 0
+    }}
+}}
+"""
+
+
+def test_relay_rewriting_or_injecting__nothing_out_of_the_exit(net):
+    world, nodes, status = net["world"], net["nodes"], net["status"]
+    exit_ns, relay_ns = world.node_a.ns.name, world.node_b.ns.name
+    exit_tun = nodes["node_a"].config.interface
+    inner_v4 = status["tunnel_v4"]
+    # A genuine datagram of this session on its way to the exit, to forge copies of (its receiver index).
+    sniff = PacketCapture(relay_ns, "eth0").__enter__()
+    net["fetched"] += (fetch(world) or pytest.fail("the download failed"))[1]
+    sniff.stop()
+    genuine = [f for f in sniff.frames if f.dst == world.node_a.address and f.wireguard and f.head[0] == 4]
+    assert genuine
+    receiver = genuine[-1].head[4:8]
+
+    run_in(world.node_b.ns, ["nft", "-f", "-"], input=TAMPER.format(exit=world.node_a.address, port=WG_PORT).encode(),
+           check=True, timeout=10)
+    at_exit = PacketCapture(exit_ns, exit_tun).__enter__()
+    try:
+        # Forged transport messages with the live receiver index and fresh counters, from the relay.
+        with enter_namespace(relay_ns):
+            forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with forger:
+            for counter in range(1 << 40, (1 << 40) + 200):
+                forger.sendto(struct.pack("<I4sQ", 4, receiver, counter) + os.urandom(96),
+                              (world.node_a.address, WG_PORT))
+        assert fetch(world, read_timeout=2, timeout=20) is None  # the exit dropped every rewritten datagram
+        time.sleep(0.5)
+    finally:
+        run_in(world.node_b.ns, ["nft", "delete", "table", "inet", "hop_tamper"], timeout=10)
+        at_exit.stop()
+    from_client = [f for f in at_exit.frames if not f.outgoing and f.src == inner_v4]
+    assert from_client == [], from_client[:3]
+    # The relay behaves again: the same two-hop connection carries the file (no reconnect needed).
+    digest, size, _ = wait_for(lambda: fetch(world, read_timeout=10, timeout=40), 60, interval=1, what="download after tampering")
+    net["fetched"] += size
+    assert (digest, size) == (world.file_sha256, FILE_SIZE)
+    assert client_status(world, net["config"])["relay"]["node_id"] == status["relay"]["node_id"]
+
+
+def test_disconnect__both_nodes_settle_for_what_they_carried(net):
+    world, chain, config, proc = net["world"], net["chain"], net["config"], net["proc"]
+    live = wait_for(lambda: (s := client_status(world, config)).get("paid_bytes", 0) >= net["fetched"] and s,
+                    30, what="receipts to the exit for the downloads")
+    result = run_in(world.client, warren_argv("disconnect", "--config", str(config)), timeout=90)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    proc.wait(timeout=30)
+    with connect(chain.url) as project:
+        contracts = load_contracts(project, chain.deployment)
+        exit_channel = contracts.channel(bytes.fromhex(live["channel_id"]))
+        relay_channel = contracts.channel(bytes.fromhex(live["relay"]["channel_id"]))
+    print(f"settled bytes: exit {exit_channel.settled_bytes}, relay {relay_channel.settled_bytes}, "
+          f"downloaded {net['fetched']}")
+    assert exit_channel.settled_bytes >= net["fetched"]
+    # The relay carried the exit's datagrams: the inner bytes plus the second WireGuard's overhead.
+    assert relay_channel.settled_bytes >= exit_channel.settled_bytes
+    assert relay_channel.settled_bytes <= exit_channel.settled_bytes * 1.15 + (2 << 20)
+    assert exit_channel.settled > 0 and relay_channel.settled > 0
