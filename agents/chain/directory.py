@@ -3,7 +3,10 @@
 The overlay (agents/overlay/records.py) accepts a PeerRecord or IPRecord only when it is signed by the
 operator node_registry binds to that node id, and refuses records of revoked nodes. This adapter
 answers both questions from node_registry, caching each answer briefly: a record flood must not
-become an RPC flood, and a registration or revocation is seen within ``cache_seconds``.
+become an RPC flood, and a registration or revocation is seen within ``cache_seconds``. When the RPC
+fails, the last answer is kept (a registration seen once stays valid while the chain is away; the
+node's own revocation list refuses revoked keys meanwhile); with no answer at all the error is
+:class:`DirectoryUnavailable`, which the overlay treats as "cannot be checked now": refused.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ from typing import Callable
 
 from agents.chain.bindings import WarrenContracts
 
-__all__ = ["RegistryDirectory"]
+__all__ = ["DirectoryUnavailable", "RegistryDirectory"]
+
+
+class DirectoryUnavailable(RuntimeError):
+    """The chain could not be read and nothing is known from before."""
 
 
 class RegistryDirectory:
@@ -47,7 +54,12 @@ class RegistryDirectory:
         hit = self._cache.get((what, node_id))
         if hit is not None and hit[0] > now:
             return hit[1]
-        value = read(node_id.to_bytes(32, "big"))
+        try:
+            value = read(node_id.to_bytes(32, "big"))
+        except Exception as exc:  # noqa: BLE001 - any RPC failure: web3, ape, a socket
+            if hit is not None:
+                return hit[1]  # stale, but the best answer there is until the chain is back
+            raise DirectoryUnavailable(f"node_registry could not be read ({type(exc).__name__}: {exc})") from exc
         if len(self._cache) > 10_000:  # bounded: drop everything rather than track ages
             self._cache.clear()
         self._cache[(what, node_id)] = (now + self._cache_seconds, value)

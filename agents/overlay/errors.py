@@ -29,7 +29,7 @@ class RecordRejected(RemoteProtocolError):
     Attributes:
         reason: a short lowercase reason, one of ``unsigned``, ``mis-signed``, ``expired``,
             ``oversized``, ``revoked``, ``id-mismatch``, ``replayed``, ``unknown-node``, ``malformed``,
-            ``rate-limited``, ``store-full``.
+            ``rate-limited``, ``store-full``, ``unverifiable`` (the chain could not be asked).
     """
 
     def __init__(self, reason: str, detail: str = "") -> None:

@@ -362,7 +362,17 @@ class RecordValidator:
         return node_id in self.revoked or self.directory.is_revoked(node_id)
 
     def validate(self, raw: bytes, now: float) -> Record:
-        """The decoded record if acceptable at unix time ``now``; raises RecordRejected otherwise."""
+        """The decoded record if acceptable at unix time ``now``; raises RecordRejected otherwise,
+        ``unverifiable`` when the directory or the revocation authority cannot answer (the chain is
+        away): a record that cannot be checked is not taken, and the receive path goes on."""
+        try:
+            return self._validate(raw, now)
+        except RecordRejected:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the directory's RPC failures, whatever their type
+            raise RecordRejected("unverifiable", f"{type(exc).__name__}: {exc}") from exc
+
+    def _validate(self, raw: bytes, now: float) -> Record:
         rec = decode_record(raw)
         if rec.expires <= now:
             raise RecordRejected("expired")

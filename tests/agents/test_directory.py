@@ -83,3 +83,36 @@ def test_peer_record__node_revoked_on_chain__refused_once_cache_expires(
     clock.now += 31
     with pytest.raises(RecordRejected, match="revoked"):
         validator.validate(record, NOW)
+
+
+class _FlakyRegistry:
+    """node_registry's two views, failing while ``down``."""
+
+    def __init__(self, registry):
+        self.registry, self.down = registry, False
+
+    def node_operator(self, key):
+        if self.down:
+            raise ConnectionError("connection refused")
+        return self.registry.node_operator(key)
+
+    def is_revoked(self, key):
+        if self.down:
+            raise ConnectionError("connection refused")
+        return self.registry.is_revoked(key)
+
+
+def test_rpc_down__known_node_still_accepted__unknown_refused_not_raised(operator, wg_key, warren, clock):
+    import dataclasses
+
+    flaky = _FlakyRegistry(warren.registry)
+    validator = RecordValidator(RegistryDirectory(dataclasses.replace(warren, registry=flaky), cache_seconds=30,
+                                                  clock=clock))
+    record = make_peer_record(operator.private_key, wg_key, ENDPOINTS, seq=1, expires=NOW + 600)
+    assert validator.validate(record, NOW)  # seen once while the chain answers
+    flaky.down, clock.now = True, 100.0  # the cache has expired and the RPC fails
+    assert validator.validate(record, NOW).node_id == int.from_bytes(node_id_of(wg_key), "big")
+    stranger_key = bytes(range(2, 34))
+    stranger = make_peer_record(operator.private_key, stranger_key, ENDPOINTS, seq=1, expires=NOW + 600)
+    with pytest.raises(RecordRejected, match="unverifiable.*connection refused"):
+        validator.validate(stranger, NOW)
