@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 from agents.challenger.config import ChallengerConfig
 from agents.challenger.payload import payload_path
-from agents.challenger.plan import NodeInfo, plan_epoch
+from agents.challenger.plan import NodeInfo, plan_epoch, probe_times
 from agents.challenger.proposal import propose
 from agents.challenger.store import TranscriptStore
 from agents.challenger.verdict import Transcript, Verdict, judge, record
@@ -99,6 +99,7 @@ class Challenger:
         candidates = self.candidates()
         nodes = [NodeInfo(node_id) for node_id in candidates]
         last_start = (epoch + 1) * self.epoch_length - self.config.plan.margin_s / 2
+        self.probe(candidates, epoch, now, now_all=now_all)
         ran = []
         for planned in plan_epoch(nodes, epoch, self.epoch_length, self.secret, self.config.plan):
             if (planned.at > now and not now_all) or self.store.challenged(planned.node_id, epoch):
@@ -116,16 +117,55 @@ class Challenger:
         self.report_pending(epoch)
         return ran
 
-    # -- one challenge ------------------------------------------------------------------------------
+    # -- uptime probes ------------------------------------------------------------------------------
 
-    def challenge(self, candidate, epoch: int) -> tuple[Transcript, Verdict]:
-        """One challenge of ``candidate`` (see the module docstring); never raises for the node's faults."""
+    def probe(self, candidates: dict, epoch: int, now: float, *, now_all: bool = False) -> int:
+        """Run the uptime probes due (:func:`agents.challenger.plan.probe_times`): is the node reachable
+        through the overlay and does it answer an overlay ping? Returns how many were sent."""
+        due = [p for p in probe_times([NodeInfo(n) for n in candidates], epoch, self.epoch_length, self.secret,
+                                      self.config.plan)
+               if (p.at <= now or now_all) and not self.store.probed(p.node_id, epoch, p.at)]
+        if not due:
+            return 0
+        with self._overlay() as (_, discovery):
+            for planned in due:
+                answered = False
+                try:
+                    answered = (discovery.path_to(planned.node_id, timeout=5.0) is not None
+                                and discovery.rtt(planned.node_id) is not None)
+                except Exception as exc:  # noqa: BLE001 - an unreachable node is an unanswered probe
+                    log.info("probe of %s: %s", planned.node_id.hex()[:12], exc)
+                self.store.add_probe(planned.node_id, epoch, planned.at, answered)
+        return len(due)
+
+    @contextlib.contextmanager
+    def _overlay(self):
+        """``(tunnel, overlay client)`` with a fresh WireGuard key, as `warren connect` makes them (closed after)."""
         from agents.chain.directory import RegistryDirectory
-        from agents.client.agent import ClientAgent, Route
         from agents.client.discovery import ClientDiscovery
         from agents.client.service import CLIENT_MTU
         from agents.wireguard.config import InterfaceConfig, generate_private_key
         from agents.wireguard.runtime import Tunnel
+
+        tunnel = Tunnel(InterfaceConfig(private_key=generate_private_key(), listen_port=0, mtu=CLIENT_MTU),
+                        self.config.interface, uapi=False, manage_routes=False).start()
+        discovery = None
+        try:
+            discovery = ClientDiscovery(tunnel, directory=RegistryDirectory(self.contracts),
+                                        bootstrap=[tuple(b) for b in self.config.client.bootstrap])
+            yield tunnel, discovery
+        finally:
+            if discovery is not None:
+                with contextlib.suppress(Exception):
+                    discovery.close()
+            with contextlib.suppress(Exception):
+                tunnel.close()
+
+    # -- one challenge ------------------------------------------------------------------------------
+
+    def challenge(self, candidate, epoch: int) -> tuple[Transcript, Verdict]:
+        """One challenge of ``candidate`` (see the module docstring); never raises for the node's faults."""
+        from agents.client.agent import ClientAgent, Route
 
         node_id = candidate.node.node_id
         seed = os.urandom(32)
@@ -134,42 +174,33 @@ class Challenger:
         target = urlparse(self.config.endpoint)
         started, received, elapsed, latency, error = time.time(), b"", 0.0, [], ""
         client = self.config.client
-        tunnel = Tunnel(InterfaceConfig(private_key=generate_private_key(), listen_port=0, mtu=CLIENT_MTU),
-                        self.config.interface, uapi=False, manage_routes=False).start()
-        discovery = agent = None
         try:
-            discovery = ClientDiscovery(tunnel, directory=RegistryDirectory(self.contracts),
-                                        bootstrap=[tuple(b) for b in client.bootstrap])
-            endpoint = discovery.path_to(node_id)
-            if endpoint is None:
-                raise ConnectionError("the overlay found no path to the node")
-            agent = ClientAgent(tunnel=tunnel, chain=self.payer, killswitch=_NoKillSwitch(), budget=client.budget,
-                                dead_after_s=max(client.dead_after_s, 5.0), max_latency_s=client.max_latency_ms / 1000)
-            agent.connect([Route(candidate, endpoint)])
-            source = agent.session.terms.address_v4
-            tunnel.tun.ip("route", "replace", f"{target.hostname}/32", "dev", tunnel.tun.name, "src", source)
-            received, elapsed, rtt = self._download(target, url, source)
-            latency.append(rtt * 1000)
-            probe = agent.session.probe.last_rtt_s
-            if probe is not None:
-                latency.append(probe * 1000)
+            with self._overlay() as (tunnel, discovery):
+                endpoint = discovery.path_to(node_id)
+                if endpoint is None:
+                    raise ConnectionError("the overlay found no path to the node")
+                agent = ClientAgent(tunnel=tunnel, chain=self.payer, killswitch=_NoKillSwitch(), budget=client.budget,
+                                    dead_after_s=max(client.dead_after_s, 5.0),
+                                    max_latency_s=client.max_latency_ms / 1000)
+                try:
+                    agent.connect([Route(candidate, endpoint)])
+                    source = agent.session.terms.address_v4
+                    tunnel.tun.ip("route", "replace", f"{target.hostname}/32", "dev", tunnel.tun.name, "src", source)
+                    received, elapsed, rtt = self._download(target, url, source)
+                    latency.append(rtt * 1000)
+                    probe = agent.session.probe.last_rtt_s
+                    if probe is not None:
+                        latency.append(probe * 1000)
+                finally:
+                    with contextlib.suppress(Exception):
+                        agent.disconnect()
         except Exception as exc:  # noqa: BLE001 - every failure of the node's is a failed challenge
             error = f"{type(exc).__name__}: {exc}"
             log.warning("challenge of %s failed: %s", node_id.hex()[:12], error)
-        finally:
-            if agent is not None:
-                with contextlib.suppress(Exception):
-                    agent.disconnect()
-            if discovery is not None:
-                with contextlib.suppress(Exception):
-                    discovery.close()
-            with contextlib.suppress(Exception):
-                tunnel.close()
         transcript = record(node_id=node_id, epoch=epoch, challenger=str(self.account.address), started_at=started,
                             seed=seed, size=size, url=url, advertised_kbps=self.config.expected_kbps,
                             received=received, elapsed_s=elapsed, latency_ms=latency, error=error)
-        uptime = None if not error else 0.0
-        return transcript, judge(transcript, self.config.policy, uptime)
+        return transcript, judge(transcript, self.config.policy, self.store.uptime(node_id, epoch))
 
     @staticmethod
     def _download(target, url: str, source: str) -> tuple[bytes, float, float]:

@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS transcripts (
 );
 CREATE INDEX IF NOT EXISTS transcripts_epoch ON transcripts (epoch, node_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS probes (
+    node_id TEXT NOT NULL,            -- hex
+    epoch INTEGER NOT NULL,
+    at REAL NOT NULL,                 -- the planned time (agents.challenger.plan.probe_times)
+    answered INTEGER NOT NULL,
+    PRIMARY KEY (node_id, epoch, at)
+);
 """
 
 
@@ -140,6 +147,24 @@ class TranscriptStore:
             row = self._db.execute("SELECT 1 FROM transcripts WHERE node_id = ? AND epoch = ? LIMIT 1",
                                    (node_id.hex(), epoch)).fetchone()
         return row is not None
+
+    def add_probe(self, node_id: bytes, epoch: int, at: float, answered: bool) -> None:
+        """Record one uptime probe (idempotent per planned time)."""
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO probes (node_id, epoch, at, answered) VALUES (?, ?, ?, ?)",
+                             (node_id.hex(), epoch, at, int(answered)))
+
+    def probed(self, node_id: bytes, epoch: int, at: float) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM probes WHERE node_id = ? AND epoch = ? AND at = ?",
+                                    (node_id.hex(), epoch, at)).fetchone() is not None
+
+    def uptime(self, node_id: bytes, epoch: int) -> float | None:
+        """Answered share of the node's probes in the epoch (None: none sent yet)."""
+        with self._lock:
+            ok, total = self._db.execute("SELECT COALESCE(SUM(answered), 0), COUNT(*) FROM probes WHERE node_id = ? "
+                                         "AND epoch = ?", (node_id.hex(), epoch)).fetchone()
+        return ok / total if total else None
 
     def get(self, key: str, default: str | None = None) -> str | None:
         with self._lock:

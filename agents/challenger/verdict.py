@@ -22,7 +22,7 @@ import statistics
 
 from agents.challenger.payload import CHUNK_SIZE, chunk_hashes, payload
 
-__all__ = ["Policy", "Transcript", "UptimeTally", "Verdict", "check_transcript", "judge", "record", "service_reasons"]
+__all__ = ["Policy", "Transcript", "Verdict", "check_transcript", "judge", "record", "service_reasons"]
 
 #: Transcript format version (in the canonical JSON, so a changed format changes the hash).
 VERSION = 1
@@ -277,19 +277,3 @@ def check_transcript(transcript: Transcript) -> tuple[list[str], list[str]]:
     if transcript.bytes_received < transcript.size:
         findings.append(f"truncated: {transcript.bytes_received} of {transcript.size} bytes")
     return problems, findings
-
-
-@dataclasses.dataclass
-class UptimeTally:
-    """Answered and sent uptime probes per (node, epoch)."""
-
-    counts: dict = dataclasses.field(default_factory=dict)
-
-    def add(self, node_id: bytes, epoch: int, answered: bool) -> None:
-        ok, total = self.counts.get((node_id, epoch), (0, 0))
-        self.counts[(node_id, epoch)] = (ok + int(answered), total + 1)
-
-    def share(self, node_id: bytes, epoch: int) -> float | None:
-        """Answered share of the node's probes in the epoch (None: none sent)."""
-        ok, total = self.counts.get((node_id, epoch), (0, 0))
-        return ok / total if total else None

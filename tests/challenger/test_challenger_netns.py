@@ -157,6 +157,8 @@ def test_three_challengers__honest_passes__throttled_slashed_with_bounty_split(n
     assert len(committed) == 9
     for k, (config, ran) in enumerate(zip(net["configs"], runs)):
         store = TranscriptStore(config.parent / "data" / "transcripts.sqlite")
+        # Uptime probes ran before the challenges (four per node in the epoch): every node answered.
+        assert [store.uptime(bytes.fromhex(i), ran[0]["epoch"]) for i in ids.values()] == [1.0, 1.0, 1.0]
         for r in ran:
             assert committed[(net["challengers"][k], r["node_id"])] == r["transcript_hash"]
             assert store.transcript(r["transcript_hash"]).digest().hex() == r["transcript_hash"]

@@ -87,3 +87,14 @@ def test_proposal_load__not_a_proposal__clear_error(tmp_path):
     (tmp_path / "y.json").write_text("nope")
     with pytest.raises(ValueError, match="is not JSON"):
         Proposal.load(tmp_path / "y.json")
+
+
+def test_store__uptime_probes_share_per_node_and_epoch(tmp_path):
+    store = TranscriptStore(tmp_path / "t.sqlite")
+    node = b"\xbb" * 32
+    assert store.uptime(node, 1) is None
+    for at, answered in ((10.0, True), (20.0, False), (30.0, True), (40.0, True)):
+        store.add_probe(node, 1, at, answered)
+    store.add_probe(node, 1, 10.0, False)  # the same planned probe again: ignored
+    assert store.probed(node, 1, 20.0) and not store.probed(node, 1, 50.0)
+    assert store.uptime(node, 1) == 0.75 and store.uptime(node, 2) is None

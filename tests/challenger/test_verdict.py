@@ -6,7 +6,7 @@ import hashlib
 import pytest
 
 from agents.challenger.payload import CHUNK_SIZE, parse_payload_path, payload, payload_path
-from agents.challenger.verdict import Policy, Transcript, UptimeTally, check_transcript, judge, record
+from agents.challenger.verdict import Policy, Transcript, check_transcript, judge, record
 
 SEED = bytes(range(32))
 SIZE = 4 * CHUNK_SIZE + 123
@@ -121,14 +121,6 @@ def test_check_transcript__forged_evidence__problems():
     assert "the payload with the diffs applied does not hash to received_sha256" in check_transcript(framed)[0]
     outside = dataclasses.replace(genuine, diffs=((SIZE + 5, "00"),))
     assert any("outside" in p for p in check_transcript(outside)[0])
-
-
-def test_uptime_tally__share_per_node_and_epoch():
-    tally = UptimeTally()
-    assert tally.share(NODE, 1) is None
-    for answered in (True, False, True, True):
-        tally.add(NODE, 1, answered)
-    assert tally.share(NODE, 1) == 0.75 and tally.share(NODE, 2) is None
 
 
 def test_endpoint__serves_the_seeds_payload_over_http():
