@@ -237,3 +237,51 @@ def test_disconnect__both_nodes_settle_for_what_they_carried(net):
     assert relay_channel.settled_bytes >= exit_channel.settled_bytes
     assert relay_channel.settled_bytes <= exit_channel.settled_bytes * 1.15 + (2 << 20)
     assert exit_channel.settled > 0 and relay_channel.settled > 0
+
+
+def test_relay_killed__relay_hop_fails_over__exit_session_kept__kill_switch_holds(net):
+    """A second connection, the relay left to the ranking (node_b or node_c, the other its standby):
+    the current relay's `warren node run` is SIGKILLed mid-download. The relay hop moves to the
+    standby relay by itself; the exit hop keeps its session (the exit sees its peer roam to the new
+    relay's address); the client's uplink carries nothing but WireGuard to the two relays meanwhile."""
+    world, nodes, workdir = net["world"], net["nodes"], net["workdir"]
+    config = net["config"]
+    log = open(workdir / "client.log", "ab")
+    proc = spawn_in(world.client, warren_argv("connect", "--config", str(config), "--hops", "2",
+                                              "--node", nodes["node_a"].status()["node_id"]), stdout=log, stderr=log)
+    try:
+        status = wait_for(lambda: (proc.poll() is None or pytest.fail((workdir / "client.log").read_text()[-4000:]))
+                          and (s := client_status(world, config)).get("connected") and s, 120, interval=0.5,
+                          what="second two-hop connection")
+        relay_id, standby_id = status["relay"]["node_id"], status["relay"]["standby"]
+        by_id = {n.status()["node_id"]: name for name, n in nodes.items()}
+        relay, standby = by_id[relay_id], by_id[standby_id]
+        assert {relay, standby} == {"node_b", "node_c"}
+        relay_hosts = {world.node_b.address, world.node_c.public_address}
+        uplink = PacketCapture(world.client.name, "eth0").__enter__()
+        outcome = {}
+        downloader = threading.Thread(target=lambda: outcome.update(first=fetch(world, read_timeout=3, timeout=60)))
+        downloader.start()
+        time.sleep(0.7)  # mid-download (16 MiB at ~60 Mbit/s: about 2 s)
+        killed_at = time.monotonic()
+        nodes[relay].proc.kill()
+        nodes[relay].proc.wait(timeout=10)
+        downloader.join(timeout=70)
+        after = wait_for(lambda: fetch(world, read_timeout=5, timeout=40), 60, interval=0.5,
+                         what="a download through the standby relay")
+        recovered_s = time.monotonic() - killed_at
+        uplink.stop()
+        assert after[:2] == (world.file_sha256, FILE_SIZE)
+        moved = client_status(world, config)
+        assert moved["connected"] and moved["relay"]["node_id"] == standby_id
+        assert moved["relay"]["failovers"][0]["from"] == relay_id
+        assert moved["channel_id"] == status["channel_id"] and moved["failovers"] == []  # the exit hop stayed
+        leaks = [f for f in uplink.frames if f.outgoing and not f.neighbour_discovery
+                 and not (f.wireguard and f.dst in relay_hosts)]
+        assert leaks == [], leaks[:5]
+        print(f"relay {relay} killed: relay hop switched in {moved['relay']['failovers'][0]['switch_s']} s, "
+              f"next full download done {recovered_s:.2f} s after the kill "
+              f"(first download {'survived' if outcome.get('first') else 'cut'})")
+    finally:
+        run_in(world.client, warren_argv("disconnect", "--config", str(config)), timeout=90)
+        proc.wait(timeout=30)
