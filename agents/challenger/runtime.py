@@ -40,6 +40,8 @@ log = logging.getLogger("warren.challenger")
 DOWNLOAD_TIMEOUT_S = 60.0
 #: Bytes read per recv of the download.
 _READ = 256 * 1024
+#: How far back a node's traffic is counted (blocks; about a day of 2-second blocks).
+TRAFFIC_BLOCKS = 43_200
 
 
 class _NoKillSwitch:
@@ -71,6 +73,9 @@ class Challenger:
         self.epoch_length = int(contracts.reputation.epoch_length())
         self._chain_time = chain_time or self._head_time
         os.makedirs(config.proposals_dir, exist_ok=True)
+        #: node id -> epoch of its registration; the block scanned up to.
+        self._registered: dict[bytes, int] = {}
+        self._scanned = -1
 
     @staticmethod
     def _head_time() -> float:
@@ -88,6 +93,28 @@ class Challenger:
         return {c.node.node_id: c for c in list_candidates(self.contracts)
                 if c.node.active and not c.node.revoked and c.node.operator.lower() != mine}
 
+    def node_infos(self, candidates: dict) -> list[NodeInfo]:
+        """The plan's view of the candidates: the epoch each registered in (NodeRegistered's block
+        time) and its traffic (ChannelOpened to it in the last :data:`TRAFFIC_BLOCKS` blocks). When the
+        chain cannot say (an RPC error), every node weighs the same this tick."""
+        from ape import chain
+
+        try:
+            head = int(chain.blocks.head.number)
+            for event in self.contracts.registry.NodeRegistered.range(self._scanned + 1, head + 1):
+                stamp = int(chain.blocks[event.block_number].timestamp)
+                self._registered[bytes(event.node_id)] = stamp // self.epoch_length
+            self._scanned = head
+            traffic: dict[bytes, int] = {}
+            for event in self.contracts.channels.ChannelOpened.range(max(0, head - TRAFFIC_BLOCKS), head + 1):
+                node_id = bytes(event.node_id)
+                traffic[node_id] = traffic.get(node_id, 0) + 1
+        except Exception as exc:  # noqa: BLE001 - plan without weights rather than not at all
+            log.warning("node history unavailable (%s): challenges this tick are unweighted", exc)
+            return [NodeInfo(node_id) for node_id in candidates]
+        return [NodeInfo(node_id, registered_epoch=self._registered.get(node_id, 0), traffic=traffic.get(node_id, 0))
+                for node_id in candidates]
+
     def tick(self, *, now_all: bool = False) -> list[dict]:
         """Run the challenges due now (``now_all``: all of the epoch's plan not yet run), then report.
 
@@ -97,7 +124,7 @@ class Challenger:
         self.store.expire(epoch)
         self.report_pending(epoch)  # backfill first: the reports of a previous run of this epoch
         candidates = self.candidates()
-        nodes = [NodeInfo(node_id) for node_id in candidates]
+        nodes = self.node_infos(candidates)
         last_start = (epoch + 1) * self.epoch_length - self.config.plan.margin_s / 2
         self.probe(candidates, epoch, now, now_all=now_all)
         ran = []

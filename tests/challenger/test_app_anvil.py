@@ -144,3 +144,39 @@ def test_once__chain_down_then_restarted__the_stored_report_goes_out_after(tmp_p
             [committed] = list(contracts.reputation.ReportTranscript.range(0, head))
     assert (bytes(posted.node_id), posted.passed) == (node_id, False)  # truncated: half the payload
     assert bytes(committed.transcript_hash).hex() == digest
+
+
+def test_node_infos__registration_epoch_and_channel_traffic_from_the_chain(tmp_path):
+    """What the planner weighs, read from real events: a node with channels opened to it carries
+    traffic, and every node's registration epoch is its NodeRegistered block's."""
+    from agents.challenger.runtime import Challenger
+
+    with start_anvil() as anvil:
+        chain = deploy_chain(anvil.url, tmp_path)
+        with connect(anvil.url) as project:
+            from ape import accounts
+
+            contracts = load_contracts(project, chain.deployment)
+            operator, client = accounts.test_accounts[OPERATOR], accounts.test_accounts[CLIENT_ACCOUNT]
+            ids = []
+            for _ in range(2):
+                contracts.token.approve(contracts.registry, 100 * TOKEN, sender=operator)
+                contracts.registry.register_node(os.urandom(32), "DE", TOKEN, 100 * TOKEN, sender=operator)
+                ids.append(bytes(contracts.registry.node_id_at(contracts.registry.node_count())))
+            contracts.token.approve(contracts.channels, 2 * TOKEN, sender=client)
+            for signer in (os.urandom(20), os.urandom(20)):
+                contracts.channels.open_channel(ids[0], client, "0x" + signer.hex(), TOKEN, sender=client)
+            client_config = ClientConfig(account=AccountSpec(test_account=CLIENT_ACCOUNT), data_dir=tmp_path / "c",
+                                         rpc=anvil.url, deployment=chain.deployment)
+            write_client_config(tmp_path / "client.toml", client_config, force=True)
+            write_toml(tmp_path / "ch.toml", {"client": "client.toml", "data_dir": str(tmp_path / "data"),
+                                              "endpoint": "http://192.0.2.1:8080", "account": {"test_account": 7}})
+            from agents.challenger.config import load_config
+
+            config = load_config(tmp_path / "ch.toml")
+            challenger = Challenger(config, contracts, None, accounts.test_accounts[7],
+                                    TranscriptStore(config.store_path))
+            infos = {n.node_id: n for n in challenger.node_infos({i: None for i in ids})}
+            epoch = int(contracts.reputation.current_epoch())
+    assert (infos[ids[0]].traffic, infos[ids[1]].traffic) == (2, 0)
+    assert infos[ids[0]].registered_epoch == infos[ids[1]].registered_epoch == epoch

@@ -11,7 +11,8 @@ pass and its score is full; node_b's three fail, the third slashes it by slash_b
 is split among the three; every report carries the hash of a transcript the challenger stored.
 node_c's transcripts show the changed bytes: each challenger wrote a revocation proposal; two
 guardians review and sign it with `warren guardian sign`, `warren guardian submit` revokes node_c
-and its remaining stake goes to the treasury, with the transcript hash as the evidence hash.
+and its remaining stake goes to the treasury, with the transcript hash as the evidence hash; node_a
+and node_b then refuse node_c's key (`warren node status`: revocations.refusing).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from agents.challenger.store import TranscriptStore
 from agents.client.config import ClientConfig
 from agents.client.config import write_config as write_client_config
 from agents.netlab import Lab, can_build_namespaces
-from agents.netlab.warren_net import CLIENT_ACCOUNT, WG_PORT, deploy_chain, start_node
+from agents.netlab.warren_net import CLIENT_ACCOUNT, WG_PORT, deploy_chain, start_node, wait_for
 from agents.netlab.world import REPO_ROOT, build_world, run_in, spawn_in, start_anvil, warren_argv, warren_env
 from agents.node.tamper import ENV as TAMPER_ENV
 from agents.tomlconfig import write_toml
@@ -201,6 +202,10 @@ def test_tampering_node__proposed__guardians_sign__revoked_and_stake_taken(net):
         assert bool(contracts.registry.is_revoked(node_id)) and int(contracts.registry.node_stake(node_id)) == 0
         assert int(contracts.token.balanceOf(treasury)) == treasury_before + stake_before
         evidence = bytes(event.evidence_hash).hex()
+    # The data plane follows (issue 14's other half, agents/node/revocations.py): both other nodes refuse it.
+    for name in ("node_a", "node_b"):
+        wait_for(lambda: node_c in ((net["nodes"][name].status() or {}).get("revocations", {}).get("refusing", {})),
+                 30, what=f"{name} refusing the revoked node_c")
     store = TranscriptStore(net["configs"][0].parent / "data" / "transcripts.sqlite")
     transcript = store.transcript(evidence)  # the evidence is the first challenger's stored transcript
     store.close()
