@@ -11,6 +11,13 @@ account's pending transactions to be mined (its pending count equals its mined c
 ``patience_s``, and sends again, so the new transaction takes the next free nonce. Other errors pass
 through untouched. When the other transaction does not get mined in time (a gas price far too low, a
 node that dropped it), :class:`NonceInUse` says so in words.
+
+:func:`send_as` also waits until the transaction is in a block (:func:`mined`): where ape asks for no
+confirmations (a local network) it hands back the receipt of a transaction that is only pending, and
+a node may still drop it from its mempool (full, restarted, replaced). Seen on anvil without
+automine: the settler recorded a settlement "confirmed" whose transaction never ran. A transaction
+gone from the node, or not mined within ``patience_s``, is :class:`TransactionDropped`, a
+:class:`RemoteError` its callers retry.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Callable
 
 from agents.errors import RemoteError
 
-__all__ = ["NonceInUse", "is_nonce_conflict", "rpc_nonces", "send", "send_as"]
+__all__ = ["NonceInUse", "TransactionDropped", "is_nonce_conflict", "mined", "rpc_nonces", "send", "send_as"]
 
 log = logging.getLogger("warren.chain")
 
@@ -31,10 +38,18 @@ NONCE_CONFLICTS = ("replacement transaction underpriced", "nonce too low", "alre
 #: How long to wait for the other transaction (seconds): a few blocks on a live network.
 DEFAULT_PATIENCE_S = 60.0
 POLL_S = 1.0
+#: How long a sent transaction may stay pending before it counts as lost (seconds).
+DEFAULT_MINED_PATIENCE_S = 180.0
+#: How often a pending transaction is looked up (seconds).
+MINED_POLL_S = 0.5
 
 
 class NonceInUse(RemoteError):
     """The account's nonce stayed taken by another transaction for longer than we waited."""
+
+
+class TransactionDropped(RemoteError):
+    """A sent transaction left the node's mempool unmined, or stayed pending past our patience."""
 
 
 def is_nonce_conflict(exc: BaseException) -> bool:
@@ -88,7 +103,41 @@ def rpc_nonces(address: str) -> tuple[int, int]:
     return int(web3.eth.get_transaction_count(address, "latest")), int(web3.eth.get_transaction_count(address, "pending"))
 
 
-def send_as(account, call: Callable[[], object], what: str, **kwargs):
-    """:func:`send` for an ape account on ape's connected chain."""
+def send_as(account, call: Callable[[], object], what: str, *, mined_patience_s: float = DEFAULT_MINED_PATIENCE_S,
+            **kwargs):
+    """:func:`send` for an ape account on ape's connected chain; returns the receipt once mined."""
     address = str(getattr(account, "address", account))  # read only for a conflict's messages and counts
-    return send(call, nonces=lambda: rpc_nonces(address), what=what, address=address, **kwargs)
+    receipt = send(call, nonces=lambda: rpc_nonces(address), what=what, address=address, **kwargs)
+    return mined(receipt, what, patience_s=mined_patience_s)
+
+
+def mined(receipt, what: str, *, patience_s: float = DEFAULT_MINED_PATIENCE_S, sleep=time.sleep,
+          clock=time.monotonic):
+    """ape's ``receipt`` once its transaction is in a block (at once if it is already).
+
+    Raises:
+        TransactionDropped: the node no longer knows the transaction, or it stayed pending ``patience_s``.
+    """
+    block = getattr(receipt, "block_number", None)
+    if block is not None and block > 0:  # ape gives a pending transaction's receipt block -1
+        return receipt
+    from ape import chain
+    from web3.exceptions import TransactionNotFound
+
+    web3, txn_hash = chain.provider.web3, str(receipt.txn_hash)
+    deadline = clock() + patience_s
+    while True:
+        try:
+            if web3.eth.get_transaction_receipt(txn_hash)["blockNumber"] is not None:
+                return chain.provider.get_receipt(txn_hash)
+        except TransactionNotFound:
+            pass
+        try:
+            web3.eth.get_transaction(txn_hash)
+        except TransactionNotFound:
+            raise TransactionDropped(f"{what}: transaction {txn_hash} was dropped by the node before any block "
+                                     "took it; it will be sent again") from None
+        if clock() >= deadline:
+            raise TransactionDropped(f"{what}: transaction {txn_hash} was not mined within {patience_s:g} s "
+                                     "(gas price too low?); it will be sent again") from None
+        sleep(MINED_POLL_S)

@@ -21,7 +21,7 @@ class _Channels:
 
     def settle(self, channel_id, cumulative_bytes, cumulative_amount, signature, sender):
         self.held.append(self.lock.locked())
-        return types.SimpleNamespace(txn_hash="0x" + "ab" * 32, gas_used=61_882, failed=False)
+        return types.SimpleNamespace(txn_hash="0x" + "ab" * 32, gas_used=61_882, failed=False, block_number=7)  # mined
 
 
 def _port():

@@ -97,3 +97,43 @@ def test_rejected_by_contract__recorded_failed(tmp_path, contracts, client, chai
     [outcome] = settler.recover()
     assert (outcome.result, outcome.reason) == ("rejected", "payment_channels: not the node operator")
     assert [r.status for r in settler.store.settlements(cid)] == ["failed"]
+
+
+def test_settle_transaction_dropped_from_the_mempool__sent_again__settled_once(
+        tmp_path, contracts, operator, chain, paid_channel):
+    """A node (or a full mempool) drops the settle transaction before any block takes it: the wait for
+    its receipt fails, the settler records a retry, and the next step sends it again."""
+    import threading
+
+    cid, latest = paid_channel(gib=1)
+    settler = _settler(tmp_path, contracts, operator, chain)
+    provider = chain.provider
+    outcomes: list = []
+    provider.make_request("evm_setAutomine", [False])
+    try:
+        stepping = threading.Thread(target=lambda: outcomes.extend(settler.recover()), daemon=True)
+        stepping.start()
+        dropped = None
+        for _ in range(200):  # until the settle transaction is in the mempool (bounded: 20 s)
+            pending = provider.make_request("txpool_content", [])["pending"]
+            hashes = [tx["hash"] for by_nonce in pending.values() for tx in by_nonce.values()]
+            if hashes:
+                dropped = hashes[0]
+                provider.make_request("anvil_dropTransaction", [dropped])
+                break
+            stepping.join(0.1)
+        assert dropped is not None, "the settler sent nothing"
+    finally:
+        provider.make_request("evm_setAutomine", [True])
+    stepping.join(120)
+    assert not stepping.is_alive()
+    # The wait for the dropped one's receipt failed; the settler sent again (the same signed bytes:
+    # same nonce, same call) and this time a block took it.
+    [outcome] = outcomes
+    assert outcome.result == "settled" and outcome.gas > 50_000
+    state = contracts.channel(cid)
+    assert (state.settled, state.settled_bytes) == (latest.cumulative_amount, latest.cumulative_bytes)
+    settled = [e for e in contracts.channels.ReceiptSettled.range(0, chain.blocks.head.number + 1)
+               if bytes(e.channel_id) == cid]
+    assert len(settled) == 1  # paid once
+    assert [r.status for r in settler.store.settlements(cid)][-1] == "confirmed"
