@@ -146,10 +146,14 @@ def submit_redemption(pool: Any, redemption: Redemption, sender: Any) -> Submiss
     Raises:
         ProverError: the redemption names another pool.
         ChainDataError: the transaction lacks its ``Redeemed`` event or it disagrees with the pool.
+        agents.chain.txsend.TransactionDropped: the transaction left the mempool unmined.
     """
     if redemption.pool.lower() != str(pool.address).lower():
         raise ProverError("redemption is for another pool")
-    receipt = pool.redeem(*redemption.args(), sender=sender)
+    from agents.chain.txsend import mined
+
+    # ape may hand back a pending transaction's receipt, without logs yet: wait for its block.
+    receipt = mined(pool.redeem(*redemption.args(), sender=sender), "submitting a voucher redemption")
     events = [e for e in receipt.decode_logs(pool.Redeemed) if int(e.nullifier_hash) == redemption.nullifier_hash]
     if len(events) != 1:
         raise ChainDataError("redemption receipt lacks its Redeemed event")

@@ -115,13 +115,13 @@ class NodeView:
         """Send one operator transaction; its hash, or a UserError saying why the chain refused it."""
         from ape.exceptions import ApeException, ContractLogicError
 
-        from agents.chain.txsend import NonceInUse, send_as
+        from agents.chain.txsend import NonceInUse, TransactionDropped, send_as
 
         with self.chain.tx_lock:
             preflight(self.chain.operator, gas, what)  # UserError: not enough ETH for gas
             try:
                 receipt = send_as(self.chain.operator, call, what)  # waits out a pending tx sent elsewhere
-            except NonceInUse as exc:
+            except (NonceInUse, TransactionDropped) as exc:
                 raise UserError(str(exc)) from None
             except ContractLogicError as exc:
                 raise UserError(f"{what}: the chain refused it ({_revert_text(exc)})") from None
