@@ -26,15 +26,15 @@ from agents.wireguard.config import encode_key, generate_private_key
 
 from agents.netlab.world import NodeHost, World, run_in, spawn_in, warren_argv
 
-__all__ = ["FETCH_SCRIPT", "Chain", "NodeProcess", "client_config", "deploy_chain", "fetch", "start_node",
-           "start_nodes", "wait_for"]
+__all__ = ["FETCH_SCRIPT", "Chain", "NodeProcess", "add_public_node", "client_config", "deploy_chain", "fetch",
+           "start_node", "start_nodes", "wait_for"]
 
 #: The node's price: 1 token per GiB, so a few MiB cost a visible amount.
 PRICE_PER_GIB = TOKEN
 #: Stake each node registers with (deploy_all's minimum is 100 tokens).
 STAKE = 100 * TOKEN
 #: Test account indices: 0 deploys and owns; nodes and the client have their own.
-OWNER, NODE_ACCOUNTS, CLIENT_ACCOUNT = 0, {"node_a": 3, "node_b": 4, "node_c": 5}, 6
+OWNER, NODE_ACCOUNTS, CLIENT_ACCOUNT = 0, {"node_a": 3, "node_b": 4, "node_c": 5, "node_d": 7}, 6
 #: WireGuard's port on every node.
 WG_PORT = 51820
 
@@ -204,3 +204,18 @@ def fetch(world: World, *, read_timeout: float = 30.0, timeout: float = 120.0) -
         return None
     digest, size, seconds = result.stdout.decode().split()
     return digest, int(size), float(seconds)
+
+
+def add_public_node(world: World, name: str = "node_d", region: str = "NL") -> NodeHost:
+    """One more public node host on ``world``'s internet (its own operator account, funded by
+    :func:`deploy_chain`), with the chain bridge and resolver file every world host has."""
+    from agents.netlab import RpcBridge
+    from agents.netlab.world import RPC_LISTEN, _resolv_conf
+
+    ns = world.lab.add_host(name.replace("_", "-"))
+    address = world.internet.attach(ns)
+    bridge = RpcBridge(ns.name, ("127.0.0.1", world.chain_port), RPC_LISTEN)
+    world.lab.defer(bridge.close)
+    world.bridges[ns.short] = bridge
+    _resolv_conf(world.lab, ns, world.dns_server)
+    return NodeHost(name, ns, region, address, address)

@@ -12,7 +12,11 @@ three operators; the client behind a home NAT), one anvil. The client connects w
    raw socket in node_b's namespace) gets nothing out of the exit's TUN; once it stops, the same
    tunnel carries a download again;
 3. disconnect: both channels close cooperatively, each node paid at least for what it carried (the
-   exit the inner bytes, the relay the outer ones, which include the exit's WireGuard overhead).
+   exit the inner bytes, the relay the outer ones, which include the exit's WireGuard overhead);
+4. failover of the exit hop (a fourth node, node_d, public in NL, is the standby exit): the exit is
+   SIGKILLed mid-download, the exit hop moves through the same relay session, the relay hop stays;
+5. failover of the relay hop: the relay is SIGKILLed, the relay hop moves to the standby relay and
+   the exit hop keeps its session. In both the client's uplink carries only WireGuard to relays.
 """
 
 import os
@@ -29,10 +33,12 @@ from agents.netlab.capture import PacketCapture
 from agents.netlab.nsenter import enter_namespace
 from agents.netlab.warren_net import (
     WG_PORT,
+    add_public_node,
     client_config,
     client_status,
     deploy_chain,
     fetch,
+    start_node,
     start_nodes,
     wait_for,
 )
@@ -97,23 +103,16 @@ def net(tmp_path_factory):
         chain = deploy_chain(anvil.url, workdir)
         world = build_world(lab, chain_port=anvil.port, file_size=FILE_SIZE, client_nat=NatType.PORT_RESTRICTED)
         nodes = start_nodes(world, chain, workdir)
+        # A second public exit in NL (its own operator), so the exit hop has a standby to move to.
+        nodes["node_d"] = start_node(world, chain, add_public_node(world, "node_d", "NL"), workdir,
+                                     bootstrap=world.node_a)
         # The client's overlay gateway is the relay: it never needs to talk to the exit directly.
         config = client_config(world, chain, workdir, world.node_b)
-        log = open(workdir / "client.log", "ab")
-        exit_id = nodes["node_a"].status()["node_id"]
-        proc = spawn_in(world.client, warren_argv("connect", "--config", str(config), "--hops", "2",
-                                                  "--node", exit_id, "--relay-region", "DE"),
-                        stdout=log, stderr=log)
-
-        def connected():
-            if proc.poll() is not None:
-                raise AssertionError((workdir / "client.log").read_text()[-4000:])
-            status = client_status(world, config)
-            return status if status.get("connected") else None
-
-        status = wait_for(connected, 120, interval=0.5, what="two-hop client connected")
         state = {"anvil": anvil, "world": world, "chain": chain, "nodes": nodes, "workdir": workdir,
-                 "config": config, "proc": proc, "status": status, "fetched": 0}
+                 "config": config, "fetched": 0, "exit": "node_a",
+                 "names": {n.status()["node_id"]: name for name, n in nodes.items()}}
+        proc, state["status"] = _connect(state, "--node", nodes["node_a"].status()["node_id"], "--relay-region", "DE")
+        state["proc"] = proc
         try:
             yield state
         finally:
@@ -143,7 +142,8 @@ def test_two_hops__exit_sees_only_the_relay__relay_sees_no_cleartext(net):
     print(f"16 MiB through two hops in {seconds} s ({FILE_SIZE * 8 / seconds / 1e6:.0f} Mbit/s)")
 
     # The exit: WireGuard into its port comes from the relay, and nothing at all from the client.
-    into_wg = [f for f in exit_parsed.frames if not f.outgoing and f.proto == "udp" and f.dport == WG_PORT]
+    # (The other nodes' overlay messages to the same port are not WireGuard: the nodes' own business.)
+    into_wg = [f for f in exit_parsed.frames if not f.outgoing and f.wireguard and f.dport == WG_PORT]
     assert len(into_wg) > 50, len(into_wg)  # the request and the TCP acks (coalesced: a few hundred)
     assert {f.src for f in into_wg} == {relay_address}
     assert not [f for f in exit_parsed.frames if client_public in (f.src, f.dst)]
@@ -239,49 +239,100 @@ def test_disconnect__both_nodes_settle_for_what_they_carried(net):
     assert exit_channel.settled > 0 and relay_channel.settled > 0
 
 
-def test_relay_killed__relay_hop_fails_over__exit_session_kept__kill_switch_holds(net):
-    """A second connection, the relay left to the ranking (node_b or node_c, the other its standby):
-    the current relay's `warren node run` is SIGKILLed mid-download. The relay hop moves to the
-    standby relay by itself; the exit hop keeps its session (the exit sees its peer roam to the new
-    relay's address); the client's uplink carries nothing but WireGuard to the two relays meanwhile."""
-    world, nodes, workdir = net["world"], net["nodes"], net["workdir"]
-    config = net["config"]
+def _connect(net, *extra):
+    world, config, workdir = net["world"], net["config"], net["workdir"]
     log = open(workdir / "client.log", "ab")
-    proc = spawn_in(world.client, warren_argv("connect", "--config", str(config), "--hops", "2",
-                                              "--node", nodes["node_a"].status()["node_id"]), stdout=log, stderr=log)
+    proc = spawn_in(world.client, warren_argv("connect", "--config", str(config), "--hops", "2", *extra),
+                    stdout=log, stderr=log)
+
+    def connected():
+        if proc.poll() is not None:
+            raise AssertionError((workdir / "client.log").read_text()[-4000:])
+        status = client_status(world, config)
+        return status if status.get("connected") else None
+
+    return proc, wait_for(connected, 120, interval=0.5, what="two-hop client connected")
+
+
+def _only_wireguard_to(frames, hosts: set) -> list:
+    """Outgoing frames of the client's uplink that are not WireGuard to ``hosts`` (nor ARP/ND)."""
+    return [f for f in frames if f.outgoing and not f.neighbour_discovery and not (f.wireguard and f.dst in hosts)]
+
+
+def _kill_mid_download(net, victim: str) -> tuple[list, float]:
+    """SIGKILL ``victim``'s `warren node run` while a download runs; wait for a whole download with the
+    right checksum. Returns the client uplink's frames meanwhile and seconds from kill to that."""
+    world = net["world"]
+    uplink = PacketCapture(world.client.name, "eth0").__enter__()
     try:
-        status = wait_for(lambda: (proc.poll() is None or pytest.fail((workdir / "client.log").read_text()[-4000:]))
-                          and (s := client_status(world, config)).get("connected") and s, 120, interval=0.5,
-                          what="second two-hop connection")
-        relay_id, standby_id = status["relay"]["node_id"], status["relay"]["standby"]
-        by_id = {n.status()["node_id"]: name for name, n in nodes.items()}
-        relay, standby = by_id[relay_id], by_id[standby_id]
-        assert {relay, standby} == {"node_b", "node_c"}
-        relay_hosts = {world.node_b.address, world.node_c.public_address}
-        uplink = PacketCapture(world.client.name, "eth0").__enter__()
-        outcome = {}
-        downloader = threading.Thread(target=lambda: outcome.update(first=fetch(world, read_timeout=3, timeout=60)))
+        downloader = threading.Thread(target=lambda: fetch(world, read_timeout=3, timeout=60))
         downloader.start()
         time.sleep(0.7)  # mid-download (16 MiB at ~60 Mbit/s: about 2 s)
         killed_at = time.monotonic()
-        nodes[relay].proc.kill()
-        nodes[relay].proc.wait(timeout=10)
+        net["nodes"][victim].proc.kill()
+        net["nodes"][victim].proc.wait(timeout=10)
         downloader.join(timeout=70)
-        after = wait_for(lambda: fetch(world, read_timeout=5, timeout=40), 60, interval=0.5,
-                         what="a download through the standby relay")
+        after = wait_for(lambda: fetch(world, read_timeout=5, timeout=40), 90, interval=0.5,
+                         what=f"a download after {victim} was killed")
         recovered_s = time.monotonic() - killed_at
+    finally:
         uplink.stop()
-        assert after[:2] == (world.file_sha256, FILE_SIZE)
+    assert after[:2] == (world.file_sha256, FILE_SIZE)
+    return uplink.frames, recovered_s
+
+
+def test_exit_killed__exit_hop_fails_over_through_the_same_relay__kill_switch_holds(net):
+    """``--region NL --relay-region DE``: exits node_a and node_d (NL, one the standby), relay node_b.
+    The current exit is SIGKILLed mid-download: the exit hop moves to the standby exit through the
+    same relay session (its relay_to named both), the relay hop stays, the client's uplink carries
+    only WireGuard to the relay."""
+    world, nodes, config = net["world"], net["nodes"], net["config"]
+    proc, status = _connect(net, "--region", "NL", "--relay-region", "DE")
+    try:
+        by_id = net["names"]
+        current, standby = by_id[status["node_id"]], by_id[status["standby"]]
+        assert {current, standby} == {"node_a", "node_d"} and by_id[status["relay"]["node_id"]] == "node_b"
+        frames, recovered_s = _kill_mid_download(net, current)
+        moved = client_status(world, config)
+        assert moved["connected"] and moved["node_id"] == status["standby"]
+        assert moved["failovers"][0]["from"] == status["node_id"]
+        assert moved["relay"]["channel_id"] == status["relay"]["channel_id"] and moved["relay"]["failovers"] == []
+        leaks = _only_wireguard_to(frames, {world.node_b.address})
+        assert leaks == [], leaks[:5]
+        net["exit"] = standby
+        # The killed exit comes back (same keys and registration): node_c's overlay rendezvous again.
+        nodes[current] = start_node(world, net["chain"], nodes[current].host, net["workdir"],
+                                    bootstrap=None if current == "node_a" else world.node_a)
+        print(f"exit {current} killed: exit hop switched in {moved['failovers'][0]['switch_s']} s, next full "
+              f"download done {recovered_s:.2f} s after the kill")
+    finally:
+        run_in(world.client, warren_argv("disconnect", "--config", str(config)), timeout=90)
+        proc.wait(timeout=30)
+
+
+def test_relay_killed__relay_hop_fails_over__exit_session_kept__kill_switch_holds(net):
+    """Another connection to the exit left alive, the relay left to the ranking (two of the other nodes,
+    one the standby):
+    the current relay's `warren node run` is SIGKILLed mid-download. The relay hop moves to the
+    standby relay by itself; the exit hop keeps its session (the exit sees its peer roam to the new
+    relay's address); the client's uplink carries nothing but WireGuard to the two relays meanwhile."""
+    world, nodes, config = net["world"], net["nodes"], net["config"]
+    proc, status = _connect(net, "--node", nodes[net["exit"]].status()["node_id"])
+    try:
+        relay_id, standby_id = status["relay"]["node_id"], status["relay"]["standby"]
+        by_id = net["names"]
+        relay, standby = by_id[relay_id], by_id[standby_id]
+        assert relay != standby and {relay, standby} <= set(nodes) - {net["exit"]}
+        relay_hosts = {n.host.public_address for n in nodes.values()}
+        frames, recovered_s = _kill_mid_download(net, relay)
         moved = client_status(world, config)
         assert moved["connected"] and moved["relay"]["node_id"] == standby_id
         assert moved["relay"]["failovers"][0]["from"] == relay_id
         assert moved["channel_id"] == status["channel_id"] and moved["failovers"] == []  # the exit hop stayed
-        leaks = [f for f in uplink.frames if f.outgoing and not f.neighbour_discovery
-                 and not (f.wireguard and f.dst in relay_hosts)]
+        leaks = _only_wireguard_to(frames, relay_hosts)
         assert leaks == [], leaks[:5]
         print(f"relay {relay} killed: relay hop switched in {moved['relay']['failovers'][0]['switch_s']} s, "
-              f"next full download done {recovered_s:.2f} s after the kill "
-              f"(first download {'survived' if outcome.get('first') else 'cut'})")
+              f"next full download done {recovered_s:.2f} s after the kill")
     finally:
         run_in(world.client, warren_argv("disconnect", "--config", str(config)), timeout=90)
         proc.wait(timeout=30)
