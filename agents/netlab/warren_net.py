@@ -34,7 +34,7 @@ PRICE_PER_GIB = TOKEN
 #: Stake each node registers with (deploy_all's minimum is 100 tokens).
 STAKE = 100 * TOKEN
 #: Test account indices: 0 deploys and owns; nodes and the client have their own.
-OWNER, NODE_ACCOUNTS, CLIENT_ACCOUNT = 0, {"node_a": 3, "node_b": 4, "node_c": 5, "node_d": 7}, 6
+OWNER, NODE_ACCOUNTS, CLIENT_ACCOUNT = 0, {"node_a": 3, "node_b": 4, "node_c": 5}, 6
 #: WireGuard's port on every node.
 WG_PORT = 51820
 
@@ -207,8 +207,8 @@ def fetch(world: World, *, read_timeout: float = 30.0, timeout: float = 120.0) -
 
 
 def add_public_node(world: World, name: str = "node_d", region: str = "NL") -> NodeHost:
-    """One more public node host on ``world``'s internet (its own operator account, funded by
-    :func:`deploy_chain`), with the chain bridge and resolver file every world host has."""
+    """One more public node host on ``world``'s internet, with the chain bridge and resolver file every
+    world host has (its operator is the caller's to fund: :func:`deploy_chain` funds node_a-c)."""
     from agents.netlab import RpcBridge
     from agents.netlab.world import RPC_LISTEN, _resolv_conf
 

@@ -28,6 +28,7 @@ import time
 import pytest
 
 from agents.chain.connect import connect, load_contracts
+from agents.chain.deploy import TOKEN
 from agents.netlab import Lab, NatType, can_build_namespaces
 from agents.netlab.capture import PacketCapture
 from agents.netlab.nsenter import enter_namespace
@@ -43,11 +44,14 @@ from agents.netlab.warren_net import (
     wait_for,
 )
 from agents.netlab.world import build_world, run_in, spawn_in, start_anvil, warren_argv
+from agents.wallet import AccountSpec
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow,
               pytest.mark.skipif(not can_build_namespaces(), reason="the lab builds network namespaces: root only")]
 
 FILE_SIZE = 16 << 20
+#: node_d's operator (anvil funds test accounts 0-9 with ether; 3-6 are the world's nodes and client).
+NODE_D_ACCOUNT = 7
 #: Pieces of the file searched for in the captures (16 bytes each, spread over the file).
 MARKERS = 64
 MARKER_LEN = 16
@@ -104,8 +108,13 @@ def net(tmp_path_factory):
         world = build_world(lab, chain_port=anvil.port, file_size=FILE_SIZE, client_nat=NatType.PORT_RESTRICTED)
         nodes = start_nodes(world, chain, workdir)
         # A second public exit in NL (its own operator), so the exit hop has a standby to move to.
+        with connect(chain.url) as project:  # its operator: test account 7, funded as deploy_chain does
+            from ape import accounts
+
+            contracts = load_contracts(project, chain.deployment)
+            contracts.token.mint(accounts.test_accounts[NODE_D_ACCOUNT], 1_000 * TOKEN, sender=accounts.test_accounts[0])
         nodes["node_d"] = start_node(world, chain, add_public_node(world, "node_d", "NL"), workdir,
-                                     bootstrap=world.node_a)
+                                     bootstrap=world.node_a, operator=AccountSpec(test_account=NODE_D_ACCOUNT))
         # The client's overlay gateway is the relay: it never needs to talk to the exit directly.
         config = client_config(world, chain, workdir, world.node_b)
         state = {"anvil": anvil, "world": world, "chain": chain, "nodes": nodes, "workdir": workdir,
@@ -302,7 +311,8 @@ def test_exit_killed__exit_hop_fails_over_through_the_same_relay__kill_switch_ho
         net["exit"] = standby
         # The killed exit comes back (same keys and registration): node_c's overlay rendezvous again.
         nodes[current] = start_node(world, net["chain"], nodes[current].host, net["workdir"],
-                                    bootstrap=None if current == "node_a" else world.node_a)
+                                    bootstrap=None if current == "node_a" else world.node_a,
+                                    operator=nodes[current].config.operator)
         print(f"exit {current} killed: exit hop switched in {moved['failovers'][0]['switch_s']} s, next full "
               f"download done {recovered_s:.2f} s after the kill")
     finally:
