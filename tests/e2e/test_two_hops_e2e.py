@@ -29,6 +29,7 @@ import pytest
 
 from agents.chain.connect import connect, load_contracts
 from agents.chain.deploy import TOKEN
+from agents.client.hops import RELAY_CONTROL_TABLE
 from agents.netlab import Lab, NatType, can_build_namespaces
 from agents.netlab.capture import PacketCapture
 from agents.netlab.nsenter import enter_namespace
@@ -235,6 +236,13 @@ def test_disconnect__both_nodes_settle_for_what_they_carried(net):
     result = run_in(world.client, warren_argv("disconnect", "--config", str(config)), timeout=90)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     proc.wait(timeout=30)
+    # Nothing of the connection is left on the client: rules (the relay's control table's too),
+    # routes, the kill switch, the two TUNs.
+    rules = run_in(world.client, ["ip", "-6", "rule", "show"], check=True).stdout.decode()
+    assert str(RELAY_CONTROL_TABLE) not in rules and "51820" not in rules, rules
+    assert "warren" not in run_in(world.client, ["nft", "list", "tables"], check=True).stdout.decode()
+    links = run_in(world.client, ["ip", "-o", "link", "show"], check=True).stdout.decode()
+    assert "wrnc0" not in links, links
     with connect(chain.url) as project:
         contracts = load_contracts(project, chain.deployment)
         exit_channel = contracts.channel(bytes.fromhex(live["channel_id"]))
