@@ -43,6 +43,8 @@ TOKEN = 10**18
 EXPECTED_KBPS = 20_000
 ENDPOINT_PORT = 8080
 PAYLOAD = 1 << 20
+#: The development key the deployed verifier was made from (zk/vyper_verifier.py CHECKED_IN_SEED).
+DEV_SEED = "warren development key v1"
 #: The voucher pool's denomination and the relayer fee the voucher-paying challenger offers, token wei.
 DENOMINATION = 2 * TOKEN
 RELAYER_FEE = 10**16
@@ -78,12 +80,15 @@ def net(tmp_path_factory):
                 addresses.append(str(account.address))
             stakes = {n: int(contracts.registry.node_stake(bytes.fromhex(p.status()["node_id"])))
                       for n, p in nodes.items()}
+        # The pool's development proving key, made here: a fresh clone has none (keys/ is not in git).
+        keys = workdir / "keys"
+        _host_warren("voucher", "setup", "--depth", "20", "--seed", DEV_SEED, "--out", str(keys))
         configs = []
         for k, index in enumerate(CHALLENGERS):
             folder = workdir / f"challenger{k}"
             folder.mkdir()
             paying = ({"account": None, "pay": "voucher", "voucher_notes": folder / "notes.json",
-                       "relayer_fee": RELAYER_FEE} if k == 0 else {"account": AccountSpec(test_account=CLIENT_ACCOUNT)})
+                       "voucher_keys": keys, "relayer_fee": RELAYER_FEE} if k == 0 else {"account": AccountSpec(test_account=CLIENT_ACCOUNT)})
             client = ClientConfig(data_dir=folder / "client", interface=f"wrnq{k}", budget=TOKEN,
                                   bootstrap=((world.node_a.public_address, WG_PORT),), rpc="http://127.0.0.1:8545",
                                   deployment=chain.deployment, **paying)
