@@ -3,8 +3,8 @@
 The client pays by cumulative receipts (agents.metering.ReceiptSigner) every ``receipt_bytes`` of
 its own counter's growth or every ``receipt_interval_s``, whichever comes first (the node's terms).
 
-How much: ``min(max(own - unbilled, invoice), own + credit)``. Invoices carry the node's billed
-count and the bytes it carried but does not bill (traffic its exit policy dropped).
+How much: ``min(max(own - unbilled, invoice), own + credit, invoice + credit)``. Invoices carry the
+node's billed count and the bytes it carried but does not bill (traffic its exit policy dropped).
 
 * ``own - unbilled``: what the client's own counter saw, less what the node does not charge. An
   invoice is always a little stale (it crossed the tunnel behind the traffic it counts), so paying
@@ -15,6 +15,11 @@ count and the bytes it carried but does not bill (traffic its exit policy droppe
 * ``own + credit``: the cap. A node that inflates its bill gains at most the agreed credit, once,
   and the claim beyond the cap is recorded as a dispute (:attr:`ClientMeter.overclaim_bytes`),
   shown in status and the log; the client never signs more.
+* ``invoice + credit``: paying ahead of the bill stops at the credit. The node reports what its
+  policy dropped only in its next invoice, so traffic the node will not bill (a burst at a blocked
+  address) is paid for meanwhile; cumulative receipts cannot be taken back, so without this bound a
+  fast burst would stay paid. Measured: a 4 MiB UDP burst at a blocked address was paid 2.1 MB before
+  the node's invoice said it was dropped (tests/e2e/test_exit_attacks_e2e.py).
 
 Liveness: the node sends an invoice at least every receipt interval; the runtime also sees the
 tunnel's receive counter. :class:`Liveness` says a node is dead when nothing arrived for
@@ -92,7 +97,8 @@ class ClientMeter:
     def amount_to_pay(self) -> int:
         """Session bytes to pay for now (see the module docstring)."""
         ours = max(0, self.own_bytes - self.unbilled)
-        return min(max(ours, self.invoice or 0), self.own_bytes + self.terms.credit_bytes)
+        invoice, credit = self.invoice or 0, self.terms.credit_bytes
+        return min(max(ours, invoice), self.own_bytes + credit, invoice + credit)
 
     def next_receipt(self, own_bytes: int, now: float) -> tuple[Receipt, bytes] | None:
         """A signed receipt if one is due and would pay for something new, else None.

@@ -25,6 +25,7 @@ def test_due__after_receipt_bytes_or_interval(meter):
     assert meter.next_receipt(1000, 1.0) is None          # neither 1 MiB nor 5 s yet
     receipt, _ = meter.next_receipt(1000, 5.0)             # interval passed
     assert receipt.cumulative_bytes == 1000
+    meter.on_invoice(1000 + (1 << 20), 0)                   # the node has counted as much
     receipt, _ = meter.next_receipt(1000 + (1 << 20), 5.1)  # 1 MiB more
     assert receipt.cumulative_bytes == 1000 + (1 << 20)
     assert receipt.cumulative_amount == price_of(receipt.cumulative_bytes, PRICE)
@@ -32,8 +33,8 @@ def test_due__after_receipt_bytes_or_interval(meter):
 
 def test_unbilled_bytes__not_paid(meter):
     meter.on_invoice(600_000, 400_000)  # the node's exit dropped 400,000 bytes and does not bill them
-    receipt, _ = meter.next_receipt(2 << 20, 0.1)
-    assert receipt.cumulative_bytes == (2 << 20) - 400_000 and meter.overclaim_bytes == 0
+    receipt, _ = meter.next_receipt(1_500_000, 5.0)
+    assert receipt.cumulative_bytes == 1_500_000 - 400_000 and meter.overclaim_bytes == 0
 
 
 def test_invoice_ahead__in_flight_bytes_paid_up_to_the_credit(meter):
@@ -54,6 +55,15 @@ def test_stale_invoice__client_pays_its_own_current_count(meter):
     assert receipt.cumulative_bytes == 2 << 20
 
 
+def test_own_count_far_ahead_of_the_bill__paid_at_most_the_credit_ahead(meter):
+    """A burst the node will report dropped only in its next invoice: pay no more than the credit ahead."""
+    meter.on_invoice(1 << 20, 0)
+    receipt, _ = meter.next_receipt(8 << 20, 0.1)  # 7 MiB more of our own, not yet on any invoice
+    assert receipt.cumulative_bytes == (1 << 20) + CREDIT
+    meter.on_invoice((1 << 20) + 1000, (7 << 20) - 1000)  # the node: all but 1,000 bytes were dropped
+    assert meter.next_receipt(8 << 20, 5.2) is None  # already paid past what is owed: nothing new
+
+
 def test_node_overclaims__paid_own_count_plus_credit_at_most__dispute_recorded(meter):
     meter.due(2 << 20, 0.0)
     meter.on_invoice(10 << 20, 0)
@@ -72,6 +82,7 @@ def test_final_receipt__nothing_new__none(meter):
     meter.next_receipt(1 << 20, 0.1)
     assert meter.final_receipt() is None
     meter.due((1 << 20) + 10, 0.2)
+    meter.on_invoice((1 << 20) + 10, 0)
     assert meter.final_receipt()[0].cumulative_bytes == (1 << 20) + 10
 
 
