@@ -212,7 +212,8 @@ def test_killswitch_and_routes__download_leaks_failover_crash_release__only_wire
         with PacketCapture(client.name, "up0") as cap:
             # (1) download over the tunnel.
             assert hashlib.sha256(_fetch(client)).digest() == hashlib.sha256(BLOB).digest()
-            assert _wg_out(cap.snapshot(), (ENDPOINT_A, WG_PORT)) > 100
+            # > 20 frames, not packets: with UDP GSO a run of equal datagrams is one frame here.
+            assert _wg_out(cap.snapshot(), (ENDPOINT_A, WG_PORT)) > 20
 
             # (2) DNS outside, plain TCP, IPv6, device-bound sockets, unmarked UDP to the endpoint.
             assert _send_udp(client, NODE_A, 53) == errno.EPERM          # DNS to a LAN resolver
@@ -248,7 +249,7 @@ def test_killswitch_and_routes__download_leaks_failover_crash_release__only_wire
             assert _fetch(client) == BLOB
             assert ks.state().dropped_out == dropped
             assert ks.state().endpoints == ((NODE_B, WG_PORT),)
-            assert _wg_out(cap.snapshot(), (NODE_B, WG_PORT)) > 100
+            assert _wg_out(cap.snapshot(), (NODE_B, WG_PORT)) > 20
             assert _leaks(cap.snapshot(), {(ENDPOINT_A, WG_PORT), (NODE_B, WG_PORT)}) == []
 
             # (3) kill -9 of the tunnel process: the table stays and nothing leaves.
