@@ -35,6 +35,16 @@ messages = [blob[i:i + 148] for i in range(0, len(blob), 148)]
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.setblocking(False)
 target, sent, replies, sizes = (host, port), 0, {}, set()
+
+def drain():
+    while True:
+        try:
+            data = sock.recv(2048)
+        except BlockingIOError:
+            return
+        replies[data[0]] = replies.get(data[0], 0) + 1
+        sizes.add(len(data))
+
 end = time.monotonic() + seconds
 while time.monotonic() < end:
     for message in messages:
@@ -43,21 +53,9 @@ while time.monotonic() < end:
             sent += 1
         except BlockingIOError:
             pass
-    while True:
-        try:
-            data = sock.recv(2048)
-        except BlockingIOError:
-            break
-        replies[data[0]] = replies.get(data[0], 0) + 1
-        sizes.add(len(data))
+    drain()
 time.sleep(0.5)
-while True:
-    try:
-        data = sock.recv(2048)
-    except BlockingIOError:
-        break
-    replies[data[0]] = replies.get(data[0], 0) + 1
-    sizes.add(len(data))
+drain()
 print(json.dumps({"sent": sent, "replies": {str(k): v for k, v in replies.items()}, "sizes": sorted(sizes)}))
 """
 
