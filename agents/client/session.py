@@ -3,7 +3,7 @@
 The client pays by cumulative receipts (agents.metering.ReceiptSigner) every ``receipt_bytes`` of
 its own counter's growth or every ``receipt_interval_s``, whichever comes first (the node's terms).
 
-How much: ``min(max(own - unbilled, invoice), own + credit, invoice + credit)``. Invoices carry the
+How much: ``min(max(own - unbilled, invoice), own - unbilled + credit, invoice + credit)``. Invoices carry the
 node's billed count and the bytes it carried but does not bill (traffic its exit policy dropped).
 
 * ``own - unbilled``: what the client's own counter saw, less what the node does not charge. An
@@ -12,9 +12,13 @@ node's billed count and the bytes it carried but does not bill (traffic its exit
 * ``invoice``: the node counts bytes when it sends them, the client when they arrive; what is in
   flight (socket buffers, queues: megabytes at tens of Mbit/s) is billed before the client sees it.
   Paying the bill covers that.
-* ``own + credit``: the cap. A node that inflates its bill gains at most the agreed credit, once,
-  and the claim beyond the cap is recorded as a dispute (:attr:`ClientMeter.overclaim_bytes`),
-  shown in status and the log; the client never signs more.
+* ``own - unbilled + credit``: the cap. A node that inflates its bill gains at most the agreed
+  credit, once, and the claim beyond the cap is recorded as a dispute
+  (:attr:`ClientMeter.overclaim_bytes`), shown in status and the log; the client never signs more.
+  The unbilled bytes come off the cap too: the node checks a receipt against its own billed count
+  (which excludes them) and refuses one more than the credit beyond it ("beyond_counter"), so a cap
+  of ``own + credit`` was refused as soon as the exit had dropped anything (seen in CI: every
+  receipt refused, the session closed unilaterally). A node lying about its drops only lowers its pay.
 * ``invoice + credit``: paying ahead of the bill stops at the credit. The node reports what its
   policy dropped only in its next invoice, so traffic the node will not bill (a burst at a blocked
   address) is paid for meanwhile; cumulative receipts cannot be taken back, so without this bound a
@@ -72,7 +76,7 @@ class ClientMeter:
         """The node's billed and unbilled counts for this session."""
         self.invoice = max(self.invoice or 0, billed_bytes)
         self.unbilled = max(self.unbilled, unbilled_bytes)
-        cap = self.own_bytes + self.terms.credit_bytes
+        cap = self._ours() + self.terms.credit_bytes
         if self.invoice > cap:
             self.overclaim_bytes = max(self.overclaim_bytes, self.invoice - cap)
 
@@ -96,9 +100,13 @@ class ClientMeter:
 
     def amount_to_pay(self) -> int:
         """Session bytes to pay for now (see the module docstring)."""
-        ours = max(0, self.own_bytes - self.unbilled)
+        ours = self._ours()
         invoice, credit = self.invoice or 0, self.terms.credit_bytes
-        return min(max(ours, invoice), self.own_bytes + credit, invoice + credit)
+        return min(max(ours, invoice), ours + credit, invoice + credit)
+
+    def _ours(self) -> int:
+        """Our own count less what the node says it does not bill."""
+        return max(0, self.own_bytes - self.unbilled)
 
     def next_receipt(self, own_bytes: int, now: float) -> tuple[Receipt, bytes] | None:
         """A signed receipt if one is due and would pay for something new, else None.

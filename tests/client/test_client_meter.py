@@ -130,3 +130,13 @@ def test_latency_probe__hung_control_channel__liveness_says_dead():
     assert "latency above 2000 ms 3 times" in live.dead(5.0)
     live.waiting(probe.due(6.0)[1])  # the new PING has waited 1 s: still no news, still dead
     assert live.dead(6.0) is not None
+
+
+def test_node_overclaims_after_drops__cap_is_own_less_unbilled_plus_credit(meter):
+    """The node checks receipts against its billed count (drops excluded): a cap of own + credit
+    would be more than the credit beyond it, and refused."""
+    meter.due(4 << 20, 0.0)
+    meter.on_invoice(10 << 20, 300_000)  # inflated bill; 300,000 bytes dropped by the exit
+    receipt, _ = meter.next_receipt(4 << 20, 0.1)
+    assert receipt.cumulative_bytes == (4 << 20) - 300_000 + CREDIT
+    assert meter.overclaim_bytes == (10 << 20) - ((4 << 20) - 300_000 + CREDIT)
