@@ -154,11 +154,37 @@ def connect(rpc_url: str | None = DEFAULT_RPC, network: str = DEFAULT_NETWORK,
         context = networks.parse_network_choice(network, provider_settings=settings or None)
     except Exception as exc:  # noqa: BLE001 - an unknown ecosystem/network/provider name
         raise UserError(f"ape does not know the network {network!r}: {exc}") from None
-    with context:
+    with _contract_caches_kept(active), context:
         provider = networks.active_provider
         if getattr(provider, "process", None) is not None:  # ape started a chain: not what we asked for
             raise ChainUnavailable(f"no chain answers at {rpc_url}: is it running?")
         yield project
+
+
+@contextlib.contextmanager
+def _contract_caches_kept(active) -> Iterator[None]:
+    """Give the connection that was active before (if any) its in-memory contract caches back.
+
+    ape keys those caches by network name ("ethereum:local"), not by endpoint, so two local chains
+    share one: attaching to a second anvil and binding its contracts (``project.x.at(address)``)
+    overwrote the first chain's entries at the same deterministic addresses, and a later trace on
+    the first chain decoded its calls with the wrong ABI (CI: ``tx.return_value`` failing with
+    "'NoneType' object has no attribute 'outputs'" in node_registry's tests, after an end-to-end
+    test had attached to its lab's chain in the same process).
+    """
+    if active is None or not active.is_connected:
+        yield
+        return
+    from ape import chain
+
+    contracts = chain.contracts
+    caches = [contracts.contract_types, contracts.proxy_infos, contracts.contract_creations, contracts.blueprints]
+    saved = [dict(cache.memory) for cache in caches]
+    try:
+        yield
+    finally:
+        for cache, memory in zip(caches, saved):
+            cache.memory = memory
 
 
 def load_deployment(path: str | os.PathLike) -> Deployment:

@@ -4,10 +4,13 @@ import json
 import socket
 
 import pytest
+import rlp
+from eth_utils import keccak, to_checksum_address
 
 from agents import cli
 from agents.chain.connect import ChainMismatch, ChainUnavailable, connect, load_contracts
 from agents.chain.deployment import CONTRACT_NAMES, DeploymentError
+from agents.netlab.world import _rpc, start_anvil
 from agents.errors import InsufficientEth, InsufficientTokens, explain, preflight, preflight_tokens
 from agents.wallet import AccountSpec, create_keystore, load_account
 
@@ -149,3 +152,20 @@ def test_voucher_command__foreign_deployment__refused_in_words_before_any_transa
     assert code == 1
     assert f"is for chain 5, but the chain at the RPC is chain {chain.chain_id}" in capsys.readouterr().err
     assert accounts.test_accounts[0].nonce == nonce
+
+
+
+def test_connect__second_local_chain__leaves_this_chains_contract_types_alone(registry, owner, chain):
+    """ape keys its contract cache by network name, and every anvil is "ethereum:local": a deployment
+    at the same address on another local chain must not change what this chain's traces decode with
+    (node_registry's `tx.return_value` failed in CI after an end-to-end test had deployed a lab chain
+    in the same process)."""
+    nonce = next(n for n in range(10_000) if to_checksum_address(
+        keccak(rlp.encode([bytes.fromhex(owner.address[2:]), n]))[12:]) == registry.address)
+    before = chain.contracts[registry.address]
+    with start_anvil() as other, connect(other.url) as project:
+        _rpc(other.url, "anvil_setNonce", [owner.address, hex(nonce)])
+        token = owner.deploy(project.warren_token)  # the other chain's token at this chain's registry address
+        assert token.address == registry.address
+        assert chain.contracts[registry.address].name == "warren_token"
+    assert chain.contracts[registry.address] == before
