@@ -10,8 +10,8 @@ from eth_utils import keccak, to_checksum_address
 from agents import cli
 from agents.chain.connect import ChainMismatch, ChainUnavailable, connect, load_contracts
 from agents.chain.deployment import CONTRACT_NAMES, DeploymentError
-from agents.netlab.world import _rpc, start_anvil
 from agents.errors import InsufficientEth, InsufficientTokens, explain, preflight, preflight_tokens
+from agents.netlab.world import _rpc, start_anvil
 from agents.wallet import AccountSpec, create_keystore, load_account
 
 
