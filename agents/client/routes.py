@@ -14,7 +14,9 @@ without a loop for the tunnel's own UDP packets:
   reverse-path filtering (``rp_filter=1``) then checks a reply from an off-link endpoint against
   the main table, as the request went, instead of against the tunnel, and lets it in.
 
-Beyond wg-quick, table T also gets an ``unreachable default`` at the worst metric: when the TUN
+Beyond wg-quick, ``bypass`` (address, port) pairs get one rule each, ``to A ipproto tcp dport P
+lookup main``, at a priority ahead of the two above: TCP to the chain RPC leaves by the uplink, the
+kill switch's one exception (agents.client.rpc_access). Table T also gets an ``unreachable default`` at the worst metric: when the TUN
 device vanishes (the tunnel process died) its route goes with it, and unmarked traffic then finds
 "unreachable" instead of falling through to the main table's default route. Routing fails closed
 even before the kill switch (agents.client.killswitch) drops anything.
@@ -27,14 +29,18 @@ wg-quick's ``down`` does, :meth:`remove` deletes every copy of the two rules of 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
 from agents.client.hostcmd import HostCommandError, run
 from agents.wireguard.tun import DEFAULT_FWMARK
 
-__all__ = ["FullTunnelRoutes", "HostCommandError", "UNREACHABLE_METRIC"]
+__all__ = ["BYPASS_PRIORITY", "FullTunnelRoutes", "HostCommandError", "UNREACHABLE_METRIC"]
 
+#: Priority of the bypass rules: ahead of wg-quick's two (added without a priority, they take the
+#: numbers just below the main table's 32766) and of anything a distribution usually adds.
+BYPASS_PRIORITY = 5210
 #: The largest route metric (u32): the fail-closed route loses to any route the tunnel adds.
 UNREACHABLE_METRIC = 4294967295
 #: How many copies of a rule :meth:`FullTunnelRoutes.remove` deletes at most (bounds a loop that a
@@ -62,10 +68,13 @@ class FullTunnelRoutes:
         table: routing table of the tunnel's default routes.
         netns: network namespace to act in (``ip netns exec``); None: the caller's own.
         families: "4", "6" or both.
+        bypass: (address, port) pairs whose TCP traffic is routed by the main table, outside the
+            tunnel (the chain RPC: agents.client.rpc_access).
     """
 
     def __init__(self, tun: str, fwmark: int = DEFAULT_FWMARK, table: int = DEFAULT_FWMARK, *,
-                 netns: str | None = None, families: tuple[str, ...] = ("4", "6")) -> None:
+                 netns: str | None = None, families: tuple[str, ...] = ("4", "6"),
+                 bypass: tuple[tuple[str, int], ...] = ()) -> None:
         if not set(families) <= {"4", "6"} or not families:
             raise ValueError(f"families must be '4' and/or '6', not {families!r}")
         self.tun = tun
@@ -73,6 +82,7 @@ class FullTunnelRoutes:
         self.table = int(table)
         self.netns = netns
         self.families = tuple(families)
+        self.bypass = tuple((str(ipaddress.ip_address(a)), int(p)) for a, p in bypass)
         #: Whether install() ran and remove() has not yet.
         self.installed = False
         #: src_valid_mark before install() changed it (None: install() left it alone).
@@ -86,13 +96,15 @@ class FullTunnelRoutes:
         """A JSON-able record of what is installed, for :meth:`from_dict` in another process."""
         return {"tun": self.tun, "fwmark": self.fwmark, "table": self.table, "netns": self.netns,
                 "families": list(self.families), "installed": self.installed,
+                "bypass": [list(pair) for pair in self.bypass],
                 "src_valid_mark_before": self.src_valid_mark_before}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FullTunnelRoutes":
         """The object :meth:`to_dict` described (so its :meth:`remove` undoes that install)."""
         routes = cls(data["tun"], data["fwmark"], data["table"], netns=data.get("netns"),
-                     families=tuple(data.get("families", ("4", "6"))))
+                     families=tuple(data.get("families", ("4", "6"))),
+                     bypass=tuple(tuple(pair) for pair in data.get("bypass", ())))
         routes.installed = bool(data.get("installed", True))
         routes.src_valid_mark_before = data.get("src_valid_mark_before")
         return routes
@@ -114,6 +126,9 @@ class FullTunnelRoutes:
                 self._ip(fam, "rule", "add", *self._mark_rule())
             if not self._rule_count(fam, _is_suppress_rule):
                 self._ip(fam, "rule", "add", *_SUPPRESS_RULE)
+            for rule in self._bypass_rules(fam):
+                if not self._rule_count(fam, lambda r, rule=rule: _is_bypass_rule(r, rule)):
+                    self._ip(fam, "rule", "add", *rule)
         self._nft(f"table inet {self.nft_table} {{}}\ndelete table inet {self.nft_table}\n"
                   + _conntrack_table(self.nft_table, self.fwmark))
         if "4" in self.families:
@@ -158,6 +173,11 @@ class FullTunnelRoutes:
                 if not self._rule_count(fam, _is_suppress_rule):
                     break
                 self._ip(fam, "rule", "del", *_SUPPRESS_RULE)
+            for rule in self._bypass_rules(fam):
+                for _ in range(MAX_RULE_COPIES):
+                    if not self._rule_count(fam, lambda r, rule=rule: _is_bypass_rule(r, rule)):
+                        break
+                    self._ip(fam, "rule", "del", *rule)
         self._nft(f"table inet {self.nft_table} {{}}\ndelete table inet {self.nft_table}\n")
         if self.src_valid_mark_before is not None:
             self._sysctl_set(_SRC_VALID_MARK, self.src_valid_mark_before)
@@ -168,6 +188,11 @@ class FullTunnelRoutes:
 
     def _mark_rule(self) -> list[str]:
         return ["not", "fwmark", str(self.fwmark), "table", str(self.table)]
+
+    def _bypass_rules(self, fam: str) -> list[list[str]]:
+        return [["to", address, "ipproto", "tcp", "dport", str(port), "lookup", "main",
+                 "priority", str(BYPASS_PRIORITY)]
+                for address, port in self.bypass if (":" in address) == (fam == "6")]
 
     def _is_mark_rule(self, rule: dict) -> bool:
         return ("not" in rule and _mark(rule.get("fwmark")) == self.fwmark
@@ -206,6 +231,21 @@ class FullTunnelRoutes:
 
 #: wg-quick's second rule: the main table decides, except by its default route.
 _SUPPRESS_RULE = ("table", "main", "suppress_prefixlength", "0")
+
+
+def _is_bypass_rule(rule: dict, args: list[str]) -> bool:
+    """Whether ``ip -j rule show``'s ``rule`` is the one ``ip rule add *args`` made."""
+    address, port = args[1], int(args[5])
+    return (rule.get("dst") == address and rule.get("ipproto") in ("tcp", "ipproto-tcp", 6, "6")
+            and _dport(rule) == port and rule.get("table") == "main"
+            and rule.get("priority") == BYPASS_PRIORITY)
+
+
+def _dport(rule: dict) -> int | None:
+    value = rule.get("dport")
+    if isinstance(value, dict):  # some iproute2 versions print a range {"start": P, "end": P}
+        value = value.get("start")
+    return None if value is None else int(value)
 
 
 def _is_suppress_rule(rule: dict) -> bool:

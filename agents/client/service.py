@@ -32,6 +32,7 @@ from agents.client.hostcmd import run as run_host
 from agents.client.killswitch import KillSwitch
 from agents.client.resolvconf import ResolvConf
 from agents.client.routes import FullTunnelRoutes
+from agents.client.rpc_access import pinned, rpc_endpoints
 from agents.client.revocation import ClientRevocations
 from agents.overlay.revocation import RevocationList
 from agents.client.selection import eligible, rank
@@ -99,11 +100,16 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
     if config.killswitch_exceptions:
         raise UserError("kill switch exceptions are not supported yet: remove [killswitch] exceptions from the "
                         "config (everything goes through the tunnel)")
+    # The chain RPC is the kill switch's one exception; its name is resolved now, while DNS works.
+    rpc = rpc_endpoints(config.rpc)
     killswitch = KillSwitch(KILLSWITCH_TABLE)
-    routes = FullTunnelRoutes(config.interface)
+    routes = FullTunnelRoutes(config.interface, bypass=tuple(rpc.pairs) if rpc else ())
     resolv = ResolvConf(RESOLV_CONF, str(Path(config.data_dir) / "resolv-backup"))
     bootstrap = [tuple(b) for b in config.bootstrap]
-    allow: list = []
+    allow = [(address, port, "tcp") for address, port in rpc.pairs] if rpc else []
+    if rpc:
+        log.info("chain RPC %s reached outside the tunnel at %s (the kill switch's one exception)", rpc.host,
+                 ", ".join(f"{a}:{p}" for a, p in rpc.pairs))
     # Fail closed from the first moment: nothing leaves but what the kill switch names.
     _write_state(state_path, {"status": "connecting", "pid": os.getpid(), "killswitch": KILLSWITCH_TABLE,
                               "routes": routes.to_dict(), "resolv_conf": RESOLV_CONF,
@@ -124,7 +130,7 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
                               "resolv_backup": str(Path(config.data_dir) / "resolv-backup")})
     agent = control = discovery = metrics = revocations = None
     try:
-        with chain_connect(config.rpc, config.network) as project:
+        with pinned(rpc), chain_connect(config.rpc, config.network) as project:
             contracts = load_contracts(project, config.deployment)
             chain = client_port(project, contracts, config, pay)
             revocation_port = ChainRevocationPort(contracts)

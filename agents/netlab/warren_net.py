@@ -152,13 +152,14 @@ def _died(node: NodeProcess):
 
 
 def client_config(world: World, chain: Chain, workdir: Path, bootstrap: NodeHost, *, budget: int = 5 * TOKEN,
-                  **extra) -> Path:
-    """Write the client's config; returns its path."""
+                  rpc: str = "http://127.0.0.1:8545", **extra) -> Path:
+    """Write the client's config; returns its path (``rpc``: the host's loopback bridge by default,
+    ``world.remote_rpc_url`` for the chain as a remote provider on the lab's internet)."""
     data_dir = workdir / "client"
     data_dir.mkdir(parents=True, exist_ok=True)
     config = ClientConfig(account=AccountSpec(test_account=CLIENT_ACCOUNT), data_dir=data_dir, interface="wrnc0",
                           budget=budget, bootstrap=((bootstrap.public_address, WG_PORT),),
-                          rpc="http://127.0.0.1:8545", deployment=chain.deployment, **extra)
+                          rpc=rpc, deployment=chain.deployment, **extra)
     path = data_dir / "client.toml"
     write_client_config(path, config, force=True)
     return path

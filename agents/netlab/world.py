@@ -8,7 +8,9 @@ What :func:`build_world` makes (every address is in the returned :class:`World`)
 
 * an internet (``Lab.add_internet``, TEST-NET-2 by default) with two server hosts on it:
   ``web`` runs the lab HTTP server on port 80 (one random file, its SHA-256 known) and the lab DNS
-  zone server on port 53 (``files.example`` -> web, ``blocked.example`` -> ``blocked``);
+  zone server on port 53 (``files.example`` -> web, ``blocked.example`` -> ``blocked``), and the
+  chain as a remote RPC provider at ``chain.example:8545`` (``chain.example`` -> web; an
+  :class:`RpcBridge` on web's internet address: :attr:`World.remote_rpc_url`);
   ``blocked`` runs the same HTTP server, as the target of exit-policy tests;
 * public nodes ``node_a`` (region NL) and ``node_b`` (DE) on the internet, and ``node_c`` (region FR)
   behind a port-restricted NAT (a home connection, the common case);
@@ -52,6 +54,7 @@ __all__ = [
     "ANVIL_CHAIN_ID",
     "Anvil",
     "BLOCKED_NAME",
+    "CHAIN_NAME",
     "FILE_NAME",
     "FILES_NAME",
     "NodeHost",
@@ -79,6 +82,9 @@ FILES_NAME = "files.example"
 BLOCKED_NAME = "blocked.example"
 #: Where each host's RpcBridge listens: the address a local light client would have.
 RPC_LISTEN = ("127.0.0.1", 8545)
+#: DNS name of the chain as a remote RPC provider on the lab's internet (served from ``web``, on
+#: RPC_LISTEN's port): what a real client uses (README, "Connect"), reached outside the tunnel.
+CHAIN_NAME = "chain.example"
 #: anvil's default chain id (``--chain-id`` not given).
 ANVIL_CHAIN_ID = 31337
 #: TTL of the lab zone's records (seconds); short, as exit-policy tests watch sets expire.
@@ -336,6 +342,11 @@ class World:
         return f"http://{RPC_LISTEN[0]}:{RPC_LISTEN[1]}"
 
     @property
+    def remote_rpc_url(self) -> str:
+        """The chain as a remote RPC on the lab's internet, by name (``http://chain.example:8545``)."""
+        return f"http://{CHAIN_NAME}:{RPC_LISTEN[1]}"
+
+    @property
     def web_address(self) -> str:
         """The file server's address."""
         return self.names[FILES_NAME]
@@ -413,7 +424,7 @@ def build_world(lab: Lab, *, chain_port: int, file_size: int = 8 << 20, nat_node
     internet = lab.add_internet(internet_subnet)
     web, blocked = lab.add_host("web"), lab.add_host("blocked")
     web_address, blocked_address = internet.attach(web), internet.attach(blocked)
-    names = {FILES_NAME: web_address, BLOCKED_NAME: blocked_address}
+    names = {FILES_NAME: web_address, BLOCKED_NAME: blocked_address, CHAIN_NAME: web_address}
 
     def public_node(name: str, region: str) -> NodeHost:
         ns = lab.add_host(name.replace("_", "-"))
@@ -453,6 +464,9 @@ def build_world(lab: Lab, *, chain_port: int, file_size: int = 8 << 20, nat_node
         lab.defer(bridge.close)
         world.bridges[ns.short] = bridge
         _resolv_conf(lab, ns, web_address)
+    remote = RpcBridge(web.name, ("127.0.0.1", chain_port), (web_address, RPC_LISTEN[1]))
+    lab.defer(remote.close)
+    world.bridges["remote_rpc"] = remote
     for ns in lab.namespaces:
         ns.ip("link", "set", "lo", "up")  # add_host does it already; cheap to be sure
     return world

@@ -352,3 +352,38 @@ def test_routes__install_set_tun_remove__others_rules_kept_and_state_restored():
 
         assert {k: v for k, v in _netstate(ns).items() if v != before[k]} == {}
         assert ns.run(["sysctl", "-n", "net.ipv4.conf.all.src_valid_mark"]).stdout.strip() == b"0"
+
+
+def test_routes__rpc_bypass__only_that_tcp_port_leaves_by_the_uplink_strict_rp_filter_too():
+    """The chain RPC's (address, port) leaves by the main table's default route; the same address on
+    another port, like everything else, goes into the tunnel (here a TUN nobody reads: nothing
+    arrives). Replies pass strict reverse-path filtering (the kernel swaps the rule's ports)."""
+    with Lab("h4rb") as lab:
+        a, b = lab.add_host("a"), lab.add_host("b")
+        link = lab.connect(a, b)
+        rpc_address = "203.0.113.45"  # off-link: only a's default route (via b) reaches it
+        b.ip("addr", "add", f"{rpc_address}/32", "dev", "lo")
+        a.ip("route", "add", "default", "via", link.b_address)
+        a.ip("tuntap", "add", "dev", "tun1", "mode", "tun")
+        a.ip("link", "set", "tun1", "up")
+        a.sysctl("net.ipv4.conf.all.rp_filter", 1)
+        a.sysctl(f"net.ipv4.conf.{link.a_ifname}.rp_filter", 1)
+        with b.enter():
+            rpc = socket.create_server((rpc_address, 8545))
+            other = socket.create_server((rpc_address, 8546))
+        lab.defer(rpc.close)
+        lab.defer(other.close)
+        before = _netstate(a)
+        assert _probe_tcp(a, rpc_address, 8545) and _probe_tcp(a, rpc_address, 8546)
+        routes = FullTunnelRoutes("tun1", netns=a.name, families=("4",), bypass=((rpc_address, 8545),))
+
+        routes.install()
+        routes.install()  # idempotent: the rule is not doubled
+        rules = json.loads(a.ip("-j", "rule", "show").stdout)
+        assert sum(1 for r in rules if r.get("dst") == rpc_address) == 1
+        assert _probe_tcp(a, rpc_address, 8545)
+        assert not _probe_tcp(a, rpc_address, 8546)  # into the tunnel, where nobody answers
+        FullTunnelRoutes.from_dict(routes.to_dict()).remove()  # as `warren disconnect` after a crash
+
+        assert {k: v for k, v in _netstate(a).items() if v != before[k]} == {}
+        assert _probe_tcp(a, rpc_address, 8546)
