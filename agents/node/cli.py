@@ -215,17 +215,34 @@ def _add_status(sub) -> None:
     p.set_defaults(func=_status)
 
 
-def _chain_facts(config) -> dict:
-    """What the chain says about this node (never what the node process remembers)."""
+def _chain_facts(config) -> tuple[dict, dict | None]:
+    """What the chain says about this node (never what the node process remembers), and its earnings
+    totals in token wei: the store's receipts with the chain's settled amounts and fee, as `warren
+    node earnings` computes them (None before the node has a database)."""
+    import dataclasses
+
     from agents.chain.bindings import node_id_of
     from agents.chain.connect import connect, load_contracts
     from agents.wireguard.config import decode_key, public_key
 
+    from agents.node.earnings import from_chain
     from agents.node.status import chain_facts
+    from agents.node.store import NodeStore
 
     node_id = node_id_of(public_key(decode_key(Path(config.wg_key_file).read_text().strip())))
+    db = Path(config.data_dir) / "node.db"
     with connect(config.rpc, config.network) as project:
-        return chain_facts(load_contracts(project, config.deployment, config.network), node_id)
+        contracts = load_contracts(project, config.deployment, config.network)
+        facts = chain_facts(contracts, node_id)
+        if not db.exists():
+            return facts, None
+        store = NodeStore(db)
+        try:
+            report = from_chain(store, contracts)
+        finally:
+            store.close()
+    totals = {k: v for k, v in dataclasses.asdict(report).items() if k not in ("channels", "days")}
+    return facts, {**totals, "channels": len(report.channels)}
 
 
 def _status(args) -> int:
@@ -237,13 +254,13 @@ def _status(args) -> int:
     from agents.unixctl import NotRunning, request
 
     config = load_config(args.config)
-    facts = _chain_facts(config)
+    facts, earnings = _chain_facts(config)
     try:
         live = request(status_socket(config), {"command": "status"})
     except NotRunning:
         live = None
     if args.json:
-        print(json.dumps({"chain": facts, "live": live}))
+        print(json.dumps({"chain": facts, "earnings": earnings, "live": live}))
         return 0
     console = Console()
     table = Table(title=f"node {facts['node_id'][:18]}... (chain)", show_header=False)
@@ -251,6 +268,9 @@ def _status(args) -> int:
                 "score_bps", "reports"):
         table.add_row(key, str(facts[key]))
     console.print(table)
+    if earnings is not None:
+        console.print("earnings (token wei; settled from the chain): earned {earned} = settled {settled} + "
+                      "unsettled {unsettled}; fee {fee}, net {net}, over {channels} channels".format(**earnings))
     if live is None:
         console.print("the node is not running (no answer at its status socket)")
         return 0

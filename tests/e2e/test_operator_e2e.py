@@ -186,6 +186,11 @@ def test_dashboard__chromium_while_downloading__live_numbers_and_a_price_change_
     assert int(page["totals"]["earned"]) == int(page["totals"]["settled"]) + int(page["totals"]["unsettled"])
     assert int(page["totals"]["net"]) == int(page["totals"]["earned"]) - int(page["totals"]["fee"])
     assert int(page["totals"]["settled"]) == earnings["settled"]
+    # `warren node status` shows the same totals (read between the page and `earnings`).
+    totals = status["earnings"]
+    assert int(page["totals"]["earned"]) <= totals["earned"] <= earnings["earned"]
+    assert totals["earned"] == totals["settled"] + totals["unsettled"] and totals["settled"] == earnings["settled"]
+    assert totals["net"] == totals["earned"] - totals["fee"] and totals["channels"] == len(earnings["channels"])
     assert page["chart_bars"] == 3 * len(earnings["days"])
     # The price control: refused in words, then confirmed and on chain.
     assert shown["bad_price"].startswith("error: a price is a whole number of token wei per GiB")
