@@ -1,23 +1,35 @@
 # pragma version ~=0.4.3
 """
-@title Warren reputation: challenger reports, node scores, quorum slashing
+@title Warren reputation: challenger reports, node scores, majority slashing
 @custom:contract-name reputation
 @license AGPL-3.0-or-later
 @author Warren contributors
 @notice Challengers staked in node_registry post one report per node per epoch (measured
         throughput, latency, pass/fail). Each report moves the node's on-chain averages (score =
-        pass rate in basis points, throughput, latency). When `quorum` distinct challengers report
-        a node failed in one epoch, the node loses `slash_bps` of its remaining stake, and those
-        reporters share what was taken.
-@custom:security Bounties are pushed to the reporters in the slashing transaction, not pulled
+        pass rate in basis points, throughput, latency) and the epoch's tally of reports and
+        failures. Once an epoch is over, anyone may call `slash_epoch` during the next epoch: if at
+        least `quorum` distinct challengers reported the node failed *and* failures are at least
+        half of that epoch's reports (its lower median is a failure), the node loses `slash_bps`
+        of its remaining stake, shared by the first `quorum` failure reporters.
+@custom:security Why a majority and not a count (issue 14, docs/BENCHMARKS.md "Trust:
+                 challengers"): with ~18 reports per node and epoch, measurement noise alone reached
+                 a fixed quorum of 3 failures for 39 % of honest nodes within 100 epochs, and any 3
+                 lying challengers reaching a node slashed it. Requiring half the epoch's reports to
+                 be failures makes a lying minority unable to slash on its own, and the decision
+                 has to wait until the epoch's reports are in: hence `slash_epoch`, one epoch later.
+                 The stake must still be there then: the constructor requires node_registry's
+                 unbonding delay to be at least two epochs, so a node that requests unbonding in
+                 (or after) its failing epoch cannot withdraw before the window closes.
+                 Bounties are pushed to the reporters in the slashing transaction, not pulled
                  later: the token is Warren's own ERC-20 (no transfer hooks, no blocklist), so a
                  reporter cannot block or re-enter the payout, and the list is bounded by
                  MAX_QUORUM, so the gas is bounded too. A hook-bearing token would need pull payment.
-                 The slashed stake goes entirely to the reporters, so `quorum` colluding
-                 challengers could slash an honest node for profit; the defence is the challenger
-                 stake and a quorum large enough that collusion costs more than `slash_bps` of a
-                 node's stake. Reports on one's own node are refused, but one person can hold both
-                 an operator and a challenger account: Sybil resistance comes only from stake.
+                 The slashed stake goes entirely to the reporters, so colluding challengers who are
+                 a majority of a node's reports in an epoch (and at least `quorum`) could slash an
+                 honest node for profit; the defence is the challenger stake and enough
+                 challengers per node that such a majority costs more than `slash_bps` of a node's
+                 stake. Reports on one's own node are refused, but one person can hold both an
+                 operator and a challenger account: Sybil resistance comes only from stake.
                  Everything here is keyed by the node's registration (node_registry's
                  `node_index`), not by its node id: a key that withdraws and registers again (by
                  anyone, even in the same epoch) starts with a clean score, no reports and no
@@ -59,12 +71,16 @@ event ReportTranscript:
     transcript_hash: bytes32
 
 
-# @dev The failure quorum was reached: `amount` (token wei) was taken from the node's stake.
+# @dev A finished epoch's failure majority was slashed: `amount` (token wei) was taken from the
+# node's stake and shared by `reporters` (the first `quorum` failure reporters); `failures` of the
+# epoch's `reports` failed.
 event QuorumSlashed:
     node_id: indexed(bytes32)
     epoch: indexed(uint256)
     amount: uint256
     reporters: DynArray[address, MAX_QUORUM]
+    reports: uint256
+    failures: uint256
 
 
 # @dev One reporter's share of a slash (token wei), pushed to it.
@@ -113,6 +129,11 @@ _REPORTS_SHIFT: constant(uint256) = 16
 _THROUGHPUT_SHIFT: constant(uint256) = 80
 _LATENCY_SHIFT: constant(uint256) = 168
 
+# @dev An epoch's tally in one word, from the low bits: reports (64 bits), failures (64), and the
+# slashed flag on top. A report writes it whatever its verdict; slash_epoch reads it once.
+_FAILURES_SHIFT: constant(uint256) = 64
+_SLASHED_BIT: constant(uint256) = 1 << 255
+
 # @dev node_registry's head word: operator (bits 0-159) | revoked (bit 160), see node_registry.vy.
 _OPERATOR_MASK: constant(uint256) = 2**160 - 1
 _REVOKED_BIT: constant(uint256) = 1 << 160
@@ -142,10 +163,10 @@ token: public(immutable(IERC20))
 # @dev Epoch length in seconds; epoch = block.timestamp // epoch_length.
 epoch_length: public(immutable(uint256))
 
-# @dev Distinct failure reports in one epoch that trigger a slash.
+# @dev Fewest distinct failure reports in one epoch that can slash (and reporters paid).
 quorum: public(immutable(uint256))
 
-# @dev Fraction of the remaining stake a quorum slash takes, in basis points.
+# @dev Fraction of the remaining stake a slash takes, in basis points.
 slash_bps: public(immutable(uint256))
 
 # @dev registration index -> moving averages, packed (see _LATENCY_SHIFT and neighbours).
@@ -154,8 +175,12 @@ _stats: HashMap[uint256, uint256]
 # @dev registration index -> challenger -> last epoch reported plus one (0 = never); one per epoch.
 _last_report: HashMap[uint256, HashMap[address, uint256]]
 
-# @dev registration index -> epoch -> first challengers (up to quorum) who reported a failure.
-_failures: HashMap[uint256, HashMap[uint256, DynArray[address, MAX_QUORUM]]]
+# @dev registration index -> epoch -> reports | failures | slashed, packed (see _FAILURES_SHIFT).
+_tally: HashMap[uint256, HashMap[uint256, uint256]]
+
+# @dev registration index -> epoch -> first challengers (up to quorum) who reported a failure; how
+# many are set is min(failures, quorum) from the tally.
+_reporters: HashMap[uint256, HashMap[uint256, address[MAX_QUORUM]]]
 
 # @dev registration index -> epoch -> service histogram of that epoch's reports (see SERVICE_BUCKETS).
 _service: HashMap[uint256, HashMap[uint256, uint256]]
@@ -171,13 +196,16 @@ def __init__(registry_: address, epoch_length_: uint256, quorum_: uint256, slash
     @notice Deploy the reputation contract; node_registry's owner must then make it a slasher.
     @param registry_ The node_registry address (its token pays the bounties).
     @param epoch_length_ Epoch length in seconds (non-zero).
-    @param quorum_ Distinct failure reports per epoch that trigger a slash (1 to 16).
+    @param quorum_ Fewest distinct failure reports per epoch that can slash (1 to 16).
     @param slash_bps_ Fraction of the remaining stake slashed, in basis points (1 to 10,000).
     """
     assert registry_ != empty(address), "reputation: zero address"
     assert epoch_length_ != 0, "reputation: zero epoch length"
     assert quorum_ != 0 and quorum_ <= MAX_QUORUM, "reputation: quorum out of range"
     assert slash_bps_ != 0 and slash_bps_ <= BPS, "reputation: slash fraction out of range"
+    # A slash comes up to two epochs after the failing epoch began (see @custom:security).
+    delay: uint256 = staticcall INodeRegistry(registry_).unbonding_delay()
+    assert delay >= 2 * epoch_length_, "reputation: unbonding shorter than two epochs"
     registry = INodeRegistry(registry_)
     token = IERC20(staticcall INodeRegistry(registry_).token())
     epoch_length = epoch_length_
@@ -198,9 +226,10 @@ def report(
     """
     @notice Post the caller's measurement of a node for the current epoch. The caller must be a
             staked challenger, not the node's operator, and may report once per node per epoch.
-            The report that completes a failure quorum slashes the node and pays the bounty.
-            With a non-zero `transcript_hash` the report also logs ReportTranscript, committing
-            the challenger to the transcript it keeps (the evidence of a revocation proposal).
+            A report never slashes: it adds to the epoch's tally, which `slash_epoch` judges
+            once the epoch is over. With a non-zero `transcript_hash` the report also logs
+            ReportTranscript, committing the challenger to the transcript it keeps (the evidence
+            of a revocation proposal).
     @param node_id The node's id (keccak256 of its WireGuard public key).
     @param epoch The current epoch number (block timestamp // epoch_length); a report mined in
            another epoch than the one it was written for is refused.
@@ -250,15 +279,66 @@ def report(
     if transcript_hash != empty(bytes32):
         log ReportTranscript(node_id=node_id, epoch=epoch, challenger=msg.sender, transcript_hash=transcript_hash)
 
-    if passed:
-        return
-    # Only the first `quorum` failure reporters are recorded (and paid); once the list is full the
-    # epoch's slash has happened and later failure reports only move the score.
-    if len(self._failures[index][epoch]) >= quorum:
-        return
-    self._failures[index][epoch].append(msg.sender)
-    if len(self._failures[index][epoch]) == quorum:
-        self._slash(node_id, index, epoch)
+    # The epoch's tally; the first `quorum` failure reporters are kept for the bounty.
+    tally: uint256 = self._tally[index][epoch] + 1
+    if not passed:
+        failures: uint256 = (tally >> _FAILURES_SHIFT) & _MASK_64
+        if failures < quorum:
+            self._reporters[index][epoch][failures] = msg.sender
+        tally += 1 << _FAILURES_SHIFT
+    self._tally[index][epoch] = tally
+
+
+# ---------------------------------------------------------------------------------------------
+# SLASHING
+# ---------------------------------------------------------------------------------------------
+
+@external
+@nonreentrant
+def slash_epoch(node_id: bytes32, epoch: uint256):
+    """
+    @notice Slash a node for a finished epoch in which at least half of its reports were
+            failures: at least `quorum` distinct failure reports, and failures at least half of
+            the epoch's reports on the node's current registration (its lower median failed).
+            Anyone may call, during epoch `epoch + 1` only, once per registration and epoch.
+            Takes `slash_bps` of the remaining stake and splits it equally among the epoch's
+            first `quorum` failure reporters (the rounding remainder to the last of them).
+    @param node_id The node's id.
+    @param epoch The epoch just finished.
+    """
+    index: uint256 = self._index(node_id)
+    refusal: String[48] = self._refusal(index, epoch)
+    assert refusal == "", refusal
+    tally: uint256 = self._tally[index][epoch]
+    self._tally[index][epoch] = tally | _SLASHED_BIT
+    self._slash(node_id, index, epoch, tally & _MASK_64, (tally >> _FAILURES_SHIFT) & _MASK_64)
+
+
+@internal
+@view
+def _refusal(index: uint256, epoch: uint256) -> String[48]:
+    """
+    @dev Why slash_epoch would refuse a registration's epoch now ("" if it would slash).
+    @param index The node's registration index (0: not registered).
+    @param epoch The epoch.
+    @return String[48] The revert string, or "".
+    """
+    current: uint256 = block.timestamp // epoch_length
+    if epoch >= current:
+        return "reputation: epoch not finished"
+    if epoch + 1 != current:
+        return "reputation: slash window closed"
+    if index == 0:
+        return "reputation: unknown node"
+    tally: uint256 = self._tally[index][epoch]
+    if tally & _SLASHED_BIT != 0:
+        return "reputation: already slashed"
+    failures: uint256 = (tally >> _FAILURES_SHIFT) & _MASK_64
+    if failures < quorum:
+        return "reputation: failure quorum not reached"
+    if 2 * failures < tally & _MASK_64:
+        return "reputation: no failure majority"
+    return ""
 
 
 @internal
@@ -361,20 +441,24 @@ def _store(index: uint256, stats: NodeStats):
 
 
 @internal
-def _slash(node_id: bytes32, index: uint256, epoch: uint256):
+def _slash(node_id: bytes32, index: uint256, epoch: uint256, reports: uint256, failures: uint256):
     """
     @dev Take `slash_bps` of the node's remaining stake and split it equally among the epoch's
-         failure reporters; the rounding remainder goes to the last one, who paid the gas.
+         first `quorum` failure reporters; the rounding remainder goes to the last one.
     @param node_id The node's id (node_registry slashes its current registration, `index`).
-    @param index The registration whose failure quorum was reached.
-    @param epoch The epoch whose quorum was reached.
+    @param index The registration being slashed.
+    @param epoch The epoch it is slashed for.
+    @param reports The epoch's reports on the registration.
+    @param failures How many of them failed (at least `quorum`).
     """
-    reporters: DynArray[address, MAX_QUORUM] = self._failures[index][epoch]
+    reporters: DynArray[address, MAX_QUORUM] = self._reporters_of(index, epoch)
     amount: uint256 = staticcall registry.node_stake(node_id) * slash_bps // BPS
     taken: uint256 = 0
     if amount != 0:
         taken = extcall registry.slash(node_id, amount, self)
-    log QuorumSlashed(node_id=node_id, epoch=epoch, amount=taken, reporters=reporters)
+    log QuorumSlashed(
+        node_id=node_id, epoch=epoch, amount=taken, reporters=reporters, reports=reports, failures=failures
+    )
     if taken == 0:
         return
     share: uint256 = taken // quorum
@@ -388,6 +472,24 @@ def _slash(node_id: bytes32, index: uint256, epoch: uint256):
         paid += bounty
         assert extcall token.transfer(reporters[i], bounty, default_return_value=True), "reputation: transfer failed"
         log BountyPaid(node_id=node_id, epoch=epoch, challenger=reporters[i], amount=bounty)
+
+
+@internal
+@view
+def _reporters_of(index: uint256, epoch: uint256) -> DynArray[address, MAX_QUORUM]:
+    """
+    @dev The first min(failures, quorum) failure reporters of a registration's epoch, in report order.
+    @param index The node's registration index.
+    @param epoch The epoch.
+    @return DynArray The reporters.
+    """
+    count: uint256 = min((self._tally[index][epoch] >> _FAILURES_SHIFT) & _MASK_64, quorum)
+    reporters: DynArray[address, MAX_QUORUM] = []
+    for i: uint256 in range(MAX_QUORUM):
+        if i == count:
+            break
+        reporters.append(self._reporters[index][epoch][i])
+    return reporters
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,7 +588,36 @@ def failure_reporters(node_id: bytes32, epoch: uint256) -> DynArray[address, MAX
     @param epoch The epoch number.
     @return DynArray The reporters, in report order.
     """
-    return self._failures[self._index(node_id)][epoch]
+    return self._reporters_of(self._index(node_id), epoch)
+
+
+@external
+@view
+def epoch_tally(node_id: bytes32, epoch: uint256) -> (uint256, uint256, bool):
+    """
+    @notice A node's reports and failures in one epoch (its current registration), and whether
+            slash_epoch has slashed it for that epoch.
+    @param node_id The node's id.
+    @param epoch The epoch number.
+    @return reports Reports on the node in the epoch.
+    @return failures How many of them reported a failed challenge.
+    @return slashed Whether the epoch was slashed.
+    """
+    tally: uint256 = self._tally[self._index(node_id)][epoch]
+    return tally & _MASK_64, (tally >> _FAILURES_SHIFT) & _MASK_64, tally & _SLASHED_BIT != 0
+
+
+@external
+@view
+def slash_refusal(node_id: bytes32, epoch: uint256) -> String[48]:
+    """
+    @notice Why `slash_epoch(node_id, epoch)` would revert now, or "" if it would slash: agents
+            ask before they pay gas.
+    @param node_id The node's id.
+    @param epoch The epoch number.
+    @return String The revert string slash_epoch would give ("" if none).
+    """
+    return self._refusal(self._index(node_id), epoch)
 
 
 @external

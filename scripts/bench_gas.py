@@ -53,8 +53,9 @@ def measure() -> dict:
     chain = ape.chain
     gas: dict[str, int] = {}
 
-    # Report quorum 2, so the second failure report is the one that slashes and pays the bounty;
-    # revocations need all 3 guardians, the most signatures a revoke here checks.
+    # Report quorum 2, so two failure reports of three make the epoch's majority that slash_epoch
+    # slashes (paying two bounties); revocations need all 3 guardians, the most signatures a revoke
+    # here checks.
     params = DeployParameters(
         guardians=[g.address for g in guardians], revocation_quorum=3, report_quorum=2,
         treasury=treasury.address, voucher_denominations=[],
@@ -122,7 +123,8 @@ def measure() -> dict:
     receipt = channels.settle(channel_c, 10**6, TOKEN, sign(channel_c, 4, 10**6, TOKEN, signer_key(4)), sender=operator)
     gas["settle_to_empty_balance"] = _gas(receipt)
 
-    # Reputation: a passing report, then a failure quorum that slashes.
+    # Reputation: a passing report, then two failure reports (a majority of the epoch's three, at
+    # the quorum); once the epoch is over, slash_epoch slashes and pushes the two bounties.
     reputation = warren.reputation
     for account in challengers:
         token.approve(registry, params.min_challenger_stake, sender=account)
@@ -130,8 +132,9 @@ def measure() -> dict:
     epoch = chain.pending_timestamp // params.epoch_length
     gas["report"] = _gas(reputation.report(node_id, epoch, 50_000, 20, True, sender=challengers[0]))
     reputation.report(node_id, epoch, 10, 900, False, sender=challengers[1])
-    receipt = reputation.report(node_id, epoch, 10, 900, False, sender=challengers[2])
-    gas["report_quorum_slash"] = _gas(receipt)
+    gas["report_failure"] = _gas(reputation.report(node_id, epoch, 10, 900, False, sender=challengers[2]))
+    chain.pending_timestamp = (epoch + 1) * params.epoch_length
+    gas["slash_epoch"] = _gas(reputation.slash_epoch(node_id, epoch, sender=owner))
 
     # Revocation by all three guardians (signatures in ascending signer order).
     message = eip712.Revocation(node_id, keccak(b"evidence"), 1)

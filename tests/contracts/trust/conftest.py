@@ -65,6 +65,21 @@ def panel(panel_accounts, stake_challenger):
     return [stake_challenger(account) for account in panel_accounts]
 
 
+@pytest.fixture(scope="session")
+def crowd_accounts(accounts, chain):
+    """Six more freshly generated accounts, given gas money (with `panel_accounts`: ten)."""
+    extra = [accounts.generate_test_account() for _ in range(6)]
+    for account in extra:
+        chain.set_balance(account, 10**21)
+    return extra
+
+
+@pytest.fixture
+def crowd(panel, crowd_accounts, stake_challenger):
+    """Ten staked challengers, `panel` first: an epoch with as many reports as a node gets in practice."""
+    return [*panel, *(stake_challenger(account) for account in crowd_accounts)]
+
+
 @pytest.fixture
 def node(node_id):
     """A registered node (its id) operated by `operator`: the shared `node_id` fixture."""

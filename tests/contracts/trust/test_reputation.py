@@ -1,4 +1,4 @@
-"""reputation.vy: challenger reports, the moving-average score and quorum slashing."""
+"""reputation.vy: challenger reports, the moving-average score, and slashing a failure majority after the epoch."""
 
 import ape
 import pytest
@@ -29,6 +29,14 @@ def test_deploy__parameters_out_of_range__revert(project, owner, registry):
         owner.deploy(project.reputation, registry, 3600, REPORT_QUORUM, 0)
     with ape.reverts("reputation: slash fraction out of range"):
         owner.deploy(project.reputation, registry, 3600, REPORT_QUORUM, BPS + 1)
+
+
+def test_deploy__unbonding_shorter_than_two_epochs__reverts(project, owner, registry):
+    # A node must not be able to withdraw between a failing epoch and the end of its slash window.
+    delay = registry.unbonding_delay()
+    with ape.reverts("reputation: unbonding shorter than two epochs"):
+        owner.deploy(project.reputation, registry, delay // 2 + 1, REPORT_QUORUM, SLASH_BPS)
+    assert owner.deploy(project.reputation, registry, delay // 2, REPORT_QUORUM, SLASH_BPS).epoch_length() == delay // 2
 
 
 def test_report__first_report__seeds_averages_and_logs(reputation, panel, node, start_epoch):
@@ -123,37 +131,98 @@ def test_report__wrong_epoch__reverts(reputation, panel, node, start_epoch, offs
         reputation.report(node, epoch + offset, 1, 1, True, sender=panel[0])
 
 
-def test_report__failures_below_quorum__do_not_slash(reputation, registry, panel, node, start_epoch):
+def post(contract, node, epoch, verdicts, members):
+    """The first len(verdicts) members in turn report the node passed (True) or failed (False)."""
+    for passed, member in zip(verdicts, members[: len(verdicts)], strict=True):
+        if passed:
+            contract.report(node, epoch, 50_000, 20, True, sender=member)
+        else:
+            contract.report(node, epoch, 10, 2_000, False, sender=member)
+
+
+def after_slash(stake):
+    """What a slash leaves of `stake`."""
+    return stake - stake * SLASH_BPS // BPS
+
+
+@pytest.fixture
+def reported_epoch(start_epoch):
+    """Factory: start an epoch, post `verdicts` on a node (default: REPORT_QUORUM failures), then
+    move into the next epoch, the slash window; returns the epoch reported."""
+
+    def run(contract, node, members, verdicts=(False,) * REPORT_QUORUM):
+        epoch = start_epoch(contract)
+        post(contract, node, epoch, verdicts, members)
+        start_epoch(contract)
+        return epoch
+
+    return run
+
+
+def test_report__failure_quorum__no_longer_slashes_in_the_report(reputation, registry, panel, node, start_epoch):
+    # Issue 14: the report completing a quorum used to slash; now it only adds to the epoch's tally.
     stake = registry.node_stake(node)
     epoch = start_epoch(reputation)
-    for member in panel[: REPORT_QUORUM - 1]:
-        reputation.report(node, epoch, 1, 1, False, sender=member)
-    # A pass does not count towards the failure quorum.
-    tx = reputation.report(node, epoch, 1, 1, True, sender=panel[REPORT_QUORUM - 1])
+    post(reputation, node, epoch, [False] * (REPORT_QUORUM - 1), panel)
+    tx = reputation.report(node, epoch, 10, 2_000, False, sender=panel[REPORT_QUORUM - 1])
 
-    assert registry.node_stake(node) == stake
     assert not list(tx.events.filter(reputation.QuorumSlashed))
-    assert len(reputation.failure_reporters(node, epoch)) == REPORT_QUORUM - 1
+    assert registry.node_stake(node) == stake
+    assert reputation.epoch_tally(node, epoch) == (REPORT_QUORUM, REPORT_QUORUM, False)
+    assert list(reputation.failure_reporters(node, epoch)) == [m.address for m in panel[:REPORT_QUORUM]]
 
 
-def test_report__failure_quorum__slashes_and_splits_bounty(reputation, registry, token, panel, node, start_epoch):
+@pytest.mark.parametrize(
+    "verdicts",
+    [
+        # Measurement noise: 3 of an honest node's 10 challenges failed, spread over the epoch.
+        [True, False, True, True, True, False, True, True, False, True],
+        # A lying minority: 3 challengers report failures first, the other 7 measure a good node.
+        [False, False, False] + [True] * 7,
+    ],
+    ids=["honest_noise", "lying_minority"],
+)
+def test_slash_epoch__quorum_of_failures_but_no_majority__reverts(
+    reputation, registry, stranger, crowd, node, reported_epoch, verdicts
+):
     stake = registry.node_stake(node)
-    reporters = panel[:REPORT_QUORUM]
-    before = [token.balanceOf(member) for member in reporters]
-    epoch = start_epoch(reputation)
-    for member in reporters[:-1]:
-        reputation.report(node, epoch, 10, 2_000, False, sender=member)
-    tx = reputation.report(node, epoch, 10, 2_000, False, sender=reporters[-1])
+    epoch = reported_epoch(reputation, node, crowd, verdicts)
+
+    assert reputation.epoch_tally(node, epoch) == (10, 3, False)
+    assert reputation.slash_refusal(node, epoch) == "reputation: no failure majority"
+    with ape.reverts("reputation: no failure majority"):
+        reputation.slash_epoch(node, epoch, sender=stranger)
+    assert registry.node_stake(node) == stake
+
+
+def test_slash_epoch__failure_majority__slashes_and_splits_bounty(
+    reputation, registry, token, stranger, crowd, node, reported_epoch
+):
+    # 6 failures of 10 reports; the first REPORT_QUORUM failure reporters (crowd 0, 2, 4) are paid,
+    # whoever sends the slash (here a stranger, paid nothing).
+    verdicts = [False, True, False, True, False, False, True, False, False, True]
+    reporters = [m for m, passed in zip(crowd, verdicts) if not passed][:REPORT_QUORUM]
+    stake = registry.node_stake(node)
+    epoch = reported_epoch(reputation, node, crowd, verdicts)
+    assert reputation.slash_refusal(node, epoch) == ""
+    before = [token.balanceOf(member) for member in crowd]
+    stranger_before = token.balanceOf(stranger)
+    tx = reputation.slash_epoch(node, epoch, sender=stranger)
 
     taken = stake * SLASH_BPS // BPS
     share = taken // REPORT_QUORUM
     expected = [share] * (REPORT_QUORUM - 1) + [taken - share * (REPORT_QUORUM - 1)]
     assert registry.node_stake(node) == stake - taken
-    assert [token.balanceOf(m) - b for m, b in zip(reporters, before)] == expected
+    gained = {m.address: token.balanceOf(m) - b for m, b in zip(crowd, before)}
+    assert [gained[m.address] for m in reporters] == expected
+    assert sum(gained.values()) == taken
+    assert token.balanceOf(stranger) == stranger_before
     assert token.balanceOf(reputation) == 0
+    assert reputation.epoch_tally(node, epoch) == (10, 6, True)
 
     [slashed] = tx.events.filter(reputation.QuorumSlashed)
     assert (slashed.node_id, slashed.epoch, slashed.amount) == (node, epoch, taken)
+    assert (slashed.reports, slashed.failures) == (10, 6)
     assert list(slashed.reporters) == [m.address for m in reporters]
     bounties = list(tx.events.filter(reputation.BountyPaid))
     assert [(b.challenger, b.amount) for b in bounties] == list(zip([m.address for m in reporters], expected))
@@ -162,47 +231,122 @@ def test_report__failure_quorum__slashes_and_splits_bounty(reputation, registry,
     assert registry_event.amount == taken
 
 
-def test_report__failures_past_quorum__slash_once_per_epoch(reputation, registry, panel, node, start_epoch):
+def test_slash_epoch__exactly_half_failed__slashes(reputation, registry, stranger, crowd, node, reported_epoch):
+    # The lower median of an even count is the worse half's top: 5 of 10 failed is a majority.
+    stake = registry.node_stake(node)
+    epoch = reported_epoch(reputation, node, crowd, [True, False] * 5)
+    reputation.slash_epoch(node, epoch, sender=stranger)
+    assert registry.node_stake(node) == after_slash(stake)
+
+
+def test_slash_epoch__every_report_failed_but_below_quorum__reverts(
+    reputation, stranger, panel, node, register_node, reported_epoch
+):
+    unreported = register_node()
+    epoch = reported_epoch(reputation, node, panel, [False] * (REPORT_QUORUM - 1))
+    # Too few failures, or no report at all, are refused the same way.
+    for node_id in (node, unreported):
+        assert reputation.slash_refusal(node_id, epoch) == "reputation: failure quorum not reached"
+        with ape.reverts("reputation: failure quorum not reached"):
+            reputation.slash_epoch(node_id, epoch, sender=stranger)
+
+
+def test_slash_epoch__twice__reverts(reputation, registry, stranger, panel, node, reported_epoch):
+    epoch = reported_epoch(reputation, node, panel)
+    reputation.slash_epoch(node, epoch, sender=stranger)
+    stake = registry.node_stake(node)
+    with ape.reverts("reputation: already slashed"):
+        reputation.slash_epoch(node, epoch, sender=panel[0])
+    assert registry.node_stake(node) == stake
+    assert reputation.slash_refusal(node, epoch) == "reputation: already slashed"
+
+
+def test_slash_epoch__epoch_not_over__reverts(reputation, stranger, panel, node, start_epoch):
     epoch = start_epoch(reputation)
-    for member in panel[:REPORT_QUORUM]:
-        reputation.report(node, epoch, 1, 1, False, sender=member)
-    stake_after_slash = registry.node_stake(node)
-    tx = reputation.report(node, epoch, 1, 1, False, sender=panel[REPORT_QUORUM])
-
-    assert registry.node_stake(node) == stake_after_slash
-    assert not list(tx.events.filter(reputation.QuorumSlashed))
-    assert len(reputation.failure_reporters(node, epoch)) == REPORT_QUORUM
-    assert reputation.report_count(node) == REPORT_QUORUM + 1
+    post(reputation, node, epoch, [False] * REPORT_QUORUM, panel)
+    for too_early in (epoch, epoch + 1):
+        with ape.reverts("reputation: epoch not finished"):
+            reputation.slash_epoch(node, too_early, sender=stranger)
+    assert reputation.slash_refusal(node, epoch) == "reputation: epoch not finished"
 
 
-def test_report__quorum_in_successive_epochs__slashes_the_remaining_stake_each_time(
-    reputation, registry, panel, node, start_epoch
+def test_slash_epoch__after_the_next_epoch__reverts(
+    reputation, registry, stranger, panel, node, reported_epoch, start_epoch
 ):
     stake = registry.node_stake(node)
+    epoch = reported_epoch(reputation, node, panel)
+    start_epoch(reputation)
+    with ape.reverts("reputation: slash window closed"):
+        reputation.slash_epoch(node, epoch, sender=stranger)
+    assert registry.node_stake(node) == stake
+
+
+def test_slash_epoch__unknown_node__reverts(reputation, stranger, start_epoch):
+    epoch = start_epoch(reputation)
+    start_epoch(reputation)
+    with ape.reverts("reputation: unknown node"):
+        reputation.slash_epoch(b"\x42" * 32, epoch, sender=stranger)
+
+
+def test_slash_epoch__quorum_in_successive_epochs__slashes_the_remaining_stake_each_time(
+    reputation, registry, stranger, panel, node, start_epoch
+):
+    stake = registry.node_stake(node)
+    epoch = start_epoch(reputation)
     for _ in range(2):
+        post(reputation, node, epoch, [False] * REPORT_QUORUM, panel)
+        # The next epoch's reports and the previous epoch's slash share the same epoch.
         epoch = start_epoch(reputation)
-        for member in panel[:REPORT_QUORUM]:
-            reputation.report(node, epoch, 1, 1, False, sender=member)
+        reputation.slash_epoch(node, epoch - 1, sender=stranger)
         stake -= stake * SLASH_BPS // BPS
         assert registry.node_stake(node) == stake
 
 
-def test_report__unbonding_node__still_reported_and_slashed(reputation, registry, operator, panel, node, start_epoch):
-    # Stake stays slashable while it unbonds, so a node cannot dodge a failing epoch by leaving.
+def test_slash_epoch__unbonding_node__still_slashed(
+    reputation, registry, operator, stranger, panel, node, reported_epoch
+):
+    # Stake stays slashable while it unbonds (two epochs at least: the constructor checks the
+    # registry's delay), so a node cannot dodge a failing epoch by leaving.
     registry.request_unbonding(node, sender=operator)
     stake = registry.node_stake(node)
-    epoch = start_epoch(reputation)
-    for member in panel[:REPORT_QUORUM]:
-        reputation.report(node, epoch, 1, 1, False, sender=member)
-    assert registry.node_stake(node) == stake - stake * SLASH_BPS // BPS
+    epoch = reported_epoch(reputation, node, panel)
+    reputation.slash_epoch(node, epoch, sender=stranger)
+    assert registry.node_stake(node) == after_slash(stake)
 
 
-def test_report__slashing_not_authorised__reverts(project, owner, registry, panel, node, start_epoch):
-    # Deployed but never made a slasher: the registry refuses the slash, so the quorum report fails.
+def test_slash_epoch__node_slashed_below_minimum__still_reported_and_slashed(
+    reputation, registry, token, slasher, stranger, panel, node, reported_epoch, start_epoch
+):
+    # Below the minimum a node takes no new channels, but what is left of its stake still answers
+    # for a failing epoch; with nothing left, the slash is logged with amount 0 and pays nobody.
+    registry.slash(node, registry.node_stake(node) // 2, slasher, sender=slasher)
+    assert not registry.is_active(node)
+    stake = registry.node_stake(node)
+    epoch = reported_epoch(reputation, node, panel)
+    reputation.slash_epoch(node, epoch, sender=stranger)
+    assert registry.node_stake(node) == after_slash(stake)
+
+    registry.slash(node, registry.node_stake(node), slasher, sender=slasher)
+    epoch += 1  # the epoch the first slash was sent in: it is reported on too
+    post(reputation, node, epoch, [False] * REPORT_QUORUM, panel)
+    start_epoch(reputation)
+    before = [token.balanceOf(member) for member in panel]
+    tx = reputation.slash_epoch(node, epoch, sender=stranger)
+    [slashed] = tx.events.filter(reputation.QuorumSlashed)
+    assert slashed.amount == 0
+    assert not list(tx.events.filter(reputation.BountyPaid))
+    assert [token.balanceOf(member) for member in panel] == before
+    assert reputation.epoch_tally(node, epoch) == (REPORT_QUORUM, REPORT_QUORUM, True)
+
+
+def test_slash_epoch__slashing_not_authorised__reverts(project, owner, registry, stranger, panel, node, start_epoch):
+    # Deployed but never made a slasher: the registry refuses the slash, so slash_epoch fails.
     rogue = owner.deploy(project.reputation, registry, 3_600, 1, SLASH_BPS)
     epoch = start_epoch(rogue)
+    rogue.report(node, epoch, 1, 1, False, sender=panel[0])
+    start_epoch(rogue)
     with ape.reverts("node_registry: not a slasher"):
-        rogue.report(node, epoch, 1, 1, False, sender=panel[0])
+        rogue.slash_epoch(node, epoch, sender=stranger)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -212,19 +356,21 @@ def test_report__slashing_not_authorised__reverts(project, owner, registry, pane
     quorum=st.integers(min_value=1, max_value=REPORT_QUORUM),
     rounds=st.integers(min_value=1, max_value=3),
 )
-def test_report__any_parameters__slash_never_exceeds_stake(
-    chain, registry, token, deploy_reputation, panel, operator, register_node, start_epoch, extra_stake, slash_bps, quorum, rounds
+def test_slash_epoch__any_parameters__slash_never_exceeds_stake(
+    chain, registry, token, deploy_reputation, panel, operator, stranger, register_node, start_epoch, extra_stake,
+    slash_bps, quorum, rounds
 ):
     with chain.isolate():
         contract = deploy_reputation(quorum=quorum, slash_bps=slash_bps)
         node_id = register_node(operator, stake=registry.min_node_stake() + extra_stake)
         stake = registry.node_stake(node_id)
         paid_out = 0
+        epoch = start_epoch(contract)
         for _ in range(rounds):
+            post(contract, node_id, epoch, [False] * quorum, panel[:quorum])
             epoch = start_epoch(contract)
             before = sum(token.balanceOf(member) for member in panel[:quorum])
-            for member in panel[:quorum]:
-                tx = contract.report(node_id, epoch, 1, 1, False, sender=member)
+            tx = contract.slash_epoch(node_id, epoch - 1, sender=stranger)
             [slashed] = tx.events.filter(contract.QuorumSlashed)
             remaining = registry.node_stake(node_id)
             assert slashed.amount == stake * slash_bps // BPS <= stake
@@ -234,6 +380,33 @@ def test_report__any_parameters__slash_never_exceeds_stake(
             stake = remaining
         assert token.balanceOf(contract) == 0
         assert paid_out + registry.node_stake(node_id) == registry.min_node_stake() + extra_stake
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(verdicts=st.lists(st.booleans(), min_size=1, max_size=10), quorum=st.integers(min_value=1, max_value=4))
+def test_slash_epoch__any_reports__slashed_iff_quorum_and_half_failed(
+    chain, registry, deploy_reputation, crowd, node, stranger, start_epoch, verdicts, quorum
+):
+    failures = verdicts.count(False)
+    majority = failures >= quorum and 2 * failures >= len(verdicts)
+    with chain.isolate():
+        contract = deploy_reputation(quorum=quorum)
+        stake = registry.node_stake(node)
+        epoch = start_epoch(contract)
+        post(contract, node, epoch, verdicts, crowd[: len(verdicts)])
+        start_epoch(contract)
+        assert contract.epoch_tally(node, epoch) == (len(verdicts), failures, False)
+        if majority:
+            contract.slash_epoch(node, epoch, sender=stranger)
+            assert registry.node_stake(node) == after_slash(stake)
+        else:
+            reason = "reputation: no failure majority"
+            if failures < quorum:
+                reason = "reputation: failure quorum not reached"
+            assert contract.slash_refusal(node, epoch) == reason
+            with ape.reverts(reason):
+                contract.slash_epoch(node, epoch, sender=stranger)
+            assert registry.node_stake(node) == stake
 
 
 def test_report__key_registered_again__starts_clean_and_old_failures_do_not_count(
@@ -248,8 +421,7 @@ def test_report__key_registered_again__starts_clean_and_old_failures_do_not_coun
     tx = registry.request_unbonding(node_id, sender=operator)
     chain.pending_timestamp = tx.decode_logs(registry.NodeUnbondingRequested)[0].unbond_at
     epoch = start_epoch(reputation)
-    for member in panel[: REPORT_QUORUM - 1]:
-        reputation.report(node_id, epoch, 1, 1, False, sender=member)
+    post(reputation, node_id, epoch, [False] * (REPORT_QUORUM - 1), panel)
     assert len(reputation.failure_reporters(node_id, epoch)) == REPORT_QUORUM - 1
     registry.withdraw_stake(node_id, sender=operator)
 
@@ -258,19 +430,21 @@ def test_report__key_registered_again__starts_clean_and_old_failures_do_not_coun
     stake = registry.node_stake(node_id)
     assert (reputation.score(node_id), reputation.report_count(node_id)) == (0, 0)
     assert list(reputation.failure_reporters(node_id, epoch)) == []
+    assert reputation.epoch_tally(node_id, epoch) == (0, 0, False)
     assert reputation.epoch_service(node_id, epoch) == (0, 0)
 
-    # The earlier reporters may report on the new registration in the same epoch, and the quorum
-    # counts only failures of this registration: one short of it, nothing is slashed.
-    tx = reputation.report(node_id, epoch, 1, 1, False, sender=panel[REPORT_QUORUM - 1])
-    assert not list(tx.events.filter(reputation.QuorumSlashed))
-    for member in panel[: REPORT_QUORUM - 2]:
-        reputation.report(node_id, epoch, 1, 1, False, sender=member)
-    assert registry.node_stake(node_id) == stake
-    assert reputation.report_count(node_id) == REPORT_QUORUM - 1
-    # The quorum's last report, from the registration's own reporters, slashes it.
-    tx = reputation.report(node_id, epoch, 1, 1, False, sender=panel[REPORT_QUORUM - 2])
+    # The earlier reporters may report on the new registration in the same epoch, and only this
+    # registration's failures count: after one more failure it has 1, not REPORT_QUORUM.
+    reputation.report(node_id, epoch, 1, 1, False, sender=panel[REPORT_QUORUM - 1])
+    assert reputation.epoch_tally(node_id, epoch) == (1, 1, False)
+    post(reputation, node_id, epoch, [False] * (REPORT_QUORUM - 1), panel)
+    assert reputation.report_count(node_id) == REPORT_QUORUM
+    start_epoch(reputation)
+    tx = reputation.slash_epoch(node_id, epoch, sender=stranger)
     [slashed] = tx.events.filter(reputation.QuorumSlashed)
+    assert (slashed.reports, slashed.failures) == (REPORT_QUORUM, REPORT_QUORUM)
+    order = [panel[REPORT_QUORUM - 1], *panel[: REPORT_QUORUM - 1]]
+    assert list(slashed.reporters) == [member.address for member in order]
     assert slashed.amount == stake * SLASH_BPS // BPS
     assert registry.node_stake(node_id) == stake - slashed.amount
 
