@@ -355,9 +355,13 @@ def _stake_action(args, action: str) -> int:
         else:
             import time as _time
 
+            from ape import chain
+
             if not unbond_at:
                 raise UserError("the node is not unbonding: run `warren node unbond` first")
-            if unbond_at > _time.time():
+            # The contract compares with the next block's timestamp: at least the head's + 1, and
+            # the wall clock's on a chain that mines on demand.
+            if unbond_at > max(chain.blocks.head.timestamp + 1, _time.time()):
                 raise UserError(f"the unbonding delay ends at unix time {unbond_at}; withdraw after that")
             preflight(operator, 100_000, "withdrawing the stake")
             registry.withdraw_stake(node_id, sender=operator)
