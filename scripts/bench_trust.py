@@ -4,13 +4,13 @@ Challenges (agents.challenger.sim, pure): ``--nodes`` nodes (default 1,000; 5 % 
 of what they advertise), ``--challengers`` challengers (30) each planning ``--per-epoch`` challenges
 an epoch with the real planner and judging measurements with realistic noise (log-normal path
 factor, sigma 0.25; 1 % of challenges fail outright) by the real verdict rule, for ``--epochs``
-epochs (100); reputation.vy's slashing mirrored (a quorum of 3 failure reports in an epoch slashes
-10 %). Run with no lying challenger and with ``--liars`` (3: a 10 % minority reporting honest nodes
-failed and throttled nodes passed), under today's rule (``count``) and the proposed one
-(``majority``: the quorum *and* at least half of the epoch's reports failed). Figures:
-``false_slash_rate`` (honest nodes slashed at least once / honest nodes; goal 0 in 100 epochs, also
-with liars), ``detect_throttled_epochs`` (epochs until the last throttled node is first slashed;
-goal <= 2).
+epochs (100); reputation.vy's slashing mirrored (a slash takes 10 %). Run with no lying challenger
+and with ``--liars`` (3: a 10 % minority reporting honest nodes failed and throttled nodes passed),
+under the contract's rule (``majority``: at least a quorum of 3 failure reports *and* at least half
+of the epoch's reports failed, judged once the epoch is over) and the rule it replaced in issue 14
+(``count``: the 3rd failure report in an epoch slashes). Figures: ``false_slash_rate`` (honest
+nodes slashed at least once / honest nodes; goal 0 in 100 epochs, also with liars),
+``detect_throttled_epochs`` (epochs until the last throttled node is first slashed; goal <= 2).
 
 Revocation and eclipse figures come from the overlay simulator (agents.overlay.trust_sim.measure,
 issue 14's other half) when that module exists: ``revocation_propagation_s``,
@@ -20,8 +20,8 @@ Usage:
     .venv/bin/python scripts/bench_trust.py [--quick] [--nodes N] [--epochs N] [--per-epoch N]
 
 ``--quick``: 300 nodes, 10 epochs, overlay figures at 300 nodes. Last stdout line: one JSON object;
-top-level challenge figures are today's contract rule with the lying minority, the ``_honest``
-suffix without liars, ``majority`` holds the proposed rule's.
+top-level challenge figures are the contract's rule (``majority``) with the lying minority, the
+``_honest`` suffix without liars; ``count`` holds the same figures under the replaced rule.
 """
 
 from __future__ import annotations
@@ -56,21 +56,21 @@ def main(argv: list[str] | None = None) -> int:
     per_epoch = min(args.per_epoch, nodes)
     started = time.monotonic()
     runs = {}
-    for rule in ("count", "majority"):
+    for rule in ("majority", "count"):
         for liars in (0, args.liars):
             config = SimConfig(nodes=nodes, challengers=args.challengers, liars=liars, epochs=epochs,
                                per_epoch=per_epoch, rule=rule, seed=args.seed)
             runs[(rule, liars)] = simulate(config)
             print(json.dumps(runs[(rule, liars)]), file=sys.stderr, flush=True)
-    today, today_honest = runs[("count", args.liars)], runs[("count", 0)]
+    contract, contract_honest = runs[("majority", args.liars)], runs[("majority", 0)]
     out = {"nodes": nodes, "challengers": args.challengers, "lying_challengers": args.liars, "epochs": epochs,
-           "challenges_per_node_epoch": today["challenges_per_node_epoch"], "rule": "count",
-           "quorum": today["quorum"], "throttled_nodes": today["throttled_nodes"]}
+           "challenges_per_node_epoch": contract["challenges_per_node_epoch"], "rule": "majority",
+           "quorum": contract["quorum"], "throttled_nodes": contract["throttled_nodes"]}
     for key in KEYS:
-        out[key] = today[key]
-        out[key + "_honest"] = today_honest[key]
-    out["majority"] = {k: runs[("majority", args.liars)][k] for k in KEYS}
-    out["majority"].update({k + "_honest": runs[("majority", 0)][k] for k in KEYS})
+        out[key] = contract[key]
+        out[key + "_honest"] = contract_honest[key]
+    out["count"] = {k: runs[("count", args.liars)][k] for k in KEYS}
+    out["count"].update({k + "_honest": runs[("count", 0)][k] for k in KEYS})
     out["challenge_sim_s"] = round(time.monotonic() - started, 1)
     if importlib.util.find_spec("agents.overlay.trust_sim") is not None:
         from agents.overlay.trust_sim import measure

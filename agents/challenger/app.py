@@ -1,9 +1,13 @@
 """The challenger as a silverback app: `silverback run agents.challenger.app:bot` and `warren challenger run`.
 
 Both start this same bot (the warren command execs silverback with this module). The config file is
-named by ``WARREN_CHALLENGER_CONFIG``. A cron task every minute runs :meth:`Challenger.tick` (the
-plan's random times fall inside the minute they are due; nothing in the wire or the chain shows the
-cron), and the startup task sends what a previous run left unreported (backfill). Event handlers
+named by ``WARREN_CHALLENGER_CONFIG``. A cron task every minute first slashes the nodes it reported
+failed in the previous epoch if at least half of that epoch's reports on them failed
+(:meth:`Challenger.slash_previous`: reputation slashes only once an epoch is over, during the next
+one), then runs :meth:`Challenger.tick` (the plan's random times fall inside the minute they are
+due; nothing in the wire or the chain shows the cron). One task does both, so the challenger's
+transactions go out one at a time (no two tasks race for its nonce). The startup task sends what a
+previous run left unreported (backfill). Event handlers
 follow the chain: a registration or a revocation changes the next tick's candidates (read fresh each
 tick), slashes and reports are logged. Ticks that fail (RPC down, chain restarting) are logged and
 the next minute tries again: the transcript store keeps everything until its report is mined.
@@ -48,9 +52,11 @@ def backfill(startup_state):
 
 @bot.cron("* * * * *")
 def tick(time):
-    """Run the challenges due now and send their reports."""
+    """Slash the previous epoch's failing nodes, run the challenges due now and send their reports."""
     try:
-        return {"challenges": len(_challenger().tick())}
+        challenger = _challenger()
+        slashes = challenger.slash_previous()
+        return {"slashes": len(slashes), "challenges": len(challenger.tick())}
     except Exception as exc:  # noqa: BLE001 - the next minute tries again
         log.warning("challenge tick failed: %s", exc)
         return {"error": str(exc)}
@@ -72,8 +78,8 @@ def _follow():
 
     @bot.on_(contracts.reputation.QuorumSlashed)
     def slashed(event):
-        log.info("node %s slashed %d token wei in epoch %d", bytes(event.node_id).hex()[:12], event.amount,
-                 event.epoch)
+        log.info("node %s slashed %d token wei for epoch %d (%d of %d reports failed)",
+                 bytes(event.node_id).hex()[:12], event.amount, event.epoch, event.failures, event.reports)
 
 
 try:

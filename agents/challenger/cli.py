@@ -1,7 +1,8 @@
 """`warren challenger run|once|endpoint`: the proof-of-bandwidth challenger.
 
     warren challenger run --config challenger.toml        # the silverback app (same as `silverback run`)
-    warren challenger once --config challenger.toml [--all]  # one tick now (--all: the whole epoch's plan)
+    warren challenger once --config challenger.toml [--all]  # the last epoch's slashes, then one tick now
+                                                             # (--all: the whole epoch's plan)
     warren challenger endpoint --listen 0.0.0.0:8080      # the payload endpoint, on an internet host
 """
 
@@ -28,7 +29,8 @@ def add_commands(subparsers) -> None:
     p = sub.add_parser("run", help=f"run the challenger (the silverback app {APP})")
     p.add_argument("--config", type=Path, required=True)
     p.set_defaults(func=_run)
-    p = sub.add_parser("once", help="one tick now: run the due challenges and send the reports")
+    p = sub.add_parser("once", help="one tick now: slash the last epoch's failing nodes, run the due challenges "
+                                    "and send the reports")
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--all", action="store_true", help="run all of this epoch's planned challenges not yet run")
     p.set_defaults(func=_once)
@@ -60,6 +62,7 @@ def _once(args) -> int:
     from agents.challenger.service import open_challenger
 
     with open_challenger(load_config(args.config)) as challenger:
+        slashes = challenger.slash_previous()
         ran = challenger.tick(now_all=args.all)
-    print(json.dumps({"challenges": ran}))
+    print(json.dumps({"challenges": ran, "slashes": slashes}))
     return 0

@@ -1,4 +1,4 @@
-"""The challenger's runtime: one epoch's challenges as a customer would buy them, reports, proposals.
+"""The challenger's runtime: one epoch's challenges as a customer would buy them, reports, slashes, proposals.
 
 :class:`Challenger` is what both `warren challenger run` (the silverback app, agents.challenger.app)
 and `warren challenger once` drive: :meth:`Challenger.tick` plans the epoch
@@ -14,6 +14,11 @@ differs: instead of the whole host, one host route sends the payload endpoint th
 (the node sees a customer downloading something). The bytes are checked against the seed's payload,
 and the latency is the TCP connect round trip through the tunnel and the session's control-channel
 ping.
+
+Slashing is decided once an epoch is over (reputation.slash_epoch, open during the next epoch only):
+:meth:`Challenger.slash_previous` asks the contract to slash each node this challenger reported failed
+in the previous epoch, if at least the quorum and at least half of that epoch's reports on it failed.
+Both drivers call it before each tick.
 """
 
 from __future__ import annotations
@@ -251,6 +256,41 @@ class Challenger:
         finally:
             conn.close()
         return b"".join(chunks), time.monotonic() - t0, rtt
+
+    # -- slashing -----------------------------------------------------------------------------------
+
+    def slash_previous(self) -> list[dict]:
+        """Slash the nodes this challenger reported failed in the previous epoch whose epoch ended with a
+        failure majority (reputation.slash_epoch; anyone may send it, the bounty goes to the epoch's
+        first failure reporters, whoever sends it).
+
+        The contract decides (``slash_refusal`` first, so no gas is spent on a refusal). Each node is
+        decided once per epoch and remembered in the store: slashed, or refused for good (no majority,
+        too few failures, slashed by someone else); an RPC error leaves it for the next call.
+        Returns what was decided by this call: ``{"node_id", "epoch", "tx" or "refused"}``."""
+        previous = int(self._chain_time() // self.epoch_length) - 1
+        reputation, decided = self.contracts.reputation, []
+        for node_id in self.store.failed_on_chain(previous):
+            key = f"slash:{previous}:{node_id.hex()}"
+            if self.store.get(key) is not None:
+                continue
+            outcome = {"node_id": node_id.hex(), "epoch": previous}
+            try:
+                refusal = str(reputation.slash_refusal(node_id, previous))
+                if refusal:
+                    outcome["refused"] = refusal
+                else:
+                    outcome["tx"] = str(reputation.slash_epoch(node_id, previous, sender=self.account).txn_hash)
+            except Exception as exc:  # noqa: BLE001 - a refusal mined in between is final; anything else: next tick
+                if "reputation: " not in str(exc):
+                    log.warning("slash of %s for epoch %d not sent (%s): tried again next tick",
+                                node_id.hex()[:12], previous, exc)
+                    continue
+                outcome["refused"] = str(exc)
+            self.store.set(key, outcome.get("tx") or outcome["refused"])
+            log.info("slash of %s for epoch %d: %s", node_id.hex()[:12], previous, outcome)
+            decided.append(outcome)
+        return decided
 
     # -- reports ------------------------------------------------------------------------------------
 

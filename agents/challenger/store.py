@@ -130,6 +130,15 @@ class TranscriptStore:
                 out.append(report)
         return out
 
+    def failed_on_chain(self, epoch: int) -> list[bytes]:
+        """Nodes this challenger's mined reports said failed in ``epoch`` (``'already'``: a report of an
+        earlier run was on chain), in report order: the ones it may ask reputation to slash."""
+        out: list[bytes] = []
+        for report in self._reports("epoch = ? AND passed = 0 AND report_tx NOT IN ('', 'expired')", (epoch,)):
+            if report.node_id not in out:
+                out.append(report.node_id)
+        return out
+
     def expire(self, before_epoch: int) -> int:
         """Mark unreported verdicts of epochs before ``before_epoch`` as expired (the contract takes a
         report only in its own epoch); returns how many."""

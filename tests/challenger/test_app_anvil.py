@@ -180,3 +180,74 @@ def test_node_infos__registration_epoch_and_channel_traffic_from_the_chain(tmp_p
             epoch = int(contracts.reputation.current_epoch())
     assert (infos[ids[0]].traffic, infos[ids[1]].traffic) == (2, 0)
     assert infos[ids[0]].registered_epoch == infos[ids[1]].registered_epoch == epoch
+
+
+def test_slash_previous__failure_majority__slashed_in_the_next_epoch_once_with_the_bounty_split(tmp_path):
+    """reputation slashes only once an epoch is over: in the next epoch the challenger slashes the node
+    all three challengers reported failed (10 %, the bounty split three ways), is refused for the node
+    only it reported failed (below the quorum), remembers both, and sends nothing twice."""
+    from agents.challenger.config import load_config
+    from agents.challenger.runtime import Challenger
+
+    with start_anvil() as anvil:
+        chain = deploy_chain(anvil.url, tmp_path)
+        with connect(anvil.url) as project:
+            from ape import accounts
+            from ape import chain as ape_chain
+
+            contracts = load_contracts(project, chain.deployment)
+            rep, registry, token = contracts.reputation, contracts.registry, contracts.token
+            panel = [accounts.test_accounts[i] for i in (CHALLENGER, 8, 9)]
+            for account in panel:
+                token.mint(account, 100 * TOKEN, sender=accounts.test_accounts[0])
+                token.approve(registry, 10 * TOKEN, sender=account)
+                registry.register_challenger(10 * TOKEN, sender=account)
+            operator, ids = accounts.test_accounts[OPERATOR], []
+            for _ in range(2):
+                token.approve(registry, 100 * TOKEN, sender=operator)
+                registry.register_node(os.urandom(32), "DE", TOKEN, 100 * TOKEN, sender=operator)
+                ids.append(bytes(registry.node_id_at(registry.node_count())))
+            failing, lucky = ids
+            epoch = int(rep.current_epoch())
+            for account in panel:
+                rep.report(failing, epoch, 10, 900, False, sender=account)
+            rep.report(lucky, epoch, 10, 900, False, sender=panel[0])
+            for account in panel[1:]:
+                rep.report(lucky, epoch, 50_000, 20, True, sender=account)
+
+            write_client_config(tmp_path / "client.toml", ClientConfig(
+                account=AccountSpec(test_account=CLIENT_ACCOUNT), data_dir=tmp_path / "c", rpc=anvil.url,
+                deployment=chain.deployment), force=True)
+            write_toml(tmp_path / "ch.toml", {"client": "client.toml", "data_dir": str(tmp_path / "data"),
+                                              "endpoint": "http://192.0.2.1:8080",
+                                              "account": {"test_account": CHALLENGER}})
+            config = load_config(tmp_path / "ch.toml")
+            store = TranscriptStore(config.store_path)
+            for node_id in ids:  # the challenger's own failed verdicts, reported (as report_pending leaves them)
+                seed = os.urandom(32)
+                transcript = record(node_id=node_id, epoch=epoch, challenger=str(panel[0].address),
+                                    started_at=time.time(), seed=seed, size=100_000, url="http://192.0.2.1:8080/p",
+                                    advertised_kbps=0, received=payload(seed, 100_000)[:50_000], elapsed_s=0.05,
+                                    latency_ms=(12.0,))
+                store.mark_reported(store.save(transcript, judge(transcript)), "0x01")
+            challenger = Challenger(config, contracts, None, panel[0], store)
+            assert challenger.slash_previous() == []  # the epoch is not over: nothing to decide yet
+
+            ape_chain.pending_timestamp = (epoch + 1) * challenger.epoch_length + 5
+            ape_chain.mine()
+            stake = int(registry.node_stake(failing))
+            before = [int(token.balanceOf(account)) for account in panel]
+            decided = challenger.slash_previous()
+            taken = stake * int(rep.slash_bps()) // 10_000
+            gained = [int(token.balanceOf(account)) - b for account, b in zip(panel, before)]
+            stakes = [int(registry.node_stake(node_id)) for node_id in ids]
+            tally = tuple(rep.epoch_tally(failing, epoch))
+            again = challenger.slash_previous()
+            store.close()
+    assert [(d["node_id"], d["epoch"]) for d in decided] == [(failing.hex(), epoch), (lucky.hex(), epoch)]
+    assert decided[0]["tx"].startswith("0x")
+    assert decided[1]["refused"] == "reputation: failure quorum not reached"
+    assert stakes == [stake - taken, 100 * TOKEN]
+    assert sum(gained) == taken and gained[0] == gained[1] == taken // 3  # the challenger paid the gas in ETH
+    assert tally == (3, 3, True)
+    assert again == []
