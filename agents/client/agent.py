@@ -96,6 +96,9 @@ class OpenChannel:
     receipt_signer: ReceiptSigner | None = None
     session_names: dict | None = None
     redemption: dict | None = None
+    #: The price the channel was opened at (token wei per GiB, payment_channels' ChannelOpened); None:
+    #: not known here (a voucher channel, an older record), the node's listing when chosen is the bound.
+    price_per_gib: int | None = None
 
 
 @dataclasses.dataclass
@@ -257,6 +260,11 @@ class ClientAgent:
         self._control_route(quarantine, quarantine)
         rx0, tx0 = self.tunnel.peer_counters(node.wg_public_key) or (0, 0)
         conn, terms = self._setup(route, my_key, quarantine)
+        agreed = channel.price_per_gib if channel.price_per_gib is not None else node.price_per_gib
+        if terms.price_per_gib > agreed:
+            conn.close()
+            raise ConnectError(f"the node asks {terms.price_per_gib} token wei per GiB, more than the "
+                               f"{agreed} its channel was opened at (or it lists on chain): refused")
         tun.ip("addr", "replace", f"{terms.address_v4}/32", "dev", tun.name)
         tun.ip("addr", "replace", f"{terms.address_v6}/128", "dev", tun.name, "nodad")
         if old is not None:

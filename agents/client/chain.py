@@ -88,7 +88,8 @@ class ClientChain:
             if state.status is ChannelStatus.OPEN and state.deposit - spent >= min_room:
                 key = bytes.fromhex(Path(entry["signer_key_file"]).read_text().strip())
                 return OpenChannel(bytes.fromhex(entry["channel_id"]), node_id, key, entry["signer"],
-                                   state.deposit, self.contracts.chain_id, str(self.contracts.channels.address))
+                                   state.deposit, self.contracts.chain_id, str(self.contracts.channels.address),
+                                   price_per_gib=entry.get("price_per_gib"))
         return None
 
     # -- ChannelPort -------------------------------------------------------------------------------
@@ -112,8 +113,11 @@ class ClientChain:
         signer = Account.create()
         if needs_approval:
             token.approve(channels.address, deposit, sender=self.account)
-        channels.open_channel(node_id, client, signer.address, deposit, sender=self.account)
+        tx = channels.open_channel(node_id, client, signer.address, deposit, sender=self.account)
         channel_id = self.contracts.channel_id_of(node_id, client, signer.address)
+        # The price the contract bound the channel to (the listing at open): the most this client
+        # will sign for, whatever the node quotes later (agents.client.agent, _bring_up).
+        price = int(tx.decode_logs(channels.ChannelOpened)[0].price_per_gib)
         key_file = self.data_dir / "signers" / f"{channel_id.hex()}.key"
         key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -121,11 +125,11 @@ class ClientChain:
             handle.write(bytes(signer.key).hex())
         channels_list = self._load()
         channels_list.append({"channel_id": channel_id.hex(), "node_id": node_id.hex(), "signer": signer.address,
-                              "signer_key_file": str(key_file), "deposit": deposit})
+                              "signer_key_file": str(key_file), "deposit": deposit, "price_per_gib": price})
         self._save(channels_list)
         log.info("opened channel %s to node %s with %d token wei", channel_id.hex()[:16], node_id.hex()[:12], deposit)
         return OpenChannel(channel_id, node_id, bytes(signer.key), signer.address, deposit,
-                           self.contracts.chain_id, str(channels.address))
+                           self.contracts.chain_id, str(channels.address), price_per_gib=price)
 
     def cooperative_close(self, channel: OpenChannel, receipt, signature: bytes, node_signature: bytes) -> None:
         self.contracts.channels.cooperative_close(channel.channel_id, receipt.cumulative_bytes,

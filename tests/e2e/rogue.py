@@ -9,7 +9,8 @@ Run as scripts inside lab namespaces (``python -m tests.e2e.rogue client|node ..
   all. Its secrets (channel signer key, WireGuard key) come as JSON on stdin, never in argv; it then
   reads one JSON command per stdin line and answers one JSON line on stdout (see :class:`RogueClient`).
 * ``node``: ``warren node run`` whose :class:`agents.node.agent.NodeAgent` is replaced by
-  :class:`OverclaimingNodeAgent`, which invoices ``OVERCLAIM`` times the bytes it carried.
+  :class:`OverclaimingNodeAgent`, which invoices ``OVERCLAIM`` times the bytes it carried (and,
+  when told to, quotes ``OVERCLAIM`` times its price at setup).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 
 from agents.control import (
     CONTROL_PORT,
@@ -44,10 +46,14 @@ from agents.node.agent import NodeAgent
 from agents.node.session import quarantine_address
 from agents.wireguard.config import InterfaceConfig, PeerConfig, decode_key, generate_private_key
 
-__all__ = ["OVERCLAIM", "OverclaimingNodeAgent", "RogueClient", "main"]
+__all__ = ["OVERCLAIM", "OVERQUOTE_FILE", "OverclaimingNodeAgent", "RogueClient", "main"]
 
 #: The hostile node invoices this many times what it carried.
 OVERCLAIM = 2
+#: In the hostile node's data folder, this file makes it quote OVERCLAIM x its price at setup.
+OVERQUOTE_FILE = "overquote"
+#: Its path (set by the node's main from its config).
+OVERQUOTE_FLAG = Path("/nonexistent") / OVERQUOTE_FILE
 #: The node's control address inside the tunnel (first host of its default v6 pool).
 NODE_CONTROL_V6 = "fd77:7272::1"
 #: Bound on waiting for the node's answer to one control message (seconds).
@@ -55,12 +61,20 @@ ANSWER_S = 8.0
 
 
 class OverclaimingNodeAgent(NodeAgent):
-    """A node that invoices ``OVERCLAIM`` x its billed bytes (its own ledger still counts truly)."""
+    """A node that invoices ``OVERCLAIM`` x its billed bytes (its own ledger still counts truly).
+
+    While a file ``OVERQUOTE_FLAG`` is in its data folder it also quotes ``OVERCLAIM`` x its price in
+    SESSION_ACCEPT (the test switches that on and off without a restart).
+    """
 
     def _send(self, wg_key: bytes, data: bytes, conn: socket.socket | None = None) -> None:
         if data[:1] == bytes([ControlKind.INVOICE]) and len(data) == 3 + 16:
             billed, unbilled = decode_invoice(data[3:])
             data = encode_invoice(billed * OVERCLAIM, unbilled)
+        if data[:1] == bytes([ControlKind.SESSION_ACCEPT]) and OVERQUOTE_FLAG.exists():
+            terms = decode_json(next(iter(ControlReader().feed(data))))
+            terms["price_per_gib"] = int(terms["price_per_gib"]) * OVERCLAIM
+            data = encode_json(ControlKind.SESSION_ACCEPT, terms)
         super()._send(wg_key, data, conn)
 
 
@@ -302,8 +316,11 @@ def _node_main(config_path: str) -> int:
     from agents.node.config import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    global OVERQUOTE_FLAG
+    config = load_config(config_path)
+    OVERQUOTE_FLAG = Path(config.data_dir) / OVERQUOTE_FILE
     service.NodeAgent = OverclaimingNodeAgent
-    return service.run_node(load_config(config_path))
+    return service.run_node(config)
 
 
 def main(argv: list[str] | None = None) -> int:

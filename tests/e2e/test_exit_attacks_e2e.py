@@ -58,6 +58,8 @@ SETUP_TIMEOUT_S = 90
 #: The web server's egress rate while a client does not pay (so the cut-off's overshoot is small).
 RATE_MBIT = 40
 ROGUE = str(Path(__file__).with_name("rogue.py"))
+#: rogue.py's switch for a node that quotes twice its price (a file in its data folder).
+OVERQUOTE_FILE = "overquote"
 
 TCP_PROBE = """
 import socket, sys
@@ -357,6 +359,26 @@ def test_overclaiming_node__settled_equals_clients_last_receipt__overclaim_repor
     assert (channel.settled_bytes, channel.settled) == (last_bytes, last_amount)
     # The node got at most the agreed credit beyond what it carried, never its claim.
     assert channel.settled_bytes <= billed + CREDIT + (1 << 20) < 2 * billed
+
+
+def test_overquoting_node__client_refuses_the_session__signs_nothing(net):
+    """A node that quotes more than its channel was opened at (its listing) is refused at setup."""
+    world, node = net["world"], net["nodes"]["node_b"]
+    node_id = node.status()["node_id"]
+    config = client_config(world, net["chain"], net["workdir"], world.node_a)
+    flag = Path(node.config.data_dir) / OVERQUOTE_FILE
+    flag.touch()
+    try:
+        result = run_in(world.client, warren_argv("connect", "--config", str(config), "--node", node_id), timeout=120)
+    finally:
+        flag.unlink()
+        run_in(world.client, warren_argv("disconnect", "--config", str(config)), timeout=90)  # its kill switch
+    out = result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
+    assert result.returncode != 0, out[-3000:]
+    listed = PRICE_PER_GIB
+    assert f"the node asks {2 * listed} token wei per GiB, more than the {listed} its channel was opened at" in out, \
+        out[-3000:]
+    assert not [s for s in node.status()["sessions"] if s["paid_bytes"]]  # nothing signed to it
 
 
 # -- 4. bad session requests -----------------------------------------------------------------------

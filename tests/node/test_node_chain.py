@@ -70,8 +70,11 @@ def test_client_opens_reuses_and_closes__node_signature_accepted(warren, node, c
     state = warren.channel(opened.channel_id)
     assert state.status is ChannelStatus.OPEN and state.node_id == node.node_id and state.deposit == DEPOSIT
     assert oct((tmp_path / "signers" / f"{opened.channel_id.hex()}.key").stat().st_mode & 0o777) == "0o600"
+    assert opened.price_per_gib == PRICE  # the listing the contract bound the channel to
+    node.ensure_registered("NL", PRICE * 3, STAKE)  # the node raises its price: not for this channel
     again = port.open_channel(candidate, DEPOSIT)
     assert again.channel_id == opened.channel_id and again.signer_key == opened.signer_key
+    assert again.price_per_gib == PRICE
 
     receipt = eip712.Receipt(opened.channel_id, 1 << 20, PRICE // 1024)
     signature = eip712.sign(receipt, opened.signer_key, warren.chain_id, warren.channels.address)
