@@ -53,7 +53,7 @@ def measure() -> dict:
     chain = ape.chain
     gas: dict[str, int] = {}
 
-    # Report quorum 2, so two failure reports of three make the epoch's majority that slash_epoch
+    # Report quorum 2, so two failure reports of four make the epoch's majority that slash_epoch
     # slashes (paying two bounties); revocations need all 3 guardians, the most signatures a revoke
     # here checks.
     params = DeployParameters(
@@ -123,16 +123,22 @@ def measure() -> dict:
     receipt = channels.settle(channel_c, 10**6, TOKEN, sign(channel_c, 4, 10**6, TOKEN, signer_key(4)), sender=operator)
     gas["settle_to_empty_balance"] = _gas(receipt)
 
-    # Reputation: a passing report, then two failure reports (a majority of the epoch's three, at
-    # the quorum); once the epoch is over, slash_epoch slashes and pushes the two bounties.
+    # Reputation: two passing reports (a node's first of the epoch, then a later one), then two
+    # failure reports (a majority of the epoch's four, at the quorum); once the epoch is over,
+    # slash_epoch slashes and pushes the two bounties. A fourth challenger is generated.
     reputation = warren.reputation
+    extra = acct.generate_test_account()
+    chain.set_balance(extra, 10**21)
+    token.mint(extra, 10**6 * TOKEN, sender=owner)  # holds tokens, as the other challengers do
+    challengers.append(extra)
     for account in challengers:
         token.approve(registry, params.min_challenger_stake, sender=account)
         registry.register_challenger(params.min_challenger_stake, sender=account)
     epoch = chain.pending_timestamp // params.epoch_length
     gas["report"] = _gas(reputation.report(node_id, epoch, 50_000, 20, True, sender=challengers[0]))
-    reputation.report(node_id, epoch, 10, 900, False, sender=challengers[1])
+    gas["report_later"] = _gas(reputation.report(node_id, epoch, 50_000, 20, True, sender=challengers[1]))
     gas["report_failure"] = _gas(reputation.report(node_id, epoch, 10, 900, False, sender=challengers[2]))
+    reputation.report(node_id, epoch, 10, 900, False, sender=challengers[3])
     chain.pending_timestamp = (epoch + 1) * params.epoch_length
     gas["slash_epoch"] = _gas(reputation.slash_epoch(node_id, epoch, sender=owner))
 

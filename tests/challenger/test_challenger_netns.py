@@ -7,8 +7,10 @@ each with its own `warren connect` client config (fresh WireGuard key per challe
 session setup and receipts), run `warren challenger once --all` in the client's namespace one after
 the other. The first pays by voucher (`pay = "voucher"`: each node redeems a note in the tunnel, so
 the payer on chain is the pool), the other two by payment channel from the client account. Checked on chain: node_a's three reports
-pass and its score is full; node_b's three fail, the third slashes it by slash_bps and the bounty
-is split among the three; every report carries the hash of a transcript the challenger stored.
+pass and its score is full; node_b's three fail; once the chain has moved into the next epoch, the
+first challenger's next `once` slashes node_b by slash_bps (reputation.slash_epoch: all of its
+reports failed) and the bounty is split among the three; every report carries the hash of a
+transcript the challenger stored.
 node_c's transcripts show the changed bytes: each challenger wrote a revocation proposal; two
 guardians review and sign it with `warren guardian sign`, `warren guardian submit` revokes node_c
 and its remaining stake goes to the treasury, with the transcript hash as the evidence hash; node_a
@@ -119,16 +121,17 @@ def _host_warren(*args, timeout=120) -> str:
     return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
 
 
-def _once(net, config) -> list[dict]:
-    result = run_in(net["world"].client, warren_argv("challenger", "once", "--config", str(config), "--all"),
+def _once(net, config, *flags) -> dict:
+    """`warren challenger once` in the client's namespace; its JSON line (challenges, slashes)."""
+    result = run_in(net["world"].client, warren_argv("challenger", "once", "--config", str(config), *flags),
                     timeout=240)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()[-4000:]
-    return json.loads(result.stdout.decode().strip().splitlines()[-1])["challenges"]
+    return json.loads(result.stdout.decode().strip().splitlines()[-1])
 
 
 def test_three_challengers__honest_passes__throttled_slashed_with_bounty_split(net):
     ids = {n: p.status()["node_id"] for n, p in net["nodes"].items()}
-    runs = [_once(net, config) for config in net["configs"]]
+    runs = [_once(net, config, "--all")["challenges"] for config in net["configs"]]
     for ran in runs:
         by_node = {r["node_id"]: r for r in ran}
         assert set(by_node) == set(ids.values()), ran
@@ -138,6 +141,21 @@ def test_three_challengers__honest_passes__throttled_slashed_with_bounty_split(n
         assert honest["throughput_kbps"] >= EXPECTED_KBPS // 2
         assert not throttled["passed"] and not throttled["tampered"], throttled
         assert throttled["reasons"][0].startswith("slow: ") and throttled["throughput_kbps"] < EXPECTED_KBPS // 2
+    # reputation slashes an epoch once it is over (slash_epoch, open during the next epoch): nothing yet.
+    epoch = runs[0][0]["epoch"]
+    with connect(net["chain"].url) as project:
+        from ape import chain
+
+        rep = load_contracts(project, net["chain"].deployment).reputation
+        assert tuple(rep.epoch_tally(bytes.fromhex(ids["node_b"]), epoch)) == (3, 3, False)
+        assert tuple(rep.epoch_tally(bytes.fromhex(ids["node_a"]), epoch)) == (3, 0, False)
+        chain.pending_timestamp = (epoch + 1) * int(rep.epoch_length()) + 5
+        chain.mine()
+    # The first challenger's next run, early in the next epoch: no challenge due yet, the slashes.
+    after = _once(net, net["configs"][0])
+    decided = {s["node_id"]: s for s in after["slashes"]}
+    assert after["challenges"] == [] and decided[ids["node_b"]]["tx"].startswith("0x"), after
+    assert ids["node_a"] not in decided  # it passed: nothing to ask
     with connect(net["chain"].url) as project:
         contracts = load_contracts(project, net["chain"].deployment)
         rep, registry = contracts.reputation, contracts.registry
@@ -176,7 +194,7 @@ def test_tampering_node__proposed__guardians_sign__revoked_and_stake_taken(net):
     proposals = [config.parent / "data" / "proposals" / f"{node_c}.json" for config in net["configs"]]
     if not all(p.exists() for p in proposals):  # the first test ran the challenges; alone, run them here
         for config in net["configs"]:
-            _once(net, config)
+            _once(net, config, "--all")
     assert all(p.exists() for p in proposals)
     import subprocess
     import sys
