@@ -10,7 +10,8 @@ One run is ``Params.epochs`` epochs (days) of a network of nodes in several regi
 * clients split a region's demand among its nodes by the service they get, cheaper nodes first
   (weight ``service x cheapest / price``), never above a node's capacity;
 * nodes price automatically (``price = "auto"``): once per epoch towards a target utilisation,
-  between a floor and a ceiling, paying the gas of an update when the price moves;
+  between a floor and a ceiling, paying the gas of an update when the price moves by more than 1 %
+  (:mod:`agents.node.pricing`: the rule a node runs);
 * each channel pays ``channel_usd`` on average and is closed by the node with one cooperative close;
   the node pays the protocol fee, that gas, and the gas of entering and claiming each epoch;
 * honest challengers probe every node each epoch and measure what a customer would get, with
@@ -34,6 +35,8 @@ import math
 import random
 import statistics
 from dataclasses import dataclass, field, replace
+
+from agents.node import pricing
 
 __all__ = [
     "Gas",
@@ -111,8 +114,8 @@ class Params:
     price_start: float = 0.05
     price_floor: float = 0.01
     price_ceiling: float = 0.20
-    price_step: float = 0.5
-    target_utilisation: float = 0.7
+    price_step: float = pricing.DEFAULT_STEP
+    target_utilisation: float = pricing.DEFAULT_TARGET_UTILISATION
     # Costs of running a node.
     bandwidth_cost: float = 0.002    # $ per GiB carried (ISP / electricity margin)
     fixed_cost: float = 0.05         # $ per node and epoch (a small always-on box)
@@ -215,9 +218,10 @@ def epoch_rewards(emission: float, fee: float, demand_share: float, fee_rebate: 
 
 
 def next_price(price: float, utilisation: float, p: Params) -> float:
-    """``price = "auto"``: one step towards the target utilisation, within the floor and ceiling."""
-    moved = price * (1 + p.price_step * (utilisation - p.target_utilisation))
-    return min(p.price_ceiling, max(p.price_floor, moved))
+    """``price = "auto"``: one step towards the target utilisation, within the floor and ceiling (the
+    node's own rule, :func:`agents.node.pricing.next_price`, with this run's parameters)."""
+    return pricing.next_price(price, utilisation, floor=p.price_floor, ceiling=p.price_ceiling,
+                              step=p.price_step, target=p.target_utilisation)
 
 
 def mean_ci95(values: list[float]) -> tuple[float, float]:
@@ -403,7 +407,7 @@ def run(p: Params, strategy: Strategy, seed: int) -> RunResult:
                 gas += (p.gas.submit + p.gas.claim) * gas_usd
             utilisation = served[i] / max(n.capacity_gib * p.duty * n.customer_quality, 1e-9)
             price = next_price(n.price, utilisation, p)
-            if abs(price - n.price) > 0.01 * n.price:
+            if pricing.worth_updating(n.price, price):
                 gas += p.gas.update_price * gas_usd
                 n.price = price
             fee = revenue[i] * p.fee

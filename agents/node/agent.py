@@ -21,6 +21,7 @@ SIGINT stop cleanly (settle, remove the table, close the tunnel).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import socket
@@ -88,7 +89,7 @@ class NodeAgent:
     Args:
         tunnel_factory: ``(InterfaceConfig, admit_unknown) -> started Tunnel``.
         chain: the node's chain port (``channel(channel_id)``, ``channel_id_of(node, client,
-            signer)``, ``sign_close(receipt) -> signature``).
+            signer)``, ``sign_close(receipt) -> signature``, ``open_price(channel_id)``).
         offer: the node's terms.
         pool: tunnel addresses.
         ledger_for: channel ledgers over the node's store.
@@ -329,6 +330,7 @@ class NodeAgent:
             if redemption is not None:
                 self.chain.redeem(redemption)
             channel = self.chain.session_channel(request.channel_id, names)
+            open_price = None if "pool" in names else self._open_price(channel)
         except SetupRefused as refusal:
             self.core.count_refusal(refusal.reason)
             return self._refused(wg_key, refusal)
@@ -339,7 +341,7 @@ class NodeAgent:
         with self.lock:
             try:
                 session, terms, actions = self.core.setup(wg_key, request, signature, names, channel,
-                                                          time.monotonic(), time.time(), relay_to)
+                                                          time.monotonic(), time.time(), relay_to, open_price)
             except SetupRefused as refusal:
                 return self._refused(wg_key, refusal)
             self._addr_key[session.v4] = wg_key
@@ -353,6 +355,36 @@ class NodeAgent:
         log.info("session %s: channel %s, %s / %s", _short(wg_key), session.channel_id.hex()[:16],
                  session.v4, session.v6)
         return encode_json(ControlKind.SESSION_ACCEPT, terms.to_wire())
+
+    def _open_price(self, channel) -> int | None:
+        """The price a payment channel was opened at: its ledger's (this run, or stored by an earlier
+        one), else its ChannelOpened event (one log query per channel, then kept in the ledger's
+        stored terms). None for a channel the core will refuse anyway (not open, another node's), and
+        for one whose event the chain no longer shows (the offer's price then; the client's bound is
+        the node's listing too). Called outside the lock: it may wait for the chain.
+        """
+        from agents.chain.bindings import ChannelStatus
+
+        if channel.status is not ChannelStatus.OPEN or channel.node_id != self.offer.node_id:
+            return None
+        with self.lock:
+            ledger = self.core.ledgers().get(channel.channel_id)
+        if ledger is not None:
+            return ledger.terms.price_per_gib
+        stored = self.store.channel(channel.channel_id) if self.store is not None else None
+        if stored is not None and stored.kind == "channels":
+            return stored.terms.price_per_gib
+        price = self.chain.open_price(channel.channel_id)
+        if price is None:
+            log.warning("channel %s: no ChannelOpened event found; quoting the node's price %d",
+                        channel.channel_id.hex()[:16], self.offer.price_per_gib)
+        return price
+
+    def set_price(self, price_per_gib: int) -> None:
+        """The node's price from now on: channels opened at it get it; open channels keep theirs."""
+        with self.lock:
+            self.offer = dataclasses.replace(self.offer, price_per_gib=int(price_per_gib))
+            self.core.offer = self.offer
 
     def _relay_targets(self, body: dict) -> tuple[tuple[str, int], ...]:
         """A relay session's exit endpoints (``relay_to``), refused when the policy denies one (a

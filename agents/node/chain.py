@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
@@ -45,7 +46,7 @@ from agents.chain.bindings import (
 from agents.errors import UserError, preflight, preflight_tokens
 from agents.node.session import SetupRefused
 
-__all__ = ["NodeChain", "channel_id_of"]
+__all__ = ["NodeChain", "PriceUpdateRefused", "channel_id_of"]
 
 log = logging.getLogger("warren.node")
 
@@ -54,6 +55,10 @@ ZERO_ADDRESS = "0x" + "00" * 20
 REGISTER_GAS, UPDATE_GAS, APPROVE_GAS = 250_000, 60_000, 50_000
 #: voucher_pool.redeem as relayer: 269,593 steady, 286,681 for a relayer's first (docs/BENCHMARKS.md).
 REDEEM_GAS = 290_000
+
+
+class PriceUpdateRefused(Exception):
+    """The registry refused a price update (its revert string, e.g. ``"node_registry: updated this epoch"``)."""
 
 
 def channel_id_of(chain_id: int, channels_address: str, node_id: bytes, client: str, signer: str) -> bytes:
@@ -78,12 +83,14 @@ class NodeChain:
             the same account (the settler): ape takes the nonce from the chain when it signs, so two
             threads sending at once (a redemption in a session setup, a settlement) could take the
             same one and lose a transaction.
+        start_block: the deployment's first block: where a channel's ChannelOpened is looked for.
     """
 
     def __init__(self, contracts: WarrenContracts, operator, wg_public_key: bytes,
                  voucher_pools: dict[str, VoucherChannels] | None = None,
-                 tx_lock: threading.Lock | None = None) -> None:
+                 tx_lock: threading.Lock | None = None, start_block: int = 0) -> None:
         self.contracts = contracts
+        self.start_block = int(start_block)
         self.operator = operator
         self.tx_lock = tx_lock or threading.Lock()
         self.wg_public_key = bytes(wg_public_key)
@@ -103,6 +110,65 @@ class NodeChain:
     def channel(self, channel_id: bytes) -> ChannelState:
         """A channel's state, read now."""
         return self.contracts.channel(channel_id)
+
+    def open_price(self, channel_id: bytes) -> int | None:
+        """The price a payment channel was opened at (token wei per GiB): its ChannelOpened event's
+        ``price_per_gib``, the node's listing when the channel opened. One ``eth_getLogs`` filtered by
+        the event and the channel id (an indexed topic), from the deployment's first block: one log
+        comes back, however long the chain. None when there is none (a pruned history).
+        """
+        import ape
+
+        channels = self.contracts.channels
+        abi = channels.ChannelOpened.abi
+        logs = ape.chain.provider.web3.eth.get_logs({
+            "address": str(channels.address), "fromBlock": self.start_block, "toBlock": "latest",
+            "topics": ["0x" + keccak(text=abi.selector).hex(), "0x" + bytes(channel_id).hex()]})
+        if not logs:
+            return None
+        data = [i for i in abi.inputs if not i.indexed]
+        values = abi_decode([i.canonical_type for i in data], bytes(logs[-1]["data"]))
+        return int(dict(zip([i.name for i in data], values, strict=True))["price_per_gib"])
+
+    def price_epoch_s(self) -> int:
+        """Seconds per epoch of the registry's once-per-epoch listing rule (the reputation/rewards epoch;
+        reputation's when the registry has no limit)."""
+        return int(self.contracts.registry.update_epoch_length()) or int(self.contracts.reputation.epoch_length())
+
+    def listed_price(self) -> int:
+        """The node's price on chain now, token wei per GiB."""
+        return int(self.contracts.registry.node_price(self.node_id))
+
+    def auto_start_price(self, floor: int, ceiling: int) -> int:
+        """Where ``price_per_gib = "auto"`` starts: the listing on chain, within ``[floor, ceiling]``;
+        the floor for a node not registered yet (it earns its way up)."""
+        info = self.contracts.node(self.node_id)
+        if info.operator in ("", ZERO_ADDRESS):
+            return floor
+        return min(ceiling, max(floor, info.price_per_gib))
+
+    def update_price(self, region: str, price_per_gib: int) -> str:
+        """List ``price_per_gib`` (and ``region``) on chain; returns the transaction hash.
+
+        Raises:
+            PriceUpdateRefused: the registry reverted (its string: once per epoch, a revoked key, ...).
+            UserError: the operator cannot pay the gas.
+            Exception: the chain did not answer (retry later).
+        """
+        from ape.exceptions import ContractLogicError
+
+        from agents.chain.txsend import send_as
+
+        what = "updating the node's price"
+        registry = self.contracts.registry
+        with self.tx_lock:
+            preflight(self.operator, UPDATE_GAS, what)
+            try:
+                receipt = send_as(self.operator, lambda: registry.update_node(
+                    self.node_id, region, price_per_gib, sender=self.operator), what)
+            except ContractLogicError as exc:
+                raise PriceUpdateRefused(str(getattr(exc, "message", None) or exc).strip()) from None
+        return str(receipt.txn_hash)
 
     def channel_id_of(self, node_id: bytes, client: str, signer: str) -> bytes:
         """See :func:`channel_id_of` (no RPC)."""

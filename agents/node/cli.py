@@ -3,6 +3,7 @@ the same way (a function ``_add_<action>(sub)`` called from :func:`add_commands`
 
     warren node init --config node.toml --region DE --price-per-gib 1000000000000000 \\
         --keystore operator.json --passphrase-file passphrase [--data-dir D] [--rpc URL] ...
+    warren node init ... --price-per-gib auto --price-floor W --price-ceiling W --capacity-mbps N
 
 `init` makes the WireGuard key (0600; an existing key file is kept, since the node id on chain is
 its hash), a new operator keystore encrypted with the passphrase when ``--keystore`` names a missing
@@ -42,7 +43,16 @@ def _add_init(sub) -> None:
     p.add_argument("--config", type=Path, required=True, help="config file to write (mode 0600)")
     p.add_argument("--force", action="store_true", help="overwrite an existing config file")
     p.add_argument("--region", required=True, help="ISO 3166-1 alpha-2 region, e.g. DE")
-    p.add_argument("--price-per-gib", type=_wei, required=True, help="price in token wei per GiB")
+    p.add_argument("--price-per-gib", type=_price, required=True,
+                   help='price in token wei per GiB, or "auto": it follows utilisation between --price-floor '
+                        'and --price-ceiling')
+    p.add_argument("--price-floor", type=_wei, help="auto: lowest price, token wei per GiB")
+    p.add_argument("--price-ceiling", type=_wei, help="auto: highest price, token wei per GiB")
+    p.add_argument("--capacity-mbps", type=float, help="auto: the bandwidth the node sells, Mbit/s")
+    p.add_argument("--target-utilisation", type=float, help="auto: share of capacity the price aims to sell "
+                                                            "(default 0.7)")
+    p.add_argument("--price-step", type=float, help="auto: price moves by step x (utilisation - target) per "
+                                                    "epoch (default 0.5)")
     p.add_argument("--stake", type=_wei, default=d["stake"].default, help="stake in token wei")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"data folder (default {DEFAULT_DATA_DIR})")
     who = p.add_mutually_exclusive_group(required=True)
@@ -73,6 +83,43 @@ def _wei(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number of token wei >= 0, found {text}")
     return value
+
+
+def _price(text: str) -> int | str:
+    import argparse
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _wei(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f'expected a whole number of token wei >= 0 or "auto", found {text!r}') from None
+
+
+def _price_rule(args):
+    """The ``[price]`` table the auto flags describe (None for a fixed price); refusals in words."""
+    from agents.node.pricing import DEFAULT_STEP, DEFAULT_TARGET_UTILISATION, PriceRule
+
+    flags = {"--price-floor": args.price_floor, "--price-ceiling": args.price_ceiling,
+             "--capacity-mbps": args.capacity_mbps, "--target-utilisation": args.target_utilisation,
+             "--price-step": args.price_step}
+    if args.price_per_gib != "auto":
+        given = [flag for flag, value in flags.items() if value is not None]
+        if given:
+            raise UserError(f"{', '.join(given)}: only with --price-per-gib auto (the price is fixed at "
+                            f"{args.price_per_gib})")
+        return None
+    missing = [flag for flag in ("--price-floor", "--price-ceiling", "--capacity-mbps") if flags[flag] is None]
+    if missing:
+        raise UserError(f"--price-per-gib auto needs {', '.join(missing)} (the bounds in token wei per GiB and "
+                        f"the bandwidth the node sells)")
+    try:
+        return PriceRule(floor=args.price_floor, ceiling=args.price_ceiling, capacity_mbps=args.capacity_mbps,
+                         target_utilisation=(DEFAULT_TARGET_UTILISATION if args.target_utilisation is None
+                                             else args.target_utilisation),
+                         step=DEFAULT_STEP if args.price_step is None else args.price_step)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _endpoint(text: str | None, flag: str):
@@ -159,6 +206,7 @@ def _init(args) -> int:
         raise UserError(str(exc)) from None
     if not 0 <= args.listen_port <= 65535:
         raise UserError(f"--listen-port: expected 0-65535, found {args.listen_port}")
+    price_rule = _price_rule(args)
     public_endpoint = _endpoint(args.public_endpoint, "--public-endpoint")
     bootstrap = tuple(_endpoint(b, "--bootstrap") for b in args.bootstrap)
     if not args.rpc.startswith(("http://", "https://", "ws://", "wss://")):
@@ -168,7 +216,8 @@ def _init(args) -> int:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key, key_note = _wg_key(data_dir / "wg.key")
     config = NodeConfig(
-        region=region, price_per_gib=args.price_per_gib, operator=spec, stake=args.stake, data_dir=data_dir,
+        region=region, price_per_gib=args.price_per_gib, price=price_rule, operator=spec, stake=args.stake,
+        data_dir=data_dir,
         interface=args.interface, listen_port=args.listen_port, public_endpoint=public_endpoint,
         uplink=args.uplink, bootstrap=bootstrap, rpc=args.rpc, network=args.network,
         deployment=args.deployment.resolve() if args.deployment else None,
@@ -281,9 +330,28 @@ def _status(args) -> int:
         sessions.add_row(s["client"], s["channel_id"][:16], str(s["billed_bytes"]), str(s["paid_bytes"]),
                          str(s["paid_amount"]), "yes" if s["suspended"] else "")
     console.print(sessions)
+    price = _price_line(live)
+    if price:
+        console.print(price)
     settlement = live.get("settlement") or {}
     console.print(f"settlement: {json.dumps(settlement)}")
     return 0
+
+
+def _price_line(live: dict) -> str | None:
+    """The live auto price in one line (None for a fixed price or an older node)."""
+    import time
+
+    price = live.get("price") or {}
+    if price.get("mode") != "auto":
+        return None
+    at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(price["next_decision_at"]))
+    line = (f"price: auto, {live['price_per_gib']} token wei/GiB now, within [{price['floor']}, {price['ceiling']}], "
+            f"towards {price['target_utilisation']:.0%} of {price['capacity_mbps']:g} Mbit/s; next decision {at}")
+    last = price.get("last")
+    if last:
+        line += f"; after epoch {last['epoch']}: {last['reason']} ({last['outcome']})"
+    return line
 
 
 def _add_earnings(sub) -> None:

@@ -3,7 +3,7 @@
 ::
 
     region = "DE"                      # ISO 3166-1 alpha-2, as registered on chain
-    price_per_gib = 1000000000000000   # token wei per GiB carried
+    price_per_gib = 1000000000000000   # token wei per GiB carried, or "auto" with a [price] table
     stake = "100000000000000000000"    # token wei (strings of digits past TOML's 2**63)
     credit_bytes = 16777216            # unpaid bytes the node carries before a cut-off (16 MiB)
     receipt_bytes = 1048576            # a receipt every 1 MiB ...
@@ -22,6 +22,13 @@
     setup_timeout_s = 20
     min_relayer_fee = "10000000000000000"  # token wei a voucher client pays for the redemption's gas
     bootstrap = ["198.51.100.1:51820"]
+
+    [price]                            # only with price_per_gib = "auto" (agents.node.pricing)
+    floor = 500000000000000            # token wei per GiB: never below ...
+    ceiling = 5000000000000000         # ... nor above
+    capacity_mbps = 25                 # the bandwidth sold (utilisation is measured against it)
+    target_utilisation = 0.7           # optional: the share of capacity the price aims to sell
+    step = 0.5                         # optional: price x step x (utilisation - target) per epoch
 
     [settlement]
     threshold = "auto"                 # or token wei
@@ -63,10 +70,11 @@ from pathlib import Path
 from agents.chain.connect import DEFAULT_NETWORK, DEFAULT_RPC, REPO_ROOT
 from agents.chain.deployment import default_path
 from agents.metrics import DEFAULT_NODE_PORT, ListenSettings, read_listen
+from agents.node.pricing import DEFAULT_STEP, DEFAULT_TARGET_UTILISATION, PriceRule
 from agents.tomlconfig import ConfigError, Table, read_toml, wei_to_toml, write_toml
 from agents.wallet import AccountSpec, WalletError
 
-__all__ = ["ConfigError", "NodeConfig", "check_ifname", "check_region", "endpoint_text", "read_ifname", "load_config", "operator_spec", "read_chain", "write_config"]
+__all__ = ["ConfigError", "NodeConfig", "check_ifname", "check_region", "endpoint_text", "read_ifname", "load_config", "operator_spec", "read_chain", "read_price", "write_config"]
 
 MIB = 1 << 20
 TOKEN = 10**18
@@ -104,10 +112,11 @@ class NodeConfig:
 
     The file's tables are flattened: ``[chain] rpc`` is :attr:`rpc`, ``[settlement] threshold`` is
     :attr:`settlement_threshold`, ``[operator]`` is :attr:`operator`, ``[exit]`` is :attr:`exit`.
+    ``price_per_gib`` is token wei or ``"auto"``, and then :attr:`price` holds the ``[price]`` table.
     """
 
     region: str
-    price_per_gib: int
+    price_per_gib: int | str
     operator: AccountSpec
     stake: int = DEFAULT_STAKE
     # What the node carries unpaid: it bills bytes as it sends them, so the credit must cover what is in
@@ -145,6 +154,13 @@ class NodeConfig:
     deployment: Path | None = None  # None: deployments/<ecosystem>-<network>.json in the repository
     metrics: ListenSettings = ListenSettings(True, ("127.0.0.1", DEFAULT_NODE_PORT))
     dashboard: ListenSettings = ListenSettings(True, ("127.0.0.1", DEFAULT_DASHBOARD_PORT))
+    #: ``[price]``: the bounds and parameters of ``price_per_gib = "auto"`` (None for a fixed price).
+    price: PriceRule | None = None
+
+    @property
+    def auto_price(self) -> bool:
+        """Whether the price follows utilisation (``price_per_gib = "auto"``)."""
+        return self.price_per_gib == "auto"
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir)
@@ -163,7 +179,8 @@ class NodeConfig:
         """The TOML document (None values left out: TOML has no null)."""
         top = {
             "region": self.region,
-            "price_per_gib": wei_to_toml(self.price_per_gib),
+            "price_per_gib": "auto" if self.auto_price else wei_to_toml(self.price_per_gib),
+            "price": self.price.to_dict() if self.price is not None else None,
             "stake": wei_to_toml(self.stake),
             "credit_bytes": self.credit_bytes,
             "receipt_bytes": self.receipt_bytes,
@@ -249,7 +266,7 @@ def load_config(path: str | os.PathLike) -> NodeConfig:
         raise top.fail("region", 'an ISO 3166-1 alpha-2 region such as "DE"', region_text) from None
     values: dict[str, object] = {
         "region": region,
-        "price_per_gib": top.wei("price_per_gib", expected="a whole number of token wei per GiB >= 0"),
+        **read_price(top),
         "stake": top.wei("stake", DEFAULT_STAKE),
         "credit_bytes": top.integer("credit_bytes", d["credit_bytes"].default, low=0),
         "receipt_bytes": top.integer("receipt_bytes", d["receipt_bytes"].default, low=1),
@@ -287,6 +304,44 @@ def load_config(path: str | os.PathLike) -> NodeConfig:
     values["operator"] = operator_spec(path, operator, base, values["network"])
     check_exit_policy(path, values["exit"])
     return NodeConfig(**values)
+
+
+def read_price(top: Table) -> dict:
+    """``price_per_gib`` (token wei or ``"auto"``) and, for ``"auto"``, the ``[price]`` table, as keyword
+    arguments of :class:`NodeConfig`.
+
+    Raises:
+        ConfigError: a bad price, ``"auto"`` without ``[price]`` or a bound, or ``[price]`` beside a
+            fixed price (it would be ignored), said in words.
+    """
+    expected = 'a whole number of token wei per GiB >= 0, or "auto"'
+    if top.has("price_per_gib") and top.raw["price_per_gib"] == "auto":
+        top.string("price_per_gib")
+    else:
+        price = top.wei("price_per_gib", expected=expected)
+        if top.has("price"):
+            raise ConfigError(f'{top.path}: [price] applies only with price_per_gib = "auto" (this file sets a '
+                              f'fixed price, {price}): remove the table or set price_per_gib = "auto"')
+        top.raw_table("price")
+        return {"price_per_gib": price}
+    if not top.has("price"):
+        raise ConfigError(f'{top.path}: price_per_gib = "auto" needs a [price] table with floor, ceiling (token wei '
+                          f'per GiB) and capacity_mbps (the bandwidth the node sells)')
+    table = top.table("price")
+    floor = table.wei("floor", expected="the lowest price, a whole number of token wei per GiB >= 1")
+    ceiling = table.wei("ceiling", expected="the highest price, a whole number of token wei per GiB")
+    if not table.has("capacity_mbps"):
+        raise table.fail("capacity_mbps", "the bandwidth the node sells in Mbit/s: auto prices measure "
+                         "utilisation against it")
+    capacity = table.number("capacity_mbps")
+    target = table.number("target_utilisation", DEFAULT_TARGET_UTILISATION)
+    step = table.number("step", DEFAULT_STEP)
+    table.finish()
+    try:
+        rule = PriceRule(floor=floor, ceiling=ceiling, capacity_mbps=capacity, target_utilisation=target, step=step)
+    except ValueError as exc:
+        raise ConfigError(f"{top.path}: [price]: {exc}") from None
+    return {"price_per_gib": "auto", "price": rule}
 
 
 def read_chain(top: Table, base: Path) -> dict:

@@ -25,6 +25,7 @@ from agents.metrics import serve as serve_metrics
 from agents.node import metrics as node_metrics
 from agents.node import tamper
 from agents.node.agent import NodeAgent
+from agents.node.autoprice import AutoPrice
 from agents.node.chain import NodeChain
 from agents.node.config import NodeConfig
 from agents.node.dashboard import start as start_dashboard
@@ -32,6 +33,7 @@ from agents.node.dns import NodeResolver
 from agents.node.exit import ExitTable
 from agents.node.policy import ExitPolicy
 from agents.node.presence import NodePresence
+from agents.node.pricing import AutoPricer
 from agents.node.revocations import NodeRevocations
 from agents.node.session import QUARANTINE_PREFIX, AddressPool, NodeOffer
 from agents.node.settlement import ContractsChainPort, SettlementPolicy, Settler, default_threshold
@@ -90,15 +92,20 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
         logs.protect(config.operator, private_key, private_key_of(operator))  # never in a log line
         pools = deployment_pools(project, config.deployment, contracts.chain_id)  # voucher channels: these pools
         tx_lock = threading.Lock()  # one sender of the operator's transactions at a time (nonces)
-        chain = NodeChain(contracts, operator, wg_public, voucher_pools=pools, tx_lock=tx_lock)
-        done = chain.ensure_registered(config.region, config.price_per_gib, config.stake)
-        log.info("node %s: %s (region %s, price %d token wei/GiB)", node_id.hex(), done, config.region,
-                 config.price_per_gib)
+        chain = NodeChain(contracts, operator, wg_public, voucher_pools=pools, tx_lock=tx_lock,
+                          start_block=Deployment.load(config.deployment).block)
+        # price_per_gib = "auto": start at the floor, or where an earlier run left the listing (within
+        # the bounds); the main loop moves it once per epoch.
+        price = (chain.auto_start_price(config.price.floor, config.price.ceiling) if config.auto_price
+                 else config.price_per_gib)
+        done = chain.ensure_registered(config.region, price, config.stake)
+        log.info("node %s: %s (region %s, price %d token wei/GiB%s)", node_id.hex(), done, config.region,
+                 price, ", auto" if config.auto_price else "")
         store = NodeStore(Path(config.data_dir) / "node.db")
         policy = ExitPolicy.from_dict(config.exit or {})
         pool = AddressPool(config.pool_v4, config.pool_v6)
         offer = NodeOffer(node_id=node_id, chain_id=contracts.chain_id, channels_address=str(contracts.channels.address),
-                          price_per_gib=config.price_per_gib, credit_bytes=config.credit_bytes,
+                          price_per_gib=price, credit_bytes=config.credit_bytes,
                           receipt_bytes=config.receipt_bytes, receipt_interval_s=config.receipt_interval_s,
                           max_pending=config.max_pending, setup_timeout_s=config.setup_timeout_s,
                           voucher_pools=tuple(pools), min_relayer_fee=config.min_relayer_fee)
@@ -143,13 +150,14 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
         revocations = NodeRevocations(revoked, follower, agent=agent)
         presence = None
         control = metrics = dashboard = None
+        auto = None
         try:
             agent.start()
             directory = RegistryDirectory(contracts)
             bootstrap = [tuple(b) for b in config.bootstrap]
             public = config.public_endpoint
             presence = NodePresence(agent.tunnel, operator_key=private_key_of(operator), region=config.region,
-                                    price_per_gib=config.price_per_gib, directory=directory,
+                                    price_per_gib=price, directory=directory,
                                     bootstrap=bootstrap or ([public] if public else []),
                                     public_endpoint=public, relay=relay,
                                     peers_file=Path(config.data_dir) / "overlay-peers.json",
@@ -159,7 +167,14 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
             revocations.step()  # revocations made while this node was down, before serving
             revocations.start()
             settler.recover()  # a previous run's stored receipts that were never settled
-            control = ControlServer(status_socket(config), lambda request: _status(agent, presence, settler))
+            if config.auto_price:
+                auto = AutoPrice(AutoPricer(config.price, chain.price_epoch_s(), time.time()), chain, store,
+                                 config.region, apply=lambda listed: _offer_price(agent, presence, listed))
+                log.info("auto price: %d token wei/GiB now, within [%d, %d], towards %.0f %% of %g Mbit/s; "
+                         "next decision at unix time %.0f", price, config.price.floor, config.price.ceiling,
+                         100 * config.price.target_utilisation, config.price.capacity_mbps,
+                         auto.pricer.next_decision_at())
+            control = ControlServer(status_socket(config), lambda request: _status(agent, presence, settler, auto))
             metrics = serve_metrics(config.metrics, lambda: node_metrics.families(
                 node_metrics.snapshot(agent, settler, store)))
             dashboard = start_dashboard(config, config_path, contracts=contracts, chain=chain, agent=agent,
@@ -172,6 +187,8 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
                     reload.clear()
                     _reload_policy(config_path, exit_table)
                 settler.step(time.time())
+                if auto is not None:
+                    auto.step(time.time())
         finally:
             log.info("stopping: ending sessions, settling, removing the exit")
             revocations.close()
@@ -209,10 +226,19 @@ def _reload_policy(config_path: Path | None, exit_table: ExitTable) -> None:
     log.info("SIGHUP: exit policy now %s", policy.to_dict())
 
 
-def _status(agent: NodeAgent, presence, settler) -> dict:
+def _offer_price(agent: NodeAgent, presence, price_per_gib: int) -> None:
+    """Offer the listed price from now on (new channels; open ones keep the price they opened at)."""
+    if agent.offer.price_per_gib != price_per_gib:
+        agent.set_price(price_per_gib)
+    if presence is not None:
+        presence.price_per_gib = price_per_gib  # the next PeerRecord carries it
+
+
+def _status(agent: NodeAgent, presence, settler, auto: AutoPrice | None = None) -> dict:
     status = agent.status()
     status["overlay"] = presence.status() if presence else None
     status["settlement"] = settler.status()
+    status["price"] = auto.status() if auto is not None else {"mode": "fixed"}
     revocations = getattr(agent, "revocations", None)
     if revocations is not None:
         status["revocations"] = revocations.status()

@@ -19,6 +19,12 @@ the pool's EIP-712 domain, as every receipt of that channel is. A request may ca
 that opens its channel: :meth:`NodeSessions.check_redemption` says whether it is worth submitting
 (see :mod:`agents.node.chain` for why it travels inside the tunnel).
 
+Prices. A channel is quoted the price it was opened at (payment_channels logs the node's listing in
+``ChannelOpened``, and the client refuses to pay more than that), not the node's price now, which
+``price_per_gib = "auto"`` moves once per epoch: the runtime looks the open price up once per channel
+and passes it to :meth:`NodeSessions.setup`; the ledger's stored terms keep it from then on. A
+voucher-pool channel has no logged price and is quoted the node's price when its ledger is first made.
+
 Receipts then go to the session's :class:`~agents.metering.ReceiptLedger` against the node's billed
 counter (tunnel bytes minus what the exit dropped, computed by the runtime); :meth:`NodeSessions.tick`
 suspends a session whose unpaid bytes pass the credit and resumes it once paid.
@@ -134,7 +140,7 @@ class NodeOffer:
         node_id: keccak256 of the node's WireGuard key.
         chain_id: the chain receipts and requests are signed for.
         channels_address: payment_channels (the EIP-712 verifying contract of its channels).
-        price_per_gib: token wei per GiB (as registered on chain).
+        price_per_gib: token wei per GiB (as listed on chain now): what a new channel opens at.
         credit_bytes: unpaid bytes carried before a cut-off.
         receipt_bytes / receipt_interval_s: the client's receipt cadence.
         max_pending: clients in quarantine at once.
@@ -413,7 +419,8 @@ class NodeSessions:
 
     def setup(self, wg_key: bytes, request: SessionRequest, signature: bytes, names: dict,
               channel: ChannelState, now: float, wall_time: float,
-              relay_to: tuple[tuple[str, int], ...] = ()) -> tuple[Session, SessionTerms, list[Action]]:
+              relay_to: tuple[tuple[str, int], ...] = (),
+              open_price: int | None = None) -> tuple[Session, SessionTerms, list[Action]]:
         """Check a session request against the chain's view of its channel; open the session.
 
         Args:
@@ -424,6 +431,9 @@ class NodeSessions:
             now: the caller's monotonic clock; wall_time: unix seconds (requests carry unix time).
             relay_to: a relay session's exit endpoints (checked by the caller against the policy):
                 the exit then forwards only WireGuard datagrams to them for this session.
+            open_price: the price the channel was opened at (token wei per GiB, its ChannelOpened
+                event), for a channel this node holds no ledger of yet; None: the offer's price (a
+                voucher channel, or a price the chain no longer shows). A ledger's stored price wins.
 
         Returns:
             The session, the terms to send, and the actions that open its exit.
@@ -456,11 +466,11 @@ class NodeSessions:
                 raise SetupRefused("wrong_channel", "the chain's client differs")
             if voucher is not None and channel.deposit != voucher.deposit:
                 raise SetupRefused("wrong_channel", "the pool's deposit differs")
-            ledger = self._ledger(channel, signer, domain, voucher)
+            ledger = self._ledger(channel, signer, domain, voucher, open_price)
             latest = ledger.latest()
             paid_amount = latest.receipt.cumulative_amount if latest else 0
             room = channel.deposit - max(paid_amount, channel.settled)
-            if room < max(1, price_of(offer.receipt_bytes, offer.price_per_gib)):
+            if room < max(1, price_of(offer.receipt_bytes, ledger.terms.price_per_gib)):
                 raise SetupRefused("no_room", f"{room} token wei left of the deposit {channel.deposit}")
             for live in self.sessions.values():
                 if live.channel_id == channel.channel_id:
@@ -483,23 +493,25 @@ class NodeSessions:
                           relay_to=tuple(relay_to))
         self.sessions[wg_key] = session
         terms = SessionTerms(address_v4=v4, address_v6=v6, dns=(self.pool.node_v4, self.pool.node_v6),
-                             price_per_gib=offer.price_per_gib, credit_bytes=offer.credit_bytes,
+                             price_per_gib=ledger.terms.price_per_gib, credit_bytes=offer.credit_bytes,
                              receipt_bytes=offer.receipt_bytes, receipt_interval_s=offer.receipt_interval_s,
                              paid_bytes=ledger.paid_bytes(), paid_amount=paid_amount)
         quarantine = quarantine_address(wg_key, self.quarantine_prefix) + "/128"
         return session, terms, [SetAllowedIPs(wg_key, (quarantine, f"{v4}/32", f"{v6}/128")), Admit(v4, v6, tuple(relay_to))]
 
     def _ledger(self, channel: ChannelState, signer: str, domain: str,
-                voucher: VoucherChannel | None = None) -> ReceiptLedger:
-        """The channel's ledger; receipts are checked for ``domain`` (payment_channels or the pool).
+                voucher: VoucherChannel | None = None, open_price: int | None = None) -> ReceiptLedger:
+        """The channel's ledger; receipts are checked for ``domain`` (payment_channels or the pool)
+        and priced at ``open_price`` (the offer's price when None) when the ledger is new.
 
         A voucher channel's ledger is made with its :class:`VoucherChannel` record, which the store
         keeps (kind ``"voucher"``) so that the settler can settle it on the pool.
         """
         ledger = self._ledgers.get(channel.channel_id)
         if ledger is None:
+            price = self.offer.price_per_gib if open_price is None else open_price
             terms = ChannelTerms(channel_id=channel.channel_id, signer=signer, deposit=channel.deposit,
-                                 price_per_gib=self.offer.price_per_gib, credit_bytes=self.offer.credit_bytes,
+                                 price_per_gib=price, credit_bytes=self.offer.credit_bytes,
                                  chain_id=self.offer.chain_id, verifying_contract=domain)
             ledger = self._ledger_for(terms) if voucher is None else self._ledger_for(terms, voucher)
             self._ledgers[channel.channel_id] = ledger

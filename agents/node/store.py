@@ -375,6 +375,19 @@ class NodeStore:
                           "stored_at FROM receipts ORDER BY id")
         return [(self._receipt_of(row), row[6]) for row in rows]
 
+    def paid_bytes_between(self, start: float, end: float) -> int:
+        """Bytes the channels' receipts added between ``start`` and ``end`` (unix seconds of store time,
+        end excluded): per channel, the latest receipt stored before ``end`` less the latest stored
+        before ``start``. What the node carried and was paid for in that time (auto prices measure
+        utilisation by it)."""
+        def latest_before(at: float) -> dict[bytes, int]:
+            rows = self._read("SELECT channel_id, cumulative_bytes FROM receipts WHERE id IN "
+                              "(SELECT MAX(id) FROM receipts WHERE stored_at < ? GROUP BY channel_id)", (at,))
+            return {bytes(cid): _uint(nbytes) for cid, nbytes in rows}
+
+        before, after = latest_before(start), latest_before(end)
+        return sum(max(0, nbytes - before.get(cid, 0)) for cid, nbytes in after.items())
+
     # -- sessions ----------------------------------------------------------------------------------
 
     def start_session(self, channel_id: bytes, client_key: str, v4: str | None = None, v6: str | None = None,

@@ -106,9 +106,9 @@ def test_load__unknown_key_in_table__names_table(tmp_path):
 
 
 @pytest.mark.parametrize("line, expected", [
-    ('price_per_gib = -5', "price_per_gib: expected a whole number of token wei per GiB >= 0, found -5"),
-    ('price_per_gib = "cheap"', "price_per_gib: expected a whole number of token wei per GiB >= 0, found 'cheap'"),
-    ('price_per_gib = 1.5', "price_per_gib: expected a whole number of token wei per GiB >= 0, found 1.5"),
+    ('price_per_gib = -5', "price_per_gib: expected a whole number of token wei per GiB >= 0, or \"auto\", found -5"),
+    ('price_per_gib = "cheap"', "price_per_gib: expected a whole number of token wei per GiB >= 0, or \"auto\", found 'cheap'"),
+    ('price_per_gib = 1.5', "price_per_gib: expected a whole number of token wei per GiB >= 0, or \"auto\", found 1.5"),
     ('region = "Germany"', "region: expected an ISO 3166-1 alpha-2 region such as \"DE\", found 'Germany'"),
     ('region = 49', "region: expected an ISO 3166-1 alpha-2 region such as \"DE\", found 49"),
     ('listen_port = 70000', "listen_port: expected a whole number >= 0 and <= 65535, found 70000"),
@@ -145,6 +145,57 @@ def test_load__bad_threshold__says_auto_or_wei(tmp_path):
 def test_load__missing_required_key__says_which(tmp_path):
     message = _error(tmp_path, GOOD.replace("price_per_gib = 1000000000000000\n", ""))
     assert "missing key price_per_gib" in message
+
+
+AUTO = GOOD.replace("price_per_gib = 1000000000000000\n", 'price_per_gib = "auto"\n').replace(
+    "[settlement]\n", "[price]\nfloor = 500000000000000\nceiling = \"50000000000000000000\"\ncapacity_mbps = 25\n\n"
+    "[settlement]\n")
+
+
+def test_load__auto_price__rule_with_sim_defaults_and_round_trip(tmp_path):
+    from agents.economy.sim import Params
+    from agents.node.pricing import PriceRule
+
+    cfg = load_config(_write(tmp_path, AUTO))
+    assert cfg.auto_price and cfg.price_per_gib == "auto"
+    assert cfg.price == PriceRule(floor=5 * 10**14, ceiling=50 * 10**18, capacity_mbps=25.0,
+                                  target_utilisation=Params().target_utilisation, step=Params().price_step)
+    write_config(tmp_path / "again.toml", cfg)
+    assert load_config(tmp_path / "again.toml") == cfg
+    tuned = load_config(_write(tmp_path, AUTO.replace("capacity_mbps = 25\n",
+                                                      "capacity_mbps = 25\ntarget_utilisation = 0.5\nstep = 1.5\n")))
+    assert (tuned.price.target_utilisation, tuned.price.step) == (0.5, 1.5)
+
+
+@pytest.mark.parametrize("change, expected", [
+    (("[price]\n", "[pricing]\n"), 'price_per_gib = "auto" needs a [price] table with floor, ceiling (token wei per '
+                                   'GiB) and capacity_mbps (the bandwidth the node sells)'),
+    (("capacity_mbps = 25\n", ""), "missing key [price] capacity_mbps (the bandwidth the node sells in Mbit/s: auto "
+                                   "prices measure utilisation against it)"),
+    (("floor = 500000000000000\n", ""), "missing key [price] floor (the lowest price, a whole number of token wei "
+                                        "per GiB >= 1)"),
+    (("floor = 500000000000000", "floor = \"60000000000000000000\""),
+     "[price]: the price floor (60000000000000000000) is above the ceiling (50000000000000000000)"),
+    (("floor = 500000000000000", "floor = 0"),
+     "[price]: the price floor must be at least 1 token wei per GiB (a price of 0 cannot grow by a factor), not 0"),
+    (("ceiling = \"50000000000000000000\"", "ceiling = \"%d\"" % (1 << 128)),
+     "[price]: the price ceiling must be below 2**128 token wei per GiB (the overlay record holds 16 bytes)"),
+    (("capacity_mbps = 25", "capacity_mbps = 0"), "[price] capacity_mbps: expected a number > 0, found 0"),
+    (("capacity_mbps = 25", "capacity_mbps = \"fast\""), "[price] capacity_mbps: expected a number > 0, found 'fast'"),
+    (("capacity_mbps = 25", "capacity_mbps = 25\ntarget_utilisation = 1.5"),
+     "[price]: target_utilisation is a share of the capacity, above 0 and at most 1, not 1.5"),
+    (("capacity_mbps = 25", "capacity_mbps = 25\nstep = 2"),
+     "[price]: step must be above 0 and below 1 / target_utilisation (1.42857), or an idle epoch would take the "
+     "price to zero or below; found 2.0"),
+    (("capacity_mbps = 25", "capacity_mbps = 25\nceilng = 3"), "unknown key [price] ceilng; did you mean 'ceiling'?"),
+    (('price_per_gib = "auto"', "price_per_gib = 1000"),
+     '[price] applies only with price_per_gib = "auto" (this file sets a fixed price, 1000): remove the table or '
+     'set price_per_gib = "auto"'),
+])
+def test_load__bad_auto_price__refused_in_words(tmp_path, change, expected):
+    message = _error(tmp_path, AUTO.replace(*change))
+    assert message.startswith(str(tmp_path / "node.toml") + ": ")
+    assert expected in message
 
 
 def test_load__operator_missing_or_ambiguous__refused(tmp_path):

@@ -34,6 +34,10 @@ class Agent:
         self.core = types.SimpleNamespace(offer=self.offer)
         self.lock = threading.RLock()
 
+    def set_price(self, price_per_gib):
+        self.offer = dataclasses.replace(self.offer, price_per_gib=price_per_gib)
+        self.core.offer = self.offer
+
     def status(self):
         return {"uptime_s": 1.0, "pending": 0, "price_per_gib": self.offer.price_per_gib, "sessions": [],
                 "counters": {}, "refusals": {}, "receipt_refusals": {}}
@@ -92,6 +96,17 @@ def test_set_price__on_chain_in_the_node_and_the_config__then_refused_in_words(v
     with pytest.raises(UserError, match=r"changing the price: the chain refused it \(.*updated this epoch"):
         view.set_price(4 * TOKEN)
     assert deployed.node(view.node_id).price_per_gib == 3 * TOKEN
+
+
+def test_set_price__auto_price__refused_in_words_and_nothing_sent(view, deployed):
+    from agents.node.pricing import PriceRule
+
+    view.config = NodeConfig(region="NL", price_per_gib="auto", price=PriceRule(PRICE, 4 * PRICE, 10.0),
+                             operator=AccountSpec(test_account=3))
+    with pytest.raises(UserError, match=r'^the price is automatic \(price_per_gib = "auto"\): it moves once per '
+                                        r'epoch between the \[price\] floor and ceiling'):
+        view.set_price(3 * TOKEN)
+    assert deployed.node(view.node_id).price_per_gib == PRICE
 
 
 def test_set_policy__applied_and_saved__bad_policy_refused(view):

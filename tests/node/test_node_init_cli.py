@@ -126,4 +126,39 @@ def test_init__negative_price__argparse_refuses(tmp_path, capsys):
     argv[argv.index("--price-per-gib") + 1] = "-1"
     with pytest.raises(SystemExit):
         cli.main(argv)
-    assert "expected a whole number of token wei >= 0, found -1" in capsys.readouterr().err
+    assert "argument --price-per-gib: expected a whole number of token wei >= 0 or \"auto\", found '-1'" in \
+        capsys.readouterr().err
+
+
+def _auto(tmp_path, *flags):
+    argv = _init(tmp_path, "--test-account", "1", *flags)
+    argv[argv.index("--price-per-gib") + 1] = "auto"
+    return argv
+
+
+def test_init__auto_price__writes_price_table_that_loads(tmp_path, capsys):
+    from agents.node.pricing import PriceRule
+
+    code, _, err = _run(_auto(tmp_path, "--price-floor", "1000", "--price-ceiling", "5000", "--capacity-mbps", "25"),
+                        capsys)
+    assert (code, err) == (0, "")
+    cfg = load_config(tmp_path / "node.toml")
+    assert cfg.price_per_gib == "auto" and cfg.price == PriceRule(1000, 5000, 25.0)
+    assert 'price_per_gib = "auto"' in (tmp_path / "node.toml").read_text()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--price-floor", "1000"), "warren: --price-per-gib auto needs --price-ceiling, --capacity-mbps (the bounds in "
+                                "token wei per GiB and the bandwidth the node sells)\n"),
+    (("--price-floor", "9000", "--price-ceiling", "5000", "--capacity-mbps", "25"),
+     "warren: the price floor (9000) is above the ceiling (5000)\n"),
+])
+def test_init__auto_price_bad_flags__refused_in_words_nothing_written(tmp_path, capsys, flags, message):
+    code, _, err = _run(_auto(tmp_path, *flags), capsys)
+    assert (code, err) == (1, message) and not (tmp_path / "node.toml").exists()
+
+
+def test_init__auto_flags_with_a_fixed_price__refused(tmp_path, capsys):
+    code, _, err = _run(_init(tmp_path, "--test-account", "1", "--capacity-mbps", "25"), capsys)
+    assert (code, err) == (1, "warren: --capacity-mbps: only with --price-per-gib auto (the price is fixed at "
+                              "1000000000000000)\n")

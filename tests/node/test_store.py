@@ -257,3 +257,21 @@ def test_settlements__confirmed_counts__failed_and_pending_do_not(store):
 def test_latest_receipts__one_per_channel(store):
     ledgers = [_fill(store, n, count=n + 1)[1] for n in range(3)]
     assert store.latest_receipts() == {led.terms.channel_id: led.latest() for led in ledgers}
+
+
+def test_paid_bytes_between__what_receipts_added_in_the_window_per_channel(tmp_path):
+    now = [1000.0]
+    store = NodeStore(tmp_path / "node.db", clock=lambda: now[0])
+    _fill(store, 0, count=2)  # stored at 1000: up to GIB/2 on channel 0
+    now[0] = 2000.0
+    terms, ledger = _fill(store, 1, count=1)  # GIB/4 on channel 1 at 2000
+    signer = ReceiptSigner(terms, _terms(1)[1])
+    signer.latest = ledger.latest().receipt
+    now[0] = 2500.0
+    receipt, signature = signer.sign(GIB)
+    assert ledger.accept(receipt, signature, GIB).accepted  # channel 1 to GIB at 2500
+    assert store.paid_bytes_between(0, 1000) == 0 and store.paid_bytes_between(1000, 1001) == GIB // 2
+    assert store.paid_bytes_between(1500, 3000) == GIB  # channel 1: 0 -> GIB
+    assert store.paid_bytes_between(2200, 3000) == GIB - GIB // 4  # only what the 2500 receipt added
+    assert store.paid_bytes_between(0, 3000) == GIB // 2 + GIB
+    store.close()

@@ -12,7 +12,6 @@ it to the config file so that a restart keeps it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -130,6 +129,10 @@ class NodeView:
         return str(receipt.txn_hash)
 
     def set_price(self, price_per_gib: int) -> dict:
+        if self.config is not None and getattr(self.config, "auto_price", False):
+            raise UserError('the price is automatic (price_per_gib = "auto"): it moves once per epoch between '
+                            'the [price] floor and ceiling of the config file; change those, or set a fixed '
+                            'price there, and restart the node')
         facts = chain_facts(self.contracts, self.node_id)
         if facts["revoked"]:
             raise UserError("the node is revoked: its price cannot change")
@@ -139,10 +142,7 @@ class NodeView:
             raise UserError("a price must be below 2**128 token wei per GiB (the overlay record holds 16 bytes)")
         tx = self._send("changing the price", UPDATE_GAS, lambda: self.contracts.registry.update_node(
             self.node_id, facts["region"], price_per_gib, sender=self.chain.operator))
-        offer = dataclasses.replace(self.agent.offer, price_per_gib=price_per_gib)
-        with self.agent.lock:  # new sessions get the new terms; running ones keep theirs
-            self.agent.offer = offer
-            self.agent.core.offer = offer
+        self.agent.set_price(price_per_gib)  # new channels get it; open ones keep the price they opened at
         if self.presence is not None:
             self.presence.price_per_gib = price_per_gib  # the next PeerRecord carries it
         self._save(price_per_gib=price_per_gib)
