@@ -1,7 +1,7 @@
 """`warren connect`, `warren status`, `warren disconnect`: the client's commands.
 
     warren connect --config client.toml [--region NL] [--max-price WEI] [--budget WEI] [--node ID]
-                   [--pay channel|voucher] [--hops 1|2] [--relay-region DE]
+                   [--pay channel|voucher] [--hops 1|2] [--relay-region DE] [--paths N]
     warren status --config client.toml
     warren disconnect --config client.toml
 
@@ -34,6 +34,9 @@ def add_commands(subparsers) -> None:
                          help="2: through a relay node of another operator, so the exit never learns your "
                               "address (both are paid; --region and --node choose the exit)")
     connect.add_argument("--relay-region", help="with --hops 2: a relay of this region (ISO 3166-1 alpha-2)")
+    connect.add_argument("--paths", type=int, default=1, metavar="N",
+                         help="N exits of different operators at once, each paid for its own bytes; new "
+                              "connections are spread over them by measured throughput")
     from agents.logs import add_argument
 
     add_argument(connect)
@@ -61,7 +64,7 @@ def _connect(args) -> int:
         protect(config.account)  # the passphrase never appears in a log line
     return run_connect(config, region=args.region, max_price=args.max_price,
                        budget=args.budget, node=args.node, pay=args.pay, hops=args.hops,
-                       relay_region=args.relay_region)
+                       relay_region=args.relay_region, paths=args.paths)
 
 
 def _status(args) -> int:

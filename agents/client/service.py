@@ -30,6 +30,8 @@ from agents.client import metrics as client_metrics
 from agents.client.hops import INNER_MTU, TwoHops, exit_endpoint, pair_plans
 from agents.client.hostcmd import run as run_host
 from agents.client.killswitch import KillSwitch
+from agents.client.multipath import MultiPath, PathRouting, SharedEndpoints
+from agents.client.paths import MAX_PATHS, NFT_TABLE as PATHS_TABLE, choose_exits, tun_name
 from agents.client.resolvconf import ResolvConf
 from agents.client.routes import FullTunnelRoutes
 from agents.client.rpc_access import pinned, rpc_endpoints
@@ -80,14 +82,19 @@ def _write_state(path: Path, state: dict) -> None:
 
 def run_connect(config: ClientConfig, *, region: str | None = None, max_price: int | None = None,
                 budget: int | None = None, node: str | None = None, pay: str | None = None,
-                stop: threading.Event | None = None, hops: int = 1, relay_region: str | None = None) -> int:
+                stop: threading.Event | None = None, hops: int = 1, relay_region: str | None = None,
+                paths: int = 1) -> int:
     """Connect and stay connected (failing over as needed) until told to disconnect.
 
     ``hops=2``: through a relay node of another operator (``relay_region``: of that region) to the
     exit (agents.client.hops); ``region`` and ``node`` choose the exit.
+    ``paths=N``: N exits of different operators at once, new flows spread over them
+    (agents.client.multipath).
     """
     if hops not in (1, 2):
         raise UserError(f"--hops {hops}: only 1 or 2 hops are supported")
+    if not 1 <= paths <= MAX_PATHS or (paths > 1 and (hops != 1 or node)):
+        raise UserError(f"--paths {paths}: 1 to {MAX_PATHS} paths, with one hop and without --node")
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -124,6 +131,12 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
         (config.interface[:14] + "r"), uapi=False, manage_routes=False).start()
     if outer is not tunnel:
         killswitch.set_tuns([config.interface, outer.tun.name])
+    # --paths N: a TUN per later path (the first is the full tunnel's).
+    more = [Tunnel(InterfaceConfig(private_key=generate_private_key(), listen_port=0, mtu=CLIENT_MTU),
+                   tun_name(config.interface, index), uapi=False, manage_routes=False).start()
+            for index in range(1, paths)]
+    if more:
+        killswitch.set_tuns([config.interface, *(t.tun.name for t in more)])
     routes.install()
     _write_state(state_path, {"status": "connected", "pid": os.getpid(), "killswitch": KILLSWITCH_TABLE,
                               "routes": routes.to_dict(), "resolv_conf": RESOLV_CONF,
@@ -154,10 +167,15 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
                 discovery = None
                 _write_state(state_path, {**json.loads(state_path.read_text()), "ip_rules": agent.ip_rules})
                 found = []
+            elif paths > 1:
+                agent = _multipath(discovery, candidates, stop, tunnels=[tunnel, *more], chain=chain,
+                                   killswitch=killswitch, bootstrap=bootstrap, resolv=resolv, budget=budget,
+                                   config=config, state_path=state_path)
+                found = []
             else:
                 found = _find_paths(discovery, rank(candidates)[:LOOKUPS], stop)
             killswitch.set_open_ports([])
-            if hops == 1:
+            if hops == 1 and paths == 1:
                 by_id = {c.node.node_id: e for c, e in found}
                 ranked = rank([c for c, _ in found])
                 if not ranked:
@@ -169,8 +187,9 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
                                     resolv=resolv, budget=budget, dead_after_s=config.dead_after_s,
                                     max_latency_s=config.max_latency_ms / 1000)
                 agent.connect(plan)
-            revocations = ClientRevocations(agent if hops == 1 else agent.exit, RevocationFollower(
-                revocation_port, RevocationList(), start_block=first_block)).start()
+            revocations = agent.follow_revocations(revocation_port, first_block) if paths > 1 else ClientRevocations(
+                agent if hops == 1 else agent.exit, RevocationFollower(
+                    revocation_port, RevocationList(), start_block=first_block)).start()
             control = ControlServer(_socket(config), lambda body: _handle(body, agent, stop))
             metrics = serve_metrics(config.metrics, lambda: client_metrics.families(
                 client_metrics.snapshot(agent, tunnel)))
@@ -193,7 +212,7 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
                 discovery.close()
         if stop.is_set():  # an explicit disconnect (or SIGTERM): undo everything
             _undo(state_path)
-        for each in {id(t): t for t in (tunnel, outer)}.values():
+        for each in {id(t): t for t in (tunnel, outer, *more)}.values():
             with contextlib.suppress(Exception):
                 each.close()
     return 0
@@ -230,6 +249,33 @@ def _two_hops(discovery: ClientDiscovery, exits: list, relays: list, stop: threa
                     exit_routes=[Route(c, exit_endpoints[c.node.node_id]) for c in exit_plan],
                     dead_after_s=config.dead_after_s, max_latency_s=config.max_latency_ms / 1000)
     agent.connect(relay_routes)
+    return agent
+
+
+def _multipath(discovery: ClientDiscovery, candidates: list, stop: threading.Event, *, tunnels: list, chain,
+               killswitch, bootstrap: list, resolv, budget: int, config: ClientConfig, state_path: Path) -> MultiPath:
+    """Choose N exits of different operators and connect a path to each (agents.client.multipath).
+
+    Exits are probed through the overlay from the first tunnel, as for one path; an exit reached by
+    punching through its NAT serves the first path only (the punched mapping is that socket's). What
+    the paths add to the host is written to the state file before it is added.
+    """
+    found = _find_paths(discovery, rank(candidates)[:LOOKUPS + 2 * len(tunnels)], stop)
+    endpoints = {c.node.node_id: e for c, e in found}
+    public = {nid for nid, (kind, _) in discovery.paths.items() if kind == "public"}
+    plans = choose_exits(rank([c for c, _ in found]), len(tunnels),
+                         anywhere=lambda c: int.from_bytes(c.node.node_id, "big") in public)
+    if not plans:
+        raise UserError(f"--paths {len(tunnels)}: fewer operators than paths could be reached through the overlay "
+                        "(each path's exit is of another operator; exits behind a NAT serve only the first path)")
+    killswitch.set_open_ports([])
+    shared = SharedEndpoints(killswitch, bootstrap)
+    agent = MultiPath(tunnels=tunnels, chain=chain, endpoints=shared, resolv=resolv, budget=budget,
+                      routing=PathRouting([t.tun.name for t in tunnels]), dead_after_s=config.dead_after_s,
+                      max_latency_s=config.max_latency_ms / 1000)
+    _write_state(state_path, {**json.loads(state_path.read_text()), "ip_rules": agent.ip_rules,
+                              "nft_tables": [PATHS_TABLE]})
+    agent.connect([[Route(c, endpoints[c.node.node_id]) for c in plan] for plan in plans])
     return agent
 
 
@@ -282,9 +328,12 @@ def _undo(state_path: Path) -> dict:
         state = json.loads(state_path.read_text())
     except FileNotFoundError:
         return {"undone": False}
-    for args in state.get("ip_rules", []):  # --hops 2: the relay hop's control rule
+    for args in state.get("ip_rules", []):  # --hops 2: the relay hop's control rule; --paths N: its routing
         with contextlib.suppress(Exception):
             run_host(["ip", *args])
+    for table in state.get("nft_tables", []):  # --paths N: the flow-spreading table
+        with contextlib.suppress(Exception):
+            run_host(["nft", "delete", "table", "inet", table])
     ResolvConf(state["resolv_conf"], state["resolv_backup"]).restore()
     FullTunnelRoutes.from_dict(state["routes"]).remove()
     KillSwitch(state["killswitch"]).release()

@@ -27,7 +27,7 @@ from agents.wireguard.config import encode_key, generate_private_key
 from agents.netlab.world import NodeHost, World, run_in, spawn_in, warren_argv
 
 __all__ = ["FETCH_SCRIPT", "Chain", "NodeProcess", "add_public_node", "client_config", "deploy_chain", "fetch",
-           "start_node", "start_nodes", "wait_for"]
+           "start_client", "start_node", "start_nodes", "wait_for"]
 
 #: The node's price: 1 token per GiB, so a few MiB cost a visible amount.
 PRICE_PER_GIB = TOKEN
@@ -163,6 +163,29 @@ def client_config(world: World, chain: Chain, workdir: Path, bootstrap: NodeHost
     path = data_dir / "client.toml"
     write_client_config(path, config, force=True)
     return path
+
+
+def start_client(world: World, config_path: Path, *args: str, log_path: Path, ready=lambda status: status.get("connected"),
+                 timeout: float = 120.0):
+    """`warren connect --config CONFIG ARGS...` in the client's namespace, its output appended to
+    ``log_path``; returns ``(process, status)`` once a status satisfies ``ready`` (the lab stops the
+    process at cleanup).
+
+    Raises:
+        AssertionError: the client exited (with its log's tail) or was not ready within ``timeout``.
+    """
+    handle = open(log_path, "ab")
+    proc = spawn_in(world.client, warren_argv("connect", "--config", str(config_path), *args), stdout=handle,
+                    stderr=handle)
+    handle.close()
+
+    def connected():
+        if proc.poll() is not None:
+            raise AssertionError(log_path.read_text(errors="replace")[-4000:])
+        status = client_status(world, config_path)
+        return status if ready(status) else None
+
+    return proc, wait_for(connected, timeout, interval=0.5, what="client connected")
 
 
 def client_status(world: World, config_path: Path) -> dict:

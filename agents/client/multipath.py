@@ -1,0 +1,286 @@
+"""`warren connect --paths N`: N exits at once, new flows spread over them (the I/O around
+:mod:`agents.client.paths`).
+
+Each path is a whole :class:`agents.client.agent.ClientAgent` with its own TUN, channel, meter,
+standby and failover, so each path's node is paid for exactly the bytes its own tunnel counted.
+The first path's TUN is the full tunnel's (wg-quick's routes, the node's DNS); the others' nodes are
+reached through their own TUNs, each with the route to its node's control address in a table of its
+own (:data:`agents.client.paths.CONTROL_TABLE_BASE` + index), as the relay hop of `--hops 2` does.
+
+:class:`PathRouting` installs the paths' rules and routes and applies the spreading table that
+:class:`agents.client.paths.PathPolicy` decides; :class:`MultiPath` runs the agents and, every
+:data:`LOOK_S` (and at once when an agent connects or fails over), reads their counters and liveness
+and applies the policy's decision when it changed. :class:`SharedEndpoints` is the kill switch as
+each agent sees it: every agent sets its own endpoints, the kill switch lets out the union.
+
+Exits behind a NAT: the endpoint found by punching belongs to the first tunnel's socket (the one
+discovery ran on), so such an exit serves only the first path (agents.client.paths.choose_exits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+
+from agents.chain.revocations import RevocationFollower
+from agents.client.agent import CONTROL_RULE_PRIORITY, NODE_CONTROL_V6, ClientAgent, Route
+from agents.client.hostcmd import run
+from agents.client.paths import (
+    CONTROL_TABLE_BASE,
+    NFT_TABLE,
+    PathPolicy,
+    PathSample,
+    nft_script,
+    route_commands,
+)
+from agents.client.revocation import ClientRevocations
+from agents.node.session import quarantine_address
+from agents.overlay.revocation import RevocationList
+from agents.wireguard.tun import DEFAULT_FWMARK
+
+__all__ = ["LOOK_S", "MultiPath", "PathRouting", "SharedEndpoints"]
+
+log = logging.getLogger("warren.client")
+
+#: How often the paths are looked at (seconds): a dead path's weight moves within this of the agent
+#: judging it dead (``dead_after_s``).
+LOOK_S = 0.5
+
+
+class SharedEndpoints:
+    """The kill switch's endpoint set, shared by N agents: each sets its own, the union is let out.
+
+    Args:
+        killswitch: the engaged :class:`agents.client.killswitch.KillSwitch`.
+        bootstrap: overlay bootstrap endpoints, always kept.
+    """
+
+    def __init__(self, killswitch, bootstrap: list) -> None:
+        self._ks, self._bootstrap = killswitch, [tuple(b) for b in bootstrap]
+        self._by_path: dict[int, list] = {}
+        self._lock = threading.Lock()
+
+    def view(self, index: int) -> "_PathEndpoints":
+        """What path ``index``'s agent calls ``set_endpoints`` on."""
+        return _PathEndpoints(self, index)
+
+    def set(self, index: int, endpoints) -> None:
+        """Path ``index``'s endpoints are now ``endpoints``; the kill switch gets the union."""
+        with self._lock:
+            self._by_path[index] = [tuple(e) for e in endpoints]
+            union = dict.fromkeys(self._bootstrap + [e for each in self._by_path.values() for e in each])
+            self._ks.set_endpoints(list(union))
+
+
+class _PathEndpoints:
+    def __init__(self, shared: SharedEndpoints, index: int) -> None:
+        self._shared, self._index = shared, index
+
+    def set_endpoints(self, endpoints) -> None:
+        self._shared.set(self._index, endpoints)
+
+
+class _OneAtATime:
+    """The chain port shared by N agents, one call at a time: ape takes the account's nonce when it
+    signs, so two agents opening or closing channels at once would race for it."""
+
+    def __init__(self, chain) -> None:
+        self._chain = chain
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str):
+        value = getattr(self._chain, name)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            with self._lock:
+                return value(*args, **kwargs)
+
+        return call
+
+
+class PathRouting:
+    """The paths' rules, routes and spreading table (agents.client.paths), installed and undone.
+
+    Args:
+        tuns: each path's TUN, the first path's first (the full tunnel's).
+        full_table: the full tunnel's routing table (agents.client.routes: wg-quick's, the fwmark).
+        table: the nftables table.
+        netns: act in this namespace (``ip netns exec``); None: the caller's own.
+    """
+
+    def __init__(self, tuns: list[str], *, full_table: int = DEFAULT_FWMARK, table: str = NFT_TABLE,
+                 netns: str | None = None) -> None:
+        self.tuns = list(tuns)
+        self.table = table
+        self.netns = netns
+        self._install, self._undo = route_commands(self.tuns, full_table)
+
+    @property
+    def undo_ip(self) -> list[list[str]]:
+        """``ip`` arguments that undo :meth:`install` (for the state file, written before it runs)."""
+        return [list(args) for args in self._undo]
+
+    def install(self) -> None:
+        """Rules, routes and the spread source addresses; the table starts with nothing drawn.
+
+        Raises:
+            HostCommandError: `ip` or `nft` refused.
+        """
+        for args in self._install:
+            run(["ip", *args], netns=self.netns)
+
+    def apply(self, states, buckets, keep=()) -> None:
+        """Replace the spreading table in one transaction (agents.client.paths.nft_script).
+
+        Raises:
+            HostCommandError: `nft` refused.
+        """
+        run(["nft", "-f", "-"], netns=self.netns, input=nft_script(states, buckets, keep=keep, table=self.table))
+
+    def remove(self) -> None:
+        """Undo everything (idempotent: what is already gone is skipped)."""
+        for args in self._undo:
+            run(["ip", *args], netns=self.netns, check=False)
+        run(["nft", "-f", "-"], netns=self.netns, input=f"table inet {self.table} {{}}\ndelete table inet {self.table}\n")
+
+
+class MultiPath:
+    """N paths at once, as :mod:`agents.client.service` uses an agent.
+
+    Args:
+        tunnels: started Tunnels, one per path (the first is the full tunnel's).
+        chain: the client's chain port (every path's channels).
+        endpoints: the kill switch as the agents share it.
+        resolv: DNS pointing (the first path's node answers DNS).
+        budget: each channel's deposit (token wei).
+        routing: the paths' :class:`PathRouting`.
+        dead_after_s / max_latency_s: each path's liveness limits.
+    """
+
+    def __init__(self, *, tunnels, chain, endpoints: SharedEndpoints, resolv, budget: int, routing: PathRouting,
+                 dead_after_s: float = 1.5, max_latency_s: float = 2.0) -> None:
+        self.tunnels = list(tunnels)
+        self.routing = routing
+        chain = _OneAtATime(chain)
+        self._wake = threading.Event()
+        self.agents = [ClientAgent(tunnel=tunnel, chain=chain, killswitch=endpoints.view(index),
+                                   resolv=resolv if index == 0 else None, budget=budget, dead_after_s=dead_after_s,
+                                   max_latency_s=max_latency_s, on_event=lambda kind, data: self._wake.set(),
+                                   control_table=None if index == 0 else CONTROL_TABLE_BASE + index)
+                       for index, tunnel in enumerate(self.tunnels)]
+        self.policy = PathPolicy(len(self.agents))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._revocations: list[ClientRevocations] = []
+
+    @property
+    def ip_rules(self) -> list[list[str]]:
+        """``ip`` arguments that delete what this connection adds outside its TUNs: the paths' rules,
+        tables and addresses, and each later path's control rule (known before it is added)."""
+        undo = self.routing.undo_ip
+        for index, tunnel in enumerate(self.tunnels[1:], start=1):
+            table = str(CONTROL_TABLE_BASE + index)
+            undo += [["-6", "rule", "del", "from", f"{quarantine_address(tunnel.public_key)}/128", "table", table,
+                      "priority", str(CONTROL_RULE_PRIORITY)], ["-6", "route", "flush", "table", table]]
+        return undo
+
+    def connect(self, plans: list[list[Route]]) -> None:
+        """Each path's agent on its plan (first route first), then the routing and the spreading.
+
+        Raises:
+            ConnectError: a path could not be brought up on any route of its plan (the paths already
+                up are disconnected).
+        """
+        try:
+            for agent, plan in zip(self.agents, plans):
+                agent.connect(plan)
+        except Exception:
+            self.disconnect()
+            raise
+        self.routing.install()
+        self.step(time.monotonic())
+        self._thread = threading.Thread(target=self._run, name="client-paths", daemon=True)
+        self._thread.start()
+        log.info("%d paths: %s", len(self.agents), ", ".join(
+            a.session.route.candidate.node.node_id.hex()[:12] for a in self.agents))
+
+    # -- looking at the paths --------------------------------------------------------------------------
+
+    def samples(self, now: float) -> list[PathSample]:
+        """Each agent's session, addresses, liveness and counter, read now."""
+        out = []
+        for index, agent in enumerate(self.agents):
+            session = agent.session
+            if session is None:
+                out.append(PathSample(index, agent.tunnel.tun.name, None, None, None, False))
+                continue
+            rx, tx = agent.tunnel.peer_counters(session.route.candidate.node.wg_public_key) or (0, 0)
+            out.append(PathSample(index, agent.tunnel.tun.name, session.route.channel.channel_id.hex(),
+                                  session.terms.address_v4, session.terms.address_v6,
+                                  session.liveness.dead(now) is None, rx + tx))
+        return out
+
+    def step(self, now: float) -> None:
+        """Look once; apply the policy's decision when it changed."""
+        decision = self.policy.observe(self.samples(now), now)
+        if not decision.changed:
+            return
+        first = self.agents[0].session
+        keep = [NODE_CONTROL_V6, *(first.terms.dns if first is not None else ())]
+        self.routing.apply(decision.states, decision.buckets, keep)
+        log.info("paths: weights %s (live %s)", list(decision.buckets), [s.alive for s in decision.states])
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(LOOK_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.step(time.monotonic())
+            except Exception:
+                log.exception("paths: step failed")
+
+    # -- the service's hooks -----------------------------------------------------------------------------
+
+    def follow_revocations(self, port, start_block: int) -> "MultiPath":
+        """One revocation follower per path (each fails its own agent over, refunds its own channels);
+        closed by :meth:`close`."""
+        self._revocations = [ClientRevocations(agent, RevocationFollower(port, RevocationList(),
+                                                                         start_block=start_block)).start()
+                             for agent in self.agents]
+        return self
+
+    def close(self) -> None:
+        """Stop following revocations."""
+        for each in self._revocations:
+            each.close()
+
+    def status(self) -> dict:
+        """The first path's status (what one path shows), ``connected`` while any path is, and every
+        path's under ``paths`` (its TUN, weight, measured rate and liveness beside its session)."""
+        applied = self.policy.applied
+        paths = []
+        for index, agent in enumerate(self.agents):
+            state = applied.states[index] if applied else None
+            paths.append({**agent.status(), "index": index, "tun": agent.tunnel.tun.name,
+                          "alive": bool(state and state.alive),
+                          "weight": applied.buckets[index] if applied else 0,
+                          "rate_mbps": round(self.policy.meter.rate(index) * 8 / 1e6, 2)})
+        return {**paths[0], "connected": any(p.get("connected") for p in paths), "paths": paths}
+
+    def disconnect(self) -> dict:
+        """Stop spreading, then close every path's channel (the later paths first, one at a time)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=3)
+        summary = {}
+        for index in reversed(range(len(self.agents))):
+            with contextlib.suppress(Exception):
+                summary[index] = self.agents[index].disconnect()
+        return {"paths": [summary.get(i, {}) for i in range(len(self.agents))]}
