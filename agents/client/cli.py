@@ -4,6 +4,7 @@
                    [--pay channel|voucher] [--hops 1|2] [--relay-region DE] [--paths N]
     warren status --config client.toml
     warren disconnect --config client.toml
+    warren fetch URL --config client.toml --paths N -o FILE [--sha256 HEX]
 
 `connect` stays in the foreground (run it as a service); `status` and `disconnect` talk to it over
 its control socket, and `disconnect` also cleans up after a client that was killed (its kill switch
@@ -36,7 +37,8 @@ def add_commands(subparsers) -> None:
     connect.add_argument("--relay-region", help="with --hops 2: a relay of this region (ISO 3166-1 alpha-2)")
     connect.add_argument("--paths", type=int, default=1, metavar="N",
                          help="N exits of different operators at once, each paid for its own bytes; new "
-                              "connections are spread over them by measured throughput")
+                              "connections are spread over them by measured throughput (`warren fetch` "
+                              "splits one download over them)")
     from agents.logs import add_argument
 
     add_argument(connect)
@@ -47,6 +49,17 @@ def add_commands(subparsers) -> None:
     disconnect = subparsers.add_parser("disconnect", help="close the channel, remove the kill switch and routes")
     _config(disconnect)
     disconnect.set_defaults(func=_disconnect)
+    fetch = subparsers.add_parser("fetch", help="download a file over the running client's paths at once "
+                                                "(byte ranges; `warren connect --paths N` first)")
+    _config(fetch)
+    fetch.add_argument("url", help="http:// or https:// URL of a server that serves byte ranges")
+    fetch.add_argument("--paths", type=int, default=1, metavar="N", help="pull over the first N live paths")
+    fetch.add_argument("-o", "--output", type=Path, required=True, help="the file to write")
+    fetch.add_argument("--sha256", help="expected SHA-256 (hex): exit 1 when the file's differs")
+    fetch.add_argument("--stall-s", type=float, default=3.0,
+                       help="a path silent this long gives its range to the others (seconds)")
+    fetch.add_argument("--deadline-s", type=float, help="give up after this long (seconds)")
+    fetch.set_defaults(func=_fetch)
 
 
 def _config(parser) -> None:
@@ -72,6 +85,21 @@ def _status(args) -> int:
     from agents.client.service import status
 
     print(json.dumps(status(load_config(args.config)), indent=1))
+    return 0
+
+
+def _fetch(args) -> int:
+    from agents.client.config import load_config
+    from agents.client.fetch import fetch, path_devices
+    from agents.client.service import status
+    from agents.errors import UserError
+
+    devices = path_devices(status(load_config(args.config)), args.paths)
+    summary = fetch(args.url, args.output, devices, expected_sha256=args.sha256, stall_s=args.stall_s,
+                    deadline_s=args.deadline_s)
+    print(json.dumps(summary), flush=True)
+    if summary["sha256_ok"] is False:
+        raise UserError(f"{args.output}: SHA-256 {summary['sha256']} is not the expected {args.sha256}")
     return 0
 
 

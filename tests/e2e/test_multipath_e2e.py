@@ -139,3 +139,121 @@ def test_connect_paths__three_operators__new_connections_spread_over_all_three(n
     print(f"\n{FLOWS} connections of {SMALL >> 10} KiB: bytes per path {grew}")
     assert all(g >= SMALL for g in grew), grew
 
+
+def _fetch_argv(net, paths: int, name: str) -> list[str]:
+    world = net["world"]
+    return warren_argv("fetch", world.file_url, "--config", str(net["config"]), "--paths", str(paths),
+                       "-o", str(net["workdir"] / name), "--sha256", world.file_sha256, "--deadline-s", "90")
+
+
+def _summary(stdout: bytes, stderr: bytes, returncode: int) -> dict:
+    assert returncode == 0, stderr.decode(errors="replace")[-3000:]
+    return json.loads(stdout.decode().strip().splitlines()[-1])
+
+
+def _uplink_leaks(frames, exits: set) -> tuple[list, dict]:
+    """Outgoing frames of the client's uplink that are not UDP to an exit (WireGuard, or the overlay's
+    own messages on the same socket), nor ARP/ND; and a count of what was seen, by class."""
+    leaks, seen = [], {}
+    for f in frames:
+        if not f.outgoing or f.neighbour_discovery:
+            continue
+        if f.proto == "udp" and f.dst in exits:
+            kind = "wireguard" if f.wireguard else "overlay"
+        else:
+            kind = "leak"
+            leaks.append(f"{f.kind}/{f.proto} {f.src}:{f.sport} -> {f.dst}:{f.dport}")
+        seen[kind] = seen.get(kind, 0) + 1
+    return leaks, seen
+
+
+def test_fetch__three_paths_beside_one__well_under_one_paths_time__uplink_only_wireguard(net):
+    world = net["world"]
+    exits = {n.host.public_address for n in net["nodes"].values()}
+    with PacketCapture(world.client.name, "eth0") as capture:
+        one = _summary(*_run(net, _fetch_argv(net, 1, "one.bin")))
+        three = _summary(*_run(net, _fetch_argv(net, 3, "three.bin")))
+        frames = capture.snapshot()
+    print(f"\n{FILE_SIZE >> 20} MiB, exits shaped to {RATE_MBIT} Mbit/s each: one path {one['seconds']} s "
+          f"({one['mbps']} Mbit/s), three paths {three['seconds']} s ({three['mbps']} Mbit/s), "
+          f"ratio {three['seconds'] / one['seconds']:.2f}; bytes per path {[p['bytes'] for p in three['paths']]}")
+    assert one["sha256"] == three["sha256"] == world.file_sha256 and one["sha256_ok"] and three["sha256_ok"]
+    assert three["seconds"] < 0.6 * one["seconds"]
+    assert all(p["bytes"] > FILE_SIZE // 6 for p in three["paths"]), three["paths"]
+    leaks, seen = _uplink_leaks(frames, exits)
+    print(f"client uplink during both downloads: {seen}")
+    assert not leaks, leaks[:20]
+    assert seen.get("wireguard", 0) > 100, seen
+
+
+def _run(net, argv, timeout: float = 120.0) -> tuple[bytes, bytes, int]:
+    result = run_in(net["world"].client, argv, timeout=timeout)
+    return result.stdout, result.stderr, result.returncode
+
+
+def test_fetch__an_exit_killed_mid_download__file_complete_and_correct__its_path_draws_nothing(net):
+    world, nodes, names = net["world"], net["nodes"], net["names"]
+    paths = client_status(world, net["config"])["paths"]
+    # Not the first path (it answers DNS) and not the rogue: an honest exit dies under the download.
+    victim_path = next(p for p in paths[1:] if names[p["node_id"]] != "node_b")
+    victim = names[victim_path["node_id"]]
+    out, err = net["workdir"] / "killed.out", net["workdir"] / "killed.err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        proc = spawn_in(world.client, _fetch_argv(net, 3, "killed.bin"), stdout=stdout, stderr=stderr)
+    started = time.monotonic()
+    wait_for(lambda: proc.poll() is not None or re.search(rb" ([2-9]\d)% ", err.read_bytes()), 60, interval=0.1,
+             what="the download a fifth done")
+    assert proc.poll() is None, err.read_text()[-3000:]
+    nodes[victim].proc.kill()
+    nodes[victim].proc.wait(timeout=10)
+    killed_at = time.monotonic()
+    proc.wait(timeout=100)
+    summary = _summary(out.read_bytes(), err.read_bytes(), proc.returncode)
+    print(f"\n{victim} ({victim_path['tun']}) SIGKILLed {killed_at - started:.1f} s into the download: done "
+          f"{time.monotonic() - killed_at:.1f} s later, {summary['requeued_bytes'] / 2**20:.1f} MiB handed to "
+          f"the other paths; per path {summary['paths']}")
+    assert summary["sha256"] == world.file_sha256 and summary["sha256_ok"]
+    assert summary["requeued_bytes"] > 0
+    # The dead path draws no new connection: its weight went to the others.
+    after = wait_for(lambda: (s := client_status(world, net["config"]))["paths"][victim_path["index"]]["weight"] == 0
+                     and s, 15, what="the dead path's weight moved")
+    assert not after["paths"][victim_path["index"]]["alive"]
+    assert sum(p["weight"] for p in after["paths"]) == 100
+    net["killed"] = victim_path["index"]
+
+
+def test_disconnect__each_path_settles_no_more_than_its_own_receipts__nothing_left(net):
+    world, chain, config, proc = net["world"], net["chain"], net["config"], net["proc"]
+    last = client_status(world, config)["paths"]
+    rogue = next(p for p in last if net["names"][p["node_id"]] == "node_b")
+    assert rogue["overclaim_bytes"] > 0 and rogue["invoiced_bytes"] > rogue["own_bytes"]  # it billed double
+    log_start = (net["workdir"] / "client.log").stat().st_size
+    result = run_in(world.client, warren_argv("disconnect", "--config", str(config)), timeout=90)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    proc.wait(timeout=30)
+    log = (net["workdir"] / "client.log").read_text(errors="replace")[log_start:]
+    final = ast.literal_eval(log.split("disconnected: ", 1)[1].splitlines()[0])["paths"]
+    with connect(chain.url) as project:
+        contracts = load_contracts(project, chain.deployment)
+        settled = [contracts.channel(bytes.fromhex(p["channel_id"])) for p in last]
+    lines = []
+    for index, (path, closing, channel) in enumerate(zip(last, final, settled)):
+        lines.append(f"path {index} ({net['names'][path['node_id']]}): own {closing['own_bytes']}, invoiced "
+                     f"{closing['invoiced_bytes']}, signed {closing['paid_bytes']}, settled {channel.settled_bytes} "
+                     f"({closing.get('closed')})")
+        assert channel.settled_bytes <= closing["paid_bytes"]  # its own last receipt, never more
+        assert closing["paid_bytes"] <= closing["own_bytes"] + NODE_CREDIT  # what it counted, plus the credit
+        if index != net.get("killed"):
+            assert closing["closed"] == "cooperative" and channel.settled_bytes == closing["paid_bytes"]
+    print("\n" + "\n".join(lines))
+    rogue_final = final[rogue["index"]]
+    assert rogue_final["paid_bytes"] < rogue_final["invoiced_bytes"]
+    # Nothing of the connection is left: no table, rule, route table, address or TUN of ours.
+    tables = run_in(world.client, ["nft", "list", "tables"], check=True).stdout.decode()
+    assert "warren" not in tables, tables
+    for family in ("-4", "-6"):
+        rules = run_in(world.client, ["ip", family, "rule", "show"], check=True).stdout.decode()
+        assert not re.search(rf"\b(518[2-4]\d|{PATH_TABLE_BASE}|{CONTROL_TABLE_BASE})\b", rules), rules
+    assert SPREAD_V4 not in run_in(world.client, ["ip", "addr", "show", "lo"], check=True).stdout.decode()
+    links = run_in(world.client, ["ip", "-o", "link", "show"], check=True).stdout.decode()
+    assert "wrnc0" not in links, links
