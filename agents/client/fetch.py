@@ -209,14 +209,15 @@ def fetch(url: str, output: str | os.PathLike, devices: list[str | None], *, exp
 
     Returns:
         The summary: bytes, seconds, Mbit/s, SHA-256, whether it matched ``expected_sha256``, and per
-        path its bytes, ranges and failures; ``requeued_bytes`` were handed from one path to others.
+        path its bytes, ranges and failures; ``requeued_bytes`` were handed from one path to others,
+        ``handovers`` says when (Unix time) a failed or silent path's bytes went to the others.
 
     Raises:
         UserError: the URL, the server or the paths cannot serve the download, or ``deadline_s``
             passed first.
     """
     download = _Download(url, devices, stall_s=stall_s, log=log)
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     size = download.probe()
     download.scheduler = RangeScheduler(size, range(len(devices)))
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -249,7 +250,9 @@ def fetch(url: str, output: str | os.PathLike, devices: list[str | None], *, exp
     summary = {"url": url, "file": str(output), "bytes": size, "seconds": round(seconds, 3),
                "mbps": round(size * 8 / seconds / 1e6, 2), "sha256": sha256,
                "sha256_ok": None if expected_sha256 is None else sha256 == expected_sha256.lower(),
-               "requeued_bytes": download.scheduler.requeued,
+               "requeued_bytes": download.scheduler.requeued, "started_at": round(started_at, 3),
+               "handovers": [{"at": round(started_at + when - started, 3), "device": devices[path], "bytes": size_,
+                              "why": why} for when, path, size_, why in download.scheduler.handovers],
                "paths": [{"device": devices[i], "bytes": s["bytes"], "ranges": s["ranges"], "failures": s["failures"]}
                          for i, s in stats.items()]}
     log(_progress_line(download, started))

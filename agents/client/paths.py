@@ -413,7 +413,9 @@ def route_commands(tuns: Sequence[str], full_table: int) -> tuple[list[list[str]
                 rule = [*selector, "table", table, "priority", str(RULE_PRIORITY)]
                 install.append([family, "rule", "add", *rule])
                 undo.append([family, "rule", "del", *rule])
-            undo.append([family, "route", "flush", "table", table])
+            # `ip -6 route flush` leaves unreachable routes in place: that one is deleted by name.
+            undo += [[family, "route", "del", "unreachable", "default", "table", table, "metric", "4294967295"],
+                     [family, "route", "flush", "table", table]]
     install += [["-4", "addr", "replace", f"{SPREAD_V4}/32", "dev", "lo"],
                 ["-6", "addr", "replace", f"{SPREAD_V6}/128", "dev", "lo", "nodad"],
                 ["-4", "route", "replace", "default", "dev", tuns[0], "src", SPREAD_V4, "table", str(full_table)],

@@ -109,6 +109,9 @@ class RangeScheduler:
         self.kept = 0
         #: Bytes given back by failed or taken-over ranges (handed out again).
         self.requeued = 0
+        #: Each time a path's unreceived bytes went to others because it failed or went silent:
+        #: ``(when, path, bytes, "failed" | "silent")``.
+        self.handovers: list[tuple[float, int, int, str]] = []
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -196,6 +199,7 @@ class RangeScheduler:
         if current is None or current.remaining == 0:
             return 0
         self._give_back(current.pos, current.end)
+        self.handovers.append((now, path, current.end - current.pos, "failed"))
         return current.end - current.pos
 
     # -- inside -----------------------------------------------------------------------------------------
@@ -246,6 +250,8 @@ class RangeScheduler:
         split = victim.pos + kept
         end, victim.end = victim.end, split
         self.requeued += end - split
+        if finish == math.inf:
+            self.handovers.append((now, victim.path, end - split, "silent"))
         return self._assign(path, split, end, now)
 
     @staticmethod

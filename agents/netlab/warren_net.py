@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from agents.wireguard.config import encode_key, generate_private_key
 from agents.netlab.world import NodeHost, World, run_in, spawn_in, warren_argv
 
 __all__ = ["FETCH_SCRIPT", "Chain", "NodeProcess", "add_public_node", "client_config", "deploy_chain", "fetch",
-           "start_client", "start_node", "start_nodes", "wait_for"]
+           "start_client", "start_node", "start_nodes", "wait_for", "warren_fetch"]
 
 #: The node's price: 1 token per GiB, so a few MiB cost a visible amount.
 PRICE_PER_GIB = TOKEN
@@ -228,6 +229,42 @@ def fetch(world: World, *, read_timeout: float = 30.0, timeout: float = 120.0) -
         return None
     digest, size, seconds = result.stdout.decode().split()
     return digest, int(size), float(seconds)
+
+
+def warren_fetch(world: World, config_path: Path, paths: int, output: Path, *, kill=None, kill_at: float = 0.2,
+                 timeout: float = 300.0) -> tuple[dict, float | None]:
+    """`warren fetch` of the lab file over ``paths`` paths in the client's namespace (checked against the
+    file's SHA-256 by the command itself); returns its summary and, with ``kill`` (a process, e.g. an
+    exit's `warren node run`), the Unix time it was SIGKILLed, once the download was ``kill_at`` done
+    by the command's progress lines (None without ``kill``).
+
+    Raises:
+        AssertionError: the command failed or did not finish within ``timeout`` seconds.
+    """
+    out, err = output.with_suffix(".out"), output.with_suffix(".err")
+    argv = warren_argv("fetch", world.file_url, "--config", str(config_path), "--paths", str(paths), "-o",
+                       str(output), "--sha256", world.file_sha256, "--deadline-s", str(timeout))
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        proc = spawn_in(world.client, argv, stdout=stdout, stderr=stderr)
+    killed_at = None
+    if kill is not None:
+        def far_enough():
+            done = re.findall(rb" (\d+)% ", err.read_bytes())
+            return proc.poll() is not None or (done and int(done[-1]) >= kill_at * 100)
+
+        wait_for(far_enough, timeout, interval=0.05, what=f"the download {kill_at:.0%} done")
+        if proc.poll() is None:
+            kill.kill()
+            killed_at = time.time()
+            kill.wait(timeout=10)
+    try:
+        proc.wait(timeout=timeout + 10)
+    except Exception:
+        proc.kill()
+        raise
+    if proc.returncode != 0:
+        raise AssertionError(f"warren fetch exited {proc.returncode}: {err.read_text(errors='replace')[-3000:]}")
+    return json.loads(out.read_text().strip().splitlines()[-1]), killed_at
 
 
 def add_public_node(world: World, name: str = "node_d", region: str = "NL") -> NodeHost:

@@ -211,5 +211,7 @@ def test_route_commands__every_install_has_its_undo():
     assert len(rules) == 8  # two per path per family
     assert all([c[0], "rule", "del", *c[3:]] in undo for c in rules)
     assert ["-4", "route", "flush", "table", str(PATH_TABLE_BASE + 1)] in undo
+    assert ["-6", "route", "del", "unreachable", "default", "table", str(PATH_TABLE_BASE), "metric",
+            "4294967295"] in undo  # ip -6 route flush leaves unreachable routes
     assert ["-4", "route", "replace", "default", "dev", "wrnc0", "src", SPREAD_V4, "table", "51820"] in install
     assert ["-4", "addr", "del", f"{SPREAD_V4}/32", "dev", "lo"] in undo

@@ -94,6 +94,8 @@ def test_path_dies_mid_download__its_range_comes_back__file_complete_once():
     assert_covered_once(spans, size)
     stats = scheduler.stats()
     assert scheduler.requeued > 0 and stats[2]["bytes"] < 4 * MB
+    when, path, _, why = scheduler.handovers[0]
+    assert path == 2 and why == "silent" and 1.0 <= when < 1.0 + STALL_S  # before its read would time out
     assert took < size / (6 * MB) + STALL_S + 1.0, took
 
 
@@ -102,6 +104,7 @@ def test_failed_path__rests_then_gets_a_small_range():
     start, end = scheduler.take(0, 0.0)
     scheduler.received(0, MB, 0.1)
     assert scheduler.failed(0, 0.2) == end - start - MB
+    assert scheduler.handovers == [(0.2, 0, end - start - MB, "failed")]
     assert scheduler.take(0, 0.2 + RETRY_S / 2) is None
     again = scheduler.take(0, 0.2 + RETRY_S)
     assert again == (start + MB, start + MB + MIN_RANGE)  # the given-back bytes first, a small probe

@@ -11,16 +11,17 @@ the tests run in file order on that connection:
 2. `warren fetch --paths 3` beside `warren fetch --paths 1` (the first path only, same shaping):
    three paths finish in well under one path's time (both logged), the checksums equal, and the
    client's uplink carries only WireGuard (and overlay) UDP to the three exits meanwhile;
-3. an exit is SIGKILLed mid-download: its ranges are pulled again over the other paths, the file is
-   complete and correct, and the dead path draws no new connections;
+3. an exit (node_d) is SIGKILLed mid-download: its ranges are pulled again over the other paths,
+   the file is complete and correct, and the dead path draws no new connections;
 4. disconnect: each path's channel settles no more than its own last signed receipt (the rogue
    node's included, whose invoices the client refused to pay beyond its own count), and nothing of
-   the connection is left on the client.
+   the connection is left on the client;
+5. `warren connect --paths 2` over the two exits left, SIGKILLed: the kill switch and the paths'
+   routing stay until `warren disconnect` removes them from the state file.
 """
 
 import ast
 import hashlib
-import json
 import re
 import sys
 import time
@@ -29,7 +30,7 @@ import pytest
 
 from agents.chain.connect import connect, load_contracts
 from agents.chain.deploy import TOKEN
-from agents.client.paths import CONTROL_TABLE_BASE, PATH_TABLE_BASE, SPREAD_V4
+from agents.client.paths import PATH_TABLE_BASE, SPREAD_V4
 from agents.netlab import Lab, NatType, can_build_namespaces
 from agents.netlab.capture import PacketCapture
 from agents.netlab.warren_net import (
@@ -41,6 +42,7 @@ from agents.netlab.warren_net import (
     start_client,
     start_node,
     wait_for,
+    warren_fetch,
 )
 from agents.netlab.world import build_world, run_in, spawn_in, start_anvil, warren_argv
 from agents.wallet import AccountSpec
@@ -140,17 +142,6 @@ def test_connect_paths__three_operators__new_connections_spread_over_all_three(n
     assert all(g >= SMALL for g in grew), grew
 
 
-def _fetch_argv(net, paths: int, name: str) -> list[str]:
-    world = net["world"]
-    return warren_argv("fetch", world.file_url, "--config", str(net["config"]), "--paths", str(paths),
-                       "-o", str(net["workdir"] / name), "--sha256", world.file_sha256, "--deadline-s", "90")
-
-
-def _summary(stdout: bytes, stderr: bytes, returncode: int) -> dict:
-    assert returncode == 0, stderr.decode(errors="replace")[-3000:]
-    return json.loads(stdout.decode().strip().splitlines()[-1])
-
-
 def _uplink_leaks(frames, exits: set) -> tuple[list, dict]:
     """Outgoing frames of the client's uplink that are not UDP to an exit (WireGuard, or the overlay's
     own messages on the same socket), nor ARP/ND; and a count of what was seen, by class."""
@@ -171,8 +162,8 @@ def test_fetch__three_paths_beside_one__well_under_one_paths_time__uplink_only_w
     world = net["world"]
     exits = {n.host.public_address for n in net["nodes"].values()}
     with PacketCapture(world.client.name, "eth0") as capture:
-        one = _summary(*_run(net, _fetch_argv(net, 1, "one.bin")))
-        three = _summary(*_run(net, _fetch_argv(net, 3, "three.bin")))
+        one, _ = warren_fetch(world, net["config"], 1, net["workdir"] / "one.bin")
+        three, _ = warren_fetch(world, net["config"], 3, net["workdir"] / "three.bin")
         frames = capture.snapshot()
     print(f"\n{FILE_SIZE >> 20} MiB, exits shaped to {RATE_MBIT} Mbit/s each: one path {one['seconds']} s "
           f"({one['mbps']} Mbit/s), three paths {three['seconds']} s ({three['mbps']} Mbit/s), "
@@ -186,34 +177,21 @@ def test_fetch__three_paths_beside_one__well_under_one_paths_time__uplink_only_w
     assert seen.get("wireguard", 0) > 100, seen
 
 
-def _run(net, argv, timeout: float = 120.0) -> tuple[bytes, bytes, int]:
-    result = run_in(net["world"].client, argv, timeout=timeout)
-    return result.stdout, result.stderr, result.returncode
-
-
 def test_fetch__an_exit_killed_mid_download__file_complete_and_correct__its_path_draws_nothing(net):
     world, nodes, names = net["world"], net["nodes"], net["names"]
     paths = client_status(world, net["config"])["paths"]
-    # Not the first path (it answers DNS) and not the rogue: an honest exit dies under the download.
-    victim_path = next(p for p in paths[1:] if names[p["node_id"]] != "node_b")
-    victim = names[victim_path["node_id"]]
-    out, err = net["workdir"] / "killed.out", net["workdir"] / "killed.err"
-    with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        proc = spawn_in(world.client, _fetch_argv(net, 3, "killed.bin"), stdout=stdout, stderr=stderr)
-    started = time.monotonic()
-    wait_for(lambda: proc.poll() is not None or re.search(rb" ([2-9]\d)% ", err.read_bytes()), 60, interval=0.1,
-             what="the download a fifth done")
-    assert proc.poll() is None, err.read_text()[-3000:]
-    nodes[victim].proc.kill()
-    nodes[victim].proc.wait(timeout=10)
-    killed_at = time.monotonic()
-    proc.wait(timeout=100)
-    summary = _summary(out.read_bytes(), err.read_bytes(), proc.returncode)
-    print(f"\n{victim} ({victim_path['tun']}) SIGKILLed {killed_at - started:.1f} s into the download: done "
-          f"{time.monotonic() - killed_at:.1f} s later, {summary['requeued_bytes'] / 2**20:.1f} MiB handed to "
-          f"the other paths; per path {summary['paths']}")
-    assert summary["sha256"] == world.file_sha256 and summary["sha256_ok"]
-    assert summary["requeued_bytes"] > 0
+    # node_d: not the rogue, and not node_a, the overlay's bootstrap (the last test connects again).
+    victim = "node_d"
+    victim_path = next(p for p in paths if names[p["node_id"]] == victim)
+    summary, killed_at = warren_fetch(world, net["config"], 3, net["workdir"] / "killed.bin", kill=nodes[victim].proc,
+                                      timeout=90)
+    assert killed_at is not None, "the download ended before the kill"
+    handed = [h for h in summary["handovers"] if h["device"] == victim_path["tun"]]
+    assert handed and summary["sha256"] == world.file_sha256 and summary["sha256_ok"]
+    print(f"\n{victim} (path {victim_path['index']}, {victim_path['tun']}) SIGKILLed {killed_at - summary['started_at']:.1f} s into the "
+          f"download: its range handed to the others {handed[0]['at'] - killed_at:.1f} s after ({handed[0]['why']}), "
+          f"done {summary['started_at'] + summary['seconds'] - killed_at:.1f} s after, "
+          f"{summary['requeued_bytes'] / 2**20:.1f} MiB handed over; per path {summary['paths']}")
     # The dead path draws no new connection: its weight went to the others.
     after = wait_for(lambda: (s := client_status(world, net["config"]))["paths"][victim_path["index"]]["weight"] == 0
                      and s, 15, what="the dead path's weight moved")
@@ -248,12 +226,33 @@ def test_disconnect__each_path_settles_no_more_than_its_own_receipts__nothing_le
     print("\n" + "\n".join(lines))
     rogue_final = final[rogue["index"]]
     assert rogue_final["paid_bytes"] < rogue_final["invoiced_bytes"]
-    # Nothing of the connection is left: no table, rule, route table, address or TUN of ours.
+    _assert_nothing_left(world)
+
+
+def test_client_killed__kill_switch_holds__disconnect_undoes_the_paths_from_the_state_file(net):
+    """`warren connect --paths 2` (the exits still alive) SIGKILLed: its kill switch and routing stay
+    (fail closed); `warren disconnect` then removes, from the state file, everything the paths added."""
+    world, config = net["world"], net["config"]
+    proc, _ = start_client(world, config, "--paths", "2", log_path=net["workdir"] / "client.log",
+                           ready=lambda s: len(s.get("paths", [])) == 2 and all(p["alive"] for p in s["paths"]))
+    proc.kill()
+    proc.wait(timeout=10)
+    assert "warren_client" in run_in(world.client, ["nft", "list", "tables"], check=True).stdout.decode()
+    assert f"lookup {PATH_TABLE_BASE + 1}" in run_in(world.client, ["ip", "rule", "show"], check=True).stdout.decode()
+    result = run_in(world.client, warren_argv("disconnect", "--config", str(config)), timeout=90)
+    assert result.returncode == 0 and '"undone": true' in result.stdout.decode(), result.stdout + result.stderr
+    _assert_nothing_left(world)
+
+
+def _assert_nothing_left(world) -> None:
+    """No nftables table, rule, route table, spread address or TUN of the client's is left."""
     tables = run_in(world.client, ["nft", "list", "tables"], check=True).stdout.decode()
     assert "warren" not in tables, tables
     for family in ("-4", "-6"):
         rules = run_in(world.client, ["ip", family, "rule", "show"], check=True).stdout.decode()
-        assert not re.search(rf"\b(518[2-4]\d|{PATH_TABLE_BASE}|{CONTROL_TABLE_BASE})\b", rules), rules
+        assert not re.search(r"\b518[2-4]\d\b", rules), rules  # wg-quick's, the paths' and their control tables
+        routes = run_in(world.client, ["ip", family, "route", "show", "table", "all"], check=True).stdout.decode()
+        assert not re.search(r"table 518[2-4]\d\b", routes), routes
     assert SPREAD_V4 not in run_in(world.client, ["ip", "addr", "show", "lo"], check=True).stdout.decode()
     links = run_in(world.client, ["ip", "-o", "link", "show"], check=True).stdout.decode()
     assert "wrnc0" not in links, links
