@@ -94,9 +94,14 @@ def _fetch(args) -> int:
     from agents.client.service import status
     from agents.errors import UserError
 
-    devices = path_devices(status(load_config(args.config)), args.paths)
+    config = load_config(args.config)
+    devices = path_devices(status(config), args.paths)
+
+    def alive() -> dict:
+        return {p["tun"]: bool(p.get("alive")) for p in status(config).get("paths", [])}
+
     summary = fetch(args.url, args.output, devices, expected_sha256=args.sha256, stall_s=args.stall_s,
-                    deadline_s=args.deadline_s)
+                    deadline_s=args.deadline_s, alive=alive)
     print(json.dumps(summary), flush=True)
     if summary["sha256_ok"] is False:
         raise UserError(f"{args.output}: SHA-256 {summary['sha256']} is not the expected {args.sha256}")

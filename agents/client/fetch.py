@@ -6,7 +6,9 @@ paths are up: each path's TUN. One worker per path keeps one HTTP/1.1 connection
 byte ranges (``Range: bytes=a-b``) that :class:`agents.client.ranges.RangeScheduler` hands out:
 faster paths take more, a range of a failed path (a read silent for ``stall_s``, a reset, an HTTP
 error) is handed to the others first and the path tries again after a rest (its agent may have
-failed over meanwhile). Bytes are written in place (``pwrite``) into FILE, sized first; the SHA-256
+failed over meanwhile). While the client's agent judges a path's node dead (its status says
+``alive: false``, asked every :data:`ALIVE_POLL_S`), that path's transfer is cut at once rather than
+after ``stall_s``. Bytes are written in place (``pwrite``) into FILE, sized first; the SHA-256
 of the whole file is printed at the end and compared with ``--sha256`` if given. Progress goes to
 stderr once a second; the summary is one JSON object on stdout.
 
@@ -41,6 +43,8 @@ CHUNK = 1 << 16
 STALL_S = 3.0
 #: Progress lines this often (seconds).
 PROGRESS_S = 1.0
+#: The running client is asked which paths are alive this often (seconds).
+ALIVE_POLL_S = 0.5
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -110,6 +114,19 @@ class _Download:
         self.devices, self.stall_s, self.log = devices, stall_s, log
         self.lock = threading.Lock()
         self.scheduler: RangeScheduler | None = None
+        #: Each worker's open connection (path index -> connection), for :meth:`abort`.
+        self.open: dict[int, _BoundConnection] = {}
+
+    def abort(self, index: int) -> None:
+        """Cut path ``index``'s transfer now: its worker's read fails and its range is handed on."""
+        with self.lock:
+            conn = self.open.get(index)
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def connection(self, device: str | None) -> _BoundConnection:
         return _BoundConnection(self.address, self.host, device, self.stall_s, self.tls)
@@ -164,6 +181,8 @@ def _worker(download: _Download, index: int, fd: int) -> None:
         try:
             if conn is None:
                 conn = download.connection(device)
+                with lock:
+                    download.open[index] = conn
             response = download.get(conn, start, end - 1)
             if response.status != 206 or not (response.getheader("Content-Range", "").startswith(f"bytes {start}-")):
                 raise http.client.HTTPException(f"HTTP {response.status} {response.getheader('Content-Range')}")
@@ -192,6 +211,18 @@ def _worker(download: _Download, index: int, fd: int) -> None:
         conn.close()
 
 
+def _watch(download: _Download, alive: Callable[[], dict], stop: threading.Event) -> None:
+    """Cut the transfer of every path the client says is not alive (see the module docstring)."""
+    while not stop.wait(ALIVE_POLL_S):
+        try:
+            flags = alive()
+        except Exception:  # noqa: BLE001 - the client is busy or gone: its paths' reads time out instead
+            continue
+        for index, device in enumerate(download.devices):
+            if flags.get(device) is False:
+                download.abort(index)
+
+
 def _progress_line(download: _Download, started: float) -> str:
     scheduler = download.scheduler
     elapsed = max(time.monotonic() - started, 1e-6)
@@ -203,9 +234,12 @@ def _progress_line(download: _Download, started: float) -> str:
 
 
 def fetch(url: str, output: str | os.PathLike, devices: list[str | None], *, expected_sha256: str | None = None,
-          stall_s: float = STALL_S, deadline_s: float | None = None,
+          stall_s: float = STALL_S, deadline_s: float | None = None, alive: Callable[[], dict] | None = None,
           log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> dict:
     """Download ``url`` into ``output`` over ``devices`` (one path each; None: the usual routes).
+
+    ``alive``: asked every :data:`ALIVE_POLL_S`, ``{device: whether its path is alive}`` (the
+    running client's view); a path said to be dead has its transfer cut at once.
 
     Returns:
         The summary: bytes, seconds, Mbit/s, SHA-256, whether it matched ``expected_sha256``, and per
@@ -221,12 +255,16 @@ def fetch(url: str, output: str | os.PathLike, devices: list[str | None], *, exp
     size = download.probe()
     download.scheduler = RangeScheduler(size, range(len(devices)))
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    stop_watching = threading.Event()
     try:
         os.ftruncate(fd, size)
         workers = [threading.Thread(target=_worker, args=(download, i, fd), name=f"fetch-{i}", daemon=True)
                    for i in range(len(devices))]
         for worker in workers:
             worker.start()
+        if alive is not None:
+            threading.Thread(target=_watch, args=(download, alive, stop_watching), name="fetch-alive",
+                             daemon=True).start()
         next_line = started + PROGRESS_S
         while any(w.is_alive() for w in workers):
             for worker in workers:
@@ -239,6 +277,7 @@ def fetch(url: str, output: str | os.PathLike, devices: list[str | None], *, exp
             if deadline_s is not None and now - started > deadline_s:
                 raise UserError(f"warren fetch: {download.scheduler.kept} of {size} bytes after {deadline_s} s")
     finally:
+        stop_watching.set()
         os.close(fd)
     seconds = time.monotonic() - started
     digest = hashlib.sha256()

@@ -47,6 +47,10 @@ log = logging.getLogger("warren.client")
 #: How often the paths are looked at (seconds): a dead path's weight moves within this of the agent
 #: judging it dead (``dead_after_s``).
 LOOK_S = 0.5
+#: `warren status` waits this long for a path's agent (seconds): one failing over holds its lock
+#: through a setup attempt (up to agents.client.agent.SETUP_TIMEOUT_S), and the status of the other
+#: paths (`warren fetch` polls it to cut a dead path's transfer) must not wait for that.
+STATUS_WAIT_S = 0.2
 
 
 class SharedEndpoints:
@@ -267,7 +271,7 @@ class MultiPath:
         paths = []
         for index, agent in enumerate(self.agents):
             state = applied.states[index] if applied else None
-            paths.append({**agent.status(), "index": index, "tun": agent.tunnel.tun.name,
+            paths.append({**_status_of(agent), "index": index, "tun": agent.tunnel.tun.name,
                           "alive": bool(state and state.alive),
                           "weight": applied.buckets[index] if applied else 0,
                           "rate_mbps": round(self.policy.meter.rate(index) * 8 / 1e6, 2)})
@@ -284,3 +288,16 @@ class MultiPath:
             with contextlib.suppress(Exception):
                 summary[index] = self.agents[index].disconnect()
         return {"paths": [summary.get(i, {}) for i in range(len(self.agents))]}
+
+
+def _status_of(agent: ClientAgent) -> dict:
+    """The agent's status, or a note while it is busy failing over (see :data:`STATUS_WAIT_S`)."""
+    if not agent.lock.acquire(timeout=STATUS_WAIT_S):
+        session = agent.session  # the one being left: who and which channel, read without the lock
+        names = {} if session is None else {"node_id": session.route.candidate.node.node_id.hex(),
+                                            "channel_id": session.route.channel.channel_id.hex()}
+        return {**names, "connected": False, "note": "failing over"}
+    try:
+        return agent.status()
+    finally:
+        agent.lock.release()
