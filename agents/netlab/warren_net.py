@@ -127,14 +127,15 @@ def start_node(world: World, chain: Chain, host: NodeHost, workdir: Path, *, exi
             handle.write(encode_key(generate_private_key()) + "\n")
     public = host.nat is None
     boots = bootstrap if isinstance(bootstrap, tuple) else (bootstrap or host,)
+    # ``extra`` may replace these defaults too (price_per_gib="auto" with a [price] rule, a threshold).
+    defaults = {"price_per_gib": PRICE_PER_GIB, "settlement_threshold": 10**30}
     config = NodeConfig(
-        region=host.region, price_per_gib=PRICE_PER_GIB, operator=operator or AccountSpec(test_account=NODE_ACCOUNTS[host.name]),
+        operator=operator or AccountSpec(test_account=NODE_ACCOUNTS[host.name]), region=host.region,
         stake=STAKE, data_dir=data_dir, interface=f"wrn{host.name[-1]}0", listen_port=WG_PORT,
         public_endpoint=(host.address, WG_PORT) if public else None,
         bootstrap=tuple((b.public_address, WG_PORT) for b in boots), rpc="http://127.0.0.1:8545",
         deployment=chain.deployment,
-        exit=exit_policy or {}, credit_bytes=credit_bytes, settlement_threshold=10**30, uplink="eth0",
-        **(extra or {}))
+        exit=exit_policy or {}, credit_bytes=credit_bytes, uplink="eth0", **(defaults | (extra or {})))
     config_path = data_dir / "node.toml"
     write_config(config_path, config, force=True)
     log_path = data_dir / "node.log"

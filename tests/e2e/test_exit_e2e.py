@@ -220,3 +220,32 @@ def test_remote_rpc__by_name_outside_the_tunnel__the_kill_switchs_one_exception(
     # Disconnected: the bypass rule went with the rest.
     rules = run_in(world.client, ["ip", "-j", "rule", "show"]).stdout.decode()
     assert world.web_address not in rules
+
+
+def test_auto_price__node_restarted_with_it__listed_within_bounds_status_says_auto_client_served(net):
+    """`price_per_gib = "auto"` wired through `warren node run`: the restarted node keeps its on-chain
+    listing (inside the bounds), says so in `warren node status`, and serves a client at that price."""
+    from agents.node.pricing import PriceRule
+
+    world, chain, nodes = net["world"], net["chain"], net["nodes"]
+    old = nodes["node_b"]
+    old.proc.send_signal(signal.SIGTERM)
+    assert old.proc.wait(timeout=60) == 0
+    rule = PriceRule(floor=PRICE_PER_GIB // 2, ceiling=PRICE_PER_GIB * 4, capacity_mbps=20)
+    node = start_node(world, chain, world.node_b, net["workdir"], bootstrap=world.node_a,
+                      extra={"price_per_gib": "auto", "price": rule})
+    nodes["node_b"] = node
+    assert 'price_per_gib = "auto"' in node.config_path.read_text()
+    live = node.status()
+    assert live["price"]["mode"] == "auto", live["price"]
+    with connect(chain.url) as project:
+        listed = load_contracts(project, chain.deployment).node(bytes.fromhex(live["node_id"])).price_per_gib
+    assert listed == PRICE_PER_GIB  # inside [floor, ceiling]: the listing an earlier run left stays
+    proc, config, status = _connect(net, "--node", live["node_id"])
+    try:
+        digest, size, _ = _fetch(world)
+        assert (digest, size) == (world.file_sha256, FILE_SIZE)
+        wait_for(lambda: any(s["channel_id"] == status["channel_id"] and s["billed_bytes"] >= FILE_SIZE
+                             for s in node.status()["sessions"]), 10, what="the node's count of the download")
+    finally:
+        _disconnect(net, config, proc)
