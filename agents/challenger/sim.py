@@ -24,11 +24,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from collections.abc import Callable
 
 from agents.challenger.plan import NodeInfo, PlanPolicy, plan_epoch
 from agents.challenger.verdict import Policy, service_reasons
 
-__all__ = ["SimConfig", "simulate"]
+__all__ = ["ReportHook", "SimConfig", "simulate", "slashes"]
+
+#: Called for every simulated report: (epoch, node_id, challenger index, measured kbps, passed,
+#: node throttled). agents.challenger.contract_check replays these on the real contract.
+ReportHook = Callable[[int, bytes, int, float, bool, bool], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +57,24 @@ class SimConfig:
     seed: int = 1
 
 
-def simulate(config: SimConfig = SimConfig()) -> dict:
-    """Run the epochs; returns the figures (see :func:`scripts.bench_trust`)."""
+def slashes(failures: int, reports: int, quorum: int, rule: str = "majority") -> bool:
+    """Whether an epoch with ``reports`` reports on a node, ``failures`` of them failed, is slashed.
+
+    ``majority`` is reputation.vy's ``slash_epoch`` (``_refusal``): failures >= quorum and
+    2 * failures >= reports; ``count`` the rule it replaced (failures >= quorum).
+    """
+    if failures < quorum:
+        return False
+    return rule == "count" or 2 * failures >= reports
+
+
+def simulate(config: SimConfig = SimConfig(), on_report: ReportHook | None = None) -> dict:
+    """Run the epochs; returns the figures (see :func:`scripts.bench_trust`).
+
+    Args:
+        config: the network, the challengers and the rule.
+        on_report: called with every report as it is made (see :data:`ReportHook`).
+    """
     if config.rule not in ("majority", "count"):
         raise ValueError(f"unknown slashing rule {config.rule!r}: 'majority' or 'count'")
     rng = random.Random(config.seed)
@@ -83,14 +104,14 @@ def simulate(config: SimConfig = SimConfig()) -> dict:
                 passed = not service_reasons(measured, advertised, None, None, policy)
                 if c in liars:
                     passed = node in throttled
+                if on_report is not None:
+                    on_report(epoch, node, c, measured, passed, node in throttled)
                 reports += 1
                 totals[node] = totals.get(node, 0) + 1
                 if not passed:
                     failures[node] = failures.get(node, 0) + 1
         for node, failed in failures.items():
-            if failed < config.quorum:
-                continue
-            if config.rule == "majority" and 2 * failed < totals[node]:
+            if not slashes(failed, totals[node], config.quorum, config.rule):
                 continue
             stake[node] -= stake[node] * config.slash_bps // 10_000
             slashed_epochs[node].append(epoch)
