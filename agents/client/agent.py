@@ -553,9 +553,11 @@ class ClientAgent:
                 return {"connected": False, "history": self.history}
             stats = self.tunnel.peer(session.route.candidate.node.wg_public_key)
             last = stats.last_handshake if stats else None
+            rx, tx = self.tunnel.peer_counters(session.route.candidate.node.wg_public_key) or (session.rx0, session.tx0)
             channel = session.route.channel
             out = self._session_summary(session)
             out.update({"connected": True, "tunnel_v4": session.terms.address_v4,
+                        "rx_bytes": rx - session.rx0, "tx_bytes": tx - session.tx0,  # this session, from / to the node
                         "tunnel_v6": session.terms.address_v6, "deposit": channel.deposit,
                         "channel_balance": channel.deposit - out["spent"],
                         "since_handshake_s": round(time.time() - last, 1) if last else None,

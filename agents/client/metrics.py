@@ -32,6 +32,10 @@ def families(snap: dict) -> list:
     gauge("warren_client_connected", "1 while a paid session is up.", int(connected), labelled=False)
     gauge("warren_client_session_bytes", "Tunnel bytes both ways, as the client counted them.",
           status.get("own_bytes", 0))
+    gauge("warren_client_session_bytes_in", "Tunnel bytes received from the node this session.",
+          status.get("rx_bytes", 0))
+    gauge("warren_client_session_bytes_out", "Tunnel bytes sent to the node this session.",
+          status.get("tx_bytes", 0))
     gauge("warren_client_invoiced_bytes", "Bytes the node last invoiced.", status.get("invoiced_bytes", 0))
     gauge("warren_client_paid_bytes", "Bytes covered by the latest signed receipt.", status.get("paid_bytes", 0))
     gauge("warren_client_spent_wei", "The latest receipt's cumulative amount.", status.get("spent", 0))

@@ -150,6 +150,9 @@ def test_metrics__scraped_while_downloading__equal_the_node_s_own_figures(net):
     assert float(c_before["spent"]) <= c_scraped[("warren_client_spent_wei", node_label)] <= float(c_after["spent"])
     assert c_before["paid_bytes"] <= c_scraped[("warren_client_paid_bytes", node_label)] <= c_after["paid_bytes"]
     assert c_scraped[("warren_client_failovers_total", ())] == 0
+    for metric, key in (("warren_client_session_bytes_in", "rx_bytes"), ("warren_client_session_bytes_out", "tx_bytes")):
+        assert c_before[key] <= c_scraped[(metric, node_label)] <= c_after[key], metric
+    assert c_scraped[("warren_client_session_bytes_in", node_label)] > FILE_SIZE  # the download came in
 
 
 def test_dashboard__chromium_while_downloading__live_numbers_and_a_price_change_on_chain(net, tmp_path):
