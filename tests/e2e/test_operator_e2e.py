@@ -8,6 +8,7 @@ node status --json`, `warren node earnings --json`, its SQLite store, and the ch
 """
 
 import json
+import signal
 import sys
 import time
 import urllib.request
@@ -19,7 +20,7 @@ from agents.chain.connect import connect, load_contracts
 from agents.netlab import Lab, NatType, can_build_namespaces
 from agents.netlab.warren_net import NODE_ACCOUNTS, client_config, client_status, deploy_chain, start_node, wait_for
 from agents.netlab.world import build_world, run_in, spawn_in, start_anvil, warren_argv
-from agents.node.store import NodeStore
+from agents.node.store import CONFIRMED, NodeStore
 from agents.wallet import AccountSpec, create_keystore
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow,
@@ -223,3 +224,42 @@ def test_logs__real_run__json_lines_and_no_secret_anywhere(net):
     assert any("dashboard: price now" in e["msg"] for e in events)
     assert any(e["logger"].startswith("warren.node") for e in events)
     assert any(e["logger"] == "ape" for e in events)  # "Confirmed 0x..." lines, in the same format
+
+
+def test_dashboard__after_the_node_settled__settlements_and_totals_agree_with_the_chain(net, tmp_path):
+    """Numbers that add up with a real settlement (Mysterium's most repeated complaint): the node is
+    stopped mid-session (it settles what it holds on shutdown) and started again; the page lists the
+    settlement with its transaction, and its totals are the chain's and `warren node status`'s."""
+    from agents.node.config import load_config
+
+    world, chain, node = net["world"], net["chain"], net["node"]
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(timeout=90) == 0
+    listed = load_config(node.config_path).price_per_gib  # as the dashboard test left it
+    node = start_node(world, chain, world.node_a, net["workdir"], operator=node.config.operator,
+                      args=("--log-format", "json"), extra={"price_per_gib": listed})
+    net["node"] = node
+    store = NodeStore(node.config.data_dir / "node.db")
+    try:
+        rows = [r for r in store.settlements(status=CONFIRMED) if r.tx_hash]
+    finally:
+        store.close()
+    assert rows, "the node settled nothing on shutdown"
+    token = (node.config.data_dir / "dashboard.token").read_text().strip()
+    result = run_in(world.node_a.ns, [sys.executable, "tests/dashboard_browser.py", "http://127.0.0.1:9480", token,
+                                      str(tmp_path)], timeout=240)
+    assert result.returncode == 0, result.stderr.decode()[-4000:]
+    page = json.loads(result.stdout.decode().strip().splitlines()[-1])["page"]
+    status = _node_status(net)["earnings"]
+    with connect(chain.url) as project:
+        contracts = load_contracts(project, chain.deployment)
+        on_chain = {r.channel_id: contracts.channel(r.channel_id).settled for r in rows}
+        mined = {r.tx_hash.hex(): project.provider.get_receipt("0x" + r.tx_hash.hex()).status for r in rows}
+    print(f"settlements {[(r.channel_id.hex()[:12], r.amount, '0x' + r.tx_hash.hex()[:12]) for r in rows]}; "
+          f"page totals {page['totals']}")
+    assert all(status_ == 1 for status_ in mined.values()), mined  # every listed transaction is mined, succeeded
+    assert page["settlement_rows"] >= len(rows)
+    assert max(r.amount for r in rows if r.channel_id == rows[-1].channel_id) == on_chain[rows[-1].channel_id]
+    assert int(page["totals"]["settled"]) == status["settled"] >= sum(on_chain.values()) > 0
+    assert int(page["totals"]["earned"]) == int(page["totals"]["settled"]) + int(page["totals"]["unsettled"])
+    assert int(page["totals"]["earned"]) <= status["earned"]
