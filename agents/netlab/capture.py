@@ -4,7 +4,8 @@ An ``AF_PACKET`` socket opened inside the namespace sees every packet its interf
 receive; a background thread keeps what the capture wants. :class:`UdpCapture` keeps IPv4 UDP
 datagrams matching a port (replay-attack tests); :class:`PacketCapture` keeps every frame of every
 protocol (IPv4, IPv6, ARP, anything else) on one interface or all, each parsed into what a leak test
-asks (family, protocol, addresses, ports, ICMP type). No tcpdump and no pcap library: the few header
+asks (family, protocol, addresses, ports, ICMP type); :class:`RawCapture` keeps whole frames (a
+search for cleartext). No tcpdump and no pcap library: the few header
 fields read here are fixed-offset reads, smaller than a dependency.
 """
 
@@ -20,7 +21,7 @@ import time
 
 from agents.netlab.nsenter import enter_namespace
 
-__all__ = ["CapturedDatagram", "CapturedFrame", "PacketCapture", "UdpCapture", "parse_frame"]
+__all__ = ["CapturedDatagram", "CapturedFrame", "PacketCapture", "RawCapture", "UdpCapture", "parse_frame"]
 
 #: ETH_P_IP from <linux/if_ether.h>: IPv4 frames only.
 _ETH_P_IP = 0x0800
@@ -59,30 +60,33 @@ class CapturedDatagram:
     outgoing: bool
 
 
-class UdpCapture:
-    """Collect UDP datagrams to or from ``port`` in namespace ``netns`` until stopped.
-
-    Use as a context manager; :attr:`datagrams` holds what was seen, in order.
+class _Capture:
+    """An ``AF_PACKET`` socket in a namespace read by a background thread until stopped (the shared
+    half of :class:`UdpCapture` and :class:`PacketCapture`, which say what to keep).
 
     Args:
         netns: namespace name (``Namespace.name``).
-        port: UDP port to keep (source or destination); None keeps all.
-        limit: stop keeping datagrams after this many (bounds memory).
+        protocol: the socket's EtherType filter (``ETH_P_*``).
+        kind: ``socket.SOCK_DGRAM`` (link header removed) or ``socket.SOCK_RAW``.
+        ifname: only this interface (None: every interface of the namespace).
+        limit: stop keeping items after this many (bounds memory); :attr:`overflowed` says so.
     """
 
-    def __init__(self, netns: str, port: int | None = None, limit: int = 100_000) -> None:
+    def __init__(self, netns: str, protocol: int, kind: int, ifname: str | None, limit: int) -> None:
         self.netns = netns
-        self.port = port
         self.limit = limit
-        self.datagrams: list[CapturedDatagram] = []
+        self.overflowed = False
+        self._items: list = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         with enter_namespace(netns):
-            self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(_ETH_P_IP))
+            self._sock = socket.socket(socket.AF_PACKET, kind, socket.htons(protocol))
+            if ifname:
+                self._sock.bind((ifname, protocol))
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self._thread = threading.Thread(target=self._run, name=f"capture-{netns}", daemon=True)
 
-    def __enter__(self) -> "UdpCapture":
+    def __enter__(self):
         self._thread.start()
         return self
 
@@ -96,10 +100,19 @@ class UdpCapture:
             self._thread.join(timeout=2)
         self._sock.close()
 
-    def snapshot(self) -> list[CapturedDatagram]:
+    def snapshot(self) -> list:
         """A copy of what has been captured so far."""
         with self._lock:
-            return list(self.datagrams)
+            return list(self._items)
+
+    def clear(self) -> None:
+        """Forget what was captured so far (start a new phase of a test)."""
+        with self._lock:
+            self._items.clear()
+
+    def _keep(self, frame: bytes, addr: tuple):
+        """What to keep of one frame (None: nothing)."""
+        raise NotImplementedError
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -110,14 +123,41 @@ class UdpCapture:
                 frame, addr = self._sock.recvfrom(65535)
             except OSError:
                 return
-            dgram = _parse_ipv4_udp(frame, outgoing=addr[2] == _PACKET_OUTGOING)
-            if dgram is None:
-                continue
-            if self.port is not None and self.port not in (dgram.src[1], dgram.dst[1]):
+            item = self._keep(frame, addr)
+            if item is None:
                 continue
             with self._lock:
-                if len(self.datagrams) < self.limit:
-                    self.datagrams.append(dgram)
+                if len(self._items) < self.limit:
+                    self._items.append(item)
+                else:
+                    self.overflowed = True
+
+
+class UdpCapture(_Capture):
+    """Collect UDP datagrams to or from ``port`` in namespace ``netns`` until stopped.
+
+    Use as a context manager; :attr:`datagrams` holds what was seen, in order.
+
+    Args:
+        netns: namespace name (``Namespace.name``).
+        port: UDP port to keep (source or destination); None keeps all.
+        limit: stop keeping datagrams after this many (bounds memory).
+    """
+
+    def __init__(self, netns: str, port: int | None = None, limit: int = 100_000) -> None:
+        super().__init__(netns, _ETH_P_IP, socket.SOCK_DGRAM, None, limit)
+        self.port = port
+
+    @property
+    def datagrams(self) -> list[CapturedDatagram]:
+        """What was captured so far (the live list: read it after :meth:`stop`, or use snapshot)."""
+        return self._items
+
+    def _keep(self, frame: bytes, addr: tuple) -> CapturedDatagram | None:
+        dgram = _parse_ipv4_udp(frame, outgoing=addr[2] == _PACKET_OUTGOING)
+        if dgram is None or (self.port is not None and self.port not in (dgram.src[1], dgram.dst[1])):
+            return None
+        return dgram
 
 
 def _parse_ipv4_udp(packet: bytes, outgoing: bool) -> CapturedDatagram | None:
@@ -179,7 +219,7 @@ class CapturedFrame:
         return self.proto == "icmpv6" and self.icmp_type in _MLD_TYPES
 
 
-class PacketCapture:
+class PacketCapture(_Capture):
     """Collect every frame on interface ``ifname`` (None: all) of namespace ``netns`` until stopped.
 
     Use as a context manager; :attr:`frames` holds what was seen, in order.
@@ -191,59 +231,43 @@ class PacketCapture:
     """
 
     def __init__(self, netns: str, ifname: str | None = None, limit: int = 200_000) -> None:
-        self.netns = netns
+        super().__init__(netns, _ETH_P_ALL, socket.SOCK_RAW, ifname, limit)
         self.ifname = ifname
-        self.limit = limit
-        self.frames: list[CapturedFrame] = []
-        self.overflowed = False
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        with enter_namespace(netns):
-            self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
-            if ifname:
-                self._sock.bind((ifname, _ETH_P_ALL))
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        self._thread = threading.Thread(target=self._run, name=f"pcap-{netns}", daemon=True)
 
-    def __enter__(self) -> "PacketCapture":
-        self._thread.start()
-        return self
+    @property
+    def frames(self) -> list[CapturedFrame]:
+        """What was captured so far (the live list: read it after :meth:`stop`, or use snapshot)."""
+        return self._items
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _keep(self, frame: bytes, addr: tuple) -> CapturedFrame:
+        return parse_frame(frame, addr)
 
-    def stop(self) -> None:
-        """Stop capturing and close the socket (idempotent)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
-        self._sock.close()
 
-    def snapshot(self) -> list[CapturedFrame]:
-        """A copy of what has been captured so far."""
-        with self._lock:
-            return list(self.frames)
+class RawCapture(_Capture):
+    """Every whole frame on one interface (:class:`PacketCapture` keeps only :data:`PAYLOAD_HEAD` bytes
+    of each payload; a search for cleartext needs them all), up to ``limit_bytes`` in all.
 
-    def clear(self) -> None:
-        """Forget what was captured so far (start a new phase of a test)."""
-        with self._lock:
-            self.frames.clear()
+    Args:
+        netns: namespace name (``Namespace.name``).
+        ifname: the interface.
+        limit_bytes: stop keeping frames past this many bytes; :attr:`overflowed` says so.
+    """
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self._sock], [], [], 0.1)
-            if not ready:
-                continue
-            try:
-                frame, addr = self._sock.recvfrom(65535)
-            except OSError:
-                return
-            parsed = parse_frame(frame, addr)
-            with self._lock:
-                if len(self.frames) < self.limit:
-                    self.frames.append(parsed)
-                else:
-                    self.overflowed = True
+    def __init__(self, netns: str, ifname: str, limit_bytes: int = 256 << 20) -> None:
+        super().__init__(netns, _ETH_P_ALL, socket.SOCK_RAW, ifname, limit=limit_bytes)
+        self.limit_bytes = limit_bytes
+        self._size = 0
+
+    def _keep(self, frame: bytes, addr: tuple) -> bytes | None:
+        if self._size + len(frame) > self.limit_bytes:
+            self.overflowed = True
+            return None
+        self._size += len(frame)
+        return bytes(frame)
+
+    def joined(self) -> bytes:
+        """Every frame's bytes joined by a separator that no 16-byte marker spans."""
+        return b"\n--frame--\n".join(self.snapshot())
 
 
 def parse_frame(frame: bytes, addr: tuple) -> CapturedFrame:

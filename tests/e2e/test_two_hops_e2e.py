@@ -31,7 +31,7 @@ from agents.chain.connect import connect, load_contracts
 from agents.chain.deploy import TOKEN
 from agents.client.hops import RELAY_CONTROL_TABLE
 from agents.netlab import Lab, NatType, can_build_namespaces
-from agents.netlab.capture import PacketCapture
+from agents.netlab.capture import PacketCapture, RawCapture
 from agents.netlab.nsenter import enter_namespace
 from agents.netlab.warren_net import (
     WG_PORT,
@@ -57,42 +57,6 @@ NODE_D_ACCOUNT = 7
 MARKERS = 64
 MARKER_LEN = 16
 
-
-
-class RawCapture:
-    """Every whole frame on one interface of a namespace (PacketCapture keeps only 16 payload bytes;
-    a cleartext search needs them all). Bounded by ``limit`` bytes."""
-
-    def __init__(self, netns: str, ifname: str, limit: int = 256 << 20) -> None:
-        with enter_namespace(netns):
-            self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-            self._sock.bind((ifname, 0x0003))
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
-        self._sock.settimeout(0.1)
-        self.frames: list[bytes] = []
-        self.limit, self._size = limit, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                frame = self._sock.recv(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if self._size < self.limit:
-                self.frames.append(frame)
-                self._size += len(frame)
-
-    def stop(self) -> bytes:
-        """Stop; return every frame's bytes joined by a separator no 16-byte marker spans."""
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._sock.close()
-        return b"\n--frame--\n".join(self.frames)
 
 
 def _markers(path) -> list[bytes]:
@@ -140,11 +104,13 @@ def test_two_hops__exit_sees_only_the_relay__relay_sees_no_cleartext(net):
     client_public = world.client_nat.public_address
     relay_address, exit_address = world.node_b.address, world.node_a.address
     exit_parsed, relay_parsed = PacketCapture(exit_ns, "eth0").__enter__(), PacketCapture(relay_ns, "eth0").__enter__()
-    exit_raw, relay_raw = RawCapture(exit_ns, "eth0"), RawCapture(relay_ns, "eth0")
+    exit_raw, relay_raw = RawCapture(exit_ns, "eth0").__enter__(), RawCapture(relay_ns, "eth0").__enter__()
     try:
         digest, size, seconds = fetch(world) or pytest.fail("the download through two hops failed")
     finally:
-        exit_bytes, relay_bytes = exit_raw.stop(), relay_raw.stop()
+        exit_raw.stop()
+        relay_raw.stop()
+        exit_bytes, relay_bytes = exit_raw.joined(), relay_raw.joined()
         exit_parsed.stop()
         relay_parsed.stop()
     net["fetched"] += size
