@@ -21,7 +21,7 @@ import time
 
 from agents.netlab.nsenter import enter_namespace
 
-__all__ = ["CapturedDatagram", "CapturedFrame", "PacketCapture", "RawCapture", "UdpCapture", "parse_frame"]
+__all__ = ["CapturedDatagram", "CapturedFrame", "PacketCapture", "RawCapture", "UdpCapture", "describe", "outgoing_by_kind", "parse_frame"]
 
 #: ETH_P_IP from <linux/if_ether.h>: IPv4 frames only.
 _ETH_P_IP = 0x0800
@@ -268,6 +268,35 @@ class RawCapture(_Capture):
     def joined(self) -> bytes:
         """Every frame's bytes joined by a separator that no 16-byte marker spans."""
         return b"\n--frame--\n".join(self.snapshot())
+
+
+def outgoing_by_kind(frames, kind_of) -> tuple[list[CapturedFrame], dict[str, int]]:
+    """Sort a capture's outgoing frames for a leak test: ``kind_of(frame)`` names an allowed frame
+    ("wireguard", "overlay", "rpc", ...) or returns None for a leak; ARP and neighbour discovery are
+    link housekeeping, counted as "arp"/"nd" and never leaks.
+
+    Returns:
+        (the leaked frames, how many outgoing frames of each kind were seen, "leak" included).
+    """
+    leaks, seen = [], {}
+    for f in frames:
+        if not f.outgoing:
+            continue
+        if f.neighbour_discovery:
+            kind = "arp" if f.kind == "arp" else "nd"
+        else:
+            kind = kind_of(f)
+            if kind is None:
+                kind = "leak"
+                leaks.append(f)
+        seen[kind] = seen.get(kind, 0) + 1
+    return leaks, seen
+
+
+def describe(frames: list[CapturedFrame], most: int = 20) -> list[str]:
+    """One line per frame (the first ``most``), for an assertion message."""
+    return [f"{f.kind}/{f.proto} {f.src}:{f.sport} -> {f.dst}:{f.dport} icmp={f.icmp_type} head={f.head[:4].hex()}"
+            for f in frames[:most]]
 
 
 def parse_frame(frame: bytes, addr: tuple) -> CapturedFrame:

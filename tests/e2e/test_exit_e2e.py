@@ -17,7 +17,7 @@ import pytest
 from agents.chain.connect import connect, load_contracts
 from agents.metering import price_of
 from agents.netlab import Lab, NatType, can_build_namespaces
-from agents.netlab.capture import PacketCapture
+from agents.netlab.capture import PacketCapture, describe, outgoing_by_kind
 
 from agents.netlab.warren_net import (
     PRICE_PER_GIB,
@@ -201,21 +201,17 @@ def test_remote_rpc__by_name_outside_the_tunnel__the_kill_switchs_one_exception(
     assert f"chain RPC chain.example reached outside the tunnel at {world.web_address}:8545" in log
 
     nodes_public = {n.host.public_address for n in nodes.values()}
-    seen: dict[str, int] = {}
-    leaks = []
-    for f in frames:
-        if not f.outgoing or f.neighbour_discovery:
-            continue
+
+    def kind_of(f):
         if f.proto == "tcp" and (f.dst, f.dport) == (world.web_address, 8545):
-            kind = "rpc"
-        elif f.proto == "udp" and f.dst in nodes_public:
-            kind = "wireguard" if f.wireguard else "overlay"
-        else:
-            kind = "leak"
-            leaks.append(f"{f.kind}/{f.proto} {f.src}:{f.sport} -> {f.dst}:{f.dport}")
-        seen[kind] = seen.get(kind, 0) + 1
+            return "rpc"
+        if f.proto == "udp" and f.dst in nodes_public:
+            return "wireguard" if f.wireguard else "overlay"
+        return None
+
+    leaks, seen = outgoing_by_kind(frames, kind_of)
     print(f"\nremote RPC: outgoing on the client's uplink during a download {seen}")
-    assert not leaks, leaks[:20]
+    assert not leaks, describe(leaks)
     assert seen.get("rpc", 0) > 0 and seen.get("wireguard", 0) > 20, seen
     # Disconnected: the bypass rule went with the rest.
     rules = run_in(world.client, ["ip", "-j", "rule", "show"]).stdout.decode()

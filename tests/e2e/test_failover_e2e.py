@@ -27,7 +27,7 @@ from agents.client.killswitch import KillSwitch
 from agents.client.resolvconf import MARKER as RESOLV_MARKER
 from agents.client.service import KILLSWITCH_TABLE
 from agents.netlab import Lab, NatType, can_build_namespaces
-from agents.netlab.capture import PacketCapture
+from agents.netlab.capture import PacketCapture, describe, outgoing_by_kind
 from agents.netlab.warren_net import WG_PORT, client_config, client_status, deploy_chain, start_node, wait_for
 from agents.netlab.world import build_world, run_in, spawn_in, start_anvil, warren_argv, warren_env
 from agents.wireguard.tun import DEFAULT_FWMARK
@@ -151,25 +151,12 @@ def _baseline(world) -> dict:
 def _outgoing_leaks(frames, endpoints: set, nat_addresses: set, tunnel_ports: set) -> tuple[list, dict]:
     """Outgoing frames that are neither WireGuard to a node endpoint nor overlay UDP from the tunnel's
     port to a node/bootstrap address, nor ARP/ND; and a count of what was seen, by class."""
-    leaks, seen = [], {}
-    for f in frames:
-        if not f.outgoing:
-            continue
-        if f.neighbour_discovery:
-            kind = "arp" if f.kind == "arp" else "nd"
-        elif f.kind == "ipv4" and f.proto == "udp" and f.sport in tunnel_ports and (
+    def kind_of(f):
+        if f.kind == "ipv4" and f.proto == "udp" and f.sport in tunnel_ports and (
                 (f.dst, f.dport) in endpoints or f.dst in nat_addresses):
-            kind = "wireguard" if f.wireguard else "overlay"
-        else:
-            kind = "leak"
-            leaks.append(f)
-        seen[kind] = seen.get(kind, 0) + 1
-    return leaks, seen
-
-
-def _describe(frames) -> list[str]:
-    return [f"{f.kind}/{f.proto} {f.src}:{f.sport} -> {f.dst}:{f.dport} icmp={f.icmp_type} head={f.head[:4].hex()}"
-            for f in frames[:20]]
+            return "wireguard" if f.wireguard else "overlay"
+        return None
+    return outgoing_by_kind(frames, kind_of)
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +296,7 @@ def test_uplink_during_phase__only_wireguard_and_overlay_leave(scenario, phase):
     print(f"\n{phase}: outgoing on the uplink {seen}; tunnel port(s) {sorted(tunnel_ports)}; probes {s['probes'][phase]}")
     assert seen.get("wireguard", 0) > 100, seen
     assert len(tunnel_ports) == 1, tunnel_ports  # one socket: WireGuard and the overlay share it
-    assert not leaks, _describe(leaks)
+    assert not leaks, describe(leaks)
     # Past the tunnel (bound to the uplink) the kill switch refuses at once: nothing was sent.
     probes = s["probes"][phase]
     for name in ("dns_bound", "tcp_bound", "udp6_bound", "tcp6_bound", "udp6_linklocal"):
@@ -340,8 +327,8 @@ def test_client_killed__nothing_leaves__disconnect_restores_network(scenario, ne
     time.sleep(2.0)  # anything still queued (keepalives, retransmits) would show by now
     frames = capture.snapshot()
     out = [f for f in frames if f.outgoing]
-    print(f"\nafter kill -9: {len(out)} outgoing frames ({_describe(out)}); probes {probes}")
-    assert not [f for f in out if not f.neighbour_discovery], _describe(out)
+    print(f"\nafter kill -9: {len(out)} outgoing frames ({describe(out)}); probes {probes}")
+    assert not [f for f in out if not f.neighbour_discovery], describe(out)
     for name in ("dns_routed", "tcp_routed", "dns_bound", "tcp_bound", "udp6_bound", "tcp6_bound"):
         assert probes[name] not in ("sent", "connected"), (name, probes)
     status = client_status(world, s["config"])

@@ -32,7 +32,7 @@ from agents.chain.connect import connect, load_contracts
 from agents.chain.deploy import TOKEN
 from agents.client.paths import PATH_TABLE_BASE, SPREAD_V4
 from agents.netlab import Lab, NatType, can_build_namespaces
-from agents.netlab.capture import PacketCapture
+from agents.netlab.capture import PacketCapture, describe, outgoing_by_kind
 from agents.netlab.warren_net import (
     NodeProcess,
     add_public_node,
@@ -145,17 +145,8 @@ def test_connect_paths__three_operators__new_connections_spread_over_all_three(n
 def _uplink_leaks(frames, exits: set) -> tuple[list, dict]:
     """Outgoing frames of the client's uplink that are not UDP to an exit (WireGuard, or the overlay's
     own messages on the same socket), nor ARP/ND; and a count of what was seen, by class."""
-    leaks, seen = [], {}
-    for f in frames:
-        if not f.outgoing or f.neighbour_discovery:
-            continue
-        if f.proto == "udp" and f.dst in exits:
-            kind = "wireguard" if f.wireguard else "overlay"
-        else:
-            kind = "leak"
-            leaks.append(f"{f.kind}/{f.proto} {f.src}:{f.sport} -> {f.dst}:{f.dport}")
-        seen[kind] = seen.get(kind, 0) + 1
-    return leaks, seen
+    return outgoing_by_kind(frames, lambda f: ("wireguard" if f.wireguard else "overlay")
+                            if f.proto == "udp" and f.dst in exits else None)
 
 
 def test_fetch__three_paths_beside_one__well_under_one_paths_time__uplink_only_wireguard(net):
@@ -173,7 +164,7 @@ def test_fetch__three_paths_beside_one__well_under_one_paths_time__uplink_only_w
     assert all(p["bytes"] > FILE_SIZE // 6 for p in three["paths"]), three["paths"]
     leaks, seen = _uplink_leaks(frames, exits)
     print(f"client uplink during both downloads: {seen}")
-    assert not leaks, leaks[:20]
+    assert not leaks, describe(leaks)
     assert seen.get("wireguard", 0) > 100, seen
 
 
