@@ -126,8 +126,8 @@ class FullTunnelRoutes:
                 self._ip(fam, "rule", "add", *self._mark_rule())
             if not self._rule_count(fam, _is_suppress_rule):
                 self._ip(fam, "rule", "add", *_SUPPRESS_RULE)
-            for rule in self._bypass_rules(fam):
-                if not self._rule_count(fam, lambda r, rule=rule: _is_bypass_rule(r, rule)):
+            for pair, rule in self._bypass_rules(fam):
+                if not self._rule_count(fam, lambda r, pair=pair: _is_bypass_rule(r, *pair)):
                     self._ip(fam, "rule", "add", *rule)
         self._nft(f"table inet {self.nft_table} {{}}\ndelete table inet {self.nft_table}\n"
                   + _conntrack_table(self.nft_table, self.fwmark))
@@ -173,9 +173,9 @@ class FullTunnelRoutes:
                 if not self._rule_count(fam, _is_suppress_rule):
                     break
                 self._ip(fam, "rule", "del", *_SUPPRESS_RULE)
-            for rule in self._bypass_rules(fam):
+            for pair, rule in self._bypass_rules(fam):
                 for _ in range(MAX_RULE_COPIES):
-                    if not self._rule_count(fam, lambda r, rule=rule: _is_bypass_rule(r, rule)):
+                    if not self._rule_count(fam, lambda r, pair=pair: _is_bypass_rule(r, *pair)):
                         break
                     self._ip(fam, "rule", "del", *rule)
         self._nft(f"table inet {self.nft_table} {{}}\ndelete table inet {self.nft_table}\n")
@@ -189,9 +189,10 @@ class FullTunnelRoutes:
     def _mark_rule(self) -> list[str]:
         return ["not", "fwmark", str(self.fwmark), "table", str(self.table)]
 
-    def _bypass_rules(self, fam: str) -> list[list[str]]:
-        return [["to", address, "ipproto", "tcp", "dport", str(port), "lookup", "main",
-                 "priority", str(BYPASS_PRIORITY)]
+    def _bypass_rules(self, fam: str) -> list[tuple[tuple[str, int], list[str]]]:
+        """((address, port), `ip rule` arguments) of this family's bypass pairs."""
+        return [((address, port), ["to", address, "ipproto", "tcp", "dport", str(port), "lookup", "main",
+                                   "priority", str(BYPASS_PRIORITY)])
                 for address, port in self.bypass if (":" in address) == (fam == "6")]
 
     def _is_mark_rule(self, rule: dict) -> bool:
@@ -233,19 +234,10 @@ class FullTunnelRoutes:
 _SUPPRESS_RULE = ("table", "main", "suppress_prefixlength", "0")
 
 
-def _is_bypass_rule(rule: dict, args: list[str]) -> bool:
-    """Whether ``ip -j rule show``'s ``rule`` is the one ``ip rule add *args`` made."""
-    address, port = args[1], int(args[5])
-    return (rule.get("dst") == address and rule.get("ipproto") in ("tcp", "ipproto-tcp", 6, "6")
-            and _dport(rule) == port and rule.get("table") == "main"
-            and rule.get("priority") == BYPASS_PRIORITY)
-
-
-def _dport(rule: dict) -> int | None:
-    value = rule.get("dport")
-    if isinstance(value, dict):  # some iproute2 versions print a range {"start": P, "end": P}
-        value = value.get("start")
-    return None if value is None else int(value)
+def _is_bypass_rule(rule: dict, address: str, port: int) -> bool:
+    """Whether ``ip -j rule show``'s ``rule`` is the bypass rule of (address, port)."""
+    return (rule.get("dst") == address and rule.get("ipproto") == "tcp" and rule.get("dport") == port
+            and rule.get("table") == "main" and rule.get("priority") == BYPASS_PRIORITY)
 
 
 def _is_suppress_rule(rule: dict) -> bool:
