@@ -360,14 +360,6 @@ def nft_script(states: Sequence[PathState], buckets: Sequence[int], *, keep: Seq
     lines.append(f"  set live {{ type mark;{_elements([f'{s.mark:#x}' for s in live])} }}")
     lines.append(f"  set keep4 {{ type ipv4_addr;{_elements(keep4)} }}")
     lines.append(f"  set keep6 {{ type ipv6_addr;{_elements(keep6)} }}")
-    tuns = ", ".join(json.dumps(s.tun) for s in states)
-    # Connection tracking is what keeps a flow on its path and its source NAT: the tunnels' traffic
-    # is tracked even when another table exempts it (the kill switch's ``notrack`` for one path): a
-    # zone template attached first makes a later ``notrack`` a no-op (nft_ct.c, nft_notrack_eval).
-    lines += ["  chain track_out {", "    type filter hook output priority raw - 1; policy accept;",
-              f"    oifname {{ {tuns} }} ct zone set 0", "  }",
-              "  chain track_in {", "    type filter hook prerouting priority raw - 1; policy accept;",
-              f"    iifname {{ {tuns} }} ct zone set 0", "  }"]
     lines += ["  chain spread {", "    type route hook output priority mangle; policy accept;"]
     if draw:
         pick = f"ct mark set numgen random mod {BUCKETS} map @draw"
