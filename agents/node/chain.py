@@ -247,8 +247,10 @@ class NodeChain:
         contract holding the channel (its voucher pool, or payment_channels)."""
         domain = self._voucher_domain.get(bytes(close.channel_id), self.channels_address)
         signable = encode_typed_data(full_message=eip712.typed_data(close, self.chain_id, domain))
-        sig = self.operator.sign_message(signable)
-        return bytes(sig.r) + bytes(sig.s) + bytes([sig.v])
+        # encode_rsv pads r and s to 32 bytes: ape builds them with to_bytes(int), which drops a
+        # leading zero byte (1 signature in 128), and the contract refuses a 64-byte signature
+        # (CI: "signature_recovery: invalid signature length" on a cooperative close).
+        return bytes(self.operator.sign_message(signable).encode_rsv())
 
     def ensure_registered(self, region: str, price_per_gib: int, stake: int) -> str:
         """Register and stake if the node is not registered; update region/price if they changed.

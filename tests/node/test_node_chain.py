@@ -107,3 +107,17 @@ def test_client_open__too_few_tokens__plain_error_before_any_gas(warren, node, a
     with pytest.raises(UserError, match=rf"account {poor.address} has 0\.0000 tokens .*a channel with this budget .--budget. needs 5\.0000 tokens"):
         ClientChain(warren, poor, tmp_path).open_channel(candidate, DEPOSIT)
     assert poor.nonce == nonce
+
+
+def test_sign_close__r_with_a_leading_zero_byte__still_65_bytes(warren):
+    """ape builds a signature's r and s with to_bytes(int), dropping a leading zero byte (1 in 128);
+    the close signature must keep its 65 bytes, or payment_channels refuses it."""
+    from ape.types.signatures import MessageSignature
+
+    class Signer:  # the operator account, returning a signature whose r lost its zero byte
+        def sign_message(self, signable):
+            return MessageSignature(v=27, r=b"\x01" * 31, s=b"\x02" * 32)
+
+    node = NodeChain(warren, Signer(), os.urandom(32))
+    signature = node.sign_close(eip712.CooperativeClose(b"\x03" * 32, 1, 1))
+    assert signature == b"\x00" + b"\x01" * 31 + b"\x02" * 32 + bytes([27])
