@@ -54,6 +54,9 @@ TOKEN = 10**18
 FILE_BYTES, QUICK_FILE_BYTES = 48 << 20, 16 << 20
 #: Kill the exit when this share of the file has arrived.
 KILL_AT = 0.35
+#: The download's pace, Mbit/s: a home line's. Unpaced, an idle machine pulls the quick demo's file
+#: in a third of a second, between two of the view's 4 Hz looks, and the exit died after the end.
+DOWNLOAD_MBIT = 40
 #: The client's region: two nodes serve it, so one can take over from the other.
 REGIONS = ("NL", "NL", "DE")
 #: Prefix of the demo's namespaces (tests check none is left behind).
@@ -181,7 +184,8 @@ def run_demo(workdir: Path, *, file_bytes: int = FILE_BYTES) -> int:
 
         console.rule("[bold cyan]4. download through the exit; the exit dies mid-way", align="left")
         fetch = spawn_in(world.client, [sys.executable, "-m", "agents.netlab.fetch", world.file_url,
-                                        "--stall-s", "1.0", "--deadline-s", "180"],
+                                        "--stall-s", "1.0", "--deadline-s", "180",
+                                        "--rate-mbit", str(DOWNLOAD_MBIT)],
                          stdout=open(workdir / "fetch.json", "wb"), stderr=open(workdir / "fetch.log", "wb"))
         killed_at = None
         with Live(_view(nodes, client_status()), console=console, refresh_per_second=4) as live:

@@ -1,12 +1,13 @@
 """A resumable HTTP download, as a patient user's download manager does it.
 
-    python -m agents.netlab.fetch URL [--stall-s 1.0] [--deadline-s 120]
+    python -m agents.netlab.fetch URL [--stall-s 1.0] [--deadline-s 120] [--rate-mbit R]
 
 It reads the body in chunks; when a read stalls or the connection breaks (an exit died under it) it
 reconnects and continues with ``Range: bytes=<have>-``. It prints one JSON object: the SHA-256 of
 everything received, the byte count, the seconds taken, and every interruption (when the last byte
 before it arrived, when the first byte after it came, from which offset) so a caller can measure how
-long a failover really cost a user.
+long a failover really cost a user. With ``--rate-mbit`` it reads no faster than that, as a user on a
+home line would (a demo's download then lasts long enough for something to happen in the middle of it).
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ __all__ = ["fetch", "main"]
 CHUNK = 1 << 16
 
 
-def fetch(url: str, *, stall_s: float = 1.0, deadline_s: float = 120.0, retry_s: float = 0.1) -> dict:
+def fetch(url: str, *, stall_s: float = 1.0, deadline_s: float = 120.0, retry_s: float = 0.1,
+          rate_bytes_per_s: float | None = None) -> dict:
     """Download ``url`` completely, resuming after stalls; see the module docstring.
+
+    ``rate_bytes_per_s`` (None: as fast as the path allows) paces the reads: after each chunk the
+    reader sleeps the time that chunk takes at that rate.
 
     Raises:
         TimeoutError: not complete within ``deadline_s``.
@@ -68,6 +73,8 @@ def fetch(url: str, *, stall_s: float = 1.0, deadline_s: float = 120.0, retry_s:
                 digest.update(chunk)
                 have += len(chunk)
                 last_byte = now
+                if rate_bytes_per_s:
+                    time.sleep(len(chunk) / rate_bytes_per_s)
         except (OSError, socket.timeout, http.client.HTTPException) as exc:
             if not interruptions or interruptions[-1].get("resumed_at") is not None:
                 interruptions.append({"at_byte": have, "last_byte_at": round(last_byte - start, 3),
@@ -87,9 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("url")
     parser.add_argument("--stall-s", type=float, default=1.0, help="a read waiting this long counts as a stall")
     parser.add_argument("--deadline-s", type=float, default=120.0, help="give up after this long")
+    parser.add_argument("--rate-mbit", type=float, default=None, help="read no faster than this (Mbit/s)")
     args = parser.parse_args(argv)
+    if args.rate_mbit is not None and args.rate_mbit <= 0:
+        parser.error("--rate-mbit must be positive")
+    rate = args.rate_mbit * 1e6 / 8 if args.rate_mbit else None
     try:
-        print(json.dumps(fetch(args.url, stall_s=args.stall_s, deadline_s=args.deadline_s)), flush=True)
+        print(json.dumps(fetch(args.url, stall_s=args.stall_s, deadline_s=args.deadline_s, rate_bytes_per_s=rate)),
+              flush=True)
     except TimeoutError as exc:
         print(json.dumps({"error": str(exc)}), flush=True)
         return 1
