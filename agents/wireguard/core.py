@@ -10,7 +10,8 @@ Thread safety: `encapsulate` and `decapsulate` may run concurrently (the runtime
 with `tick` and the other methods. State is guarded by one short per-device lock, held only for the
 lookups and counter updates; the ChaCha20-Poly1305 work of the transport hot paths runs outside it.
 Handshake messages are processed under the lock (they are rare, and rate-limited per peer). This
-buys safety, not parallelism: pyca/cryptography keeps the GIL during AEAD and X25519 calls.
+buys safety, not parallelism: pyca/cryptography keeps the GIL during AEAD calls (PyNaCl's X25519,
+through cffi, releases it).
 `drop_counters` increments made outside the lock are best-effort under heavy concurrency.
 
 Protocol behaviour follows the WireGuard paper and wireguard-go: the initiator uses a session as soon
@@ -31,7 +32,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from . import messages as _m
@@ -49,6 +49,7 @@ from .noise import (
     create_response,
     dh,
     hash_,
+    generate_ephemeral,
     load_public,
 )
 from .replay import ReplayWindow
@@ -672,7 +673,7 @@ class WireGuardDevice:
         if peer.handshake is not None and self._index.get(peer.handshake.sender_index) is peer:
             del self._index[peer.handshake.sender_index]
         index = self._new_index_locked()
-        ephemeral = X25519PrivateKey.from_private_bytes(self._rng(32))
+        ephemeral = generate_ephemeral(self._rng)
         message, state = create_initiation(self._static, peer.remote, peer.remote_hash, peer.static_static, index,
                                            tai64n(now + self._wall_offset), ephemeral)
         peer.handshake = state
@@ -830,7 +831,7 @@ class WireGuardDevice:
         timers.any_authenticated_received()
         timers.traversal(now, peer.persistent_keepalive)
         index = self._new_index_locked()
-        ephemeral = X25519PrivateKey.from_private_bytes(self._rng(32))
+        ephemeral = generate_ephemeral(self._rng)
         response, send_key, receive_key = create_response(consumed, peer.remote, peer.preshared_key, index,
                                                           ephemeral)
         keypair = _Keypair(peer, send_key, receive_key, now, False, index, consumed.sender_index)

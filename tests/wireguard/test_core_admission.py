@@ -8,7 +8,6 @@ import os
 import types
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from agents.wireguard import HandshakeCompleted, LocalProtocolError, WireGuardDevice, generate_private_key
 from agents.wireguard.cookie import CookieGenerator
@@ -18,6 +17,7 @@ from agents.wireguard.noise import (
     StaticKey,
     create_initiation,
     dh,
+    generate_ephemeral,
     hash_,
     load_public,
     public_key_of,
@@ -153,7 +153,7 @@ def _forged_initiation(node, claimed_public, mode):
     the timestamp is sealed under a guessed static-static key ("wrong_key"), or is random bytes.
     """
     claimed = types.SimpleNamespace(public=claimed_public)
-    ephemeral = X25519PrivateKey.from_private_bytes(os.urandom(32))
+    ephemeral = generate_ephemeral()
     message, _ = create_initiation(claimed, load_public(node.public_key), hash_(INITIAL_HASH + node.public_key),
                                    os.urandom(32), 7, os.urandom(12), ephemeral)
     if mode == "garbage":
@@ -179,9 +179,8 @@ def test_initiation__claims_node_own_key__refused_without_callback():
     node = WireGuardDevice(private, wall_offset=WALL, admit_unknown=owner)
     me = StaticKey(private)
     # Even with the node's own private key (which no attacker has) "itself" is never admitted.
-    message, _ = create_initiation(me, me.private.public_key(), me.responder_hash,
-                                   dh(me.private, me.private.public_key()), 1, bytes(range(12)),
-                                   X25519PrivateKey.generate())
+    message, _ = create_initiation(me, me.public, me.responder_hash, dh(me.private, me.public), 1,
+                                   bytes(range(12)), generate_ephemeral())
     node.decapsulate(CookieGenerator(node.public_key).add_macs(message, 0.0), CLIENT_ENDPOINT, 1000.0)
     assert owner.calls == [] and node.peers() == [] and node.drop_counters == {"unknown_peer": 1}
 

@@ -66,8 +66,28 @@ def test_static_key__wrong_length__raises_local_error():
 
 def test_dh__low_order_point__is_a_remote_error():
     with pytest.raises(RemoteProtocolError) as info:
-        noise.dh(X25519PrivateKey.generate(), bytes(32))
+        noise.dh(noise.generate_private_key(), bytes(32))
     assert info.value.reason == "bad_key"
+
+
+def test_dh__agrees_with_openssl_x25519():
+    """libsodium's X25519 (ours) against OpenSSL's (cryptography) on random keys, both ways."""
+    for _ in range(20):
+        a, b = os.urandom(32), os.urandom(32)  # unclamped: both libraries clamp the scalar
+        a_key, b_key = X25519PrivateKey.from_private_bytes(a), X25519PrivateKey.from_private_bytes(b)
+        b_public = b_key.public_key().public_bytes_raw()
+        assert noise.generate_ephemeral(lambda n: a).public == a_key.public_key().public_bytes_raw()
+        assert noise.dh(a, b_public) == a_key.exchange(b_key.public_key())
+
+
+def test_dh__rfc7748_vector():
+    """RFC 7748 section 6.1: Alice's private key with Bob's public key gives the shared secret K."""
+    alice = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+    bob_public = bytes.fromhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+    shared = bytes.fromhex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742")
+    assert noise.dh(alice, bob_public) == shared
+    assert noise.StaticKey(alice).public == bytes.fromhex(
+        "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
 
 
 def _handshake(psk_initiator, psk_responder):
@@ -78,7 +98,7 @@ def _handshake(psk_initiator, psk_responder):
     ss_r = noise.dh(responder.private, initiator.public)
     stamp = tai64n(1_700_000_000.5)
     wire, state = noise.create_initiation(initiator, responder_pub, noise.hash_(noise.INITIAL_HASH + responder.public),
-                                          ss_i, 11, stamp, X25519PrivateKey.generate())
+                                          ss_i, 11, stamp, noise.generate_ephemeral())
     assert len(wire) == messages.INITIATION_SIZE
     consumed = noise.consume_initiation(responder, messages.parse_initiation(wire),
                                         lambda key: ss_r if key == initiator.public else None)
@@ -86,7 +106,7 @@ def _handshake(psk_initiator, psk_responder):
     assert consumed.timestamp == stamp
     assert consumed.sender_index == 11
     reply, r_send, r_recv = noise.create_response(consumed, noise.load_public(initiator.public), psk_responder, 22,
-                                                  X25519PrivateKey.generate())
+                                                  noise.generate_ephemeral())
     assert len(reply) == messages.RESPONSE_SIZE
     parsed = messages.parse_response(reply)
     assert (parsed.sender, parsed.receiver) == (22, 11)
@@ -112,7 +132,7 @@ def test_consume_initiation__unknown_initiator__is_refused():
     wire, _ = noise.create_initiation(initiator, noise.load_public(responder.public),
                                       noise.hash_(noise.INITIAL_HASH + responder.public),
                                       noise.dh(initiator.private, responder.public), 1, tai64n(1.0),
-                                      X25519PrivateKey.generate())
+                                      noise.generate_ephemeral())
     with pytest.raises(RemoteProtocolError) as info:
         noise.consume_initiation(responder, messages.parse_initiation(wire), lambda key: None)
     assert info.value.reason == "unknown_peer"
