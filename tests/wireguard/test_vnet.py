@@ -1,0 +1,265 @@
+"""TUN offloads as pure functions (agents.wireguard.vnet): TSO/USO trains cut into packets, TCP
+segments coalesced back, on synthetic packets whose checksums a plain word-by-word sum checks."""
+
+import ipaddress
+import random
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.wireguard import vnet
+
+SRC4, DST4 = ipaddress.ip_address("10.9.0.1").packed, ipaddress.ip_address("10.9.0.2").packed
+SRC6, DST6 = ipaddress.ip_address("fd00::1").packed, ipaddress.ip_address("fd00::2").packed
+ACK, PSH, FIN, SYN = 0x10, 0x08, 0x01, 0x02
+#: TCP timestamps option, as Linux sends it (NOP NOP TS): 12 bytes, so the header is 32.
+TS_OPTION = bytes([1, 1, 8, 10]) + bytes(range(8))
+
+
+def reference_sum(data: bytes) -> int:
+    """RFC 1071 word by word, folding carries: the reference the module's big-integer sum must match."""
+    if len(data) % 2:
+        data += b"\0"
+    total = 0
+    for i in range(0, len(data), 2):
+        total += (data[i] << 8) | data[i + 1]
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def pseudo(v6: bool, proto: int, length: int) -> bytes:
+    src, dst = (SRC6, DST6) if v6 else (SRC4, DST4)
+    return src + dst + (struct.pack("!IxxxB", length, proto) if v6 else struct.pack("!xBH", proto, length))
+
+
+def transport_ok(packet: bytes, v6: bool, proto: int) -> bool:
+    iph = 40 if v6 else 20
+    return reference_sum(pseudo(v6, proto, len(packet) - iph) + packet[iph:]) == 0xFFFF
+
+
+def ip_header(v6: bool, proto: int, transport_len: int, ip_id: int = 7) -> bytearray:
+    if v6:
+        return bytearray(struct.pack("!IHBB", 6 << 28, transport_len, proto, 64) + SRC6 + DST6)
+    header = bytearray(struct.pack("!BBHHHBBH", 0x45, 0, 20 + transport_len, ip_id, 0x4000, 64, proto, 0)
+                       + SRC4 + DST4)
+    header[10:12] = (0xFFFF - reference_sum(bytes(header))).to_bytes(2, "big")
+    return header
+
+
+def tcp_packet(payload: bytes, seq: int, *, v6: bool = False, flags: int = ACK, ack: int = 1000,
+               window: int = 500, ip_id: int = 7, sport: int = 40000, valid: bool = True) -> bytes:
+    tcp = bytearray(struct.pack("!HHIIBBHHH", sport, 5201, seq, ack, (32 // 4) << 4, flags, window, 0, 0)
+                    + TS_OPTION) + payload
+    check = 0xFFFF - reference_sum(pseudo(v6, 6, len(tcp)) + bytes(tcp))
+    tcp[16:18] = (check if valid else check ^ 0x5A5A).to_bytes(2, "big")
+    return bytes(ip_header(v6, 6, len(tcp), ip_id) + tcp)
+
+
+def tso_frame(payload: bytes, mss: int, *, v6: bool = False, seq: int = 1, flags: int = ACK | PSH,
+              ecn: bool = False) -> bytes:
+    """A TCP super-segment as the kernel hands it to a TUN with TSO: partial checksum, GSO header."""
+    packet = bytearray(tcp_packet(payload, seq, v6=v6, flags=flags))
+    iph = 40 if v6 else 20
+    partial = reference_sum(pseudo(v6, 6, len(packet) - iph))
+    packet[iph + 16:iph + 18] = partial.to_bytes(2, "big")
+    gso = (vnet.GSO_TCPV6 if v6 else vnet.GSO_TCPV4) | (vnet.GSO_ECN if ecn else 0)
+    return struct.pack("=BBHHHH", vnet.NEEDS_CSUM, gso, iph + 32, mss, iph, 16) + bytes(packet)
+
+
+def payload_of(packet: bytes) -> bytes:
+    iph = 40 if packet[0] >> 4 == 6 else 20
+    return packet[iph + (packet[iph + 12] >> 4) * 4:]
+
+
+def test_checksum__matches_word_by_word_reference():
+    rng = random.Random(1)
+    for size in (0, 1, 2, 3, 20, 1367, 1368, 1500, 9000):
+        data = rng.randbytes(size)
+        assert vnet.checksum(data) in (0xFFFF - reference_sum(data), (0xFFFF - reference_sum(data)) % 0xFFFF)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("mtu", [1280, 1420, 1500])
+def test_segment__tso_train__mtu_sized_packets_with_valid_checksums(v6, mtu):
+    iph = 40 if v6 else 20
+    mss = mtu - iph - 32
+    payload = random.Random(mtu).randbytes(mss * 40 + 123)  # 40 full segments and a short one
+    packets = vnet.segment(tso_frame(payload, mss, v6=v6, seq=0xFFFFF000))  # the sequence wraps
+    assert len(packets) == 41
+    assert b"".join(map(payload_of, packets)) == payload
+    for i, packet in enumerate(packets):
+        assert len(packet) <= mtu
+        assert transport_ok(packet, v6, 6)
+        if v6:
+            assert int.from_bytes(packet[4:6], "big") == len(packet) - 40
+        else:
+            assert int.from_bytes(packet[2:4], "big") == len(packet)
+            assert reference_sum(packet[:20]) == 0xFFFF
+            assert int.from_bytes(packet[4:6], "big") == 7 + i
+        assert int.from_bytes(packet[iph + 4:iph + 8], "big") == (0xFFFFF000 + i * mss) & 0xFFFFFFFF
+        assert packet[iph + 13] == (ACK | PSH if i == 40 else ACK)
+
+
+def test_segment__ecn_train__cwr_only_on_the_first():
+    packets = vnet.segment(tso_frame(bytes(3000), 1000, flags=ACK | 0x80, ecn=True))
+    assert [p[20 + 13] for p in packets] == [ACK | 0x80, ACK, ACK]
+
+
+def test_segment__needs_csum_without_gso__completes_the_checksum():
+    udp = bytearray(struct.pack("!HHHH", 5000, 53, 8 + 11, 0)) + b"hello world"
+    packet = bytearray(ip_header(False, 17, len(udp)) + udp)
+    packet[26:28] = reference_sum(pseudo(False, 17, len(udp))).to_bytes(2, "big")
+    (out,) = vnet.segment(struct.pack("=BBHHHH", vnet.NEEDS_CSUM, 0, 0, 0, 20, 6) + bytes(packet))
+    assert transport_ok(out, False, 17) and out[28:] == b"hello world"
+
+
+def test_segment__plain_frame__packet_unchanged():
+    packet = tcp_packet(b"x" * 10, 5)
+    assert vnet.segment(vnet.ZERO_HDR + packet) == [packet]
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_segment__uso_train__udp_datagrams_with_lengths_and_checksums(v6):
+    iph = 40 if v6 else 20
+    payload = bytes(range(256)) * 10  # 2,560 bytes -> 1,000 + 1,000 + 560
+    udp = bytearray(struct.pack("!HHHH", 5000, 443, 8 + len(payload), 0)) + payload
+    packet = bytearray(ip_header(v6, 17, len(udp)) + udp)
+    packet[iph + 6:iph + 8] = reference_sum(pseudo(v6, 17, len(udp))).to_bytes(2, "big")
+    frame = struct.pack("=BBHHHH", vnet.NEEDS_CSUM, vnet.GSO_UDP_L4, iph + 8, 1000, iph, 6) + bytes(packet)
+    out = vnet.segment(frame)
+    assert [len(p) - iph - 8 for p in out] == [1000, 1000, 560]
+    assert b"".join(p[iph + 8:] for p in out) == payload
+    for p in out:
+        assert int.from_bytes(p[iph + 4:iph + 6], "big") == len(p) - iph
+        assert transport_ok(p, v6, 17)
+
+
+def test_segment__malformed_frames__nothing():
+    assert vnet.segment(b"") == [] and vnet.segment(vnet.ZERO_HDR) == []
+    frame = bytearray(tso_frame(bytes(3000), 1000))
+    frame[1] = 99  # unknown gso type
+    assert vnet.segment(bytes(frame)) == []
+    assert vnet.segment(tso_frame(bytes(3000), 1000)[:vnet.VNET_HDR_LEN + 30]) == []  # cut in the TCP header
+
+
+def train(count: int, size: int = 1368, *, v6: bool = False, seq: int = 1, sport: int = 40000,
+          last_psh: bool = True) -> list[bytes]:
+    rng = random.Random(seq)
+    return [tcp_packet(rng.randbytes(size), seq + i * size, v6=v6, ip_id=100 + i, sport=sport,
+                       flags=ACK | (PSH if last_psh and i == count - 1 else 0)) for i in range(count)]
+
+
+def unframe(frames: list[bytes]) -> list[bytes]:
+    """What the kernel would see: each frame cut back into packets (every one checked)."""
+    out = []
+    for frame in frames:
+        packets = vnet.segment(frame)
+        for p in packets:
+            assert transport_ok(p, p[0] >> 4 == 6, 6) or p[9] != 6
+        out += packets
+    return out
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_coalesce__in_order_train__one_gso_frame_that_cuts_back_exactly(v6):
+    packets = train(40, v6=v6)
+    (frame,) = vnet.coalesce(packets)
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = struct.unpack_from("=BBHHHH", frame)
+    iph = 40 if v6 else 20
+    assert (flags, gso_type, hdr_len, gso_size, csum_start, csum_offset) == (
+        vnet.NEEDS_CSUM, vnet.GSO_TCPV6 if v6 else vnet.GSO_TCPV4, iph + 32, 1368, iph, 16)
+    assert len(frame) == vnet.VNET_HDR_LEN + iph + 32 + 40 * 1368
+    assert unframe([frame]) == packets
+
+
+def test_coalesce__64k_limit__starts_a_new_frame():
+    packets = train(60)  # 60 x 1,368 > 65,535 - 52
+    frames = vnet.coalesce(packets)
+    assert len(frames) == 2 and unframe(frames) == packets
+    assert all(len(f) - vnet.VNET_HDR_LEN <= vnet.MAX_COALESCED for f in frames)
+
+
+def test_coalesce__lost_segment__two_frames_around_the_gap():
+    packets = train(10)
+    kept = packets[:4] + packets[5:]
+    frames = vnet.coalesce(kept)
+    assert len(frames) == 2 and unframe(frames) == kept
+
+
+def test_coalesce__reordered_segments__order_kept_and_nothing_merged_across():
+    packets = train(6)
+    shuffled = [packets[0], packets[1], packets[3], packets[2], packets[4], packets[5]]
+    frames = vnet.coalesce(shuffled)
+    assert unframe(frames) == shuffled
+    assert len(frames) == 4  # [0 1] [3] [2] [4 5]: a group only grows at its end
+
+
+def test_coalesce__replayed_segment__delivered_once_per_copy_never_merged_twice():
+    packets = train(5)
+    doubled = packets[:3] + [packets[2]] + packets[3:]
+    frames = vnet.coalesce(doubled)
+    assert unframe(frames) == doubled  # the kernel's TCP drops the repeat, as without offloads
+    assert len(frames) == 2
+
+
+def test_coalesce__bad_checksum__written_alone_for_the_kernel_to_drop():
+    packets = train(5)
+    bad = tcp_packet(payload_of(packets[2]), int.from_bytes(packets[2][24:28], "big"), ip_id=102, valid=False)
+    frames = vnet.coalesce(packets[:2] + [bad] + packets[3:])
+    assert frames[1] == vnet.ZERO_HDR + bad
+    assert len(frames) == 3
+
+
+def test_coalesce__psh_in_the_middle__ends_the_frame():
+    packets = train(6)
+    packets[1] = tcp_packet(payload_of(packets[1]), 1 + 1368, ip_id=101, flags=ACK | PSH)
+    frames = vnet.coalesce(packets)
+    assert len(frames) == 2 and unframe(frames) == packets
+
+
+def test_coalesce__interleaved_flows__one_frame_each():
+    a, b = train(5, sport=1111), train(5, sport=2222, seq=90000)
+    mixed = [p for pair in zip(a, b) for p in pair]
+    frames = vnet.coalesce(mixed)
+    assert len(frames) == 2
+    assert unframe(frames[:1]) == a and unframe(frames[1:]) == b
+
+
+def test_coalesce__other_flags_acks_and_protocols__pass_through_unmerged():
+    syn = tcp_packet(b"", 0, flags=SYN)
+    pure_ack = tcp_packet(b"", 1)
+    fin = tcp_packet(b"x" * 100, 1, flags=ACK | FIN)
+    udp = bytes(ip_header(False, 17, 8)) + struct.pack("!HHHH", 1, 2, 8, 0)
+    other_ack = [tcp_packet(b"y" * 100, 1, ack=1), tcp_packet(b"y" * 100, 101, ack=2)]
+    packets = [syn, pure_ack, fin, udp] + other_ack
+    assert vnet.coalesce(packets) == [vnet.ZERO_HDR + p for p in packets]
+
+
+def test_coalesce__shorter_segment__nothing_after_it():
+    packets = train(2, last_psh=False) + [tcp_packet(b"s" * 100, 1 + 2 * 1368, ip_id=102)]
+    packets += train(2, seq=1 + 2 * 1368 + 100)
+    frames = vnet.coalesce(packets)
+    assert len(frames) == 2 and unframe(frames) == packets
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["keep", "drop", "dup", "swap"]), min_size=12, max_size=12),
+       st.sampled_from([1280, 1420, 1500]), st.booleans())
+def test_coalesce__lossy_reordering_path__every_packet_delivered_once_in_order(ops, mtu, v6):
+    """Whatever loss, repeat or swap a path made, the kernel gets exactly the packets that arrived, in
+    arrival order, each with valid checksums (merging never invents, drops or reorders bytes)."""
+    iph = 40 if v6 else 20
+    packets = train(12, mtu - iph - 32, v6=v6)
+    arrived: list[bytes] = []
+    for op, packet in zip(ops, packets):
+        if op == "keep":
+            arrived.append(packet)
+        elif op == "dup":
+            arrived += [packet, packet]
+        elif op == "swap" and arrived:
+            arrived.insert(len(arrived) - 1, packet)
+    frames = vnet.coalesce(arrived)
+    assert unframe(frames) == arrived
+    assert all(len(f) - vnet.VNET_HDR_LEN <= vnet.MAX_COALESCED for f in frames)
