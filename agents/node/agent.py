@@ -89,7 +89,8 @@ class NodeAgent:
     Args:
         tunnel_factory: ``(InterfaceConfig, admit_unknown) -> started Tunnel``.
         chain: the node's chain port (``channel(channel_id)``, ``channel_id_of(node, client,
-            signer)``, ``sign_close(receipt) -> signature``, ``open_price(channel_id)``).
+            signer)``, ``sign_close(receipt) -> signature``, ``open_price(channel_id)``,
+            ``voucher_open_price(channel_id, pool)``).
         offer: the node's terms.
         pool: tunnel addresses.
         ledger_for: channel ledgers over the node's store.
@@ -330,7 +331,7 @@ class NodeAgent:
             if redemption is not None:
                 self.chain.redeem(redemption)
             channel = self.chain.session_channel(request.channel_id, names)
-            open_price = None if "pool" in names else self._open_price(channel)
+            open_price = self._open_price(channel, names.get("pool"))
         except SetupRefused as refusal:
             self.core.count_refusal(refusal.reason)
             return self._refused(wg_key, refusal)
@@ -356,12 +357,14 @@ class NodeAgent:
                  session.v4, session.v6)
         return encode_json(ControlKind.SESSION_ACCEPT, terms.to_wire())
 
-    def _open_price(self, channel) -> int | None:
-        """The price a payment channel was opened at: its ledger's (this run, or stored by an earlier
-        one), else its ChannelOpened event (one log query per channel, then kept in the ledger's
-        stored terms). None for a channel the core will refuse anyway (not open, another node's), and
-        for one whose event the chain no longer shows (the offer's price then; the client's bound is
-        the node's listing too). Called outside the lock: it may wait for the chain.
+    def _open_price(self, channel, pool: str | None = None) -> int | None:
+        """The price a channel was opened at: its ledger's (this run, or stored by an earlier one),
+        else the chain's: a payment channel's ChannelOpened event, a voucher channel's (``pool``
+        names its pool) the node's listing when the pool logged its Redeemed (one or two log queries
+        per channel, then kept in the ledger's stored terms). None for a channel the core will
+        refuse anyway (not open, another node's), and for one whose events the chain no longer
+        shows (the offer's price then; the client's bound is the node's listing too). Called
+        outside the lock: it may wait for the chain.
         """
         from agents.chain.bindings import ChannelStatus
 
@@ -372,11 +375,14 @@ class NodeAgent:
         if ledger is not None:
             return ledger.terms.price_per_gib
         stored = self.store.channel(channel.channel_id) if self.store is not None else None
-        if stored is not None and stored.kind == "channels":
+        if stored is not None and stored.kind == ("voucher" if pool else "channels"):
             return stored.terms.price_per_gib
-        price = self.chain.open_price(channel.channel_id)
+        if pool:
+            price = self.chain.voucher_open_price(channel.channel_id, pool)
+        else:
+            price = self.chain.open_price(channel.channel_id)
         if price is None:
-            log.warning("channel %s: no ChannelOpened event found; quoting the node's price %d",
+            log.warning("channel %s: no opening event found; quoting the node's price %d",
                         channel.channel_id.hex()[:16], self.offer.price_per_gib)
         return price
 

@@ -61,6 +61,18 @@ class PriceUpdateRefused(Exception):
     """The registry refused a price update (its revert string, e.g. ``"node_registry: updated this epoch"``)."""
 
 
+def _topic(abi) -> str:
+    """An event's topic 0: the keccak of its signature."""
+    return "0x" + keccak(text=abi.selector).hex()
+
+
+def _decoded(abi, log) -> dict:
+    """An event log's non-indexed fields by name."""
+    data = [i for i in abi.inputs if not i.indexed]
+    values = abi_decode([i.canonical_type for i in data], bytes(log["data"]))
+    return dict(zip([i.name for i in data], values, strict=True))
+
+
 def channel_id_of(chain_id: int, channels_address: str, node_id: bytes, client: str, signer: str) -> bytes:
     """payment_channels' id, computed locally: keccak256(abi_encode(chain.id, self, node_id, client,
     signer)) (contracts/payment_channels.vy ``_channel_id``; a test checks both agree)."""
@@ -117,18 +129,47 @@ class NodeChain:
         the event and the channel id (an indexed topic), from the deployment's first block: one log
         comes back, however long the chain. None when there is none (a pruned history).
         """
+        channels = self.contracts.channels
+        logs = self._logs(channels, [channels.ChannelOpened.abi], bytes(channel_id))
+        return _decoded(channels.ChannelOpened.abi, logs[-1])["price_per_gib"] if logs else None
+
+    def voucher_open_price(self, channel_id: bytes, pool: str) -> int | None:
+        """The price a voucher channel was opened at (token wei per GiB): the node's listing when the
+        pool logged the channel's ``Redeemed``, as the registry's last ``NodeRegistered`` or
+        ``NodeUpdated`` of this node before that log says. A voucher channel has no price on chain
+        (the pool opens it for whoever redeems a note), so the listing at its opening is what its
+        client saw and agreed to; a later change of the listing must not reach it. Two
+        ``eth_getLogs``, each filtered by an indexed id. None when the pool logged no such channel
+        for this node, or the history is pruned.
+        """
+        binding = self.voucher_pools.get(to_checksum_address(pool))
+        if binding is None:
+            return None
+        redeemed_abi = binding.pool.Redeemed.abi
+        redeemed = [log for log in self._logs(binding.pool, [redeemed_abi], bytes(channel_id))
+                    if bytes(log["topics"][2]) == self.node_id]
+        if not redeemed:
+            return None
+        opened = redeemed[-1]
+        registry = self.contracts.registry
+        abis = [registry.NodeRegistered.abi, registry.NodeUpdated.abi]
+        at = (opened["blockNumber"], opened["logIndex"])
+        listings = [log for log in self._logs(registry, abis, self.node_id, to_block=opened["blockNumber"])
+                    if (log["blockNumber"], log["logIndex"]) < at]
+        if not listings:
+            return None
+        last = listings[-1]
+        abi = next(a for a in abis if "0x" + bytes(last["topics"][0]).hex() == _topic(a))
+        return _decoded(abi, last)["price_per_gib"]
+
+    def _logs(self, contract, abis: list, first_topic: bytes, to_block: int | str = "latest") -> list:
+        """``contract``'s logs of any of ``abis`` whose first indexed field is ``first_topic``, from
+        the deployment's first block, in chain order."""
         import ape
 
-        channels = self.contracts.channels
-        abi = channels.ChannelOpened.abi
-        logs = ape.chain.provider.web3.eth.get_logs({
-            "address": str(channels.address), "fromBlock": self.start_block, "toBlock": "latest",
-            "topics": ["0x" + keccak(text=abi.selector).hex(), "0x" + bytes(channel_id).hex()]})
-        if not logs:
-            return None
-        data = [i for i in abi.inputs if not i.indexed]
-        values = abi_decode([i.canonical_type for i in data], bytes(logs[-1]["data"]))
-        return int(dict(zip([i.name for i in data], values, strict=True))["price_per_gib"])
+        return list(ape.chain.provider.web3.eth.get_logs({
+            "address": str(contract.address), "fromBlock": self.start_block, "toBlock": to_block,
+            "topics": [[_topic(abi) for abi in abis], "0x" + bytes(first_topic).hex()]}))
 
     def price_epoch_s(self) -> int:
         """Seconds per epoch of the registry's once-per-epoch listing rule (the reputation/rewards epoch;
