@@ -13,6 +13,14 @@ serve challenges well and customers badly. So:
 
 Sampling without replacement by weight is Efraimidis and Spirakis' A-Res (Information Processing
 Letters 97(5), 2006): each node draws ``u ** (1 / w)`` and the largest keys win.
+
+Co-located nodes are challenged together (:func:`colocated_groups`). One uplink registered as k
+nodes (a Sybil split) shows its whole capacity to a challenger that tests one part alone, so k
+parts tested one by one would be paid k uplinks. Tested at the same moment, they share the uplink
+and each shows about 1/k of it: their rewards add up to one node's (docs/ECONOMICS.md, Sybil
+splitting). Nodes count as co-located when their endpoints share an IPv4 /24 or an IPv6 /64 (one
+home line, one provider's customer block: :func:`colocation_key`); a split spread over different
+blocks needs different lines, which is no longer one uplink.
 """
 
 from __future__ import annotations
@@ -20,9 +28,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import random
 
-__all__ = ["NodeInfo", "PlanPolicy", "PlannedChallenge", "plan_epoch", "probe_times", "weight"]
+__all__ = ["NodeInfo", "PlanPolicy", "PlannedChallenge", "colocated_groups", "colocation_key", "plan_epoch",
+           "probe_times", "weight"]
+
+#: Prefix lengths that make endpoints co-located: an IPv4 /24 (a provider's smallest routed block,
+#: RFC 7454's longest accepted IPv4 prefix) and an IPv6 /64 (one subnet, RFC 4291's interface-id split).
+COLOCATION_PREFIX_V4 = 24
+COLOCATION_PREFIX_V6 = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,11 +49,13 @@ class NodeInfo:
         registered_epoch: the epoch it registered in (from NodeRegistered's block time).
         traffic: recent traffic it carried, in any unit shared by all nodes (channels opened to it,
             token wei settled): only ratios between nodes matter.
+        endpoint: its public IP address (from its PeerRecord), "" when unknown.
     """
 
     node_id: bytes
     registered_epoch: int = 0
     traffic: int = 0
+    endpoint: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,3 +150,54 @@ def probe_times(nodes: list[NodeInfo], epoch: int, epoch_length: float, secret: 
         for k in range(count):
             out.append(PlannedChallenge(start + slice_s * (k + rng.random()), node.node_id, epoch))
     return sorted(out)
+
+
+def colocation_key(endpoint: str) -> str | None:
+    """The block an endpoint's address belongs to (``"198.51.100.0/24"``, ``"2001:db8:1:2::/64"``);
+    None for an unknown or malformed address (such a node is challenged on its own). An
+    IPv4-mapped IPv6 address counts as its IPv4 address."""
+    try:
+        address = ipaddress.ip_address(endpoint.strip().strip("[]"))
+    except ValueError:
+        return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = COLOCATION_PREFIX_V4 if address.version == 4 else COLOCATION_PREFIX_V6
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def colocated_groups(plan: list[PlannedChallenge], nodes: list[NodeInfo]) -> list[list[PlannedChallenge]]:
+    """The plan with each challenge widened to every node co-located with its node, all at its time.
+
+    A node drawn for a challenge brings every other listed node of its block along: the runtime
+    starts their challenges at the same moment, so a shared uplink shows as shared. A node in the
+    block of several drawn nodes is challenged once, with the earliest of them; two drawn nodes of
+    one block make one group. Nodes without a known endpoint stay alone.
+
+    Args:
+        plan: :func:`plan_epoch`'s challenges.
+        nodes: the nodes the plan was drawn from, with their endpoints.
+
+    Returns:
+        Groups in time order, each challenges at one time (node ids in byte order), together
+        covering each planned node once.
+    """
+    blocks: dict[str, list[bytes]] = {}
+    key_of: dict[bytes, str | None] = {}
+    for node in sorted(nodes, key=lambda n: n.node_id):
+        key = colocation_key(node.endpoint) if node.endpoint else None
+        key_of[node.node_id] = key
+        if key is not None:
+            blocks.setdefault(key, []).append(node.node_id)
+    groups: list[list[PlannedChallenge]] = []
+    taken: set[bytes] = set()
+    for challenge in sorted(plan):
+        if challenge.node_id in taken:
+            continue
+        key = key_of.get(challenge.node_id)
+        members = blocks[key] if key is not None else [challenge.node_id]
+        group = [PlannedChallenge(challenge.at, node_id, challenge.epoch) for node_id in members
+                 if node_id not in taken]
+        taken.update(c.node_id for c in group)
+        groups.append(group)
+    return groups

@@ -36,6 +36,7 @@ import random
 import statistics
 from dataclasses import dataclass, field, replace
 
+from agents.challenger.plan import colocation_key
 from agents.node import pricing
 
 __all__ = [
@@ -143,7 +144,9 @@ class Params:
     # Strategy knobs.
     wash_multiple: float = 5.0        # wash volume per epoch, as a multiple of the node's own revenue
     sybil_nodes: int = 4
-    sybil_shared_probes: bool = True  # challengers probe nodes behind one address at once
+    # Challengers test co-located nodes (one IPv4 /24 or IPv6 /64: agents.challenger.plan's
+    # colocated_groups) at the same moment, so nodes sharing an uplink share it in the measurement.
+    colocated_probes: bool = True
     throttle: float = 0.5
     overclaim: float = 0.2
     overclaim_churn: float = 0.3      # share of its clients that notice wrong receipts and leave
@@ -250,6 +253,8 @@ class _Node:
     mbps: float              # uplink, Mbit/s (a Sybil part: its share)
     price: float
     owner: int               # operator id; node 0's operator is 0
+    endpoint: str = ""       # public IP address (its PeerRecord's)
+    uplink: int = 0          # the line it rides: nodes with one uplink share its capacity when probed together
     customer_quality: float = 1.0    # share of its capacity customers get
     probe_quality: float = 1.0       # share challengers measure
     pinned: bool = False
@@ -290,6 +295,7 @@ def _make_nodes(p: Params, seed: int, rng: random.Random) -> list[_Node]:
         for _ in range(p.nodes_per_region):
             mbps = p.capacity_mbps * math.exp(rng.gauss(0, p.capacity_sigma))
             nodes.append(_Node(region=region, mbps=mbps, price=p.price_start, owner=owner,
+                               endpoint=f"10.{owner // 256}.{owner % 256}.1", uplink=owner,
                                rng=random.Random(f"{seed}/{owner}")))
             owner += 1
     nodes[0].owner, nodes[0].pinned = 0, True
@@ -301,7 +307,10 @@ def _make_nodes(p: Params, seed: int, rng: random.Random) -> list[_Node]:
 def _apply_strategy(nodes: list[_Node], strategy: Strategy, p: Params) -> list[_Node]:
     tracked = nodes[0]
     if strategy is Strategy.SYBIL:
-        parts = [replace(tracked, mbps=tracked.mbps / p.sybil_nodes, rng=tracked.rng if j == 0 else random.Random(f"sybil/{j}"))
+        # One line (one uplink, one /24), k registrations: each sells 1/k of it to customers.
+        base = tracked.endpoint.rsplit(".", 1)[0]
+        parts = [replace(tracked, mbps=tracked.mbps / p.sybil_nodes, endpoint=f"{base}.{1 + j}",
+                         rng=tracked.rng if j == 0 else random.Random(f"sybil/{j}"))
                  for j in range(p.sybil_nodes)]
         return parts + nodes[1:]
     if strategy is Strategy.THROTTLE:
@@ -313,6 +322,19 @@ def _apply_strategy(nodes: list[_Node], strategy: Strategy, p: Params) -> list[_
         tracked.customer_quality = a * low + (1 - a)
         tracked.probe_quality = a + (1 - a) * low
     return nodes
+
+
+def _probed_together(nodes: list[_Node], colocated: bool) -> list[int]:
+    """For each node, how many nodes of its own line a challenger tests at the same moment: those of
+    its co-location block (:func:`agents.challenger.plan.colocation_key`) when ``colocated``, else
+    only itself."""
+    if not colocated:
+        return [1] * len(nodes)
+    count: dict[tuple, int] = {}
+    keys = [(colocation_key(n.endpoint) or f"alone {i}", n.uplink) for i, n in enumerate(nodes)]
+    for key in keys:
+        count[key] = count.get(key, 0) + 1
+    return [count[key] for key in keys]
 
 
 def run(p: Params, strategy: Strategy, seed: int) -> RunResult:
@@ -370,16 +392,19 @@ def run(p: Params, strategy: Strategy, seed: int) -> RunResult:
             # Each inflated settlement is refused on chain (the client signed less): gas for nothing.
             extra_cost += own_revenue / p.channel_usd * p.gas.settle * gas_usd
 
-        # Challengers' reports -> median service per node.
+        # Challengers' reports -> median service per node. A probe sees the node's line; nodes probed
+        # at the same moment on one line share it.
+        line_mbps: dict[int, float] = {}
+        for n in nodes:
+            line_mbps[n.uplink] = line_mbps.get(n.uplink, 0.0) + n.mbps
+        probed_together = _probed_together(nodes, p.colocated_probes)
         liars = p.cheat_challengers if strategy in (Strategy.LYING_MINORITY, Strategy.SELF_DEALING) else 0
         medians = []
         for i, n in enumerate(nodes):
             floors = []
             for _ in range(p.challengers):
                 up = n.rng.random() < p.uptime
-                mbps = n.mbps * n.probe_quality
-                if not p.sybil_shared_probes and strategy is Strategy.SYBIL and i in ours:
-                    mbps = n.mbps * p.sybil_nodes  # each part probed alone shows the whole uplink
+                mbps = line_mbps[n.uplink] * n.probe_quality / probed_together[i]
                 kbps = mbps * KBPS_PER_MBPS * math.exp(n.rng.gauss(0, p.noise))
                 floors.append(bucket_floor_kbps(kbps, up))
             if liars:

@@ -80,3 +80,58 @@ def test_probe_times__each_node_once_per_slice_at_unpredictable_times():
         times = sorted(p.at - 7 * EPOCH for p in probes if p.node_id == node.node_id)
         assert [int(t // (EPOCH / 4)) for t in times] == [0, 1, 2, 3]
     assert probes != probe_times(listed, 7, EPOCH, os.urandom(32), policy)
+
+
+# -- co-located nodes are challenged together ------------------------------------------------------
+
+@pytest.mark.parametrize("endpoint, key", [
+    ("198.51.100.7", "198.51.100.0/24"), ("198.51.100.250", "198.51.100.0/24"), ("198.51.101.7", "198.51.101.0/24"),
+    ("2001:db8:1:2::9", "2001:db8:1:2::/64"), ("[2001:db8:1:2:aa::1]", "2001:db8:1:2::/64"),
+    ("2001:db8:1:3::9", "2001:db8:1:3::/64"), ("::ffff:198.51.100.9", "198.51.100.0/24"),
+    ("", None), ("not an address", None), ("198.51.100.7:51820", None),
+])
+def test_colocation_key__ipv4_slash24_ipv6_slash64(endpoint, key):
+    from agents.challenger.plan import colocation_key
+
+    assert colocation_key(endpoint) == key
+
+
+def test_colocated_groups__a_drawn_node_brings_its_block_at_its_time_each_node_once():
+    from agents.challenger.plan import PlannedChallenge, colocated_groups
+
+    def node(i, endpoint):
+        return NodeInfo(i.to_bytes(32, "big"), endpoint=endpoint)
+
+    listed = [node(1, "203.0.113.10"), node(2, "203.0.113.11"), node(3, "203.0.113.200"),  # one /24: a split uplink
+              node(4, "198.51.100.1"), node(5, "2001:db8::1"), node(6, "2001:db8::2"), node(7, "")]
+    plan = [PlannedChallenge(50.0, node(6, "").node_id, 9), PlannedChallenge(10.0, node(2, "").node_id, 9),
+            PlannedChallenge(30.0, node(3, "").node_id, 9), PlannedChallenge(40.0, node(7, "").node_id, 9),
+            PlannedChallenge(20.0, node(4, "").node_id, 9)]
+    groups = colocated_groups(plan, listed)
+    as_ids = [[(c.at, int.from_bytes(c.node_id, "big"), c.epoch) for c in group] for group in groups]
+    assert as_ids == [
+        [(10.0, 1, 9), (10.0, 2, 9), (10.0, 3, 9)],  # node 2 drawn first: its whole /24 at its time; 3 not again
+        [(20.0, 4, 9)],                               # alone in its block
+        [(40.0, 7, 9)],                               # no endpoint: alone
+        [(50.0, 5, 9), (50.0, 6, 9)],                 # one IPv6 /64
+    ]
+    assert colocated_groups([], listed) == []
+
+
+def test_colocated_groups__over_a_real_plan__every_drawn_node_once_and_blocks_whole():
+    from agents.challenger.plan import colocated_groups, colocation_key
+
+    listed = [NodeInfo(n.node_id, n.registered_epoch, n.traffic, endpoint=f"192.0.2.{i % 8}" if i < 12 else
+                       f"10.{i}.0.1") for i, n in enumerate(nodes())]
+    plan = plan_epoch(listed, 100, EPOCH, SECRET, PlanPolicy(per_epoch=10))
+    groups = colocated_groups(plan, listed)
+    covered = [c.node_id for group in groups for c in group]
+    assert len(covered) == len(set(covered)) and {c.node_id for c in plan} <= set(covered)
+    by_id = {n.node_id: n for n in listed}
+    for group in groups:
+        assert len({c.at for c in group}) == 1
+        keys = {colocation_key(by_id[c.node_id].endpoint) for c in group}
+        assert len(keys) == 1
+        block = [n for n in listed if colocation_key(n.endpoint) in keys]
+        assert len(group) == len(block)  # the whole block, never a part
+    assert [g[0].at for g in groups] == sorted(g[0].at for g in groups)

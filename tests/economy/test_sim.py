@@ -1,6 +1,7 @@
 """agents.economy.sim on small fixed cases: the contract rules it mirrors, prices, statistics, runs."""
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -93,3 +94,13 @@ def test_compare__every_strategy_with_interval():
         assert low <= figures["profit_vs_honest"] <= high
     assert 0 < out["honest_fee_share"] < 1
     assert compare(SMALL, [0], [])["strategies"] == {}
+
+
+def test_run__sybil_split_pays_only_when_challengers_test_one_part_at_a_time():
+    # One line split into four registrations on one /24: probed together (plan.colocated_groups) the
+    # parts share the line and earn one node's reward less their extra costs; probed one by one each
+    # shows the whole line and the split is paid four times.
+    together, alone = SMALL, replace(SMALL, colocated_probes=False)
+    honest = run(together, Strategy.HONEST, 2)
+    assert honest == run(alone, Strategy.HONEST, 2)  # honest nodes sit on their own /24s: no difference
+    assert run(together, Strategy.SYBIL, 2).profit < honest.profit < run(alone, Strategy.SYBIL, 2).profit
