@@ -5,12 +5,16 @@
 @license AGPL-3.0-or-later
 @author Warren contributors
 @notice Challengers staked in node_registry post one report per node per epoch (measured
-        throughput, latency, pass/fail). Each report moves the node's on-chain averages (score =
-        pass rate in basis points, throughput, latency) and the epoch's tally of reports and
-        failures. Once an epoch is over, anyone may call `slash_epoch` during the next epoch: if at
-        least `quorum` distinct challengers reported the node failed *and* failures are at least
-        half of that epoch's reports (its lower median is a failure), the node loses `slash_bps`
-        of its remaining stake, shared by the first `quorum` failure reporters.
+        throughput, latency, pass/fail). A report adds to the epoch's tally of reports and failures
+        and keeps its measurement as one of the epoch's samples. When the epoch is over, its
+        medians over the challengers are folded into the node's score (the pass/fail median, as 0
+        or 10,000 basis points) and its throughput and latency figures, moving averages over
+        epochs: one lying challenger among honest ones moves nothing (FlashFlow's answer to one
+        measurer being fooled). Once an epoch is over, anyone may call `slash_epoch` during the
+        next epoch: if at least `quorum` distinct challengers reported the node failed *and*
+        failures are at least half of that epoch's reports (its lower median is a failure), the
+        node loses `slash_bps` of its remaining stake, shared by the first `quorum` failure
+        reporters.
 @custom:security Why a majority and not a count (issue 14, docs/BENCHMARKS.md "Trust:
                  challengers"): with ~18 reports per node and epoch, measurement noise alone reached
                  a fixed quorum of 3 failures for 39 % of honest nodes within 100 epochs, and any 3
@@ -34,6 +38,17 @@
                  `node_index`), not by its node id: a key that withdraws and registers again (by
                  anyone, even in the same epoch) starts with a clean score, no reports and no
                  failure reports, so an earlier registration's failures never slash the new one.
+                 Why medians per epoch (issue 14): a moving average over single reports let each
+                 challenger move the score by an eighth of the distance to its own claim, so one
+                 liar reporting every epoch dragged an honest node down. The median of an epoch's
+                 reports lies within the honest reports' range while liars are a minority. Its
+                 cost: the first MAX_SAMPLES reports of an epoch keep their measurement, four to a
+                 storage word (a new word every fourth report), and the epoch is folded lazily by
+                 the node's first report of a later epoch (reading the samples and selecting each
+                 figure's median in memory, quickselect); the views fold a closed epoch on the fly,
+                 so readers never see a stale score. Reports beyond MAX_SAMPLES in one epoch still
+                 count in the tally (so in the pass/fail median and the slashing) but not in the
+                 throughput and latency medians. Until its epoch closes a report moves no score.
 """
 
 
@@ -51,7 +66,8 @@ implements: IReputation
 # EVENTS
 # ---------------------------------------------------------------------------------------------
 
-# @dev A challenger's report was accepted; `score` is the node's score after it (basis points).
+# @dev A challenger's report was accepted; `score` is the node's score over its closed epochs
+# (basis points): the report itself counts once its epoch is over and folded.
 event ReportPosted:
     node_id: indexed(bytes32)
     epoch: indexed(uint256)
@@ -95,12 +111,21 @@ event BountyPaid:
 # STRUCTS
 # ---------------------------------------------------------------------------------------------
 
-# @dev A node's moving averages and how many reports built them (in memory; stored packed).
+# @dev A node's moving averages over closed epochs, how many reports built them, and the epoch
+# whose reports are not folded in yet (in memory; stored packed).
 struct NodeStats:
     score: uint256
     throughput_kbps: uint256
     latency_ms: uint256
     reports: uint256
+    open_epoch: uint256  # that epoch plus one; 0: none
+
+
+# @dev The medians of one epoch's reports.
+struct EpochMedian:
+    passed: bool
+    throughput_kbps: uint256
+    latency_ms: uint256
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,21 +138,37 @@ BPS: constant(uint256) = 10_000
 # @dev Largest quorum (bounds the reporter list and the bounty loop).
 MAX_QUORUM: constant(uint256) = 16
 
-# @dev Moving-average weight 1/8 for a new sample: the alpha RFC 6298 (section 2) uses for TCP's
-# smoothed RTT. As there, the first sample seeds the average directly.
+# @dev Moving-average weight 1/8 for a new epoch's median: the alpha RFC 6298 (section 2) uses
+# for TCP's smoothed RTT. As there, the first sample seeds the average directly.
 EMA_WEIGHT_DIVISOR: constant(uint256) = 8
 
-# @dev Largest throughput or latency a report may carry; bounds the averages to 64 bits.
-MAX_MEASUREMENT: constant(uint256) = 2**64 - 1
+# @dev Largest throughput a report may carry: 40 bits of kbit/s, about 1.1 Pbit/s.
+MAX_THROUGHPUT_KBPS: constant(uint256) = 2**40 - 1
 
-# @dev A node's stats live in one word, from the low bits: score (16 bits), reports (64),
-# throughput_kbps (88), latency_ms (88). One slot per node makes a report write one word, not four.
+# @dev Largest latency a report may carry: 24 bits of milliseconds, about 4.7 hours.
+MAX_LATENCY_MS: constant(uint256) = 2**24 - 1
+
+# @dev Reports of one epoch whose measurements are kept for its medians (the tally counts all).
+# Twice the ~18 reports per node and epoch of bench_trust's 30 challengers; bounds the fold's gas.
+MAX_SAMPLES: constant(uint256) = 32
+
+# @dev A sample is 64 bits: throughput (40) above latency (24); four share a storage word.
+_SAMPLES_PER_WORD: constant(uint256) = 4
+_SAMPLE_WORDS: constant(uint256) = MAX_SAMPLES // _SAMPLES_PER_WORD
+_SAMPLE_BITS: constant(uint256) = 64
+_LATENCY_BITS: constant(uint256) = 24
+
+# @dev A node's stats live in one word, from the low bits: score (16 bits), reports (40),
+# throughput_kbps (40), latency_ms (24), open epoch plus one (64). One slot per node makes a
+# report read one word and write it once per epoch, not four words each time.
 _MASK_16: constant(uint256) = 2**16 - 1
+_MASK_24: constant(uint256) = 2**24 - 1
+_MASK_40: constant(uint256) = 2**40 - 1
 _MASK_64: constant(uint256) = 2**64 - 1
-_MASK_88: constant(uint256) = 2**88 - 1
 _REPORTS_SHIFT: constant(uint256) = 16
-_THROUGHPUT_SHIFT: constant(uint256) = 80
-_LATENCY_SHIFT: constant(uint256) = 168
+_THROUGHPUT_SHIFT: constant(uint256) = 56
+_LATENCY_SHIFT: constant(uint256) = 96
+_OPEN_SHIFT: constant(uint256) = 120
 
 # @dev An epoch's tally in one word, from the low bits: reports (64 bits), failures (64), and the
 # slashed flag on top. A report writes it whatever its verdict; slash_epoch reads it once.
@@ -169,8 +210,11 @@ quorum: public(immutable(uint256))
 # @dev Fraction of the remaining stake a slash takes, in basis points.
 slash_bps: public(immutable(uint256))
 
-# @dev registration index -> moving averages, packed (see _LATENCY_SHIFT and neighbours).
+# @dev registration index -> moving averages and open epoch, packed (see _OPEN_SHIFT and neighbours).
 _stats: HashMap[uint256, uint256]
+
+# @dev registration index -> epoch -> the first MAX_SAMPLES reports' measurements, four per word.
+_samples: HashMap[uint256, HashMap[uint256, uint256[_SAMPLE_WORDS]]]
 
 # @dev registration index -> challenger -> last epoch reported plus one (0 = never); one per epoch.
 _last_report: HashMap[uint256, HashMap[address, uint256]]
@@ -239,7 +283,7 @@ def report(
     @param transcript_hash SHA-256 of the challenger's canonical transcript (optional; 0 for none).
     """
     assert epoch == block.timestamp // epoch_length, "reputation: wrong epoch"
-    assert throughput_kbps <= MAX_MEASUREMENT and latency_ms <= MAX_MEASUREMENT, "reputation: measurement out of range"
+    assert throughput_kbps <= MAX_THROUGHPUT_KBPS and latency_ms <= MAX_LATENCY_MS, "reputation: measurement out of range"
     assert staticcall registry.is_challenger(msg.sender), "reputation: not a challenger"
     # The node's current registration and its head word (operator | revoked) in two reads: the
     # same cost as node_operator + is_revoked, and every record below is keyed by the index.
@@ -252,20 +296,13 @@ def report(
     assert self._last_report[index][msg.sender] <= epoch, "reputation: already reported"
     self._last_report[index][msg.sender] = epoch + 1
 
-    sample: uint256 = 0
-    if passed:
-        sample = BPS
+    # The node's first report of this epoch folds the last epoch it was reported in (now closed).
     stats: NodeStats = self._load(index)
-    if stats.reports == 0:
-        stats.score = sample
-        stats.throughput_kbps = throughput_kbps
-        stats.latency_ms = latency_ms
-    else:
-        stats.score = self._average(stats.score, sample)
-        stats.throughput_kbps = self._average(stats.throughput_kbps, throughput_kbps)
-        stats.latency_ms = self._average(stats.latency_ms, latency_ms)
-    stats.reports += 1
-    self._store(index, stats)
+    if stats.open_epoch != epoch + 1:
+        if stats.open_epoch != 0:
+            stats = self._fold(index, stats)
+        stats.open_epoch = epoch + 1
+        self._store(index, stats)
     self._count_service(index, epoch, throughput_kbps, passed)
     log ReportPosted(
         node_id=node_id,
@@ -279,8 +316,20 @@ def report(
     if transcript_hash != empty(bytes32):
         log ReportTranscript(node_id=node_id, epoch=epoch, challenger=msg.sender, transcript_hash=transcript_hash)
 
+    # The measurement, if among the epoch's first MAX_SAMPLES (a new word needs no read).
+    tally: uint256 = self._tally[index][epoch]
+    count: uint256 = tally & _MASK_64
+    if count < MAX_SAMPLES:
+        sample: uint256 = (throughput_kbps << _LATENCY_BITS) | latency_ms
+        slot: uint256 = count // _SAMPLES_PER_WORD
+        offset: uint256 = _SAMPLE_BITS * (count % _SAMPLES_PER_WORD)
+        if offset == 0:
+            self._samples[index][epoch][slot] = sample
+        else:
+            self._samples[index][epoch][slot] |= sample << offset
+
     # The epoch's tally; the first `quorum` failure reporters are kept for the bounty.
-    tally: uint256 = self._tally[index][epoch] + 1
+    tally += 1
     if not passed:
         failures: uint256 = (tally >> _FAILURES_SHIFT) & _MASK_64
         if failures < quorum:
@@ -410,33 +459,161 @@ def _average(old: uint256, sample: uint256) -> uint256:
 
 @internal
 @view
+def _median(index: uint256, epoch: uint256) -> EpochMedian:
+    """
+    @dev The lower medians of an epoch's reports: pass/fail from the tally (passed when fewer
+         than half failed), throughput and latency selected from the samples of its first
+         MAX_SAMPLES reports. An epoch without reports has a failed, zero median.
+    @param index The node's registration index.
+    @param epoch The epoch.
+    @return EpochMedian The medians.
+    """
+    tally: uint256 = self._tally[index][epoch]
+    reports: uint256 = tally & _MASK_64
+    if reports == 0:
+        return empty(EpochMedian)
+    n: uint256 = min(reports, MAX_SAMPLES)
+    throughputs: uint256[MAX_SAMPLES] = empty(uint256[MAX_SAMPLES])
+    latencies: uint256[MAX_SAMPLES] = empty(uint256[MAX_SAMPLES])
+    word: uint256 = 0
+    for i: uint256 in range(MAX_SAMPLES):
+        if i == n:
+            break
+        if i % _SAMPLES_PER_WORD == 0:
+            word = self._samples[index][epoch][i // _SAMPLES_PER_WORD]
+        sample: uint256 = (word >> (_SAMPLE_BITS * (i % _SAMPLES_PER_WORD))) & _MASK_64
+        throughputs[i] = sample >> _LATENCY_BITS
+        latencies[i] = sample & _MASK_24
+    failures: uint256 = (tally >> _FAILURES_SHIFT) & _MASK_64
+    return EpochMedian(
+        passed=2 * failures < reports,
+        throughput_kbps=self._lower_median(throughputs, n),
+        latency_ms=self._lower_median(latencies, n),
+    )
+
+
+@internal
+@pure
+def _lower_median(values: uint256[MAX_SAMPLES], n: uint256) -> uint256:
+    """
+    @dev The ((n - 1) // 2)-th smallest of the first n values: quickselect (Hoare's partition
+         around the middle element, in place on this memory copy). Expected O(n) steps, at
+         worst O(n**2) for n <= MAX_SAMPLES; scripts/bench_gas.py folds the slowest order of 32
+         found (report_fold_max). An insertion sort cost 2.6 times as much on 32 samples in
+         descending order (479,339 vs 182,038 gas for that report).
+    @param values The values (only the first n are read).
+    @param n How many (1 to MAX_SAMPLES).
+    @return uint256 The lower median.
+    """
+    a: uint256[MAX_SAMPLES] = values
+    k: uint256 = (n - 1) // 2
+    lo: uint256 = 0
+    hi: uint256 = n - 1
+    # Each round leaves [lo, hi] smaller by at least one, so MAX_SAMPLES rounds always suffice.
+    for _round: uint256 in range(MAX_SAMPLES):
+        if lo >= hi:
+            break
+        pivot: uint256 = a[(lo + hi) // 2]
+        i: uint256 = lo
+        j: uint256 = hi
+        for _swap: uint256 in range(MAX_SAMPLES):
+            for _step: uint256 in range(MAX_SAMPLES):
+                if a[i] >= pivot:
+                    break
+                i += 1
+            for _step: uint256 in range(MAX_SAMPLES):
+                if a[j] <= pivot:
+                    break
+                j -= 1
+            if i >= j:
+                break
+            swapped: uint256 = a[i]
+            a[i] = a[j]
+            a[j] = swapped
+            i += 1
+            j -= 1
+        # Now a[lo..j] <= pivot <= a[j+1..hi], with lo <= j < hi.
+        if k <= j:
+            hi = j
+        else:
+            lo = j + 1
+    return a[k]
+
+
+@internal
+@view
+def _fold(index: uint256, stats: NodeStats) -> NodeStats:
+    """
+    @dev Fold the open epoch's medians into a registration's averages (the first epoch seeds them).
+    @param index The node's registration index.
+    @param stats Its stats, with a non-zero open_epoch.
+    @return NodeStats The stats with that epoch folded in and no open epoch.
+    """
+    epoch: uint256 = stats.open_epoch - 1
+    median: EpochMedian = self._median(index, epoch)
+    score: uint256 = 0
+    if median.passed:
+        score = BPS
+    folded: NodeStats = stats
+    if stats.reports == 0:
+        folded.score = score
+        folded.throughput_kbps = median.throughput_kbps
+        folded.latency_ms = median.latency_ms
+    else:
+        folded.score = self._average(stats.score, score)
+        folded.throughput_kbps = self._average(stats.throughput_kbps, median.throughput_kbps)
+        folded.latency_ms = self._average(stats.latency_ms, median.latency_ms)
+    folded.reports += self._tally[index][epoch] & _MASK_64
+    folded.open_epoch = 0
+    return folded
+
+
+@internal
+@view
+def _current(index: uint256) -> NodeStats:
+    """
+    @dev A registration's stats as of now: its open epoch folded in if that epoch is over.
+    @param index The node's registration index.
+    @return NodeStats The stats.
+    """
+    stats: NodeStats = self._load(index)
+    if stats.open_epoch != 0 and stats.open_epoch <= block.timestamp // epoch_length:
+        return self._fold(index, stats)
+    return stats
+
+
+@internal
+@view
 def _load(index: uint256) -> NodeStats:
     """
     @dev Unpack a registration's stats word.
     @param index The node's registration index.
-    @return NodeStats The node's averages and report count.
+    @return NodeStats The node's averages, report count and open epoch.
     """
     word: uint256 = self._stats[index]
     return NodeStats(
         score=word & _MASK_16,
-        throughput_kbps=(word >> _THROUGHPUT_SHIFT) & _MASK_88,
-        latency_ms=(word >> _LATENCY_SHIFT) & _MASK_88,
-        reports=(word >> _REPORTS_SHIFT) & _MASK_64,
+        throughput_kbps=(word >> _THROUGHPUT_SHIFT) & _MASK_40,
+        latency_ms=(word >> _LATENCY_SHIFT) & _MASK_24,
+        reports=(word >> _REPORTS_SHIFT) & _MASK_40,
+        open_epoch=word >> _OPEN_SHIFT,
     )
 
 
 @internal
 def _store(index: uint256, stats: NodeStats):
     """
-    @dev Pack and store a registration's stats (fields fit: score <= BPS, averages <= MAX_MEASUREMENT).
+    @dev Pack and store a registration's stats (fields fit: score <= BPS, averages of bounded
+         measurements, reports below 2**40, open_epoch below 2**64 for any block timestamp).
     @param index The node's registration index.
-    @param stats The node's averages and report count.
+    @param stats The node's averages, report count and open epoch.
     """
     self._stats[index] = (
         stats.score
         | (stats.reports << _REPORTS_SHIFT)
         | (stats.throughput_kbps << _THROUGHPUT_SHIFT)
         | (stats.latency_ms << _LATENCY_SHIFT)
+        | (stats.open_epoch << _OPEN_SHIFT)
     )
 
 
@@ -500,45 +677,65 @@ def _reporters_of(index: uint256, epoch: uint256) -> DynArray[address, MAX_QUORU
 @view
 def score(node_id: bytes32) -> uint256:
     """
-    @notice The pass-rate moving average of the node's current registration.
+    @notice The node's score: the moving average over its closed epochs of each epoch's median
+            verdict (10,000 when fewer than half of the epoch's reports failed, else 0), so a
+            minority of challengers cannot move it. The current epoch counts once it is over.
     @param node_id The node's id.
-    @return uint256 Score in basis points (0 to 10,000); 0 also for a node never reported on
-            or not registered (tell them apart with report_count).
+    @return uint256 Score in basis points (0 to 10,000); 0 also for a node with no closed epoch
+            of reports or not registered (tell them apart with report_count).
     """
-    return self._load(self._index(node_id)).score
+    return self._current(self._index(node_id)).score
 
 
 @external
 @view
 def throughput_kbps(node_id: bytes32) -> uint256:
     """
-    @notice The node's throughput moving average.
+    @notice The moving average over the node's closed epochs of each epoch's median throughput.
     @param node_id The node's id.
     @return uint256 Kilobits per second.
     """
-    return self._load(self._index(node_id)).throughput_kbps
+    return self._current(self._index(node_id)).throughput_kbps
 
 
 @external
 @view
 def latency_ms(node_id: bytes32) -> uint256:
     """
-    @notice The node's latency moving average.
+    @notice The moving average over the node's closed epochs of each epoch's median latency.
     @param node_id The node's id.
     @return uint256 Milliseconds.
     """
-    return self._load(self._index(node_id)).latency_ms
+    return self._current(self._index(node_id)).latency_ms
 
 
 @external
 @view
 def report_count(node_id: bytes32) -> uint256:
     """
-    @notice How many reports the node's averages are built from.
+    @notice How many reports the node's averages are built from (those of its closed epochs).
     @param node_id The node's id.
     @return uint256 Number of reports (0 means unrated).
     """
-    return self._load(self._index(node_id)).reports
+    return self._current(self._index(node_id)).reports
+
+
+@external
+@view
+def epoch_median(node_id: bytes32, epoch: uint256) -> (bool, uint256, uint256, uint256):
+    """
+    @notice The lower medians of the challengers' reports on a node in one epoch (so far, for the
+            current epoch): what the epoch adds to the score once it is over.
+    @param node_id The node's id.
+    @param epoch The epoch number.
+    @return passed Whether fewer than half of the reports failed.
+    @return throughput_kbps Median throughput of the first MAX_SAMPLES reports, kilobits per second.
+    @return latency_ms Median latency of the first MAX_SAMPLES reports, milliseconds.
+    @return reports Reports in the epoch (all of them, also beyond MAX_SAMPLES).
+    """
+    index: uint256 = self._index(node_id)
+    median: EpochMedian = self._median(index, epoch)
+    return median.passed, median.throughput_kbps, median.latency_ms, self._tally[index][epoch] & _MASK_64
 
 
 @external

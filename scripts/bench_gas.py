@@ -36,6 +36,13 @@ from agents.chain.deploy import TOKEN, DeployParameters, deploy_all  # noqa: E40
 DEPOSIT = 50 * TOKEN
 # Anchors and targets quoted in issue 2.
 TARGETS = {"settle": 70_000, "open_channel": 110_000}
+#: reputation.vy's MAX_SAMPLES: the most reports of one epoch whose measurements are folded.
+MAX_SAMPLES = 32
+#: The slowest order of 32 samples found for reputation's median selection (quickselect, middle
+#: pivot): hill-climbing its step count over swaps from 40 random starts gave 369 steps (random
+#: orders: 119 on average, at most 235 in 2,000); ranks of the values in report order.
+SLOW_ORDER = (11, 16, 21, 26, 5, 28, 27, 30, 10, 22, 0, 13, 29, 18, 8, 1, 2, 4, 6, 7, 31, 15, 17, 12, 14, 19, 20, 3,
+              24, 23, 9, 25)
 ANCHORS = {"orchid_redeem_budget": 100_000, "raiden_settle": 125_052, "raiden_open": 112_922}
 
 
@@ -141,6 +148,27 @@ def measure() -> dict:
     reputation.report(node_id, epoch, 10, 900, False, sender=challengers[3])
     chain.pending_timestamp = (epoch + 1) * params.epoch_length
     gas["slash_epoch"] = _gas(reputation.slash_epoch(node_id, epoch, sender=owner))
+
+    # The score is folded from an epoch's medians by the node's first report of a later epoch:
+    # here the four reports above, then (with 28 more challengers) the most samples an epoch
+    # keeps, 32, folded by the first report of the epoch after, in SLOW_ORDER. The fifth report
+    # of an epoch starts a new sample word (four samples per word).
+    for _ in range(MAX_SAMPLES - len(challengers)):
+        account = acct.generate_test_account()
+        chain.set_balance(account, 10**21)
+        token.mint(account, params.min_challenger_stake, sender=owner)
+        token.approve(registry, params.min_challenger_stake, sender=account)
+        registry.register_challenger(params.min_challenger_stake, sender=account)
+        challengers.append(account)
+    epoch += 1
+    gas["report_fold"] = _gas(reputation.report(node_id, epoch, 50_000, 20, True, sender=challengers[0]))
+    for i, account in enumerate(challengers[1:], start=1):
+        rank = SLOW_ORDER[i]
+        receipt = reputation.report(node_id, epoch, 40_000 + 1_000 * rank, 20 + rank, True, sender=account)
+        if i == 4:
+            gas["report_new_sample_word"] = _gas(receipt)
+    chain.pending_timestamp = (epoch + 1) * params.epoch_length
+    gas["report_fold_max"] = _gas(reputation.report(node_id, epoch + 1, 50_000, 20, True, sender=challengers[0]))
 
     # Revocation by all three guardians (signatures in ascending signer order).
     message = eip712.Revocation(node_id, keccak(b"evidence"), 1)

@@ -1,4 +1,4 @@
-"""reputation.vy: challenger reports, the moving-average score, and slashing a failure majority after the epoch."""
+"""reputation.vy: challenger reports, the score over epoch medians, and slashing a failure majority after the epoch."""
 
 import ape
 import pytest
@@ -8,10 +8,12 @@ from hypothesis import strategies as st
 from trust_params import REPORT_QUORUM, SLASH_BPS
 
 BPS = 10_000
+#: reputation.vy's MAX_SAMPLES: reports of one epoch whose measurements are kept.
+MAX_SAMPLES = 32
 
 
 def expected_average(samples):
-    """The contract's moving average: the first sample seeds it, then weight 1/8 (RFC 6298)."""
+    """The contract's moving average over epochs: the first epoch's median seeds it, then weight 1/8 (RFC 6298)."""
     average = samples[0]
     for sample in samples[1:]:
         average = (average * 7 + sample) // 8
@@ -39,52 +41,159 @@ def test_deploy__unbonding_shorter_than_two_epochs__reverts(project, owner, regi
     assert owner.deploy(project.reputation, registry, delay // 2, REPORT_QUORUM, SLASH_BPS).epoch_length() == delay // 2
 
 
-def test_report__first_report__seeds_averages_and_logs(reputation, panel, node, start_epoch):
+def lower_median(values):
+    """The contract's median: the lower middle of the sorted values."""
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def test_report__first_epoch__scored_once_the_epoch_closes(reputation, panel, node, start_epoch):
     epoch = start_epoch(reputation)
     tx = reputation.report(node, epoch, 80_000, 35, True, sender=panel[0])
 
-    assert reputation.score(node) == BPS
-    assert reputation.throughput_kbps(node) == 80_000
-    assert reputation.latency_ms(node) == 35
-    assert reputation.report_count(node) == 1
+    # While the epoch is open its reports move nothing (the median is not known yet)...
+    assert (reputation.score(node), reputation.throughput_kbps(node), reputation.report_count(node)) == (0, 0, 0)
+    assert reputation.epoch_median(node, epoch) == (True, 80_000, 35, 1)
     [event] = tx.events.filter(reputation.ReportPosted)
     assert event.node_id == node
     assert event.epoch == epoch
     assert event.challenger == panel[0].address
-    assert (event.throughput_kbps, event.latency_ms, event.passed, event.score) == (80_000, 35, True, BPS)
+    assert (event.throughput_kbps, event.latency_ms, event.passed, event.score) == (80_000, 35, True, 0)
+    # ...and once it is over, its medians seed the averages (read before any later report folds them).
+    start_epoch(reputation)
+    assert reputation.score(node) == BPS
+    assert reputation.throughput_kbps(node) == 80_000
+    assert reputation.latency_ms(node) == 35
+    assert reputation.report_count(node) == 1
 
 
-def test_report__over_epochs__moves_the_moving_average(reputation, panel, node, start_epoch):
-    reports = [(True, 90_000, 20), (False, 1_000, 900), (True, 50_000, 40), (True, 70_000, 30)]
-    for passed, throughput, latency in reports:
+def test_report__over_epochs__moving_average_of_epoch_medians(reputation, crowd, node, start_epoch):
+    # Each epoch: (passed, kbit/s, ms) by three to five challengers. The score moves by the epoch's
+    # median verdict, not by each report: the last epoch's single failure does not count.
+    epochs = [
+        [(True, 90_000, 20), (True, 70_000, 30), (False, 1_000, 900)],
+        [(False, 1_000, 900), (False, 2_000, 800), (True, 60_000, 25), (False, 10, 2_000)],
+        [(True, 50_000, 40), (True, 55_000, 35), (True, 45_000, 45), (False, 10, 9_000), (True, 52_000, 38)],
+    ]
+    for reports in epochs:
         epoch = start_epoch(reputation)
-        tx = reputation.report(node, epoch, throughput, latency, passed, sender=panel[0])
-        assert not list(tx.events.filter(reputation.QuorumSlashed))
+        for member, (passed, throughput, latency) in zip(crowd, reports):
+            reputation.report(node, epoch, throughput, latency, passed, sender=member)
+    start_epoch(reputation)
 
-    assert reputation.score(node) == expected_average([BPS if passed else 0 for passed, _, _ in reports])
-    assert reputation.throughput_kbps(node) == expected_average([t for _, t, _ in reports])
-    assert reputation.latency_ms(node) == expected_average([latency for _, _, latency in reports])
-    assert reputation.report_count(node) == len(reports)
+    verdicts = [BPS if 2 * [p for p, _, _ in r].count(False) < len(r) else 0 for r in epochs]
+    assert verdicts == [BPS, 0, BPS]
+    assert reputation.score(node) == expected_average(verdicts)
+    assert reputation.throughput_kbps(node) == expected_average([lower_median([t for _, t, _ in r]) for r in epochs])
+    assert reputation.latency_ms(node) == expected_average([lower_median([x for _, _, x in r]) for r in epochs])
+    assert reputation.report_count(node) == sum(len(r) for r in epochs)
+
+
+def test_score__one_lying_challenger_among_three__moves_nothing(reputation, panel, node, start_epoch):
+    # Two honest challengers see 50 Mbit/s at 20 ms every epoch; the third lies (a failure at
+    # 1 kbit/s and 5 s) in the second and third epochs: the score and the figures stay the honest ones.
+    for liar in (False, True, True):
+        epoch = start_epoch(reputation)
+        reputation.report(node, epoch, 50_000, 20, True, sender=panel[0])
+        reputation.report(node, epoch, 50_000, 20, True, sender=panel[1])
+        if liar:
+            reputation.report(node, epoch, 1, 5_000, False, sender=panel[2])
+        else:
+            reputation.report(node, epoch, 50_000, 20, True, sender=panel[2])
+    start_epoch(reputation)
+    assert (reputation.score(node), reputation.throughput_kbps(node), reputation.latency_ms(node)) == (BPS, 50_000, 20)
+    assert reputation.report_count(node) == 9
+
+    # Two liars of three are the median: the next epoch's failure moves the score by an eighth.
+    epoch = reputation.current_epoch()
+    reputation.report(node, epoch, 50_000, 20, True, sender=panel[0])
+    reputation.report(node, epoch, 1, 5_000, False, sender=panel[1])
+    reputation.report(node, epoch, 1, 5_000, False, sender=panel[2])
+    start_epoch(reputation)
+    assert reputation.score(node) == expected_average([BPS, 0])
+    assert reputation.throughput_kbps(node) == expected_average([50_000, 1])
+
+
+def test_score__lying_minority_cannot_lift_a_failing_node(reputation, panel, node, start_epoch):
+    epoch = start_epoch(reputation)
+    reputation.report(node, epoch, 10, 3_000, False, sender=panel[0])
+    reputation.report(node, epoch, 90_000_000, 1, True, sender=panel[1])  # the node's friend
+    reputation.report(node, epoch, 12, 2_800, False, sender=panel[2])
+    start_epoch(reputation)
+    assert (reputation.score(node), reputation.throughput_kbps(node), reputation.latency_ms(node)) == (0, 12, 2_800)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(samples=st.lists(st.tuples(st.booleans(), st.integers(0, 2**40 - 1), st.integers(0, 2**24 - 1)),
+                        min_size=1, max_size=10))
+def test_epoch_median__any_reports__lower_medians_of_the_samples(chain, reputation, crowd, node, start_epoch, samples):
+    with chain.isolate():
+        epoch = start_epoch(reputation)
+        for member, (passed, throughput, latency) in zip(crowd, samples):
+            reputation.report(node, epoch, throughput, latency, passed, sender=member)
+        failures = [passed for passed, _, _ in samples].count(False)
+        expected = (2 * failures < len(samples), lower_median([t for _, t, _ in samples]),
+                    lower_median([x for _, _, x in samples]), len(samples))
+        assert reputation.epoch_median(node, epoch) == expected
+        start_epoch(reputation)
+        # The view folds the closed epoch; the next report folds it on chain: the same figures.
+        seen = (reputation.score(node), reputation.throughput_kbps(node), reputation.latency_ms(node))
+        assert seen == (BPS if expected[0] else 0, expected[1], expected[2])
+        tx = reputation.report(node, reputation.current_epoch(), 1, 1, True, sender=crowd[0])
+        assert tx.events.filter(reputation.ReportPosted)[0].score == seen[0]
+        assert (reputation.score(node), reputation.throughput_kbps(node), reputation.latency_ms(node)) == seen
+
+
+def test_epoch_median__reports_beyond_max_samples__tallied_not_sampled(
+    accounts, chain, reputation, crowd, stake_challenger, node, start_epoch
+):
+    # The first 32 reports keep their measurement; more still count in the tally (the verdict).
+    extra = [accounts.generate_test_account() for _ in range(MAX_SAMPLES + 3 - len(crowd))]
+    for account in extra:
+        chain.set_balance(account, 10**21)
+    members = [*crowd, *(stake_challenger(account) for account in extra)]
+    epoch = start_epoch(reputation)
+    for i, member in enumerate(members[:MAX_SAMPLES]):
+        reputation.report(node, epoch, 1_000 + i, 100 + i, True, sender=member)
+    for member in members[MAX_SAMPLES:]:
+        reputation.report(node, epoch, 1, 9_000, False, sender=member)
+    assert reputation.epoch_median(node, epoch) == (True, 1_000 + 15, 100 + 15, MAX_SAMPLES + 3)
+    assert reputation.epoch_tally(node, epoch) == (MAX_SAMPLES + 3, 3, False)
+
+
+def test_report__gap_epochs__not_counted(reputation, panel, node, start_epoch):
+    # Epochs without reports are not failures: only reported epochs are folded.
+    reputation.report(node, start_epoch(reputation), 40_000, 30, True, sender=panel[0])
+    for _ in range(3):
+        start_epoch(reputation)
+    reputation.report(node, start_epoch(reputation), 60_000, 10, True, sender=panel[0])
+    start_epoch(reputation)
+    assert reputation.score(node) == BPS
+    assert reputation.throughput_kbps(node) == expected_average([40_000, 60_000])
+    assert reputation.report_count(node) == 2
 
 
 def test_report__largest_measurements__stored_without_loss(reputation, panel, node, start_epoch):
-    # The averages share one storage word with the score and report count: the widest values must
-    # come back intact and leave the neighbouring fields alone.
-    top = 2**64 - 1
+    # The averages share one storage word with the score, report count and open epoch, and the
+    # samples four to a word: the widest values must come back intact and leave their neighbours alone.
+    top_kbps, top_ms = 2**40 - 1, 2**24 - 1
     for member, passed in ((panel[0], True), (panel[1], False)):
-        reputation.report(node, start_epoch(reputation), top, top, passed, sender=member)
-    assert reputation.throughput_kbps(node) == top
-    assert reputation.latency_ms(node) == top
+        epoch = start_epoch(reputation)
+        reputation.report(node, epoch, top_kbps, top_ms, passed, sender=member)
+        reputation.report(node, epoch, top_kbps, top_ms, passed, sender=panel[2])
+    start_epoch(reputation)
+    assert reputation.throughput_kbps(node) == top_kbps
+    assert reputation.latency_ms(node) == top_ms
     assert reputation.score(node) == expected_average([BPS, 0])
-    assert reputation.report_count(node) == 2
+    assert reputation.report_count(node) == 4
 
 
 def test_report__measurement_out_of_range__reverts(reputation, panel, node, start_epoch):
     epoch = start_epoch(reputation)
     with ape.reverts("reputation: measurement out of range"):
-        reputation.report(node, epoch, 2**64, 1, True, sender=panel[0])
+        reputation.report(node, epoch, 2**40, 1, True, sender=panel[0])
     with ape.reverts("reputation: measurement out of range"):
-        reputation.report(node, epoch, 1, 2**64, True, sender=panel[0])
+        reputation.report(node, epoch, 1, 2**24, True, sender=panel[0])
 
 
 def test_report__non_challenger__reverts(reputation, client, node, start_epoch):
@@ -121,7 +230,7 @@ def test_report__twice_in_one_epoch__reverts(reputation, panel, node, start_epoc
     # Another challenger in the same epoch, and the same challenger in the next one, are fine.
     reputation.report(node, epoch, 1_000, 10, True, sender=panel[1])
     reputation.report(node, start_epoch(reputation), 1_000, 10, True, sender=panel[0])
-    assert reputation.report_count(node) == 3
+    assert reputation.report_count(node) == 2  # the closed epoch's; the open one's once it closes
 
 
 @pytest.mark.parametrize("offset", [-1, 1])
@@ -438,8 +547,8 @@ def test_report__key_registered_again__starts_clean_and_old_failures_do_not_coun
     reputation.report(node_id, epoch, 1, 1, False, sender=panel[REPORT_QUORUM - 1])
     assert reputation.epoch_tally(node_id, epoch) == (1, 1, False)
     post(reputation, node_id, epoch, [False] * (REPORT_QUORUM - 1), panel)
-    assert reputation.report_count(node_id) == REPORT_QUORUM
     start_epoch(reputation)
+    assert reputation.report_count(node_id) == REPORT_QUORUM
     tx = reputation.slash_epoch(node_id, epoch, sender=stranger)
     [slashed] = tx.events.filter(reputation.QuorumSlashed)
     assert (slashed.reports, slashed.failures) == (REPORT_QUORUM, REPORT_QUORUM)
