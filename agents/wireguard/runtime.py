@@ -58,6 +58,7 @@ from agents.wireguard.offload import BATCH_PACKETS, GRO_ANCILLARY, GRO_BUFFER, e
 from agents.wireguard.offload import runs as offload_runs
 from agents.wireguard.offload import split as offload_split
 from agents.wireguard.tun import DEFAULT_FWMARK, DEFAULT_MTU, TunDevice
+from agents.wireguard.vnet import VNET_HDR_LEN, coalesce, segment
 from agents.wireguard.uapi import SOCKET_DIR, format_get, socket_path
 
 __all__ = ["Tunnel", "DemuxCallback", "is_wireguard_datagram"]
@@ -95,9 +96,12 @@ ADDRESS_CACHE = 4096
 EVENT_HISTORY = 1000
 #: WireGuard message types (paper section 5.4): initiation, response, cookie reply, data.
 _WG_TYPES = (1, 2, 3, 4)
-#: Whether tunnels use UDP GSO/GRO: off with WARREN_OFFLOADS=0 in the environment, so tests and
-#: benchmarks can run the same path both ways (the wire format is the same either way).
+#: Whether tunnels use UDP GSO/GRO and TUN offloads (TSO/USO reads cut by agents.wireguard.vnet, TCP
+#: segments coalesced into GRO writes): off with WARREN_OFFLOADS=0 in the environment, UDP ones only
+#: with WARREN_OFFLOADS=udp, so tests and benchmarks can run the same path every way (the wire format
+#: is the same in all).
 OFFLOADS = os.environ.get("WARREN_OFFLOADS", "1") != "0"
+TUN_OFFLOADS = OFFLOADS and os.environ.get("WARREN_OFFLOADS", "1") != "udp"
 #: A GSO send refused for want of the feature (no checksum offload on the device, an old kernel).
 _GSO_REFUSED = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
 
@@ -135,13 +139,16 @@ class Tunnel(TunnelBackend):
             must outlive the tunnel (agents.client.routes).
         offloads: use UDP GSO and GRO where the kernel offers them (agents.wireguard.offload);
             None: :data:`OFFLOADS`, on unless WARREN_OFFLOADS=0.
+        tun_offloads: open the TUN with ``IFF_VNET_HDR`` and TSO/USO where the kernel grants them
+            (agents.wireguard.tun, agents.wireguard.vnet); None: :data:`TUN_OFFLOADS` if
+            ``offloads`` is None, else ``offloads``.
     """
 
     def __init__(self, config: InterfaceConfig, ifname: str = "warren0", *, time_scale: float = 1.0,
                  demux: DemuxCallback | None = None, uapi: bool = True,
                  uapi_dir: str = SOCKET_DIR, bind_address: str = "::",
                  admit_unknown: AdmitUnknown | None = None, manage_routes: bool = True,
-                 offloads: bool | None = None) -> None:
+                 offloads: bool | None = None, tun_offloads: bool | None = None) -> None:
         self.config = config
         self.manage_routes = manage_routes
         self.ifname = ifname
@@ -191,15 +198,18 @@ class Tunnel(TunnelBackend):
             self.sock.setblocking(False)
             #: UDP segmentation offloads in use (agents.wireguard.offload): GSO is tried until the
             #: kernel refuses it once; GRO only if the kernel took the option.
+            if tun_offloads is None:
+                tun_offloads = TUN_OFFLOADS if offloads is None else offloads
             offloads = OFFLOADS if offloads is None else offloads
             self._gso = offloads
             # Largest GSO segment per endpoint, known once a run to it exceeded the path MTU.
             self._gso_max_segment: dict[tuple, int] = {}
             self._gro = offloads and enable_gro(self.sock)
             #: GSO sends ("gso_runs", "gso_segments") and coalesced receives ("gro_receives",
-            #: "gro_segments") so far: counted per system call, not per packet.
+            #: "gro_segments") so far: counted per system call, not per packet; with TUN offloads,
+            #: trains read ("tso_reads", "tso_segments") and merged TUN writes ("tun_gro_writes").
             self.offload_counts: collections.Counter = collections.Counter()
-            self.tun = TunDevice(ifname)
+            self.tun = TunDevice(ifname, offloads=tun_offloads)
         except Exception:
             self.sock.close()
             raise
@@ -357,7 +367,8 @@ class Tunnel(TunnelBackend):
 
     def start(self) -> "Tunnel":
         """Start the data, handshake, timer and UAPI threads; returns self."""
-        targets = [("tun->udp", self._tun_loop), ("udp->tun", self._udp_loop),
+        tun_loop = self._tun_vnet_loop if self.tun.vnet_hdr else self._tun_loop
+        targets = [("tun->udp", tun_loop), ("udp->tun", self._udp_loop),
                    ("handshakes", self._handshake_loop), ("timers", self._timer_loop)]
         if self._uapi_sock is not None:
             targets.append(("uapi", self._uapi_loop))
@@ -484,6 +495,61 @@ class Tunnel(TunnelBackend):
             if outbox:
                 self._wake.set()
 
+    def _tun_vnet_loop(self) -> None:
+        """``_tun_loop`` for a TUN with offloads: each read is a ``virtio_net_hdr`` frame, possibly a
+        TSO/USO train that agents.wireguard.vnet cuts into packets; all are encrypted and leave as
+        one batch (GSO runs). Reads stop once a batch holds BATCH_PACKETS packets."""
+        fd, read, device, now = self.tun.fd, os.read, self.device, self.now
+        sendto, stop, send_batch, counts = self._sendto, self._stop, self._send_batch, self.offload_counts
+        size = MAX_PACKET + VNET_HDR_LEN
+        while not stop.is_set():
+            try:
+                frame = read(fd, size)
+            except BlockingIOError:
+                select.select([fd], [], [], POLL_S)
+                continue
+            except OSError:
+                if stop.is_set():
+                    return
+                raise
+            t = now()
+            batch = []
+            taken = 0
+            while True:
+                packets = segment(frame)
+                if len(packets) > 1:
+                    counts["tso_reads"] += 1
+                    counts["tso_segments"] += len(packets)
+                for packet in packets:
+                    result = device.encapsulate(packet, t)
+                    if result is not None:
+                        batch.append(result)
+                taken += len(packets) or 1
+                if taken >= BATCH_PACKETS:
+                    break
+                try:
+                    frame = read(fd, size)
+                except OSError:  # BlockingIOError: the queue is empty; a real error shows next read
+                    break
+            outbox = device.drain_outbox()
+            send_batch(batch)
+            for datagram, endpoint in outbox:
+                sendto(datagram, endpoint)
+            if outbox:
+                self._wake.set()
+
+    def _write_coalesced(self, packets: list[bytes]) -> None:
+        """Write decrypted packets to a TUN with offloads: TCP segments of one flow merged
+        (agents.wireguard.vnet.coalesce), one frame per write."""
+        fd, counts = self.tun.fd, self.offload_counts
+        for frame in coalesce(packets):
+            if frame[1]:  # gso_type: a merged train
+                counts["tun_gro_writes"] += 1
+            try:
+                os.write(fd, frame)
+            except OSError as exc:  # e.g. EINVAL for a packet the kernel refuses
+                log.debug("%s: TUN write: %s", self.ifname, exc)
+
     def _send_batch(self, batch: list[tuple[bytes, tuple]]) -> None:
         """Send encrypted datagrams in order: runs to one endpoint in one GSO send each."""
         if not self._gso or len(batch) == 1:
@@ -542,6 +608,7 @@ class Tunnel(TunnelBackend):
         window_start, handshakes, load_until = 0.0, 0, 0.0
         recvmsg, gro, offload_counts = sock.recvmsg, self._gro, self.offload_counts
         queue, ready, flood_limiter, drops = self._handshakes, self._handshake_ready, self._flood_limiter, self.drop_counts
+        vnet, write_coalesced = self.tun.vnet_hdr, self._write_coalesced
         while not stop.is_set():
             try:
                 if gro:  # possibly several datagrams of one source, coalesced (offload.split)
@@ -565,6 +632,7 @@ class Tunnel(TunnelBackend):
                 raise
             if dual_stack:
                 source = core_address(source)
+            inners = []  # with TUN offloads: written together, merged where they can be
             for data in datagrams:
                 if not data:  # a zero-length datagram: nothing to demultiplex (and no data[0])
                     continue
@@ -598,7 +666,9 @@ class Tunnel(TunnelBackend):
                     continue
                 inner = device.decapsulate(data, source, now())
                 outbox = device.drain_outbox()
-                if inner:
+                if inner and vnet:
+                    inners.append(inner)
+                elif inner:
                     try:
                         write(fd, inner)
                     except OSError as exc:  # e.g. EINVAL for a packet the kernel refuses
@@ -607,6 +677,8 @@ class Tunnel(TunnelBackend):
                     sendto(datagram, endpoint)
                 if outbox:
                     self._wake.set()
+            if inners:
+                write_coalesced(inners)
 
     def _handshake_loop(self) -> None:
         queue, ready, device, now = self._handshakes, self._handshake_ready, self.device, self.now

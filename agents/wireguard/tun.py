@@ -5,6 +5,12 @@ prefix) with one ``read`` each and takes one packet per ``write``. Addresses, MT
 state are set with iproute2 (`ip`), always in the network namespace the device was opened in (we
 keep a handle on it and run `ip` through `nsenter`), whichever thread asks later.
 
+With ``offloads=True`` the device is opened with ``IFF_VNET_HDR`` and asked (``TUNSETOFFLOAD``) for
+checksum offload, TSO for IPv4 and IPv6, and USO where the kernel has it (6.2 and later): every read
+and write then carries a 10-byte ``virtio_net_hdr`` and a read may return a 64 KiB TCP train
+(agents.wireguard.vnet cuts and merges them). Where the kernel refuses the offloads the device is
+opened again the plain way (:attr:`TunDevice.vnet_hdr` says which).
+
 A route to ``0.0.0.0/0`` or ``::/0`` (a full tunnel) is installed the way wg-quick(8) does it, so the
 tunnel's own UDP packets do not loop into it: the default route goes into routing table ``fwmark``,
 ``ip rule not fwmark <fwmark> table <fwmark>`` sends everything else there, ``suppress_prefixlength 0``
@@ -22,7 +28,7 @@ from collections.abc import Iterable
 
 from agents.wireguard.errors import LocalProtocolError
 
-__all__ = ["TunDevice", "DEFAULT_MTU"]
+__all__ = ["TunDevice", "DEFAULT_MTU", "OFFLOAD_CHOICES"]
 
 #: The MTU wg-quick gives a WireGuard interface: 1500 minus 80 bytes of worst-case IPv6 + UDP +
 #: WireGuard overhead (40 + 8 + 32).
@@ -34,6 +40,14 @@ _TUNSETIFF = 0x400454CA
 #: From <linux/if_tun.h>: point-to-point IP device, no 4-byte packet-info prefix.
 _IFF_TUN = 0x0001
 _IFF_NO_PI = 0x1000
+#: From <linux/if_tun.h>: frames carry a struct virtio_net_hdr; _IOW('T', 208, unsigned int).
+_IFF_VNET_HDR = 0x4000
+_TUNSETOFFLOAD = 0x400454D0
+#: From <linux/if_tun.h>: TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6.
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6 = 0x01, 0x02, 0x04, 0x20, 0x40
+#: What we ask for, most first: the kernel answers EINVAL to flags it does not know (USO before 6.2).
+OFFLOAD_CHOICES = (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6,
+                   TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
 #: From <linux/if.h>: IFNAMSIZ includes the terminating NUL.
 _IFNAMSIZ = 16
 #: struct ifreq is 40 bytes on 64-bit Linux (16-byte name + 24-byte union).
@@ -45,30 +59,54 @@ class TunDevice:
 
     Args:
         name: interface name (at most 15 bytes); must be unused in this namespace.
+        offloads: open with ``IFF_VNET_HDR`` and ask for TSO/USO (see the module docstring).
+
+    Attributes:
+        vnet_hdr: whether reads and writes carry a ``virtio_net_hdr`` (offloads granted).
+        offload_flags: the ``TUN_F_*`` flags the kernel took (0 without offloads).
 
     Raises:
         LocalProtocolError: the name is too long, or the kernel refused (no root, name taken).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, offloads: bool = False) -> None:
         raw = name.encode()
         if not raw or len(raw) >= _IFNAMSIZ:
             raise LocalProtocolError(f"bad interface name {name!r}")
         self._netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._rules: list[list[str]] = []
+        self.vnet_hdr, self.offload_flags = False, 0
         try:
-            self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-        except OSError as exc:
+            if offloads:
+                self.fd, self.name = self._open(raw, _IFF_VNET_HDR)
+                for flags in OFFLOAD_CHOICES:
+                    try:
+                        fcntl.ioctl(self.fd, _TUNSETOFFLOAD, flags)
+                    except OSError:
+                        continue
+                    self.vnet_hdr, self.offload_flags = True, flags
+                    break
+                else:  # refused: the device goes with its fd, and comes back without headers
+                    os.close(self.fd)
+            if not self.vnet_hdr:
+                self.fd, self.name = self._open(raw, 0)
+        except LocalProtocolError:
             os.close(self._netns)
+            raise
+        self.mtu = DEFAULT_MTU
+
+    @staticmethod
+    def _open(raw: bytes, extra: int) -> tuple[int, str]:
+        try:
+            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
             raise LocalProtocolError(f"/dev/net/tun: {exc.strerror}") from exc
         try:
-            got = fcntl.ioctl(self.fd, _TUNSETIFF, _IFREQ.pack(raw, _IFF_TUN | _IFF_NO_PI))
+            got = fcntl.ioctl(fd, _TUNSETIFF, _IFREQ.pack(raw, _IFF_TUN | _IFF_NO_PI | extra))
         except OSError as exc:
-            os.close(self.fd)
-            os.close(self._netns)
-            raise LocalProtocolError(f"TUNSETIFF {name!r}: {exc.strerror}") from exc
-        self.name = _IFREQ.unpack(got)[0].rstrip(b"\0").decode()
-        self.mtu = DEFAULT_MTU
+            os.close(fd)
+            raise LocalProtocolError(f"TUNSETIFF {raw.decode()!r}: {exc.strerror}") from exc
+        return fd, _IFREQ.unpack(got)[0].rstrip(b"\0").decode()
 
     def configure(self, addresses: Iterable[str] = (), mtu: int = DEFAULT_MTU,
                   routes: Iterable[str] = (), fwmark: int = DEFAULT_FWMARK) -> None:
@@ -122,8 +160,13 @@ class TunDevice:
         self._run(["ip", *args])
 
     def _run(self, argv: list[str]) -> None:
-        proc = subprocess.run(["nsenter", f"--net=/proc/self/fd/{self._netns}", *argv],
-                              capture_output=True, text=True, pass_fds=(self._netns,))
+        # nsenter's setns() needs CAP_SYS_ADMIN, which the node run as a systemd service lacks (it
+        # has CAP_NET_ADMIN only: "reassociate to namespace 'ns/net' failed"); enter the device's
+        # namespace only when this thread is somewhere else.
+        here, there = os.stat("/proc/thread-self/ns/net"), os.fstat(self._netns)
+        if (here.st_dev, here.st_ino) != (there.st_dev, there.st_ino):
+            argv = ["nsenter", f"--net=/proc/self/fd/{self._netns}", *argv]
+        proc = subprocess.run(argv, capture_output=True, text=True, pass_fds=(self._netns,))
         if proc.returncode != 0:
             raise LocalProtocolError(f"{' '.join(argv)}: {proc.stderr.strip()}")
 

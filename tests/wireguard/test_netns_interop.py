@@ -77,6 +77,8 @@ def test_python_initiator__wireguard_go_responder(lab, hosts, psk):
 
     sent, received = tcp_transfer(a, b, B_TUNNEL)
     assert sent == received == [str(TRANSFER_BYTES), sent[1]]
+    if tunnel.tun.vnet_hdr:  # offloads on (WARREN_OFFLOADS): our TSO trains were cut for wireguard-go
+        assert tunnel.offload_counts["tso_reads"] > 0
     (stats,) = tunnel.peers()
     assert stats.tx_bytes > TRANSFER_BYTES
     assert go.peers()[0].rx_bytes > TRANSFER_BYTES
@@ -118,6 +120,10 @@ def test_python_to_python__bulk_transfer__offloads_on_and_off(lab, hosts, offloa
         assert sender.offload_counts["gso_runs"] > 0
         assert sender.offload_counts["gso_segments"] > 2 * sender.offload_counts["gso_runs"]
         assert receiver.offload_counts["gro_receives"] > 0
+        # TUN offloads: the sender read TCP trains (cut into segments), the receiver merged them.
+        assert sender.tun.vnet_hdr and receiver.tun.vnet_hdr
+        assert sender.offload_counts["tso_segments"] > 2 * sender.offload_counts["tso_reads"] > 0
+        assert receiver.offload_counts["tun_gro_writes"] > 0
     else:
         assert not sender.offload_counts and not receiver.offload_counts
 
