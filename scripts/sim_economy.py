@@ -125,18 +125,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=90, help="epochs (days) per run (default 90)")
     parser.add_argument("--gas-gwei", type=float, default=Params.gas_gwei,
                         help="median gas price, gwei (default: a rollup's 0.05)")
+    parser.add_argument("--challenger-stake", type=float, default=None,
+                        help="challenger stake, tokens (default: deploy_all's min_challenger_stake)")
     args = parser.parse_args(argv)
     seeds, epochs = (4, 40) if args.quick else (args.seeds, args.epochs)
 
     started = time.monotonic()
     gas, measured = measure_gas()
-    params = Params(epochs=epochs, gas=gas, gas_gwei=args.gas_gwei, shock_epoch=min(30, epochs // 3))
+    from agents.chain.deploy import TOKEN, DeployParameters
+
+    stake = args.challenger_stake if args.challenger_stake is not None else \
+        DeployParameters().min_challenger_stake / TOKEN
+    params = Params(epochs=epochs, gas=gas, gas_gwei=args.gas_gwei, shock_epoch=min(30, epochs // 3),
+                    challenger_stake_tokens=stake)
     result = compare(params, list(range(seeds)))
     mainnet = compare(replace(params, gas_gwei=MAINNET_GWEI), list(range(min(seeds, 10))), [])
 
     for name, figures in result["strategies"].items():
         print(f"{name:28s} profit vs honest {figures['profit_vs_honest']:+8.2%}  "
-              f"95 % CI [{figures['ci95'][0]:+.2%}, {figures['ci95'][1]:+.2%}]")
+              f"95 % CI [{figures['ci95'][0]:+.2%}, {figures['ci95'][1]:+.2%}]  "
+              f"median seed {figures['median_profit_delta_usd']:+.2f} $, total {figures['total_profit_ratio']:+.2%}")
     print(f"honest fee share {result['honest_fee_share']:.2%} (rollup {params.gas_gwei} gwei, "
           f"channels of ${params.channel_usd:.2f}); at {MAINNET_GWEI:.0f} gwei {mainnet['honest_fee_share']:.2%}")
     # What a mainnet channel must pay for its close's gas to stay within the 5 % goal with the fee.

@@ -129,9 +129,10 @@ class Params:
     fee: float = 0.01
     min_reports: int = 3
     node_stake_tokens: float = 100.0
-    # A challenger's stake: what a self-dealing operator must lock per extra identity. 2,000 tokens
-    # makes its one-order-statistic gain a loss (docs/ECONOMICS.md); deploy_all's local default is 10.
-    challenger_stake_tokens: float = 2_000.0
+    # A challenger's stake: what a self-dealing operator must lock per extra identity; deploy_all's
+    # default (agents/chain/deploy.py: 10 tokens). docs/ECONOMICS.md: about 2,000 would make the
+    # one-order-statistic gain of self-dealing a loss.
+    challenger_stake_tokens: float = 10.0
     # Challengers.
     challengers: int = 5
     noise: float = 0.15
@@ -492,17 +493,22 @@ def compare(p: Params, seeds: list[int], strategies: list[Strategy] | None = Non
     honest = {seed: run(p, Strategy.HONEST, seed) for seed in seeds}
     out: dict = {"strategies": {}}
     for strategy in strategies:
-        rel, usd = [], []
+        rel, usd, base_usd = [], [], []
         for seed in seeds:
             cheat = run(p, strategy, seed)
             base = honest[seed].profit
             rel.append((cheat.profit - base) / abs(base))
             usd.append(cheat.profit - base)
+            base_usd.append(base)
         mean, half = mean_ci95(rel)
         out["strategies"][strategy.value] = {
             "profit_vs_honest": round(mean, 4),
             "ci95": [round(mean - half, 4), round(mean + half, 4)],
             "profit_delta_usd": round(statistics.fmean(usd), 2),
+            # Seeds where the cheat reshuffles who migrates swing by +-$1,000: the median seed and the
+            # ratio of summed profits say whether a mean comes from a few of them.
+            "median_profit_delta_usd": round(statistics.median(usd), 2),
+            "total_profit_ratio": round(sum(usd) / abs(sum(base_usd)), 4),
         }
     profit, _ = mean_ci95([r.profit for r in honest.values()])
     share, share_half = mean_ci95([r.honest_fee_share for r in honest.values()])
