@@ -7,20 +7,27 @@ What the unit grants and why:
 
 * ``User=``/``Group=``: a system user of its own (not root): a bug in the node reaches only its
   data folder.
-* ``AmbientCapabilities=CAP_NET_ADMIN`` and ``CapabilityBoundingSet=CAP_NET_ADMIN``: the only
-  privilege the node uses: creating its TUN (TUNSETIFF), its nftables table, its routes, and the
-  forwarding sysctls under ``net.*`` (the kernel lets CAP_NET_ADMIN write those as root could). The
-  child processes it runs (``nft``, ``ip``, ``sysctl``) inherit the ambient set.
+* ``AmbientCapabilities=`` and ``CapabilityBoundingSet=`` ``CAP_NET_ADMIN CAP_NET_BIND_SERVICE``:
+  the only privileges the node uses. CAP_NET_ADMIN: creating its TUN (TUNSETIFF), its nftables
+  table, its routes, and the forwarding sysctls under ``net.*`` (the kernel lets CAP_NET_ADMIN
+  write those as root could); the child processes it runs (``nft``, ``ip``, ``sysctl``) inherit the
+  ambient set. CAP_NET_BIND_SERVICE: the resolver it offers its clients inside the tunnel listens on
+  port 53 (without it: "cannot listen on [10.77.0.1]:53: Permission denied", found by running
+  this unit under systemd).
 * ``Restart=on-failure``: a crash restarts the node, which settles the receipts it had stored (the
   store is on disk before any receipt is acknowledged). ``TimeoutStopSec=90`` covers the node's
   30 s settlement patience at SIGTERM with room to spare.
 * Hardening that fits: ``NoNewPrivileges``, ``ProtectSystem=strict`` with the data folder as the
-  only writable path, ``ProtectHome`` (read-only when the program lives under /home or /root),
+  only writable path, ``ProtectHome`` (read-only when the program or its interpreter lives under /home or /root),
   ``PrivateTmp``, ``DevicePolicy=closed`` with ``/dev/net/tun`` allowed, kernel modules, logs and
   control groups protected, address families limited to IP, unix and netlink, ``UMask=0077``.
   Not ``ProtectKernelTunables``: it makes /proc/sys read-only, and the exit sets
   ``net.ipv4.ip_forward`` and friends there. Not ``PrivateNetwork``/``PrivateDevices``: the node
   is a network device.
+* ``Environment=HOME=<data folder>``: the service user's home is /nonexistent, and ape (``~/.ape``)
+  and vvm (``~/.vvm``, listed when ape-vyper looks for compilers) keep folders there: without it the
+  node stops at start with "No such file or directory: '/nonexistent/.vvm'" (seen by the test that
+  runs this unit under a real systemd, tests/node/test_systemd_run.py).
 * ``ExecReload`` sends SIGHUP: the node reads its exit policy again without dropping sessions.
 """
 
@@ -33,7 +40,7 @@ from pathlib import Path
 
 from agents.errors import UserError
 
-__all__ = ["DEFAULT_UNIT_DIR", "DEFAULT_USER", "install", "unit_text"]
+__all__ = ["DEFAULT_UNIT_DIR", "DEFAULT_USER", "install", "unit_text", "unreachable"]
 
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
 DEFAULT_USER = "warren"
@@ -46,6 +53,40 @@ def _quote(arg: str) -> str:
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _interpreters(program: Path) -> list[Path]:
+    """The interpreter a script's ``#!`` line names, as written and resolved (a venv's python is a
+    symlink to the one it was made from: pyenv's lives in /root/.pyenv); empty for a binary."""
+    try:
+        with open(program, "rb") as handle:
+            first = handle.readline(4096)
+    except OSError:
+        return []
+    if not first.startswith(b"#!") or not first[2:].split():
+        return []
+    named = Path(first[2:].split()[0].decode(errors="replace"))
+    return [named, named.resolve()]
+
+
+def unreachable(paths: list[Path]) -> list[str]:
+    """Why a user other than root and the owner could not reach each of ``paths``, in words.
+
+    A folder on the way without search permission for others (``o+x``), such as /root's 0700, stops
+    the service user whatever the file's own mode (group membership is not looked at: a system user
+    has a group of its own).
+    """
+    problems = []
+    for path in paths:
+        for folder in [*reversed(Path(path).parents)][1:]:
+            try:
+                mode = folder.stat().st_mode
+            except OSError:
+                break
+            if not mode & 0o001:
+                problems.append(f"{path}: {folder} is {oct(mode & 0o777)[2:]}, others cannot enter it")
+                break
+    return problems
+
+
 def unit_text(*, program: Path, config: Path, data_dir: Path, user: str = DEFAULT_USER,
               description: str = "Warren exit node", docs: str = "") -> str:
     """The unit file for ``program node run --config config`` as ``user``, writing only ``data_dir``.
@@ -56,8 +97,8 @@ def unit_text(*, program: Path, config: Path, data_dir: Path, user: str = DEFAUL
         from agents.chain.connect import REPO_ROOT
 
         docs = (REPO_ROOT / "README.md").as_uri()
-    home_protect = "read-only" if str(program).startswith(("/home/", "/root/")) or str(config).startswith(
-        ("/home/", "/root/")) else "yes"
+    under_home = any(str(p).startswith(("/home/", "/root/")) for p in (program, config, *_interpreters(program)))
+    home_protect = "read-only" if under_home else "yes"
     exec_start = " ".join(_quote(a) for a in (str(program), "node", "run", "--config", str(config),
                                                 "--log-format", "json"))
     return f"""# Written by `warren node install-service`; see agents/node/systemd.py for why each line is here.
@@ -71,13 +112,14 @@ Wants=network-online.target
 Type=simple
 User={user}
 Group={user}
+Environment={_quote("HOME=" + str(data_dir))}
 ExecStart={exec_start}
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=5
 TimeoutStopSec=90
-AmbientCapabilities=CAP_NET_ADMIN
-CapabilityBoundingSet=CAP_NET_ADMIN
+AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE
 NoNewPrivileges=yes
 ProtectSystem=strict
 ReadWritePaths={_quote(str(data_dir))}
@@ -128,7 +170,10 @@ def install(*, config: Path, data_dir: Path, unit_dir: Path = DEFAULT_UNIT_DIR, 
     except OSError as exc:
         raise UserError(f"cannot write {path} ({exc.strerror}): run as root, or pass --unit-dir") from None
     q = shlex.quote
-    steps = [
+    problems = unreachable([program, *_interpreters(program)[1:]])
+    steps = [f"# WARNING {p}: the service cannot start (status 203/EXEC); install Python and warren where "
+             f"user {user} can run them (a venv under /opt made from /usr/bin/python3)" for p in problems]
+    steps += [
         f"useradd --system --no-create-home --shell /usr/sbin/nologin {q(user)}   # once",
         "chown -R " + " ".join([f"{q(user)}:{q(user)}", *(q(str(p)) for p in (data_dir, config, *owned))]),
         "systemctl daemon-reload",

@@ -4,9 +4,11 @@ Threads, not asyncio: measured here, an asyncio datagram callback costs ~28 us p
 blocking receive loop costs several times less, and a VPN moves tens of thousands of packets a second.
 
 * ``tun->udp``: reads IP packets from the TUN device, encrypts (``encapsulate``), sends datagrams
-  (equal ones to one peer in one GSO send: agents.wireguard.offload).
+  (equal ones to one peer in one GSO send: agents.wireguard.offload). With TUN offloads one read may
+  be a 64 KiB TCP train, cut into packets first (agents.wireguard.vnet.segment).
 * ``udp->tun``: receives datagrams (coalesced by GRO where the kernel does it); transport ones go to
-  ``decapsulate`` and their inner packets to the TUN device; handshake messages (types 1-3) are
+  ``decapsulate`` and their inner packets to the TUN device (with TUN offloads, the TCP segments of
+  one receive merged into GRO frames: agents.wireguard.vnet.coalesce); handshake messages (types 1-3) are
   queued for the handshake thread; any other datagram goes to the demultiplexer callback (the
   overlay's messages share the socket) or is dropped.
 * ``handshakes``: ``decapsulate`` of the queued handshake messages (DH, cookie replies, the
@@ -367,8 +369,7 @@ class Tunnel(TunnelBackend):
 
     def start(self) -> "Tunnel":
         """Start the data, handshake, timer and UAPI threads; returns self."""
-        tun_loop = self._tun_vnet_loop if self.tun.vnet_hdr else self._tun_loop
-        targets = [("tun->udp", tun_loop), ("udp->tun", self._udp_loop),
+        targets = [("tun->udp", self._tun_loop), ("udp->tun", self._udp_loop),
                    ("handshakes", self._handshake_loop), ("timers", self._timer_loop)]
         if self._uapi_sock is not None:
             targets.append(("uapi", self._uapi_loop))
@@ -459,49 +460,12 @@ class Tunnel(TunnelBackend):
 
     def _tun_loop(self) -> None:
         fd, read, device, now = self.tun.fd, os.read, self.device, self.now
-        sendto, stop, send_batch = self._sendto, self._stop, self._send_batch
-        # A TUN device without offloads hands over packets of at most its MTU: reading just that
-        # much spares os.read a 64 KiB allocation and shrink per packet.
-        size = self.tun.mtu + 64
-        while not stop.is_set():
-            try:
-                packet = read(fd, size)
-            except BlockingIOError:
-                select.select([fd], [], [], POLL_S)
-                continue
-            except OSError:
-                if stop.is_set():
-                    return
-                raise
-            # Take what else is queued already (never wait for more), so that equal datagrams to
-            # one peer leave in one GSO send (agents.wireguard.offload).
-            t = now()
-            batch = []
-            result = device.encapsulate(packet, t)
-            if result is not None:
-                batch.append(result)
-            for _ in range(BATCH_PACKETS - 1):
-                try:
-                    packet = read(fd, size)
-                except OSError:  # BlockingIOError: the queue is empty; a real error shows next read
-                    break
-                result = device.encapsulate(packet, t)
-                if result is not None:
-                    batch.append(result)
-            outbox = device.drain_outbox()
-            send_batch(batch)
-            for datagram, endpoint in outbox:
-                sendto(datagram, endpoint)
-            if outbox:
-                self._wake.set()
-
-    def _tun_vnet_loop(self) -> None:
-        """``_tun_loop`` for a TUN with offloads: each read is a ``virtio_net_hdr`` frame, possibly a
-        TSO/USO train that agents.wireguard.vnet cuts into packets; all are encrypted and leave as
-        one batch (GSO runs). Reads stop once a batch holds BATCH_PACKETS packets."""
-        fd, read, device, now = self.tun.fd, os.read, self.device, self.now
         sendto, stop, send_batch, counts = self._sendto, self._stop, self._send_batch, self.offload_counts
-        size = MAX_PACKET + VNET_HDR_LEN
+        # With TUN offloads each read is a virtio_net_hdr frame, possibly a TSO/USO train that
+        # agents.wireguard.vnet cuts into packets. Without, the device hands over packets of at most
+        # its MTU: reading just that much spares os.read a 64 KiB allocation and shrink per packet.
+        vnet = self.tun.vnet_hdr
+        size = MAX_PACKET + VNET_HDR_LEN if vnet else self.tun.mtu + 64
         while not stop.is_set():
             try:
                 frame = read(fd, size)
@@ -512,14 +476,19 @@ class Tunnel(TunnelBackend):
                 if stop.is_set():
                     return
                 raise
+            # Take what else is queued already (never wait for more) up to BATCH_PACKETS packets, so
+            # that equal datagrams to one peer leave in one GSO send (agents.wireguard.offload).
             t = now()
             batch = []
             taken = 0
             while True:
-                packets = segment(frame)
-                if len(packets) > 1:
-                    counts["tso_reads"] += 1
-                    counts["tso_segments"] += len(packets)
+                if vnet:
+                    packets = segment(frame)
+                    if len(packets) > 1:
+                        counts["tso_reads"] += 1
+                        counts["tso_segments"] += len(packets)
+                else:
+                    packets = (frame,)
                 for packet in packets:
                     result = device.encapsulate(packet, t)
                     if result is not None:
@@ -542,7 +511,7 @@ class Tunnel(TunnelBackend):
         """Write decrypted packets to a TUN with offloads: TCP segments of one flow merged
         (agents.wireguard.vnet.coalesce), one frame per write."""
         fd, counts = self.tun.fd, self.offload_counts
-        for frame in coalesce(packets):
+        for frame in coalesce(packets, verify=False):  # AEAD-authenticated: see vnet.coalesce
             if frame[1]:  # gso_type: a merged train
                 counts["tun_gro_writes"] += 1
             try:

@@ -13,18 +13,23 @@ The other way, :func:`coalesce` merges the decrypted TCP segments of one flow th
 (same addresses, ports, ACK, window, options, IP fields; only ACK or a final PSH; sequence numbers
 adjacent; equal sizes but for a shorter last one) into one packet with a ``virtio_net_hdr`` that lets
 the kernel treat it as one received super-segment (GRO), so one TUN write carries what took up to 44.
-Segments are merged only if their checksum verifies (the kernel would not verify the merged packet:
-it is marked partial), as wireguard-go's tun/offload_linux.go does; anything else is written alone,
-with an all-zero header, and the kernel checks it as usual.
+The kernel does not verify a merged packet's checksum (it is marked partial): ``verify=True`` merges
+only segments whose checksum verifies, as wireguard-go's tun/offload_linux.go does; the tunnel passes
+False, trusting the AEAD as the kernel's WireGuard does (see :func:`coalesce`). Anything not merged is
+written alone, with an all-zero header, and the kernel checks it as usual.
 
-The ones'-complement sum is computed as ``int.from_bytes(data) % 0xFFFF`` (2**16 = 1 mod 0xFFFF, so
+A ones'-complement sum is computed as ``int.from_bytes(data) % 0xFFFF`` (2**16 = 1 mod 0xFFFF, so
 the big-endian number is congruent to the sum of its 16-bit words): ~2.4 us for 1,368 bytes, done in
-C by the interpreter's big integers, where a loop over words in Python would take ~30 us.
+C by the interpreter's big integers, where a loop over words in Python would take ~30 us; the
+segments of a train are summed by numpy in one call, and each segment's header sum is the train's
+plus what changed, so cutting costs ~1.9 us a segment.
 """
 
 from __future__ import annotations
 
 import struct
+
+import numpy as np
 
 __all__ = ["VNET_HDR_LEN", "ZERO_HDR", "GSO_NONE", "GSO_TCPV4", "GSO_TCPV6", "GSO_UDP_L4", "NEEDS_CSUM",
            "VnetHeader", "checksum", "segment", "coalesce", "MAX_COALESCED"]
@@ -33,6 +38,7 @@ __all__ = ["VNET_HDR_LEN", "ZERO_HDR", "GSO_NONE", "GSO_TCPV4", "GSO_TCPV6", "GS
 #: u16, csum_offset u16 (the TUN default; TUNSETVNETHDRSZ can make it larger, we never do).
 VNET_HDR_LEN = 10
 _HDR = struct.Struct("=BBHHHH")
+_U16, _U32 = struct.Struct("!H"), struct.Struct("!I")
 #: A header that says "an ordinary packet, checksums complete".
 ZERO_HDR = bytes(VNET_HDR_LEN)
 #: <linux/virtio_net.h>: flags and gso types.
@@ -88,6 +94,24 @@ def _ipv4_header_checksum(header: bytearray, ihl: int) -> None:
     header[10:12] = checksum(memoryview(header)[:ihl]).to_bytes(2, "big")
 
 
+def _payload_sums(payload, size: int) -> list[int]:
+    """The ones'-complement sums (mod 0xFFFF) of ``payload`` cut every ``size`` bytes.
+
+    numpy sums the full segments' 16-bit words in one vectorised call (~0.3 us a 1,368-byte segment
+    against ~2.4 us for the big-integer sum of each): a 64 KiB train has ~47 of them.
+    """
+    full = len(payload) // size
+    sums: list[int] = []
+    if full and not size & 1:
+        words = np.frombuffer(payload, dtype=">u2", count=full * size // 2).reshape(full, size // 2)
+        sums = (words.sum(axis=1, dtype=np.uint64) % 0xFFFF).tolist()
+    else:
+        full = 0
+    view = memoryview(payload)
+    sums += [_sum(view[start:start + size]) for start in range(full * size, len(payload), size)]
+    return sums
+
+
 def segment(frame: bytes) -> list[bytes]:
     """The IP packets of one TUN read made with a ``virtio_net_hdr`` in front.
 
@@ -120,51 +144,68 @@ def segment(frame: bytes) -> list[bytes]:
         return []
     v6 = packet[0] >> 4 == 6
     iph = csum_start  # the transport header's offset (after any IPv6 extension headers)
-    if gso_type == GSO_UDP_L4:
-        proto, thl = _UDP, 8
-    else:
-        proto = _TCP
-        if len(packet) < iph + 20:
-            return []
-        thl = (packet[iph + 12] >> 4) * 4
-    hdr = iph + thl
-    if len(packet) <= hdr or iph < (40 if v6 else 20):
+    tcp = gso_type != GSO_UDP_L4
+    if len(packet) < iph + (20 if tcp else 8) or iph < (40 if v6 else 20):
         return []
+    hdr = iph + ((packet[iph + 12] >> 4) * 4 if tcp else 8)
+    if len(packet) <= hdr:
+        return []
+    # Every segment's headers are the train's with a few fields changed: sum the rest once, with
+    # those fields zeroed, and add each segment's values to it.
     header = bytearray(packet[:hdr])
-    csum_at = iph + (16 if proto == _TCP else 6)
-    ip_id = int.from_bytes(packet[4:6], "big")
-    seq = int.from_bytes(packet[iph + 4:iph + 8], "big") if proto == _TCP else 0
-    tcp_flags = packet[iph + 13] if proto == _TCP else 0
-    view = memoryview(packet)
-    total = len(packet)
+    ip_id = _U16.unpack_from(header, 4)[0]
+    seq = _U32.unpack_from(header, iph + 4)[0] if tcp else 0
+    tcp_flags = header[iph + 13] if tcp else 0
+    if v6:
+        header[4:6] = b"\0\0"
+    else:
+        header[2:6] = bytes(4)  # total length, id
+        header[10:12] = bytes(2)  # header checksum
+        ip_sum = _sum(header[:iph])
+    if tcp:
+        header[iph + 4:iph + 8] = bytes(4)  # sequence number
+        header[iph + 13] = 0  # flags
+        header[iph + 16:iph + 18] = bytes(2)  # checksum
+        csum_at = iph + 16
+    else:
+        header[iph + 4:iph + 8] = bytes(4)  # length, checksum
+        csum_at = iph + 6
+    transport_sum = _sum(header[iph:]) + _sum(packet[8:40] if v6 else packet[12:20]) + (_TCP if tcp else _UDP)
+    payload = memoryview(packet)[hdr:]
+    sums = _payload_sums(payload, gso_size)
+    last = len(sums) - 1
     out = []
-    for i, start in enumerate(range(hdr, total, gso_size)):
-        chunk = view[start:start + gso_size]
-        last = start + gso_size >= total
+    for i, payload_sum in enumerate(sums):
+        offset = i * gso_size
+        chunk = payload[offset:offset + gso_size]
         seg = bytearray(header)
         seg += chunk
         size = len(seg)
+        length = size - iph
+        total = transport_sum + payload_sum + length
         if v6:
-            seg[4:6] = (size - 40).to_bytes(2, "big")
+            _U16.pack_into(seg, 4, size - 40)
         else:
-            seg[2:4] = size.to_bytes(2, "big")
-            seg[4:6] = ((ip_id + i) & 0xFFFF).to_bytes(2, "big")
-            _ipv4_header_checksum(seg, iph)
-        if proto == _TCP:
-            seg[iph + 4:iph + 8] = ((seq + start - hdr) & 0xFFFFFFFF).to_bytes(4, "big")
+            this_id = (ip_id + i) & 0xFFFF
+            _U16.pack_into(seg, 2, size)
+            _U16.pack_into(seg, 4, this_id)
+            _U16.pack_into(seg, 10, 0xFFFF - (ip_sum + size + this_id) % 0xFFFF)
+        if tcp:
+            this_seq = (seq + offset) & 0xFFFFFFFF
             f = tcp_flags
-            if not last:
+            if i != last:
                 f &= ~(_FIN | _PSH)
             if i:
                 f &= ~_CWR
+            _U32.pack_into(seg, iph + 4, this_seq)
             seg[iph + 13] = f
+            total += (this_seq >> 16) + (this_seq & 0xFFFF) + f
+            value = 0xFFFF - total % 0xFFFF if total % 0xFFFF else 0
         else:
-            seg[iph + 4:iph + 6] = (size - iph).to_bytes(2, "big")
-        seg[csum_at:csum_at + 2] = b"\0\0"
-        value = checksum(memoryview(seg)[iph:], _pseudo(seg, v6, proto, size - iph))
-        if proto == _UDP and value == 0:
-            value = 0xFFFF
-        seg[csum_at:csum_at + 2] = value.to_bytes(2, "big")
+            _U16.pack_into(seg, iph + 4, length)
+            total += length
+            value = 0xFFFF - total % 0xFFFF if total % 0xFFFF else 0xFFFF  # never 0: "no checksum"
+        _U16.pack_into(seg, csum_at, value)
         out.append(bytes(seg))
     return out
 
@@ -225,7 +266,7 @@ def _same_headers(a: bytes, b: bytes, v6: bool, iph: int, thl: int) -> bool:
     return a[iph + 20:iph + thl] == b[iph + 20:iph + thl]
 
 
-def coalesce(packets: list[bytes]) -> list[bytes]:
+def coalesce(packets: list[bytes], verify: bool = True) -> list[bytes]:
     """Frames (``virtio_net_hdr`` + packet) for TUN writes: adjacent segments of a TCP flow merged.
 
     Order is kept within each flow: a segment that cannot join its flow's group (a gap, a repeat,
@@ -233,6 +274,11 @@ def coalesce(packets: list[bytes]) -> list[bytes]:
 
     Args:
         packets: decrypted inner IP packets in the order they arrived.
+        verify: merge only segments whose TCP checksum verifies (wireguard-go's rule). False trusts
+            them as the kernel's WireGuard does (drivers/net/wireguard/receive.c marks every
+            decrypted packet CHECKSUM_UNNECESSARY): Poly1305 has authenticated each byte since the
+            peer's TUN handed it over, which no path error can get past, and a peer able to forge
+            bad data could as well give it a good checksum. It saves ~2.4 us a segment.
 
     Returns:
         One frame per group or unmerged packet, in the order of their first packets.
@@ -247,7 +293,7 @@ def coalesce(packets: list[bytes]) -> list[bytes]:
         v6, iph, thl, payload, key = found
         flags = packet[iph + 13]
         group = groups.get(key)
-        if payload == 0 or flags & ~_PSH != _ACK or checksum(memoryview(packet)[iph:], _pseudo(
+        if payload == 0 or flags & ~_PSH != _ACK or verify and checksum(memoryview(packet)[iph:], _pseudo(
                 packet, v6, _TCP, len(packet) - iph)) != 0:
             if group is not None:  # nothing of this flow may merge past this packet
                 del groups[key]

@@ -41,7 +41,8 @@ def test_install_service__writes_unit__own_user_net_admin_only(node_config, tmp_
     assert "systemctl enable --now warren-node" in result.stdout and "useradd --system" in result.stdout
     service = _unit(unit_path.read_text())["Service"]
     assert service["User"] == "warren" and service["Restart"] == "on-failure"
-    assert service["AmbientCapabilities"] == "CAP_NET_ADMIN" == service["CapabilityBoundingSet"]
+    assert service["AmbientCapabilities"] == "CAP_NET_ADMIN CAP_NET_BIND_SERVICE" == service["CapabilityBoundingSet"]
+    assert service["Environment"] == f'"HOME={data}"'  # ape and vvm keep folders in $HOME
     assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"
     assert service["ReadWritePaths"] == f'"{data}"'
     assert service["ExecStart"].split()[1:4] == ["node", "run", "--config"] and "--log-format json" in service["ExecStart"]

@@ -212,6 +212,13 @@ def test_coalesce__bad_checksum__written_alone_for_the_kernel_to_drop():
     assert len(frames) == 3
 
 
+def test_coalesce__without_verify__bad_checksum_merged_as_the_kernel_trusts_decrypted_packets():
+    packets = train(5)
+    bad = tcp_packet(payload_of(packets[2]), int.from_bytes(packets[2][24:28], "big"), ip_id=102, valid=False)
+    (frame,) = vnet.coalesce(packets[:2] + [bad] + packets[3:], verify=False)
+    assert b"".join(map(payload_of, unframe([frame]))) == b"".join(map(payload_of, packets))
+
+
 def test_coalesce__psh_in_the_middle__ends_the_frame():
     packets = train(6)
     packets[1] = tcp_packet(payload_of(packets[1]), 1 + 1368, ip_id=101, flags=ACK | PSH)
@@ -260,6 +267,16 @@ def test_coalesce__lossy_reordering_path__every_packet_delivered_once_in_order(o
             arrived += [packet, packet]
         elif op == "swap" and arrived:
             arrived.insert(len(arrived) - 1, packet)
-    frames = vnet.coalesce(arrived)
-    assert unframe(frames) == arrived
+    for verify in (True, False):
+        frames = vnet.coalesce(arrived, verify)
+        assert unframe(frames) == arrived
     assert all(len(f) - vnet.VNET_HDR_LEN <= vnet.MAX_COALESCED for f in frames)
+
+
+@pytest.mark.parametrize("mss", [1001, 1367, 536])
+def test_segment__odd_or_small_mss__checksums_still_valid(mss):
+    """An odd segment size shifts word alignment per segment (the vectorised sum is skipped)."""
+    payload = random.Random(mss).randbytes(mss * 5 + 77)
+    packets = vnet.segment(tso_frame(payload, mss))
+    assert b"".join(map(payload_of, packets)) == payload
+    assert all(transport_ok(p, False, 6) and reference_sum(p[:20]) == 0xFFFF for p in packets)
