@@ -13,7 +13,9 @@ pool), the same session setup, receipts and close (agents.client.agent.ClientAge
 differs: instead of the whole host, one host route sends the payload endpoint through the tunnel
 (the node sees a customer downloading something). The bytes are checked against the seed's payload,
 and the latency is the TCP connect round trip through the tunnel and the session's control-channel
-ping.
+ping. Throughput is judged against the capacity the node advertises in its signed PeerRecord (the
+config's ``expected_kbps`` only for a node that advertises none), and both ends' byte counts of the
+session go into the transcript: the challenger's tunnel counter and the node's last invoice.
 
 Slashing is decided once an epoch is over (reputation.slash_epoch, open during the next epoch only):
 :meth:`Challenger.slash_previous` asks the contract to slash each node this challenger reported failed
@@ -37,7 +39,7 @@ from agents.challenger.proposal import propose
 from agents.challenger.store import TranscriptStore
 from agents.challenger.verdict import Transcript, Verdict, judge, record
 
-__all__ = ["Challenger"]
+__all__ = ["Challenger", "advertised_kbps"]
 
 log = logging.getLogger("warren.challenger")
 
@@ -47,6 +49,17 @@ DOWNLOAD_TIMEOUT_S = 60.0
 _READ = 256 * 1024
 #: How far back a node's traffic is counted (blocks; about a day of 2-second blocks).
 TRAFFIC_BLOCKS = 43_200
+#: After the download, how long to wait for the node's invoice to count what the challenger's tunnel
+#: counted (seconds): the node invoices every 0.25 s (agents.node.agent.METER_PERIOD_S).
+COUNT_WAIT_S = 2.0
+
+
+def advertised_kbps(record, fallback_kbps: int) -> int:
+    """The capacity a challenge holds the node to: what its signed PeerRecord advertises (kbit/s),
+    or the challenger's ``expected_kbps`` for a node that advertises none (or was not found)."""
+    if record is not None and record.capacity_kbps:
+        return int(record.capacity_kbps)
+    return int(fallback_kbps)
 
 
 class _NoKillSwitch:
@@ -143,7 +156,8 @@ class Challenger:
             self.store.save(transcript, verdict)
             ran.append({"node_id": transcript.node_id, "epoch": epoch, "passed": verdict.passed,
                         "throughput_kbps": verdict.throughput_kbps, "latency_ms": verdict.latency_ms,
-                        "tampered": verdict.tampered, "reasons": list(verdict.reasons),
+                        "payload_bytes": transcript.bytes_received, "tunnel_bytes": verdict.tunnel_bytes,
+                        "node_bytes": verdict.node_bytes, "tampered": verdict.tampered, "reasons": list(verdict.reasons),
                         "transcript_hash": verdict.transcript_hash.hex()})
             log.info("challenge of %s: %s", transcript.node_id[:12], ran[-1])
         self.report_pending(epoch)
@@ -205,9 +219,12 @@ class Challenger:
         url = self.config.endpoint + payload_path(seed, size)
         target = urlparse(self.config.endpoint)
         started, received, elapsed, latency, error = time.time(), b"", 0.0, [], ""
+        counts: tuple[int | None, int | None] = (None, None)
+        advertised = self.config.expected_kbps
         client = self.config.client
         try:
             with self._overlay() as (tunnel, discovery):
+                advertised = advertised_kbps(discovery.resolve(node_id), self.config.expected_kbps)
                 endpoint = discovery.path_to(node_id)
                 if endpoint is None:
                     raise ConnectionError("the overlay found no path to the node")
@@ -223,6 +240,7 @@ class Challenger:
                     probe = agent.session.probe.last_rtt_s
                     if probe is not None:
                         latency.append(probe * 1000)
+                    counts = self._session_counts(agent)
                 finally:
                     with contextlib.suppress(Exception):
                         agent.disconnect()
@@ -230,9 +248,23 @@ class Challenger:
             error = f"{type(exc).__name__}: {exc}"
             log.warning("challenge of %s failed: %s", node_id.hex()[:12], error)
         transcript = record(node_id=node_id, epoch=epoch, challenger=str(self.account.address), started_at=started,
-                            seed=seed, size=size, url=url, advertised_kbps=self.config.expected_kbps,
-                            received=received, elapsed_s=elapsed, latency_ms=latency, error=error)
+                            seed=seed, size=size, url=url, advertised_kbps=advertised,
+                            received=received, elapsed_s=elapsed, latency_ms=latency, error=error,
+                            tunnel_bytes=counts[0], node_bytes=counts[1])
         return transcript, judge(transcript, self.config.policy, self.store.uptime(node_id, epoch))
+
+    @staticmethod
+    def _session_counts(agent, wait_s: float = COUNT_WAIT_S) -> tuple[int, int]:
+        """``(challenger's, node's)`` count of the session's tunnel bytes (both directions), once the
+        node's invoice has caught up with what the challenger counted at the end of the download (or
+        after ``wait_s``: a node whose count stays behind is caught by the verdict)."""
+        status = agent.status()
+        target = status["rx_bytes"] + status["tx_bytes"]
+        deadline = time.monotonic() + wait_s
+        while status["invoiced_bytes"] < target and time.monotonic() < deadline:
+            time.sleep(0.05)
+            status = agent.status()
+        return status["rx_bytes"] + status["tx_bytes"], status["invoiced_bytes"]
 
     @staticmethod
     def _download(target, url: str, source: str) -> tuple[bytes, float, float]:

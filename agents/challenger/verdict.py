@@ -11,6 +11,12 @@ the received hashes (:func:`check_transcript`), without trusting the challenger'
 not, throughput and latency for reputation.vy, and whether the node *tampered* (changed bytes it
 delivered, as opposed to being slow, truncating, or down: only tampering is proposed for revocation;
 the rest is for the failure quorum to slash).
+
+Both ends count bytes: the transcript also holds the session's tunnel bytes as the challenger counted
+them and as the node counted them (its last invoice, the figure it bills by). The two count the same
+thing (WireGuard traffic of the session, both directions), so they agree to within what one invoice
+period adds; :func:`count_reasons` fails a node whose count is far from the challenger's (a node
+that inflates what it bills, or under-reports what it carried) or below the payload delivered.
 """
 
 from __future__ import annotations
@@ -22,10 +28,14 @@ import statistics
 
 from agents.challenger.payload import CHUNK_SIZE, chunk_hashes, payload
 
-__all__ = ["Policy", "Transcript", "Verdict", "check_transcript", "judge", "record", "service_reasons"]
+__all__ = ["Policy", "Transcript", "Verdict", "check_transcript", "count_reasons", "judge", "record",
+           "service_reasons"]
 
-#: Transcript format version (in the canonical JSON, so a changed format changes the hash).
-VERSION = 1
+#: Transcript format version (in the canonical JSON, so a changed format changes the hash). 2 adds
+#: ``tunnel_bytes`` and ``node_bytes``; a version 1 transcript has neither and hashes as it did.
+VERSION = 2
+#: Fields a transcript leaves out of its canonical form while they are None (added after version 1).
+_OPTIONAL = ("tunnel_bytes", "node_bytes")
 #: Differing bytes kept in a transcript at most (64 KiB): enough to show any tampering, bounded
 #: when a node rewrites everything (then ``diffs_complete`` is false and the chunk hashes remain).
 MAX_DIFF_BYTES = 64 * 1024
@@ -52,6 +62,8 @@ class Transcript:
         diffs: ``[offset, hex]`` runs where received bytes differ from the payload.
         diffs_complete: every differing byte is in ``diffs`` (False once the cap is reached).
         error: why the challenge could not finish (no session, timeout...), or "".
+        tunnel_bytes: the session's tunnel bytes (both directions) by the challenger's count, or None.
+        node_bytes: the same by the node's count (its last invoice after the download), or None.
     """
 
     node_id: str
@@ -72,9 +84,14 @@ class Transcript:
     error: str = ""
     chunk_size: int = CHUNK_SIZE
     version: int = VERSION
+    tunnel_bytes: int | None = None
+    node_bytes: int | None = None
 
     def to_dict(self) -> dict:
         value = dataclasses.asdict(self)
+        for name in _OPTIONAL:
+            if value[name] is None:
+                del value[name]
         value["latency_ms"] = list(self.latency_ms)
         value["received_chunks"] = list(self.received_chunks)
         value["diffs"] = [list(d) for d in self.diffs]
@@ -147,8 +164,10 @@ def _diff_runs(expected: bytes, received: bytes, cap: int) -> tuple[list[tuple[i
 
 def record(*, node_id: bytes, epoch: int, challenger: str, started_at: float, seed: bytes, size: int, url: str,
            advertised_kbps: int, received: bytes, elapsed_s: float, latency_ms=(), error: str = "",
+           tunnel_bytes: int | None = None, node_bytes: int | None = None,
            max_diff_bytes: int = MAX_DIFF_BYTES) -> Transcript:
-    """The transcript of a finished (or failed) download of the payload of ``seed``."""
+    """The transcript of a finished (or failed) download of the payload of ``seed`` (with both ends'
+    byte counts of the session, when it got that far)."""
     expected = payload(seed, size)
     diffs, complete = _diff_runs(expected, received, max_diff_bytes)
     return Transcript(
@@ -156,7 +175,7 @@ def record(*, node_id: bytes, epoch: int, challenger: str, started_at: float, se
         size=size, url=url, advertised_kbps=int(advertised_kbps), bytes_received=len(received),
         elapsed_s=round(elapsed_s, 6), latency_ms=tuple(round(x, 3) for x in latency_ms),
         received_sha256=hashlib.sha256(received).hexdigest(), received_chunks=tuple(chunk_hashes(received)),
-        diffs=tuple(diffs), diffs_complete=complete, error=error)
+        diffs=tuple(diffs), diffs_complete=complete, error=error, tunnel_bytes=tunnel_bytes, node_bytes=node_bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,18 +188,24 @@ class Policy:
         min_kbps: floor when the node advertises nothing (kilobits per second).
         max_latency_ms: median round trip above which the node fails.
         min_uptime: share of the epoch's uptime probes that must have been answered.
+        max_count_mismatch: how far the node's byte count may be from the challenger's, as a share of
+            the challenger's (one invoice period of a challenge's control traffic is far less).
+        count_slack_bytes: and in bytes, on top (a short download's few frames in flight).
     """
 
     min_throughput_fraction: float = 0.5
     min_kbps: int = 1_000
     max_latency_ms: float = 1_000.0
     min_uptime: float = 0.5
+    max_count_mismatch: float = 0.1
+    count_slack_bytes: int = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     """What goes on chain (``passed``, ``throughput_kbps``, ``latency_ms``, ``transcript_hash``) and
-    what stays local (``tampered``: propose a revocation; ``reasons``: why it failed)."""
+    what stays local (``tampered``: propose a revocation; ``reasons``: why it failed; both ends' byte
+    counts of the session, None where unknown)."""
 
     passed: bool
     throughput_kbps: int
@@ -188,6 +213,8 @@ class Verdict:
     tampered: bool
     reasons: tuple[str, ...]
     transcript_hash: bytes
+    tunnel_bytes: int | None = None
+    node_bytes: int | None = None
 
 
 def service_reasons(throughput_kbps: float, advertised_kbps: int, latency_ms: float | None, uptime: float | None,
@@ -202,6 +229,28 @@ def service_reasons(throughput_kbps: float, advertised_kbps: int, latency_ms: fl
         reasons.append(f"latency: {latency_ms:.0f} ms above {policy.max_latency_ms:.0f}")
     if uptime is not None and uptime < policy.min_uptime:
         reasons.append(f"uptime: {uptime:.0%} of probes answered")
+    return reasons
+
+
+def count_reasons(payload_bytes: int, tunnel_bytes: int | None, node_bytes: int | None,
+                  policy: Policy = Policy()) -> list[str]:
+    """Why the two ends' byte counts of a session disagree (empty: they agree, or were not taken).
+
+    Args:
+        payload_bytes: payload bytes the challenger received.
+        tunnel_bytes: the session's tunnel bytes by the challenger's count (None: no session).
+        node_bytes: the same by the node's count (None: no session).
+    """
+    if tunnel_bytes is None or node_bytes is None:
+        return []
+    reasons = []
+    allowed = int(tunnel_bytes * policy.max_count_mismatch) + policy.count_slack_bytes
+    if abs(node_bytes - tunnel_bytes) > allowed:
+        reasons.append(f"count: the node counted {node_bytes} bytes, the challenger {tunnel_bytes} "
+                       f"(more than {allowed} apart)")
+    if node_bytes < payload_bytes:
+        reasons.append(f"count: the node counted {node_bytes} bytes, fewer than the {payload_bytes} payload bytes "
+                       f"delivered")
     return reasons
 
 
@@ -220,9 +269,11 @@ def judge(transcript: Transcript, policy: Policy = Policy(), uptime: float | Non
         reasons.append(f"overlong: {transcript.bytes_received} of {transcript.size} bytes")
     latency = transcript.median_latency_ms
     reasons.extend(service_reasons(transcript.throughput_kbps, transcript.advertised_kbps, latency, uptime, policy))
+    reasons.extend(count_reasons(transcript.bytes_received, transcript.tunnel_bytes, transcript.node_bytes, policy))
     return Verdict(passed=not reasons, throughput_kbps=transcript.throughput_kbps,
                    latency_ms=int(round(latency or 0)), tampered=tampered, reasons=tuple(reasons),
-                   transcript_hash=transcript.digest())
+                   transcript_hash=transcript.digest(), tunnel_bytes=transcript.tunnel_bytes,
+                   node_bytes=transcript.node_bytes)
 
 
 def check_transcript(transcript: Transcript) -> tuple[list[str], list[str]]:
@@ -276,4 +327,5 @@ def check_transcript(transcript: Transcript) -> tuple[list[str], list[str]]:
                         f"from its seed (first at offset {transcript.diffs[0][0]})")
     if transcript.bytes_received < transcript.size:
         findings.append(f"truncated: {transcript.bytes_received} of {transcript.size} bytes")
+    findings.extend(count_reasons(transcript.bytes_received, transcript.tunnel_bytes, transcript.node_bytes))
     return problems, findings

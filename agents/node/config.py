@@ -4,6 +4,8 @@
 
     region = "DE"                      # ISO 3166-1 alpha-2, as registered on chain
     price_per_gib = 1000000000000000   # token wei per GiB carried, or "auto" with a [price] table
+    capacity_mbps = 25                 # optional: the bandwidth advertised in the PeerRecord (challengers
+                                       # measure against it); default the [price] table's, else none
     stake = "100000000000000000000"    # token wei (strings of digits past TOML's 2**63)
     credit_bytes = 16777216            # unpaid bytes the node carries before a cut-off (16 MiB)
     receipt_bytes = 1048576            # a receipt every 1 MiB ...
@@ -156,6 +158,15 @@ class NodeConfig:
     dashboard: ListenSettings = ListenSettings(True, ("127.0.0.1", DEFAULT_DASHBOARD_PORT))
     #: ``[price]``: the bounds and parameters of ``price_per_gib = "auto"`` (None for a fixed price).
     price: PriceRule | None = None
+    #: The bandwidth advertised in the PeerRecord, Mbit/s (None: the ``[price]`` table's, else none).
+    capacity_mbps: float | None = None
+
+    @property
+    def advertised_kbps(self) -> int:
+        """What the PeerRecord advertises, kbit/s (0: nothing): challengers judge throughput against it."""
+        mbps = self.capacity_mbps if self.capacity_mbps is not None else (
+            self.price.capacity_mbps if self.price is not None else 0)
+        return int(mbps * 1000)
 
     @property
     def auto_price(self) -> bool:
@@ -181,6 +192,7 @@ class NodeConfig:
             "region": self.region,
             "price_per_gib": "auto" if self.auto_price else wei_to_toml(self.price_per_gib),
             "price": self.price.to_dict() if self.price is not None else None,
+            "capacity_mbps": self.capacity_mbps,
             "stake": wei_to_toml(self.stake),
             "credit_bytes": self.credit_bytes,
             "receipt_bytes": self.receipt_bytes,
@@ -285,6 +297,7 @@ def load_config(path: str | os.PathLike) -> NodeConfig:
         "setup_timeout_s": top.number("setup_timeout_s", d["setup_timeout_s"].default),
         "min_relayer_fee": top.wei("min_relayer_fee", d["min_relayer_fee"].default),
         "bootstrap": top.endpoints("bootstrap", ()),
+        "capacity_mbps": top.number("capacity_mbps", None),
     }
     settlement = top.table("settlement")
     if settlement.has("threshold") and settlement.raw["threshold"] == "auto":

@@ -154,6 +154,7 @@ class NodePresence:
         peers_file: where the ring members we know are kept across restarts (None: not kept).
         record_check_s: behind a NAT, how often to check that our record can still be found.
         revocations: the node's :class:`agents.overlay.revocation.RevocationList` (None: none kept).
+        capacity_kbps: the bandwidth the node advertises in its PeerRecord, kbit/s (0: none).
     """
 
     def __init__(self, tunnel, *, operator_key, region: str, price_per_gib: int, directory,
@@ -161,7 +162,7 @@ class NodePresence:
                  ttl_s: int = DEFAULT_TTL_S, relay_limits: RelayLimits | None = None,
                  authority: RevocationAuthority | None = None, config: OverlayConfig | None = None,
                  peers_file: Path | None = None, record_check_s: float = RECORD_CHECK_S,
-                 revocations=None) -> None:
+                 revocations=None, capacity_kbps: int = 0) -> None:
         if relay and public_endpoint is None:
             raise LocalProtocolError("presence: a relay must have a public endpoint")
         if not bootstrap and public_endpoint is None:
@@ -172,6 +173,8 @@ class NodePresence:
         self.operator_key = operator_key
         self.region = region
         self.price_per_gib = price_per_gib
+        #: The bandwidth advertised in the PeerRecord (kbit/s; 0: none): what challengers measure against.
+        self.capacity_kbps = int(capacity_kbps)
         self.bootstrap = [tuple(b) for b in bootstrap]
         self.public_endpoint = tuple(public_endpoint) if public_endpoint else None
         self.relay = relay
@@ -297,7 +300,8 @@ class NodePresence:
         self.seq = max(self.seq + 1, now)
         expires = now + self.ttl_s
         raw = make_peer_record(self.operator_key, self.tunnel.public_key, self.endpoints, seq=self.seq,
-                               expires=expires, region=self.region, price=self.price_per_gib)
+                               expires=expires, region=self.region, price=self.price_per_gib,
+                               capacity_kbps=self.capacity_kbps)
         op = self.rt.call(lambda node, t: node.put(raw, t))
         ev = self.rt.wait_for(lambda e: isinstance(e, PutDone) and e.op_id == op, PUBLISH_TIMEOUT_S)
         self.last_publish = "timed out" if ev is None else "ok" if ev.ok else (ev.reason or "refused")

@@ -161,7 +161,8 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
                                     bootstrap=bootstrap or ([public] if public else []),
                                     public_endpoint=public, relay=relay,
                                     peers_file=Path(config.data_dir) / "overlay-peers.json",
-                                    authority=ChainRevocationAuthority(contracts), revocations=revoked)
+                                    authority=ChainRevocationAuthority(contracts), revocations=revoked,
+                                    capacity_kbps=config.advertised_kbps)
             revocations.attach_presence(presence)
             presence.start()
             revocations.step()  # revocations made while this node was down, before serving

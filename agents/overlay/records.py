@@ -19,7 +19,9 @@ Layout (big-endian)::
     version u8 (=1) | kind u8 | seq u64 | expires u64 (unix s) | node_id 32 | body_len u16 | body | sig
 
     PEER (1):       wg_key 32 | region_len u8 | region ascii | price u128 (token wei per GiB, as node_registry) |
-                    n u8 | n endpoints (family u8 | ip | port u16)        key = node_id
+                    n u8 | n endpoints (family u8 | ip | port u16) [| capacity_kbps u64]   key = node_id
+                    (the capacity the node advertises, what challengers measure it against; absent
+                    when the node advertises none, so such records are byte for byte as before)
     IP (2):         wg_key 32 | net_len u8 | network utf-8 | family u8 | ip  key = ip_key(network, ip)
     REVOCATION (3): evidence_hash 32 | nonce u64 | n u8 | n guardian sigs (65 each); no outer sig;
                     key = revocation_key(node_id)
@@ -112,6 +114,7 @@ class Record:
         region: free-form region label (PEER).
         price: token wei per GiB, as node_registry holds it (PEER).
         endpoints: (ip, port) endpoints (PEER).
+        capacity_kbps: the bandwidth the node advertises, kilobits per second; 0: none (PEER).
         network: mesh network name (IP).
         ip: virtual IP address (IP).
         evidence_hash: hash of the evidence bundle (REVOCATION).
@@ -131,6 +134,7 @@ class Record:
     region: str = ""
     price: int = 0
     endpoints: tuple = ()
+    capacity_kbps: int = 0
     network: str = ""
     ip: str = ""
     evidence_hash: bytes = b""
@@ -221,15 +225,20 @@ def _sign(unsigned: bytes, operator_key) -> bytes:
 
 
 def make_peer_record(
-    operator_key, wg_key: bytes, endpoints, *, seq: int, expires: int, region: str = "", price: int = 0
+    operator_key, wg_key: bytes, endpoints, *, seq: int, expires: int, region: str = "", price: int = 0,
+    capacity_kbps: int = 0,
 ) -> bytes:
-    """Build and sign a PeerRecord (node_id -> WireGuard key, endpoints, region, price)."""
+    """Build and sign a PeerRecord (node_id -> WireGuard key, endpoints, region, price, advertised capacity)."""
     reg = region.encode("ascii")
     eps = tuple(endpoints)
     if len(reg) > 32 or len(eps) > 8:
         raise LocalProtocolError("overlay: region too long or too many endpoints")
+    if not 0 <= capacity_kbps < 1 << 64:
+        raise LocalProtocolError("overlay: capacity does not fit the PeerRecord (8 bytes)")
     body = wg_key + bytes([len(reg)]) + reg + price.to_bytes(16, "big") + bytes([len(eps)])
     body += b"".join(encode_address(e) for e in eps)
+    if capacity_kbps:
+        body += capacity_kbps.to_bytes(8, "big")
     unsigned = _pack(PEER, seq, expires, node_id_from_wg_key(wg_key), body)
     return unsigned + _sign(unsigned, operator_key)
 
@@ -294,10 +303,16 @@ def decode_record(raw: bytes) -> Record:
             for _ in range(n):
                 a, p = decode_address(body, p)
                 eps.append(a)
+            capacity = 0
+            if len(body) == p + 8:
+                capacity = int.from_bytes(body[p:], "big")
+                if capacity == 0:
+                    raise ValueError("an advertised capacity of 0 is written as none")
+                p += 8
             if len(wg) != 32 or p != len(body):
                 raise ValueError("peer body length")
             rec = Record(PEER, seq, expires, node_id, node_id, wg_key=wg, region=region, price=price,
-                         endpoints=tuple(eps), signature=sig, raw=raw)
+                         endpoints=tuple(eps), capacity_kbps=capacity, signature=sig, raw=raw)
         elif kind == IP:
             wg = body[:32]
             nl = body[32]

@@ -6,7 +6,7 @@ import hashlib
 import pytest
 
 from agents.challenger.payload import CHUNK_SIZE, parse_payload_path, payload, payload_path
-from agents.challenger.verdict import Policy, Transcript, check_transcript, judge, record
+from agents.challenger.verdict import Policy, Transcript, check_transcript, count_reasons, judge, record
 
 SEED = bytes(range(32))
 SIZE = 4 * CHUNK_SIZE + 123
@@ -141,3 +141,48 @@ def test_endpoint__serves_the_seeds_payload_over_http():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- both ends count bytes ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("payload_bytes", "tunnel", "node", "reasons"), [
+    (800_000, 1_000_000, 1_000_000, []),
+    (800_000, 1_000_000, 1_150_000, []),   # 150,000 apart: within 10 % (100,000) + 65,536
+    (800_000, 1_000_000, 850_000, []),
+    (800_000, 1_000_000, 1_170_000,
+     ["count: the node counted 1170000 bytes, the challenger 1000000 (more than 165536 apart)"]),
+    (800_000, 1_000_000, 830_000,
+     ["count: the node counted 830000 bytes, the challenger 1000000 (more than 165536 apart)"]),
+    (20_000, 30_000, 5_000, ["count: the node counted 5000 bytes, fewer than the 20000 payload bytes delivered"]),
+    (800_000, 1_000_000, None, []),        # no session, no counts: nothing to compare
+])
+def test_count_reasons__fixed_counts(payload_bytes, tunnel, node, reasons):
+    assert count_reasons(payload_bytes, tunnel, node) == reasons
+
+
+def test_judge__both_counts__in_transcript_and_verdict():
+    t = make(elapsed_s=0.5, tunnel_bytes=SIZE + 3_000, node_bytes=SIZE + 3_200)
+    v = judge(t)
+    assert v.passed and (v.tunnel_bytes, v.node_bytes) == (SIZE + 3_000, SIZE + 3_200)
+    assert (t.to_dict()["tunnel_bytes"], t.to_dict()["node_bytes"]) == (SIZE + 3_000, SIZE + 3_200)
+    assert Transcript.from_dict(t.to_dict()).digest() == t.digest()
+
+
+def test_judge__node_inflates_its_count__fails_without_tampering():
+    # The payload arrived intact and fast, but the node says it carried three times as much.
+    t = make(elapsed_s=0.5, tunnel_bytes=SIZE + 3_000, node_bytes=3 * SIZE + 200_000)
+    v = judge(t)
+    assert not v.passed and not v.tampered
+    assert v.reasons == (f"count: the node counted {3 * SIZE + 200_000} bytes, the challenger {SIZE + 3_000} "
+                         f"(more than {int((SIZE + 3_000) * 0.1) + 65_536} apart)",)
+    problems, findings = check_transcript(t)
+    assert problems == [] and findings == list(v.reasons)
+
+
+def test_transcript__version_1_without_counts__hashes_as_before():
+    # A transcript stored before both ends counted has no count fields: parsed again it must keep
+    # its hash (the one posted on chain), so absent counts stay out of the canonical form.
+    old = dataclasses.replace(make(), version=1).to_dict()
+    assert "tunnel_bytes" not in old and "node_bytes" not in old
+    assert hashlib.sha256(Transcript.from_dict(old).canonical()).digest() == dataclasses.replace(make(), version=1).digest()
+    assert Transcript.from_dict(old).canonical() == dataclasses.replace(make(), version=1).canonical()

@@ -52,6 +52,36 @@ def test_peer_record__valid__accepted_with_fields(validator, operator, registere
     assert (rec.wg_key, rec.region, rec.price, rec.endpoints) == (wg, "eu-west", 10**15, tuple(ENDPOINTS))
 
 
+def test_peer_record__advertised_capacity__signed_and_read_back(validator, operator, registered, peer_record):
+    # The capacity challengers measure a node against travels in the signed record (issue 14).
+    wg, _ = registered()
+    raw = make_peer_record(operator.key, wg, ENDPOINTS, seq=3, expires=NOW + 60, region="DE", capacity_kbps=25_000)
+    rec = validator.validate(raw, NOW)
+    assert (rec.capacity_kbps, rec.region, rec.endpoints) == (25_000, "DE", tuple(ENDPOINTS))
+    # None advertised: no trailer, so the record is byte for byte the earlier format (8 bytes shorter).
+    plain = make_peer_record(operator.key, wg, ENDPOINTS, seq=3, expires=NOW + 60, region="DE")
+    assert validator.validate(plain, NOW).capacity_kbps == 0
+    assert len(raw) - len(plain) == 8
+    # Changing the advertised capacity after signing breaks the signature.
+    forged = bytearray(raw)
+    forged[-66] ^= 1  # the capacity's last byte
+    assert _reason(validator, bytes(forged)) == "mis-signed"
+    with pytest.raises(LocalProtocolError, match="capacity"):
+        make_peer_record(operator.key, wg, ENDPOINTS, seq=3, expires=NOW + 60, capacity_kbps=1 << 64)
+
+
+def test_peer_record__zero_capacity_trailer__refused_malformed(validator, operator, registered):
+    # 0 is written as no trailer: a record carrying an explicit zero has two encodings of one meaning.
+    wg, _ = registered()
+    plain = make_peer_record(operator.key, wg, ENDPOINTS, seq=1, expires=NOW + 60)
+    unsigned = bytearray(plain[:-65])
+    unsigned[50:52] = (int.from_bytes(unsigned[50:52], "big") + 8).to_bytes(2, "big")  # body_len
+    unsigned += bytes(8)
+    raw = bytes(unsigned) + bytes(
+        Account.sign_message(encode_defunct(primitive=SIGN_PREFIX + bytes(unsigned)), operator.key).signature)
+    assert _reason(validator, raw) == "malformed"
+
+
 def test_peer_record__forged_by_another_key__refused_mis_signed(validator, peer_record):
     assert _reason(validator, peer_record(key=Account.create().key)) == "mis-signed"
 
