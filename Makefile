@@ -15,7 +15,7 @@ DEB_PKGS := iproute2 iptables nftables iputils-ping iperf3 wireguard-go wireguar
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install test demo bench clean-env
+.PHONY: install test demo bench clean-env vendor-chartist
 
 install: $(PY_STAMP) $(BIN)/anvil $(DEB_STAMP)
 
@@ -50,3 +50,8 @@ demo: install
 
 bench: install
 	@for b in scripts/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+
+# The dashboard's chart library (committed; run only to re-fetch it): exactly the pinned npm version,
+# its files' SHA-256 checked against agents/node/dashboard/vendor.py before anything is replaced.
+vendor-chartist: $(PY_STAMP)
+	$(BIN)/python -m agents.node.dashboard.vendor

@@ -67,7 +67,11 @@ def _read(driver) -> dict:
         "revoked": driver.find_element(By.ID, "revoked").text,
         "totals": {k: wei(f"total-{k}") for k in ("earned", "settled", "unsettled", "fee", "net")},
         "sessions": sessions,
-        "chart_bars": len(driver.find_elements(By.CSS_SELECTOR, "#chart rect")),
+        # Chartist draws each bar as an SVG line with its figure in ct:meta ("<day> <series> <wei or gas>").
+        "chart_bars": len(driver.find_elements(By.CSS_SELECTOR, "#chart svg line.ct-bar")),
+        "gas_bars": len(driver.find_elements(By.CSS_SELECTOR, "#gas-chart svg line.ct-bar")),
+        "chart_figures": [bar.get_attribute("ct:meta") for bar in
+                          driver.find_elements(By.CSS_SELECTOR, "#chart svg line.ct-bar, #gas-chart svg line.ct-bar")],
         "settlement_rows": len(driver.find_elements(By.CSS_SELECTOR, "#settlements tr")),
         "policy": driver.find_element(By.ID, "policy").text,
     }
@@ -104,6 +108,8 @@ def drive(url: str, token: str, out_dir: str | Path, new_price: int | None = Non
             result["address"] = driver.current_url  # the token left the address bar
             _wait(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "1", 30,
                   "the page's first data")
+            _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#gas-chart svg line.ct-bar")
+                  or driver.find_element(By.ID, "chart-empty").is_displayed(), 10, "the earnings chart drawn")
             if wait_for_traffic:
                 _wait(lambda: any(c.text.endswith("Mbit/s") and not c.text.startswith("0.00")
                                   for c in driver.find_elements(By.CSS_SELECTOR, "#sessions td.rate")), 30,

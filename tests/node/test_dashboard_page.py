@@ -71,7 +71,12 @@ def test_page__fake_view__numbers_shown_and_price_control_works(tmp_path):
     assert page["stake"] == str(100 * TOKEN) and page["price_per_gib"] == str(2 * TOKEN) and page["score_bps"] == "9500"
     assert page["totals"] == {"earned": str(3 * TOKEN), "settled": str(2 * TOKEN), "unsettled": str(TOKEN),
                               "fee": str(3 * TOKEN // 100), "net": str(3 * TOKEN - 3 * TOKEN // 100)}
-    assert page["chart_bars"] == 6 and page["settlement_rows"] == 1
+    assert page["chart_bars"] == 6 and page["gas_bars"] == 2 and page["settlement_rows"] == 1
+    # Chartist's SVG: series by series (settled, unsettled, fee), then gas; each bar carries its figure.
+    assert page["chart_figures"] == [
+        f"2026-12-03 settled {2 * TOKEN}", "2026-12-04 settled 0", "2026-12-03 unsettled 0",
+        f"2026-12-04 unsettled {TOKEN}", f"2026-12-03 fee {2 * TOKEN // 100}", f"2026-12-04 fee {TOKEN // 100}",
+        "2026-12-03 gas 61882", "2026-12-04 gas 0"]
     (session,) = page["sessions"]
     assert session["paid_amount"] == "123456789" and session["rate"].endswith("Mbit/s")
     assert result["bad_price"] == "error: a price is a whole number of token wei per GiB, not 'twelve'"

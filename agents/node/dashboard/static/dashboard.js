@@ -1,5 +1,5 @@
 // Warren node dashboard: polls /api/overview and draws it; three controls post JSON.
-// No library: the page needs one small bar chart, drawn here as SVG (no CDN, works offline).
+// The earnings chart is drawn by Chartist (chartist.umd.js beside this file: no CDN, works offline).
 "use strict";
 
 const POLL_MS = 2000;
@@ -80,36 +80,42 @@ function renderSessions(live, now) {
   }
 }
 
+// The chart library is Chartist, served from this package (agents/node/dashboard/vendor.py says why).
+const SERIES = ["settled", "unsettled", "fee"];
+const DAYS_SHOWN = 14;
+let charts = null, chartData = "";
+
+function tokenValue(wei) { return Number(BigInt(wei) / 10n ** 12n) / 1e6; } // tokens, 6 decimals
+
 function renderChart(days) {
-  const svg = $("chart"), ns = "http://www.w3.org/2000/svg";
-  svg.replaceChildren();
-  const shown = days.slice(-14);
-  const series = ["settled", "unsettled", "fee"];
-  const value = (d, k) => Number(BigInt(d[k]) / 10n ** 12n) / 1e6; // tokens, 6 decimals
-  const top = Math.max(1e-6, ...shown.flatMap(d => series.map(k => value(d, k))));
-  const W = 640, H = 220, left = 50, bottom = 40, plotH = H - bottom - 10;
-  const group = (W - left) / Math.max(1, shown.length), bar = Math.min(24, (group - 8) / series.length);
-  const add = (tag, attrs, text) => {
-    const el = document.createElementNS(ns, tag);
-    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
-    if (text !== undefined) el.textContent = text;
-    svg.appendChild(el);
-    return el;
+  const shown = days.slice(-DAYS_SHOWN);
+  const key = JSON.stringify(shown);
+  if (key === chartData) return; // same numbers: keep the drawn chart (no redraw every poll)
+  chartData = key;
+  $("chart-empty").hidden = shown.length > 0;
+  const labels = shown.map(d => d.day.slice(5));
+  // meta: the exact figure (token wei, gas), kept on each bar as ct:meta for readers and tests.
+  const money = {labels, series: SERIES.map(k => shown.map(d => ({value: tokenValue(d[k]), meta: `${d.day} ${k} ${d[k]}`})))};
+  const gas = {labels, series: [shown.map(d => ({value: d.gas, meta: `${d.day} gas ${d.gas}`}))]};
+  if (charts) {
+    charts.money.update(money);
+    charts.gas.update(gas);
+    return;
+  }
+  charts = {
+    money: new Chartist.BarChart("#chart", money, {stackBars: true, height: "220px", seriesBarDistance: 0,
+                                                   axisY: {labelInterpolationFnc: v => v.toFixed(3)}}),
+    gas: new Chartist.BarChart("#gas-chart", gas, {height: "120px", axisY: {onlyInteger: true}}),
   };
-  add("line", {x1: left, y1: 10 + plotH, x2: W, y2: 10 + plotH, stroke: "#999"});
-  add("text", {x: 2, y: 18}, top.toPrecision(3));
-  add("text", {x: 2, y: 10 + plotH}, "0");
-  shown.forEach((d, i) => {
-    series.forEach((k, j) => {
-      const h = value(d, k) / top * plotH;
-      add("rect", {class: k, x: left + i * group + 4 + j * bar, y: 10 + plotH - h, width: bar - 1, height: h,
-                   "data-day": d.day, "data-series": k, "data-wei": d[k]}).appendChild(
-        document.createElementNS(ns, "title")).textContent = `${d.day} ${k}: ${tokens(d[k])} tokens`;
+  for (const chart of Object.values(charts)) {
+    chart.on("draw", (ctx) => { // a hover text per bar: the day, the series and its exact figure
+      if (ctx.type !== "bar" || !ctx.meta) return;
+      const [day, what, figure] = String(ctx.meta).split(" ");
+      const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+      title.textContent = what === "gas" ? `${day} gas used by settlements: ${figure}` : `${day} ${what}: ${tokens(figure)} tokens`;
+      ctx.element.getNode().appendChild(title);
     });
-    add("text", {x: left + i * group + 4, y: H - 24}, d.day.slice(5));
-    add("text", {x: left + i * group + 4, y: H - 10, "data-gas": d.gas}, `gas ${d.gas}`);
-  });
-  if (!shown.length) add("text", {x: left + 10, y: 100}, "no receipts yet");
+  }
 }
 
 function renderEarnings(e) {
