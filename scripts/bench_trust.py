@@ -20,7 +20,12 @@ staked challenger per simulated challenger, and the simulation's reports on them
 judged by ``slash_refusal`` and ``slash_epoch`` in the next one. Figures: ``contract_agreement``
 (share of node-epochs where the contract's verdict equals the simulator's rule on the same reports;
 goal 1.0), ``contract_false_slashes``, ``contract_detected`` (of ``contract_throttled_node_epochs``),
-the gas of ``report`` and ``slash_epoch`` (median, max) and ``contract_wall_s``.
+the gas of ``report`` and ``slash_epoch`` (median, max) and ``contract_wall_s``; and the scores the
+chain folded from each closed epoch's medians over the challengers: ``contract_score_mismatches``
+(nodes whose score, throughput or report count differs from the simulator's mirror; goal 0),
+``contract_score_honest_min`` and ``contract_score_throttled_max`` (basis points), beside
+``report_average_score_honest_min``, the replaced moving average over single reports on the same
+reports (what the lying challengers did to an honest node's score before).
 
 Revocation and eclipse figures come from the overlay simulator (agents.overlay.trust_sim.measure,
 issue 14's other half) when that module exists: ``revocation_propagation_s``,

@@ -9,7 +9,11 @@ simulation's reports on those nodes for its first few epochs sent through the re
 After each epoch the chain is moved into the next one and every sampled node-epoch is asked
 ``slash_refusal`` and then sent ``slash_epoch`` (refused ones revert, which is the verdict too); the
 contract's verdict (``epoch_tally``'s slashed flag) is compared with the simulator's rule over the
-same reports.
+same reports. Once the last epoch is over, every sampled node's ``score``, ``throughput_kbps`` and
+``report_count`` (the closed epochs' medians folded) are compared with the simulator's mirror
+(:func:`agents.challenger.sim.median_score`), and the honest nodes' lowest score is set beside what
+the rule it replaced (a moving average over single reports) gives on the same reports, lying
+challengers included.
 
 ape deploys (deploy_all needs ape's project and accounts); everything after that goes over raw
 JSON-RPC to anvil's unlocked dev accounts, in batches of ``eth_sendTransaction`` (automine off,
@@ -29,7 +33,7 @@ import urllib.request
 from eth_abi import decode, encode
 from eth_utils import keccak
 
-from agents.challenger.sim import slashes
+from agents.challenger.sim import median_score, report_average_score, slashes
 
 __all__ = ["ContractCheckError", "Report", "ReportLog", "check_on_chain", "sample_nodes"]
 
@@ -185,7 +189,10 @@ def check_on_chain(reports: list[Report], nodes: dict[bytes, bool], challengers:
     Returns:
         The figures: ``contract_node_epochs``, ``contract_agreement``, ``contract_false_slashes``,
         ``contract_detected``, ``contract_throttled_node_epochs``, ``contract_tally_mismatches``,
-        ``contract_gas_report`` / ``contract_gas_slash_epoch`` (median, max) and ``contract_wall_s``;
+        ``contract_gas_report`` / ``contract_gas_slash_epoch`` (median, max), ``contract_score_mismatches``
+        (nodes whose on-chain score, throughput or report count differs from the mirror),
+        ``contract_score_honest_min`` / ``contract_score_throttled_max`` (basis points) and
+        ``report_average_score_honest_min`` (the replaced rule on the same reports), and ``contract_wall_s``;
         ``verdicts`` maps (node id, epoch) to (contract slashed, simulator slashes).
 
     Raises:
@@ -273,6 +280,14 @@ def check_on_chain(reports: list[Report], nodes: dict[bytes, bool], challengers:
                     [chain_id[r.node_id], epoch, r.throughput_kbps, LATENCY_MS, r.passed]))
                     for r in by_epoch.get(e, [])], "report")
                 report_gas += [int(r["gasUsed"], 16) for r in receipts]
+        scores = _scores(rpc, reputation, [chain_id[n] for n in nodes])
+    mirrored = {n: median_score([[(r.passed, r.throughput_kbps, LATENCY_MS) for r in by_epoch.get(e, [])
+                                  if r.node_id == n] for e in range(epochs)]) for n in nodes}
+    score_mismatches = sum(scores[i] != (m[0], m[1], m[3]) for i, m in enumerate(mirrored.values()))
+    honest = [i for i, n in enumerate(nodes) if not nodes[n]]
+    throttled = [i for i, n in enumerate(nodes) if nodes[n]]
+    averaged = [report_average_score([r.passed for r in reports if r.node_id == n])
+                for n in nodes if not nodes[n]]
     agree = sum(c == s for c, s in verdicts.values())
     throttled_epochs = [k for k in verdicts if nodes[k[0]]]
     return {
@@ -286,9 +301,21 @@ def check_on_chain(reports: list[Report], nodes: dict[bytes, bool], challengers:
         "contract_tally_mismatches": mismatches,
         "contract_gas_report": _median_max(report_gas),
         "contract_gas_slash_epoch": _median_max(slash_gas),
+        "contract_score_mismatches": score_mismatches,
+        "contract_score_honest_min": min((scores[i][0] for i in honest), default=None),
+        "contract_score_throttled_max": max((scores[i][0] for i in throttled), default=None),
+        "report_average_score_honest_min": min(averaged, default=None),
         "contract_wall_s": round(time.monotonic() - started, 1),
         "verdicts": verdicts,
     }
+
+
+def _scores(rpc: _Rpc, reputation: str, ids: list[bytes]) -> list[tuple[int, int, int]]:
+    """``(score, throughput_kbps, report_count)`` of each node, read from the chain in one batch."""
+    calls = [("eth_call", [{"to": reputation, "data": _calldata(f"{view}(bytes32)", ["bytes32"], [node])}, "latest"])
+             for node in ids for view in ("score", "throughput_kbps", "report_count")]
+    values = [int(v, 16) for v in rpc.batch(calls)]
+    return [tuple(values[3 * i:3 * i + 3]) for i in range(len(ids))]
 
 
 def _median_max(values: list[int]) -> dict | None:

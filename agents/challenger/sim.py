@@ -17,6 +17,10 @@ Two slashing rules are mirrored:
   can never make the median;
 * ``count`` (reputation.vy before issue 14, kept for the comparison): the ``quorum``-th distinct
   failure report in an epoch slashes.
+
+The score is mirrored too (:func:`median_score`): reputation.vy folds each closed epoch's lower
+medians over the challengers into moving averages over epochs; :func:`report_average_score` is the
+rule it replaced (a moving average over single reports, which each lying report moved).
 """
 
 from __future__ import annotations
@@ -29,7 +33,13 @@ from collections.abc import Callable
 from agents.challenger.plan import NodeInfo, PlanPolicy, plan_epoch
 from agents.challenger.verdict import Policy, service_reasons
 
-__all__ = ["ReportHook", "SimConfig", "simulate", "slashes"]
+__all__ = ["ReportHook", "SimConfig", "epoch_median", "median_score", "report_average_score", "simulate", "slashes"]
+
+#: reputation.vy: basis points, the moving average's weight 1/8 (RFC 6298's alpha), and how many of an
+#: epoch's reports keep their measurement for its medians.
+BPS = 10_000
+EMA_WEIGHT_DIVISOR = 8
+MAX_SAMPLES = 32
 
 #: Called for every simulated report: (epoch, node_id, challenger index, measured kbps, passed,
 #: node throttled). agents.challenger.contract_check replays these on the real contract.
@@ -66,6 +76,51 @@ def slashes(failures: int, reports: int, quorum: int, rule: str = "majority") ->
     if failures < quorum:
         return False
     return rule == "count" or 2 * failures >= reports
+
+
+def _lower_median(values: list[int]) -> int:
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def _average(old: int, sample: int) -> int:
+    return (old * (EMA_WEIGHT_DIVISOR - 1) + sample) // EMA_WEIGHT_DIVISOR
+
+
+def epoch_median(reports: list[tuple[bool, int, int]]) -> tuple[bool, int, int]:
+    """reputation.epoch_median over one epoch's ``(passed, throughput_kbps, latency_ms)`` reports, in
+    report order: passed when fewer than half failed; the lower medians of the first MAX_SAMPLES
+    reports' figures."""
+    failures = sum(not passed for passed, _, _ in reports)
+    kept = reports[:MAX_SAMPLES]
+    return (2 * failures < len(reports), _lower_median([t for _, t, _ in kept]),
+            _lower_median([x for _, _, x in kept]))
+
+
+def median_score(epochs: list[list[tuple[bool, int, int]]]) -> tuple[int, int, int, int]:
+    """reputation.vy's ``(score, throughput_kbps, latency_ms, report_count)`` once ``epochs`` (each
+    a closed epoch's reports, oldest first; epochs without reports are skipped) are folded."""
+    score = throughput = latency = count = 0
+    for reports in epochs:
+        if not reports:
+            continue
+        passed, t, x = epoch_median(reports)
+        sample = BPS if passed else 0
+        if count == 0:
+            score, throughput, latency = sample, t, x
+        else:
+            score, throughput, latency = _average(score, sample), _average(throughput, t), _average(latency, x)
+        count += len(reports)
+    return score, throughput, latency, count
+
+
+def report_average_score(verdicts: list[bool]) -> int:
+    """The score before issue 14: a moving average over single reports' verdicts (the first seeds it)."""
+    score = None
+    for passed in verdicts:
+        sample = BPS if passed else 0
+        score = sample if score is None else _average(score, sample)
+    return score or 0
 
 
 def simulate(config: SimConfig = SimConfig(), on_report: ReportHook | None = None) -> dict:

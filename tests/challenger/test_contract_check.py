@@ -3,7 +3,8 @@
 A small simulation (60 nodes, 10 challengers, 2 of them lying, 2 epochs) plus two constructed nodes:
 one failed by 6 of 10 challengers in epoch 0 (a failure majority: slashed) and one failed by 3 of 10
 (the quorum reached by noise, no majority: not slashed). The contract's verdict must equal the
-simulator's rule on every node-epoch, and the replayed tallies must equal the simulated ones. (At
+simulator's rule on every node-epoch, the replayed tallies the simulated ones, and the on-chain
+scores (medians over the challengers, folded per epoch) the simulator's mirror of that rule. (At
 this size a node gets ~5 reports an epoch, so 2 liars plus noise can slash an honest simulated node:
 both sides agree on it, which is what is checked; the 1,000-node figures are bench_trust's.)
 """
@@ -45,3 +46,7 @@ def test_check_on_chain__simulated_and_constructed_reports__contract_agrees_with
     assert result["verdicts"][(MAJORITY_FAILED, 1)] == (False, False)
     assert result["verdicts"][(NOISY_HONEST, 0)] == (False, False)
     assert result["contract_detected"] >= 1 and result["contract_gas_report"]["max"] > 0
+    # The scores the chain folded from the epochs' medians are the simulator's mirror of that rule.
+    assert result["contract_score_mismatches"] == 0
+    # Every throttled node (the constructed one failed epoch 0 only: 1,250) scores below every honest one.
+    assert result["contract_score_throttled_max"] < result["contract_score_honest_min"]
