@@ -578,6 +578,10 @@ class Tunnel(TunnelBackend):
         recvmsg, gro, offload_counts = sock.recvmsg, self._gro, self.offload_counts
         queue, ready, flood_limiter, drops = self._handshakes, self._handshake_ready, self._flood_limiter, self.drop_counts
         vnet, write_coalesced = self.tun.vnet_hdr, self._write_coalesced
+        # With TUN offloads, decrypted packets wait here until the socket is empty or BATCH_PACKETS
+        # of them are in, then are written merged: so datagrams that were not coalesced by UDP GRO
+        # (a peer without GSO, such as wireguard-go) still reach the TUN in GRO frames.
+        inners: list[bytes] = []
         while not stop.is_set():
             try:
                 if gro:  # possibly several datagrams of one source, coalesced (offload.split)
@@ -593,6 +597,10 @@ class Tunnel(TunnelBackend):
                     data, source = recvfrom(MAX_PACKET)
                     datagrams = (data,)
             except BlockingIOError:
+                if inners:  # the socket is drained: write, then look again before sleeping
+                    write_coalesced(inners)
+                    inners = []
+                    continue
                 select.select([sock], [], [], POLL_S)
                 continue
             except OSError:
@@ -601,7 +609,6 @@ class Tunnel(TunnelBackend):
                 raise
             if dual_stack:
                 source = core_address(source)
-            inners = []  # with TUN offloads: written together, merged where they can be
             for data in datagrams:
                 if not data:  # a zero-length datagram: nothing to demultiplex (and no data[0])
                     continue
@@ -646,8 +653,9 @@ class Tunnel(TunnelBackend):
                     sendto(datagram, endpoint)
                 if outbox:
                     self._wake.set()
-            if inners:
+            if len(inners) >= BATCH_PACKETS:
                 write_coalesced(inners)
+                inners = []
 
     def _handshake_loop(self) -> None:
         queue, ready, device, now = self._handshakes, self._handshake_ready, self.device, self.now
