@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from agents.chain.eip712 import Receipt
 from agents.client.selection import Candidate
 from agents.client.session import ClientMeter, LatencyProbe, Liveness
 from agents.control import (
@@ -62,6 +63,9 @@ PAY_POLL_S = 0.05
 DEFAULT_MAX_LATENCY_S = 2.0
 #: Setup must finish within this (seconds): handshake, control connection, chain check.
 SETUP_TIMEOUT_S = 10.0
+#: How long a failover away from a slow (still answering) node waits at least for its close
+#: signature; a node is slow past ``max_latency_s``, so the wait is twice that when longer.
+CLOSE_WAIT_S = 1.0
 #: WireGuard keepalive towards the node (seconds): keeps NAT mappings open and liveness fresh.
 KEEPALIVE_S = 1
 #: A node failed over away from is not the standby again for this long (see _prepare_standby);
@@ -396,7 +400,7 @@ class ClientAgent:
                 self._write(session, encode(ControlKind.PING, nonce))
             dead = session.liveness.dead(now) if now - session.started > self.dead_after_s else None
             if dead:
-                self.failover(dead)
+                self.failover(dead, answering=session.liveness.answering(now))
 
     def _read_frames(self, session: _Session) -> None:
         while True:
@@ -446,8 +450,15 @@ class ClientAgent:
 
     # -- failover ----------------------------------------------------------------------------------
 
-    def failover(self, why: str) -> None:
-        """Move to the standby node now (the kill switch holds throughout)."""
+    def failover(self, why: str, answering: bool = False) -> None:
+        """Move to the standby node now (the kill switch holds throughout).
+
+        ``answering``: the old node still answers (too slowly). It is then paid up and asked for its
+        close signature before the move (waiting at most twice ``max_latency_s``, at least
+        :data:`CLOSE_WAIT_S`): the node's control address is the same on every node, so once the
+        tunnel has moved the old node cannot be asked any more. Its channel then closes
+        cooperatively; a silent node's channel gets a unilateral close.
+        """
         with self.lock:
             if time.monotonic() < self._retry_at:
                 return  # every node failed a moment ago: try again after a pause, not every poll
@@ -455,7 +466,10 @@ class ClientAgent:
             started = time.monotonic()
             log.warning("node %s gone (%s): failing over", old.route.candidate.node.node_id.hex()[:12], why)
             self._left_at[old.route.candidate.node.node_id] = started
-            self.history.append(self._session_summary(old))
+            closing = (self._ask_to_close(old, wait_s=max(CLOSE_WAIT_S, 2 * self.max_latency_s))
+                       if answering else None)
+            left = self._session_summary(old)
+            self.history.append(left)
             attempts = 0
             while True:
                 route = self.standby
@@ -483,13 +497,13 @@ class ClientAgent:
             self.on_event("failover", self.failovers[-1])
         with contextlib.suppress(OSError):
             old.conn.close()
-        threading.Thread(target=self._after_failover, args=(old,), daemon=True).start()
+        threading.Thread(target=self._after_failover, args=(old, closing, left), daemon=True).start()
 
-    def _after_failover(self, old: _Session) -> None:
-        with contextlib.suppress(Exception):
-            self.chain.start_close(old.route.channel)
-            log.info("unilateral close started on channel %s", old.route.channel.channel_id.hex()[:16])
+    def _after_failover(self, old: _Session, closing: tuple[Receipt, bytes, bytes | None] | None,
+                        left: dict) -> None:
+        closed = self._close(old.route.channel, closing)
         with self.lock:
+            left["closed"] = closed
             self._prepare_standby()
 
     # -- leaving -----------------------------------------------------------------------------------
@@ -502,37 +516,54 @@ class ClientAgent:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=3)
-        summary = {}
         with self.lock:
             session = self.session
-            if session is None:
-                return summary
-            self._read_frames(session)
-            counters = self.tunnel.peer_counters(session.route.candidate.node.wg_public_key) or (0, 0)
-            session.meter.due((counters[0] - session.rx0) + (counters[1] - session.tx0), time.monotonic())
-            final = session.meter.final_receipt() or session.meter.last_signed
-            summary = self._session_summary(session)
-        if final is not None:
-            receipt, signature = final
-            self._write(session, encode(ControlKind.CLOSE_REQUEST, encode_receipt(receipt, signature)))
-            deadline = time.monotonic() + 3
-            while session.close_signature is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-                self._read_frames(session)
-            if session.close_signature is not None:
-                try:
-                    closed = self.chain.cooperative_close(session.route.channel, receipt, signature,
-                                                          session.close_signature)
-                    summary["closed"] = closed or "cooperative"  # a voucher channel is "left_open"
-                except Exception as exc:
-                    log.warning("cooperative close failed: %s; starting a unilateral close", exc)
-            if "closed" not in summary:
-                with contextlib.suppress(Exception):
-                    self.chain.start_close(session.route.channel)
-                    summary["closed"] = "unilateral"
+        if session is None:
+            return {}
+        closing = self._ask_to_close(session, wait_s=3.0)  # the payer has stopped: nobody else signs
+        summary = self._session_summary(session)
+        summary["closed"] = self._close(session.route.channel, closing)
         with contextlib.suppress(OSError):
             session.conn.close()
         return summary
+
+    def _ask_to_close(self, session: _Session, wait_s: float) -> tuple[Receipt, bytes, bytes | None] | None:
+        """Pay what is owed and ask the node for its close signature over that final receipt.
+
+        Returns ``(receipt, signature, node_signature)`` (node_signature None: no answer within
+        ``wait_s``), or None when nothing was ever signed. The session's control connection stays open:
+        the node ends the session when we hang up.
+        """
+        self._read_frames(session)
+        counters = self.tunnel.peer_counters(session.route.candidate.node.wg_public_key) or (0, 0)
+        session.meter.due((counters[0] - session.rx0) + (counters[1] - session.tx0), time.monotonic())
+        final = session.meter.final_receipt() or session.meter.last_signed
+        if final is None:
+            return None
+        receipt, signature = final
+        self._write(session, encode(ControlKind.CLOSE_REQUEST, encode_receipt(receipt, signature)))
+        deadline = time.monotonic() + wait_s
+        while session.close_signature is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            self._read_frames(session)
+        return receipt, signature, session.close_signature
+
+    def _close(self, channel, closing: tuple[Receipt, bytes, bytes | None] | None) -> str | None:
+        """Close ``channel`` on chain: cooperatively when the node signed, else start a unilateral
+        close. Returns "cooperative", "left_open" (a voucher channel), "unilateral" or None (failed)."""
+        if closing is not None and closing[2] is not None:
+            receipt, signature, node_signature = closing
+            try:
+                return self.chain.cooperative_close(channel, receipt, signature, node_signature) or "cooperative"
+            except Exception as exc:
+                log.warning("cooperative close failed: %s; starting a unilateral close", exc)
+        try:
+            self.chain.start_close(channel)
+        except Exception as exc:
+            log.warning("could not start a unilateral close of channel %s: %s", channel.channel_id.hex()[:16], exc)
+            return None
+        log.info("unilateral close started on channel %s", channel.channel_id.hex()[:16])
+        return "unilateral"
 
     # -- status ------------------------------------------------------------------------------------
 

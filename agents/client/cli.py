@@ -1,12 +1,13 @@
 """`warren connect`, `warren status`, `warren disconnect`: the client's commands.
 
-    warren connect --config client.toml [--region NL] [--max-price WEI] [--budget WEI] [--node ID]
+    warren connect --config client.toml [--region NL[,DE]] [--max-price WEI] [--budget WEI] [--node ID]
                    [--pay channel|voucher] [--hops 1|2] [--relay-region DE] [--paths N]
     warren status --config client.toml
+    warren switch --config client.toml
     warren disconnect --config client.toml
     warren fetch URL --config client.toml --paths N -o FILE [--sha256 HEX]
 
-`connect` stays in the foreground (run it as a service); `status` and `disconnect` talk to it over
+`connect` stays in the foreground (run it as a service); `status`, `switch` and `disconnect` talk to it over
 its control socket, and `disconnect` also cleans up after a client that was killed (its kill switch
 stays up until then, on purpose).
 """
@@ -20,11 +21,12 @@ __all__ = ["add_commands"]
 
 
 def add_commands(subparsers) -> None:
-    """Register `warren connect`, `warren status`, `warren disconnect`."""
+    """Register `warren connect`, `warren status`, `warren switch`, `warren disconnect`."""
     connect = subparsers.add_parser("connect", help="buy bandwidth from the best exit node and route everything "
                                                     "through it (kill switch on until `warren disconnect`)")
     _config(connect)
-    connect.add_argument("--region", help="only nodes of this region (ISO 3166-1 alpha-2)")
+    connect.add_argument("--region", help="only nodes of this region (ISO 3166-1 alpha-2), or of these, most "
+                                             "wanted first (NL,DE: NL while one is left there, then DE)")
     connect.add_argument("--max-price", type=int, help="skip nodes above this price, token wei per GiB")
     connect.add_argument("--budget", type=int, help="deposit of each channel, token wei")
     connect.add_argument("--node", help="use this node id only")
@@ -46,6 +48,10 @@ def add_commands(subparsers) -> None:
     status = subparsers.add_parser("status", help="the running connection: node, bytes, spent, balance")
     _config(status)
     status.set_defaults(func=_status)
+    switch = subparsers.add_parser("switch", help="move to the standby node now; the current node is paid up and "
+                                                  "its channel closed cooperatively")
+    _config(switch)
+    switch.set_defaults(func=_switch)
     disconnect = subparsers.add_parser("disconnect", help="close the channel, remove the kill switch and routes")
     _config(disconnect)
     disconnect.set_defaults(func=_disconnect)
@@ -105,6 +111,18 @@ def _fetch(args) -> int:
     print(json.dumps(summary), flush=True)
     if summary["sha256_ok"] is False:
         raise UserError(f"{args.output}: SHA-256 {summary['sha256']} is not the expected {args.sha256}")
+    return 0
+
+
+def _switch(args) -> int:
+    from agents.client.config import load_config
+    from agents.client.service import switch
+    from agents.errors import UserError
+
+    answer = switch(load_config(args.config))
+    if "error" in answer:
+        raise UserError(answer["error"])
+    print(json.dumps(answer), flush=True)
     return 0
 
 

@@ -37,7 +37,7 @@ from agents.client.routes import FullTunnelRoutes
 from agents.client.rpc_access import pinned, rpc_endpoints
 from agents.client.revocation import ClientRevocations
 from agents.overlay.revocation import RevocationList
-from agents.client.selection import eligible, rank
+from agents.client.selection import check_regions, eligible, rank
 from agents.errors import UserError
 from agents.metrics import serve as serve_metrics
 from agents.unixctl import ControlServer, NotRunning, request
@@ -80,6 +80,10 @@ def _write_state(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+#: The failover reason `warren switch` gives (the node is alive: its channel closes cooperatively).
+SWITCH_WHY = "switched by the user"
+
+
 def run_connect(config: ClientConfig, *, region: str | None = None, max_price: int | None = None,
                 budget: int | None = None, node: str | None = None, pay: str | None = None,
                 stop: threading.Event | None = None, hops: int = 1, relay_region: str | None = None,
@@ -87,7 +91,8 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
     """Connect and stay connected (failing over as needed) until told to disconnect.
 
     ``hops=2``: through a relay node of another operator (``relay_region``: of that region) to the
-    exit (agents.client.hops); ``region`` and ``node`` choose the exit.
+    exit (agents.client.hops); ``region`` and ``node`` choose the exit. ``region`` may list several
+    regions, most wanted first ("NL,DE": agents.client.selection).
     ``paths=N``: N exits of different operators at once, new flows spread over them
     (agents.client.multipath).
     """
@@ -100,6 +105,11 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: stop.set())
     region = region or config.region
+    try:
+        regions = check_regions(region) if region else ()
+        relay_regions = check_regions(relay_region) if relay_region else ()
+    except ValueError as exc:
+        raise UserError(f"--region/--relay-region: {exc}") from None
     max_price = max_price if max_price is not None else config.max_price
     budget = budget or config.budget
     pay = pay or config.pay  # "voucher": agents.client.chain.VoucherChain (the account is never loaded)
@@ -149,19 +159,19 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
             revocation_port = ChainRevocationPort(contracts)
             first_block = revocation_port.head()  # revocations from here on are followed while connected
             everyone = chain.candidates()
-            candidates = eligible(everyone, region=region, max_price=max_price)
+            candidates = eligible(everyone, regions=regions, max_price=max_price)
             if node:
                 candidates = [c for c in candidates if c.node.node_id.hex() == node.lower().removeprefix("0x")]
                 if not candidates:
                     raise UserError(f"node {node} is not an eligible registered node (revoked, unbonding, "
                                     "inactive, over --max-price or outside --region?)")
             if not candidates:
-                raise UserError("no registered node matches (region {}, max price {})".format(region or "any",
+                raise UserError("no registered node matches (region {}, max price {})".format(",".join(regions) or "any",
                                                                                             max_price))
             killswitch.set_open_ports([outer.listen_port])  # discovery window: punching needs it
             discovery = ClientDiscovery(outer, directory=RegistryDirectory(contracts), bootstrap=bootstrap)
             if hops == 2:
-                relays = eligible(everyone, region=relay_region, max_price=max_price)
+                relays = eligible(everyone, regions=relay_regions, max_price=max_price)
                 agent = _two_hops(discovery, candidates, relays, stop, outer=outer, tunnel=tunnel, chain=chain,
                                   killswitch=killswitch, resolv=resolv, budget=budget, config=config)
                 discovery = None
@@ -173,11 +183,11 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
                                    config=config, state_path=state_path)
                 found = []
             else:
-                found = _find_paths(discovery, rank(candidates)[:LOOKUPS], stop)
+                found = _find_paths(discovery, rank(candidates, regions)[:LOOKUPS], stop)
             killswitch.set_open_ports([])
             if hops == 1 and paths == 1:
                 by_id = {c.node.node_id: e for c, e in found}
-                ranked = rank([c for c, _ in found])
+                ranked = rank([c for c, _ in found], regions)
                 if not ranked:
                     raise UserError("no eligible node could be reached through the overlay")
                 plan = [Route(c, by_id[c.node.node_id]) for c in ranked]
@@ -319,7 +329,31 @@ def _handle(body: dict, agent: ClientAgent, stop: threading.Event) -> dict:
     if command == "disconnect":
         stop.set()
         return {"disconnecting": True}
+    if command == "switch":
+        if not isinstance(agent, ClientAgent):
+            return {"error": "switch moves a one-hop, one-path connection; with --hops 2 or --paths N "
+                             "disconnect and connect again"}
+        before = agent.status().get("node_id")
+        if before is None:
+            return {"error": "not connected to any node yet"}
+        agent.failover(SWITCH_WHY, answering=True)
+        after = agent.status()
+        if after.get("node_id") in (None, before):
+            return {"error": "no other node to switch to (the connection stays where it was)", **after}
+        return {"switched": True, "from": before, **after}
     return {"error": f"unknown command {command!r}"}
+
+
+def switch(config: ClientConfig) -> dict:
+    """Ask the running client to move to its standby node now (:data:`SWITCH_WHY`).
+
+    Raises:
+        UserError: no client is running.
+    """
+    try:
+        return request(_socket(config), {"command": "switch"}, timeout=60)
+    except NotRunning:
+        raise UserError("no `warren connect` is running for this config") from None
 
 
 def _undo(state_path: Path) -> dict:

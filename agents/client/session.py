@@ -170,6 +170,10 @@ class Liveness:
         if seconds > self.max_latency_s:
             self._slow += 1
 
+    def answering(self, now: float) -> bool:
+        """Has the node been heard from within ``dead_after_s`` (alive, if perhaps slow)?"""
+        return now - self.last_heard <= self.dead_after_s
+
     def dead(self, now: float) -> str | None:
         """Why the node counts as gone, or None."""
         if now - self.last_heard > self.dead_after_s:

@@ -96,6 +96,8 @@ def test_liveness__silence_and_slow_latency():
     assert live.dead(11.8) is None
     live.latency(0.7)
     assert "latency" in live.dead(11.8)
+    assert live.answering(11.8)  # slow but heard: a cooperative close is worth asking for
+    assert not live.answering(13.3)  # silent past dead_after_s: no close signature will come
 
 
 def test_latency_probe__one_ping_outstanding__rtt_waiting_samples_and_resend():

@@ -10,7 +10,8 @@ the tunnel's port, nothing else, also while the test tries DNS, TCP and IPv6 pas
 the client itself is killed (-9): nothing leaves until `warren disconnect` removes every rule.
 
 The module's tests run in file order on one scenario (:func:`scenario`): failover, the kill switch
-during the download and the failover, the old channel's unilateral close, the client's crash.
+during the download and the failover, the old channel's unilateral close, `warren switch` (cooperative
+close of the node left), the client's crash.
 """
 
 import json
@@ -315,6 +316,35 @@ def test_failover__old_channel__unilateral_close_started_on_chain(scenario, net)
 
         wait_for(closing, 30, interval=0.5, what="the dead node's channel CLOSING on chain")
         assert contracts.channel(bytes.fromhex(s["after"]["channel_id"])).status is ChannelStatus.OPEN
+
+
+def test_switch__live_node_left__its_channel_closed_cooperatively(scenario, net):
+    """`warren switch` moves to the standby while the current node is alive: as on a latency failover
+    (the node answers, too slowly), the client pays it up and gets its close signature before moving,
+    so that channel closes cooperatively to the byte (a dead node's gets a unilateral close, above)."""
+    s, world = scenario, net["world"]
+    config = s["config"]
+    here = wait_for(lambda: (st := client_status(world, config)).get("standby") and st, 60, interval=0.5,
+                    what="a standby after the first failover")
+    moved = json.loads(run_in(world.client, warren_argv("switch", "--config", str(config)), check=True,
+                              timeout=90).stdout.decode().strip().splitlines()[-1])
+    assert moved["switched"] and moved["from"] == here["node_id"] and moved["node_id"] == here["standby"], moved
+    failover = moved["failovers"][-1]
+    assert (failover["from"], failover["why"]) == (here["node_id"], "switched by the user"), failover
+    left = wait_for(lambda: next((h for h in client_status(world, config).get("history", [])
+                                  if h["channel_id"] == here["channel_id"] and h.get("closed")), None), 60,
+                    interval=0.5, what="the left node's channel closed")
+    print(f"\nswitch {here['node_id'][:12]} -> {moved['node_id'][:12]} in {failover['switch_s']} s; "
+          f"channel closed {left['closed']} at {left['paid_bytes']} bytes")
+    assert left["closed"] == "cooperative", left
+    with connect(net["chain"].url) as project:
+        channel = load_contracts(project, net["chain"].deployment).channel(bytes.fromhex(left["channel_id"]))
+    assert channel.status is ChannelStatus.FINALISED, channel
+    assert channel.settled_bytes == left["paid_bytes"] > 0, (channel, left)
+    # The connection carries traffic through the new node.
+    lookup = run_in(world.client, ["python3", "-c", "import socket; print(socket.gethostbyname('files.example'))"],
+                    timeout=30)
+    assert lookup.stdout.decode().strip() == world.web_address, lookup.stderr.decode(errors="replace")
 
 
 def test_client_killed__nothing_leaves__disconnect_restores_network(scenario, net):
