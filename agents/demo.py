@@ -8,7 +8,7 @@ What runs (nothing here is the product: the demo only starts the real commands a
    (two public, one behind a home NAT) each running ``warren node run`` (registers and stakes,
    publishes its signed PeerRecord in the overlay, serves WireGuard, exits to the internet through its
    own nftables table, answers DNS in the tunnel, meters and settles), and a client host behind a home
-   NAT running ``warren connect --region NL``.
+   NAT running ``warren connect --region NL,DE`` (NL first, then DE).
 3. The client downloads a file from the internet through its exit, with a resumable downloader
    (SHA-256 checked). Mid-download the demo kills the exit (SIGKILL): the client fails over to the
    standby node by itself, the download resumes; the time the user waited is measured.
@@ -57,8 +57,10 @@ KILL_AT = 0.35
 #: The download's pace, Mbit/s: a home line's. Unpaced, an idle machine pulls the quick demo's file
 #: in a third of a second, between two of the view's 4 Hz looks, and the exit died after the end.
 DOWNLOAD_MBIT = 40
-#: The client's region: two nodes serve it, so one can take over from the other.
-REGIONS = ("NL", "NL", "DE")
+#: The nodes' regions (node_a, node_b, node_c: the last behind a NAT), one each; the client asks for
+#: NL first, then DE, so when the NL exit dies the DE node takes over (FR is never used by it).
+REGIONS = ("NL", "DE", "FR")
+CLIENT_REGIONS = "NL,DE"
 #: Prefix of the demo's namespaces (tests check none is left behind).
 NETNS_PREFIX = "wdemo"
 #: The voucher leg: the pool's denomination and the relayer fee offered to the node, token wei; the
@@ -160,10 +162,10 @@ def run_demo(workdir: Path, *, file_bytes: int = FILE_BYTES) -> int:
             console.print(f"  {name}: region {node.host.region}, {where}, node id {status['node_id'][:16]}..., "
                           f"overlay {status['overlay']['mode']}")
 
-        console.rule("[bold cyan]3. the client: `warren connect --region NL`", align="left")
+        console.rule(f"[bold cyan]3. the client: `warren connect --region {CLIENT_REGIONS}`", align="left")
         config = client_config(world, chain, workdir, world.node_a)
         client_log = open(workdir / "client.log", "ab")
-        client = spawn_in(world.client, warren_argv("connect", "--config", str(config), "--region", "NL"),
+        client = spawn_in(world.client, warren_argv("connect", "--config", str(config), "--region", CLIENT_REGIONS),
                           stdout=client_log, stderr=client_log)
         client_socket = workdir / "client" / "client.sock"
 

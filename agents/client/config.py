@@ -4,7 +4,7 @@
 
     data_dir = "~/.warren/client"      # channel signers, control socket (relative paths: from this file)
     interface = "warrenc0"             # TUN name
-    region = "DE"                      # default --region (omit: any)
+    region = "DE"                      # default --region (omit: any; "NL,DE": NL first, then DE)
     max_price = 2000000000000000       # default --max-price, token wei per GiB (omit: any)
     budget = "10000000000000000000"    # default --budget: a channel's deposit, token wei
     bootstrap = ["198.51.100.1:51820"] # overlay peers to resolve nodes through
@@ -51,8 +51,9 @@ from eth_utils import is_address, to_checksum_address
 
 from agents.chain.connect import DEFAULT_NETWORK, DEFAULT_RPC, REPO_ROOT
 from agents.chain.deployment import default_path
+from agents.client.selection import check_regions
 from agents.metrics import DEFAULT_CLIENT_PORT, ListenSettings, read_listen
-from agents.node.config import endpoint_text, read_ifname, check_region, operator_spec, read_chain
+from agents.node.config import endpoint_text, read_ifname, operator_spec, read_chain
 from agents.tomlconfig import ConfigError, Table, read_toml, wei_to_toml, write_toml
 from agents.wallet import AccountSpec
 
@@ -153,12 +154,13 @@ def load_config(path: str | os.PathLike) -> ClientConfig:
     top = Table(path, read_toml(path))
     base = path.resolve().parent
     d = ClientConfig.__dataclass_fields__
-    region = top.string("region", None, 'an ISO 3166-1 alpha-2 region such as "DE"')
+    wanted = 'an ISO 3166-1 alpha-2 region such as "DE", or several most wanted first: "NL,DE"'
+    region = top.string("region", None, wanted)
     if region is not None:
         try:
-            region = check_region(region)
+            region = ",".join(check_regions(region))
         except ValueError:
-            raise top.fail("region", 'an ISO 3166-1 alpha-2 region such as "DE"', region) from None
+            raise top.fail("region", wanted, region) from None
     values: dict[str, object] = {
         "data_dir": top.path_("data_dir", DEFAULT_DATA_DIR, base),
         "interface": read_ifname(top, "interface", d["interface"].default),

@@ -2,8 +2,12 @@
 
 The chain is the authority on identity and money (DESIGN.md, "Sessions" step 1): the candidates come
 from node_registry (every current registration), with reputation's score. Revoked, unbonding and
-inactive nodes, nodes outside the asked region and nodes above the price cap are dropped; the rest
+inactive nodes, nodes outside the asked regions and nodes above the price cap are dropped; the rest
 are ranked. Latency comes from the overlay (the runtime measures it and fills it in).
+
+Regions are a preference list (``--region NL,DE``): every node of the first region ranks above every
+node of the second, and so on, so the client fails over inside the region it asked first while one
+is left there, then to the next region, never to a region it did not name.
 
 Ranking, highest first: ``score = reputation x latency_factor x price_factor`` where
 ``reputation`` is the pass rate in [0, 1] (a node nobody has reported on yet gets
@@ -19,8 +23,9 @@ from __future__ import annotations
 import dataclasses
 
 from agents.chain.bindings import NodeInfo
+from agents.node.config import check_region
 
-__all__ = ["Candidate", "eligible", "list_candidates", "rank"]
+__all__ = ["Candidate", "check_regions", "eligible", "list_candidates", "rank"]
 
 #: Pass rate assumed for a node with no challenger report yet (basis points / 10,000).
 UNREPORTED_PRIOR = 0.5
@@ -54,14 +59,21 @@ class Candidate:
         return self.score_bps / 10_000 if self.reports else UNREPORTED_PRIOR
 
 
-def eligible(candidates: list[Candidate], *, region: str | None = None, max_price: int | None = None,
+def check_regions(text: str) -> tuple[str, ...]:
+    """``"nl, DE"`` -> ``("NL", "DE")``: the regions a user accepts, most wanted first (each an ISO
+    3166-1 alpha-2 code; repeats dropped); raises ValueError naming a malformed one."""
+    return tuple(dict.fromkeys(check_region(part) for part in text.split(",")))
+
+
+def eligible(candidates: list[Candidate], *, regions: tuple[str, ...] = (), max_price: int | None = None,
              exclude: set[bytes] = frozenset()) -> list[Candidate]:
-    """Drop revoked, unbonding, inactive, out-of-region, over-priced and excluded nodes."""
+    """Drop revoked, unbonding, inactive, out-of-region (``regions``: upper case, empty: any),
+    over-priced and excluded nodes."""
     kept = []
     for c in candidates:
         if c.node.revoked or c.unbonding or not c.node.active or c.node.node_id in exclude:
             continue
-        if region and c.node.region.upper() != region.upper():
+        if regions and c.node.region.upper() not in regions:
             continue
         if max_price is not None and c.node.price_per_gib > max_price:
             continue
@@ -69,8 +81,9 @@ def eligible(candidates: list[Candidate], *, region: str | None = None, max_pric
     return kept
 
 
-def rank(candidates: list[Candidate]) -> list[Candidate]:
-    """Best first (see the module docstring); ties broken by node id for determinism."""
+def rank(candidates: list[Candidate], regions: tuple[str, ...] = ()) -> list[Candidate]:
+    """Best first (see the module docstring): by the region's place in ``regions`` (when given),
+    then by value; ties broken by node id for determinism."""
     if not candidates:
         return []
     cheapest = min(c.node.price_per_gib for c in candidates)
@@ -80,7 +93,11 @@ def rank(candidates: list[Candidate]) -> list[Candidate]:
         price_factor = 1.0 if c.node.price_per_gib == 0 else max(cheapest, 1) / c.node.price_per_gib
         return c.reputation * (1 / (1 + latency / LATENCY_SCALE_S)) * min(price_factor, 1.0)
 
-    return sorted(candidates, key=lambda c: (-value(c), c.node.node_id))
+    def preference(c: Candidate) -> int:
+        region = c.node.region.upper()
+        return regions.index(region) if region in regions else len(regions)
+
+    return sorted(candidates, key=lambda c: (preference(c), -value(c), c.node.node_id))
 
 
 def list_candidates(contracts) -> list[Candidate]:

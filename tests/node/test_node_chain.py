@@ -93,7 +93,7 @@ def test_selection__drops_unbonding_and_ranks_reputable_cheap_first(warren, oper
     dear.ensure_registered("SE", PRICE * 4, STAKE)
     leaving.ensure_registered("SE", PRICE, STAKE)
     warren.registry.request_unbonding(leaving.node_id, sender=operator)
-    found = eligible(list_candidates(warren), region="se")
+    found = eligible(list_candidates(warren), regions=("SE",))
     ids = [c.node.node_id for c in rank(found)]
     assert ids == [cheap.node_id, dear.node_id]
     assert [c.node.node_id for c in eligible(found, max_price=PRICE)] == [cheap.node_id]
