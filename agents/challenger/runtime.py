@@ -156,6 +156,7 @@ class Challenger:
             self.store.save(transcript, verdict)
             ran.append({"node_id": transcript.node_id, "epoch": epoch, "passed": verdict.passed,
                         "throughput_kbps": verdict.throughput_kbps, "latency_ms": verdict.latency_ms,
+                        "advertised_kbps": transcript.advertised_kbps,
                         "payload_bytes": transcript.bytes_received, "tunnel_bytes": verdict.tunnel_bytes,
                         "node_bytes": verdict.node_bytes, "tampered": verdict.tampered, "reasons": list(verdict.reasons),
                         "transcript_hash": verdict.transcript_hash.hex()})

@@ -1,12 +1,15 @@
 """Challengers in the lab (netns + anvil): as customers, through `warren node run`, reporting on chain.
 
-Three nodes: node_a honest, node_b throttled with tc to a tenth of what the challengers expect of it,
+Three nodes: node_a honest, node_b throttled with tc to a tenth of the capacity it advertises,
 node_c (behind a home NAT) tampering (agents.node.tamper, the test-only hook: it inverts a byte of
 every TCP segment it forwards). The challengers' payload endpoint runs on the internet's web host. Three staked challengers,
 each with its own `warren connect` client config (fresh WireGuard key per challenge, the client's
 session setup and receipts), run `warren challenger once --all` in the client's namespace one after
 the other. The first pays by voucher (`pay = "voucher"`: each node redeems a note in the tunnel, so
-the payer on chain is the pool), the other two by payment channel from the client account. Checked on chain: node_a's three reports
+the payer on chain is the pool), the other two by payment channel from the client account. Each node advertises its own capacity in
+its PeerRecord (``capacity_mbps``) and every challenge is judged against that node's figure; both
+ends' byte counts of each session (the challenger's tunnel counter, the node's invoice) are in the
+transcripts and agree. Checked on chain: node_a's three reports
 pass and its score is full; node_b's three fail; once the chain has moved into the next epoch, the
 first challenger's next `once` slashes node_b by slash_bps (reputation.slash_epoch: all of its
 reports failed) and the bounty is split among the three; every report carries the hash of a
@@ -41,8 +44,9 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow,
 #: ape test accounts of the three challengers (0 owner, 1-2 guardians, 3-5 nodes, 6 client).
 CHALLENGERS = (7, 8, 9)
 TOKEN = 10**18
-#: What the challengers expect of every node (kbit/s): node_b is shaped to a tenth of it.
-EXPECTED_KBPS = 20_000
+#: What each node advertises in its PeerRecord (kbit/s; its config's capacity_mbps): the challengers
+#: judge each against its own. node_b is shaped to a tenth of its figure.
+ADVERTISED_KBPS = {"node_a": 16_000, "node_b": 20_000, "node_c": 12_000}
 ENDPOINT_PORT = 8080
 PAYLOAD = 1 << 20
 #: The development key the deployed verifier was made from (zk/vyper_verifier.py CHECKED_IN_SEED).
@@ -60,14 +64,17 @@ def net(tmp_path_factory):
         world = build_world(lab, chain_port=anvil.port, file_size=1 << 16, nat_node=True)
         endpoint = spawn_in(world.web, [*warren_argv("challenger", "endpoint", "--listen",
                                                      f"{world.web_address}:{ENDPOINT_PORT}")])
-        nodes = {"node_a": start_node(world, chain, world.node_a, workdir)}
-        nodes["node_b"] = start_node(world, chain, world.node_b, workdir, bootstrap=world.node_a)
+        capacity = {name: {"capacity_mbps": kbps / 1000} for name, kbps in ADVERTISED_KBPS.items()}
+        nodes = {"node_a": start_node(world, chain, world.node_a, workdir, extra=capacity["node_a"])}
+        nodes["node_b"] = start_node(world, chain, world.node_b, workdir, bootstrap=world.node_a,
+                                     extra=capacity["node_b"])
         os.environ[TAMPER_ENV] = "1"  # read by node_c's process only (its environment is copied at spawn)
         try:
-            nodes["node_c"] = start_node(world, chain, world.node_c, workdir, bootstrap=(world.node_a, world.node_b))
+            nodes["node_c"] = start_node(world, chain, world.node_c, workdir, bootstrap=(world.node_a, world.node_b),
+                                         extra=capacity["node_c"])
         finally:
             del os.environ[TAMPER_ENV]
-        world.node_b.ns.shape("eth0", rate_mbit=EXPECTED_KBPS / 1000 / 10)
+        world.node_b.ns.shape("eth0", rate_mbit=ADVERTISED_KBPS["node_b"] / 1000 / 10)
         addresses = []
         with connect(chain.url) as project:
             from ape import accounts
@@ -103,7 +110,7 @@ def net(tmp_path_factory):
             path = folder / "challenger.toml"
             write_toml(path, {"client": "client.toml", "data_dir": str(folder / "data"), "interface": f"wrnk{k}",
                               "endpoint": f"http://{world.web_address}:{ENDPOINT_PORT}", "payload_bytes": PAYLOAD,
-                              "challenge": {"per_epoch": 8, "expected_kbps": EXPECTED_KBPS},
+                              "challenge": {"per_epoch": 8},  # no expected_kbps: every node advertises
                               "account": {"test_account": index}})
             configs.append(path)
         yield {"anvil": anvil, "world": world, "chain": chain, "nodes": nodes, "configs": configs,
@@ -138,9 +145,27 @@ def test_three_challengers__honest_passes__throttled_slashed_with_bounty_split(n
         honest, throttled, tampering = by_node[ids["node_a"]], by_node[ids["node_b"]], by_node[ids["node_c"]]
         assert not tampering["passed"] and tampering["tampered"], json.dumps(tampering)
         assert honest["passed"] and not honest["tampered"], honest
-        assert honest["throughput_kbps"] >= EXPECTED_KBPS // 2
+        assert honest["throughput_kbps"] >= ADVERTISED_KBPS["node_a"] // 2
         assert not throttled["passed"] and not throttled["tampered"], throttled
-        assert throttled["reasons"][0].startswith("slow: ") and throttled["throughput_kbps"] < EXPECTED_KBPS // 2
+        assert throttled["reasons"][0].startswith("slow: ")
+        assert throttled["throughput_kbps"] < ADVERTISED_KBPS["node_b"] // 2
+        # Each node judged against its own advertised capacity, read from its PeerRecord.
+        assert {name: by_node[ids[name]]["advertised_kbps"] for name in ids} == ADVERTISED_KBPS
+        # Both ends counted every session and the payload arrived whole. On node_a and node_c the
+        # node's count (its invoice) is within 1 % of the challenger's tunnel counter. node_b's tc
+        # shaper drops packets after the node counted them (and TCP sends them again), so its count
+        # runs ahead of what arrived (5-10 % in the first runs): more, never less.
+        for name in ids:
+            r = by_node[ids[name]]
+            print(f"{name}: payload {r['payload_bytes']} B, challenger counted {r['tunnel_bytes']} B, "
+                  f"node counted {r['node_bytes']} B")
+            assert r["payload_bytes"] == PAYLOAD, r
+            assert r["tunnel_bytes"] >= PAYLOAD and r["node_bytes"] >= PAYLOAD, r
+        for name in ("node_a", "node_c"):
+            r = by_node[ids[name]]
+            assert abs(r["node_bytes"] - r["tunnel_bytes"]) <= r["tunnel_bytes"] // 100, r
+            assert not any(reason.startswith("count: ") for reason in r["reasons"]), r
+        assert throttled["node_bytes"] >= throttled["tunnel_bytes"], throttled
     # reputation slashes an epoch once it is over (slash_epoch, open during the next epoch): nothing yet.
     epoch = runs[0][0]["epoch"]
     with connect(net["chain"].url) as project:
