@@ -20,7 +20,9 @@ In one run and over the same path (two namespaces joined by a veth pair, tunnel 
 
 The throughput modes are interleaved over ``--repeats`` rounds and the medians reported, since the
 machine is shared and noisy; ``ratio_python_to_wg_go`` is the ratio of the medians; the load average
-is read at the start and the end. ``WARREN_OFFLOADS=0`` measures our tunnel without UDP GSO/GRO.
+is read at the start and the end. ``WARREN_OFFLOADS=0`` measures our tunnel without any offloads,
+``WARREN_OFFLOADS=udp`` with UDP GSO/GRO but no TUN offloads (TSO trains, GRO writes); the JSON's
+``offloads`` says which.
 Needs root. The last stdout line is one JSON object. ``--quick`` is a smoke run (one 2-second round,
 a 4-second flood).
 """
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     result["flood_peer_delivery"] = floods["py"]["flood_peer_delivery"]
     result["flood_peer_delivery_wg_go"] = floods["go"]["flood_peer_delivery"]
     result["flood"] = floods
-    result["offloads"] = os.environ.get("WARREN_OFFLOADS", "1") != "0"
+    result["offloads"] = {"0": "none", "udp": "udp"}.get(os.environ.get("WARREN_OFFLOADS", "1"), "udp+tun")
     result["load_average_start"] = [round(x, 2) for x in load_start]
     result["load_average_end"] = [round(x, 2) for x in load_end]
     result["samples"] = {name: [round(v, 1) for v in values] for name, values in samples.items()}

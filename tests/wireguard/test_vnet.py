@@ -1,15 +1,23 @@
 """TUN offloads as pure functions (agents.wireguard.vnet): TSO/USO trains cut into packets, TCP
 segments coalesced back, on synthetic packets whose checksums a plain word-by-word sum checks."""
 
+import fcntl
 import ipaddress
+import os
 import random
+import select
+import socket
 import struct
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.netlab import Lab
+from agents.wireguard import tun as tun_module
 from agents.wireguard import vnet
+from agents.wireguard.tun import TUN_F_TSO4, TunDevice
 
 SRC4, DST4 = ipaddress.ip_address("10.9.0.1").packed, ipaddress.ip_address("10.9.0.2").packed
 SRC6, DST6 = ipaddress.ip_address("fd00::1").packed, ipaddress.ip_address("fd00::2").packed
@@ -280,3 +288,88 @@ def test_segment__odd_or_small_mss__checksums_still_valid(mss):
     packets = vnet.segment(tso_frame(payload, mss))
     assert b"".join(map(payload_of, packets)) == payload
     assert all(transport_ok(p, False, 6) and reference_sum(p[:20]) == 0xFFFF for p in packets)
+
+
+# -- against the kernel: a TUN opened with offloads, in a namespace of the lab -------------------------
+
+def _read_frames(tun, until, timeout: float = 5.0, limit: int = 200) -> list[bytes]:
+    """Frames read from ``tun`` until ``until(frames)`` holds (bounded in time and count)."""
+    frames: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while len(frames) < limit and not until(frames) and time.monotonic() < deadline:
+        if select.select([tun.fd], [], [], 0.2)[0]:
+            frames.append(os.read(tun.fd, 65535 + vnet.VNET_HDR_LEN))
+    return frames
+
+
+def _syn_options_packet(seq: int, ack: int, flags: int, window: int = 65535, options: bytes = b"") -> bytes:
+    tcp = bytearray(struct.pack("!HHIIBBHHH", 40000, 5555, seq, ack, ((20 + len(options)) // 4) << 4, flags,
+                                window, 0, 0) + options)
+    tcp[16:18] = (0xFFFF - reference_sum(pseudo(False, 6, len(tcp)) + bytes(tcp))).to_bytes(2, "big")
+    return bytes(ip_header(False, 6, len(tcp)) + tcp)
+
+
+def test_tun_with_offloads__kernel_tso_train__cut_into_valid_segments(lab):
+    """A real TUN with TSO: a TCP peer emulated on the TUN side (10.9.0.1) connects to a listener in
+    the namespace (10.9.0.2); the kernel's first flight of data comes as one TSO train, which
+    segment() cuts into MSS-sized packets with checksums the reference sum accepts."""
+    host = lab.add_host("tso")
+    with host.enter():
+        tun = TunDevice("wvnet0", offloads=True)
+        try:
+            assert tun.vnet_hdr and tun.offload_flags & TUN_F_TSO4
+            tun.configure(["10.9.0.2/24"], 1420)
+            listener = socket.create_server(("10.9.0.2", 5555))
+            try:
+                mss_ws = struct.pack("!BBH", 2, 4, 1380) + bytes([1, 3, 3, 7])  # MSS 1380, window scale 7
+                os.write(tun.fd, vnet.ZERO_HDR + _syn_options_packet(1000, 0, SYN, options=mss_ws))
+
+                def syn_ack(frames):
+                    return any(p[9] == 6 and p[33] == SYN | ACK for f in frames for p in vnet.segment(f))
+                frames = _read_frames(tun, syn_ack)
+                (reply,) = [p for f in frames for p in vnet.segment(f) if p[9] == 6 and p[33] == SYN | ACK]
+                assert transport_ok(reply, False, 6)  # the kernel's partial checksum, completed by us
+                server_isn = int.from_bytes(reply[24:28], "big")
+                os.write(tun.fd, vnet.ZERO_HDR + _syn_options_packet(1001, server_isn + 1, ACK))
+                listener.settimeout(5)
+                conn, _ = listener.accept()
+                data = random.Random(5).randbytes(10 * 1368)
+                conn.setblocking(False)
+                sent = conn.send(data)
+
+                def have_all(frames):
+                    return sum(len(payload_of(p)) for f in frames for p in vnet.segment(f)
+                               if p[9] == 6) >= sent
+                frames = _read_frames(tun, have_all)
+                conn.close()
+            finally:
+                listener.close()
+        finally:
+            tun.close()
+    trains = [f for f in frames if f[1] & ~vnet.GSO_ECN == vnet.GSO_TCPV4]
+    assert trains, "the kernel sent no TSO train"
+    packets = [p for f in frames for p in vnet.segment(f) if p[9] == 6 and payload_of(p)]
+    assert b"".join(map(payload_of, packets))[:sent] == data[:sent]
+    assert all(transport_ok(p, False, 6) and len(p) <= 1420 for p in packets)
+    assert max(len(payload_of(p)) for p in packets) <= 1380
+
+
+def test_tun_offloads_refused__device_opened_again_without_vnet_header(root, monkeypatch):
+    """Where the kernel refuses TUNSETOFFLOAD (fault injected: this kernel grants it), the device
+    comes back plain."""
+    real_ioctl = fcntl.ioctl
+
+    def refusing(fd, request, arg=0, *rest):
+        if request == tun_module._TUNSETOFFLOAD:
+            raise OSError(22, "Invalid argument")
+        return real_ioctl(fd, request, arg, *rest)
+
+    monkeypatch.setattr(tun_module.fcntl, "ioctl", refusing)
+    with Lab(prefix="wvref") as lab:
+        host = lab.add_host("h")
+        with host.enter():
+            device = tun_module.TunDevice("wvref0", offloads=True)
+            try:
+                assert (device.vnet_hdr, device.offload_flags, device.name) == (False, 0, "wvref0")
+            finally:
+                device.close()
