@@ -62,6 +62,7 @@ class ClientDiscovery:
                  config: OverlayConfig | None = None) -> None:
         self.tunnel = tunnel
         self.bootstrap = [tuple(b) for b in bootstrap]
+        self._directory, self._authority, self._config = directory, authority, config
         # A key of its own for the overlay (not the tunnel's): the id it proves is unlinkable to the
         # WireGuard key the exit sees, as the random id it replaces was.
         overlay_key = generate_private_key()
@@ -169,6 +170,17 @@ class ClientDiscovery:
         if kind == "relay":
             return self._echo(nid, timeout)
         return None
+
+    def sibling(self, tunnel) -> "ClientDiscovery":
+        """Another client overlay node on ``tunnel``'s socket, with this one's directory, bootstrap,
+        authority and config and an overlay key of its own.
+
+        `--paths N` reaches an exit behind a NAT from each path's own socket: a punched mapping
+        admits only the address and port that punched it, and a relay bridge feeds only its own
+        tunnel (agents.client.multipath.reach_from_paths).
+        """
+        return ClientDiscovery(tunnel, directory=self._directory, bootstrap=self.bootstrap,
+                               authority=self._authority, config=self._config)
 
     def close(self) -> None:
         """Stop the overlay timers and the relay bridge (the tunnel is the caller's)."""

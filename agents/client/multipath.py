@@ -13,8 +13,12 @@ own (:data:`agents.client.paths.CONTROL_TABLE_BASE` + index), as the relay hop o
 and applies the policy's decision when it changed. :class:`SharedEndpoints` is the kill switch as
 each agent sees it: every agent sets its own endpoints, the kill switch lets out the union.
 
-Exits behind a NAT: the endpoint found by punching belongs to the first tunnel's socket (the one
-discovery ran on), so such an exit serves only the first path (agents.client.paths.choose_exits).
+Exits behind a NAT: the endpoint the first tunnel's discovery punched (or its relay bridge) belongs
+to that tunnel's socket, so every later path with such an exit in its plan runs a discovery of its
+own on its own socket (:func:`reach_from_paths`, :meth:`agents.client.discovery.ClientDiscovery.sibling`):
+it punches its own mapping through the exit's NAT, or falls back on a relay bridge of its own. Those
+discoveries live as long as the paths (they keep the rendezvous registration and a relayed path up)
+and :meth:`MultiPath.close` closes them.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from agents.node.session import quarantine_address
 from agents.overlay.revocation import RevocationList
 from agents.wireguard.tun import DEFAULT_FWMARK
 
-__all__ = ["LOOK_S", "MultiPath", "PathRouting", "SharedEndpoints"]
+__all__ = ["LOOK_S", "MultiPath", "PathRouting", "SharedEndpoints", "reach_from_paths"]
 
 log = logging.getLogger("warren.client")
 
@@ -84,6 +88,47 @@ class _PathEndpoints:
 
     def set_endpoints(self, endpoints) -> None:
         self._shared.set(self._index, endpoints)
+
+
+def reach_from_paths(discoveries: dict, wanted: dict, stop: threading.Event | None = None) -> dict:
+    """Each later path's own endpoints for the exits it must reach from its own socket.
+
+    Args:
+        discoveries: path index -> its :class:`agents.client.discovery.ClientDiscovery` (on that
+            path's tunnel).
+        wanted: path index -> candidates (from :func:`agents.client.paths.own_lookups`).
+        stop: stop looking (the exits not tried yet are left out).
+
+    Returns:
+        ``{(path index, node id): endpoint}`` for every exit found; the paths look in parallel (each
+        punch waits on round trips, not on the CPU), each path its exits one after the other.
+    """
+    found: dict = {}
+    lock = threading.Lock()
+
+    def look(index: int) -> None:
+        for candidate in wanted[index]:
+            if stop is not None and stop.is_set():
+                return
+            try:
+                endpoint = discoveries[index].path_to(candidate.node.node_id)
+            except Exception:
+                log.exception("path %d: looking for node %s failed", index, candidate.node.node_id.hex()[:12])
+                endpoint = None
+            kind = discoveries[index].paths.get(int.from_bytes(candidate.node.node_id, "big"), ("none",))[0]
+            log.info("path %d: node %s %s", index, candidate.node.node_id.hex()[:12],
+                     f"reached {kind} at {endpoint[0]}:{endpoint[1]}" if endpoint else "not reached from its socket")
+            if endpoint is not None:
+                with lock:
+                    found[(index, candidate.node.node_id)] = tuple(endpoint)
+
+    threads = [threading.Thread(target=look, args=(index,), name=f"client-path{index}-discovery", daemon=True)
+               for index in wanted]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return found
 
 
 class _OneAtATime:
@@ -163,11 +208,14 @@ class MultiPath:
         budget: each channel's deposit (token wei).
         routing: the paths' :class:`PathRouting`.
         dead_after_s / max_latency_s: each path's liveness limits.
+        discoveries: the later paths' own discoveries (:func:`reach_from_paths`), closed by
+            :meth:`close`.
     """
 
     def __init__(self, *, tunnels, chain, endpoints: SharedEndpoints, resolv, budget: int, routing: PathRouting,
-                 dead_after_s: float = 1.5, max_latency_s: float = 2.0) -> None:
+                 dead_after_s: float = 1.5, max_latency_s: float = 2.0, discoveries=()) -> None:
         self.tunnels = list(tunnels)
+        self.discoveries = list(discoveries)
         self.routing = routing
         chain = _OneAtATime(chain)
         self._wake = threading.Event()
@@ -204,6 +252,7 @@ class MultiPath:
                 agent.connect(plan)
         except Exception:
             self.disconnect()
+            self.close()
             raise
         self.routing.install()
         self.step(time.monotonic())
@@ -260,9 +309,13 @@ class MultiPath:
         return self
 
     def close(self) -> None:
-        """Stop following revocations."""
+        """Stop following revocations; close the later paths' discoveries."""
         for each in self._revocations:
             each.close()
+        for each in self.discoveries:
+            with contextlib.suppress(Exception):
+                each.close()
+        self.discoveries = []
 
     def status(self) -> dict:
         """The first path's status (what one path shows), ``connected`` while any path is, and every

@@ -37,7 +37,7 @@ import dataclasses
 import ipaddress
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 __all__ = [
     "BUCKETS",
@@ -56,7 +56,9 @@ __all__ = [
     "choose_exits",
     "intervals",
     "nft_script",
+    "own_lookups",
     "path_mark",
+    "path_routes",
     "route_commands",
     "tun_name",
     "weights",
@@ -117,42 +119,68 @@ def path_mark(index: int, generation: int = 0) -> int:
 # -- choosing exits ------------------------------------------------------------------------------
 
 
-def choose_exits(ranked: Sequence, n: int, *, anywhere: Callable[[object], bool] = lambda c: True) -> list[list]:
+def choose_exits(ranked: Sequence, n: int) -> list[list]:
     """Plans for ``n`` paths from ranked candidates (best first): ``plans[i][0]`` is path i's exit.
 
-    The first exits are all of different operators; the rest of each plan (its standby and spares)
-    are the candidates no path starts on, of no other path's first operator. A candidate for which
-    ``anywhere(c)`` is False (its endpoint was punched from the first tunnel's socket, which only that
-    tunnel can use) serves the first path only; at most one such is chosen, and it goes first.
+    The first exits are the best of different operators, in rank order; the rest of each plan (its
+    standby and spares) are the candidates no path starts on, of no other path's first operator.
+    Where each path reaches each exit is :func:`path_routes`' concern (an exit behind a NAT is
+    reached from every path's own socket).
 
     Returns:
         ``n`` plans, or ``[]`` when fewer than ``n`` operators can be used.
     """
     firsts: list = []
     operators: set = set()
-    local = None
     for candidate in ranked:
         if len(firsts) == n:
             break
-        operator = candidate.node.operator
-        if operator in operators or (not anywhere(candidate) and local is not None):
-            continue
-        if not anywhere(candidate):
-            local = candidate
-        firsts.append(candidate)
-        operators.add(operator)
+        if candidate.node.operator not in operators:
+            firsts.append(candidate)
+            operators.add(candidate.node.operator)
     if len(firsts) < n:
         return []
-    if local is not None:
-        firsts.remove(local)
-        firsts.insert(0, local)
     plans = []
-    for index, first in enumerate(firsts):
+    for first in firsts:
         others = operators - {first.node.operator}
-        spares = [c for c in ranked if c not in firsts and c.node.operator not in others
-                  and (index == 0 or anywhere(c))]
-        plans.append([first, *spares])
+        plans.append([first, *(c for c in ranked if c not in firsts and c.node.operator not in others)])
     return plans
+
+
+def own_lookups(plans: Sequence[Sequence], local: Callable[[object], bool]) -> dict[int, list]:
+    """The exits each later path must find its own way to: ``{path index: candidates}``.
+
+    ``local(c)`` says that the endpoint the first tunnel found for ``c`` belongs to that tunnel's
+    socket: punched through the exit's NAT (the mapping admits that socket's address and port only)
+    or a relay bridge on that tunnel. Public endpoints serve every path as they are.
+    """
+    return {index: wanted for index, plan in enumerate(plans)
+            if index > 0 and (wanted := [c for c in plan if local(c)])}
+
+
+def path_routes(plans: Sequence[Sequence], shared: Mapping[bytes, tuple], local: Callable[[object], bool],
+                own: Mapping[tuple[int, bytes], tuple]) -> list[list[tuple[object, tuple]]]:
+    """Each path's plan as ``(candidate, endpoint)`` pairs, in plan order.
+
+    Args:
+        plans: from :func:`choose_exits`.
+        shared: node id -> the endpoint found from the first tunnel's socket.
+        local: whether that endpoint serves the first tunnel only (see :func:`own_lookups`).
+        own: ``(path index, node id)`` -> the endpoint path index found from its own socket.
+
+    Returns:
+        The pairs; an exit a later path found no way to from its own socket is left out of that
+        path's plan (its next candidate starts it), so a plan may come out empty.
+    """
+    out = []
+    for index, plan in enumerate(plans):
+        pairs = []
+        for c in plan:
+            endpoint = shared.get(c.node.node_id) if index == 0 or not local(c) else own.get((index, c.node.node_id))
+            if endpoint is not None:
+                pairs.append((c, tuple(endpoint)))
+        out.append(pairs)
+    return out
 
 
 # -- weights -------------------------------------------------------------------------------------

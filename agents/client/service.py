@@ -266,26 +266,46 @@ def _multipath(discovery: ClientDiscovery, candidates: list, stop: threading.Eve
                killswitch, bootstrap: list, resolv, budget: int, config: ClientConfig, state_path: Path) -> MultiPath:
     """Choose N exits of different operators and connect a path to each (agents.client.multipath).
 
-    Exits are probed through the overlay from the first tunnel, as for one path; an exit reached by
-    punching through its NAT serves the first path only (the punched mapping is that socket's). What
-    the paths add to the host is written to the state file before it is added.
+    Exits are probed through the overlay from the first tunnel, as for one path. An exit behind a
+    NAT (punched or relayed from the first tunnel's socket) is looked up again by each later path
+    that has it in its plan, from that path's own socket, by a discovery of its own; the kill switch
+    is open to the tunnels' ports only while they look. What the paths add to the host is written to
+    the state file before it is added.
     """
+    # Imported here: this function is the multipath part of a module others edit too.
+    from agents.client.multipath import reach_from_paths
+    from agents.client.paths import own_lookups, path_routes
+
     found = _find_paths(discovery, rank(candidates)[:LOOKUPS + 2 * len(tunnels)], stop)
-    endpoints = {c.node.node_id: e for c, e in found}
+    shared = {c.node.node_id: e for c, e in found}
     public = {nid for nid, (kind, _) in discovery.paths.items() if kind == "public"}
-    plans = choose_exits(rank([c for c, _ in found]), len(tunnels),
-                         anywhere=lambda c: int.from_bytes(c.node.node_id, "big") in public)
+    plans = choose_exits(rank([c for c, _ in found]), len(tunnels))
     if not plans:
         raise UserError(f"--paths {len(tunnels)}: fewer operators than paths could be reached through the overlay "
-                        "(each path's exit is of another operator; exits behind a NAT serve only the first path)")
-    killswitch.set_open_ports([])
-    shared = SharedEndpoints(killswitch, bootstrap)
-    agent = MultiPath(tunnels=tunnels, chain=chain, endpoints=shared, resolv=resolv, budget=budget,
-                      routing=PathRouting([t.tun.name for t in tunnels]), dead_after_s=config.dead_after_s,
-                      max_latency_s=config.max_latency_ms / 1000)
+                        "(each path's exit is of another operator)")
+    local = lambda c: int.from_bytes(c.node.node_id, "big") not in public  # noqa: E731
+    wanted = own_lookups(plans, local)
+    discoveries = {index: discovery.sibling(tunnels[index]) for index in wanted}
+    try:
+        killswitch.set_open_ports([tunnels[index].listen_port for index in wanted])
+        own = reach_from_paths(discoveries, wanted, stop)
+        killswitch.set_open_ports([])
+        routes = path_routes(plans, shared, local, own)
+        if not all(routes):
+            raise UserError(f"--paths {len(tunnels)}: path(s) {[i for i, r in enumerate(routes) if not r]} reached "
+                            "none of their exits (behind a NAT) from their own socket")
+        agent = MultiPath(tunnels=tunnels, chain=chain, endpoints=SharedEndpoints(killswitch, bootstrap), resolv=resolv,
+                          budget=budget, routing=PathRouting([t.tun.name for t in tunnels]),
+                          dead_after_s=config.dead_after_s, max_latency_s=config.max_latency_ms / 1000,
+                          discoveries=discoveries.values())
+    except BaseException:
+        for each in discoveries.values():
+            with contextlib.suppress(Exception):
+                each.close()
+        raise
     _write_state(state_path, {**json.loads(state_path.read_text()), "ip_rules": agent.ip_rules,
                               "nft_tables": [PATHS_TABLE]})
-    agent.connect([[Route(c, endpoints[c.node.node_id]) for c in plan] for plan in plans])
+    agent.connect([[Route(c, endpoint) for c, endpoint in plan] for plan in routes])
     return agent
 
 

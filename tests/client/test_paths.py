@@ -20,7 +20,9 @@ from agents.client.paths import (
     choose_exits,
     intervals,
     nft_script,
+    own_lookups,
     path_mark,
+    path_routes,
     route_commands,
     tun_name,
     weights,
@@ -56,12 +58,42 @@ def test_choose_exits__too_few_operators__no_plan():
     assert choose_exits([candidate("a", "op1"), candidate("a2", "op1"), candidate("b", "op2")], 3) == []
 
 
-def test_choose_exits__a_node_behind_nat_serves_only_the_first_path():
-    nat, nat2, a, b = candidate("nat", "op1"), candidate("nat2", "op4"), candidate("a", "op2"), candidate("b", "op3")
-    public = {"a", "b"}
-    plans = choose_exits([a, nat, nat2, b], 3, anywhere=lambda c: names([c])[0] in public)
-    assert [names(p)[0] for p in plans] == ["nat", "a", "b"]  # the NAT'd one moved first; nat2 left out
-    assert all("nat" not in names(p)[1:] and "nat2" not in names(p)[1:] for p in plans[1:])
+def test_choose_exits__a_node_behind_nat_is_ranked_as_any_other():
+    nat, a, b = candidate("nat", "op1"), candidate("a", "op2"), candidate("b", "op3")
+    plans = choose_exits([a, b, nat], 3)
+    assert [names(p)[0] for p in plans] == ["a", "b", "nat"]  # not moved first: every path can reach it
+
+
+def test_own_lookups__later_paths_look_up_the_first_tunnels_local_exits_themselves():
+    nat, a, b, spare = candidate("nat", "op1"), candidate("a", "op2"), candidate("b", "op3"), candidate("s", "op1")
+    plans = choose_exits([a, nat, b, spare], 3)
+    assert [names(p) for p in plans] == [["a"], ["nat", "s"], ["b"]]
+    local = {"nat", "s"}
+    wanted = own_lookups(plans, lambda c: names([c])[0] in local)
+    assert {i: names(cs) for i, cs in wanted.items()} == {1: ["nat", "s"]}
+    # the first path uses the first tunnel's endpoints, local ones included
+    assert own_lookups([[nat, a], [b]], lambda c: names([c])[0] in local) == {}
+
+
+def test_path_routes__first_tunnels_endpoints_for_path_0_and_public_exits__own_for_local_ones():
+    nat, a, b = candidate("nat", "op1"), candidate("a", "op2"), candidate("b", "op3")
+    local = lambda c: c is nat  # noqa: E731
+    shared = {a.node.node_id: ("198.51.100.2", 51820), b.node.node_id: ("198.51.100.3", 51820),
+              nat.node.node_id: ("198.51.100.9", 40000)}
+    own = {(2, nat.node.node_id): ("198.51.100.9", 40001)}
+    routes = path_routes([[a, nat], [b, nat], [nat, b]], shared, local, own)
+    assert [[(names([c])[0], e) for c, e in plan] for plan in routes] == [
+        [("a", ("198.51.100.2", 51820)), ("nat", ("198.51.100.9", 40000))],  # path 0: the first tunnel's
+        [("b", ("198.51.100.3", 51820))],  # path 1 found no way of its own to nat: left out
+        [("nat", ("198.51.100.9", 40001)), ("b", ("198.51.100.3", 51820))],  # path 2: its own punched one
+    ]
+
+
+def test_path_routes__a_later_path_reaching_none_of_its_exits__empty_plan():
+    nat, a = candidate("nat", "op1"), candidate("a", "op2")
+    routes = path_routes([[a], [nat]], {a.node.node_id: ("198.51.100.2", 51820), nat.node.node_id: ("x", 1)},
+                         lambda c: c is nat, {})
+    assert routes[1] == []
 
 
 def test_tun_name__first_is_the_interface__others_fit_ifnamsiz():
