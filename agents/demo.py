@@ -54,9 +54,9 @@ TOKEN = 10**18
 FILE_BYTES, QUICK_FILE_BYTES = 48 << 20, 16 << 20
 #: Kill the exit when this share of the file has arrived.
 KILL_AT = 0.35
-#: The download's pace, Mbit/s: a home line's. Unpaced, an idle machine pulls the quick demo's file
+#: The download's pace, Mbit/s: a fast home line's. Unpaced, an idle machine pulls the quick demo's file
 #: in a third of a second, between two of the view's 4 Hz looks, and the exit died after the end.
-DOWNLOAD_MBIT = 40
+DOWNLOAD_MBIT = 64
 #: The nodes' regions (node_a, node_b, node_c: the last behind a NAT), one each; the client asks for
 #: NL first, then DE, so when the NL exit dies the DE node takes over (FR is never used by it).
 REGIONS = ("NL", "DE", "FR")
