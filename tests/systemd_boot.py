@@ -19,6 +19,12 @@ set, so it skips what a container cannot do). :class:`SystemdBoot` starts one li
 * with ``/dev/net/tun`` mode 0666, as udev makes it on a Debian host (its rule in
   50-udev-default.rules): this container's is 0600, which no service user may open, whatever its
   capabilities (CAP_NET_ADMIN does not override file permissions).
+* with the paths the service must reach reachable wherever they live (``reach``): each folder on
+  their way that others cannot enter (``/root``'s 0700, the 0700 folder ``mktemp -d`` makes under
+  /tmp for a fresh clone) is covered by a 0755 stand-in holding bind mounts of only the entries on
+  the way, so the real paths still resolve (shebangs, a venv's symlinks) and nothing else shows. All
+  of it is in systemd's private mount namespace (``unshare`` makes its mounts private): the host's
+  folders, modes and mounts stay as they are, and the mounts go with the namespace.
 
 Controlled with ``systemctl`` run through ``nsenter`` into its mount and PID namespaces; stopped
 with SIGRTMIN+14 (systemd(1): immediate power-off, which in a container is an exit), then by
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -37,7 +44,7 @@ import time
 import uuid
 from pathlib import Path
 
-__all__ = ["STUB_TARGETS", "SystemdBoot", "cgroup2_root"]
+__all__ = ["STUB_TARGETS", "SystemdBoot", "cgroup2_root", "stand_ins"]
 
 SYSTEMD = "/lib/systemd/systemd"
 #: Targets that units name by default (DefaultDependencies=yes) or that ours names (After=, WantedBy=).
@@ -56,13 +63,34 @@ mount -t tmpfs -o mode=0755 tmpfs /lib/systemd/system
 mount --bind "$1/passwd" /etc/passwd
 mount --bind "$1/group" /etc/group
 mknod -m 0666 "$1/tun" c 10 200 && mount --bind "$1/tun" /dev/net/tun
-for name in $2; do
-  mkdir -p "$1/root/$name" && mount --bind "/root/$name" "$1/root/$name"
-done
-[ -z "$2" ] || mount --rbind "$1/root" /root
+. "$1/reach.sh"
 export container=warren-lab
 exec /lib/systemd/systemd --system --unit=warren-lab.target --log-target=console --log-level=notice
 """
+
+
+def stand_ins(paths) -> list[tuple[Path, list[str]]]:
+    """The folders on the way to ``paths`` that others cannot enter, each with the entries on the way.
+
+    Each path is walked as written and as resolved (a venv's ``python`` is a symlink to the
+    interpreter it was made from). A folder is named by its real path (a mount follows symlinks),
+    deepest first: the order in which stand-ins are mounted, so that a shallower one's bind of an
+    entry (``--rbind``) carries the deeper stand-in along.
+    """
+    needed: dict[Path, set[str]] = {}
+    for path in paths:
+        written = Path(os.path.abspath(path))
+        for walk in dict.fromkeys((written, written.resolve())):
+            for folder, entry in zip(reversed(walk.parents), walk.parts[1:]):
+                if folder == Path("/"):
+                    continue
+                try:
+                    mode = folder.stat().st_mode
+                except OSError:
+                    break
+                if not mode & 0o001:
+                    needed.setdefault(folder.resolve(), set()).add(entry)
+    return [(folder, sorted(needed[folder])) for folder in sorted(needed, key=lambda f: (-len(f.parts), str(f)))]
 
 
 def cgroup2_root() -> Path:
@@ -81,22 +109,23 @@ class SystemdBoot:
         netns: name of the network namespace (under /run/netns) it runs in.
         units: unit files to install, relative path -> text (``NAME.service.d/FILE.conf`` for a drop-in).
         users: (name, uid) pairs to add, each with a group of the same name and id.
-        root_shares: names in /root to show everyone: inside, /root becomes a 0755 folder holding only
-            these (this machine's Python is pyenv's, in /root/.pyenv behind /root's 0700, which no
-            service user can reach: an operator installs Python elsewhere; a test shows it this way).
+        reach: paths (a program, its interpreter) the service user must reach: inside, every folder on
+            their way that others cannot enter is covered by a 0755 stand-in showing only the entries
+            on the way (see :func:`stand_ins`). This machine's Python is pyenv's, in /root/.pyenv
+            behind /root's 0700, and a fresh clone may sit in a 0700 folder: an operator installs
+            both elsewhere; a test reaches them this way.
     """
 
     def __init__(self, netns: str, units: dict[str, str], users: tuple[tuple[str, int], ...] = (),
-                 root_shares: tuple[str, ...] = ()) -> None:
+                 reach: tuple[Path | str, ...] = ()) -> None:
         self.netns = netns
-        self.root_shares = root_shares
         self.workdir = Path(tempfile.mkdtemp(prefix="warren-systemd-"))
         self.cgroup = cgroup2_root() / f"warren-lab-{uuid.uuid4().hex[:8]}"
         self.proc: subprocess.Popen | None = None
         self.pid: int | None = None  # systemd's PID as the host sees it
         self.log_path = self.workdir / "boot.log"  # what the launch printed (systemd then logs nowhere)
-        (self.workdir / "root").mkdir(mode=0o755)
-        (self.workdir / "root").chmod(0o755)
+        self.stand_ins = stand_ins(reach)
+        self._write_reach()
         unit_dir = self.workdir / "units"
         unit_dir.mkdir()
         for target in STUB_TARGETS:
@@ -112,6 +141,30 @@ class SystemdBoot:
             path.write_text("\n".join([*kept, *(line.format(n, uid) for n, uid in users)]) + "\n")
             path.chmod(0o644)
 
+    def _write_reach(self) -> None:
+        """``reach.sh``, sourced inside before systemd starts: a stand-in folder per closed folder.
+
+        Its mount points are made here (host side, in the test's own 0700 folder); the mounts happen
+        only inside. A symlink on the way is copied as a symlink (a bind would follow it).
+        """
+        lines = []
+        for number, (folder, entries) in enumerate(self.stand_ins):
+            stand_in = self.workdir / "reach" / str(number)
+            stand_in.mkdir(parents=True)
+            stand_in.chmod(0o755)
+            for entry in entries:
+                real, shown = folder / entry, stand_in / entry
+                if real.is_symlink():
+                    os.symlink(os.readlink(real), shown)
+                    continue
+                if real.is_dir():
+                    shown.mkdir()
+                else:
+                    shown.touch()
+                lines.append(f"mount --rbind {shlex.quote(str(real))} {shlex.quote(str(shown))}")
+            lines.append(f"mount --rbind {shlex.quote(str(stand_in))} {shlex.quote(str(folder))}")
+        (self.workdir / "reach.sh").write_text("".join(f"{line}\n" for line in lines))
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> "SystemdBoot":
@@ -119,8 +172,8 @@ class SystemdBoot:
         log = open(self.log_path, "ab")
         # The shell moves itself into the new cgroup, then becomes unshare: everything after is inside.
         argv = ["sh", "-c", 'echo $$ > "$1/cgroup.procs" && exec nsenter --net="/run/netns/$2" '
-                'unshare --pid --fork --mount --mount-proc --cgroup --uts sh -c "$3" inner "$4" "$5"',
-                "outer", str(self.cgroup), self.netns, _INNER, str(self.workdir), " ".join(self.root_shares)]
+                'unshare --pid --fork --mount --mount-proc --cgroup --uts sh -c "$3" inner "$4"',
+                "outer", str(self.cgroup), self.netns, _INNER, str(self.workdir)]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
         deadline = time.monotonic() + BOOT_S

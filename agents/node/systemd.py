@@ -19,7 +19,9 @@ What the unit grants and why:
   30 s settlement patience at SIGTERM with room to spare.
 * Hardening that fits: ``NoNewPrivileges``, ``ProtectSystem=strict`` with the data folder as the
   only writable path, ``ProtectHome`` (read-only when the program or its interpreter lives under /home or /root),
-  ``PrivateTmp``, ``DevicePolicy=closed`` with ``/dev/net/tun`` allowed, kernel modules, logs and
+  ``PrivateTmp`` (the service gets fresh, empty /tmp and /var/tmp: a program, interpreter, config
+  or data folder under them is not there for it, so `install-service` warns, see
+  :func:`under_private_tmp`), ``DevicePolicy=closed`` with ``/dev/net/tun`` allowed, kernel modules, logs and
   control groups protected, address families limited to IP, unix and netlink, ``UMask=0077``.
   Not ``ProtectKernelTunables``: it makes /proc/sys read-only, and the exit sets
   ``net.ipv4.ip_forward`` and friends there. Not ``PrivateNetwork``/``PrivateDevices``: the node
@@ -40,10 +42,13 @@ from pathlib import Path
 
 from agents.errors import UserError
 
-__all__ = ["DEFAULT_UNIT_DIR", "DEFAULT_USER", "install", "unit_text", "unreachable"]
+__all__ = ["DEFAULT_UNIT_DIR", "DEFAULT_USER", "PRIVATE_TMP", "install", "under_private_tmp", "unit_text",
+           "unreachable"]
 
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
 DEFAULT_USER = "warren"
+#: The folders ``PrivateTmp=yes`` replaces with empty ones of the service's own (systemd.exec).
+PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"))
 
 
 def _quote(arg: str) -> str:
@@ -85,6 +90,21 @@ def unreachable(paths: list[Path]) -> list[str]:
                 problems.append(f"{path}: {folder} is {oct(mode & 0o777)[2:]}, others cannot enter it")
                 break
     return problems
+
+
+def under_private_tmp(paths: list[Path]) -> list[tuple[Path, Path]]:
+    """(path, folder) for each of ``paths`` (as given and resolved) under a folder PrivateTmp hides.
+
+    The unit keeps ``PrivateTmp=yes``: inside the service /tmp and /var/tmp are new and empty, so a
+    program there fails with status 203/EXEC and a config or data folder there is missing.
+    """
+    found = []
+    for path in paths:
+        for form in dict.fromkeys((Path(os.path.abspath(path)), Path(path).resolve())):
+            for folder in PRIVATE_TMP:
+                if form.is_relative_to(folder) and form != folder and (form, folder) not in found:
+                    found.append((form, folder))
+    return found
 
 
 def unit_text(*, program: Path, config: Path, data_dir: Path, user: str = DEFAULT_USER,
@@ -173,6 +193,12 @@ def install(*, config: Path, data_dir: Path, unit_dir: Path = DEFAULT_UNIT_DIR, 
     problems = unreachable([program, *_interpreters(program)[1:]])
     steps = [f"# WARNING {p}: the service cannot start (status 203/EXEC); install Python and warren where "
              f"user {user} can run them (a venv under /opt made from /usr/bin/python3)" for p in problems]
+    for path, folder in under_private_tmp([program, *_interpreters(program)])[:1]:
+        steps.append(f"# WARNING {path}: the program lives under {folder}, which the service's PrivateTmp hides "
+                     f"(status 203/EXEC): install Warren elsewhere (a venv under /opt made from /usr/bin/python3)")
+    steps += [f"# WARNING {path}: it lives under {folder}, which the service's PrivateTmp hides (the service would "
+              f"not find it): keep the config, data folder and keys elsewhere (under /etc/warren, /var/lib/warren)"
+              for path, folder in under_private_tmp([config, data_dir, *owned])]
     steps += [
         f"useradd --system --no-create-home --shell /usr/sbin/nologin {q(user)}   # once",
         "chown -R " + " ".join([f"{q(user)}:{q(user)}", *(q(str(p)) for p in (data_dir, config, *owned))]),

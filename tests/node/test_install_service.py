@@ -3,12 +3,13 @@
 import configparser
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from agents.netlab.world import warren_argv
 from agents.node.config import NodeConfig, write_config
-from agents.node.systemd import unit_text
+from agents.node.systemd import install, unit_text
 from agents.wallet import AccountSpec
 
 
@@ -71,3 +72,17 @@ def test_unit_text__systemd_analyze_verify__no_complaint(tmp_path):
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     complaints = [line for line in (result.stdout + result.stderr).splitlines() if "warren-node.service" in line]
     assert result.returncode == 0 and not complaints, result.stdout + result.stderr
+
+
+def test_install__program_config_or_data_under_tmp__warns_private_tmp_hides_them(tmp_path):
+    # the unit's PrivateTmp gives the service an empty /tmp and /var/tmp: nothing there is there for it
+    _, steps = install(program=Path("/tmp/tmp.x/w/.venv/bin/warren"), config=Path("/var/tmp/node.toml"),
+                       data_dir=Path("/var/lib/warren"), unit_dir=tmp_path / "units")
+    warnings = [s for s in steps if s.startswith("# WARNING")]
+    assert len(warnings) == 2, steps
+    assert "/tmp/tmp.x/w/.venv/bin/warren: the program lives under /tmp, which the service's PrivateTmp hides" \
+        in warnings[0] and "install Warren elsewhere" in warnings[0]
+    assert "/var/tmp/node.toml: it lives under /var/tmp, which the service's PrivateTmp hides" in warnings[1]
+    _, steps = install(program=Path("/opt/warren/bin/warren"), config=Path("/etc/warren/node.toml"),
+                       data_dir=Path("/var/lib/warren"), unit_dir=tmp_path / "units", force=True)
+    assert not [s for s in steps if "PrivateTmp" in s], steps

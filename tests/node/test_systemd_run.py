@@ -21,7 +21,7 @@ from agents.netlab import Lab, RpcBridge
 from agents.netlab.warren_net import PRICE_PER_GIB, STAKE, deploy_chain, wait_for
 from agents.netlab.world import start_anvil, warren_argv
 from agents.node.config import NodeConfig, write_config
-from agents.node.systemd import _interpreters, unreachable
+from agents.node.systemd import _interpreters, under_private_tmp
 from agents.unixctl import NotRunning, request
 from agents.wallet import AccountSpec
 from agents.wireguard.config import encode_key, generate_private_key
@@ -69,13 +69,15 @@ def _uids_running(uid: int) -> list[int]:
 
 def test_unit__under_systemd__own_user_net_caps_restarts_on_kill(tmp_path):
     program = Path(sys.executable).with_name("warren")
-    interpreter = _interpreters(program)
-    # /root/.pyenv is shown to the service user inside (see SystemdBoot); any other closed folder on
-    # the way (a clone under /root) would stop it as it stops an operator's service.
-    shares = tuple(sorted({p.parts[2] for p in interpreter if p.parts[:2] == ("/", "root") and len(p.parts) > 2}))
-    blocked = unreachable([program, *(p for p in interpreter if p.parts[:2] != ("/", "root"))])
-    if blocked:
-        pytest.skip(f"the service user cannot reach the program here: {blocked}")
+    # Inside systemd's mount namespace every folder on the way that the service user cannot enter
+    # (/root's 0700 over pyenv's Python, the 0700 `mktemp -d` folder over a fresh clone) gets a 0755
+    # stand-in showing only the entries on the way (see SystemdBoot): the real paths stay.
+    reach = (program, *_interpreters(program))
+    # PrivateTmp gives the service an empty /tmp: a clone there is not there for it. install-service
+    # warns about that (an operator installs elsewhere); the test's drop-in binds the clone's folder
+    # into the service's /tmp, read-only at its real path, and leaves the rest of the unit as written.
+    hidden = under_private_tmp(list(reach))
+    tmp_binds = sorted({str(folder / path.relative_to(folder).parts[0]) for path, folder in hidden})
     uid = _free_uid()
     root = Path(tempfile.mkdtemp(prefix="warren-systemd-test-", dir="/var/lib"))  # not /tmp: PrivateTmp hides it
     root.chmod(0o755)
@@ -102,15 +104,18 @@ def test_unit__under_systemd__own_user_net_caps_restarts_on_kill(tmp_path):
                                                    "--unit-dir", str(root / "units")),
                                        capture_output=True, text=True, timeout=60)
             assert installed.returncode == 0, installed.stderr
+            assert ("which the service's PrivateTmp hides" in installed.stdout) == bool(hidden), installed.stdout
             unit = (root / "units" / f"{UNIT}.service").read_text()
             for path in (root, *root.rglob("*")):  # what the printed `chown -R warren:warren` step does
                 os.chown(path, uid, uid)
             log = root / "node.log"
             dropin = f"[Service]\nStandardOutput=append:{log}\nStandardError=inherit\n"  # no journald in here
+            dropin += "".join(f'BindReadOnlyPaths="{path}"\n' for path in tmp_binds)
             units = {f"{UNIT}.service": unit, f"{UNIT}.service.d/test-log.conf": dropin}
-            with SystemdBoot(host.name, units, users=(("warren", uid),), root_shares=shares) as systemd:
+            with SystemdBoot(host.name, units, users=(("warren", uid),), reach=reach) as systemd:
                 def show():
-                    return systemd.show(UNIT, "ActiveState", "SubState", "MainPID", "NRestarts", "Result")
+                    return systemd.show(UNIT, "ActiveState", "SubState", "MainPID", "NRestarts", "Result",
+                                        "ExecMainStatus")  # 203: the program was not there for it
 
                 def node_log():
                     return log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
@@ -130,6 +135,8 @@ def test_unit__under_systemd__own_user_net_caps_restarts_on_kill(tmp_path):
                 assert caps == dict.fromkeys(caps, NODE_CAPS), caps
                 assert proc["NoNewPrivs"] == "1", proc
                 assert proc["CapInh"] == NODE_CAPS  # an ambient capability is also inheritable
+                cmdline = systemd.run("cat", f"/proc/{pid}/cmdline").stdout.split("\0")
+                assert str(program) in cmdline, cmdline  # the program at its real path, wherever the clone is
 
                 systemd.run("kill", "-KILL", str(pid))  # a crash: Restart=on-failure, after RestartSec=5
                 restarted = wait_for(lambda: (s := show())["NRestarts"] == "1" and s["ActiveState"] == "active"
