@@ -578,10 +578,13 @@ class Tunnel(TunnelBackend):
         recvmsg, gro, offload_counts = sock.recvmsg, self._gro, self.offload_counts
         queue, ready, flood_limiter, drops = self._handshakes, self._handshake_ready, self._flood_limiter, self.drop_counts
         vnet, write_coalesced = self.tun.vnet_hdr, self._write_coalesced
-        # With TUN offloads, decrypted packets wait here until the socket is empty or BATCH_PACKETS
-        # of them are in, then are written merged: so datagrams that were not coalesced by UDP GRO
-        # (a peer without GSO, such as wireguard-go) still reach the TUN in GRO frames.
+        # With TUN offloads, decrypted packets wait here until the socket is empty, or BATCH_PACKETS
+        # of them are in, or BATCH_PACKETS receives went by since the first (a flood of handshake
+        # messages must not hold a session's data), then are written merged: so datagrams that were
+        # not coalesced by UDP GRO (a peer without GSO, such as wireguard-go) still reach the TUN in
+        # GRO frames.
         inners: list[bytes] = []
+        held = 0
         while not stop.is_set():
             try:
                 if gro:  # possibly several datagrams of one source, coalesced (offload.split)
@@ -599,7 +602,7 @@ class Tunnel(TunnelBackend):
             except BlockingIOError:
                 if inners:  # the socket is drained: write, then look again before sleeping
                     write_coalesced(inners)
-                    inners = []
+                    inners, held = [], 0
                     continue
                 select.select([sock], [], [], POLL_S)
                 continue
@@ -653,9 +656,11 @@ class Tunnel(TunnelBackend):
                     sendto(datagram, endpoint)
                 if outbox:
                     self._wake.set()
-            if len(inners) >= BATCH_PACKETS:
-                write_coalesced(inners)
-                inners = []
+            if inners:
+                held += 1
+                if held >= BATCH_PACKETS or len(inners) >= BATCH_PACKETS:
+                    write_coalesced(inners)
+                    inners, held = [], 0
 
     def _handshake_loop(self) -> None:
         queue, ready, device, now = self._handshakes, self._handshake_ready, self.device, self.now
