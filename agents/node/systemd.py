@@ -193,12 +193,12 @@ def install(*, config: Path, data_dir: Path, unit_dir: Path = DEFAULT_UNIT_DIR, 
     problems = unreachable([program, *_interpreters(program)[1:]])
     steps = [f"# WARNING {p}: the service cannot start (status 203/EXEC); install Python and warren where "
              f"user {user} can run them (a venv under /opt made from /usr/bin/python3)" for p in problems]
-    for path, folder in under_private_tmp([program, *_interpreters(program)])[:1]:
-        steps.append(f"# WARNING {path}: the program lives under {folder}, which the service's PrivateTmp hides "
-                     f"(status 203/EXEC): install Warren elsewhere (a venv under /opt made from /usr/bin/python3)")
-    steps += [f"# WARNING {path}: it lives under {folder}, which the service's PrivateTmp hides (the service would "
+    steps += [f"# WARNING {hidden}: the program lives under {folder}, which the service's PrivateTmp hides "
+              f"(status 203/EXEC): install Warren elsewhere (a venv under /opt made from /usr/bin/python3)"
+              for hidden, folder in under_private_tmp([program, *_interpreters(program)])[:1]]
+    steps += [f"# WARNING {hidden}: it lives under {folder}, which the service's PrivateTmp hides (the service would "
               f"not find it): keep the config, data folder and keys elsewhere (under /etc/warren, /var/lib/warren)"
-              for path, folder in under_private_tmp([config, data_dir, *owned])]
+              for hidden, folder in under_private_tmp([config, data_dir, *owned])]
     steps += [
         f"useradd --system --no-create-home --shell /usr/sbin/nologin {q(user)}   # once",
         "chown -R " + " ".join([f"{q(user)}:{q(user)}", *(q(str(p)) for p in (data_dir, config, *owned))]),

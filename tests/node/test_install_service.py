@@ -76,8 +76,9 @@ def test_unit_text__systemd_analyze_verify__no_complaint(tmp_path):
 
 def test_install__program_config_or_data_under_tmp__warns_private_tmp_hides_them(tmp_path):
     # the unit's PrivateTmp gives the service an empty /tmp and /var/tmp: nothing there is there for it
-    _, steps = install(program=Path("/tmp/tmp.x/w/.venv/bin/warren"), config=Path("/var/tmp/node.toml"),
-                       data_dir=Path("/var/lib/warren"), unit_dir=tmp_path / "units")
+    path, steps = install(program=Path("/tmp/tmp.x/w/.venv/bin/warren"), config=Path("/var/tmp/node.toml"),
+                          data_dir=Path("/var/lib/warren"), unit_dir=tmp_path / "units")
+    assert path == tmp_path / "units" / "warren-node.service" and path.exists()
     warnings = [s for s in steps if s.startswith("# WARNING")]
     assert len(warnings) == 2, steps
     assert "/tmp/tmp.x/w/.venv/bin/warren: the program lives under /tmp, which the service's PrivateTmp hides" \
