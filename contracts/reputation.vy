@@ -87,6 +87,20 @@ event ReportTranscript:
     transcript_hash: bytes32
 
 
+# @dev The block whose hash will be the epoch's assignment seed was chosen (draw_seed): the block
+# of that call, whose hash its sender cannot know when sending it.
+event SeedDrawn:
+    epoch: indexed(uint256)
+    drawn_block: uint256
+
+
+# @dev The epoch's assignment seed was fixed (read from the drawn block's hash; never changes again).
+event SeedFixed:
+    epoch: indexed(uint256)
+    drawn_block: uint256
+    seed: bytes32
+
+
 # @dev A finished epoch's failure majority was slashed: `amount` (token wei) was taken from the
 # node's stake and shared by `reporters` (the first `quorum` failure reporters); `failures` of the
 # epoch's `reports` failed.
@@ -152,6 +166,10 @@ MAX_LATENCY_MS: constant(uint256) = 2**24 - 1
 # Twice the ~18 reports per node and epoch of bench_trust's 30 challengers; bounds the fold's gas.
 MAX_SAMPLES: constant(uint256) = 32
 
+# @dev Blocks whose hash the EVM still gives (BLOCKHASH): the drawn block's hash must be read, and
+# the seed fixed, within this many blocks of it, or the draw is void and must be made again.
+SEED_WINDOW: constant(uint256) = 256
+
 # @dev A sample is 64 bits: throughput (40) above latency (24); four share a storage word.
 _SAMPLES_PER_WORD: constant(uint256) = 4
 _SAMPLE_WORDS: constant(uint256) = MAX_SAMPLES // _SAMPLES_PER_WORD
@@ -210,6 +228,23 @@ quorum: public(immutable(uint256))
 # @dev Fraction of the remaining stake a slash takes, in basis points.
 slash_bps: public(immutable(uint256))
 
+# @dev Reports each node is drawn for per epoch, in expectation (challenger assignment): a
+# challenger may report on a node only if keccak256(seed, challenger, node) mod C < this, C being
+# the challengers who reported in the previous epoch (see `is_assigned`).
+reports_per_node: public(immutable(uint256))
+
+# @dev epoch -> distinct challengers who reported in it (the next epoch's C).
+_challengers_reporting: HashMap[uint256, uint256]
+
+# @dev challenger -> last epoch it reported in, plus one (0: never); counts it once per epoch.
+_challenger_epoch: HashMap[address, uint256]
+
+# @dev epoch -> the block whose hash becomes its seed (0: not drawn; see draw_seed).
+_seed_block: HashMap[uint256, uint256]
+
+# @dev epoch -> its assignment seed once fixed (0: not yet); never written twice.
+_seed: HashMap[uint256, bytes32]
+
 # @dev registration index -> moving averages and open epoch, packed (see _OPEN_SHIFT and neighbours).
 _stats: HashMap[uint256, uint256]
 
@@ -235,18 +270,23 @@ _service: HashMap[uint256, HashMap[uint256, uint256]]
 # ---------------------------------------------------------------------------------------------
 
 @deploy
-def __init__(registry_: address, epoch_length_: uint256, quorum_: uint256, slash_bps_: uint256):
+def __init__(
+    registry_: address, epoch_length_: uint256, quorum_: uint256, slash_bps_: uint256, reports_per_node_: uint256
+):
     """
     @notice Deploy the reputation contract; node_registry's owner must then make it a slasher.
     @param registry_ The node_registry address (its token pays the bounties).
     @param epoch_length_ Epoch length in seconds (non-zero).
     @param quorum_ Fewest distinct failure reports per epoch that can slash (1 to 16).
     @param slash_bps_ Fraction of the remaining stake slashed, in basis points (1 to 10,000).
+    @param reports_per_node_ Challengers drawn per node and epoch, in expectation (at least quorum_).
     """
     assert registry_ != empty(address), "reputation: zero address"
     assert epoch_length_ != 0, "reputation: zero epoch length"
     assert quorum_ != 0 and quorum_ <= MAX_QUORUM, "reputation: quorum out of range"
     assert slash_bps_ != 0 and slash_bps_ <= BPS, "reputation: slash fraction out of range"
+    # Fewer expected reports than the quorum could never slash a node.
+    assert reports_per_node_ >= quorum_, "reputation: reports per node below quorum"
     # A slash comes up to two epochs after the failing epoch began (see @custom:security).
     delay: uint256 = staticcall INodeRegistry(registry_).unbonding_delay()
     assert delay >= 2 * epoch_length_, "reputation: unbonding shorter than two epochs"
@@ -255,6 +295,7 @@ def __init__(registry_: address, epoch_length_: uint256, quorum_: uint256, slash
     epoch_length = epoch_length_
     quorum = quorum_
     slash_bps = slash_bps_
+    reports_per_node = reports_per_node_
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,6 +311,8 @@ def report(
     """
     @notice Post the caller's measurement of a node for the current epoch. The caller must be a
             staked challenger, not the node's operator, and may report once per node per epoch.
+            The challenger must be drawn for the node this epoch (`is_assigned`; the
+            epoch's seed must be drawn first, see `draw_seed`, unless every challenger is drawn).
             A report never slashes: it adds to the epoch's tally, which `slash_epoch` judges
             once the epoch is over. With a non-zero `transcript_hash` the report also logs
             ReportTranscript, committing the challenger to the transcript it keeps (the evidence
@@ -277,8 +320,8 @@ def report(
     @param node_id The node's id (keccak256 of its WireGuard public key).
     @param epoch The current epoch number (block timestamp // epoch_length); a report mined in
            another epoch than the one it was written for is refused.
-    @param throughput_kbps Measured throughput in kilobits per second (at most 2**64 - 1).
-    @param latency_ms Measured round-trip latency in milliseconds (at most 2**64 - 1).
+    @param throughput_kbps Measured throughput in kilobits per second (at most 2**40 - 1).
+    @param latency_ms Measured round-trip latency in milliseconds (at most 2**24 - 1).
     @param passed Whether the node passed the challenge.
     @param transcript_hash SHA-256 of the challenger's canonical transcript (optional; 0 for none).
     """
@@ -294,7 +337,11 @@ def report(
     assert operator != msg.sender, "reputation: own node"
     assert head & _REVOKED_BIT == 0, "reputation: node revoked"
     assert self._last_report[index][msg.sender] <= epoch, "reputation: already reported"
+    assert self._assigned_for_report(msg.sender, node_id, epoch), "reputation: challenger not assigned to this node this epoch"
     self._last_report[index][msg.sender] = epoch + 1
+    if self._challenger_epoch[msg.sender] != epoch + 1:
+        self._challenger_epoch[msg.sender] = epoch + 1
+        self._challengers_reporting[epoch] += 1
 
     # The node's first report of this epoch folds the last epoch it was reported in (now closed).
     stats: NodeStats = self._load(index)
@@ -336,6 +383,116 @@ def report(
             self._reporters[index][epoch][failures] = msg.sender
         tally += 1 << _FAILURES_SHIFT
     self._tally[index][epoch] = tally
+
+
+# ---------------------------------------------------------------------------------------------
+# CHALLENGER ASSIGNMENT
+# ---------------------------------------------------------------------------------------------
+
+@external
+def draw_seed() -> bytes32:
+    """
+    @notice Draw or fix the current epoch's assignment seed (anyone; challengers call it until
+            `epoch_seed` is set). The first call chooses its own block, whose hash nobody sending
+            a transaction can know in advance; a call in a later block (or the epoch's first
+            report needing the seed) fixes the seed to that hash for good. A draw not fixed within
+            SEED_WINDOW blocks is void (the EVM forgets the hash) and the next call draws again.
+    @return bytes32 The seed if this call fixed it, else 0 (it drew the block).
+    """
+    epoch: uint256 = block.timestamp // epoch_length
+    assert self._seed[epoch] == empty(bytes32), "reputation: seed already fixed"
+    drawn: uint256 = self._seed_block[epoch]
+    if drawn != 0 and block.number <= drawn + SEED_WINDOW:
+        assert block.number > drawn, "reputation: seed not ready"
+        return self._fix_seed(epoch, drawn)
+    self._seed_block[epoch] = block.number
+    log SeedDrawn(epoch=epoch, drawn_block=block.number)
+    return empty(bytes32)
+
+
+@internal
+def _fix_seed(epoch: uint256, drawn: uint256) -> bytes32:
+    """
+    @dev Store the drawn block's hash as the epoch's seed (the caller checked it is readable).
+    @param epoch The epoch.
+    @param drawn The drawn block's number.
+    @return bytes32 The seed.
+    """
+    seed: bytes32 = blockhash(drawn)
+    self._seed[epoch] = seed
+    log SeedFixed(epoch=epoch, drawn_block=drawn, seed=seed)
+    return seed
+
+
+@internal
+def _assigned_for_report(challenger: address, node_id: bytes32, epoch: uint256) -> bool:
+    """
+    @dev Whether a report in the current epoch is drawn; fixes the seed if it is drawn and
+         readable but not stored yet, reverts with a whole string if it cannot be read.
+    @param challenger The reporter.
+    @param node_id The node.
+    @param epoch The current epoch.
+    @return bool Whether the challenger is drawn for the node.
+    """
+    active: uint256 = self._active_challengers(epoch)
+    if active <= reports_per_node:
+        return True
+    seed: bytes32 = self._seed[epoch]
+    if seed == empty(bytes32):
+        drawn: uint256 = self._seed_block[epoch]
+        assert drawn != 0, "reputation: seed not drawn"
+        assert block.number > drawn, "reputation: seed not ready"
+        assert block.number <= drawn + SEED_WINDOW, "reputation: seed expired, draw it again"
+        seed = self._fix_seed(epoch, drawn)
+    return self._draw(seed, challenger, node_id, active)
+
+
+@internal
+@view
+def _active_challengers(epoch: uint256) -> uint256:
+    """
+    @dev C for an epoch: the distinct challengers who reported in the epoch before it.
+    @param epoch The epoch.
+    @return uint256 The count (0 for epoch 0).
+    """
+    if epoch == 0:
+        return 0
+    return self._challengers_reporting[epoch - 1]
+
+
+@internal
+@view
+def _draw(seed: bytes32, challenger: address, node_id: bytes32, active: uint256) -> bool:
+    """
+    @dev The assignment rule: keccak256(abi_encode(seed, challenger, node_id)) mod active is below
+         reports_per_node (every challenger is drawn when active <= reports_per_node).
+    @param seed The epoch's seed.
+    @param challenger The challenger.
+    @param node_id The node.
+    @param active Challengers who reported in the previous epoch.
+    @return bool Whether the challenger is drawn for the node.
+    """
+    if active <= reports_per_node:
+        return True
+    return convert(keccak256(abi_encode(seed, challenger, node_id)), uint256) % active < reports_per_node
+
+
+@internal
+@view
+def _seed_now(epoch: uint256) -> bytes32:
+    """
+    @dev An epoch's seed as a report mined now would use it: stored, or the drawn block's hash
+         while readable; 0 if neither.
+    @param epoch The epoch.
+    @return bytes32 The seed or 0.
+    """
+    seed: bytes32 = self._seed[epoch]
+    if seed != empty(bytes32):
+        return seed
+    drawn: uint256 = self._seed_block[epoch]
+    if drawn != 0 and drawn < block.number and block.number <= drawn + SEED_WINDOW:
+        return blockhash(drawn)
+    return empty(bytes32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -764,6 +921,66 @@ def epoch_service(node_id: bytes32, epoch: uint256) -> (uint256, uint256):
         if seen >= target:
             return self._bucket_floor(b), reports
     return 0, reports  # unreachable: seen ends at reports >= target
+
+
+@external
+@view
+def is_assigned(challenger: address, node_id: bytes32, epoch: uint256) -> bool:
+    """
+    @notice Whether `challenger` is drawn to report on `node_id` in `epoch`: true for everyone
+            when at most `reports_per_node` challengers reported in the epoch before, else when
+            keccak256(abi_encode(seed, challenger, node_id)) mod that count is below
+            `reports_per_node`. False while the epoch's seed is not drawn or not readable.
+    @param challenger The challenger's address.
+    @param node_id The node's id.
+    @param epoch The epoch.
+    @return bool Whether a report would pass the assignment check.
+    """
+    active: uint256 = self._active_challengers(epoch)
+    if active <= reports_per_node:
+        return True
+    seed: bytes32 = self._seed_now(epoch)
+    if seed == empty(bytes32):
+        return False
+    return self._draw(seed, challenger, node_id, active)
+
+
+@external
+@view
+def assignment(epoch: uint256) -> (bytes32, uint256, uint256):
+    """
+    @notice What an epoch's draw is made of, for challengers that plan off chain.
+    @param epoch The epoch.
+    @return seed The seed (0 while not drawn or not readable).
+    @return seed_block The drawn block (0: not drawn).
+    @return active_challengers Challengers who reported in the epoch before (C).
+    """
+    return self._seed_now(epoch), self._seed_block[epoch], self._active_challengers(epoch)
+
+
+@external
+@view
+def assignment_rule(seed: bytes32, challenger: address, node_id: bytes32, active_challengers: uint256) -> bool:
+    """
+    @notice The assignment rule on given inputs (for checking off-chain copies of it).
+    @param seed An epoch's seed.
+    @param challenger The challenger.
+    @param node_id The node.
+    @param active_challengers C, the previous epoch's reporting challengers.
+    @return bool Whether the challenger would be drawn for the node.
+    """
+    return self._draw(seed, challenger, node_id, active_challengers)
+
+
+@external
+@view
+def challengers_reporting(epoch: uint256) -> uint256:
+    """
+    @notice Distinct challengers who reported in an epoch (the next epoch's C).
+    @param epoch The epoch.
+    @return uint256 The count.
+    """
+    return self._challengers_reporting[epoch]
 
 
 @external

@@ -167,8 +167,15 @@ def measure() -> dict:
         receipt = reputation.report(node_id, epoch, 40_000 + 1_000 * rank, 20 + rank, True, sender=account)
         if i == 4:
             gas["report_new_sample_word"] = _gas(receipt)
+    # The epoch after: 32 challengers reported in the one before, more than reports_per_node (12),
+    # so the challenger assignment applies: the seed is drawn (a block), fixed (a later call reads
+    # its hash), and only drawn challengers report (each report recomputes the draw).
     chain.pending_timestamp = (epoch + 1) * params.epoch_length
-    gas["report_fold_max"] = _gas(reputation.report(node_id, epoch + 1, 50_000, 20, True, sender=challengers[0]))
+    gas["draw_seed"] = _gas(reputation.draw_seed(sender=challengers[0]))
+    gas["draw_seed_fix"] = _gas(reputation.draw_seed(sender=challengers[1]))
+    drawn = [a for a in challengers if reputation.is_assigned(a, node_id, epoch + 1)]
+    gas["report_fold_max"] = _gas(reputation.report(node_id, epoch + 1, 50_000, 20, True, sender=drawn[0]))
+    gas["report_later_drawn"] = _gas(reputation.report(node_id, epoch + 1, 50_000, 20, True, sender=drawn[1]))
 
     # Revocation by all three guardians (signatures in ascending signer order).
     message = eip712.Revocation(node_id, keccak(b"evidence"), 1)

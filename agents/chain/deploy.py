@@ -35,6 +35,10 @@ class DeployParameters:
         epoch_length: seconds per reputation epoch.
         report_quorum: distinct failure reports in one epoch that slash a node.
         slash_bps: fraction of the remaining stake a failure quorum slashes, basis points.
+        reports_per_node: challengers drawn to report on each node per epoch, in expectation
+            (reputation's challenger assignment; at least report_quorum). 12 leaves a node fewer
+            than 3 reports (rewards' minimum, the quorum) in about 0.05 % of epochs (Poisson:
+            e**-12 x (1 + 12 + 72)); docs/ECONOMICS.md, "Challenger assignment".
         guardians: addresses of the revocation guardians.
         revocation_quorum: guardian signatures a revocation needs.
         treasury: receives protocol fees and revoked stake (the deployer if empty).
@@ -63,6 +67,7 @@ class DeployParameters:
     epoch_length: int = 24 * 3600
     report_quorum: int = 3
     slash_bps: int = 1_000
+    reports_per_node: int = 12
     guardians: list[str] = field(default_factory=list)
     revocation_quorum: int = 2
     treasury: str = ""
@@ -167,7 +172,8 @@ def deploy_all(
     reputation = step(
         "reputation",
         deployer.deploy(
-            project.reputation, registry, params.epoch_length, params.report_quorum, params.slash_bps
+            project.reputation, registry, params.epoch_length, params.report_quorum, params.slash_bps,
+            params.reports_per_node,
         ),
     )
     revocations = step(

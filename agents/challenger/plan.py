@@ -14,6 +14,10 @@ serve challenges well and customers badly. So:
 Sampling without replacement by weight is Efraimidis and Spirakis' A-Res (Information Processing
 Letters 97(5), 2006): each node draws ``u ** (1 / w)`` and the largest keys win.
 
+Which nodes a challenger may report on is not its choice: reputation.vy accepts a report only from a
+challenger drawn for the node in the epoch (:mod:`agents.challenger.assignment`), so the plan is
+drawn from :func:`assigned_nodes`, the candidates the chain's draw gives this challenger.
+
 Co-located nodes are challenged together (:func:`colocated_groups`). One uplink registered as k
 nodes (a Sybil split) shows its whole capacity to a challenger that tests one part alone, so k
 parts tested one by one would be paid k uplinks. Tested at the same moment, they share the uplink
@@ -31,8 +35,8 @@ import hmac
 import ipaddress
 import random
 
-__all__ = ["NodeInfo", "PlanPolicy", "PlannedChallenge", "colocated_groups", "colocation_key", "plan_epoch",
-           "probe_times", "weight"]
+__all__ = ["NodeInfo", "PlanPolicy", "PlannedChallenge", "assigned_nodes", "colocated_groups", "colocation_key",
+           "plan_epoch", "probe_times", "weight"]
 
 #: Prefix lengths that make endpoints co-located: an IPv4 /24 (a provider's smallest routed block,
 #: RFC 7454's longest accepted IPv4 prefix) and an IPv6 /64 (one subnet, RFC 4291's interface-id split).
@@ -133,6 +137,13 @@ def plan_epoch(nodes: list[NodeInfo], epoch: int, epoch_length: float, secret: b
     chosen = [n for _, n in sorted(keys, key=lambda kn: kn[0], reverse=True)[:policy.per_epoch]]
     start, end = _window(epoch, epoch_length, policy)
     return sorted(PlannedChallenge(rng.uniform(start, end), n.node_id, epoch) for n in chosen)
+
+
+def assigned_nodes(nodes: list[NodeInfo], assignment, challenger: str) -> list[NodeInfo]:
+    """The nodes ``challenger`` is drawn for in the epoch of ``assignment``
+    (:class:`agents.challenger.assignment.Assignment`): the only ones whose reports reputation
+    accepts. None while the epoch's seed is unknown (unless every challenger is drawn)."""
+    return [n for n in nodes if assignment.drawn(challenger, n.node_id)]
 
 
 def probe_times(nodes: list[NodeInfo], epoch: int, epoch_length: float, secret: bytes,

@@ -1,10 +1,17 @@
 """The challenger's runtime: one epoch's challenges as a customer would buy them, reports, slashes, proposals.
 
 :class:`Challenger` is what both `warren challenger run` (the silverback app, agents.challenger.app)
-and `warren challenger once` drive: :meth:`Challenger.tick` plans the epoch
-(:func:`agents.challenger.plan.plan_epoch`, by chain time), runs each challenge that is due and not
-yet done, stores its transcript, and sends every report still unsent (so a restart, an RPC outage or
-a restarted chain only delays reports: they go out at the next tick of the same epoch).
+and `warren challenger once` drive: :meth:`Challenger.tick` reads the epoch's challenger assignment
+(drawing and fixing the epoch's seed with ``reputation.draw_seed`` if nobody has yet:
+:meth:`Challenger.assignment`), plans the epoch over the nodes it is drawn for
+(:func:`agents.challenger.plan.assigned_nodes`, :func:`agents.challenger.plan.plan_epoch`, by chain
+time), widens each planned challenge to the nodes co-located with it
+(:func:`agents.challenger.plan.colocated_groups`, endpoints from the nodes' PeerRecords) and runs
+each group that is due concurrently (:meth:`Challenger.challenge_group`), stores the transcripts of
+the nodes it is drawn for, and sends every report still unsent (so a restart, an RPC outage or a
+restarted chain only delays reports: they go out at the next tick of the same epoch). A
+co-located node it is not drawn for is challenged too, for the load (a split uplink must show as
+shared), but not reported: reputation would refuse it.
 
 A challenge (:meth:`Challenger.challenge`) *is* a `warren connect` session: a fresh WireGuard key,
 the node found through the overlay (agents.client.discovery), a channel from the client config's
@@ -30,16 +37,19 @@ import http.client
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 from agents.challenger.config import ChallengerConfig
 from agents.challenger.payload import payload_path
-from agents.challenger.plan import NodeInfo, plan_epoch, probe_times
+from agents.challenger.assignment import Assignment, read_assignment
+from agents.challenger.plan import NodeInfo, assigned_nodes, colocated_groups, plan_epoch, probe_times
 from agents.challenger.proposal import propose
 from agents.challenger.store import TranscriptStore
+from agents.client.multipath import _OneAtATime
 from agents.challenger.verdict import Transcript, Verdict, judge, record
 
-__all__ = ["Challenger", "advertised_kbps"]
+__all__ = ["Challenger", "advertised_kbps", "endpoint_of", "slot_interface"]
 
 log = logging.getLogger("warren.challenger")
 
@@ -60,6 +70,19 @@ def advertised_kbps(record, fallback_kbps: int) -> int:
     if record is not None and record.capacity_kbps:
         return int(record.capacity_kbps)
     return int(fallback_kbps)
+
+
+def endpoint_of(record) -> str:
+    """A PeerRecord's first endpoint's IP address ("" for none): what co-location is judged on."""
+    if record is None or not getattr(record, "endpoints", None):
+        return ""
+    return str(record.endpoints[0][0])
+
+
+def slot_interface(base: str, slot: int) -> str:
+    """The TUN name of the ``slot``-th concurrent challenge: ``base`` for the first, then ``base``
+    cut to 12 characters plus ``c<slot>`` (Linux names hold 15)."""
+    return base if slot == 0 else f"{base[:12]}c{slot}"[:15]
 
 
 class _NoKillSwitch:
@@ -94,6 +117,10 @@ class Challenger:
         #: node id -> epoch of its registration; the block scanned up to.
         self._registered: dict[bytes, int] = {}
         self._scanned = -1
+        #: (epoch, node id -> its PeerRecord or None), resolved once per epoch for the endpoints.
+        self._records: tuple[int, dict[bytes, object]] = (-1, {})
+        #: The payer as concurrent challenges share it: one call at a time (one account, one nonce).
+        self._shared_payer = _OneAtATime(payer)
 
     @staticmethod
     def _head_time() -> float:
@@ -111,7 +138,7 @@ class Challenger:
         return {c.node.node_id: c for c in list_candidates(self.contracts)
                 if c.node.active and not c.node.revoked and c.node.operator.lower() != mine}
 
-    def node_infos(self, candidates: dict) -> list[NodeInfo]:
+    def node_infos(self, candidates: dict, records: dict | None = None) -> list[NodeInfo]:
         """The plan's view of the candidates: the epoch each registered in (NodeRegistered's block
         time) and its traffic (ChannelOpened to it in the last :data:`TRAFFIC_BLOCKS` blocks). When the
         chain cannot say (an RPC error), every node weighs the same this tick."""
@@ -129,40 +156,113 @@ class Challenger:
                 traffic[node_id] = traffic.get(node_id, 0) + 1
         except Exception as exc:  # noqa: BLE001 - plan without weights rather than not at all
             log.warning("node history unavailable (%s): challenges this tick are unweighted", exc)
-            return [NodeInfo(node_id) for node_id in candidates]
-        return [NodeInfo(node_id, registered_epoch=self._registered.get(node_id, 0), traffic=traffic.get(node_id, 0))
+            return [NodeInfo(node_id, endpoint=endpoint_of((records or {}).get(node_id))) for node_id in candidates]
+        return [NodeInfo(node_id, registered_epoch=self._registered.get(node_id, 0), traffic=traffic.get(node_id, 0),
+                         endpoint=endpoint_of((records or {}).get(node_id)))
                 for node_id in candidates]
+
+    def assignment(self, epoch: int) -> Assignment:
+        """The epoch's challenger assignment, the seed drawn and fixed first if the draw applies and
+        nobody has: ``draw_seed`` once to draw (its block's hash, unknown to its sender), once more
+        in a later block to fix it, so nobody can draw again once the hash is known (a draw left
+        unfixed for 256 blocks could be drawn anew). A refusal or an RPC error leaves it for the
+        next tick (the plan is then empty)."""
+        from ape import chain
+
+        def read() -> Assignment:
+            head = int(chain.blocks.head.number)
+            return read_assignment(self.contracts.reputation, epoch, head=head,
+                                   block_hash=lambda n: bytes(chain.blocks[n].hash))
+
+        draw = read()
+        for _ in range(2):
+            if draw.everyone or self.store.get(f"seed:{epoch}") is not None:
+                return draw
+            try:
+                fixed = self.contracts.reputation.draw_seed(sender=self.account)
+                if any(True for _ in fixed.events.filter(self.contracts.reputation.SeedFixed)):
+                    self.store.set(f"seed:{epoch}", "fixed")
+            except Exception as exc:  # noqa: BLE001 - fixed by someone else, or RPC: read what is there
+                if "seed already fixed" in str(exc):
+                    self.store.set(f"seed:{epoch}", "fixed")
+                else:
+                    log.warning("draw_seed for epoch %d not sent (%s)", epoch, exc)
+                    return read()
+            draw = read()
+        return draw
+
+    def records(self, candidates: dict, epoch: int) -> dict[bytes, object]:
+        """The candidates' PeerRecords (None where not found), resolved through the overlay once per
+        epoch: their endpoints decide which nodes are co-located. An overlay failure gives none
+        (every node is then challenged on its own this tick, and asked again the next)."""
+        cached_epoch, cached = self._records
+        if cached_epoch == epoch and all(node_id in cached for node_id in candidates):
+            return cached
+        found: dict[bytes, object] = {}
+        try:
+            with self._overlay() as (_, discovery):
+                for node_id in candidates:
+                    found[node_id] = discovery.resolve(node_id, timeout=5.0)
+        except Exception as exc:  # noqa: BLE001 - plan without endpoints rather than not at all
+            log.warning("PeerRecords unavailable (%s): no co-location this tick", exc)
+            return {}
+        self._records = (epoch, found)
+        return found
 
     def tick(self, *, now_all: bool = False) -> list[dict]:
         """Run the challenges due now (``now_all``: all of the epoch's plan not yet run), then report.
 
-        Returns one summary per challenge run."""
+        Returns one summary per challenge run (the nodes this challenger is drawn for; co-located
+        nodes challenged alongside them are logged, not returned)."""
         now = self._chain_time()
         epoch = int(now // self.epoch_length)
         self.store.expire(epoch)
         self.report_pending(epoch)  # backfill first: the reports of a previous run of this epoch
         candidates = self.candidates()
-        nodes = self.node_infos(candidates)
+        draw = self.assignment(epoch)
+        records = self.records(candidates, epoch) if candidates else {}
+        nodes = self.node_infos(candidates, records)
+        mine = assigned_nodes(nodes, draw, str(self.account.address))
+        if not draw.ready:
+            log.warning("epoch %d: the assignment seed is not known yet: no challenges this tick", epoch)
         last_start = (epoch + 1) * self.epoch_length - self.config.plan.margin_s / 2
         self.probe(candidates, epoch, now, now_all=now_all)
+        drawn = {n.node_id for n in mine}
         ran = []
-        for planned in plan_epoch(nodes, epoch, self.epoch_length, self.secret, self.config.plan):
-            if (planned.at > now and not now_all) or self.store.challenged(planned.node_id, epoch):
+        for group in colocated_groups(plan_epoch(mine, epoch, self.epoch_length, self.secret, self.config.plan), nodes):
+            if group[0].at > now and not now_all:
+                continue
+            if all(self.store.challenged(c.node_id, epoch) for c in group if c.node_id in drawn):
                 continue
             if self._chain_time() >= last_start:
                 log.warning("epoch %d is ending: the rest of its challenges are left out", epoch)
                 break
-            transcript, verdict = self.challenge(candidates[planned.node_id], epoch)
-            self.store.save(transcript, verdict)
-            ran.append({"node_id": transcript.node_id, "epoch": epoch, "passed": verdict.passed,
-                        "throughput_kbps": verdict.throughput_kbps, "latency_ms": verdict.latency_ms,
-                        "advertised_kbps": transcript.advertised_kbps,
-                        "payload_bytes": transcript.bytes_received, "tunnel_bytes": verdict.tunnel_bytes,
-                        "node_bytes": verdict.node_bytes, "tampered": verdict.tampered, "reasons": list(verdict.reasons),
-                        "transcript_hash": verdict.transcript_hash.hex()})
-            log.info("challenge of %s: %s", transcript.node_id[:12], ran[-1])
+            results = self.challenge_group([candidates[c.node_id] for c in group], epoch)
+            for transcript, verdict in results:
+                if bytes.fromhex(transcript.node_id) not in drawn:
+                    log.info("co-located challenge of %s (not drawn: not reported): passed=%s %d kbit/s",
+                             transcript.node_id[:12], verdict.passed, verdict.throughput_kbps)
+                    continue
+                self.store.save(transcript, verdict)
+                ran.append({"node_id": transcript.node_id, "epoch": epoch, "passed": verdict.passed,
+                            "throughput_kbps": verdict.throughput_kbps, "latency_ms": verdict.latency_ms,
+                            "advertised_kbps": transcript.advertised_kbps, "group": len(group),
+                            "payload_bytes": transcript.bytes_received, "tunnel_bytes": verdict.tunnel_bytes,
+                            "node_bytes": verdict.node_bytes, "tampered": verdict.tampered,
+                            "reasons": list(verdict.reasons), "transcript_hash": verdict.transcript_hash.hex()})
+                log.info("challenge of %s: %s", transcript.node_id[:12], ran[-1])
         self.report_pending(epoch)
         return ran
+
+    def challenge_group(self, candidates: list, epoch: int) -> list[tuple[Transcript, Verdict]]:
+        """Challenge co-located nodes at the same moment, each in its own thread, tunnel and TUN
+        (:func:`slot_interface`), so nodes sharing an uplink share it while measured. The payer's
+        chain calls go out one at a time (one account); the downloads overlap."""
+        if len(candidates) == 1:
+            return [self.challenge(candidates[0], epoch)]
+        with ThreadPoolExecutor(max_workers=len(candidates), thread_name_prefix="challenge") as pool:
+            futures = [pool.submit(self.challenge, c, epoch, slot) for slot, c in enumerate(candidates)]
+            return [f.result() for f in futures]
 
     # -- uptime probes ------------------------------------------------------------------------------
 
@@ -186,7 +286,7 @@ class Challenger:
         return len(due)
 
     @contextlib.contextmanager
-    def _overlay(self):
+    def _overlay(self, slot: int = 0):
         """``(tunnel, overlay client)`` with a fresh WireGuard key, as `warren connect` makes them (closed after)."""
         from agents.chain.directory import RegistryDirectory
         from agents.client.discovery import ClientDiscovery
@@ -195,7 +295,7 @@ class Challenger:
         from agents.wireguard.runtime import Tunnel
 
         tunnel = Tunnel(InterfaceConfig(private_key=generate_private_key(), listen_port=0, mtu=CLIENT_MTU),
-                        self.config.interface, uapi=False, manage_routes=False).start()
+                        slot_interface(self.config.interface, slot), uapi=False, manage_routes=False).start()
         discovery = None
         try:
             discovery = ClientDiscovery(tunnel, directory=RegistryDirectory(self.contracts),
@@ -210,8 +310,9 @@ class Challenger:
 
     # -- one challenge ------------------------------------------------------------------------------
 
-    def challenge(self, candidate, epoch: int) -> tuple[Transcript, Verdict]:
-        """One challenge of ``candidate`` (see the module docstring); never raises for the node's faults."""
+    def challenge(self, candidate, epoch: int, slot: int = 0) -> tuple[Transcript, Verdict]:
+        """One challenge of ``candidate`` (see the module docstring); never raises for the node's faults.
+        ``slot``: its place in a concurrent group (its TUN's name; its payer calls serialised)."""
         from agents.client.agent import ClientAgent, Route
 
         node_id = candidate.node.node_id
@@ -224,12 +325,12 @@ class Challenger:
         advertised = self.config.expected_kbps
         client = self.config.client
         try:
-            with self._overlay() as (tunnel, discovery):
+            with self._overlay(slot) as (tunnel, discovery):
                 advertised = advertised_kbps(discovery.resolve(node_id), self.config.expected_kbps)
                 endpoint = discovery.path_to(node_id)
                 if endpoint is None:
                     raise ConnectionError("the overlay found no path to the node")
-                agent = ClientAgent(tunnel=tunnel, chain=self.payer, killswitch=_NoKillSwitch(), budget=client.budget,
+                agent = ClientAgent(tunnel=tunnel, chain=self._shared_payer, killswitch=_NoKillSwitch(), budget=client.budget,
                                     dead_after_s=max(client.dead_after_s, 5.0),
                                     max_latency_s=client.max_latency_ms / 1000)
                 try:
@@ -339,6 +440,10 @@ class Challenger:
             except Exception as exc:  # noqa: BLE001 - RPC down, chain restarted, a revert: try again next tick
                 if "already reported" in str(exc):
                     self.store.mark_reported(pending.hash, "already")
+                    continue
+                if "not assigned to this node" in str(exc):  # final: the draw did not give it this node
+                    log.warning("report on %s refused: not drawn for it this epoch", pending.node_id.hex()[:12])
+                    self.store.mark_reported(pending.hash, "unassigned")
                     continue
                 log.warning("report on %s not sent (%s): kept for the next tick", pending.node_id.hex()[:12], exc)
                 continue

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from agents.challenger.plan import NodeInfo, PlanPolicy, plan_epoch, probe_times, weight
+from agents.challenger.plan import NodeInfo, PlanPolicy, assigned_nodes, plan_epoch, probe_times, weight
 
 EPOCH = 3600.0
 SECRET = bytes(range(32))
@@ -135,3 +135,44 @@ def test_colocated_groups__over_a_real_plan__every_drawn_node_once_and_blocks_wh
         block = [n for n in listed if colocation_key(n.endpoint) in keys]
         assert len(group) == len(block)  # the whole block, never a part
     assert [g[0].at for g in groups] == sorted(g[0].at for g in groups)
+
+
+# -- the challenger assignment ------------------------------------------------------------------------
+
+def test_assigned_nodes__only_the_drawn_and_none_before_the_seed():
+    from agents.challenger.assignment import Assignment, is_drawn
+
+    challenger = "0x" + "ab" * 20
+    nodes = [NodeInfo(bytes([i]) * 32) for i in range(40)]
+    seed = bytes(range(32))
+    draw = Assignment(epoch=5, seed=seed, active=10, per_node=3)
+    mine = assigned_nodes(nodes, draw, challenger)
+    assert mine == [n for n in nodes if is_drawn(seed, challenger, n.node_id, 10, 3)]
+    assert 0 < len(mine) < len(nodes)  # about 3/10 of 40 (fixed inputs: 13 here)
+    assert assigned_nodes(nodes, Assignment(epoch=5, seed=b"", active=10, per_node=3), challenger) == []
+    # At most reports_per_node challengers reported last epoch: everyone is drawn, no seed needed.
+    assert assigned_nodes(nodes, Assignment(epoch=5, seed=b"", active=3, per_node=3), challenger) == nodes
+
+
+def test_is_drawn__fixed_case():
+    from agents.challenger.assignment import is_drawn
+
+    # keccak256(abi_encode(bytes32(0), address(0), bytes32(0))) = keccak256(96 zero bytes) = 0x290decd9...,
+    # which is 9 mod 10 and 6 mod 11 (worked out with eth_utils): drawn iff that is below per_node.
+    zero = "0x" + "00" * 20
+    assert not is_drawn(bytes(32), zero, bytes(32), 10, 9)
+    assert not is_drawn(bytes(32), zero, bytes(32), 11, 6)
+    assert is_drawn(bytes(32), zero, bytes(32), 11, 7)
+
+
+def test_runtime_helpers__endpoint_and_slot_interface():
+    from types import SimpleNamespace
+
+    from agents.challenger.runtime import endpoint_of, slot_interface
+
+    assert endpoint_of(SimpleNamespace(endpoints=[("198.51.100.7", 51820), ("2001:db8::1", 51820)])) == "198.51.100.7"
+    assert endpoint_of(SimpleNamespace(endpoints=[])) == ""
+    assert endpoint_of(None) == ""
+    assert slot_interface("warrench0", 0) == "warrench0"
+    assert slot_interface("warrench0", 3) == "warrench0c3"
+    assert len(slot_interface("averyverylongifname", 12)) <= 15

@@ -43,7 +43,7 @@ def panel(accounts, owner, token, registry):
 @pytest.fixture
 def rep(project, owner, registry):
     """reputation.vy with day epochs (quorum 3, 10 % slash), authorised to slash."""
-    contract = owner.deploy(project.reputation, registry, EPOCH, 3, 1_000)
+    contract = owner.deploy(project.reputation, registry, EPOCH, 3, 1_000, 12)
     registry.set_slasher(contract, True, sender=owner)
     return contract
 

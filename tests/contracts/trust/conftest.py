@@ -8,15 +8,15 @@ authorise them on node_registry, stake a panel of challengers and sign revocatio
 import pytest
 
 from agents.chain import eip712
-from trust_params import CHALLENGER_STAKE, EPOCH_LENGTH, GUARDIAN_QUORUM, REPORT_QUORUM, SLASH_BPS
+from trust_params import CHALLENGER_STAKE, EPOCH_LENGTH, GUARDIAN_QUORUM, REPORT_QUORUM, REPORTS_PER_NODE, SLASH_BPS
 
 
 @pytest.fixture
 def deploy_reputation(project, owner, registry):
     """Factory: deploy a reputation contract and make it a slasher on the registry."""
 
-    def deploy(epoch_length=EPOCH_LENGTH, quorum=REPORT_QUORUM, slash_bps=SLASH_BPS):
-        contract = owner.deploy(project.reputation, registry, epoch_length, quorum, slash_bps)
+    def deploy(epoch_length=EPOCH_LENGTH, quorum=REPORT_QUORUM, slash_bps=SLASH_BPS, reports_per_node=REPORTS_PER_NODE):
+        contract = owner.deploy(project.reputation, registry, epoch_length, quorum, slash_bps, reports_per_node)
         registry.set_slasher(contract, True, sender=owner)
         return contract
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trust_params import REPORT_QUORUM, SLASH_BPS
+from trust_params import REPORT_QUORUM, REPORTS_PER_NODE, SLASH_BPS
 
 BPS = 10_000
 #: reputation.vy's MAX_SAMPLES: reports of one epoch whose measurements are kept.
@@ -22,23 +22,23 @@ def expected_average(samples):
 
 def test_deploy__parameters_out_of_range__revert(project, owner, registry):
     with ape.reverts("reputation: zero epoch length"):
-        owner.deploy(project.reputation, registry, 0, REPORT_QUORUM, SLASH_BPS)
+        owner.deploy(project.reputation, registry, 0, REPORT_QUORUM, SLASH_BPS, REPORTS_PER_NODE)
     with ape.reverts("reputation: quorum out of range"):
-        owner.deploy(project.reputation, registry, 3600, 0, SLASH_BPS)
+        owner.deploy(project.reputation, registry, 3600, 0, SLASH_BPS, REPORTS_PER_NODE)
     with ape.reverts("reputation: quorum out of range"):
-        owner.deploy(project.reputation, registry, 3600, 17, SLASH_BPS)
+        owner.deploy(project.reputation, registry, 3600, 17, SLASH_BPS, REPORTS_PER_NODE)
     with ape.reverts("reputation: slash fraction out of range"):
-        owner.deploy(project.reputation, registry, 3600, REPORT_QUORUM, 0)
+        owner.deploy(project.reputation, registry, 3600, REPORT_QUORUM, 0, REPORTS_PER_NODE)
     with ape.reverts("reputation: slash fraction out of range"):
-        owner.deploy(project.reputation, registry, 3600, REPORT_QUORUM, BPS + 1)
+        owner.deploy(project.reputation, registry, 3600, REPORT_QUORUM, BPS + 1, REPORTS_PER_NODE)
 
 
 def test_deploy__unbonding_shorter_than_two_epochs__reverts(project, owner, registry):
     # A node must not be able to withdraw between a failing epoch and the end of its slash window.
     delay = registry.unbonding_delay()
     with ape.reverts("reputation: unbonding shorter than two epochs"):
-        owner.deploy(project.reputation, registry, delay // 2 + 1, REPORT_QUORUM, SLASH_BPS)
-    assert owner.deploy(project.reputation, registry, delay // 2, REPORT_QUORUM, SLASH_BPS).epoch_length() == delay // 2
+        owner.deploy(project.reputation, registry, delay // 2 + 1, REPORT_QUORUM, SLASH_BPS, REPORTS_PER_NODE)
+    assert owner.deploy(project.reputation, registry, delay // 2, REPORT_QUORUM, SLASH_BPS, REPORTS_PER_NODE).epoch_length() == delay // 2
 
 
 def lower_median(values):
@@ -450,7 +450,7 @@ def test_slash_epoch__node_slashed_below_minimum__still_reported_and_slashed(
 
 def test_slash_epoch__slashing_not_authorised__reverts(project, owner, registry, stranger, panel, node, start_epoch):
     # Deployed but never made a slasher: the registry refuses the slash, so slash_epoch fails.
-    rogue = owner.deploy(project.reputation, registry, 3_600, 1, SLASH_BPS)
+    rogue = owner.deploy(project.reputation, registry, 3_600, 1, SLASH_BPS, REPORTS_PER_NODE)
     epoch = start_epoch(rogue)
     rogue.report(node, epoch, 1, 1, False, sender=panel[0])
     start_epoch(rogue)
