@@ -90,6 +90,10 @@ BUCKETS = 100
 MIN_SHARE = 5
 #: Weights are applied again when one moved by this many buckets (or a path's state changed).
 REWEIGH_STEP = 5
+#: A later path looks up exits behind a NAT from its own socket among the first this many of its
+#: plan (its exit, its standby and one spare): each failed punch costs agents.client.discovery's
+#: PATH_TIMEOUT_S, and the paths come up only once every path has looked.
+OWN_LOOKUPS = 3
 #: The nftables table (family inet) of the spreading.
 NFT_TABLE = "warren_paths"
 #: Smoothing of a path's rate (seconds, the time constant of an exponential average) and the
@@ -147,15 +151,18 @@ def choose_exits(ranked: Sequence, n: int) -> list[list]:
     return plans
 
 
-def own_lookups(plans: Sequence[Sequence], local: Callable[[object], bool]) -> dict[int, list]:
+def own_lookups(plans: Sequence[Sequence], local: Callable[[object], bool], *,
+                limit: int = OWN_LOOKUPS) -> dict[int, list]:
     """The exits each later path must find its own way to: ``{path index: candidates}``.
 
     ``local(c)`` says that the endpoint the first tunnel found for ``c`` belongs to that tunnel's
     socket: punched through the exit's NAT (the mapping admits that socket's address and port only)
-    or a relay bridge on that tunnel. Public endpoints serve every path as they are.
+    or a relay bridge on that tunnel. Public endpoints serve every path as they are. Only the first
+    ``limit`` candidates of each plan are looked up (a punch that fails costs seconds); local exits
+    further down are left out of that path's plan (:func:`path_routes`).
     """
     return {index: wanted for index, plan in enumerate(plans)
-            if index > 0 and (wanted := [c for c in plan if local(c)])}
+            if index > 0 and (wanted := [c for c in plan[:limit] if local(c)])}
 
 
 def path_routes(plans: Sequence[Sequence], shared: Mapping[bytes, tuple], local: Callable[[object], bool],

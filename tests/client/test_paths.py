@@ -73,6 +73,9 @@ def test_own_lookups__later_paths_look_up_the_first_tunnels_local_exits_themselv
     assert {i: names(cs) for i, cs in wanted.items()} == {1: ["nat", "s"]}
     # the first path uses the first tunnel's endpoints, local ones included
     assert own_lookups([[nat, a], [b]], lambda c: names([c])[0] in local) == {}
+    # only the head of a plan is looked up: a failed punch costs seconds
+    assert {i: names(cs) for i, cs in own_lookups(plans, lambda c: names([c])[0] in local, limit=1).items()} == {
+        1: ["nat"]}
 
 
 def test_path_routes__first_tunnels_endpoints_for_path_0_and_public_exits__own_for_local_ones():
