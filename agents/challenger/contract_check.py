@@ -6,7 +6,11 @@ checks the mirror against the contract itself: a plain anvil (:func:`agents.netl
 Warren deployed with :func:`agents.chain.deploy.deploy_all` (its default one-day epoch, quorum 3), a
 sample of the simulated nodes registered, one staked challenger per simulated challenger, and the
 simulation's reports on those nodes for its first few epochs sent through the real ``report``.
-After each epoch the chain is moved into the next one and every sampled node-epoch is asked
+Reputation's challenger assignment applies from the second epoch (the first one's 30 challengers
+are more than ``reports_per_node``): the seed is drawn and fixed and only the simulated reports of
+drawn (challenger, node) pairs are sent, and the mirror judges the same reports (the simulator's
+challengers pick their nodes themselves, so about 12/30 of each node's reports are kept; a
+simulator planning from the draw is not built). After each epoch the chain is moved into the next one and every sampled node-epoch is asked
 ``slash_refusal`` and then sent ``slash_epoch`` (refused ones revert, which is the verdict too); the
 contract's verdict (``epoch_tally``'s slashed flag) is compared with the simulator's rule over the
 same reports. Once the last epoch is over, every sampled node's ``score``, ``throughput_kbps`` and
@@ -275,6 +279,7 @@ def check_on_chain(reports: list[Report], nodes: dict[bytes, bool], challengers:
                     verdicts[(n, e - 1)] = (slashed, slashes(sim_failed, len(mine), params.report_quorum))
             if e < epochs:
                 epoch = first + e
+                by_epoch[e] = _drawn_only(rpc, reputation, owner_addr, members, epoch, by_epoch.get(e, []))
                 receipts = _send_all(rpc, [_tx(members[r.challenger], reputation, _calldata(
                     "report(bytes32,uint256,uint256,uint256,bool)", ["bytes32", "uint256", "uint256", "uint256", "bool"],
                     [chain_id[r.node_id], epoch, r.throughput_kbps, LATENCY_MS, r.passed]))
@@ -308,6 +313,31 @@ def check_on_chain(reports: list[Report], nodes: dict[bytes, bool], challengers:
         "contract_wall_s": round(time.monotonic() - started, 1),
         "verdicts": verdicts,
     }
+
+
+def _drawn_only(rpc: _Rpc, reputation: str, sender: str, members: list[str], epoch: int,
+                reports: list[Report]) -> list[Report]:
+    """The epoch's reports whose challenger reputation's assignment draws for the node (the others
+    would be refused: a challenger does not challenge a node it is not drawn for). When the draw
+    applies, the seed is drawn and fixed first (two draw_seed calls in two blocks) and the rule
+    recomputed here (agents.challenger.assignment.is_drawn, the contract's own rule)."""
+    from agents.challenger.assignment import is_drawn
+
+    def assignment() -> tuple[bytes, int, int]:
+        data = _calldata("assignment(uint256)", ["uint256"], [epoch])
+        seed, _, active = decode(["bytes32", "uint256", "uint256"],
+                                 bytes.fromhex(rpc.call("eth_call", {"to": reputation, "data": data}, "latest")[2:]))
+        per_node = decode(["uint256"], bytes.fromhex(rpc.call("eth_call", {"to": reputation, "data": _calldata(
+            "reports_per_node()", [], [])}, "latest")[2:]))[0]
+        return seed, active, per_node
+
+    seed, active, per_node = assignment()
+    if active <= per_node:
+        return reports
+    for _ in range(2):  # draw (this block), then fix (the next one reads its hash)
+        _send_all(rpc, [_tx(sender, reputation, _calldata("draw_seed()", [], []))], "draw_seed")
+    seed, active, per_node = assignment()
+    return [r for r in reports if is_drawn(seed, members[r.challenger], keccak(r.node_id), active, per_node)]
 
 
 def _scores(rpc: _Rpc, reputation: str, ids: list[bytes]) -> list[tuple[int, int, int]]:

@@ -14,8 +14,10 @@ One run is ``Params.epochs`` epochs (days) of a network of nodes in several regi
   (:mod:`agents.node.pricing`: the rule a node runs);
 * each channel pays ``channel_usd`` on average and is closed by the node with one cooperative close;
   the node pays the protocol fee, that gas, and the gas of entering and claiming each epoch;
-* honest challengers probe every node each epoch and measure what a customer would get, with
-  lognormal noise; reputation keeps the half-octave histogram, rewards pays on its lower median
+* challengers report on the nodes reputation's assignment draws them for (each pair with
+  probability ``min(1, reports_per_node / C)``, C every challenger identity, the cheat's
+  included: :func:`draw_probability`) and measure what a customer would get, with lognormal noise;
+  reputation keeps the half-octave histogram, rewards pays on its lower median
   (:func:`median_service`, the contract's rule to the bucket);
 * rewards follow contracts/rewards.vy: a service pool by median service and a demand pool
   ``min(E x demand_share, fees x fee_rebate)`` split by region payments over region service
@@ -46,6 +48,7 @@ __all__ = [
     "Strategy",
     "bucket_floor_kbps",
     "compare",
+    "draw_probability",
     "epoch_rewards",
     "mean_ci95",
     "median_service",
@@ -61,6 +64,8 @@ GIB_PER_MBPS_DAY = 1e6 / 8 * 86_400 / 2**30
 SERVICE_BASE_KBPS = 1_000
 SERVICE_BUCKETS = 32
 _SQRT2_E4 = 14_142
+#: contracts/reputation.vy's MAX_THROUGHPUT_KBPS: the most a report may claim (2**40 - 1 kbit/s).
+MAX_THROUGHPUT_KBPS = 2**40 - 1
 
 
 class Strategy(enum.Enum):
@@ -133,8 +138,13 @@ class Params:
     # default (agents/chain/deploy.py: 10 tokens). docs/ECONOMICS.md: about 2,000 would make the
     # one-order-statistic gain of self-dealing a loss.
     challenger_stake_tokens: float = 10.0
-    # Challengers.
-    challengers: int = 5
+    # Challengers: honest ones, and reputation's assignment (agents/chain/deploy.py's
+    # reports_per_node): each challenger is drawn for each node with probability
+    # min(1, reports_per_node / challenger identities), so a node expects reports_per_node reports.
+    # With 5 challengers and 12 reports per node everyone is drawn (the draw changes nothing);
+    # 30 is bench_trust's network (docs/ECONOMICS.md, "Challenger assignment").
+    challengers: int = 30
+    reports_per_node: int = 12
     noise: float = 0.15
     # Gas: a rollup's gas price (gwei, lognormal per epoch) and ETH's price.
     gas_gwei: float = 0.05
@@ -178,6 +188,15 @@ def bucket_floor_kbps(kbps: float, passed: bool = True) -> int:
     octave, half = divmod(bucket - 1, 2)
     low = SERVICE_BASE_KBPS << octave
     return low * _SQRT2_E4 // 10_000 if half else low
+
+
+def draw_probability(reports_per_node: int, challengers: int) -> float:
+    """reputation's assignment seen from one (challenger, node) pair: drawn when keccak(seed,
+    challenger, node) mod C < reports_per_node, C the challengers who reported in the epoch before;
+    everyone when C <= reports_per_node."""
+    if challengers <= reports_per_node:
+        return 1.0
+    return reports_per_node / challengers
 
 
 def median_service(floors: list[int], min_reports: int) -> int:
@@ -400,24 +419,37 @@ def run(p: Params, strategy: Strategy, seed: int) -> RunResult:
             line_mbps[n.uplink] = line_mbps.get(n.uplink, 0.0) + n.mbps
         probed_together = _probed_together(nodes, p.colocated_probes)
         liars = p.cheat_challengers if strategy in (Strategy.LYING_MINORITY, Strategy.SELF_DEALING) else 0
+        # The cheat's identities report too, so they count in C and thin every pair's chance a little.
+        drawn_p = draw_probability(p.reports_per_node, p.challengers + liars)
+        # Their draws come from a stream of their own: the honest challengers' draws, uptime and
+        # noise stay those of the honest run with the same seed (common random numbers).
+        liar_rng = random.Random(f"{seed}/liars/{epoch}")
+        top = bucket_floor_kbps(MAX_THROUGHPUT_KBPS)
         medians = []
+        liar_reports = 0
         for i, n in enumerate(nodes):
             floors = []
             for _ in range(p.challengers):
+                drawn = n.rng.random() < drawn_p
                 up = n.rng.random() < p.uptime
                 mbps = line_mbps[n.uplink] * n.probe_quality / probed_together[i]
                 kbps = mbps * KBPS_PER_MBPS * math.exp(n.rng.gauss(0, p.noise))
-                floors.append(bucket_floor_kbps(kbps, up))
-            if liars:
+                if drawn:
+                    floors.append(bucket_floor_kbps(kbps, up))
+            # A liar reports only where the draw sends it: the top bucket on its own node, a failure
+            # on a competitor of its region (lying minority); nothing elsewhere.
+            for _ in range(liars):
+                if liar_rng.random() >= drawn_p:
+                    continue
                 if i in ours:
-                    floors += [bucket_floor_kbps(2**64)] * liars
+                    floors.append(top)
+                    liar_reports += 1
                 elif strategy is Strategy.LYING_MINORITY and n.region == nodes[0].region:
-                    floors += [0] * liars
+                    floors.append(0)
+                    liar_reports += 1
             medians.append(median_service(floors, p.min_reports))
         if liars:
-            reports = len(ours) if strategy is Strategy.SELF_DEALING else sum(
-                1 for n in nodes if n.region == nodes[0].region)
-            extra_cost += liars * (reports * p.gas.report * gas_usd + p.stake_cost(p.challenger_stake_tokens))
+            extra_cost += liar_reports * p.gas.report * gas_usd + liars * p.stake_cost(p.challenger_stake_tokens)
 
         entered = [i for i in range(len(nodes)) if medians[i] > 0]
         shares = epoch_rewards(emission, p.fee, p.demand_share, p.fee_rebate, [medians[i] for i in entered],
