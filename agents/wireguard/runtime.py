@@ -578,13 +578,14 @@ class Tunnel(TunnelBackend):
         recvmsg, gro, offload_counts = sock.recvmsg, self._gro, self.offload_counts
         queue, ready, flood_limiter, drops = self._handshakes, self._handshake_ready, self._flood_limiter, self.drop_counts
         vnet, write_coalesced = self.tun.vnet_hdr, self._write_coalesced
-        # With TUN offloads, decrypted packets wait here until the socket is empty, or BATCH_PACKETS
-        # of them are in, or BATCH_PACKETS receives went by since the first (a flood of handshake
-        # messages must not hold a session's data), then are written merged: so datagrams that were
-        # not coalesced by UDP GRO (a peer without GSO, such as wireguard-go) still reach the TUN in
-        # GRO frames.
+        # With TUN offloads, decrypted packets of one source wait here until the socket is empty, a
+        # datagram from another source comes (one peer's packets merge only with each other, so
+        # holding them behind other peers' would only delay them), BATCH_PACKETS of them are in,
+        # or BATCH_PACKETS receives went by since the first (a flood of handshake messages must not
+        # hold a session's data); then they are written merged: so datagrams not coalesced by UDP
+        # GRO (a peer without GSO, such as wireguard-go) still reach the TUN in GRO frames.
         inners: list[bytes] = []
-        held = 0
+        held, held_source = 0, None
         while not stop.is_set():
             try:
                 if gro:  # possibly several datagrams of one source, coalesced (offload.split)
@@ -612,6 +613,10 @@ class Tunnel(TunnelBackend):
                 raise
             if dual_stack:
                 source = core_address(source)
+            if inners and source != held_source:
+                write_coalesced(inners)
+                inners, held = [], 0
+            held_source = source
             for data in datagrams:
                 if not data:  # a zero-length datagram: nothing to demultiplex (and no data[0])
                     continue
