@@ -36,6 +36,7 @@ import contextlib
 import http.client
 import logging
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
@@ -337,7 +338,7 @@ class Challenger:
                     agent.connect([Route(candidate, endpoint)])
                     source = agent.session.terms.address_v4
                     tunnel.tun.ip("route", "replace", f"{target.hostname}/32", "dev", tunnel.tun.name, "src", source)
-                    received, elapsed, rtt = self._download(target, url, source)
+                    received, elapsed, rtt = self._download(target, url, source, tunnel.tun.name)
                     latency.append(rtt * 1000)
                     probe = agent.session.probe.last_rtt_s
                     if probe is not None:
@@ -369,12 +370,25 @@ class Challenger:
         return status["rx_bytes"] + status["tx_bytes"], status["invoiced_bytes"]
 
     @staticmethod
-    def _download(target, url: str, source: str) -> tuple[bytes, float, float]:
-        """``(body, request-to-last-byte seconds, TCP connect seconds)`` of a GET through the tunnel."""
+    def _download(target, url: str, source: str, device: str | None = None) -> tuple[bytes, float, float]:
+        """``(body, request-to-last-byte seconds, TCP connect seconds)`` of a GET through the tunnel.
+
+        With ``device`` the socket is bound to that TUN (SO_BINDTODEVICE): concurrent challenges of
+        a co-located group all fetch from the same payload host, whose one host route can point at
+        only one of their TUNs (and two nodes may hand out the same tunnel address); a bound
+        socket's route lookup only takes routes through its own device, else sends on-link there."""
         conn = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=10,
                                           source_address=(source, 0))
         t0 = time.monotonic()
-        conn.connect()
+        if device:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+            sock.settimeout(10)
+            sock.bind((source, 0))
+            sock.connect((target.hostname, target.port or 80))
+            conn.sock = sock
+        else:
+            conn.connect()
         rtt = time.monotonic() - t0
         conn.request("GET", urlparse(url).path, headers={"User-Agent": "curl/8.5.0", "Accept": "*/*"})
         reply = conn.getresponse()
