@@ -28,6 +28,7 @@ The client connects once with ``--paths 3`` and the tests run in file order on t
 import ast
 import collections
 import hashlib
+import json
 import re
 import sys
 import time
@@ -125,6 +126,13 @@ def net(tmp_path_factory):
                 proc.wait(timeout=30)
 
 
+def _killswitch_set(world, name: str) -> list:
+    """The elements of one set of the client's kill switch table, as `nft -j` gives them."""
+    listed = json.loads(run_in(world.client, ["nft", "-j", "list", "set", "inet", "warren_client", name],
+                               check=True).stdout)
+    return next(item["set"] for item in listed["nftables"] if "set" in item).get("elem", [])
+
+
 def _bytes_by_path(net) -> list[int]:
     return [p.get("own_bytes", 0) for p in client_status(net["world"], net["config"])["paths"]]
 
@@ -139,9 +147,14 @@ def test_connect_paths__three_operators__new_connections_spread_over_all_three(n
     log = (net["workdir"] / "client.log").read_text(errors="replace")
     assert re.search(rf"path {nat_path['index']}: node {nat_path['node_id'][:12]} reached (direct|relay) ", log), \
         log[-3000:]
+    # the kill switch is strict again once the paths looked: no port open to any address, and WireGuard
+    # (and the overlay) let out only to the three exits' public addresses (node_c's: its NAT router's)
+    world = net["world"]
+    assert _killswitch_set(world, "open_ports") == []
+    assert {e["concat"][0] for e in _killswitch_set(world, "endpoints4")} == {
+        n.host.public_address for n in net["nodes"].values()}
     assert [p["tun"] for p in paths] == ["wrnc0", "wrnc0p1", "wrnc0p2"]
     assert len({p["channel_id"] for p in paths}) == 3
-    world = net["world"]
     before = _bytes_by_path(net)
     result = run_in(world.client, ["python3", "-c", SPREAD, "files.example", str(FLOWS), str(SMALL)], timeout=120)
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
