@@ -32,7 +32,7 @@ import struct
 import numpy as np
 
 __all__ = ["VNET_HDR_LEN", "ZERO_HDR", "GSO_NONE", "GSO_TCPV4", "GSO_TCPV6", "GSO_UDP_L4", "NEEDS_CSUM",
-           "VnetHeader", "checksum", "segment", "coalesce", "MAX_COALESCED"]
+           "checksum", "segment", "coalesce", "MAX_COALESCED"]
 
 #: ``sizeof(struct virtio_net_hdr)``: flags u8, gso_type u8, hdr_len u16, gso_size u16, csum_start
 #: u16, csum_offset u16 (the TUN default; TUNSETVNETHDRSZ can make it larger, we never do).
@@ -45,7 +45,6 @@ ZERO_HDR = bytes(VNET_HDR_LEN)
 NEEDS_CSUM = 1
 GSO_NONE = 0
 GSO_TCPV4 = 1
-GSO_UDP = 3  # UFO, never offered: we do not set TUN_F_UFO
 GSO_TCPV6 = 4
 GSO_UDP_L4 = 5
 GSO_ECN = 0x80
@@ -53,19 +52,6 @@ GSO_ECN = 0x80
 MAX_COALESCED = 65_535
 _TCP, _UDP = 6, 17
 _FIN, _PSH, _ACK, _CWR = 0x01, 0x08, 0x10, 0x80
-
-
-class VnetHeader(tuple):
-    """A parsed ``virtio_net_hdr``: (flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)."""
-
-    __slots__ = ()
-
-    @classmethod
-    def parse(cls, frame: bytes) -> "VnetHeader":
-        return cls(_HDR.unpack_from(frame))
-
-    def pack(self) -> bytes:
-        return _HDR.pack(*self)
 
 
 def _sum(data) -> int:
