@@ -80,6 +80,12 @@ def endpoint_of(record) -> str:
     return str(record.endpoints[0][0])
 
 
+#: Routing tables of the concurrent slots' routes to the node's control address (slot N: base + N;
+#: slot 0 uses the main table). Every node answers at the same control address, so without a table
+#: per slot the last slot's route would carry every slot's control connection (and its invoices).
+CONTROL_TABLE_BASE = 51860
+
+
 def slot_interface(base: str, slot: int) -> str:
     """The TUN name of the ``slot``-th concurrent challenge: ``base`` for the first, then ``base``
     cut to 12 characters plus ``c<slot>`` (Linux names hold 15)."""
@@ -333,7 +339,8 @@ class Challenger:
                     raise ConnectionError("the overlay found no path to the node")
                 agent = ClientAgent(tunnel=tunnel, chain=self._shared_payer, killswitch=_NoKillSwitch(), budget=client.budget,
                                     dead_after_s=max(client.dead_after_s, 5.0),
-                                    max_latency_s=client.max_latency_ms / 1000)
+                                    max_latency_s=client.max_latency_ms / 1000,
+                                    control_table=None if slot == 0 else CONTROL_TABLE_BASE + slot)
                 try:
                     agent.connect([Route(candidate, endpoint)])
                     source = agent.session.terms.address_v4
@@ -347,6 +354,9 @@ class Challenger:
                 finally:
                     with contextlib.suppress(Exception):
                         agent.disconnect()
+                    if agent.control_rule is not None:  # the slot's table goes with its TUN, the rule not
+                        with contextlib.suppress(Exception):
+                            tunnel.tun.ip("-6", "rule", "del", *agent.control_rule)
         except Exception as exc:  # noqa: BLE001 - every failure of the node's is a failed challenge
             error = f"{type(exc).__name__}: {exc}"
             log.warning("challenge of %s failed: %s", node_id.hex()[:12], error)
