@@ -27,16 +27,26 @@ One run is ``Params.epochs`` epochs (days) of a network of nodes in several regi
 
 Node 0 (region ``tracked_region``) is the one whose strategy changes; :func:`run` returns its profit
 and the network's figures, and :func:`compare` runs every strategy against the honest run with the
-same seed (same demand, same noise), so ``profit_vs_honest`` isolates the strategy.
+same seed, so ``profit_vs_honest`` isolates the strategy.
+
+Common random numbers. Every random quantity is a function of the seed, its purpose and the ids it
+belongs to (:func:`uniforms`: a counter-based hash, as reputation draws with keccak(seed, challenger,
+node)), never the next number of a shared generator. A cheat that adds nodes or challenger
+identities therefore changes no other draw: the demand walk, gas prices, capacities, migrations and,
+for every (challenger, node) pair that exists in both runs, its assignment uniform, uptime and noise
+are those of the honest run. Adding identities raises C and so lowers the threshold the pair's
+uniform is compared with (``u < reports_per_node / C``): the cheating run's drawn pairs are a subset
+of the honest run's.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-import random
 import statistics
 from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from agents.challenger.plan import colocation_key
 from agents.node import pricing
@@ -47,13 +57,16 @@ __all__ = [
     "RunResult",
     "Strategy",
     "bucket_floor_kbps",
+    "bucket_floors",
     "compare",
     "draw_probability",
     "epoch_rewards",
     "mean_ci95",
     "median_service",
     "next_price",
+    "normals",
     "run",
+    "uniforms",
 ]
 
 #: Kilobits per second in one Mbit/s.
@@ -66,6 +79,46 @@ SERVICE_BUCKETS = 32
 _SQRT2_E4 = 14_142
 #: contracts/reputation.vy's MAX_THROUGHPUT_KBPS: the most a report may claim (2**40 - 1 kbit/s).
 MAX_THROUGHPUT_KBPS = 2**40 - 1
+#: Ids of the cheat's challenger identities (honest challengers are 0 .. challengers - 1) and of a Sybil
+#: split's extra registrations (its first part keeps node 0's id): apart from every honest id.
+CHEAT_CHALLENGER_ID = 1_000_000
+SYBIL_NODE_ID = 1_000_000
+
+
+# -- common random numbers ---------------------------------------------------------------------------
+
+#: One stream per purpose: a draw is a hash of (purpose, seed, ids), so no stream shifts when a cheat
+#: adds actors and no purpose shares numbers with another.
+PURPOSES = {"capacity": 1, "gas": 2, "demand": 3, "assign": 4, "uptime": 5, "noise": 6, "move": 7}
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MUL1, _MUL2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S11 = (np.uint64(k) for k in (30, 27, 31, 11))
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic)."""
+    x = (x ^ (x >> _S30)) * _MUL1
+    x = (x ^ (x >> _S27)) * _MUL2
+    return x ^ (x >> _S31)
+
+
+def uniforms(seed: int, purpose: str, *ids) -> np.ndarray:
+    """Uniforms in (0, 1), one per element of the broadcast ``ids`` (non-negative ints or int arrays),
+    each a hash of (purpose, seed, its ids): the same ids give the same number in every run with the
+    seed, whatever else the run contains (the simulation's keccak(seed, challenger, node))."""
+    arrays = [np.asarray(i, dtype=np.uint64) for i in ids]
+    shape = np.broadcast_shapes(*(a.shape for a in arrays)) if arrays else ()
+    h = np.full(shape, PURPOSES[purpose], dtype=np.uint64)
+    with np.errstate(over="ignore"):  # 0-d arrays warn on the wrap-around the hash relies on
+        for part in (np.uint64(seed), *arrays):
+            h = _mix(h + _GOLDEN + part)
+    return ((h >> _S11).astype(np.float64) + 0.5) * 2.0**-53
+
+
+def normals(seed: int, purpose: str, *ids) -> np.ndarray:
+    """Standard normals (Box-Muller on two :func:`uniforms` of the same ids)."""
+    u1, u2 = uniforms(seed, purpose, *ids, 0), uniforms(seed, purpose, *ids, 1)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
 
 
 class Strategy(enum.Enum):
@@ -190,6 +243,22 @@ def bucket_floor_kbps(kbps: float, passed: bool = True) -> int:
     return low * _SQRT2_E4 // 10_000 if half else low
 
 
+def bucket_floors(kbps: np.ndarray, passed: np.ndarray) -> np.ndarray:
+    """:func:`bucket_floor_kbps` on arrays (int64; the same figures element by element)."""
+    kbps = np.floor(np.asarray(kbps, dtype=np.float64)).astype(np.int64)
+    ok = np.asarray(passed, dtype=bool) & (kbps >= SERVICE_BASE_KBPS)
+    safe = np.where(ok, kbps, SERVICE_BASE_KBPS)
+    _, exponent = np.frexp((safe // SERVICE_BASE_KBPS).astype(np.float64))  # exponent = bit_length
+    octave = np.minimum(15, exponent - 1).astype(np.int64)
+    low = SERVICE_BASE_KBPS * (np.int64(1) << octave)
+    bucket = 1 + 2 * octave + (safe * 10_000 >= low * _SQRT2_E4)
+    bucket = np.minimum(bucket, SERVICE_BUCKETS - 1)
+    octave, half = np.divmod(bucket - 1, 2)
+    low = SERVICE_BASE_KBPS * (np.int64(1) << octave)
+    floors = np.where(half == 1, low * _SQRT2_E4 // 10_000, low)
+    return np.where(ok, floors, 0)
+
+
 def draw_probability(reports_per_node: int, challengers: int) -> float:
     """reputation's assignment seen from one (challenger, node) pair: drawn when keccak(seed,
     challenger, node) mod C < reports_per_node, C the challengers who reported in the epoch before;
@@ -273,14 +342,13 @@ class _Node:
     mbps: float              # uplink, Mbit/s (a Sybil part: its share)
     price: float
     owner: int               # operator id; node 0's operator is 0
+    key: int = 0             # its id in the random streams (its registration: the same in every run)
     endpoint: str = ""       # public IP address (its PeerRecord's)
     uplink: int = 0          # the line it rides: nodes with one uplink share its capacity when probed together
     customer_quality: float = 1.0    # share of its capacity customers get
     probe_quality: float = 1.0       # share challengers measure
     pinned: bool = False
     last_income: float = 0.0
-    rng: random.Random = field(default_factory=random.Random)  # its probes' noise and its moves
-
 
     @property
     def capacity_gib(self) -> float:
@@ -299,6 +367,9 @@ class RunResult:
             unit of capacity came within 25 % of the other regions' median (``epochs - shock``
             if never).
         honest_fee_share: fees and gas over income of all honest nodes together.
+        trace: with ``run(..., trace=True)``, what the run drew (to check the paired design):
+            ``reports`` maps (epoch, challenger id, node key) to the bucket floor an honest
+            challenger reported, ``demand`` and ``gas_usd`` the per-epoch demand and gas price.
     """
 
     profit: float
@@ -306,17 +377,18 @@ class RunResult:
     fees_and_gas: float
     supply_response_epochs: int
     honest_fee_share: float
+    trace: dict | None = field(default=None, compare=False, repr=False)
 
 
-def _make_nodes(p: Params, seed: int, rng: random.Random) -> list[_Node]:
+def _make_nodes(p: Params, seed: int) -> list[_Node]:
+    count = len(p.regions) * p.nodes_per_region
+    sizes = p.capacity_mbps * np.exp(p.capacity_sigma * normals(seed, "capacity", np.arange(count)))
     nodes = []
     owner = 1
     for region in p.regions:
         for _ in range(p.nodes_per_region):
-            mbps = p.capacity_mbps * math.exp(rng.gauss(0, p.capacity_sigma))
-            nodes.append(_Node(region=region, mbps=mbps, price=p.price_start, owner=owner,
-                               endpoint=f"10.{owner // 256}.{owner % 256}.1", uplink=owner,
-                               rng=random.Random(f"{seed}/{owner}")))
+            nodes.append(_Node(region=region, mbps=float(sizes[owner - 1]), price=p.price_start, owner=owner,
+                               key=owner - 1, endpoint=f"10.{owner // 256}.{owner % 256}.1", uplink=owner))
             owner += 1
     nodes[0].owner, nodes[0].pinned = 0, True
     nodes[0].region = p.tracked_region
@@ -330,7 +402,7 @@ def _apply_strategy(nodes: list[_Node], strategy: Strategy, p: Params) -> list[_
         # One line (one uplink, one /24), k registrations: each sells 1/k of it to customers.
         base = tracked.endpoint.rsplit(".", 1)[0]
         parts = [replace(tracked, mbps=tracked.mbps / p.sybil_nodes, endpoint=f"{base}.{1 + j}",
-                         rng=tracked.rng if j == 0 else random.Random(f"sybil/{j}"))
+                         key=tracked.key if j == 0 else SYBIL_NODE_ID + j)
                  for j in range(p.sybil_nodes)]
         return parts + nodes[1:]
     if strategy is Strategy.THROTTLE:
@@ -357,26 +429,67 @@ def _probed_together(nodes: list[_Node], colocated: bool) -> list[int]:
     return [count[key] for key in keys]
 
 
-def run(p: Params, strategy: Strategy, seed: int) -> RunResult:
-    """One run of ``p.epochs`` epochs with node 0's operator playing ``strategy``."""
-    # Common random numbers: demand, capacities and gas come from one stream, each node's probe noise
-    # and moves from its own, so a strategy changes nothing in the world it plays in but its own
-    # moves, and (cheat - honest) with the same seed measures the strategy alone.
-    world = random.Random(seed)
-    nodes = _apply_strategy(_make_nodes(p, seed, world), strategy, p)
+def run(p: Params, strategy: Strategy, seed: int, trace: bool = False) -> RunResult:
+    """One run of ``p.epochs`` epochs with node 0's operator playing ``strategy``.
+
+    Common random numbers: every draw is :func:`uniforms` of (seed, purpose, ids), so the honest run
+    and a cheating run of one seed share the demand walk, gas prices, capacities, each node's
+    migration draws and, per (challenger, node) pair present in both, its assignment uniform, uptime
+    and noise; (cheat - honest) with the same seed measures the strategy and what it sets off.
+    """
+    nodes = _apply_strategy(_make_nodes(p, seed), strategy, p)
     demand = {r: p.demand_gib for r in p.regions}
     ours = [i for i, n in enumerate(nodes) if n.owner == 0]
+    epochs = np.arange(p.epochs)
+    gas_draws = np.exp(p.gas_sigma * normals(seed, "gas", epochs) - p.gas_sigma**2 / 2)
+    demand_draws = np.exp(p.demand_walk * normals(seed, "demand", epochs[:, None],
+                                                  np.arange(len(p.regions))[None, :]))
+    keys = np.array([n.key for n in nodes], dtype=np.int64)
+    move_draws = uniforms(seed, "move", epochs[:, None], keys[None, :])
+
+    # Challengers' reports, drawn for the whole run at once (a probe sees the node's line, fixed for
+    # the run; nodes probed at the same moment on one line share it). floors[e, c, i]: what honest
+    # challenger c reports on node i in epoch e, -1 where it is not drawn.
+    line_mbps: dict[int, float] = {}
+    for n in nodes:
+        line_mbps[n.uplink] = line_mbps.get(n.uplink, 0.0) + n.mbps
+    probed_together = _probed_together(nodes, p.colocated_probes)
+    probe_mbps = np.array([line_mbps[n.uplink] * n.probe_quality / probed_together[i]
+                           for i, n in enumerate(nodes)])
+    liars = p.cheat_challengers if strategy in (Strategy.LYING_MINORITY, Strategy.SELF_DEALING) else 0
+    # The cheat's identities report too, so they count in C and lower every pair's threshold a little;
+    # each pair keeps its own uniform, so the cheating run's drawn pairs are a subset of the honest one's.
+    drawn_p = draw_probability(p.reports_per_node, p.challengers + liars)
+    pair = (epochs[:, None, None], np.arange(p.challengers)[None, :, None], keys[None, None, :])
+    drawn = uniforms(seed, "assign", *pair) < drawn_p
+    up = uniforms(seed, "uptime", *pair) < p.uptime
+    kbps = probe_mbps[None, None, :] * KBPS_PER_MBPS * np.exp(p.noise * normals(seed, "noise", *pair))
+    floors = np.where(drawn, bucket_floors(kbps, up), -1)
+    # The liars' identities: pairs of their own (ids apart from the honest challengers').
+    liar_ids = CHEAT_CHALLENGER_ID + np.arange(liars)
+    liar_drawn = uniforms(seed, "assign", epochs[:, None, None], liar_ids[None, :, None],
+                          keys[None, None, :]) < drawn_p
+    top = bucket_floor_kbps(MAX_THROUGHPUT_KBPS)
+    missing = np.int64(2**62)
+    columns = np.arange(len(nodes))
+    traced = {"reports": {}, "demand": [], "gas_usd": []} if trace else None
+    if trace:
+        for e, c, i in zip(*np.nonzero(drawn), strict=True):
+            traced["reports"][(int(e), int(c), int(keys[i]))] = int(floors[e, c, i])
 
     profit = income = fees_gas = 0.0
     honest_income = honest_fees_gas = 0.0
     response = None
     emission = p.emission_tokens * p.token_usd
     for epoch in range(p.epochs):
-        gas_usd = p.gas_usd * math.exp(world.gauss(0, p.gas_sigma) - p.gas_sigma**2 / 2)
-        for r in p.regions:
-            demand[r] *= math.exp(world.gauss(0, p.demand_walk))
+        gas_usd = p.gas_usd * float(gas_draws[epoch])
+        for k, r in enumerate(p.regions):
+            demand[r] *= float(demand_draws[epoch, k])
         if epoch == p.shock_epoch:
             demand[p.shock_region] *= p.shock_factor
+        if trace:
+            traced["demand"].append(tuple(demand[r] for r in p.regions))
+            traced["gas_usd"].append(gas_usd)
 
         # Clients split each region's demand by service and price; nobody is given more than it can carry.
         served = [0.0] * len(nodes)
@@ -412,42 +525,21 @@ def run(p: Params, strategy: Strategy, seed: int) -> RunResult:
             # Each inflated settlement is refused on chain (the client signed less): gas for nothing.
             extra_cost += own_revenue / p.channel_usd * p.gas.settle * gas_usd
 
-        # Challengers' reports -> median service per node. A probe sees the node's line; nodes probed
-        # at the same moment on one line share it.
-        line_mbps: dict[int, float] = {}
-        for n in nodes:
-            line_mbps[n.uplink] = line_mbps.get(n.uplink, 0.0) + n.mbps
-        probed_together = _probed_together(nodes, p.colocated_probes)
-        liars = p.cheat_challengers if strategy in (Strategy.LYING_MINORITY, Strategy.SELF_DEALING) else 0
-        # The cheat's identities report too, so they count in C and thin every pair's chance a little.
-        drawn_p = draw_probability(p.reports_per_node, p.challengers + liars)
-        # Their draws come from a stream of their own: the honest challengers' draws, uptime and
-        # noise stay those of the honest run with the same seed (common random numbers).
-        liar_rng = random.Random(f"{seed}/liars/{epoch}")
-        top = bucket_floor_kbps(MAX_THROUGHPUT_KBPS)
-        medians = []
-        liar_reports = 0
-        for i, n in enumerate(nodes):
-            floors = []
-            for _ in range(p.challengers):
-                drawn = n.rng.random() < drawn_p
-                up = n.rng.random() < p.uptime
-                mbps = line_mbps[n.uplink] * n.probe_quality / probed_together[i]
-                kbps = mbps * KBPS_PER_MBPS * math.exp(n.rng.gauss(0, p.noise))
-                if drawn:
-                    floors.append(bucket_floor_kbps(kbps, up))
-            # A liar reports only where the draw sends it: the top bucket on its own node, a failure
-            # on a competitor of its region (lying minority); nothing elsewhere.
-            for _ in range(liars):
-                if liar_rng.random() >= drawn_p:
-                    continue
-                if i in ours:
-                    floors.append(top)
-                    liar_reports += 1
-                elif strategy is Strategy.LYING_MINORITY and n.region == nodes[0].region:
-                    floors.append(0)
-                    liar_reports += 1
-            medians.append(median_service(floors, p.min_reports))
+        # Reports -> median service per node (median_service's rule on every column at once). A liar
+        # reports only where the draw sends it: the top bucket on its own node, a failure on a
+        # competitor of its region (lying minority); nothing elsewhere.
+        reports = floors[epoch]
+        if liars:
+            target = np.array([top if i in ours else
+                               0 if strategy is Strategy.LYING_MINORITY and n.region == nodes[0].region else -1
+                               for i, n in enumerate(nodes)], dtype=np.int64)
+            lies = np.where(liar_drawn[epoch] & (target >= 0)[None, :], target[None, :], -1)
+            liar_reports = int((lies >= 0).sum())
+            reports = np.concatenate([reports, lies])
+        counts = (reports >= 0).sum(axis=0)
+        ordered = np.sort(np.where(reports >= 0, reports, missing), axis=0)
+        lower = ordered[np.maximum((counts + 1) // 2 - 1, 0), columns]
+        medians = [int(m) if c >= p.min_reports else 0 for m, c in zip(lower, counts, strict=True)]
         if liars:
             extra_cost += liar_reports * p.gas.report * gas_usd + liars * p.stake_cost(p.challenger_stake_tokens)
 
@@ -490,8 +582,8 @@ def run(p: Params, strategy: Strategy, seed: int) -> RunResult:
             caps = sum(n.capacity_gib for n in others)
             per_capacity[r] = sum(n.last_income for n in others) / caps if caps else math.inf
         best = max(per_capacity, key=per_capacity.get)
-        for n in nodes:
-            if n.pinned or n.owner == 0 or n.rng.random() >= p.migration:
+        for i, n in enumerate(nodes):
+            if n.pinned or n.owner == 0 or move_draws[epoch, i] >= p.migration:
                 continue
             if per_capacity[best] > p.migration_gain * per_capacity[n.region]:
                 n.region = best
@@ -508,6 +600,7 @@ def run(p: Params, strategy: Strategy, seed: int) -> RunResult:
         profit=profit, income=income, fees_and_gas=fees_gas,
         supply_response_epochs=response if response is not None else p.epochs - p.shock_epoch,
         honest_fee_share=honest_fees_gas / honest_income if honest_income else 0.0,
+        trace=traced,
     )
 
 
