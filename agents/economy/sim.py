@@ -30,7 +30,7 @@ and the network's figures, and :func:`compare` runs every strategy against the h
 same seed, so ``profit_vs_honest`` isolates the strategy.
 
 Common random numbers. Every random quantity is a function of the seed, its purpose and the ids it
-belongs to (:func:`uniforms`: a counter-based hash, as reputation draws with keccak(seed, challenger,
+belongs to (:func:`agents.economy.draws.uniforms`: a counter-based hash, as reputation draws with keccak(seed, challenger,
 node)), never the next number of a shared generator. A cheat that adds nodes or challenger
 identities therefore changes no other draw: the demand walk, gas prices, capacities, migrations and,
 for every (challenger, node) pair that exists in both runs, its assignment uniform, uptime and noise
@@ -49,6 +49,16 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from agents.challenger.plan import colocation_key
+from agents.economy.draws import normals, uniforms
+from agents.economy.rules import (
+    MAX_THROUGHPUT_KBPS,
+    bucket_floor_kbps,
+    bucket_floors,
+    draw_probability,
+    epoch_rewards,
+    mean_ci95,
+    median_service,
+)
 from agents.node import pricing
 
 __all__ = [
@@ -73,52 +83,10 @@ __all__ = [
 KBPS_PER_MBPS = 1_000
 #: GiB one Mbit/s carries in a day: 1e6 / 8 bytes/s x 86,400 s / 2**30.
 GIB_PER_MBPS_DAY = 1e6 / 8 * 86_400 / 2**30
-#: contracts/reputation.vy: bucket 0 is a failure or < 1 Mbit/s; then half-octaves; 32 buckets.
-SERVICE_BASE_KBPS = 1_000
-SERVICE_BUCKETS = 32
-_SQRT2_E4 = 14_142
-#: contracts/reputation.vy's MAX_THROUGHPUT_KBPS: the most a report may claim (2**40 - 1 kbit/s).
-MAX_THROUGHPUT_KBPS = 2**40 - 1
 #: Ids of the cheat's challenger identities (honest challengers are 0 .. challengers - 1) and of a Sybil
 #: split's extra registrations (its first part keeps node 0's id): apart from every honest id.
 CHEAT_CHALLENGER_ID = 1_000_000
 SYBIL_NODE_ID = 1_000_000
-
-
-# -- common random numbers ---------------------------------------------------------------------------
-
-#: One stream per purpose: a draw is a hash of (purpose, seed, ids), so no stream shifts when a cheat
-#: adds actors and no purpose shares numbers with another.
-PURPOSES = {"capacity": 1, "gas": 2, "demand": 3, "assign": 4, "uptime": 5, "noise": 6, "move": 7}
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MUL1, _MUL2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_S30, _S27, _S31, _S11 = (np.uint64(k) for k in (30, 27, 31, 11))
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic)."""
-    x = (x ^ (x >> _S30)) * _MUL1
-    x = (x ^ (x >> _S27)) * _MUL2
-    return x ^ (x >> _S31)
-
-
-def uniforms(seed: int, purpose: str, *ids) -> np.ndarray:
-    """Uniforms in (0, 1), one per element of the broadcast ``ids`` (non-negative ints or int arrays),
-    each a hash of (purpose, seed, its ids): the same ids give the same number in every run with the
-    seed, whatever else the run contains (the simulation's keccak(seed, challenger, node))."""
-    arrays = [np.asarray(i, dtype=np.uint64) for i in ids]
-    shape = np.broadcast_shapes(*(a.shape for a in arrays)) if arrays else ()
-    h = np.full(shape, PURPOSES[purpose], dtype=np.uint64)
-    with np.errstate(over="ignore"):  # 0-d arrays warn on the wrap-around the hash relies on
-        for part in (np.uint64(seed), *arrays):
-            h = _mix(h + _GOLDEN + part)
-    return ((h >> _S11).astype(np.float64) + 0.5) * 2.0**-53
-
-
-def normals(seed: int, purpose: str, *ids) -> np.ndarray:
-    """Standard normals (Box-Muller on two :func:`uniforms` of the same ids)."""
-    u1, u2 = uniforms(seed, purpose, *ids, 0), uniforms(seed, purpose, *ids, 1)
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
 
 
 class Strategy(enum.Enum):
@@ -228,110 +196,11 @@ class Params:
         return tokens * self.token_usd * self.capital_rate / 365
 
 
-# -- pure rules shared with the contracts ------------------------------------------------------------
-
-def bucket_floor_kbps(kbps: float, passed: bool = True) -> int:
-    """What reputation.vy's histogram keeps of one measurement: its half-octave bucket's floor."""
-    kbps = int(kbps)
-    if not passed or kbps < SERVICE_BASE_KBPS:
-        return 0
-    octave = min(15, (kbps // SERVICE_BASE_KBPS).bit_length() - 1)
-    bucket = 1 + 2 * octave + (kbps * 10_000 >= (SERVICE_BASE_KBPS << octave) * _SQRT2_E4)
-    bucket = min(bucket, SERVICE_BUCKETS - 1)
-    octave, half = divmod(bucket - 1, 2)
-    low = SERVICE_BASE_KBPS << octave
-    return low * _SQRT2_E4 // 10_000 if half else low
-
-
-def bucket_floors(kbps: np.ndarray, passed: np.ndarray) -> np.ndarray:
-    """:func:`bucket_floor_kbps` on arrays (int64; the same figures element by element)."""
-    kbps = np.floor(np.asarray(kbps, dtype=np.float64)).astype(np.int64)
-    ok = np.asarray(passed, dtype=bool) & (kbps >= SERVICE_BASE_KBPS)
-    safe = np.where(ok, kbps, SERVICE_BASE_KBPS)
-    _, exponent = np.frexp((safe // SERVICE_BASE_KBPS).astype(np.float64))  # exponent = bit_length
-    octave = np.minimum(15, exponent - 1).astype(np.int64)
-    low = SERVICE_BASE_KBPS * (np.int64(1) << octave)
-    bucket = 1 + 2 * octave + (safe * 10_000 >= low * _SQRT2_E4)
-    bucket = np.minimum(bucket, SERVICE_BUCKETS - 1)
-    octave, half = np.divmod(bucket - 1, 2)
-    low = SERVICE_BASE_KBPS * (np.int64(1) << octave)
-    floors = np.where(half == 1, low * _SQRT2_E4 // 10_000, low)
-    return np.where(ok, floors, 0)
-
-
-def draw_probability(reports_per_node: int, challengers: int) -> float:
-    """reputation's assignment seen from one (challenger, node) pair: drawn when keccak(seed,
-    challenger, node) mod C < reports_per_node, C the challengers who reported in the epoch before;
-    everyone when C <= reports_per_node."""
-    if challengers <= reports_per_node:
-        return 1.0
-    return reports_per_node / challengers
-
-
-def median_service(floors: list[int], min_reports: int) -> int:
-    """reputation.epoch_service + rewards.submit: the lower median of the bucket floors, or 0 when
-    there are fewer than ``min_reports`` reports (the node cannot enter the epoch)."""
-    if len(floors) < min_reports:
-        return 0
-    ordered = sorted(floors)
-    return ordered[(len(ordered) + 1) // 2 - 1]
-
-
-def epoch_rewards(emission: float, fee: float, demand_share: float, fee_rebate: float,
-                  services: list[float], regions: list[str], region_paid: dict[str, float]) -> list[float]:
-    """rewards.vy's split of one epoch among the nodes that entered it.
-
-    Args:
-        emission: the epoch's emission.
-        fee, demand_share, fee_rebate: fractions (the contract's basis points / 10,000).
-        services: each entered node's median service (> 0).
-        regions: each entered node's region.
-        region_paid: what clients paid in each region (regions without an entered node do not count).
-
-    Returns:
-        Each node's reward, in the unit of ``emission``; they add up to at most ``emission``.
-    """
-    total_service = sum(services)
-    if total_service <= 0:
-        return [0.0] * len(services)
-    region_service: dict[str, float] = {}
-    for service, region in zip(services, regions, strict=True):
-        region_service[region] = region_service.get(region, 0.0) + service
-    demand = {r: region_paid.get(r, 0.0) for r in region_service}
-    total_demand = sum(demand.values())
-    pool = min(emission * demand_share, total_demand * fee * fee_rebate)
-    out = []
-    for service, region in zip(services, regions, strict=True):
-        reward = (emission - pool) * service / total_service
-        if pool > 0:
-            reward += pool * demand[region] / total_demand * service / region_service[region]
-        out.append(reward)
-    return out
-
-
 def next_price(price: float, utilisation: float, p: Params) -> float:
     """``price = "auto"``: one step towards the target utilisation, within the floor and ceiling (the
     node's own rule, :func:`agents.node.pricing.next_price`, with this run's parameters)."""
     return pricing.next_price(price, utilisation, floor=p.price_floor, ceiling=p.price_ceiling,
                               step=p.price_step, target=p.target_utilisation)
-
-
-def mean_ci95(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of its 95 % confidence interval (Student's t)."""
-    n = len(values)
-    mean = statistics.fmean(values)
-    if n < 2:
-        return mean, math.inf
-    t = _T975.get(n - 1, 1.96)
-    return mean, t * statistics.stdev(values) / math.sqrt(n)
-
-
-# Student's t 0.975 quantiles for small degrees of freedom (above 30 the normal 1.96 is within 2 %).
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-         10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
-         18: 2.101, 19: 2.093, 20: 2.086, 24: 2.064, 29: 2.045, 30: 2.042}
-for _df in range(21, 30):
-    _T975.setdefault(_df, 2.08 - (_df - 20) * 0.0035)
 
 
 # -- the model ------------------------------------------------------------------------------------------
