@@ -47,8 +47,8 @@ from agents.challenger.assignment import Assignment, read_assignment
 from agents.challenger.plan import NodeInfo, assigned_nodes, colocated_groups, plan_epoch, probe_times
 from agents.challenger.proposal import propose
 from agents.challenger.store import TranscriptStore
-from agents.client.multipath import _OneAtATime
 from agents.challenger.verdict import Transcript, Verdict, judge, record
+from agents.client.chain import OneCallAtATime
 
 __all__ = ["Challenger", "advertised_kbps", "endpoint_of", "slot_interface"]
 
@@ -127,7 +127,7 @@ class Challenger:
         #: (epoch, node id -> its PeerRecord or None), resolved once per epoch for the endpoints.
         self._records: tuple[int, dict[bytes, object]] = (-1, {})
         #: The payer as concurrent challenges share it: one call at a time (one account, one nonce).
-        self._shared_payer = _OneAtATime(payer)
+        self._shared_payer = OneCallAtATime(payer)
 
     @staticmethod
     def _head_time() -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 from eth_account import Account
@@ -29,7 +30,7 @@ from agents.client.agent import OpenChannel
 from agents.client.selection import Candidate, list_candidates
 from agents.errors import UserError, preflight, preflight_tokens
 
-__all__ = ["ClientChain", "VoucherChain", "client_port"]
+__all__ = ["ClientChain", "OneCallAtATime", "VoucherChain", "client_port"]
 
 log = logging.getLogger("warren.client")
 
@@ -319,3 +320,23 @@ class VoucherChain:
         """Nothing is sent (no gas, as above): the channel to a node left behind stays open; the node
         settles what it holds when it is back, and ``warren voucher close`` refunds the rest."""
         log.info("voucher channel %s left open (no transaction from the client)", channel.channel_id.hex()[:16])
+
+
+class OneCallAtATime:
+    """The chain port shared by several agents (`--paths N`, a challenger's concurrent challenges), one call at a time: ape takes the account's nonce when it
+    signs, so two agents opening or closing channels at once would race for it."""
+
+    def __init__(self, chain) -> None:
+        self._chain = chain
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str):
+        value = getattr(self._chain, name)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            with self._lock:
+                return value(*args, **kwargs)
+
+        return call

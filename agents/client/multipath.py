@@ -30,6 +30,7 @@ import time
 
 from agents.chain.revocations import RevocationFollower
 from agents.client.agent import CONTROL_RULE_PRIORITY, NODE_CONTROL_V6, ClientAgent, Route
+from agents.client.chain import OneCallAtATime
 from agents.client.hostcmd import run
 from agents.client.paths import (
     CONTROL_TABLE_BASE,
@@ -131,26 +132,6 @@ def reach_from_paths(discoveries: dict, wanted: dict, stop: threading.Event | No
     return found
 
 
-class _OneAtATime:
-    """The chain port shared by N agents, one call at a time: ape takes the account's nonce when it
-    signs, so two agents opening or closing channels at once would race for it."""
-
-    def __init__(self, chain) -> None:
-        self._chain = chain
-        self._lock = threading.RLock()
-
-    def __getattr__(self, name: str):
-        value = getattr(self._chain, name)
-        if not callable(value):
-            return value
-
-        def call(*args, **kwargs):
-            with self._lock:
-                return value(*args, **kwargs)
-
-        return call
-
-
 class PathRouting:
     """The paths' rules, routes and spreading table (agents.client.paths), installed and undone.
 
@@ -217,7 +198,7 @@ class MultiPath:
         self.tunnels = list(tunnels)
         self.discoveries = list(discoveries)
         self.routing = routing
-        chain = _OneAtATime(chain)
+        chain = OneCallAtATime(chain)
         self._wake = threading.Event()
         self.agents = [ClientAgent(tunnel=tunnel, chain=chain, killswitch=endpoints.view(index),
                                    resolv=resolv if index == 0 else None, budget=budget, dead_after_s=dead_after_s,

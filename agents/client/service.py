@@ -30,8 +30,8 @@ from agents.client import metrics as client_metrics
 from agents.client.hops import INNER_MTU, TwoHops, exit_endpoint, pair_plans
 from agents.client.hostcmd import run as run_host
 from agents.client.killswitch import KillSwitch
-from agents.client.multipath import MultiPath, PathRouting, SharedEndpoints
-from agents.client.paths import MAX_PATHS, NFT_TABLE as PATHS_TABLE, choose_exits, tun_name
+from agents.client.multipath import MultiPath, PathRouting, SharedEndpoints, reach_from_paths
+from agents.client.paths import MAX_PATHS, NFT_TABLE as PATHS_TABLE, choose_exits, own_lookups, path_routes, tun_name
 from agents.client.resolvconf import ResolvConf
 from agents.client.routes import FullTunnelRoutes
 from agents.client.rpc_access import pinned, rpc_endpoints
@@ -272,10 +272,6 @@ def _multipath(discovery: ClientDiscovery, candidates: list, stop: threading.Eve
     is open to the tunnels' ports only while they look. What the paths add to the host is written to
     the state file before it is added.
     """
-    # Imported here: this function is the multipath part of a module others edit too.
-    from agents.client.multipath import reach_from_paths
-    from agents.client.paths import own_lookups, path_routes
-
     found = _find_paths(discovery, rank(candidates)[:LOOKUPS + 2 * len(tunnels)], stop)
     shared = {c.node.node_id: e for c, e in found}
     public = {nid for nid, (kind, _) in discovery.paths.items() if kind == "public"}
