@@ -573,6 +573,7 @@ class ClientAgent:
         return {"node_id": node.node_id.hex(), "region": node.region, "endpoint": _fmt(session.route.endpoint),
                 "channel_id": session.route.channel.channel_id.hex(), "own_bytes": session.meter.own_bytes,
                 "invoiced_bytes": session.meter.invoice or 0, "paid_bytes": latest.cumulative_bytes if latest else 0,
+                "session_paid_bytes": max(0, (latest.cumulative_bytes if latest else 0) - session.meter.base_bytes),
                 "spent": latest.cumulative_amount if latest else 0, "overclaim_bytes": session.meter.overclaim_bytes,
                 "refusals": dict(session.meter.refusals)}
 
