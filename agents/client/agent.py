@@ -72,6 +72,9 @@ KEEPALIVE_S = 1
 #: the payer looks for a standby this often while it has none.
 RECENTLY_LEFT_S = 60.0
 STANDBY_RETRY_S = 15.0
+#: A node found dead is looked at again this much later before the client fails over
+#: (:meth:`ClientAgent._dead_after_all`).
+STALL_GRACE_S = 0.1
 #: Priority of the rule of a tunnel with its own control table (before wg-quick's rules and main).
 CONTROL_RULE_PRIORITY = 100
 
@@ -210,14 +213,15 @@ class ClientAgent:
             return
         raise ConnectError("no node could be used: " + "; ".join(errors))
 
-    def _prepare_standby(self, *, desperate: bool = False) -> None:
+    def _prepare_standby(self, *, desperate: bool = False, reuse: OpenChannel | None = None) -> None:
         """Pick the next route and open its channel ahead of need (a failover then costs only the
         handshake and setup).
 
         A node the client left less than :data:`RECENTLY_LEFT_S` ago is passed over (a channel opened
         to a node just seen dead locks a deposit for nothing), unless ``desperate``: the current node
         is gone and nothing else is left (then every node of the plan is tried, the one just left
-        too: it may have come back).
+        too: it may have come back, and then gets back ``reuse``, its channel still open, rather
+        than a second deposit).
         """
         now = time.monotonic()
         current = self.session.route.candidate.node.node_id if self.session else None
@@ -233,7 +237,9 @@ class ClientAgent:
         while self.spare and self.standby is None:
             route = self.spare.pop(0)
             try:
-                if route.channel is None:
+                if route.channel is None and reuse is not None and route.candidate.node.node_id == current:
+                    route.channel = reuse
+                elif route.channel is None:
                     route.channel = self.chain.open_channel(route.candidate, self.budget)
                 self.standby = route
             except Exception as exc:
@@ -400,7 +406,21 @@ class ClientAgent:
                 self._write(session, encode(ControlKind.PING, nonce))
             dead = session.liveness.dead(now) if now - session.started > self.dead_after_s else None
             if dead:
-                self.failover(dead, answering=session.liveness.answering(now))
+                dead = self._dead_after_all(session)
+            if dead:
+                self.failover(dead, answering=session.liveness.answering(time.monotonic()))
+
+    def _dead_after_all(self, session: _Session) -> str | None:
+        """Look again :data:`STALL_GRACE_S` later before failing over: on a loaded machine it may be
+        this process that stalled, with the node's answer waiting unread in our sockets (the
+        tunnel's receive thread needs a moment to count it)."""
+        time.sleep(STALL_GRACE_S)
+        now = time.monotonic()
+        counters = self.tunnel.peer_counters(session.route.candidate.node.wg_public_key)
+        if counters is not None:
+            session.liveness.heard(counters[0], now)
+        self._read_frames(session)
+        return session.liveness.dead(now)
 
     def _read_frames(self, session: _Session) -> None:
         while True:
@@ -475,7 +495,7 @@ class ClientAgent:
                 route = self.standby
                 self.standby = None
                 if route is None and attempts < max(1, len(self.plan)):
-                    self._prepare_standby(desperate=True)
+                    self._prepare_standby(desperate=True, reuse=None if closing else old.route.channel)
                     route = self.standby
                     self.standby = None
                 attempts += 1
@@ -501,7 +521,9 @@ class ClientAgent:
 
     def _after_failover(self, old: _Session, closing: tuple[Receipt, bytes, bytes | None] | None,
                         left: dict) -> None:
-        closed = self._close(old.route.channel, closing)
+        with self.lock:
+            kept = self.session is not None and self.session.route.channel is old.route.channel
+        closed = "kept" if kept else self._close(old.route.channel, closing)
         with self.lock:
             left["closed"] = closed
             self._prepare_standby()

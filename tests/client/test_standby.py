@@ -126,6 +126,49 @@ def test_failover__nothing_else_left__the_node_just_left_is_tried_again():
     assert [f["to"] for f in agent.failovers] == [b"b".hex(), b"a".hex()]
 
 
+def test_failover__the_only_node_came_back__same_channel_kept_not_closed():
+    """A client pinned to one node (`--node`) whose node went silent and answers again: the channel
+    it had is still open, so no new deposit is locked and no close is started."""
+    agent = _connected({"a"}, names=("a",))
+    channel = agent.session.route.channel
+    agent.failover("silent")
+    assert agent.session.route.candidate.node.node_id == b"a"
+    assert agent.session.route.channel is channel and agent.chain.opened == ["a"]
+    for _ in range(100):  # _after_failover runs in its own thread
+        if "closed" in agent.history[-1]:
+            break
+        threading.Event().wait(0.01)
+    assert agent.history[-1]["closed"] == "kept" and agent.chain.closing == []
+
+
+class CountingTunnel:
+    """peer_counters: what the tunnel's receive thread has counted by the second look."""
+
+    def __init__(self, rx: int):
+        self.rx = rx
+
+    def peer_counters(self, key):
+        return self.rx, 0
+
+
+class QuietConn:
+    def recv(self, n):
+        raise BlockingIOError
+
+
+@pytest.mark.parametrize("late_rx, dead", [(500, False), (100, True)])
+def test_dead_node__looked_at_again_before_failing_over(late_rx, dead):
+    """A node found silent is looked at once more a moment later: on a loaded machine the client
+    itself may have stalled, with the node's bytes not yet counted by the tunnel's receive thread."""
+    agent = ScriptedAgent(set())
+    agent.tunnel = CountingTunnel(late_rx)
+    live = agent_module.Liveness(dead_after_s=1.5)
+    live.heard(100, agent_module.time.monotonic() - 2.0)  # last heard 2 s ago: dead at first look
+    session = SimpleNamespace(liveness=live, conn=QuietConn(), route=_route("a"))
+    assert live.dead(agent_module.time.monotonic()) is not None
+    assert (agent._dead_after_all(session) is not None) is dead
+
+
 def test_failover__every_node_dead__stalls_then_waits_before_trying_again():
     agent = _connected({"a"}, names=("a", "b"))
     agent.alive = set()
