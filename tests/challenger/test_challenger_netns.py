@@ -144,10 +144,10 @@ def test_three_challengers__honest_passes__throttled_slashed_with_bounty_split(n
         assert set(by_node) == set(ids.values()), ran
         honest, throttled, tampering = by_node[ids["node_a"]], by_node[ids["node_b"]], by_node[ids["node_c"]]
         assert not tampering["passed"] and tampering["tampered"], json.dumps(tampering)
-        assert honest["passed"] and not honest["tampered"], honest
-        assert honest["throughput_kbps"] >= ADVERTISED_KBPS["node_a"] // 2
-        assert not throttled["passed"] and not throttled["tampered"], throttled
-        assert throttled["reasons"][0].startswith("slow: ")
+        assert honest["passed"] and not honest["tampered"], json.dumps(honest)
+        assert honest["throughput_kbps"] >= ADVERTISED_KBPS["node_a"] // 2, json.dumps(honest)
+        assert not throttled["passed"] and not throttled["tampered"], json.dumps(throttled)
+        assert throttled["reasons"][0].startswith("slow: "), json.dumps(throttled)
         assert throttled["throughput_kbps"] < ADVERTISED_KBPS["node_b"] // 2
         # Each node judged against its own advertised capacity, read from its PeerRecord.
         assert {name: by_node[ids[name]]["advertised_kbps"] for name in ids} == ADVERTISED_KBPS
@@ -159,12 +159,12 @@ def test_three_challengers__honest_passes__throttled_slashed_with_bounty_split(n
             r = by_node[ids[name]]
             print(f"{name}: payload {r['payload_bytes']} B, challenger counted {r['tunnel_bytes']} B, "
                   f"node counted {r['node_bytes']} B")
-            assert r["payload_bytes"] == PAYLOAD, r
-            assert r["tunnel_bytes"] >= PAYLOAD and r["node_bytes"] >= PAYLOAD, r
+            assert r["payload_bytes"] == PAYLOAD, json.dumps(r)
+            assert r["tunnel_bytes"] >= PAYLOAD and r["node_bytes"] >= PAYLOAD, json.dumps(r)
         for name in ("node_a", "node_c"):
             r = by_node[ids[name]]
-            assert abs(r["node_bytes"] - r["tunnel_bytes"]) <= r["tunnel_bytes"] // 100, r
-            assert not any(reason.startswith("count: ") for reason in r["reasons"]), r
+            assert abs(r["node_bytes"] - r["tunnel_bytes"]) <= r["tunnel_bytes"] // 100, json.dumps(r)
+            assert not any(reason.startswith("count: ") for reason in r["reasons"]), json.dumps(r)
         assert throttled["node_bytes"] >= throttled["tunnel_bytes"], throttled
     # reputation slashes an epoch once it is over (slash_epoch, open during the next epoch): nothing yet.
     epoch = runs[0][0]["epoch"]
