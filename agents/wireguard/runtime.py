@@ -8,7 +8,9 @@ blocking receive loop costs several times less, and a VPN moves tens of thousand
   be a 64 KiB TCP train, cut into packets first (agents.wireguard.vnet.segment).
 * ``udp->tun``: receives datagrams (coalesced by GRO where the kernel does it); transport ones go to
   ``decapsulate`` and their inner packets to the TUN device (with TUN offloads, the TCP segments of
-  one receive merged into GRO frames: agents.wireguard.vnet.coalesce); handshake messages (types 1-3) are
+  one receive merged into GRO frames, and with USO the UDP datagrams of one flow into GSO_UDP_L4
+  frames, so that a tunnel nested in this one receives its datagrams with UDP GRO:
+  agents.wireguard.vnet.coalesce); handshake messages (types 1-3) are
   queued for the handshake thread; any other datagram goes to the demultiplexer callback (the
   overlay's messages share the socket) or is dropped.
 * ``handshakes``: ``decapsulate`` of the queued handshake messages (DH, cookie replies, the
@@ -59,8 +61,8 @@ from agents.wireguard.errors import LocalProtocolError
 from agents.wireguard.offload import BATCH_PACKETS, GRO_ANCILLARY, GRO_BUFFER, enable_gro, gro_segment_size, gso_cmsg
 from agents.wireguard.offload import runs as offload_runs
 from agents.wireguard.offload import split as offload_split
-from agents.wireguard.tun import DEFAULT_FWMARK, DEFAULT_MTU, TunDevice
-from agents.wireguard.vnet import VNET_HDR_LEN, coalesce, segment
+from agents.wireguard.tun import DEFAULT_FWMARK, DEFAULT_MTU, TUN_F_USO4, TUN_F_USO6, TunDevice
+from agents.wireguard.vnet import GSO_UDP_L4, VNET_HDR_LEN, ZERO_HDR, coalesce, segment
 from agents.wireguard.uapi import SOCKET_DIR, format_get, socket_path
 
 __all__ = ["Tunnel", "DemuxCallback", "is_wireguard_datagram"]
@@ -104,6 +106,9 @@ _WG_TYPES = (1, 2, 3, 4)
 #: is the same in all).
 OFFLOADS = os.environ.get("WARREN_OFFLOADS", "1") != "0"
 TUN_OFFLOADS = OFFLOADS and os.environ.get("WARREN_OFFLOADS", "1") != "udp"
+#: Whether UDP datagrams are merged into the TUN too (WARREN_OFFLOADS=tcp: TUN offloads, but decrypted
+#: UDP written datagram by datagram, as before they were merged; for benchmarks).
+UDP_TUN_WRITES = os.environ.get("WARREN_OFFLOADS", "1") != "tcp"
 #: A GSO send refused for want of the feature (no checksum offload on the device, an old kernel).
 _GSO_REFUSED = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
 
@@ -144,13 +149,19 @@ class Tunnel(TunnelBackend):
         tun_offloads: open the TUN with ``IFF_VNET_HDR`` and TSO/USO where the kernel grants them
             (agents.wireguard.tun, agents.wireguard.vnet); None: :data:`TUN_OFFLOADS` if
             ``offloads`` is None, else ``offloads``.
+        merge_udp: merge decrypted UDP datagrams of one flow into ``GSO_UDP_L4`` TUN writes where
+            the TUN took USO (see :func:`agents.wireguard.vnet.coalesce`). An exit node turns it off:
+            its nftables drop counters count a merged write as one packet, so what its policy drops
+            would be under-counted by the headers and WireGuard overhead of every merged datagram
+            but the first, and billed (about 5 % of a UDP flood at a blocked address, measured).
     """
 
     def __init__(self, config: InterfaceConfig, ifname: str = "warren0", *, time_scale: float = 1.0,
                  demux: DemuxCallback | None = None, uapi: bool = True,
                  uapi_dir: str = SOCKET_DIR, bind_address: str = "::",
                  admit_unknown: AdmitUnknown | None = None, manage_routes: bool = True,
-                 offloads: bool | None = None, tun_offloads: bool | None = None) -> None:
+                 offloads: bool | None = None, tun_offloads: bool | None = None,
+                 merge_udp: bool = True) -> None:
         self.config = config
         self.manage_routes = manage_routes
         self.ifname = ifname
@@ -212,6 +223,11 @@ class Tunnel(TunnelBackend):
             #: trains read ("tso_reads", "tso_segments") and merged TUN writes ("tun_gro_writes").
             self.offload_counts: collections.Counter = collections.Counter()
             self.tun = TunDevice(ifname, offloads=tun_offloads)
+            #: Whether decrypted UDP datagrams of one flow are merged into GSO_UDP_L4 TUN writes:
+            #: the TUN took USO (the kernel takes such writes from 6.2 on, as it grants USO), and no
+            #: such write was refused yet. Off with WARREN_OFFLOADS=tcp.
+            uso = TUN_F_USO4 | TUN_F_USO6
+            self._udp_gro_writes = self.tun.offload_flags & uso == uso and UDP_TUN_WRITES and merge_udp
         except Exception:
             self.sock.close()
             raise
@@ -508,16 +524,29 @@ class Tunnel(TunnelBackend):
                 self._wake.set()
 
     def _write_coalesced(self, packets: list[bytes]) -> None:
-        """Write decrypted packets to a TUN with offloads: TCP segments of one flow merged
-        (agents.wireguard.vnet.coalesce), one frame per write."""
+        """Write decrypted packets to a TUN with offloads: TCP segments of one flow merged, and UDP
+        datagrams of one flow where the TUN took USO (agents.wireguard.vnet.coalesce), one frame per
+        write. A merged UDP frame the kernel refuses (EINVAL) is written again datagram by
+        datagram, and UDP merging stops for this tunnel."""
         fd, counts = self.tun.fd, self.offload_counts
-        for frame in coalesce(packets, verify=False):  # AEAD-authenticated: see vnet.coalesce
-            if frame[1]:  # gso_type: a merged train
-                counts["tun_gro_writes"] += 1
+        udp = self._udp_gro_writes
+        for frame in coalesce(packets, verify=False, udp=udp):  # AEAD-authenticated: see vnet.coalesce
+            gso_type = frame[1]
             try:
                 os.write(fd, frame)
             except OSError as exc:  # e.g. EINVAL for a packet the kernel refuses
+                if gso_type == GSO_UDP_L4 and exc.errno == errno.EINVAL:
+                    log.info("%s: TUN refused a merged UDP write (%s): datagrams written one by one",
+                             self.ifname, exc)
+                    self._udp_gro_writes = False
+                    for packet in segment(frame):
+                        with contextlib.suppress(OSError):
+                            os.write(fd, ZERO_HDR + packet)
+                    continue
                 log.debug("%s: TUN write: %s", self.ifname, exc)
+                continue
+            if gso_type:  # a merged train
+                counts["tun_udp_gro_writes" if gso_type == GSO_UDP_L4 else "tun_gro_writes"] += 1
 
     def _send_batch(self, batch: list[tuple[bytes, tuple]]) -> None:
         """Send encrypted datagrams in order: runs to one endpoint in one GSO send each."""

@@ -13,6 +13,11 @@ The other way, :func:`coalesce` merges the decrypted TCP segments of one flow th
 (same addresses, ports, ACK, window, options, IP fields; only ACK or a final PSH; sequence numbers
 adjacent; equal sizes but for a shorter last one) into one packet with a ``virtio_net_hdr`` that lets
 the kernel treat it as one received super-segment (GRO), so one TUN write carries what took up to 44.
+With ``udp=True`` (a TUN granted USO: the kernel takes ``GSO_UDP_L4`` writes from 6.2 on) it merges
+the UDP datagrams of one flow the same way (same addresses, ports, IP fields and first payload word;
+equal sizes but for a shorter last one; at most :data:`MAX_UDP_SEGMENTS`): a socket with ``UDP_GRO``
+then receives them in one ``recvmsg``, and the kernel cuts them again anywhere else (a socket without
+it, a forward). That is what two hops need: the inner tunnel's datagrams cross the outer tunnel's TUN.
 The kernel does not verify a merged packet's checksum (it is marked partial): ``verify=True`` merges
 only segments whose checksum verifies, as wireguard-go's tun/offload_linux.go does; the tunnel passes
 False, trusting the AEAD as the kernel's WireGuard does (see :func:`coalesce`). Anything not merged is
@@ -32,7 +37,7 @@ import struct
 import numpy as np
 
 __all__ = ["VNET_HDR_LEN", "ZERO_HDR", "GSO_NONE", "GSO_TCPV4", "GSO_TCPV6", "GSO_UDP_L4", "NEEDS_CSUM",
-           "checksum", "segment", "coalesce", "MAX_COALESCED"]
+           "checksum", "segment", "coalesce", "MAX_COALESCED", "MAX_UDP_SEGMENTS"]
 
 #: ``sizeof(struct virtio_net_hdr)``: flags u8, gso_type u8, hdr_len u16, gso_size u16, csum_start
 #: u16, csum_offset u16 (the TUN default; TUNSETVNETHDRSZ can make it larger, we never do).
@@ -50,6 +55,9 @@ GSO_UDP_L4 = 5
 GSO_ECN = 0x80
 #: Largest IP packet (the IPv4 total length and IPv6 payload length are 16 bits).
 MAX_COALESCED = 65_535
+#: Datagrams merged into one GSO_UDP_L4 write at most: the kernel refuses a write of more than
+#: UDP_MAX_SEGMENTS (<linux/udp.h>: 64 before 6.12, 128 since; virtio_net_hdr_to_skb) with EINVAL.
+MAX_UDP_SEGMENTS = 64
 _TCP, _UDP = 6, 17
 _FIN, _PSH, _ACK, _CWR = 0x01, 0x08, 0x10, 0x80
 
@@ -212,6 +220,57 @@ class _Group:
         self.closed = False
 
 
+class _UdpGroup:
+    """Consecutive datagrams of one UDP flow being merged."""
+
+    __slots__ = ("first", "iph", "parts", "size", "gso_size", "closed", "v6", "word")
+
+    def __init__(self, packet: bytes, iph: int, payload: int, v6: bool):
+        self.first = packet
+        self.iph, self.v6 = iph, v6
+        self.parts: list = []
+        self.size = len(packet)
+        self.gso_size = payload
+        self.closed = False
+        self.word = packet[iph + 8:iph + 12]
+
+
+def _udp_candidate(packet: bytes):
+    """(v6, iph, payload length, flow key) of a UDP datagram that may be merged, else None."""
+    n = len(packet)
+    version = packet[0] >> 4 if n else 0
+    if version == 4:
+        if n < 29 or packet[0] != 0x45 or packet[9] != _UDP or int.from_bytes(packet[2:4], "big") != n:
+            return None
+        if packet[6] & 0x3F or packet[7]:  # MF or a fragment offset
+            return None
+        iph, addresses = 20, packet[12:20]
+    elif version == 6:
+        if n < 49 or packet[6] != _UDP or int.from_bytes(packet[4:6], "big") != n - 40:
+            return None
+        iph, addresses = 40, packet[8:40]
+    else:
+        return None
+    if int.from_bytes(packet[iph + 4:iph + 6], "big") != n - iph:  # the UDP length must agree
+        return None
+    return version == 6, iph, n - iph - 8, addresses + packet[iph:iph + 4]
+
+
+def _udp_checksum_ok(packet, v6: bool, iph: int) -> bool:
+    """Whether a UDP datagram's checksum verifies (0 on IPv4: "none", RFC 768, so nothing to check)."""
+    if not v6 and packet[iph + 6] == 0 and packet[iph + 7] == 0:
+        return True
+    return checksum(memoryview(packet)[iph:], _pseudo(packet, v6, _UDP, len(packet) - iph)) == 0
+
+
+def _same_ip_fields(a: bytes, b: bytes, v6: bool) -> bool:
+    """Whether two packets' IP fields that GRO keeps from the first agree (TOS/traffic class, flow
+    label, DF, TTL/hop limit)."""
+    if v6:
+        return a[0:4] == b[0:4] and a[7] == b[7]
+    return a[1] == b[1] and a[6] & 0xE0 == b[6] & 0xE0 and a[8] == b[8]
+
+
 def _tcp_candidate(packet: bytes):
     """(v6, iph, thl, payload length, flow key) of a TCP segment GRO may merge, else None."""
     n = len(packet)
@@ -252,28 +311,41 @@ def _same_headers(a: bytes, b: bytes, v6: bool, iph: int, thl: int) -> bool:
     return a[iph + 20:iph + thl] == b[iph + 20:iph + thl]
 
 
-def coalesce(packets: list[bytes], verify: bool = True) -> list[bytes]:
-    """Frames (``virtio_net_hdr`` + packet) for TUN writes: adjacent segments of a TCP flow merged.
+def coalesce(packets: list[bytes], verify: bool = True, udp: bool = False) -> list[bytes]:
+    """Frames (``virtio_net_hdr`` + packet) for TUN writes: adjacent segments of a TCP flow merged,
+    and with ``udp`` adjacent datagrams of a UDP flow.
 
     Order is kept within each flow: a segment that cannot join its flow's group (a gap, a repeat,
-    other flags, a different ACK) ends the group, and later segments of the flow start a new one.
+    other flags, a different ACK; for UDP a larger datagram, one after a shorter one, other IP
+    fields) ends the group, and later segments of the flow start a new one.
+
+    A UDP datagram joins its flow's group only if its first four payload bytes are the group's
+    first datagram's: a firewall rule on a merged packet sees only its first datagram's payload
+    (the relay's exit table lets through only WireGuard messages by their first word, type and
+    reserved zeros: agents.node.exit), so a datagram whose first word differs must not ride
+    through behind another's.
 
     Args:
         packets: decrypted inner IP packets in the order they arrived.
-        verify: merge only segments whose TCP checksum verifies (wireguard-go's rule). False trusts
-            them as the kernel's WireGuard does (drivers/net/wireguard/receive.c marks every
-            decrypted packet CHECKSUM_UNNECESSARY): Poly1305 has authenticated each byte since the
-            peer's TUN handed it over, which no path error can get past, and a peer able to forge
-            bad data could as well give it a good checksum. It saves ~2.4 us a segment.
+        verify: merge only segments whose TCP or UDP checksum verifies (wireguard-go's rule; a
+            datagram with a bad one is written alone for the kernel to drop). False trusts them as
+            the kernel's WireGuard does (drivers/net/wireguard/receive.c marks every decrypted
+            packet CHECKSUM_UNNECESSARY): Poly1305 has authenticated each byte since the peer's TUN
+            handed it over, which no path error can get past, and a peer able to forge bad data
+            could as well give it a good checksum. It saves ~2.4 us a segment.
+        udp: merge UDP datagrams too (``GSO_UDP_L4`` frames; only for a TUN granted USO).
 
     Returns:
         One frame per group or unmerged packet, in the order of their first packets.
     """
     out: list = []
     groups: dict[bytes, _Group] = {}
+    udp_groups: dict[bytes, _UdpGroup] = {}
     for packet in packets:
         found = _tcp_candidate(packet)
         if found is None:
+            if udp and _merge_udp(packet, udp_groups, out, verify):
+                continue
             out.append(packet)
             continue
         v6, iph, thl, payload, key = found
@@ -299,16 +371,40 @@ def coalesce(packets: list[bytes], verify: bool = True) -> list[bytes]:
         group = _Group(packet, iph, thl, seq, payload, psh, v6)
         groups[key] = group
         out.append(group)
-    return [ZERO_HDR + item if isinstance(item, bytes) else _merged(item) for item in out]
+    return [ZERO_HDR + item if isinstance(item, bytes) else _merged(item) if isinstance(item, _Group)
+            else _merged_udp(item) for item in out]
 
 
-def _merged(group: _Group) -> bytes:
-    """The frame of one group: the first packet's headers, all payloads, a GSO header."""
-    if not group.parts:
-        return ZERO_HDR + group.first
-    iph, thl, v6 = group.iph, group.thl, group.v6
-    packet = bytearray(group.first)
-    for part in group.parts:
+def _merge_udp(packet: bytes, groups: dict, out: list, verify: bool) -> bool:
+    """Put a UDP datagram into its flow's group or start one (appended to ``out``); False if it is
+    not a UDP datagram that may be merged (the caller writes it alone)."""
+    found = _udp_candidate(packet)
+    if found is None:
+        return False
+    v6, iph, payload, key = found
+    group = groups.get(key)
+    if payload == 0 or verify and not _udp_checksum_ok(packet, v6, iph):
+        if group is not None:  # nothing of this flow may merge past this datagram
+            del groups[key]
+        return False
+    if (group is not None and not group.closed and payload <= group.gso_size
+            and len(group.parts) < MAX_UDP_SEGMENTS - 1 and group.size + payload <= MAX_COALESCED
+            and packet[iph + 8:iph + 12] == group.word and _same_ip_fields(group.first, packet, v6)):
+        group.parts.append(memoryview(packet)[iph + 8:])
+        group.size += payload
+        group.closed = payload < group.gso_size
+        return True
+    group = _UdpGroup(packet, iph, payload, v6)
+    groups[key] = group
+    out.append(group)
+    return True
+
+
+def _joined(first: bytes, parts: list, iph: int, v6: bool) -> bytearray:
+    """The first packet with the other payloads appended, its IP length (and IPv4 header checksum)
+    made to cover them."""
+    packet = bytearray(first)
+    for part in parts:
         packet += part
     size = len(packet)
     if v6:
@@ -316,6 +412,32 @@ def _merged(group: _Group) -> bytes:
     else:
         packet[2:4] = size.to_bytes(2, "big")
         _ipv4_header_checksum(packet, iph)
+    return packet
+
+
+def _merged_udp(group: _UdpGroup) -> bytes:
+    """The frame of one UDP group: the first datagram's headers, all payloads, a GSO_UDP_L4 header
+    (partial checksum: the kernel computes each datagram's when it cuts them, or takes a merged
+    one delivered to a UDP_GRO socket as valid)."""
+    if not group.parts:
+        return ZERO_HDR + group.first
+    iph, v6 = group.iph, group.v6
+    packet = _joined(group.first, group.parts, iph, v6)
+    size = len(packet)
+    packet[iph + 4:iph + 6] = (size - iph).to_bytes(2, "big")
+    partial = _pseudo(packet, v6, _UDP, size - iph) % 0xFFFF
+    packet[iph + 6:iph + 8] = (partial or 0xFFFF).to_bytes(2, "big")
+    header = _HDR.pack(NEEDS_CSUM, GSO_UDP_L4, iph + 8, group.gso_size, iph, 6)
+    return header + packet
+
+
+def _merged(group: _Group) -> bytes:
+    """The frame of one group: the first packet's headers, all payloads, a GSO header."""
+    if not group.parts:
+        return ZERO_HDR + group.first
+    iph, thl, v6 = group.iph, group.thl, group.v6
+    packet = _joined(group.first, group.parts, iph, v6)
+    size = len(packet)
     if group.psh:
         packet[iph + 13] |= _PSH
     # Partial checksum: the pseudo-header sum, which the kernel completes (or never needs: a

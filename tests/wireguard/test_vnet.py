@@ -1,6 +1,7 @@
 """TUN offloads as pure functions (agents.wireguard.vnet): TSO/USO trains cut into packets, TCP
 segments coalesced back, on synthetic packets whose checksums a plain word-by-word sum checks."""
 
+import contextlib
 import fcntl
 import ipaddress
 import os
@@ -17,7 +18,8 @@ from hypothesis import strategies as st
 from agents.netlab import Lab
 from agents.wireguard import tun as tun_module
 from agents.wireguard import vnet
-from agents.wireguard.tun import TUN_F_TSO4, TunDevice
+from agents.wireguard.offload import GRO_ANCILLARY, GRO_BUFFER, enable_gro, gro_segment_size, split
+from agents.wireguard.tun import TUN_F_TSO4, TUN_F_USO4, TunDevice
 
 SRC4, DST4 = ipaddress.ip_address("10.9.0.1").packed, ipaddress.ip_address("10.9.0.2").packed
 SRC6, DST6 = ipaddress.ip_address("fd00::1").packed, ipaddress.ip_address("fd00::2").packed
@@ -309,43 +311,50 @@ def _syn_options_packet(seq: int, ack: int, flags: int, window: int = 65535, opt
     return bytes(ip_header(False, 6, len(tcp)) + tcp)
 
 
+@contextlib.contextmanager
+def offload_tun(lab, name: str, flag: int):
+    """A TUN opened with offloads (``flag`` among those granted) at 10.9.0.2/24, in a namespace of its
+    own that the caller's thread is in meanwhile; closed after."""
+    with lab.add_host(name).enter():
+        tun = TunDevice(name, offloads=True)
+        try:
+            assert tun.vnet_hdr and tun.offload_flags & flag
+            tun.configure(["10.9.0.2/24"], 1420)
+            yield tun
+        finally:
+            tun.close()
+
+
 def test_tun_with_offloads__kernel_tso_train__cut_into_valid_segments(lab):
     """A real TUN with TSO: a TCP peer emulated on the TUN side (10.9.0.1) connects to a listener in
     the namespace (10.9.0.2); the kernel's first flight of data comes as one TSO train, which
     segment() cuts into MSS-sized packets with checksums the reference sum accepts."""
-    host = lab.add_host("tso")
-    with host.enter():
-        tun = TunDevice("wvnet0", offloads=True)
+    with offload_tun(lab, "wvnet0", TUN_F_TSO4) as tun:
+        listener = socket.create_server(("10.9.0.2", 5555))
         try:
-            assert tun.vnet_hdr and tun.offload_flags & TUN_F_TSO4
-            tun.configure(["10.9.0.2/24"], 1420)
-            listener = socket.create_server(("10.9.0.2", 5555))
-            try:
-                mss_ws = struct.pack("!BBH", 2, 4, 1380) + bytes([1, 3, 3, 7])  # MSS 1380, window scale 7
-                os.write(tun.fd, vnet.ZERO_HDR + _syn_options_packet(1000, 0, SYN, options=mss_ws))
+            mss_ws = struct.pack("!BBH", 2, 4, 1380) + bytes([1, 3, 3, 7])  # MSS 1380, window scale 7
+            os.write(tun.fd, vnet.ZERO_HDR + _syn_options_packet(1000, 0, SYN, options=mss_ws))
 
-                def syn_ack(frames):
-                    return any(p[9] == 6 and p[33] == SYN | ACK for f in frames for p in vnet.segment(f))
-                frames = _read_frames(tun, syn_ack)
-                (reply,) = [p for f in frames for p in vnet.segment(f) if p[9] == 6 and p[33] == SYN | ACK]
-                assert transport_ok(reply, False, 6)  # the kernel's partial checksum, completed by us
-                server_isn = int.from_bytes(reply[24:28], "big")
-                os.write(tun.fd, vnet.ZERO_HDR + _syn_options_packet(1001, server_isn + 1, ACK))
-                listener.settimeout(5)
-                conn, _ = listener.accept()
-                data = random.Random(5).randbytes(10 * 1368)
-                conn.setblocking(False)
-                sent = conn.send(data)
+            def syn_ack(frames):
+                return any(p[9] == 6 and p[33] == SYN | ACK for f in frames for p in vnet.segment(f))
+            frames = _read_frames(tun, syn_ack)
+            (reply,) = [p for f in frames for p in vnet.segment(f) if p[9] == 6 and p[33] == SYN | ACK]
+            assert transport_ok(reply, False, 6)  # the kernel's partial checksum, completed by us
+            server_isn = int.from_bytes(reply[24:28], "big")
+            os.write(tun.fd, vnet.ZERO_HDR + _syn_options_packet(1001, server_isn + 1, ACK))
+            listener.settimeout(5)
+            conn, _ = listener.accept()
+            data = random.Random(5).randbytes(10 * 1368)
+            conn.setblocking(False)
+            sent = conn.send(data)
 
-                def have_all(frames):
-                    return sum(len(payload_of(p)) for f in frames for p in vnet.segment(f)
-                               if p[9] == 6) >= sent
-                frames = _read_frames(tun, have_all)
-                conn.close()
-            finally:
-                listener.close()
+            def have_all(frames):
+                return sum(len(payload_of(p)) for f in frames for p in vnet.segment(f)
+                           if p[9] == 6) >= sent
+            frames = _read_frames(tun, have_all)
+            conn.close()
         finally:
-            tun.close()
+            listener.close()
     trains = [f for f in frames if f[1] & ~vnet.GSO_ECN == vnet.GSO_TCPV4]
     assert trains, "the kernel sent no TSO train"
     packets = [p for f in frames for p in vnet.segment(f) if p[9] == 6 and payload_of(p)]
@@ -373,3 +382,224 @@ def test_tun_offloads_refused__device_opened_again_without_vnet_header(root, mon
                 assert (device.vnet_hdr, device.offload_flags, device.name) == (False, 0, "wvref0")
             finally:
                 device.close()
+
+
+# -- UDP datagrams merged into GSO_UDP_L4 frames (udp=True: a TUN granted USO) --------------------------
+
+#: The first word of a WireGuard data message (type 4, three reserved zeros), as the inner tunnel's
+#: datagrams crossing an outer tunnel begin.
+WG_DATA = bytes([4, 0, 0, 0])
+
+
+def udp_packet(payload: bytes, *, v6: bool = False, sport: int = 51820, dport: int = 40000,
+               valid: bool = True, no_checksum: bool = False, ttl: int = 64, tos: int = 0) -> bytes:
+    udp = bytearray(struct.pack("!HHHH", sport, dport, 8 + len(payload), 0)) + payload
+    if not no_checksum:
+        check = 0xFFFF - reference_sum(pseudo(v6, 17, len(udp)) + bytes(udp))
+        udp[6:8] = ((check or 0xFFFF) if valid else check ^ 0x5A5A).to_bytes(2, "big")
+    header = ip_header(v6, 17, len(udp))
+    if v6:
+        header[7] = ttl
+        header[1] = tos
+    else:
+        header[1], header[8] = tos, ttl
+        header[10:12] = b"\0\0"
+        header[10:12] = (0xFFFF - reference_sum(bytes(header))).to_bytes(2, "big")
+    return bytes(header + udp)
+
+
+def datagrams(count: int, size: int = 1372, *, v6: bool = False, sport: int = 51820, seed: int = 1,
+              last: int | None = None) -> list[bytes]:
+    """``count`` WireGuard-looking datagrams of one flow, ``size`` payload bytes each (``last``: the
+    last one's size)."""
+    rng = random.Random(seed)
+    sizes = [size] * count
+    if last is not None:
+        sizes[-1] = last
+    return [udp_packet(WG_DATA + rng.randbytes(n - 4), v6=v6, sport=sport) for n in sizes]
+
+
+def norm(packet: bytes) -> bytes:
+    """A packet without its IPv4 id and header checksum: the kernel numbers the datagrams it cuts
+    from a GSO packet from the first one's id, as the sender's GSO did."""
+    if packet[0] >> 4 == 6:
+        return packet
+    return packet[:4] + b"\0\0" + packet[6:10] + b"\0\0" + packet[12:]
+
+
+def unframe_udp(frames: list[bytes]) -> list[bytes]:
+    """Each frame cut back as the kernel would (every datagram's checksums checked), normalised."""
+    out = []
+    for frame in frames:
+        packets = vnet.segment(frame)
+        for p in packets:
+            v6 = p[0] >> 4 == 6
+            assert p[6 if v6 else 9] != 17 or transport_ok(p, v6, 17)
+            assert v6 or reference_sum(p[:20]) == 0xFFFF
+        out += map(norm, packets)
+    return out
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_coalesce_udp__one_flow__one_uso_frame_that_cuts_back_exactly(v6):
+    packets = datagrams(30, v6=v6, last=700)
+    (frame,) = vnet.coalesce(packets, udp=True)
+    iph = 40 if v6 else 20
+    assert struct.unpack_from("=BBHHHH", frame) == (vnet.NEEDS_CSUM, vnet.GSO_UDP_L4, iph + 8, 1372, iph, 6)
+    packet = frame[vnet.VNET_HDR_LEN:]
+    assert len(packet) == iph + 8 + 29 * 1372 + 700
+    # IP and UDP lengths cover the whole train (the kernel trims a datagram to its UDP length), and
+    # the IPv4 header checksum is right.
+    assert int.from_bytes(packet[iph + 4:iph + 6], "big") == len(packet) - iph
+    if v6:
+        assert int.from_bytes(packet[4:6], "big") == len(packet) - 40
+    else:
+        assert int.from_bytes(packet[2:4], "big") == len(packet) and reference_sum(packet[:20]) == 0xFFFF
+    # The transport checksum field holds the pseudo-header sum the kernel completes.
+    assert int.from_bytes(packet[iph + 6:iph + 8], "big") == reference_sum(pseudo(v6, 17, len(packet) - iph))
+    assert unframe_udp([frame]) == list(map(norm, packets))
+
+
+def test_coalesce_udp__off_by_default__datagrams_written_alone():
+    packets = datagrams(5)
+    assert vnet.coalesce(packets) == [vnet.ZERO_HDR + p for p in packets]
+
+
+def test_coalesce_udp__a_single_datagram__plain_frame():
+    (packet,) = datagrams(1)
+    assert vnet.coalesce([packet], udp=True) == [vnet.ZERO_HDR + packet]
+
+
+def test_coalesce_udp__shorter_datagram__nothing_after_it_and_larger_starts_anew():
+    packets = datagrams(3) + datagrams(1, 500, seed=2) + datagrams(2, seed=3) + datagrams(1, 1400, seed=4)
+    frames = vnet.coalesce(packets, udp=True)
+    # [3 x 1372 + 500] [2 x 1372] [1400]: nothing follows a shorter one, a larger one ends a frame
+    assert [len(vnet.segment(f)) for f in frames] == [4, 2, 1]
+    assert unframe_udp(frames) == list(map(norm, packets))
+
+
+def test_coalesce_udp__interleaved_flows_and_tcp__each_flow_in_its_own_order():
+    a, b = datagrams(6, sport=1111, seed=1), datagrams(6, sport=2222, seed=2)
+    tcp = train(3)
+    mixed = [a[0], b[0], tcp[0], a[1], b[1], tcp[1], a[2], b[2], tcp[2]] + a[3:] + b[3:]
+    frames = vnet.coalesce(mixed, udp=True)
+    assert len(frames) == 3
+    out = [p for f in frames for p in vnet.segment(f)]
+    assert [norm(p) for p in out if p[20:22] == (1111).to_bytes(2, "big")] == list(map(norm, a))
+    assert [norm(p) for p in out if p[20:22] == (2222).to_bytes(2, "big")] == list(map(norm, b))
+    assert [f[1] for f in frames] == [vnet.GSO_UDP_L4, vnet.GSO_UDP_L4, vnet.GSO_TCPV4]
+    assert unframe(frames[2:]) == tcp
+
+
+def test_coalesce_udp__wrong_checksum__written_alone_and_ends_the_frame():
+    packets = datagrams(6)
+    bad = udp_packet(packets[3][28:], valid=False)
+    arrived = packets[:3] + [bad] + packets[4:]
+    frames = vnet.coalesce(arrived, udp=True)
+    assert frames[1] == vnet.ZERO_HDR + bad  # the kernel checks it and drops it
+    assert len(frames) == 3 and [norm(p) for f in frames for p in vnet.segment(f)] == list(map(norm, arrived))
+
+
+def test_coalesce_udp__without_verify__wrong_checksum_merged_as_decrypted_packets_are_trusted():
+    packets = datagrams(6)
+    packets[3] = udp_packet(packets[3][28:], valid=False)
+    (frame,) = vnet.coalesce(packets, verify=False, udp=True)
+    assert [p[28:] for p in unframe_udp([frame])] == [p[28:] for p in packets]
+
+
+def test_coalesce_udp__ipv4_without_checksum__merged_and_given_one():
+    packets = [udp_packet(WG_DATA + bytes([i]) * 996, no_checksum=True) for i in range(4)]
+    (frame,) = vnet.coalesce(packets, udp=True)
+    assert [p[28:] for p in unframe_udp([frame])] == [p[28:] for p in packets]
+
+
+def test_coalesce_udp__other_first_word__never_rides_behind_wireguard_messages():
+    """A firewall sees a merged packet's first datagram only (the relay's exit table passes only
+    WireGuard's first words): a datagram that begins otherwise starts a frame of its own."""
+    packets = datagrams(3)
+    other = udp_packet(b"\x01\x02\x03\x04" + bytes(1368))
+    frames = vnet.coalesce(packets + [other] + datagrams(2, seed=5), udp=True)
+    assert [f[vnet.VNET_HDR_LEN + 28:vnet.VNET_HDR_LEN + 32] for f in frames] == [WG_DATA, other[28:32], WG_DATA]
+    assert [len(vnet.segment(f)) for f in frames] == [3, 1, 2]
+
+
+def test_coalesce_udp__other_ttl_tos_or_fragment__not_merged():
+    base = datagrams(2)
+    ttl = udp_packet(base[1][28:], ttl=3)
+    tos = udp_packet(base[1][28:], tos=0x10)
+    fragment = bytearray(base[1])
+    fragment[6] |= 0x20  # more fragments
+    frames = vnet.coalesce([base[0], ttl, tos, bytes(fragment)], udp=True)
+    assert [f[1] for f in frames] == [0, 0, 0, 0] and len(frames) == 4
+
+
+def test_coalesce_udp__truncated_or_inconsistent_lengths__written_alone():
+    good = datagrams(3)
+    cut = good[1][:-100]  # shorter than its IP length says
+    wrong_udp_length = bytearray(good[2])
+    wrong_udp_length[24:26] = (100).to_bytes(2, "big")
+    tiny = good[0][:27]  # not even a UDP header
+    empty = udp_packet(b"")
+    packets = [good[0], cut, bytes(wrong_udp_length), tiny, empty, b""]
+    assert vnet.coalesce(packets, udp=True) == [vnet.ZERO_HDR + p for p in packets]
+
+
+def test_coalesce_udp__oversized_trains__cut_at_64k_and_at_the_segment_limit():
+    big = datagrams(60, 1400)  # 60 x 1,400 > 65,535 - 28
+    frames = vnet.coalesce(big, udp=True)
+    assert len(frames) == 2 and unframe_udp(frames) == list(map(norm, big))
+    assert all(len(f) - vnet.VNET_HDR_LEN <= vnet.MAX_COALESCED for f in frames)
+    small = datagrams(150, 100)
+    frames = vnet.coalesce(small, udp=True)
+    assert [len(vnet.segment(f)) for f in frames] == [vnet.MAX_UDP_SEGMENTS, vnet.MAX_UDP_SEGMENTS, 22]
+    assert unframe_udp(frames) == list(map(norm, small))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([1111, 2222]), st.sampled_from([1372, 1372, 1372, 600, 1400]),
+                          st.booleans()), min_size=1, max_size=40), st.booleans())
+def test_coalesce_udp__any_sequence__every_datagram_once_in_flow_order(spec, v6):
+    """Whatever sizes and interleaving arrive (some with wrong checksums), each flow's datagrams come
+    out exactly once, in arrival order; merged ones with valid checksums; nothing past the limits."""
+    rng = random.Random(len(spec))
+    arrived = [udp_packet(WG_DATA + rng.randbytes(size - 4), v6=v6, sport=sport, valid=valid)
+               for sport, size, valid in spec]
+    iph = 40 if v6 else 20
+    for verify in (True, False):
+        frames = vnet.coalesce(arrived, verify, udp=True)
+        out = [p for f in frames for p in vnet.segment(f)]
+        for sport in (1111, 2222):
+            port = sport.to_bytes(2, "big")
+            assert [p[iph + 8:] for p in out if p[iph:iph + 2] == port] == \
+                [p[iph + 8:] for p in arrived if p[iph:iph + 2] == port]
+        for frame in frames:
+            if frame[1] == vnet.GSO_UDP_L4:
+                assert all(transport_ok(p, v6, 17) for p in vnet.segment(frame))
+                assert len(frame) - vnet.VNET_HDR_LEN <= vnet.MAX_COALESCED
+        if verify:  # a wrong checksum is never hidden inside a merged frame
+            bad = {p for p in arrived if not transport_ok(p, v6, 17)}
+            assert all(vnet.ZERO_HDR + p in frames for p in bad)
+
+
+def test_tun_with_uso__merged_udp_write__one_receive_with_udp_gro_else_datagram_by_datagram(lab):
+    """The kernel takes a GSO_UDP_L4 write on a TUN granted USO: a socket with UDP_GRO receives the
+    datagrams in one recvmsg (segment size in the control message), one without it datagram by
+    datagram, each intact."""
+    with offload_tun(lab, "wvuso0", TUN_F_USO4) as tun:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gro, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+            gro.bind(("10.9.0.2", 40000))
+            plain.bind(("10.9.0.2", 40001))
+            assert enable_gro(gro)
+            for sock in (gro, plain):
+                sock.settimeout(5)
+            sent = {port: datagrams(20, 1372, seed=port, last=300) for port in (40000, 40001)}
+            for port, packets in sent.items():
+                packets = [udp_packet(p[28:], dport=port) for p in packets]
+                (frame,) = vnet.coalesce(packets, udp=True)
+                assert frame[1] == vnet.GSO_UDP_L4
+                os.write(tun.fd, frame)
+            data, ancdata, _, _ = gro.recvmsg(GRO_BUFFER, GRO_ANCILLARY)
+            assert gro_segment_size(ancdata) == 1372
+            assert split(data, 1372) == [p[28:] for p in sent[40000]]
+            assert [plain.recv(2048) for _ in range(20)] == [p[28:] for p in sent[40001]]
