@@ -130,7 +130,9 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
         mtu = DEFAULT_MTU
 
         def tunnel_factory(interface_config, admit):
-            tunnel = Tunnel(interface_config, config.interface, admit_unknown=admit, uapi=False).start()
+            # merge_udp=False: the exit's drop counters must see every UDP datagram (see Tunnel).
+            tunnel = Tunnel(interface_config, config.interface, admit_unknown=admit, uapi=False,
+                            merge_udp=False).start()
             return tamper.install(tunnel)  # TEST ONLY, off unless WARREN_TEST_TAMPER=1 (agents.node.tamper)
 
         agent = NodeAgent(tunnel_factory=tunnel_factory, chain=chain, offer=offer, pool=pool, ledger_for=ledger_for,
