@@ -106,7 +106,9 @@ def run_node(config: NodeConfig, *, ready: threading.Event | None = None,
         pool = AddressPool(config.pool_v4, config.pool_v6)
         offer = NodeOffer(node_id=node_id, chain_id=contracts.chain_id, channels_address=str(contracts.channels.address),
                           price_per_gib=price, credit_bytes=config.credit_bytes,
-                          receipt_bytes=config.receipt_bytes, receipt_interval_s=config.receipt_interval_s,
+                          # a receipt at least every half credit: a client paying on its cadence is never cut off
+                          receipt_bytes=min(config.receipt_bytes, max(1, config.credit_bytes // 2)),
+                          receipt_interval_s=config.receipt_interval_s,
                           max_pending=config.max_pending, setup_timeout_s=config.setup_timeout_s,
                           voucher_pools=tuple(pools), min_relayer_fee=config.min_relayer_fee)
 
