@@ -8,7 +8,7 @@
                                        # measure against it); default the [price] table's, else none
     stake = "100000000000000000000"    # token wei (strings of digits past TOML's 2**63)
     credit_bytes = 16777216            # unpaid bytes the node carries before a cut-off (16 MiB)
-    receipt_bytes = 4194304            # a receipt every 4 MiB (at most half the credit) ...
+    receipt_bytes = 1048576            # a receipt every 1 MiB (at most half the credit) ...
     receipt_interval_s = 5             # ... or every 5 s, whichever first
     data_dir = "/var/lib/warren/node"  # SQLite store, control socket (relative paths: from this file)
     wg_key_file = "wg.key"             # default <data_dir>/wg.key (0600)
@@ -125,11 +125,11 @@ class NodeConfig:
     # flight to the client (buffers and queues: ~1 s at tens of Mbit/s). 16 MiB costs 0.016 tokens at
     # 1 token/GiB: a non-paying client costs the node at most that.
     credit_bytes: int = 16 * MIB
-    # Each receipt costs the client a signature and the node a verification and an fsync'd commit
-    # (~0.25 ms of CPU: bench_e2e's receipts_per_s); at 1 MiB that was ~10 % of the exit node's
-    # samples in a py-spy profile of a download (docs/BENCHMARKS.md). The node's exposure is the
-    # credit, not the receipt size, so receipts come every 4 MiB (the node clamps it to half the credit).
-    receipt_bytes: int = 4 * MIB
+    # The cadence. Each receipt costs the node ~0.25 ms of CPU (a verification and an fsync'd
+    # commit: bench_e2e's receipts_per_s), ~0.25 CPU-s/GiB at 1 MiB; 4 MiB did not measurably lower
+    # the exit's CPU-s/GiB at load 4-6 (bench_e2e --receipt-kib, docs/BENCHMARKS.md). The node clamps
+    # it to half the credit, so a client paying on its cadence is never cut off.
+    receipt_bytes: int = 1 * MIB
     receipt_interval_s: float = 5.0
     settlement_threshold: int | str = "auto"
     #: For "auto" only; a local anvil's gas price is ~1-2 gwei, mainnet's a few to tens.

@@ -58,7 +58,7 @@ def test_load__good_file__values_defaults_and_paths_from_its_folder(tmp_path):
     assert cfg.exit == {"allow_ports": [80, 443]}
     assert cfg.rpc == "http://127.0.0.1:9545" and cfg.deployment == tmp_path / "dep.json"
     assert cfg.operator == AccountSpec(keystore=tmp_path / "operator.json", passphrase_file=tmp_path / "passphrase")
-    assert (cfg.credit_bytes, cfg.receipt_bytes, cfg.receipt_interval_s) == (16 << 20, 4 << 20, 5.0)
+    assert (cfg.credit_bytes, cfg.receipt_bytes, cfg.receipt_interval_s) == (16 << 20, 1 << 20, 5.0)
     assert (cfg.listen_port, cfg.control_port, cfg.max_pending, cfg.setup_timeout_s) == (51820, 7700, 32, 20.0)
     assert (cfg.pool_v4, cfg.pool_v6) == ("10.77.0.0/16", "fd77:7272::/64")
     assert cfg.min_relayer_fee == 10**16  # the client's default offer: default node and client agree
