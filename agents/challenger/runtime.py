@@ -333,8 +333,9 @@ class Challenger:
         client = self.config.client
         try:
             with self._overlay(slot) as (tunnel, discovery):
-                advertised = advertised_kbps(discovery.resolve(node_id), self.config.expected_kbps)
-                endpoint = discovery.path_to(node_id)
+                peer_record = discovery.resolve(node_id)
+                advertised = advertised_kbps(peer_record, self.config.expected_kbps)
+                endpoint = discovery.path_to(node_id, peer_record=peer_record)
                 if endpoint is None:
                     raise ConnectionError("the overlay found no path to the node")
                 agent = ClientAgent(tunnel=tunnel, chain=self._shared_payer, killswitch=_NoKillSwitch(), budget=client.budget,

@@ -120,8 +120,11 @@ class ClientDiscovery:
         peers = [r for r in ev.records if r.kind == PEER and r.node_id == nid]
         return max(peers, key=lambda r: r.seq) if peers else None
 
-    def path_to(self, node_id: bytes, timeout: float = PATH_TIMEOUT_S) -> tuple | None:
+    def path_to(self, node_id: bytes, timeout: float = PATH_TIMEOUT_S, *,
+                peer_record: Record | None = None) -> tuple | None:
         """The ``(host, port)`` to give WireGuard for the node: public, punched, or a relay bridge port.
+
+        ``peer_record``: the node's PeerRecord if the caller has just resolved it (saves a lookup).
 
         Returns:
             The endpoint, or None when the node cannot be resolved or reached.
@@ -131,7 +134,7 @@ class ClientDiscovery:
         held = self.paths.get(nid)
         if held is not None and (held[0] == "public" or self.nat.path(nid) is not None):
             return held[1]
-        rec = self.resolve(node_id, timeout)
+        rec = peer_record or self.resolve(node_id, timeout)
         if rec is None:
             return None
         rendezvous = None
