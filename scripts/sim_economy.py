@@ -6,11 +6,12 @@ opening and cooperatively closing a channel, a price update, a challenger report
 (`rewards.submit`, first of its region and a later one) and `rewards.claim`. Then runs the
 agent-based model of agents/economy/sim.py over many seeds: every strategy of the issue against the
 honest run with the same seed, a paired experiment (common random numbers: every draw is a hash of
-seed, purpose and ids, so a cheat's extra nodes or challenger identities shift no other draw).
+seed, purpose and ids, so a cheat's extra nodes or challenger identities shift no other draw; supply
+moves between regions as an expected quantity, so no migration draw can flip between the two runs).
 
 Usage:
     .venv/bin/python scripts/sim_economy.py [--quick] [--seeds N] [--epochs N] [--gas-gwei G]
-        [--challenger-stake T] [--migration P]
+        [--challenger-stake T] [--migration P] [--migration-sharpness B]
 
 `--quick` (smoke test): 4 seeds of 40 epochs. The last stdout line is one JSON object: per strategy
 `{profit_vs_honest, ci95}`, `honest_fee_share` (with the settle size and gas price it holds for),
@@ -36,8 +37,8 @@ from agents.economy.sim import Gas, Params, Strategy, compare  # noqa: E402
 
 #: Ethereum mainnet gas for comparison (gwei): a quiet day's base fee plus tip.
 MAINNET_GWEI = 20.0
-#: Seeds per strategy: a run takes about 25 ms since the draws are vectorised, so 800 seeds of
-#: 8 runs keep the whole script within about 3 minutes on a loaded 2-core box.
+#: Seeds per strategy: a run takes about 60 ms (draws and supply vectorised), so 800 seeds of
+#: 8 runs keep the whole script within about 7 minutes on a loaded 2-core box.
 DEFAULT_SEEDS = 800
 
 
@@ -108,7 +109,11 @@ def measure_gas() -> tuple[Gas, dict[str, int]]:
         gas["update_price"] = int(registry.update_node(nodes[0], "DE", 2 * 10**15, sender=operator).gas_used)
         reports = [int(reputation.report(node_id, epoch, 100_000, 20, True, sender=c).gas_used)
                    for node_id in nodes for c in challengers]
-        gas["report"] = max(reports)  # the first report of a node in an epoch creates its histogram word
+        # Challenger 0, 1, 2 on node 0, then on node 1: the epoch's first report of each (it counts the
+        # challenger in C) on a node already reported on, its later ones likewise, and the first report
+        # of a node (a fresh histogram word) in both cases.
+        gas["report"], gas["report_more"] = reports[1], reports[4]
+        gas["report_first_of_node"], gas["report_more_first_of_node"] = reports[0], reports[3]
         chain.pending_timestamp = (epoch + 1) * epoch_length + 60
         gas["submit_first_of_region"] = int(rewards.submit(nodes[0], epoch, sender=operator).gas_used)
         gas["submit"] = int(rewards.submit(nodes[1], epoch, sender=operator).gas_used)
@@ -120,6 +125,7 @@ def measure_gas() -> tuple[Gas, dict[str, int]]:
     return Gas(open_channel=measured["open_channel"], cooperative_close=measured["cooperative_close"],
                settle=measured["settle"], submit=measured["submit_first_of_region"], claim=measured["claim"],
                update_price=measured["update_price"], report=measured["report"],
+               report_more=measured["report_more"],
                register=measured["register"]), measured
 
 
@@ -134,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--challenger-stake", type=float, default=None,
                         help="challenger stake, tokens (default: deploy_all's min_challenger_stake)")
     parser.add_argument("--migration", type=float, default=Params.migration,
-                        help="chance per epoch that a node reconsiders its region (0: no supply moves, "
+                        help="share of supply that reconsiders its region each epoch (0: no supply moves, "
                              "to separate a cheat's direct effect from the migrations it sets off)")
+    parser.add_argument("--migration-sharpness", type=float, default=Params.migration_sharpness,
+                        help="how alike operators are in the gain that makes a move worth it (the logit's "
+                             "slope on log pay; large: all move at exactly --migration-gain x)")
     args = parser.parse_args(argv)
     seeds, epochs = (4, 40) if args.quick else (args.seeds, args.epochs)
 
@@ -146,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     stake = args.challenger_stake if args.challenger_stake is not None else \
         DeployParameters().min_challenger_stake / TOKEN
     params = Params(epochs=epochs, gas=gas, gas_gwei=args.gas_gwei, shock_epoch=min(30, epochs // 3),
-                    challenger_stake_tokens=stake, migration=args.migration)
+                    challenger_stake_tokens=stake, migration=args.migration,
+                    migration_sharpness=args.migration_sharpness)
     result = compare(params, list(range(seeds)))
     mainnet = compare(replace(params, gas_gwei=MAINNET_GWEI), list(range(min(seeds, 10))), [])
 

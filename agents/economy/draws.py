@@ -15,7 +15,7 @@ __all__ = ["PURPOSES", "normals", "uniforms"]
 
 #: One stream per purpose: a draw is a hash of (purpose, seed, ids), so no stream shifts when a cheat
 #: adds actors and no purpose shares numbers with another.
-PURPOSES = {"capacity": 1, "gas": 2, "demand": 3, "assign": 4, "uptime": 5, "noise": 6, "move": 7}
+PURPOSES = {"capacity": 1, "gas": 2, "demand": 3, "assign": 4, "uptime": 5, "noise": 6}  # 7 was "move"
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MUL1, _MUL2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11 = (np.uint64(k) for k in (30, 27, 31, 11))

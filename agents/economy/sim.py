@@ -22,8 +22,13 @@ One run is ``Params.epochs`` epochs (days) of a network of nodes in several regi
 * rewards follow contracts/rewards.vy: a service pool by median service and a demand pool
   ``min(E x demand_share, fees x fee_rebate)`` split by region payments over region service
   (:func:`epoch_rewards`);
-* a few nodes per epoch move to the region that paid most per unit of capacity (new supply, in
-  effect), so supply follows demand.
+* supply follows pay: each epoch a share ``migration`` of every other operator's supply reconsiders
+  its region and moves where a unit of capacity earned more (:func:`migration_matrix`). Supply is an
+  expected quantity: ``mass[i, r]`` is how much of node ``i``'s kind is listed in region ``r`` (one
+  whole node in one region at the start), and what moves is the expected share, not a node chosen
+  by a draw. A network of thousands moves like this; in the 40 nodes of the model a single draw
+  moved an eighth of a region, and a cheat that changed one such draw changed the whole run after it
+  (docs/ECONOMICS.md, "Supply as an expected quantity").
 
 Node 0 (region ``tracked_region``) is the one whose strategy changes; :func:`run` returns its profit
 and the network's figures, and :func:`compare` runs every strategy against the honest run with the
@@ -32,8 +37,7 @@ same seed, so ``profit_vs_honest`` isolates the strategy.
 Common random numbers. Every random quantity is a function of the seed, its purpose and the ids it
 belongs to (:func:`agents.economy.draws.uniforms`: a counter-based hash, as reputation draws with keccak(seed, challenger,
 node)), never the next number of a shared generator. A cheat that adds nodes or challenger
-identities therefore changes no other draw: the demand walk, gas prices, capacities, migrations and,
-for every (challenger, node) pair that exists in both runs, its assignment uniform, uptime and noise
+identities therefore changes no other draw: the demand walk, gas prices, capacities and, for every (challenger, node) pair that exists in both runs, its assignment uniform, uptime and noise
 are those of the honest run. Adding identities raises C and so lowers the threshold the pair's
 uniform is compared with (``u < reports_per_node / C``): the cheating run's drawn pairs are a subset
 of the honest run's.
@@ -73,7 +77,9 @@ __all__ = [
     "epoch_rewards",
     "mean_ci95",
     "median_service",
+    "migration_matrix",
     "next_price",
+    "next_prices",
     "normals",
     "run",
     "uniforms",
@@ -112,7 +118,12 @@ class Gas:
     submit: int = 90_000
     claim: int = 60_000
     update_price: int = 35_000
-    report: int = 90_000
+    # A challenger's first report of an epoch (it counts the challenger in the epoch's C) and each
+    # later one, both on a node others have reported on (its histogram word exists). Being the node's
+    # first reporter costs more (a fresh word); a cheat's identity rarely is, and the model leaves
+    # that out, in the cheat's favour.
+    report: int = 110_000
+    report_more: int = 86_000
     register: int = 197_162
 
 
@@ -135,8 +146,11 @@ class Params:
     capacity_sigma: float = 0.4
     duty: float = 0.25
     uptime: float = 0.98
-    migration: float = 0.03          # chance per epoch that a node reconsiders its region
+    migration: float = 0.03          # share of a node's supply that reconsiders its region each epoch
     migration_gain: float = 1.25     # it moves if another region paid this much more per capacity
+    # How alike operators are in that threshold (migration_matrix: a logit on log pay): the middle
+    # half need between 1.25 x 3**(-1/20) = 1.18 and 1.25 x 3**(1/20) = 1.32; infinite: all alike.
+    migration_sharpness: float = 20.0
     # Prices: price = "auto" (floor, ceiling, step towards a target utilisation).
     price_start: float = 0.05
     price_floor: float = 0.01
@@ -196,6 +210,38 @@ class Params:
         return tokens * self.token_usd * self.capital_rate / 365
 
 
+def next_prices(prices: np.ndarray, utilisation: np.ndarray, p: Params) -> np.ndarray:
+    """:func:`next_price` on arrays (float prices: the same figures element by element)."""
+    moved = prices * (1 + p.price_step * (utilisation - p.target_utilisation))
+    return np.minimum(p.price_ceiling, np.maximum(p.price_floor, moved))
+
+
+def migration_matrix(per_capacity: np.ndarray, gain: float, sharpness: float) -> np.ndarray:
+    """Where supply that reconsiders its region goes: ``out[r, s]`` is the share of region ``r``'s
+    reconsidering supply that lists in ``s`` (``out[r, r]``: stays), rows adding up to one.
+
+    Operators differ in what a move is worth to them, so a choice among regions is a logit on
+    ``log(pay per unit of capacity)``, a move costing ``log(gain)``: between staying in ``r`` and
+    going to ``s`` alone, the share that goes is ``1 / (1 + (gain x pay_r / pay_s) ** sharpness)``,
+    half at a gain of exactly ``gain``; the middle half of operators need between ``gain x 3 **
+    (-1 / sharpness)`` and ``gain x 3 ** (1 / sharpness)`` (1.18 .. 1.32 at 1.25 and 20). As
+    ``sharpness`` grows this becomes the all-or-nothing rule "move to the best region if it paid
+    ``gain`` times more"; a finite one makes the flow a smooth function of pay, so a small change of
+    pay moves a small amount of supply. A region without supply (pay ``inf``) takes everyone who
+    reconsiders.
+    """
+    pay = np.asarray(per_capacity, dtype=np.float64)
+    regions = len(pay)
+    if np.isinf(pay).any():
+        utility = np.where(np.isinf(pay), 0.0, -np.inf)[None, :].repeat(regions, axis=0)
+    else:
+        log_pay = np.log(np.maximum(pay, 1e-300))
+        utility = sharpness * (log_pay[None, :] - math.log(gain) * (1 - np.eye(regions)))
+    utility = utility - utility.max(axis=1, keepdims=True)
+    weights = np.exp(utility)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
 def next_price(price: float, utilisation: float, p: Params) -> float:
     """``price = "auto"``: one step towards the target utilisation, within the floor and ceiling (the
     node's own rule, :func:`agents.node.pricing.next_price`, with this run's parameters)."""
@@ -217,7 +263,6 @@ class _Node:
     customer_quality: float = 1.0    # share of its capacity customers get
     probe_quality: float = 1.0       # share challengers measure
     pinned: bool = False
-    last_income: float = 0.0
 
     @property
     def capacity_gib(self) -> float:
@@ -302,9 +347,11 @@ def run(p: Params, strategy: Strategy, seed: int, trace: bool = False) -> RunRes
     """One run of ``p.epochs`` epochs with node 0's operator playing ``strategy``.
 
     Common random numbers: every draw is :func:`uniforms` of (seed, purpose, ids), so the honest run
-    and a cheating run of one seed share the demand walk, gas prices, capacities, each node's
-    migration draws and, per (challenger, node) pair present in both, its assignment uniform, uptime
-    and noise; (cheat - honest) with the same seed measures the strategy and what it sets off.
+    and a cheating run of one seed share the demand walk, gas prices, capacities and, per
+    (challenger, node) pair present in both, its assignment uniform, uptime and noise. Supply moves as
+    an expected quantity (:func:`migration_matrix`), so no draw decides a migration and a small
+    change of incomes moves a small amount of supply: (cheat - honest) with the same seed measures
+    the strategy and what it sets off, not which coin flipped differently.
     """
     nodes = _apply_strategy(_make_nodes(p, seed), strategy, p)
     demand = {r: p.demand_gib for r in p.regions}
@@ -314,7 +361,6 @@ def run(p: Params, strategy: Strategy, seed: int, trace: bool = False) -> RunRes
     demand_draws = np.exp(p.demand_walk * normals(seed, "demand", epochs[:, None],
                                                   np.arange(len(p.regions))[None, :]))
     keys = np.array([n.key for n in nodes], dtype=np.int64)
-    move_draws = uniforms(seed, "move", epochs[:, None], keys[None, :])
 
     # Challengers' reports, drawn for the whole run at once (a probe sees the node's line, fixed for
     # the run; nodes probed at the same moment on one line share it). floors[e, c, i]: what honest
@@ -341,10 +387,34 @@ def run(p: Params, strategy: Strategy, seed: int, trace: bool = False) -> RunRes
     top = bucket_floor_kbps(MAX_THROUGHPUT_KBPS)
     missing = np.int64(2**62)
     columns = np.arange(len(nodes))
-    traced = {"reports": {}, "demand": [], "gas_usd": []} if trace else None
+    is_ours = np.array([n.owner == 0 for n in nodes])
+    # What a liar reports when drawn: the top bucket on its own nodes; a failure on competitors
+    # (lying minority: those of its region, so on the share of a node's supply that is there).
+    lie_own = np.where(is_ours, top, -1).astype(np.int64)
+    lie_all = np.where(is_ours, top, 0 if strategy is Strategy.LYING_MINORITY else -1).astype(np.int64)
+    traced = {"reports": {}, "demand": [], "gas_usd": [], "mass": []} if trace else None
     if trace:
         for e, c, i in zip(*np.nonzero(drawn), strict=True):
             traced["reports"][(int(e), int(c), int(keys[i]))] = int(floors[e, c, i])
+
+    # Supply as (node, region) arrays: mass[i, r] is how much of node i's supply is listed in region r
+    # (node i stands for operators of its kind: its expected presence there), price[i, r] what it asks
+    # there. Node 0's operator's nodes are pinned, one whole node in one region, as every node starts.
+    regions = list(p.regions)
+    home = regions.index(p.tracked_region)
+    mass = np.zeros((len(nodes), len(regions)))
+    mass[columns, [regions.index(n.region) for n in nodes]] = 1.0
+    price = np.array([[n.price] * len(regions) for n in nodes])
+    capacity = np.array([n.capacity_gib for n in nodes])
+    quality = np.array([n.customer_quality for n in nodes])
+    pull = capacity * quality  # clients' weight at a given price
+    if strategy is Strategy.OVERCLAIM:
+        pull = np.where(is_ours, pull * (1 - p.overclaim_churn), pull)
+    sellable_per_mass = capacity * p.duty * quality
+    movers = np.array([n.owner != 0 and not n.pinned for n in nodes])
+    # Stake and the box are per node (a node's masses add up to one); Sybil parts share one box.
+    per_node_cost = p.stake_cost(p.node_stake_tokens) + np.array(
+        [p.fixed_cost if (n.owner != 0 or i == ours[0]) else 0.0 for i, n in enumerate(nodes)])
 
     profit = income = fees_gas = 0.0
     honest_income = honest_fees_gas = 0.0
@@ -356,111 +426,105 @@ def run(p: Params, strategy: Strategy, seed: int, trace: bool = False) -> RunRes
             demand[r] *= float(demand_draws[epoch, k])
         if epoch == p.shock_epoch:
             demand[p.shock_region] *= p.shock_factor
+        wanted = np.array([demand[r] for r in regions])
         if trace:
             traced["demand"].append(tuple(demand[r] for r in p.regions))
             traced["gas_usd"].append(gas_usd)
+            traced["mass"].append(mass.copy())
 
-        # Clients split each region's demand by service and price; nobody is given more than it can carry.
-        served = [0.0] * len(nodes)
-        for r in p.regions:
-            members = [i for i, n in enumerate(nodes) if n.region == r]
-            if not members:
-                continue
-            cheapest = min(nodes[i].price for i in members)
-            weights = {}
-            for i in members:
-                n = nodes[i]
-                w = n.capacity_gib * n.customer_quality * cheapest / n.price
-                if i in ours and strategy is Strategy.OVERCLAIM:
-                    w *= 1 - p.overclaim_churn
-                weights[i] = w
-            total = sum(weights.values())
-            for i in members:
-                sellable = nodes[i].capacity_gib * p.duty * nodes[i].customer_quality
-                served[i] = min(demand[r] * weights[i] / total, sellable)
-        revenue = [served[i] * nodes[i].price for i in range(len(nodes))]
-        paid = {r: 0.0 for r in p.regions}
-        for i, n in enumerate(nodes):
-            paid[n.region] += revenue[i]
+        # Clients split each region's demand by service and price (weight capacity x service / price);
+        # nobody is given more than it can carry.
+        weights = mass * pull[:, None] / price
+        total = weights.sum(axis=0)
+        sellable = mass * sellable_per_mass[:, None]
+        served = np.minimum(wanted * np.divide(weights, total, out=np.zeros_like(weights), where=total > 0),
+                            sellable)
+        revenue = served * price
+        paid = dict(zip(regions, revenue.sum(axis=0).tolist(), strict=True))
 
         # Node 0's extra moves this epoch.
         extra_cost = 0.0
-        own_revenue = sum(revenue[i] for i in ours)
+        own_revenue = float(revenue[is_ours].sum())
         if strategy is Strategy.WASH:
             wash = p.wash_multiple * max(own_revenue, 1.0)
-            paid[nodes[0].region] += wash
+            paid[p.tracked_region] += wash
             extra_cost += wash * p.fee + (p.gas.open_channel + p.gas.cooperative_close) * gas_usd
         elif strategy is Strategy.OVERCLAIM:
             # Each inflated settlement is refused on chain (the client signed less): gas for nothing.
             extra_cost += own_revenue / p.channel_usd * p.gas.settle * gas_usd
 
         # Reports -> median service per node (median_service's rule on every column at once). A liar
-        # reports only where the draw sends it: the top bucket on its own node, a failure on a
-        # competitor of its region (lying minority); nothing elsewhere.
-        reports = floors[epoch]
-        if liars:
-            target = np.array([top if i in ours else
-                               0 if strategy is Strategy.LYING_MINORITY and n.region == nodes[0].region else -1
-                               for i, n in enumerate(nodes)], dtype=np.int64)
-            lies = np.where(liar_drawn[epoch] & (target >= 0)[None, :], target[None, :], -1)
-            liar_reports = int((lies >= 0).sum())
-            reports = np.concatenate([reports, lies])
-        counts = (reports >= 0).sum(axis=0)
-        ordered = np.sort(np.where(reports >= 0, reports, missing), axis=0)
-        lower = ordered[np.maximum((counts + 1) // 2 - 1, 0), columns]
-        medians = [int(m) if c >= p.min_reports else 0 for m, c in zip(lower, counts, strict=True)]
-        if liars:
-            extra_cost += liar_reports * p.gas.report * gas_usd + liars * p.stake_cost(p.challenger_stake_tokens)
+        # reports only where the draw sends it.
+        def medians(lie: np.ndarray) -> np.ndarray:
+            reports = floors[epoch]
+            if liars:
+                reports = np.concatenate([reports, np.where(liar_drawn[epoch] & (lie >= 0)[None, :],
+                                                            lie[None, :], -1)])
+            counts = (reports >= 0).sum(axis=0)
+            ordered = np.sort(np.where(reports >= 0, reports, missing), axis=0)
+            lower = ordered[np.maximum((counts + 1) // 2 - 1, 0), columns]
+            return np.where(counts >= p.min_reports, lower, 0)
 
-        entered = [i for i in range(len(nodes)) if medians[i] > 0]
-        shares = epoch_rewards(emission, p.fee, p.demand_share, p.fee_rebate, [medians[i] for i in entered],
-                               [nodes[i].region for i in entered], paid)
-        reward = [0.0] * len(nodes)
-        for i, share in zip(entered, shares, strict=True):
-            reward[i] = share
+        service = np.repeat(medians(lie_own)[:, None], len(regions), axis=1)
+        if strategy is Strategy.LYING_MINORITY:
+            service[:, home] = medians(lie_all)
+        if liars:
+            # Reports sent: one per drawn own node, and (lying minority) one per drawn competitor's
+            # operator listed in the region: node i's share there.
+            targets = is_ours + (0.0 if strategy is not Strategy.LYING_MINORITY else mass[:, home] * ~is_ours)
+            sent = (liar_drawn[epoch] * targets[None, :]).sum(axis=1)  # per identity
+            report_gas = np.minimum(sent, 1.0) * p.gas.report + np.maximum(sent - 1.0, 0.0) * p.gas.report_more
+            extra_cost += float(report_gas.sum()) * gas_usd + liars * p.stake_cost(p.challenger_stake_tokens)
+
+        # rewards.vy: every listed node with a non-zero median enters; a share m of a node in a region
+        # enters as m nodes of its median (the split is linear in service, so it gets m node shares).
+        where = np.nonzero((mass > 0) & (service > 0))
+        shares = epoch_rewards(emission, p.fee, p.demand_share, p.fee_rebate,
+                               (service[where] * mass[where]).tolist(), [regions[k] for k in where[1]], paid)
+        reward = np.zeros_like(mass)
+        reward[where] = shares
 
         # Each node's books for the epoch; auto prices for the next one.
-        for i, n in enumerate(nodes):
-            gas = revenue[i] / p.channel_usd * p.gas.cooperative_close * gas_usd
-            if reward[i] > 0:
-                gas += (p.gas.submit + p.gas.claim) * gas_usd
-            utilisation = served[i] / max(n.capacity_gib * p.duty * n.customer_quality, 1e-9)
-            price = next_price(n.price, utilisation, p)
-            if pricing.worth_updating(n.price, price):
-                gas += p.gas.update_price * gas_usd
-                n.price = price
-            fee = revenue[i] * p.fee
-            cost = served[i] * p.bandwidth_cost + p.stake_cost(p.node_stake_tokens)
-            cost += p.fixed_cost if (n.owner != 0 or i == ours[0]) else 0.0  # Sybil parts share one box
-            n.last_income = revenue[i] + reward[i]
-            if n.owner == 0:
-                profit += n.last_income - fee - gas - cost
-                income += n.last_income
-                fees_gas += fee + gas
-            else:
-                honest_income += n.last_income
-                honest_fees_gas += fee + gas
-        profit -= extra_cost
-        fees_gas += extra_cost
+        gas = revenue / p.channel_usd * p.gas.cooperative_close * gas_usd
+        gas += np.where(reward > 0, (p.gas.submit + p.gas.claim) * gas_usd * mass, 0.0)
+        utilisation = np.divide(served, sellable, out=np.zeros_like(served), where=sellable > 0)
+        moved = next_prices(price, utilisation, p)
+        update = np.abs(moved - price) > pricing.MIN_CHANGE * price  # pricing.worth_updating
+        gas += np.where(update, p.gas.update_price * gas_usd * mass, 0.0)
+        price = np.where(update, moved, price)
+        fee = revenue * p.fee
+        cost = served * p.bandwidth_cost + per_node_cost[:, None] * mass
+        earned = revenue + reward
+        profit += float((earned - fee - gas - cost)[is_ours].sum()) - extra_cost
+        income += float(earned[is_ours].sum())
+        fees_gas += float((fee + gas)[is_ours].sum()) + extra_cost
+        honest_income += float(earned[~is_ours].sum())
+        honest_fees_gas += float((fee + gas)[~is_ours].sum())
 
-        # Supply follows pay: a few nodes move where a unit of capacity earned most (read from the
-        # other operators' books, so node 0's own strategy moves no one through its own income).
-        per_capacity = {}
-        for r in p.regions:
-            others = [n for n in nodes if n.region == r and n.owner != 0]
-            caps = sum(n.capacity_gib for n in others)
-            per_capacity[r] = sum(n.last_income for n in others) / caps if caps else math.inf
-        best = max(per_capacity, key=per_capacity.get)
-        for i, n in enumerate(nodes):
-            if n.pinned or n.owner == 0 or move_draws[epoch, i] >= p.migration:
-                continue
-            if per_capacity[best] > p.migration_gain * per_capacity[n.region]:
-                n.region = best
-                n.price = statistics.fmean([m.price for m in nodes if m.region == best])
+        # Supply follows pay: a share `migration` of every other operator's supply reconsiders its
+        # region each epoch and goes where a unit of capacity earned most (read from the other
+        # operators' books, so node 0's own strategy moves no one through its own income).
+        if p.migration > 0:
+            capacity_r = (mass[~is_ours] * capacity[~is_ours, None]).sum(axis=0)
+            earned_r = earned[~is_ours].sum(axis=0)
+            per_capacity = np.divide(earned_r, capacity_r, out=np.full(len(regions), np.inf), where=capacity_r > 0)
+            choice = migration_matrix(per_capacity, p.migration_gain, p.migration_sharpness)
+            listed = mass.sum(axis=0)
+            region_price = np.divide((mass * price).sum(axis=0), listed, out=np.full(len(regions), p.price_start),
+                                     where=listed > 0)
+            m = mass[movers]
+            going = m * p.migration
+            staying = np.diag(choice)
+            keep = m - going + going * staying      # keeps its price
+            arriving = going @ choice - going * staying  # lists at the region's average price
+            after = keep + arriving
+            price[movers] = np.divide(keep * price[movers] + arriving * region_price, after,
+                                      out=np.broadcast_to(region_price, after.shape).copy(), where=after > 0)
+            mass[movers] = after
 
         if epoch > p.shock_epoch and response is None:
-            ratio = {r: demand[r] / max(sum(n.capacity_gib * p.duty for n in nodes if n.region == r), 1e-9)
-                     for r in p.regions}
+            supply = (mass * capacity[:, None]).sum(axis=0) * p.duty
+            ratio = dict(zip(regions, (wanted / np.maximum(supply, 1e-9)).tolist(), strict=True))
             others = statistics.median([ratio[r] for r in p.regions if r != p.shock_region])
             if ratio[p.shock_region] <= 1.25 * others:
                 response = epoch - p.shock_epoch
