@@ -16,6 +16,12 @@ meter, standby and failover (the machinery of one hop, reused whole):
 The kill switch lets out only the relay endpoints on the uplink (plus both TUNs by name): when the
 relay hop dies, nothing leaves until the standby relay is up; when its TUN is gone (the client
 crashed) the exit's ``/32`` goes with it and the exit's datagrams meet the kill switch on the uplink.
+The relay hop's tunnel runs in a child process (agents.wireguard.child; service.py starts it), so
+the two tunnels' encryption, which holds the GIL, runs on two cores; the client agent of the relay
+hop calls it over a socket pair. The child dies with the client (``PR_SET_PDEATHSIG``); a child that
+dies alone takes its TUN and the exits' routes with it (the kill switch then drops the exit's
+datagrams on the uplink) and is started again with the same key, the exits routed into the new TUN
+and the relay hop failed over by its liveness (:meth:`TwoHops._outer_restarted`).
 Both nodes use the same control address (fd77:7272::1), so the relay hop's route to it lives in a
 table of its own, used only from the relay tunnel's quarantine address (``control_table``).
 
@@ -95,7 +101,8 @@ class TwoHops:
     """A connection through a relay to an exit, as :mod:`agents.client.service` uses an agent.
 
     Args:
-        outer_tunnel / inner_tunnel: started Tunnels (the relay's TUN, the exit's full-tunnel TUN).
+        outer_tunnel / inner_tunnel: started Tunnels (the relay's TUN, the exit's full-tunnel TUN); the
+            outer one may be a :class:`agents.wireguard.child.ChildTunnel`.
         chain: the client's chain port (both channels).
         killswitch: the engaged kill switch's endpoint view (relay endpoints only).
         resolv: DNS pointing, for the exit hop.
@@ -115,6 +122,26 @@ class TwoHops:
         self.exit = ClientAgent(tunnel=inner_tunnel, chain=chain, killswitch=_NoEndpoints(), resolv=resolv,
                                 budget=budget, dead_after_s=dead_after_s + INNER_PATIENCE_S,
                                 max_latency_s=max_latency_s + INNER_PATIENCE_S)
+        if hasattr(outer_tunnel, "on_restart"):  # a relay tunnel in a child process (agents.wireguard.child)
+            outer_tunnel.on_restart = self._outer_restarted
+
+    def _route_exits(self) -> None:
+        """Route each exit endpoint's ``/32`` into the relay's TUN."""
+        tun = self.outer_tunnel.tun
+        for host, _ in dict.fromkeys(r.endpoint for r in self.exit_routes):
+            tun.ip("-4", "route", "replace", f"{host}/32", "dev", tun.name)
+
+    def _outer_restarted(self) -> None:
+        """The relay tunnel's process died and a new one runs (same key, a new TUN and socket, no peer).
+
+        Its TUN went with it, and with the TUN the exits' routes: until now the exit's datagrams met
+        the kill switch on the uplink. The exits' routes are put back; the relay hop's peer is not:
+        its counters now read None, so the relay hop's liveness finds it silent and fails over within
+        ``dead_after_s`` (a fresh session, a fresh meter), while the exit hop waits for it.
+        """
+        log.warning("two hops: the relay tunnel's process was restarted: exits routed again, the relay hop "
+                    "fails over")
+        self._route_exits()
 
     def connect(self, relay_routes: list[Route]) -> None:
         """Relay hop first (with the exits' routes into it), then the exit hop through it.
@@ -122,9 +149,7 @@ class TwoHops:
         Raises:
             ConnectError: no relay or no exit could be used.
         """
-        tun = self.outer_tunnel.tun
-        for host, _ in dict.fromkeys(r.endpoint for r in self.exit_routes):
-            tun.ip("-4", "route", "replace", f"{host}/32", "dev", tun.name)
+        self._route_exits()
         self.relay.connect(relay_routes)
         try:
             self.exit.connect(self.exit_routes)
@@ -144,6 +169,9 @@ class TwoHops:
     def status(self) -> dict:
         """The exit hop's status (what single-hop shows) plus the relay hop's under ``relay``."""
         exit_status, relay_status = self.exit.status(), self.relay.status()
+        if hasattr(self.outer_tunnel, "restarts"):  # the relay tunnel's process (agents.wireguard.child)
+            relay_status["tunnel_process"] = {"pid": self.outer_tunnel.pid, "alive": self.outer_tunnel.alive,
+                                              "restarts": list(self.outer_tunnel.restarts)}
         return {**exit_status, "hops": 2, "relay": relay_status,
                 "connected": bool(exit_status.get("connected") and relay_status.get("connected"))}
 

@@ -41,6 +41,7 @@ from agents.client.selection import check_regions, eligible, rank
 from agents.errors import UserError
 from agents.metrics import serve as serve_metrics
 from agents.unixctl import ControlServer, NotRunning, request
+from agents.wireguard.child import ChildTunnel
 from agents.wireguard.config import InterfaceConfig, generate_private_key
 from agents.wireguard.runtime import Tunnel
 
@@ -59,6 +60,13 @@ KILLSWITCH_TABLE = "warren_client"
 RESOLV_CONF = "/etc/resolv.conf"
 #: Tunnel MTU: WireGuard's usual 1420 (IPv6 inside the tunnel needs at least 1280, RFC 8200).
 CLIENT_MTU = 1420
+#: Whether `--hops 2` runs the relay's tunnel in a child process (two cores for the two tunnels):
+#: off with WARREN_OUTER_PROCESS=0 in the environment (both in this process, as before; for benchmarks).
+OUTER_PROCESS = os.environ.get("WARREN_OUTER_PROCESS", "1") != "0"
+
+
+def _started_tunnel(*args, **kwargs) -> Tunnel:
+    return Tunnel(*args, **kwargs).start()
 
 
 def _state_file(config: ClientConfig) -> Path:
@@ -136,9 +144,11 @@ def run_connect(config: ClientConfig, *, region: str | None = None, max_price: i
                                     mtu=CLIENT_MTU if hops == 1 else INNER_MTU), config.interface, uapi=False,
                     manage_routes=False).start()
     # Two hops: the relay's tunnel carries the exit's; it alone talks to the uplink (and the overlay).
-    outer = tunnel if hops == 1 else Tunnel(
+    # It runs in a child process of its own (agents.wireguard.child), so that the two tunnels'
+    # encryption, which holds the GIL, uses two cores; WARREN_OUTER_PROCESS=0 keeps it in this one.
+    outer = tunnel if hops == 1 else (ChildTunnel if OUTER_PROCESS else _started_tunnel)(
         InterfaceConfig(private_key=generate_private_key(), listen_port=0, mtu=CLIENT_MTU),
-        (config.interface[:14] + "r"), uapi=False, manage_routes=False).start()
+        (config.interface[:14] + "r"), uapi=False, manage_routes=False)
     if outer is not tunnel:
         killswitch.set_tuns([config.interface, outer.tun.name])
     # --paths N: a TUN per later path (the first is the full tunnel's).

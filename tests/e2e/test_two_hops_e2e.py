@@ -242,9 +242,10 @@ def _only_wireguard_to(frames, hosts: set) -> list:
     return [f for f in frames if f.outgoing and not f.neighbour_discovery and not (f.wireguard and f.dst in hosts)]
 
 
-def _kill_mid_download(net, victim: str) -> tuple[list, float]:
-    """SIGKILL ``victim``'s `warren node run` while a download runs; wait for a whole download with the
-    right checksum. Returns the client uplink's frames meanwhile and seconds from kill to that."""
+def _kill_mid_download(net, victim: str, kill=None) -> tuple[list, float]:
+    """SIGKILL ``victim``'s `warren node run` (or call ``kill``) while a download runs; wait for a whole
+    download with the right checksum. Returns the client uplink's frames meanwhile and seconds from
+    kill to that."""
     world = net["world"]
     uplink = PacketCapture(world.client.name, "eth0").__enter__()
     try:
@@ -252,8 +253,11 @@ def _kill_mid_download(net, victim: str) -> tuple[list, float]:
         downloader.start()
         time.sleep(0.7)  # mid-download (16 MiB at ~60 Mbit/s: about 2 s)
         killed_at = time.monotonic()
-        net["nodes"][victim].proc.kill()
-        net["nodes"][victim].proc.wait(timeout=10)
+        if kill is not None:
+            kill()
+        else:
+            net["nodes"][victim].proc.kill()
+            net["nodes"][victim].proc.wait(timeout=10)
         downloader.join(timeout=70)
         after = wait_for(lambda: fetch(world, read_timeout=5, timeout=40), 90, interval=0.5,
                          what=f"a download after {victim} was killed")
@@ -294,6 +298,37 @@ def test_exit_killed__exit_hop_fails_over_through_the_same_relay__kill_switch_ho
         proc.wait(timeout=30)
 
 
+def test_relay_tunnel_process_killed__restarted__relay_hop_fails_over__kill_switch_holds(net):
+    """The client's relay tunnel runs in a child process (agents.wireguard.child). SIGKILLed
+    mid-download: its TUN goes with it (the exit's datagrams meet the kill switch), the client starts
+    it again with the same key, the relay hop fails over, the exit hop keeps its session, and the
+    uplink carries nothing but WireGuard to the relays throughout."""
+    world, nodes, config = net["world"], net["nodes"], net["config"]
+    proc, status = _connect(net, "--node", nodes[net["exit"]].status()["node_id"])
+    try:
+        child = status["relay"]["tunnel_process"]
+        assert child["alive"] and child["restarts"] == []
+        with open(f"/proc/{child['pid']}/stat") as handle:  # a child of the client, counted in its CPU
+            assert int(handle.read().rsplit(")", 1)[1].split()[1]) == proc.pid
+        relay_hosts = {n.host.public_address for n in nodes.values()}
+        frames, recovered_s = _kill_mid_download(net, "relay tunnel", kill=lambda: os.kill(child["pid"], 9))
+        moved = client_status(world, config)
+        restarted = moved["relay"]["tunnel_process"]
+        assert moved["connected"] and restarted["alive"] and restarted["pid"] != child["pid"]
+        assert [r["exit_status"] for r in restarted["restarts"]] == [-9]
+        assert moved["relay"]["failovers"] and moved["channel_id"] == status["channel_id"]
+        assert moved["failovers"] == []  # the exit hop stayed
+        leaks = _only_wireguard_to(frames, relay_hosts)
+        assert leaks == [], leaks[:5]
+        print(f"relay tunnel process killed: relay hop switched in {moved['relay']['failovers'][0]['switch_s']} s, "
+              f"next full download done {recovered_s:.2f} s after the kill")
+    finally:
+        run_in(world.client, warren_argv("disconnect", "--config", str(config)), timeout=90)
+        proc.wait(timeout=30)
+    with pytest.raises(ProcessLookupError):  # reaped with the client
+        os.kill(restarted["pid"], 0)
+
+
 def test_relay_killed__relay_hop_fails_over__exit_session_kept__kill_switch_holds(net):
     """Another connection to the exit left alive, the relay left to the ranking (two of the other nodes,
     one the standby):
@@ -320,3 +355,4 @@ def test_relay_killed__relay_hop_fails_over__exit_session_kept__kill_switch_hold
     finally:
         run_in(world.client, warren_argv("disconnect", "--config", str(config)), timeout=90)
         proc.wait(timeout=30)
+
