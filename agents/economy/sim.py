@@ -170,9 +170,9 @@ class Params:
     min_reports: int = 3
     node_stake_tokens: float = 100.0
     # A challenger's stake: what a self-dealing operator must lock per extra identity; deploy_all's
-    # default (agents/chain/deploy.py: 10 tokens). docs/ECONOMICS.md: about 2,000 would make the
-    # one-order-statistic gain of self-dealing a loss.
-    challenger_stake_tokens: float = 10.0
+    # default (agents/chain/deploy.py: 500 tokens; docs/ECONOMICS.md: 230 covers the gain of
+    # self-dealing, which broke even at the earlier 10).
+    challenger_stake_tokens: float = 500.0
     # Challengers: honest ones, and reputation's assignment (agents/chain/deploy.py's
     # reports_per_node): each challenger is drawn for each node with probability
     # min(1, reports_per_node / challenger identities), so a node expects reports_per_node reports.

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from agents.chain.connect import connect, load_contracts
+from agents.chain.deploy import DeployParameters
 from agents.challenger.payload import payload
 from agents.challenger.store import TranscriptStore
 from agents.challenger.verdict import judge, record
@@ -29,6 +30,8 @@ from agents.wallet import AccountSpec
 pytestmark = pytest.mark.slow
 
 CHALLENGER, OPERATOR, TOKEN = 7, 3, 10**18
+#: The deployed minimum challenger stake (each challenger registers with exactly that).
+CHALLENGER_STAKE = DeployParameters().min_challenger_stake
 
 
 def test_run__silverback_app_starts_and_backfills_an_unsent_report(tmp_path):
@@ -39,9 +42,9 @@ def test_run__silverback_app_starts_and_backfills_an_unsent_report(tmp_path):
 
             contracts = load_contracts(project, chain.deployment)
             challenger, operator = accounts.test_accounts[CHALLENGER], accounts.test_accounts[OPERATOR]
-            contracts.token.mint(challenger, 100 * TOKEN, sender=accounts.test_accounts[0])
-            contracts.token.approve(contracts.registry, 10 * TOKEN, sender=challenger)
-            contracts.registry.register_challenger(10 * TOKEN, sender=challenger)
+            contracts.token.mint(challenger, CHALLENGER_STAKE, sender=accounts.test_accounts[0])
+            contracts.token.approve(contracts.registry, CHALLENGER_STAKE, sender=challenger)
+            contracts.registry.register_challenger(CHALLENGER_STAKE, sender=challenger)
             key = os.urandom(32)
             contracts.token.approve(contracts.registry, 100 * TOKEN, sender=operator)
             contracts.registry.register_node(key, "DE", TOKEN, 100 * TOKEN, sender=operator)
@@ -104,9 +107,9 @@ def test_once__chain_down_then_restarted__the_stored_report_goes_out_after(tmp_p
 
             contracts = load_contracts(project, chain.deployment)
             challenger, operator = accounts.test_accounts[CHALLENGER], accounts.test_accounts[OPERATOR]
-            contracts.token.mint(challenger, 100 * TOKEN, sender=accounts.test_accounts[0])
-            contracts.token.approve(contracts.registry, 10 * TOKEN, sender=challenger)
-            contracts.registry.register_challenger(10 * TOKEN, sender=challenger)
+            contracts.token.mint(challenger, CHALLENGER_STAKE, sender=accounts.test_accounts[0])
+            contracts.token.approve(contracts.registry, CHALLENGER_STAKE, sender=challenger)
+            contracts.registry.register_challenger(CHALLENGER_STAKE, sender=challenger)
             contracts.token.approve(contracts.registry, 100 * TOKEN, sender=operator)
             contracts.registry.register_node(os.urandom(32), "DE", TOKEN, 100 * TOKEN, sender=operator)
             node_id = bytes(contracts.registry.node_id_at(contracts.registry.node_count()))
@@ -199,9 +202,9 @@ def test_slash_previous__failure_majority__slashed_in_the_next_epoch_once_with_t
             rep, registry, token = contracts.reputation, contracts.registry, contracts.token
             panel = [accounts.test_accounts[i] for i in (CHALLENGER, 8, 9)]
             for account in panel:
-                token.mint(account, 100 * TOKEN, sender=accounts.test_accounts[0])
-                token.approve(registry, 10 * TOKEN, sender=account)
-                registry.register_challenger(10 * TOKEN, sender=account)
+                token.mint(account, CHALLENGER_STAKE, sender=accounts.test_accounts[0])
+                token.approve(registry, CHALLENGER_STAKE, sender=account)
+                registry.register_challenger(CHALLENGER_STAKE, sender=account)
             operator, ids = accounts.test_accounts[OPERATOR], []
             for _ in range(2):
                 token.approve(registry, 100 * TOKEN, sender=operator)

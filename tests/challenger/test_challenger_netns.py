@@ -28,6 +28,7 @@ import os
 import pytest
 
 from agents.chain.connect import connect, load_contracts
+from agents.chain.deploy import DeployParameters
 from agents.challenger.store import TranscriptStore
 from agents.client.config import ClientConfig
 from agents.client.config import write_config as write_client_config
@@ -44,6 +45,8 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow,
 #: ape test accounts of the three challengers (0 owner, 1-2 guardians, 3-5 nodes, 6 client).
 CHALLENGERS = (7, 8, 9)
 TOKEN = 10**18
+#: The deployed minimum challenger stake (each challenger registers with exactly that).
+CHALLENGER_STAKE = DeployParameters().min_challenger_stake
 #: What each node advertises in its PeerRecord (kbit/s; its config's capacity_mbps): the challengers
 #: judge each against its own. node_b is shaped to a tenth of its figure.
 ADVERTISED_KBPS = {"node_a": 16_000, "node_b": 20_000, "node_c": 12_000}
@@ -83,9 +86,9 @@ def net(tmp_path_factory):
             owner = accounts.test_accounts[0]
             for index in CHALLENGERS:
                 account = accounts.test_accounts[index]
-                contracts.token.mint(account, 100 * TOKEN, sender=owner)
-                contracts.token.approve(contracts.registry, 10 * TOKEN, sender=account)
-                contracts.registry.register_challenger(10 * TOKEN, sender=account)
+                contracts.token.mint(account, CHALLENGER_STAKE, sender=owner)
+                contracts.token.approve(contracts.registry, CHALLENGER_STAKE, sender=account)
+                contracts.registry.register_challenger(CHALLENGER_STAKE, sender=account)
                 addresses.append(str(account.address))
             stakes = {n: int(contracts.registry.node_stake(bytes.fromhex(p.status()["node_id"])))
                       for n, p in nodes.items()}
