@@ -37,6 +37,7 @@ import http.client
 import logging
 import os
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
@@ -56,6 +57,9 @@ log = logging.getLogger("warren.challenger")
 
 #: A challenge's download must finish within this (seconds): a node slower than payload / this fails.
 DOWNLOAD_TIMEOUT_S = 60.0
+#: How long a co-located group's challenges wait for each other's setup (paid sessions; the payer's
+#: chain calls and voucher proofs go one at a time) before downloading (seconds).
+GROUP_SETUP_WAIT_S = 120.0
 #: Bytes read per recv of the download.
 _READ = 256 * 1024
 #: How far back a node's traffic is counted (blocks; about a day of 2-second blocks).
@@ -264,11 +268,15 @@ class Challenger:
     def challenge_group(self, candidates: list, epoch: int) -> list[tuple[Transcript, Verdict]]:
         """Challenge co-located nodes at the same moment, each in its own thread, tunnel and TUN
         (:func:`slot_interface`), so nodes sharing an uplink share it while measured. The payer's
-        chain calls go out one at a time (one account); the downloads overlap."""
+        chain calls go out one at a time (one account). Every session is set up (and paid: a voucher
+        proof takes seconds of this process's CPU) before any download starts, so the downloads
+        overlap each other and nothing else: a proof made beside a download slowed this process's
+        tunnels and an honest node was judged slow (CI, 2026-12-07)."""
         if len(candidates) == 1:
             return [self.challenge(candidates[0], epoch)]
+        start = threading.Barrier(len(candidates))
         with ThreadPoolExecutor(max_workers=len(candidates), thread_name_prefix="challenge") as pool:
-            futures = [pool.submit(self.challenge, c, epoch, slot) for slot, c in enumerate(candidates)]
+            futures = [pool.submit(self.challenge, c, epoch, slot, start) for slot, c in enumerate(candidates)]
             return [f.result() for f in futures]
 
     # -- uptime probes ------------------------------------------------------------------------------
@@ -317,10 +325,19 @@ class Challenger:
 
     # -- one challenge ------------------------------------------------------------------------------
 
-    def challenge(self, candidate, epoch: int, slot: int = 0) -> tuple[Transcript, Verdict]:
+    def challenge(self, candidate, epoch: int, slot: int = 0,
+                  start: threading.Barrier | None = None) -> tuple[Transcript, Verdict]:
         """One challenge of ``candidate`` (see the module docstring); never raises for the node's faults.
-        ``slot``: its place in a concurrent group (its TUN's name; its payer calls serialised)."""
+        ``slot``: its place in a concurrent group (its TUN's name; its payer calls serialised);
+        ``start``: the group's barrier, passed once this session is set up (or has failed)."""
         from agents.client.agent import ClientAgent, Route
+
+        def arrive() -> None:  # exactly once per challenge, whatever fails
+            nonlocal start
+            if start is not None:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    start.wait(timeout=GROUP_SETUP_WAIT_S)
+                start = None
 
         node_id = candidate.node.node_id
         seed = os.urandom(32)
@@ -343,7 +360,10 @@ class Challenger:
                                     max_latency_s=client.max_latency_ms / 1000,
                                     control_table=None if slot == 0 else CONTROL_TABLE_BASE + slot)
                 try:
-                    agent.connect([Route(candidate, endpoint)])
+                    try:
+                        agent.connect([Route(candidate, endpoint)])
+                    finally:
+                        arrive()
                     source = agent.session.terms.address_v4
                     tunnel.tun.ip("route", "replace", f"{target.hostname}/32", "dev", tunnel.tun.name, "src", source)
                     received, elapsed, rtt = self._download(target, url, source, tunnel.tun.name)
@@ -361,6 +381,8 @@ class Challenger:
         except Exception as exc:  # noqa: BLE001 - every failure of the node's is a failed challenge
             error = f"{type(exc).__name__}: {exc}"
             log.warning("challenge of %s failed: %s", node_id.hex()[:12], error)
+        finally:
+            arrive()  # a challenge that failed before its setup must not hold the others back
         transcript = record(node_id=node_id, epoch=epoch, challenger=str(self.account.address), started_at=started,
                             seed=seed, size=size, url=url, advertised_kbps=advertised,
                             received=received, elapsed_s=elapsed, latency_ms=latency, error=error,
