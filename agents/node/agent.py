@@ -124,6 +124,8 @@ class NodeAgent:
         self._connections: dict[bytes, socket.socket] = {}
         self._addr_key: dict[str, bytes] = {}
         self._dropped: dict[str, tuple[int, int]] = {}
+        #: Each session's tunnel counters at the last meter period (billed from a period later).
+        self._sampled: dict[bytes, tuple[int, int] | None] = {}
         self._session_rows: dict[bytes, int] = {}
         self.started_at = time.time()
         self.counters = {"receipts_accepted": 0, "receipts_refused": 0, "sessions": 0,
@@ -445,11 +447,16 @@ class NodeAgent:
 
     def meter_once(self) -> None:
         """Sample counters, bill, tick the core, apply its actions, invoice every session."""
-        # Tunnel counters first, the exit's drops after: a packet the tunnel has counted but the exit
-        # has not yet dropped (a flood at a blocked address, in the TUN's queue) would otherwise be
-        # billed, and billed bytes never go down. This order errs the other way, for one period.
+        # The bill is the tunnel's counters of the previous period less the exit's drops now: a packet
+        # is counted when decrypted, and may still wait (in the tunnel's batch of decrypted packets,
+        # in the TUN's queue) for the exit to drop it; billed bytes never go down, so a bill from the
+        # counters and drops of one moment kept what was in flight then (CI: 60,720 B of a 1.7 MB
+        # flood at a blocked address billed). A period later every packet counted then has met the
+        # exit's rules. The bill lags one period (METER_PERIOD_S); the credit check and receipts use
+        # the current counters (counted_bytes, on_receipt), so neither a cut-off nor a receipt waits.
         with self.lock:
             sampled = {key: self.tunnel.peer_counters(key) for key in self.core.sessions}
+        previous, self._sampled = self._sampled, sampled
         try:
             dropped = self.exit.dropped()
         except Exception as exc:
@@ -460,12 +467,14 @@ class NodeAgent:
         invoices = []
         with self.lock:
             for wg_key, session in list(self.core.sessions.items()):
-                counters = sampled.get(wg_key)
-                if counters is None:
+                counted = previous.get(wg_key)
+                if sampled.get(wg_key) is None:
                     continue
-                billed = self._billed(session, counters, dropped)
-                self.core.update_billed(wg_key, billed, now)
-                invoices.append((wg_key, session.billed_bytes, max(0, counters[0] + counters[1] - billed)))
+                billed = self._billed(session, counted, dropped) if counted is not None else 0
+                self.core.update_billed(wg_key, billed, now, self._billed(session, sampled[wg_key], dropped))
+                # unbilled: what the exit dropped of what was billed from (never the period still in flight)
+                carried = counted[0] + counted[1] if counted is not None else 0
+                invoices.append((wg_key, session.billed_bytes, max(0, carried - billed)))
             self._apply(self.core.tick(now))
         for wg_key, billed, unbilled in invoices:
             self._send(wg_key, encode_invoice(billed, unbilled))

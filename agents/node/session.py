@@ -249,6 +249,8 @@ class Session:
         base_bytes: the channel's paid bytes when this session began (a channel can outlive a
             tunnel: the client may reconnect with a fresh key).
         billed_bytes: bytes billed in this session so far (tunnel bytes minus exit drops).
+        counted_bytes: the runtime's latest count, ahead of the bill (which lags a meter period so
+            that only packets the exit has already judged are billed); credit checks only, never billed.
         suspended: whether the exit is closed for unpaid bytes.
         last_activity: when billed bytes last grew or a receipt came.
     """
@@ -261,6 +263,7 @@ class Session:
     base_bytes: int
     started: float
     billed_bytes: int = 0
+    counted_bytes: int = 0
     suspended: bool = False
     last_activity: float = 0.0
     session_id: int | None = None
@@ -281,6 +284,11 @@ class Session:
     def unpaid_bytes(self) -> int:
         """How far the node's count is ahead of the latest receipt."""
         return self.ledger.unpaid_bytes(self.observed_bytes)
+
+    @property
+    def exposure_bytes(self) -> int:
+        """What the credit is checked against: the bill, or the runtime's newer count if ahead."""
+        return self.base_bytes + max(self.billed_bytes, self.counted_bytes)
 
 
 #: Builds a channel's ledger: (terms[, voucher channel record]) -> ReceiptLedger over the node's durable
@@ -545,15 +553,20 @@ class NodeSessions:
         actions: list[Action] = []
         if decision.accepted:
             session.last_activity = now
-            if session.suspended and session.ledger.within_credit(session.observed_bytes):
+            if session.suspended and session.ledger.within_credit(session.exposure_bytes):
                 session.suspended = False
                 actions.append(Resume(session.v4, session.v6))
         return decision, actions
 
-    def update_billed(self, wg_key: bytes, billed_bytes: int, now: float) -> None:
-        """The runtime's billed count for a session (monotonic; a lower value is ignored)."""
+    def update_billed(self, wg_key: bytes, billed_bytes: int, now: float, counted_bytes: int | None = None) -> None:
+        """The runtime's billed count for a session (monotonic; a lower value is ignored), and its
+        newer count for the credit check (``counted_bytes``, see :attr:`NodeSession.counted_bytes`)."""
         session = self.sessions.get(bytes(wg_key))
-        if session is not None and billed_bytes > session.billed_bytes:
+        if session is None:
+            return
+        if counted_bytes is not None:
+            session.counted_bytes = counted_bytes
+        if billed_bytes > session.billed_bytes:
             session.billed_bytes = billed_bytes
             session.last_activity = now
 
@@ -566,9 +579,9 @@ class NodeSessions:
                 self._refuse("setup_timeout")
                 actions.append(RemovePeer(wg_key))
         for wg_key, session in list(self.sessions.items()):
-            if not session.suspended and not session.ledger.within_credit(session.observed_bytes):
+            if not session.suspended and not session.ledger.within_credit(session.exposure_bytes):
                 session.suspended = True
-                actions.append(Suspend(session.v4, session.v6, session.unpaid_bytes))
+                actions.append(Suspend(session.v4, session.v6, session.ledger.unpaid_bytes(session.exposure_bytes)))
             elif now - session.last_activity > self.offer.idle_timeout_s:
                 actions.extend(self.end(wg_key))
         return actions

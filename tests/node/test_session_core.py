@@ -202,6 +202,15 @@ def test_metering__unpaid_past_credit__suspended_then_resumed_when_paid(node, pa
     assert decision.accepted and actions == [Resume(session.v4, session.v6)]
 
 
+def test_metering__newer_count_past_credit__suspended_before_it_is_billed(node, parties):
+    """The bill lags a meter period (only packets the exit has judged are billed); the credit is
+    checked against the runtime's newer count, so the cut-off does not wait for the bill."""
+    session, _, _ = set_up(node, parties, wg_key=b"k" * 32)
+    node.update_billed(b"k" * 32, 1000, 1, counted_bytes=(1 << 20) + 5000)
+    assert session.billed_bytes == 1000  # nothing billed from the newer count
+    assert node.tick(1) == [Suspend(session.v4, session.v6, (1 << 20) + 5000)]
+
+
 def test_metering__replayed_receipt__refused(node, parties):
     session, _, _ = set_up(node, parties, wg_key=b"k" * 32)
     node.update_billed(b"k" * 32, 1000, 1)
